@@ -1,0 +1,42 @@
+#pragma once
+/// \file
+/// `lev::SocketAddress`: an IPv4, IPv6 or unix socket address by value.
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace lev {
+
+/// A socket address held by value (sockaddr_storage plus its length).
+class SocketAddress {
+ public:
+  SocketAddress() noexcept = default;
+  SocketAddress(const sockaddr* sa, socklen_t len) noexcept;
+
+  /// Parses a numeric IPv4 or IPv6 address ("127.0.0.1", "::1") and a port.
+  /// Returns nullopt for anything that is not a numeric address.
+  static std::optional<SocketAddress> ip(std::string_view host, std::uint16_t port);
+  /// A unix socket path; nullopt when the path does not fit sun_path.
+  static std::optional<SocketAddress> unix_path(std::string_view path);
+
+  [[nodiscard]] const sockaddr* data() const noexcept {
+    return reinterpret_cast<const sockaddr*>(&storage_);
+  }
+  [[nodiscard]] sockaddr* data() noexcept { return reinterpret_cast<sockaddr*>(&storage_); }
+  [[nodiscard]] socklen_t size() const noexcept { return len_; }
+  [[nodiscard]] int family() const noexcept { return storage_.ss_family; }
+  /// Port for IPv4/IPv6, 0 otherwise.
+  [[nodiscard]] std::uint16_t port() const noexcept;
+  /// "127.0.0.1:8080", "[::1]:8080", "unix:/path".
+  [[nodiscard]] std::string to_string() const;
+
+ private:
+  sockaddr_storage storage_{};
+  socklen_t len_ = 0;
+};
+
+}  // namespace lev

@@ -1,0 +1,92 @@
+#pragma once
+/// \file
+/// The completion-backend contract: what the proactor asks of io_uring, of
+/// the fake backend, or of a backend a user plugs in.
+///
+/// A backend never delivers: it records results with CompletionQueue::push
+/// and the Loop resumes coroutines / calls callbacks only while it drains
+/// that queue (run_once, drain_callbacks). All calls come from the loop's
+/// thread.
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "lev/clock.hpp"
+#include "lev/detail/op.hpp"
+
+namespace lev {
+
+/// The loop's completion queue: an intrusive FIFO of operations whose
+/// result is recorded but not yet delivered.
+class CompletionQueue {
+ public:
+  /// Records `res` (>= 0, or -errno) on `op` and queues it for delivery.
+  /// Must be called exactly once per submitted operation.
+  void push(detail::OpBase& op, int res, unsigned cqe_flags = 0) noexcept {
+    op.res = res;
+    op.cqe_flags = cqe_flags;
+    op.state = detail::OpState::completed;
+    op.next = nullptr;
+    if (tail_) tail_->next = &op;
+    else head_ = &op;
+    tail_ = &op;
+    ++size_;
+  }
+  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+  /// Removes and returns the oldest op, or nullptr.
+  detail::OpBase* pop() noexcept {
+    detail::OpBase* h = head_;
+    if (!h) return nullptr;
+    head_ = h->next;
+    if (!head_) tail_ = nullptr;
+    h->next = nullptr;
+    --size_;
+    return h;
+  }
+  /// Detaches the whole queue (oldest first) and leaves it empty.
+  detail::OpBase* take_all() noexcept {
+    detail::OpBase* h = head_;
+    head_ = tail_ = nullptr;
+    size_ = 0;
+    return h;
+  }
+  /// Removes one op from the queue (O(n); used on teardown only).
+  bool remove(detail::OpBase& op) noexcept;
+
+ private:
+  detail::OpBase* head_ = nullptr;
+  detail::OpBase* tail_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// A completion backend. One instance serves one Loop.
+class CompletionBackend {
+ public:
+  virtual ~CompletionBackend() = default;
+
+  /// Called once by the Loop before any other call.
+  virtual void attach(CompletionQueue& queue) = 0;
+  /// "uring", "fake", ...
+  [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+  /// Hands `op` to the backend. May batch; must not push its completion
+  /// from inside this call unless the backend cannot do otherwise (the loop
+  /// would still deliver it only from the queue).
+  virtual void submit(detail::OpBase& op) = 0;
+  /// Asks the backend to stop `op` early. The op still completes exactly
+  /// once: with -ECANCELED, or with its real result if that won the race.
+  virtual void cancel(detail::OpBase& op) = 0;
+  /// Flushes pending submissions and waits up to `timeout` (nullopt: until
+  /// something completes; zero: do not block) for completions, pushing each
+  /// onto the queue. Returns how many completions it pushed.
+  virtual std::size_t poll(std::optional<Duration> timeout) = 0;
+  /// A clock the backend wants the loop to use (the fake's virtual clock).
+  [[nodiscard]] virtual std::shared_ptr<Clock> preferred_clock() { return nullptr; }
+  /// Ops handed to the backend and not yet pushed.
+  [[nodiscard]] virtual std::size_t in_flight() const noexcept = 0;
+};
+
+}  // namespace lev

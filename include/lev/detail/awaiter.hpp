@@ -1,0 +1,91 @@
+#pragma once
+/// \file
+/// The awaiter every operation shares: the op record lives inside the
+/// awaiter (so inside the awaiting coroutine's frame: no allocation per
+/// operation), the coroutine is resumed from the loop's completion queue,
+/// and an awaiter destroyed while its op is live cancels it and waits for
+/// its completion, so the kernel never writes into a freed frame.
+
+#include <coroutine>
+#include <cstdint>
+
+#include "lev/address.hpp"
+#include "lev/detail/op.hpp"
+#include "lev/detail/results.hpp"
+
+namespace lev {
+class Loop;
+}
+
+namespace lev::detail {
+
+void start_op(Loop& loop, OpBase& op);
+void abandon_op(Loop& loop, OpBase& op) noexcept;
+
+inline void resume_coroutine(OpBase& op) {
+  std::coroutine_handle<>::from_address(op.ctx).resume();
+}
+
+template <class T>
+class [[nodiscard]] OpAwaiter {
+ public:
+  explicit OpAwaiter(Loop& loop, OpKind kind, int fd) noexcept : loop_(&loop) {
+    op_.kind = kind;
+    op_.fd = fd;
+  }
+  /// `init(op)` fills the op-specific fields before the awaiter exists as
+  /// a value (awaiters are neither copied nor moved: the record's address
+  /// is handed to the kernel).
+  template <class Init>
+  OpAwaiter(Loop& loop, OpKind kind, int fd, Init&& init) noexcept : OpAwaiter(loop, kind, fd) {
+    init(op_);
+  }
+  OpAwaiter(const OpAwaiter&) = delete;
+  OpAwaiter& operator=(const OpAwaiter&) = delete;
+  ~OpAwaiter() {
+    if (op_.state == OpState::submitted || op_.state == OpState::completed)
+      abandon_op(*loop_, op_);
+  }
+
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    op_.ctx = h.address();
+    op_.deliver = &resume_coroutine;
+    start_op(*loop_, op_);
+  }
+  Result<T> await_resume() { return ResultOf<T>::make(op_); }
+
+  /// The record, for code that extends an operation before it is awaited.
+  OpBase& op() noexcept { return op_; }
+
+ protected:
+  Loop* loop_;
+  OpBase op_;
+};
+
+/// accept keeps the peer address inside the awaiter.
+class [[nodiscard]] AcceptAwaiter : public OpAwaiter<Accepted> {
+ public:
+  AcceptAwaiter(Loop& loop, int fd) noexcept : OpAwaiter(loop, OpKind::accept, fd) {
+    op_.addr = reinterpret_cast<sockaddr*>(&peer_);
+    op_.addrlen = sizeof(peer_);
+  }
+
+ private:
+  sockaddr_storage peer_{};
+};
+
+/// connect keeps its own copy of the address.
+class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void> {
+ public:
+  ConnectAwaiter(Loop& loop, int fd, const SocketAddress& to) noexcept
+      : OpAwaiter(loop, OpKind::connect, fd), to_(to) {
+    op_.addr = to_.data();
+    op_.addrlen = to_.size();
+  }
+
+ private:
+  SocketAddress to_;
+};
+
+}  // namespace lev::detail

@@ -1,0 +1,63 @@
+#pragma once
+/// \file
+/// One place that turns a completed OpBase into the typed Result its
+/// awaiter or callback receives.
+
+#include <cerrno>
+#include <cstddef>
+
+#include "lev/detail/op.hpp"
+#include "lev/error.hpp"
+#include "lev/op_types.hpp"
+
+namespace lev::detail {
+
+inline Error op_error(const OpBase& op) {
+  return Error::from_errno(-op.res, op_name(op.kind), op.fd, op.done);
+}
+
+template <class T>
+struct ResultOf;
+
+template <>
+struct ResultOf<std::size_t> {
+  static Result<std::size_t> make(OpBase& op) {
+    if (op.res < 0) return op_error(op);
+    if (op.all) return op.done;
+    return static_cast<std::size_t>(op.res);
+  }
+};
+
+template <>
+struct ResultOf<void> {
+  static Result<void> make(OpBase& op) {
+    if (op.res < 0) return op_error(op);
+    return {};
+  }
+};
+
+template <>
+struct ResultOf<Accepted> {
+  static Result<Accepted> make(OpBase& op) {
+    if (op.res < 0) return op_error(op);
+    // Ownership moves into the result here; the op no longer holds it.
+    Accepted a{Fd{op.res}, SocketAddress{op.addr, op.addrlen}};
+    op.res = 0;
+    op.kind = OpKind::nop;
+    return a;
+  }
+};
+
+template <>
+struct ResultOf<Expired> {
+  static Result<Expired> make(OpBase& op) {
+    if (op.res < 0 && op.res != -ETIME) return op_error(op);
+    return Expired{op.deadline};
+  }
+};
+
+/// Releases whatever resource a completed but never delivered op carries
+/// (an accepted fd), so that nothing leaks when nobody will receive it.
+void release_undelivered(OpBase& op) noexcept;
+
+}  // namespace lev::detail

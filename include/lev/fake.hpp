@@ -1,0 +1,80 @@
+#pragma once
+/// \file
+/// `lev::FakeBackend`: a deterministic completion backend for tests. It
+/// records every submitted operation and completes one only when the test
+/// says so, in any order, with any result; time is a VirtualClock the test
+/// advances (or that jumps to the next timer when the loop would block).
+///
+///     auto fake = std::make_shared<lev::FakeBackend>();
+///     lev::Loop loop{lev::Model::proactor, {.backend = fake}};
+///     auto op = loop.recv(fd, buf, cb);
+///     fake->complete_with_data(*fake->find(lev::detail::OpKind::recv), "hi");
+///     loop.run_once();   // cb runs here, never earlier
+
+#include <cstddef>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "lev/backend.hpp"
+#include "lev/clock.hpp"
+
+namespace lev {
+
+class FakeBackend final : public CompletionBackend {
+ public:
+  struct Options {
+    /// When the loop would block and only timers are pending, move the
+    /// virtual clock forward to the earliest one instead of returning.
+    bool auto_advance = true;
+  };
+  FakeBackend();
+  explicit FakeBackend(Options options);
+
+  // ---- the backend contract --------------------------------------------
+  void attach(CompletionQueue& queue) override;
+  [[nodiscard]] std::string_view name() const noexcept override { return "fake"; }
+  void submit(detail::OpBase& op) override;
+  /// An op not yet flushed by a poll completes with ECANCELED at once (it
+  /// never reached the "kernel"); a flushed one is cancelled at the next
+  /// poll unless the test completes it first (then its result wins).
+  void cancel(detail::OpBase& op) override;
+  /// Flushes, settles requested cancels; never blocks. With nothing to do
+  /// and no timeout (the loop would block forever) it throws logic_error.
+  std::size_t poll(std::optional<Duration> timeout) override;
+  [[nodiscard]] std::shared_ptr<Clock> preferred_clock() override { return clock_; }
+  [[nodiscard]] std::size_t in_flight() const noexcept override { return pending_.size(); }
+
+  // ---- the test's side ---------------------------------------------------
+  /// Operations submitted and not completed, oldest first.
+  [[nodiscard]] const std::vector<detail::OpBase*>& pending() const noexcept { return pending_; }
+  /// The oldest pending op of `kind` (on `fd` when fd >= 0), or nullptr.
+  [[nodiscard]] detail::OpBase* find(detail::OpKind kind, int fd = -1) const noexcept;
+  /// Records the result (>= 0, or -errno) and queues the op for delivery.
+  /// Throws std::logic_error if `op` is not pending (exactly once).
+  void complete(detail::OpBase& op, int res);
+  void fail(detail::OpBase& op, int err) { complete(op, -err); }
+  /// Copies `data` into a read/recv op's buffer (at most its length) and
+  /// completes it with the number of bytes copied.
+  void complete_with_data(detail::OpBase& op, std::string_view data);
+  [[nodiscard]] bool cancel_requested(const detail::OpBase& op) const noexcept;
+  [[nodiscard]] std::size_t submit_count() const noexcept { return submits_; }
+  [[nodiscard]] std::size_t cancel_count() const noexcept { return cancels_; }
+  [[nodiscard]] std::size_t poll_count() const noexcept { return polls_; }
+  [[nodiscard]] VirtualClock& clock() noexcept { return *clock_; }
+  void advance(Duration d) noexcept { clock_->advance(d); }
+
+ private:
+  enum : std::uintptr_t { kStaged = 1, kFlushed = 2, kCancel = 4 };
+  void settle(detail::OpBase& op, int res);
+
+  Options options_;
+  std::shared_ptr<VirtualClock> clock_;
+  CompletionQueue* queue_ = nullptr;
+  std::vector<detail::OpBase*> pending_;
+  std::size_t submits_ = 0;
+  std::size_t cancels_ = 0;
+  std::size_t polls_ = 0;
+};
+
+}  // namespace lev

@@ -1,0 +1,15 @@
+#pragma once
+/// \file
+/// Everything lev offers, in one include.
+
+#include "lev/address.hpp"
+#include "lev/backend.hpp"
+#include "lev/buffer.hpp"
+#include "lev/clock.hpp"
+#include "lev/error.hpp"
+#include "lev/fake.hpp"
+#include "lev/fd.hpp"
+#include "lev/loop.hpp"
+#include "lev/op_types.hpp"
+#include "lev/operation.hpp"
+#include "lev/task.hpp"

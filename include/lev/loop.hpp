@@ -1,0 +1,361 @@
+#pragma once
+/// \file
+/// `lev::Loop`, the front door. The model is explicit:
+///
+///     lev::Loop loop{lev::Model::proactor};                      // io_uring
+///     lev::Loop fake{lev::Model::proactor, {.backend = "fake"}}; // for tests
+///
+/// Every operation is an awaitable (`co_await loop.recv(fd, buf)`) and has a
+/// callback form returning an Operation. Whatever completes an operation,
+/// the coroutine is resumed (or the callback called) only while run_once()
+/// or drain_callbacks() drains the loop's completion queue: never inline in
+/// the call that starts it. A Loop and its operations belong to one thread.
+
+#include <coroutine>
+#include <cstring>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+#include "lev/address.hpp"
+#include "lev/backend.hpp"
+#include "lev/buffer.hpp"
+#include "lev/clock.hpp"
+#include "lev/detail/awaiter.hpp"
+#include "lev/detail/op.hpp"
+#include "lev/detail/ops.hpp"
+#include "lev/detail/root.hpp"
+#include "lev/detail/timer_heap.hpp"
+#include "lev/error.hpp"
+#include "lev/fd.hpp"
+#include "lev/op_types.hpp"
+#include "lev/operation.hpp"
+#include "lev/task.hpp"
+
+namespace lev {
+
+/// Completion-based (io_uring, fake) or readiness-based (epoll).
+enum class Model { proactor, reactor };
+
+/// A backend by name ("uring", "fake") or a backend object of your own.
+class BackendChoice {
+ public:
+  BackendChoice() = default;
+  BackendChoice(const char* name) : name_(name) {}                 // NOLINT
+  BackendChoice(std::string name) : name_(std::move(name)) {}      // NOLINT
+  BackendChoice(std::shared_ptr<CompletionBackend> b)              // NOLINT
+      : object_(std::move(b)) {}
+  template <class B>
+    requires std::is_base_of_v<CompletionBackend, B>
+  BackendChoice(std::shared_ptr<B> b) : object_(std::move(b)) {}   // NOLINT
+
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] const std::shared_ptr<CompletionBackend>& object() const noexcept {
+    return object_;
+  }
+
+ private:
+  std::string name_;
+  std::shared_ptr<CompletionBackend> object_;
+};
+
+struct LoopOptions {
+  /// "uring" (default for the proactor), "fake", or a backend object.
+  BackendChoice backend{};
+  /// Submission queue entries (io_uring); must be > 0.
+  unsigned queue_size = 256;
+  /// Completion queue entries; 0 = the kernel's default (2 x queue_size).
+  unsigned cqe_entries = 0;
+  /// Flush submissions once this many are queued; 0 = once per loop round
+  /// (or when the submission queue is full).
+  unsigned submit_batch_size = 0;
+  /// Kernel-side submission polling thread (IORING_SETUP_SQPOLL).
+  bool sqpoll = false;
+  /// SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them.
+  bool single_issuer = true;
+  /// Ignore SIGPIPE process-wide when it is at its default (so a write to a
+  /// closed peer is EPIPE, never a dead process).
+  bool ignore_sigpipe = true;
+  /// Time source; null = the backend's preferred clock or CLOCK_MONOTONIC.
+  std::shared_ptr<Clock> clock{};
+};
+
+class Loop {
+ public:
+  /// Throws std::invalid_argument for a bad option (queue_size 0, unknown
+  /// backend) and std::system_error when the backend cannot start (io_uring
+  /// disabled or filtered: the message names the cause).
+  explicit Loop(Model model, LoopOptions options = {});
+  /// Cancels every live operation and waits for each completion (the kernel
+  /// writes into no freed buffer), closes any resource a completion carried
+  /// that nobody will receive, then destroys the suspended spawned tasks.
+  /// Callbacks of cancelled callback-form operations are not called.
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // ---- lifecycle -------------------------------------------------------
+
+  /// Runs rounds until stop() is called, or until nothing is live and
+  /// nothing is queued (no completion could ever arrive).
+  void run();
+  /// One round: flush submissions, wait for completions (not when something
+  /// is already queued; at most until the earliest timer), fire due timers,
+  /// deliver what is queued. Returns backend events + timers fired +
+  /// resumptions/callbacks delivered; 0 when there was nothing to do.
+  std::size_t run_once();
+  /// Makes run() return after the current round. Loop thread only.
+  void stop() noexcept { stop_ = true; }
+  [[nodiscard]] bool is_running() const noexcept { return running_; }
+  /// Operations registered and not yet delivered (timers, posts included).
+  [[nodiscard]] std::size_t live_op_count() const noexcept { return live_count_; }
+  /// Delivers what is already queued, without polling the backend.
+  std::size_t drain_callbacks();
+  [[nodiscard]] std::string_view backend_name() const noexcept { return backend_->name(); }
+  [[nodiscard]] CompletionBackend& backend() noexcept { return *backend_; }
+  [[nodiscard]] Clock& clock() noexcept { return *clock_; }
+  [[nodiscard]] TimePoint now() const noexcept { return clock_->now(); }
+  [[nodiscard]] Model model() const noexcept { return model_; }
+
+  // ---- tasks -----------------------------------------------------------
+
+  /// Starts `task` detached. It first runs from the completion queue; an
+  /// exception escaping it is reported on stderr and the loop goes on.
+  template <class T>
+  void spawn(Task<T> task) {
+    detail::RootHandle h = detail::root_body<T>(std::move(task), nullptr).h;
+    launch_root(h, true);
+  }
+  /// Runs the loop until `task` ends; returns its value or rethrows.
+  /// Throws std::logic_error if the task waits on nothing that can complete.
+  template <class T>
+  T block_on(Task<T> task) {
+    detail::BlockResult<T> out;
+    detail::RootHandle h = detail::root_body<T>(std::move(task), &out).h;
+    launch_root(h, false);
+    run_root(h);
+    if (out.error) std::rethrow_exception(out.error);
+    if constexpr (!std::is_void_v<T>) return std::move(*out.value);
+  }
+
+  // ---- operations: awaitables -----------------------------------------
+  // Each returns an awaiter holding the operation record; `co_await` it
+  // once. The buffer must stay valid until the awaiter resumes.
+
+  /// Completes on the next round; result: success.
+  detail::OpAwaiter<void> nop() { return detail::OpAwaiter<void>(*this, detail::OpKind::nop, -1); }
+  /// Bytes read; 0 = end of file (for a non-empty buffer). offset -1 =
+  /// the file position / a stream.
+  detail::OpAwaiter<std::size_t> read(FdRef fd, MutableBuffer buf,
+                                      std::uint64_t offset = std::uint64_t(-1)) {
+    return io<std::size_t>(detail::OpKind::read, fd, buf.data, buf.size, offset, 0, false);
+  }
+  /// Bytes written (may be short; see write_all).
+  detail::OpAwaiter<std::size_t> write(FdRef fd, ConstBuffer buf,
+                                       std::uint64_t offset = std::uint64_t(-1)) {
+    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size,
+                           offset, 0, false);
+  }
+  /// Writes every byte or fails; the error's `transferred` tells how many
+  /// bytes were written before the failure.
+  detail::OpAwaiter<std::size_t> write_all(FdRef fd, ConstBuffer buf,
+                                           std::uint64_t offset = std::uint64_t(-1)) {
+    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size,
+                           offset, 0, true);
+  }
+  /// Bytes received; 0 = the peer shut down its side (EOF).
+  detail::OpAwaiter<std::size_t> recv(FdRef fd, MutableBuffer buf, int flags = 0) {
+    return io<std::size_t>(detail::OpKind::recv, fd, buf.data, buf.size, 0, flags, false);
+  }
+  /// Bytes sent (may be short). Never raises SIGPIPE.
+  detail::OpAwaiter<std::size_t> send(FdRef fd, ConstBuffer buf, int flags = 0) {
+    return io<std::size_t>(detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size, 0,
+                           flags | detail::kSendFlags, false);
+  }
+  /// Sends every byte or fails (error's `transferred`: bytes sent first).
+  detail::OpAwaiter<std::size_t> send_all(FdRef fd, ConstBuffer buf, int flags = 0) {
+    return io<std::size_t>(detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size, 0,
+                           flags | detail::kSendFlags, true);
+  }
+  /// A new connection (owned, nonblocking, close-on-exec) and its peer.
+  detail::AcceptAwaiter accept(FdRef listener) { return detail::AcceptAwaiter(*this, listener.fd); }
+  detail::ConnectAwaiter connect(FdRef fd, const SocketAddress& to) {
+    return detail::ConnectAwaiter(*this, fd.fd, to);
+  }
+  detail::OpAwaiter<void> shutdown(FdRef fd, Shutdown how) {
+    return shutdown(fd, static_cast<int>(how));
+  }
+  detail::OpAwaiter<void> shutdown(FdRef fd, int how) {
+    return detail::OpAwaiter<void>(*this, detail::OpKind::shutdown, fd.fd,
+                                   [how](detail::OpBase& op) { op.flags = how; });
+  }
+  /// Closes a borrowed fd.
+  detail::OpAwaiter<void> close(FdRef fd) {
+    return detail::OpAwaiter<void>(*this, detail::OpKind::close, fd.fd);
+  }
+  /// Closes an owned fd: `fd` is empty afterwards, whatever the result.
+  detail::OpAwaiter<void> close(Fd& fd) {
+    return detail::OpAwaiter<void>(*this, detail::OpKind::close, fd.release());
+  }
+  /// Expires after `delay` (zero or negative: on the next round).
+  detail::OpAwaiter<Expired> after(Duration delay) { return at(now() + delay); }
+  /// Expires at `deadline` on the loop's clock (past: on the next round).
+  detail::OpAwaiter<Expired> at(TimePoint deadline) {
+    return detail::OpAwaiter<Expired>(*this, detail::OpKind::timer, -1,
+                                      [deadline](detail::OpBase& op) { op.deadline = deadline; });
+  }
+
+  // ---- operations: callback forms --------------------------------------
+  // Same operations; `cb(Operation&, Result<T>)` runs once from the queue.
+  // For the seed's `on_complete(op, result, data)`, pass lev::bind(fn, data).
+
+  template <detail::CompletionHandler<void> F>
+  Operation nop(F&& cb) {
+    return launch<void>(std::forward<F>(cb), detail::OpKind::nop, -1);
+  }
+  template <detail::CompletionHandler<std::size_t> F>
+  Operation read(FdRef fd, MutableBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
+    return launch_io(std::forward<F>(cb), detail::OpKind::read, fd, buf.data, buf.size, offset, 0,
+                     false);
+  }
+  template <detail::CompletionHandler<std::size_t> F>
+  Operation write(FdRef fd, ConstBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
+    return launch_io(std::forward<F>(cb), detail::OpKind::write, fd, const_cast<void*>(buf.data),
+                     buf.size, offset, 0, false);
+  }
+  template <detail::CompletionHandler<std::size_t> F>
+  Operation write_all(FdRef fd, ConstBuffer buf, F&& cb,
+                      std::uint64_t offset = std::uint64_t(-1)) {
+    return launch_io(std::forward<F>(cb), detail::OpKind::write, fd, const_cast<void*>(buf.data),
+                     buf.size, offset, 0, true);
+  }
+  template <detail::CompletionHandler<std::size_t> F>
+  Operation recv(FdRef fd, MutableBuffer buf, F&& cb, int flags = 0) {
+    return launch_io(std::forward<F>(cb), detail::OpKind::recv, fd, buf.data, buf.size, 0, flags,
+                     false);
+  }
+  template <detail::CompletionHandler<std::size_t> F>
+  Operation send(FdRef fd, ConstBuffer buf, F&& cb, int flags = 0) {
+    return launch_io(std::forward<F>(cb), detail::OpKind::send, fd, const_cast<void*>(buf.data),
+                     buf.size, 0, flags | detail::kSendFlags, false);
+  }
+  template <detail::CompletionHandler<std::size_t> F>
+  Operation send_all(FdRef fd, ConstBuffer buf, F&& cb, int flags = 0) {
+    return launch_io(std::forward<F>(cb), detail::OpKind::send, fd, const_cast<void*>(buf.data),
+                     buf.size, 0, flags | detail::kSendFlags, true);
+  }
+  template <detail::CompletionHandler<Accepted> F>
+  Operation accept(FdRef listener, F&& cb) {
+    detail::CallbackOp& cb_op = prepare<Accepted>(std::forward<F>(cb), detail::OpKind::accept,
+                                                  listener.fd);
+    cb_op.op.addr = reinterpret_cast<sockaddr*>(&cb_op.addr);
+    cb_op.op.addrlen = sizeof(cb_op.addr);
+    return commit(cb_op);
+  }
+  template <detail::CompletionHandler<void> F>
+  Operation connect(FdRef fd, const SocketAddress& to, F&& cb) {
+    detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::connect, fd.fd);
+    std::memcpy(&cb_op.addr, to.data(), to.size());
+    cb_op.op.addr = reinterpret_cast<sockaddr*>(&cb_op.addr);
+    cb_op.op.addrlen = to.size();
+    return commit(cb_op);
+  }
+  template <detail::CompletionHandler<void> F>
+  Operation shutdown(FdRef fd, Shutdown how, F&& cb) {
+    return shutdown(fd, static_cast<int>(how), std::forward<F>(cb));
+  }
+  template <detail::CompletionHandler<void> F>
+  Operation shutdown(FdRef fd, int how, F&& cb) {
+    detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::shutdown, fd.fd);
+    cb_op.op.flags = how;
+    return commit(cb_op);
+  }
+  template <detail::CompletionHandler<void> F>
+  Operation close(FdRef fd, F&& cb) {
+    return launch<void>(std::forward<F>(cb), detail::OpKind::close, fd.fd);
+  }
+  template <detail::CompletionHandler<Expired> F>
+  Operation after(Duration delay, F&& cb) {
+    return at(now() + delay, std::forward<F>(cb));
+  }
+  template <detail::CompletionHandler<Expired> F>
+  Operation at(TimePoint deadline, F&& cb) {
+    detail::CallbackOp& cb_op = prepare<Expired>(std::forward<F>(cb), detail::OpKind::timer, -1);
+    cb_op.op.deadline = deadline;
+    return commit(cb_op);
+  }
+
+  // ---- for awaiters and extensions (not needed by applications) --------
+
+  /// Registers `op` as live and hands it to the backend (or timer heap).
+  void start(detail::OpBase& op);
+  /// Requests cancellation of a live op; it still completes exactly once.
+  void cancel(detail::OpBase& op) noexcept;
+  /// For an awaiter destroyed before delivery: cancels `op`, waits until it
+  /// has completed, releases its resource and unregisters it.
+  void abandon(detail::OpBase& op) noexcept;
+
+ private:
+  friend void detail::link_root(Loop&, detail::RootPromise&) noexcept;
+  friend void detail::unlink_root(Loop&, detail::RootPromise&) noexcept;
+
+  template <class T>
+  detail::OpAwaiter<T> io(detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
+                          std::uint64_t offset, int flags, bool all) {
+    return detail::OpAwaiter<T>(*this, kind, fd.fd, [&](detail::OpBase& op) {
+      detail::setup_io(op, buf, len, offset, flags, all);
+    });
+  }
+  template <class T, class F>
+  detail::CallbackOp& prepare(F&& cb, detail::OpKind kind, int fd) {
+    detail::CallbackOp& cb_op = pool_->acquire(*this);
+    cb_op.template emplace<T>(std::forward<F>(cb));
+    cb_op.op.kind = kind;
+    cb_op.op.fd = fd;
+    return cb_op;
+  }
+  Operation commit(detail::CallbackOp& cb_op) {
+    Operation handle(cb_op);
+    start(cb_op.op);
+    return handle;
+  }
+  template <class T, class F>
+  Operation launch(F&& cb, detail::OpKind kind, int fd) {
+    return commit(prepare<T>(std::forward<F>(cb), kind, fd));
+  }
+  template <class F>
+  Operation launch_io(F&& cb, detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
+                      std::uint64_t offset, int flags, bool all) {
+    detail::CallbackOp& cb_op = prepare<std::size_t>(std::forward<F>(cb), kind, fd.fd);
+    detail::setup_io(cb_op.op, buf, len, offset, flags, all);
+    return commit(cb_op);
+  }
+
+  void launch_root(detail::RootHandle h, bool detached);
+  void run_root(detail::RootHandle h);
+  void deliver(detail::OpBase& op);
+  std::size_t fire_timers();
+  void link_live(detail::OpBase& op) noexcept;
+  void unlink_live(detail::OpBase& op) noexcept;
+
+  Model model_;
+  std::shared_ptr<CompletionBackend> backend_;
+  std::shared_ptr<Clock> clock_;
+  CompletionQueue ready_;
+  detail::TimerHeap timers_;
+  std::uint64_t timer_seq_ = 0;
+  detail::OpBase* live_head_ = nullptr;
+  std::size_t live_count_ = 0;
+  detail::RootPromise* roots_ = nullptr;
+  detail::CallbackPool* pool_ = nullptr;
+  bool stop_ = false;
+  bool running_ = false;
+};
+
+}  // namespace lev

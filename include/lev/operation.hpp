@@ -1,0 +1,157 @@
+#pragma once
+/// \file
+/// The callback form of operations: `lev::Operation`, the handle every
+/// callback-style call returns, with the seed's ABI
+/// `on_complete(Operation&, Result, data)`.
+///
+///     loop.recv(fd, buf, [](lev::Operation& op, lev::Result<std::size_t> n) {
+///       if (op.is_cancelled()) return;  ...
+///     });
+///
+/// The callback runs once, on the loop's thread, only while the loop drains
+/// its completion queue (never inside the call that started the operation).
+/// Op records come from a per-loop pool: no allocation per operation in
+/// steady state (a callable larger than 64 bytes is boxed on the heap).
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+#include "lev/detail/op.hpp"
+#include "lev/detail/results.hpp"
+#include "lev/error.hpp"
+
+namespace lev {
+
+class Loop;
+class Operation;
+
+namespace detail {
+
+struct CallbackPool;
+
+struct CallbackOp {
+  static constexpr std::size_t kInline = 64;
+
+  OpBase op;
+  Loop* loop = nullptr;
+  CallbackPool* pool = nullptr;
+  CallbackOp* free_next = nullptr;
+  unsigned refs = 0;
+  void (*invoke)(CallbackOp&, Operation&) = nullptr;  // builds the Result and calls
+  void (*destroy)(CallbackOp&) noexcept = nullptr;    // destroys the callable
+  alignas(std::max_align_t) unsigned char storage[kInline];
+  sockaddr_storage addr{};
+
+  template <class T, class F>
+  void emplace(F&& f);
+  void reset_callable() noexcept {
+    if (destroy) destroy(*this);
+    destroy = nullptr;
+    invoke = nullptr;
+  }
+};
+
+/// Holds every CallbackOp of one loop; outlives the loop while handles do.
+struct CallbackPool {
+  CallbackOp* free_list = nullptr;
+  std::size_t refs = 1;  // the loop's own reference + one per allocated op
+  bool loop_alive = true;
+
+  CallbackOp& acquire(Loop& loop);
+  static void add_ref(CallbackOp& cb) noexcept { ++cb.refs; }
+  static void release(CallbackOp& cb) noexcept;
+  void close_loop() noexcept;  // the loop is going away
+};
+
+}  // namespace detail
+
+/// A handle to a callback-form operation. Copyable (reference counted);
+/// valid after completion and after the loop is gone (it then only reports).
+class Operation {
+ public:
+  Operation() noexcept = default;
+  explicit Operation(detail::CallbackOp& cb) noexcept : cb_(&cb) { detail::CallbackPool::add_ref(cb); }
+  Operation(const Operation& o) noexcept : cb_(o.cb_) {
+    if (cb_) detail::CallbackPool::add_ref(*cb_);
+  }
+  Operation(Operation&& o) noexcept : cb_(std::exchange(o.cb_, nullptr)) {}
+  Operation& operator=(Operation o) noexcept {
+    std::swap(cb_, o.cb_);
+    return *this;
+  }
+  ~Operation() {
+    if (cb_) detail::CallbackPool::release(*cb_);
+  }
+
+  [[nodiscard]] bool valid() const noexcept { return cb_ != nullptr; }
+  /// The result has been recorded (it may not have been delivered yet).
+  [[nodiscard]] bool is_done() const noexcept {
+    return cb_ && cb_->op.state >= detail::OpState::completed;
+  }
+  /// Completed because it was cancelled (ECANCELED).
+  [[nodiscard]] bool is_cancelled() const noexcept {
+    return is_done() && cb_->op.res == -ECANCELED;
+  }
+  /// Completed with an error (including cancellation).
+  [[nodiscard]] bool failed() const noexcept { return is_done() && cb_->op.res < 0; }
+  /// The error of a failed operation (an empty code otherwise).
+  [[nodiscard]] Error error() const {
+    if (!failed()) return Error{};
+    return detail::op_error(cb_->op);
+  }
+  /// Asks the loop to cancel the operation. Harmless when it is done, when
+  /// called twice, or after the loop is gone. The callback still runs
+  /// exactly once: with ECANCELED, or with the real result if the operation
+  /// had already finished (a kernel completion wins a race with cancel).
+  void cancel() noexcept;
+
+ private:
+  detail::CallbackOp* cb_ = nullptr;
+};
+
+/// Adapts the seed's `on_complete(op, result, data)` C-style callback.
+///
+///     loop.recv(fd, buf, lev::bind(on_recv, &state));
+template <class Fn>
+auto bind(Fn fn, void* data) {
+  return [fn, data](Operation& op, auto result) { fn(op, std::move(result), data); };
+}
+
+namespace detail {
+
+template <class F, class T>
+concept CompletionHandler = std::is_invocable_v<std::decay_t<F>&, Operation&, Result<T>>;
+
+template <class T, class F>
+void CallbackOp::emplace(F&& f) {
+  using Fn = std::decay_t<F>;
+  if constexpr (sizeof(Fn) <= kInline && alignof(Fn) <= alignof(std::max_align_t)) {
+    ::new (static_cast<void*>(storage)) Fn(std::forward<F>(f));
+    invoke = [](CallbackOp& self, Operation& handle) {
+      (*std::launder(reinterpret_cast<Fn*>(self.storage)))(handle,
+                                                          ResultOf<T>::make(self.op));
+    };
+    destroy = [](CallbackOp& self) noexcept {
+      std::launder(reinterpret_cast<Fn*>(self.storage))->~Fn();
+    };
+  } else {
+    Fn* boxed = new Fn(std::forward<F>(f));
+    ::new (static_cast<void*>(storage)) Fn*(boxed);
+    invoke = [](CallbackOp& self, Operation& handle) {
+      (**std::launder(reinterpret_cast<Fn**>(self.storage)))(handle,
+                                                            ResultOf<T>::make(self.op));
+    };
+    destroy = [](CallbackOp& self) noexcept {
+      delete *std::launder(reinterpret_cast<Fn**>(self.storage));
+    };
+  }
+}
+
+}  // namespace detail
+}  // namespace lev

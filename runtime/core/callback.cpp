@@ -1,0 +1,69 @@
+// Callback-form operation records: pooled per loop, reference counted by
+// the loop (while live) and by Operation handles.
+#include "lev/loop.hpp"
+#include "lev/operation.hpp"
+
+namespace lev {
+namespace detail {
+
+void deliver_callback(OpBase& op) {
+  auto& cb = *static_cast<CallbackOp*>(op.ctx);
+  struct Release {
+    CallbackOp& cb;
+    ~Release() {
+      cb.reset_callable();  // captures are released right after the call
+      CallbackPool::release(cb);
+    }
+  } release{cb};
+  Operation handle(cb);
+  cb.invoke(cb, handle);
+}
+
+CallbackOp& CallbackPool::acquire(Loop& loop) {
+  CallbackOp* cb = free_list;
+  if (cb) {
+    free_list = cb->free_next;
+  } else {
+    cb = new CallbackOp;
+    cb->pool = this;
+    ++refs;
+  }
+  cb->op = OpBase{};
+  cb->op.ctx = cb;
+  cb->op.deliver = &deliver_callback;
+  cb->loop = &loop;
+  cb->refs = 1;  // the loop's, until delivery
+  cb->free_next = nullptr;
+  return *cb;
+}
+
+void CallbackPool::release(CallbackOp& cb) noexcept {
+  if (--cb.refs != 0) return;
+  cb.reset_callable();
+  CallbackPool* pool = cb.pool;
+  if (pool->loop_alive) {
+    cb.free_next = pool->free_list;
+    pool->free_list = &cb;
+    return;
+  }
+  delete &cb;
+  if (--pool->refs == 0) delete pool;
+}
+
+void CallbackPool::close_loop() noexcept {
+  loop_alive = false;
+  while (CallbackOp* cb = free_list) {
+    free_list = cb->free_next;
+    delete cb;
+    --refs;
+  }
+  if (--refs == 0) delete this;
+}
+
+}  // namespace detail
+
+void Operation::cancel() noexcept {
+  if (cb_ && cb_->pool->loop_alive && cb_->loop) cb_->loop->cancel(cb_->op);
+}
+
+}  // namespace lev

@@ -1,0 +1,47 @@
+#include "lev/error.hpp"
+
+#include <unistd.h>
+
+#include "lev/detail/op.hpp"
+#include "lev/fd.hpp"
+
+namespace lev {
+
+std::string Error::message() const {
+  std::string m = op && *op ? op : "operation";
+  if (fd >= 0) m += "(fd " + std::to_string(fd) + ")";
+  m += ": ";
+  m += code.message();
+  if (transferred) m += " after " + std::to_string(transferred) + " bytes";
+  return m;
+}
+
+void Error::raise() const { throw std::system_error(code, message()); }
+
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0 && fd_ != fd) ::close(fd_);
+  fd_ = fd;
+}
+
+namespace detail {
+
+const char* op_name(OpKind kind) noexcept {
+  switch (kind) {
+    case OpKind::nop: return "nop";
+    case OpKind::read: return "read";
+    case OpKind::write: return "write";
+    case OpKind::recv: return "recv";
+    case OpKind::send: return "send";
+    case OpKind::accept: return "accept";
+    case OpKind::connect: return "connect";
+    case OpKind::shutdown: return "shutdown";
+    case OpKind::close: return "close";
+    case OpKind::timer: return "timer";
+    case OpKind::post: return "post";
+    case OpKind::poll: return "poll";
+  }
+  return "operation";
+}
+
+}  // namespace detail
+}  // namespace lev

@@ -1,0 +1,323 @@
+// The Loop: op registry, completion queue, timers, rounds. The one place
+// where operations are delivered (deliver) and where the cancel/complete
+// race is settled (cancel + the backend contract: exactly one completion
+// per submitted op). See docs/cancellation.md.
+#include "lev/loop.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <stdexcept>
+
+#include "lev/fake.hpp"
+#include "proactor/uring/uring_backend.hpp"
+
+namespace lev {
+
+namespace detail {
+
+void start_op(Loop& loop, OpBase& op) { loop.start(op); }
+void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
+
+void release_undelivered(OpBase& op) noexcept {
+  if (op.kind == OpKind::accept && op.res >= 0) {
+    ::close(op.res);
+    op.res = -ECANCELED;
+  }
+}
+
+void link_root(Loop& loop, RootPromise& p) noexcept {
+  p.prev = nullptr;
+  p.next = loop.roots_;
+  if (loop.roots_) loop.roots_->prev = &p;
+  loop.roots_ = &p;
+}
+
+void unlink_root(Loop& loop, RootPromise& p) noexcept {
+  if (p.prev) p.prev->next = p.next;
+  else if (loop.roots_ == &p) loop.roots_ = p.next;
+  if (p.next) p.next->prev = p.prev;
+  p.prev = p.next = nullptr;
+}
+
+void report_escaped(std::exception_ptr e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "lev: a spawned task ended with an exception: %s\n", ex.what());
+  } catch (...) {
+    std::fprintf(stderr, "lev: a spawned task ended with a non-standard exception\n");
+  }
+}
+
+void deliver_callback(OpBase& op);
+
+}  // namespace detail
+
+namespace {
+
+std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& o) {
+  if (o.backend.object()) return o.backend.object();
+  std::string name = o.backend.name();
+  if (model == Model::reactor)
+    throw std::invalid_argument(
+        "lev::Loop: Model::reactor needs the epoll engine, which this build does not have yet");
+  if (name.empty()) name = "uring";
+  if (name == "uring") return std::make_shared<UringBackend>(o);
+  if (name == "fake") return std::make_shared<FakeBackend>();
+  throw std::invalid_argument("lev::Loop: unknown backend '" + name +
+                              "' (known for the proactor: uring, fake)");
+}
+
+void ignore_sigpipe_if_default() {
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    struct sigaction ign {};
+    ign.sa_handler = SIG_IGN;
+    ::sigemptyset(&ign.sa_mask);
+    ::sigaction(SIGPIPE, &ign, nullptr);
+  }
+}
+
+}  // namespace
+
+Loop::Loop(Model model, LoopOptions options) : model_(model) {
+  if (options.queue_size == 0)
+    throw std::invalid_argument("lev::Loop: queue_size must be greater than 0");
+  if (options.queue_size > 32768)
+    throw std::invalid_argument("lev::Loop: queue_size must be at most 32768");
+  if (options.cqe_entries != 0 && options.cqe_entries < options.queue_size)
+    throw std::invalid_argument("lev::Loop: cqe_entries must be 0 or at least queue_size");
+  backend_ = make_backend(model, options);
+  if (options.ignore_sigpipe) ignore_sigpipe_if_default();
+  clock_ = options.clock ? options.clock : backend_->preferred_clock();
+  if (!clock_) clock_ = std::make_shared<MonotonicClock>();
+  pool_ = new detail::CallbackPool;
+  backend_->attach(ready_);
+}
+
+Loop::~Loop() {
+  // 1. Ask every live operation to stop.
+  for (detail::OpBase* op = live_head_; op; op = op->live_next) cancel(*op);
+  // 2. Wait for every completion the backend still owes (kernel buffers).
+  while (backend_->in_flight() > 0) backend_->poll(std::nullopt);
+  // 3. Drop what nobody will receive, releasing carried resources.
+  while (detail::OpBase* op = ready_.pop()) {
+    detail::release_undelivered(*op);
+    op->state = detail::OpState::delivered;
+    unlink_live(*op);
+    if (op->deliver == &detail::deliver_callback) {
+      auto& cb = *static_cast<detail::CallbackOp*>(op->ctx);
+      cb.reset_callable();
+      detail::CallbackPool::release(cb);
+    }
+  }
+  while (live_head_) {  // nothing should remain; never leave dangling links
+    live_head_->state = detail::OpState::delivered;
+    unlink_live(*live_head_);
+  }
+  // 4. Destroy suspended spawned tasks (their ops are all settled now).
+  while (roots_) {
+    detail::RootPromise* p = roots_;
+    detail::unlink_root(*this, *p);
+    detail::RootHandle::from_promise(*p).destroy();
+  }
+  pool_->close_loop();
+}
+
+void Loop::link_live(detail::OpBase& op) noexcept {
+  op.live_prev = nullptr;
+  op.live_next = live_head_;
+  if (live_head_) live_head_->live_prev = &op;
+  live_head_ = &op;
+  ++live_count_;
+}
+
+void Loop::unlink_live(detail::OpBase& op) noexcept {
+  if (op.live_prev) op.live_prev->live_next = op.live_next;
+  else if (live_head_ == &op) live_head_ = op.live_next;
+  else return;  // not linked
+  if (op.live_next) op.live_next->live_prev = op.live_prev;
+  op.live_prev = op.live_next = nullptr;
+  --live_count_;
+}
+
+void Loop::start(detail::OpBase& op) {
+  op.state = detail::OpState::submitted;
+  op.cancel_requested = false;
+  op.res = 0;
+  op.cqe_flags = 0;
+  link_live(op);
+  switch (op.kind) {
+    case detail::OpKind::timer:
+      op.seq = timer_seq_++;
+      timers_.push(op);
+      break;
+    case detail::OpKind::post:
+      ready_.push(op, 0);
+      break;
+    default:
+      try {
+        backend_->submit(op);
+      } catch (...) {
+        unlink_live(op);
+        op.state = detail::OpState::idle;
+        throw;
+      }
+  }
+}
+
+void Loop::cancel(detail::OpBase& op) noexcept {
+  if (op.state != detail::OpState::submitted || op.cancel_requested) return;
+  op.cancel_requested = true;
+  if (op.kind == detail::OpKind::timer) {
+    timers_.remove(op);
+    ready_.push(op, -ECANCELED);
+    return;
+  }
+  try {
+    backend_->cancel(op);
+  } catch (const std::exception& e) {
+    // The op will still complete on its own; cancellation is a request.
+    std::fprintf(stderr, "lev: cancel of %s failed: %s\n", detail::op_name(op.kind), e.what());
+  }
+}
+
+void Loop::abandon(detail::OpBase& op) noexcept {
+  if (op.state == detail::OpState::submitted) {
+    cancel(op);
+    while (op.state == detail::OpState::submitted) backend_->poll(std::nullopt);
+  }
+  if (op.state == detail::OpState::completed) {
+    ready_.remove(op);
+    detail::release_undelivered(op);
+  }
+  op.state = detail::OpState::delivered;
+  unlink_live(op);
+}
+
+void Loop::deliver(detail::OpBase& op) {
+  if (op.all && op.res >= 0) {
+    op.done += static_cast<std::size_t>(op.res);
+    if (op.done < op.total) {
+      if (op.res == 0) {
+        op.res = -EIO;  // the kernel accepted nothing: stop rather than spin
+      } else if (op.cancel_requested) {
+        op.res = -ECANCELED;
+      } else {  // partial: continue where it stopped, still the same live op
+        op.buf = static_cast<char*>(op.buf) + op.res;
+        if (op.offset != static_cast<std::uint64_t>(-1)) op.offset += static_cast<unsigned>(op.res);
+        op.len = static_cast<std::uint32_t>(std::min(op.total - op.done, detail::kMaxIoChunk));
+        op.state = detail::OpState::submitted;
+        backend_->submit(op);
+        return;
+      }
+    }
+  }
+  op.state = detail::OpState::delivered;
+  unlink_live(op);
+  op.deliver(op);
+}
+
+std::size_t Loop::drain_callbacks() {
+  std::size_t budget = ready_.size();  // later arrivals wait for the next round
+  std::size_t n = 0;
+  while (budget-- > 0) {
+    detail::OpBase* op = ready_.pop();
+    if (!op) break;
+    deliver(*op);
+    ++n;
+  }
+  return n;
+}
+
+std::size_t Loop::fire_timers() {
+  std::size_t n = 0;
+  detail::OpBase* top = timers_.top();
+  if (!top) return 0;
+  const TimePoint now = clock_->now();
+  while ((top = timers_.top()) && top->deadline <= now) {
+    timers_.pop();
+    ready_.push(*top, 0);
+    ++n;
+  }
+  return n;
+}
+
+std::size_t Loop::run_once() {
+  std::optional<Duration> timeout;
+  if (!ready_.empty()) {
+    timeout = Duration::zero();
+  } else if (const detail::OpBase* t = timers_.top()) {
+    timeout = std::max(Duration::zero(), t->deadline - clock_->now());
+  } else if (backend_->in_flight() == 0) {
+    timeout = Duration::zero();  // nothing can arrive: never block forever
+  }
+  std::size_t n = backend_->poll(timeout);
+  n += fire_timers();
+  n += drain_callbacks();
+  return n;
+}
+
+void Loop::run() {
+  running_ = true;
+  stop_ = false;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{running_};
+  while (!stop_) {
+    if (live_count_ == 0 && ready_.empty()) break;
+    run_once();
+  }
+}
+
+void Loop::launch_root(detail::RootHandle h, bool detached) {
+  detail::RootPromise& p = h.promise();
+  p.loop = this;
+  p.detached = detached;
+  detail::link_root(*this, p);
+  p.start.kind = detail::OpKind::post;
+  p.start.ctx = h.address();
+  p.start.deliver = &detail::resume_coroutine;
+  start(p.start);
+}
+
+void Loop::run_root(detail::RootHandle h) {
+  struct Cleanup {
+    Loop& loop;
+    detail::RootHandle h;
+    ~Cleanup() {
+      if (!h.done()) {
+        loop.abandon(h.promise().start);
+        detail::unlink_root(loop, h.promise());
+      }
+      h.destroy();
+    }
+  } cleanup{*this, h};
+  while (!h.done()) {
+    std::size_t n = run_once();
+    if (n == 0 && !h.done() && ready_.empty() && timers_.empty() && backend_->in_flight() == 0)
+      throw std::logic_error(
+          "lev::Loop::block_on: the task is waiting on nothing that can complete");
+  }
+}
+
+bool CompletionQueue::remove(detail::OpBase& op) noexcept {
+  detail::OpBase* prev = nullptr;
+  for (detail::OpBase* cur = head_; cur; prev = cur, cur = cur->next) {
+    if (cur != &op) continue;
+    if (prev) prev->next = cur->next;
+    else head_ = cur->next;
+    if (tail_ == cur) tail_ = prev;
+    cur->next = nullptr;
+    --size_;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace lev

@@ -1,0 +1,84 @@
+#include "lev/fake.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace lev {
+
+FakeBackend::FakeBackend() : FakeBackend(Options{}) {}
+FakeBackend::FakeBackend(Options options)
+    : options_(options), clock_(std::make_shared<VirtualClock>()) {}
+
+void FakeBackend::attach(CompletionQueue& queue) {
+  if (queue_) throw std::logic_error("lev::FakeBackend: already attached to a loop");
+  queue_ = &queue;
+}
+
+void FakeBackend::submit(detail::OpBase& op) {
+  op.backend_data = kStaged;
+  pending_.push_back(&op);
+  ++submits_;
+}
+
+void FakeBackend::cancel(detail::OpBase& op) {
+  ++cancels_;
+  if (op.backend_data & kStaged) {
+    settle(op, -ECANCELED);
+    return;
+  }
+  op.backend_data |= kCancel;
+}
+
+bool FakeBackend::cancel_requested(const detail::OpBase& op) const noexcept {
+  return (op.backend_data & kCancel) != 0;
+}
+
+detail::OpBase* FakeBackend::find(detail::OpKind kind, int fd) const noexcept {
+  for (detail::OpBase* op : pending_)
+    if (op->kind == kind && (fd < 0 || op->fd == fd)) return op;
+  return nullptr;
+}
+
+void FakeBackend::settle(detail::OpBase& op, int res) {
+  auto it = std::find(pending_.begin(), pending_.end(), &op);
+  if (it == pending_.end())
+    throw std::logic_error(std::string("lev::FakeBackend: ") + detail::op_name(op.kind) +
+                           " is not in flight (already completed, or never submitted)");
+  pending_.erase(it);
+  op.backend_data = 0;
+  queue_->push(op, res);
+}
+
+void FakeBackend::complete(detail::OpBase& op, int res) { settle(op, res); }
+
+void FakeBackend::complete_with_data(detail::OpBase& op, std::string_view data) {
+  std::size_t n = std::min<std::size_t>(data.size(), op.len);
+  if (n) std::memcpy(op.buf, data.data(), n);
+  settle(op, static_cast<int>(n));
+}
+
+std::size_t FakeBackend::poll(std::optional<Duration> timeout) {
+  ++polls_;
+  std::size_t n = 0;
+  std::vector<detail::OpBase*> cancelled;
+  for (detail::OpBase* op : pending_) {
+    if (op->backend_data & kCancel) cancelled.push_back(op);
+    op->backend_data = (op->backend_data & ~std::uintptr_t{kStaged}) | kFlushed;
+  }
+  for (detail::OpBase* op : cancelled) {
+    settle(*op, -ECANCELED);
+    ++n;
+  }
+  if (n == 0 && timeout && *timeout > Duration::zero() && options_.auto_advance)
+    clock_->advance(*timeout);
+  if (n == 0 && !timeout && !pending_.empty())
+    throw std::logic_error("lev::FakeBackend: the loop would block forever: " +
+                           std::to_string(pending_.size()) +
+                           " operation(s) in flight and none completed by the test");
+  return n;
+}
+
+}  // namespace lev
