@@ -92,8 +92,11 @@ class [[nodiscard]] Result {
     if (!ok_) error_.raise();
     return std::move(value_);
   }
-  /// The error; only meaningful when !has_value().
-  [[nodiscard]] const Error& error() const noexcept { return error_; }
+  /// The error; an empty Error (no code) when there is a value.
+  [[nodiscard]] const Error& error() const noexcept {
+    static const Error none{};
+    return ok_ ? none : error_;
+  }
 
  private:
   void destroy() noexcept {

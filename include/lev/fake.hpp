@@ -39,8 +39,9 @@ class FakeBackend final : public CompletionBackend {
   /// never reached the "kernel"); a flushed one is cancelled at the next
   /// poll unless the test completes it first (then its result wins).
   void cancel(detail::OpBase& op) override;
-  /// Flushes, settles requested cancels; never blocks. With nothing to do
-  /// and no timeout (the loop would block forever) it throws logic_error.
+  /// Flushes, settles requested cancels; never blocks. When the loop would
+  /// block forever (no timeout) and nothing changed since the last poll
+  /// (nothing flushed, nothing cancelled) it throws std::logic_error.
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::shared_ptr<Clock> preferred_clock() override { return clock_; }
   [[nodiscard]] std::size_t in_flight() const noexcept override { return pending_.size(); }

@@ -171,6 +171,13 @@ void Loop::start(detail::OpBase& op) {
 }
 
 void Loop::cancel(detail::OpBase& op) noexcept {
+  if (op.state == detail::OpState::completed && op.kind == detail::OpKind::timer &&
+      op.res == 0 && !op.cancel_requested) {
+    // A queued expiry has had no effect outside the loop: the cancel wins.
+    op.cancel_requested = true;
+    op.res = -ECANCELED;
+    return;
+  }
   if (op.state != detail::OpState::submitted || op.cancel_requested) return;
   op.cancel_requested = true;
   if (op.kind == detail::OpKind::timer) {

@@ -1,0 +1,167 @@
+// Bad input comes back as a value that names the operation and the fd.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <string>
+#include <system_error>
+
+#include "lev/loop.hpp"
+#include "support.hpp"
+
+using lev::test::Engine;
+
+namespace {
+template <class Fn>
+void for_each_engine(Fn fn) {
+  for (const Engine& e : lev::test::real_engines()) {
+    SUBCASE(e.name) {
+      lev::Loop loop{e.model, lev::test::options_for(e)};
+      fn(loop);
+    }
+  }
+}
+constexpr int kBadFd = 987654;
+}  // namespace
+
+TEST_SUITE("errors") {
+  TEST_CASE("an invalid fd gives EBADF with the operation's name and fd in the message") {
+    for_each_engine([](lev::Loop& loop) {
+      auto t = [&]() -> lev::Task<> {
+        std::array<char, 8> buf;
+        auto r = co_await loop.recv(kBadFd, buf);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == std::errc::bad_file_descriptor);
+        CHECK(r.error().message() == "recv(fd 987654): Bad file descriptor");
+        auto w = co_await loop.write(kBadFd, std::string_view("x"));
+        CHECK(w.error().message().rfind("write(fd 987654)", 0) == 0);
+        auto c = co_await loop.close(kBadFd);
+        CHECK(c.error().code == std::errc::bad_file_descriptor);
+        CHECK(std::string(c.error().op) == "close");
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("value() on an error throws std::system_error carrying the message") {
+    for_each_engine([](lev::Loop& loop) {
+      auto t = [&]() -> lev::Task<> {
+        std::array<char, 8> buf;
+        auto r = co_await loop.read(kBadFd, buf);
+        CHECK_THROWS_WITH_AS(r.value(), doctest::Contains("read(fd 987654)"), std::system_error);
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("a zero-length read returns 0 bytes without error") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [r, w] = lev::test::pipe_pair();
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.read(r, lev::MutableBuffer{});
+      };
+      auto n = loop.block_on(t());
+      REQUIRE(n);
+      CHECK(*n == 0);
+    });
+  }
+
+  TEST_CASE("recv on a closed socket fails, recv after the peer closed is EOF") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [c, d] = lev::test::socket_pair();
+      d.reset();
+      auto [a, b] = lev::test::socket_pair();
+      int closed = a.release();
+      ::close(closed);  // nothing may open an fd before the recv below
+      b.reset();
+      auto t = [&]() -> lev::Task<> {
+        std::array<char, 8> buf;
+        auto r = co_await loop.recv(closed, buf);
+        CHECK_FALSE(r);
+        CHECK(r.error().code == std::errc::bad_file_descriptor);
+        auto eof = co_await loop.recv(c, buf);
+        REQUIRE(eof);
+        CHECK(*eof == 0);
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("sending to a peer that closed is EPIPE or ECONNRESET, never a SIGPIPE death") {
+    for_each_engine([](lev::Loop& loop) {
+      struct sigaction sa {};
+      ::sigaction(SIGPIPE, nullptr, &sa);
+      CHECK((sa.sa_handler == SIG_IGN));  // the loop ignored it (it was default)
+      auto [a, b] = lev::test::socket_pair();
+      b.reset();
+      auto [r, w] = lev::test::pipe_pair();
+      r.reset();
+      auto t = [&]() -> lev::Task<> {
+        auto s = co_await loop.send(a, std::string_view("nobody listens"));
+        REQUIRE_FALSE(s);
+        CHECK((s.error().code == std::errc::broken_pipe ||
+               s.error().code == std::errc::connection_reset));
+        auto wr = co_await loop.write(w, std::string_view("nobody reads"));
+        REQUIRE_FALSE(wr);
+        CHECK(wr.error().code == std::errc::broken_pipe);
+        std::string big(1 << 20, 'z');
+        auto all = co_await loop.send_all(a, big);
+        CHECK_FALSE(all);
+        CHECK(all.error().transferred == 0);
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("send_all reports how many bytes went out before the peer vanished") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::string big(4 << 20, 'q');
+      lev::Result<std::size_t> result = std::size_t{0};
+      auto sender = [&]() -> lev::Task<> { result = co_await loop.send_all(a, big); };
+      auto closer = [&]() -> lev::Task<> {
+        std::array<char, 4096> buf;
+        (void)co_await loop.recv(b, buf);  // take some, then vanish
+        b.reset();
+      };
+      loop.spawn(closer());
+      loop.block_on(sender());
+      REQUIRE_FALSE(result);
+      CHECK(result.error().transferred > 0);
+      CHECK(result.error().transferred < big.size());
+      CHECK(result.error().message().find("after") != std::string::npos);
+    });
+  }
+
+  TEST_CASE("connect to a port with no listener is ECONNREFUSED as a value") {
+    for_each_engine([](lev::Loop& loop) {
+      lev::SocketAddress addr;
+      {
+        auto [l, a] = lev::test::tcp_listener();
+        addr = a;
+      }  // closed: nothing listens there now
+      auto t = [&]() -> lev::Task<> {
+        lev::Fd s = lev::test::tcp_socket();
+        auto r = co_await loop.connect(s, addr);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == std::errc::connection_refused);
+        CHECK(std::string(r.error().op) == "connect");
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("accept on a socket that is not listening is EINVAL as a value") {
+    for_each_engine([](lev::Loop& loop) {
+      lev::Fd s = lev::test::tcp_socket();
+      auto t = [&]() -> lev::Task<> {
+        auto r = co_await loop.accept(s);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == std::errc::invalid_argument);
+      };
+      loop.block_on(t());
+    });
+  }
+}

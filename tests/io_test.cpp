@@ -1,0 +1,297 @@
+// Every operation against real kernels: pipes, socketpairs, loopback TCP.
+// Parametrised over the real engines (support.hpp: real_engines()).
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "lev/loop.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::test::Engine;
+
+namespace {
+
+lev::Task<std::string> read_some(lev::Loop& loop, int fd) {
+  std::array<char, 64> buf{};
+  auto n = co_await loop.read(fd, buf);
+  co_return std::string(buf.data(), n.value());
+}
+
+lev::Task<std::string> recv_to_eof(lev::Loop& loop, int fd) {
+  std::string all;
+  std::array<char, 4096> buf{};
+  for (;;) {
+    auto n = co_await loop.recv(fd, buf);
+    if (!n || *n == 0) break;
+    all.append(buf.data(), *n);
+  }
+  co_return all;
+}
+
+template <class Fn>
+void for_each_engine(Fn fn) {
+  for (const Engine& e : lev::test::real_engines()) {
+    SUBCASE(e.name) {
+      lev::Loop loop{e.model, lev::test::options_for(e)};
+      fn(loop);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_SUITE("io") {
+  TEST_CASE("nop completes with success") {
+    for_each_engine([](lev::Loop& loop) {
+      auto t = [&]() -> lev::Task<bool> { co_return bool(co_await loop.nop()); };
+      CHECK(loop.block_on(t()));
+    });
+  }
+
+  TEST_CASE("write then read through a pipe, awaitable form") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [r, w] = lev::test::pipe_pair();
+      auto t = [&]() -> lev::Task<std::string> {
+        auto n = co_await loop.write(w, std::string_view("through the pipe"));
+        CHECK(n.value() == 16);
+        co_return co_await read_some(loop, r.get());
+      };
+      CHECK(loop.block_on(t()) == "through the pipe");
+    });
+  }
+
+  TEST_CASE("write then read through a pipe, callback form") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [r, w] = lev::test::pipe_pair();
+      std::array<char, 32> buf{};
+      std::string got;
+      loop.write(w, std::string_view("callbacks"), [&](lev::Operation& op, lev::Result<std::size_t> n) {
+        CHECK_FALSE(op.failed());
+        CHECK(*n == 9);
+        loop.read(r, buf, [&](lev::Operation&, lev::Result<std::size_t> m) {
+          got.assign(buf.data(), m.value());
+        });
+      });
+      loop.run();
+      CHECK(got == "callbacks");
+    });
+  }
+
+  TEST_CASE("read and write at an offset in a regular file") {
+    for_each_engine([](lev::Loop& loop) {
+      char path[] = "/tmp/lev-io-XXXXXX";
+      lev::Fd f{::mkstemp(path)};
+      ::unlink(path);
+      auto t = [&]() -> lev::Task<std::string> {
+        (co_await loop.write(f, std::string_view("0123456789"), 0)).value();
+        (co_await loop.write(f, std::string_view("ab"), 4)).value();
+        std::array<char, 6> buf{};
+        auto n = co_await loop.read(f, buf, 2);
+        co_return std::string(buf.data(), n.value());
+      };
+      CHECK(loop.block_on(t()) == "23ab67");
+    });
+  }
+
+  TEST_CASE("send and recv over a socketpair, with flags") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto t = [&]() -> lev::Task<std::string> {
+        (co_await loop.send(a, std::string_view("peek me"))).value();
+        std::array<char, 16> buf{};
+        auto peeked = co_await loop.recv(b, buf, MSG_PEEK);
+        CHECK(peeked.value() == 7);
+        auto n = co_await loop.recv(b, buf);
+        co_return std::string(buf.data(), n.value());
+      };
+      CHECK(loop.block_on(t()) == "peek me");
+    });
+  }
+
+  TEST_CASE("send_all moves every byte of a large buffer while the peer reads") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::vector<unsigned char> data(8 << 20);
+      std::iota(data.begin(), data.end(), 0);
+      auto sender = [&]() -> lev::Task<std::size_t> {
+        auto n = co_await loop.send_all(a, data);
+        (co_await loop.shutdown(a, lev::Shutdown::write)).value();
+        co_return n.value();
+      };
+      auto receiver = [&]() -> lev::Task<std::string> { co_return co_await recv_to_eof(loop, b.get()); };
+      std::size_t sent = 0;
+      std::string got;
+      // a coroutine lambda's captures live in the closure: keep it named
+      auto send_side = [&]() -> lev::Task<> { sent = co_await sender(); };
+      auto both = [&]() -> lev::Task<> {
+        loop.spawn(send_side());
+        got = co_await receiver();
+      };
+      loop.block_on(both());
+      CHECK(sent == data.size());
+      REQUIRE(got.size() == data.size());
+      CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
+    });
+  }
+
+  TEST_CASE("write_all fills a pipe beyond its capacity while the reader drains it") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [r, w] = lev::test::pipe_pair();
+      std::string data(1 << 20, 'x');
+      for (std::size_t i = 0; i < data.size(); i += 4096) data[i] = char('a' + (i / 4096) % 26);
+      std::string got;
+      std::size_t written = 0;
+      loop.write_all(w, data, [&](lev::Operation&, lev::Result<std::size_t> n) {
+        written = n.value();
+        w.reset();  // EOF for the reader
+      });
+      auto reader = [&]() -> lev::Task<> {
+        std::array<char, 65536> buf;
+        for (;;) {
+          auto n = co_await loop.read(r, buf);
+          if (!n || *n == 0) break;
+          got.append(buf.data(), *n);
+        }
+      };
+      loop.block_on(reader());
+      CHECK(written == data.size());
+      CHECK(got == data);
+    });
+  }
+
+  TEST_CASE("loopback TCP: accept, connect, send, recv, shutdown to EOF, close") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [listener, addr] = lev::test::tcp_listener();
+      auto server = [&]() -> lev::Task<std::string> {
+        auto c = co_await loop.accept(listener);
+        REQUIRE(c);
+        CHECK(c->peer.family() == AF_INET);
+        CHECK(c->peer.to_string().rfind("127.0.0.1:", 0) == 0);
+        std::string got = co_await recv_to_eof(loop, c->fd.get());
+        (co_await loop.send_all(c->fd, std::string_view("bye"))).value();
+        (co_await loop.close(c->fd)).value();
+        CHECK_FALSE(c->fd.valid());
+        co_return got;
+      };
+      auto client = [&]() -> lev::Task<std::string> {
+        lev::Fd s = lev::test::tcp_socket();
+        (co_await loop.connect(s, addr)).value();
+        (co_await loop.send_all(s, std::string_view("hello over tcp"))).value();
+        (co_await loop.shutdown(s, SHUT_WR)).value();
+        std::string reply = co_await recv_to_eof(loop, s.get());
+        (co_await loop.close(s)).value();
+        co_return reply;
+      };
+      std::string server_got;
+      auto server_side = [&]() -> lev::Task<> { server_got = co_await server(); };
+      auto both = [&]() -> lev::Task<std::string> {
+        loop.spawn(server_side());
+        co_return co_await client();
+      };
+      CHECK(loop.block_on(both()) == "bye");
+      CHECK(server_got == "hello over tcp");
+    });
+  }
+
+  TEST_CASE("loopback TCP in callback form") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [listener, addr] = lev::test::tcp_listener();
+      lev::Fd client = lev::test::tcp_socket();
+      lev::Fd server;
+      std::array<char, 16> buf{};
+      std::string got;
+      bool connected = false;
+      loop.accept(listener, [&](lev::Operation&, lev::Result<lev::Accepted> c) {
+        server = std::move(c.value().fd);
+        loop.recv(server, buf, [&](lev::Operation&, lev::Result<std::size_t> n) {
+          got.assign(buf.data(), n.value());
+          loop.shutdown(server, lev::Shutdown::both, [&](lev::Operation&, lev::Result<void> r) {
+            CHECK(r);
+            loop.close(server.release(), [](lev::Operation&, lev::Result<void> r2) { CHECK(r2); });
+          });
+        });
+      });
+      loop.connect(client, addr, [&](lev::Operation&, lev::Result<void> r) {
+        connected = bool(r);
+        loop.send(client, std::string_view("cb"), [](lev::Operation&, lev::Result<std::size_t> n) {
+          CHECK(*n == 2);
+        });
+      });
+      loop.run();
+      CHECK(connected);
+      CHECK(got == "cb");
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("IPv6 loopback accept and connect") {
+    Engine e = lev::test::real_engines().front();
+    lev::Fd probe{::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    auto any = *lev::SocketAddress::ip("::1", 0);
+    if (!probe || ::bind(probe.get(), any.data(), any.size()) != 0) {
+      MESSAGE("skipped: no ::1 on this machine");
+      return;
+    }
+    for_each_engine([](lev::Loop& loop) {
+      auto [listener, addr] = lev::test::tcp_listener(true);
+      auto t = [&]() -> lev::Task<std::string> {
+        lev::Fd s = lev::test::tcp_socket(AF_INET6);
+        lev::Result<lev::Accepted> accepted = lev::Error{};
+        auto acc = [&]() -> lev::Task<> { accepted = co_await loop.accept(listener); };
+        loop.spawn(acc());
+        (co_await loop.connect(s, addr)).value();
+        (co_await loop.send_all(s, std::string_view("v6"))).value();
+        while (!accepted) (void)co_await loop.nop();
+        CHECK(accepted->peer.family() == AF_INET6);
+        std::array<char, 4> buf{};
+        auto n = co_await loop.recv(accepted->fd, buf);
+        co_return std::string(buf.data(), n.value());
+      };
+      CHECK(loop.block_on(t()) == "v6");
+    });
+    (void)e;
+  }
+
+  TEST_CASE("many concurrent ping-pongs over socketpairs all finish") {
+    for_each_engine([](lev::Loop& loop) {
+      constexpr int kPairs = 50, kRounds = 100;
+      std::vector<std::pair<lev::Fd, lev::Fd>> pairs;
+      for (int i = 0; i < kPairs; ++i) pairs.push_back(lev::test::socket_pair());
+      int finished = 0;
+      auto echo = [](lev::Loop& l, int fd) -> lev::Task<> {
+        std::array<char, 64> buf;
+        for (;;) {
+          auto n = co_await l.recv(fd, buf);
+          if (!n || *n == 0) co_return;
+          (co_await l.send_all(fd, std::span(buf.data(), *n))).value();
+        }
+      };
+      auto ping = [](lev::Loop& l, int fd, int& finished) -> lev::Task<> {
+        std::array<char, 8> buf;
+        for (int i = 0; i < kRounds; ++i) {
+          (co_await l.send_all(fd, std::string_view("ping1234"))).value();
+          std::size_t got = 0;
+          while (got < 8) got += (co_await l.recv(fd, std::span(buf.data() + got, 8 - got))).value();
+        }
+        ::shutdown(fd, SHUT_WR);
+        ++finished;
+      };
+      for (auto& p : pairs) {
+        loop.spawn(echo(loop, p.first.get()));
+        loop.spawn(ping(loop, p.second.get(), finished));
+      }
+      loop.run();
+      CHECK(finished == kPairs);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+}

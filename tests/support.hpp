@@ -1,0 +1,114 @@
+#pragma once
+// Helpers shared by the test suites: engines to parametrise over, fd
+// counting, loopback sockets.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lev/lev.hpp"
+
+namespace lev::test {
+
+/// An engine the shared suites run on.
+struct Engine {
+  const char* name;
+  Model model;
+  const char* backend;
+};
+
+/// Real engines: every I/O test runs once per entry (doctest SUBCASE).
+inline std::vector<Engine> real_engines() { return {{"proactor/uring", Model::proactor, "uring"}}; }
+
+inline LoopOptions options_for(const Engine& e) {
+  LoopOptions o;
+  o.backend = e.backend;
+  return o;
+}
+
+/// Open descriptors of this process, from /proc/self/fd.
+inline std::size_t open_fd_count() {
+  std::size_t n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) throw std::runtime_error("cannot open /proc/self/fd");
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n - 1;  // the DIR's own fd
+}
+
+inline std::pair<Fd, Fd> socket_pair(int type = SOCK_STREAM) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+  return {Fd{sv[0]}, Fd{sv[1]}};
+}
+
+inline std::pair<Fd, Fd> pipe_pair() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+  return {Fd{p[0]}, Fd{p[1]}};
+}
+
+/// A listening TCP socket on 127.0.0.1 (or ::1) with a kernel-chosen port.
+inline std::pair<Fd, SocketAddress> tcp_listener(bool v6 = false) {
+  Fd s{::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (!s) throw std::runtime_error("socket");
+  int one = 1;
+  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  auto addr = *SocketAddress::ip(v6 ? "::1" : "127.0.0.1", 0);
+  if (::bind(s.get(), addr.data(), addr.size()) != 0) throw std::runtime_error("bind");
+  if (::listen(s.get(), 64) != 0) throw std::runtime_error("listen");
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  return {std::move(s), SocketAddress{reinterpret_cast<sockaddr*>(&ss), len}};
+}
+
+inline Fd tcp_socket(int family = AF_INET) {
+  Fd s{::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
+  if (!s) throw std::runtime_error("socket");
+  return s;
+}
+
+inline std::string to_string(std::span<const std::byte> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+}  // namespace lev::test
+
+// ---- seccomp: make a syscall fail with an errno, in this (child) process --
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+namespace lev::test {
+
+/// Installs a seccomp filter that makes syscall `nr` fail with `err`.
+/// Irreversible: call it only in a forked child.
+inline bool deny_syscall(long nr, int err) {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<unsigned>(nr), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])), filter};
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
+  return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+}  // namespace lev::test
