@@ -1,8 +1,9 @@
 #pragma once
 /// \file
 /// `lev::Task<T>`: a lazy, move-only coroutine. It starts when awaited,
-/// resumes its awaiter by symmetric transfer when done, and carries an
-/// exception to the awaiter.
+/// resumes its awaiter by symmetric transfer when it ends after having
+/// suspended (or lets the awaiter go on directly when it never suspended),
+/// and carries an exception to the awaiter.
 ///
 ///     lev::Task<int> answer() { co_return 42; }
 ///     lev::Task<> caller() { int v = co_await answer(); }
@@ -20,14 +21,22 @@ class Task;
 
 namespace detail {
 
+// A task that finishes while its awaiter is still inside await_suspend
+// (it never suspended) returns there instead of resuming the awaiter by
+// transfer: the awaiter then continues without a nested frame. So a loop
+// over a million ready tasks keeps a flat stack even where the compiler does
+// not turn symmetric transfer into a tail call (-O0, ASan).
 struct TaskPromiseBase {
   std::coroutine_handle<> continuation = std::noop_coroutine();
+  bool inline_phase = false;
 
   struct FinalAwaiter {
     bool await_ready() const noexcept { return false; }
     template <class P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
-      return h.promise().continuation;
+      TaskPromiseBase& p = h.promise();
+      if (p.inline_phase) return std::noop_coroutine();
+      return p.continuation;
     }
     void await_resume() const noexcept {}
   };
@@ -96,9 +105,14 @@ class [[nodiscard]] Task {
     struct Awaiter {
       std::coroutine_handle<promise_type> h;
       bool await_ready() const noexcept { return !h || h.done(); }
-      std::coroutine_handle<> await_suspend(std::coroutine_handle<> caller) noexcept {
-        h.promise().continuation = caller;
-        return h;
+      bool await_suspend(std::coroutine_handle<> caller) {
+        promise_type& p = h.promise();
+        p.continuation = caller;
+        p.inline_phase = true;
+        h.resume();
+        if (h.done()) return false;  // finished synchronously: continue here
+        p.inline_phase = false;      // it will resume `caller` when it ends
+        return true;
       }
       T await_resume() { return h.promise().take(); }
     };
