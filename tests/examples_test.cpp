@@ -1,0 +1,137 @@
+// Smoke-runs every example: the servers against their own clients over
+// loopback, the rest for their expected output. Bounded in time.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::string example_path(const std::string& name) {
+  const char* dir = std::getenv("LEV_EXAMPLES_DIR");
+  REQUIRE_MESSAGE(dir != nullptr, "LEV_EXAMPLES_DIR is not set (run through meson test)");
+  return std::string(dir) + "/" + name;
+}
+
+struct Child {
+  pid_t pid = -1;
+  int out = -1;  // its stdout
+};
+
+Child start(const std::vector<std::string>& args) {
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(p[1], 1);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  return {pid, p[0]};
+}
+
+// Reads until `stop` is seen (or EOF, or the deadline passes).
+std::string read_until(int fd, const std::string& stop, std::chrono::milliseconds limit) {
+  std::string got;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (got.find(stop) == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
+    char buf[512];
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+int wait_exit(pid_t pid, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    ::usleep(10'000);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+struct Run {
+  int code;
+  std::string out;
+};
+
+Run run(const std::vector<std::string>& args, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  Child c = start(args);
+  std::string out = read_until(c.out, "\x01never", limit);
+  ::close(c.out);
+  return {wait_exit(c.pid, std::chrono::seconds(5)), out};
+}
+
+/// Starts a server, returns it and its port from "listening on HOST:PORT".
+std::pair<Child, std::string> start_server(std::vector<std::string> args) {
+  Child c = start(args);
+  std::string line = read_until(c.out, "\n", std::chrono::seconds(10));
+  REQUIRE_MESSAGE(line.rfind("listening on 127.0.0.1:", 0) == 0, line);
+  std::string port = line.substr(line.rfind(':') + 1);
+  port.erase(port.find('\n'));
+  return {c, port};
+}
+
+}  // namespace
+
+TEST_SUITE("examples") {
+  TEST_CASE("echo_server echoes for echo_client and stops cleanly on SIGINT and SIGTERM") {
+    for (int sig : {SIGINT, SIGTERM}) {
+      auto [server, port] = start_server({example_path("echo_server"), "--port", "0"});
+      Run client = run({example_path("echo_client"), "--port", port, "--count", "500", "--size", "200"});
+      CHECK(client.code == 0);
+      CHECK(client.out == "echoed 500 messages\n");
+      ::kill(server.pid, sig);
+      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+      ::close(server.out);
+    }
+  }
+
+  TEST_CASE("echo_server --max-seconds stops by itself") {
+    auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--max-seconds", "1"});
+    CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+    ::close(server.out);
+  }
+
+  TEST_CASE("echo_server rejects a bad --model with a clear message and exit code") {
+    Run r = run({example_path("echo_server"), "--port", "0", "--model", "kqueue"});
+    CHECK(r.code == 1);
+  }
+
+  TEST_CASE("timers prints ticks in deadline order and cancels the hour timer") {
+    Run r = run({example_path("timers")});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("fast tick 1\nslow tick 1\nfast tick 2\ncallback at 25ms\nfast tick 3\nslow tick 2\n") == 0);
+    CHECK(r.out.find("hour timer cancelled") != std::string::npos);
+  }
+
+  TEST_CASE("read_write carries lines through a pipe and reads a file at an offset") {
+    Run r = run({example_path("read_write")});
+    CHECK(r.code == 0);
+    CHECK(r.out == "pipe carried: line 1\nline 2\nline 3\nfile at offset 7: world\n");
+  }
+}
