@@ -1,0 +1,186 @@
+// Echo benchmark: lev against a hand-written liburing server, in one
+// process. Server on core 0, load client on core 1; servers alternated
+// round by round; medians. Reports msgs/s, p99 latency, the server
+// thread's CPU time per message and its heap allocations per message.
+//
+//   echo_bench [--seconds 2] [--rounds 3] [--conns 50] [--size 64]
+//   echo_bench --client PORT [--seconds 5] ...   (load only, for callgrind)
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "alloc_counter.hpp"
+#include "lev/lev.hpp"
+#include "load_client.hpp"
+#include "servers.hpp"
+
+namespace {
+
+struct Args {
+  double seconds = 2.0;
+  int rounds = 3;
+  int conns = 50;
+  std::size_t size = 64;
+  int client_port = 0;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    const char* v = argv[i + 1];
+    if (k == "--seconds") a.seconds = std::atof(v);
+    else if (k == "--rounds") a.rounds = std::atoi(v);
+    else if (k == "--conns") a.conns = std::atoi(v);
+    else if (k == "--size") a.size = static_cast<std::size_t>(std::atol(v));
+    else if (k == "--client") a.client_port = std::atoi(v);
+    else {
+      std::fprintf(stderr, "echo_bench: unknown option %s\n", k.c_str());
+      std::exit(2);
+    }
+  }
+  return a;
+}
+
+void pin(int cpu) {
+  if (std::thread::hardware_concurrency() < 2) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+double thread_cpu_seconds(pthread_t t) {
+  clockid_t cid;
+  if (pthread_getcpuclockid(t, &cid) != 0) return 0;
+  timespec ts{};
+  clock_gettime(cid, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+struct Sample {
+  double msgs_per_s = 0, p99_us = 0, cpu_ns_per_msg = 0, allocs_per_msg = 0;
+  bool ok = true;
+};
+
+struct Server {
+  const char* name;
+  std::function<void(int, const std::atomic<bool>&)> serve;
+};
+
+Sample run_one(const Server& server, const Args& a) {
+  lev::Fd lfd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  int one = 1;
+  ::setsockopt(lfd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  auto addr = *lev::SocketAddress::ip("127.0.0.1", 0);
+  ::bind(lfd.get(), addr.data(), addr.size());
+  ::listen(lfd.get(), 4096);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+  lev::SocketAddress bound{reinterpret_cast<sockaddr*>(&ss), len};
+
+  std::atomic<bool> stop{false};
+  std::thread t([&] {
+    pin(0);
+    alloc_counter::mark_server();
+    server.serve(lfd.get(), stop);
+  });
+  double cpu0 = 0, cpu1 = 0;
+  std::uint64_t al0 = 0, al1 = 0;
+  LoadOptions o;
+  o.connections = a.conns;
+  o.size = a.size;
+  o.seconds = a.seconds;
+  o.on_window_start = [&] {
+    cpu0 = thread_cpu_seconds(t.native_handle());
+    al0 = alloc_counter::server();
+  };
+  o.on_window_end = [&] {
+    cpu1 = thread_cpu_seconds(t.native_handle());
+    al1 = alloc_counter::server();
+  };
+  LoadResult r = run_load(bound, o);
+  stop = true;
+  t.join();
+  Sample s;
+  s.ok = r.ok && r.messages > 0;
+  double msgs = static_cast<double>(std::max<std::uint64_t>(r.messages, 1));
+  s.msgs_per_s = msgs / r.seconds;
+  s.p99_us = r.p99_us;
+  s.cpu_ns_per_msg = (cpu1 - cpu0) * 1e9 / msgs;
+  s.allocs_per_msg = static_cast<double>(al1 - al0) / msgs;
+  return s;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = parse(argc, argv);
+  pin(1);
+  if (a.client_port) {
+    LoadOptions o;
+    o.connections = a.conns;
+    o.size = a.size;
+    o.seconds = a.seconds;
+    LoadResult r = run_load(*lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(a.client_port)), o);
+    std::printf("messages %llu\n", static_cast<unsigned long long>(r.messages));
+    return r.ok ? 0 : 1;
+  }
+  std::vector<Server> servers = {
+      {"raw liburing", [](int fd, const std::atomic<bool>& s) { serve_raw_uring(fd, s); }},
+      {"lev proactor",
+       [](int fd, const std::atomic<bool>& s) { serve_lev(fd, s, lev::Model::proactor); }},
+  };
+  std::vector<std::vector<Sample>> samples(servers.size());
+  for (int round = 0; round < a.rounds; ++round)
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+      std::size_t k = (i + static_cast<std::size_t>(round)) % servers.size();  // rotate the order
+      samples[k].push_back(run_one(servers[k], a));
+    }
+  std::printf("echo: %d connections, %zu-byte messages, %d rounds x %.1f s, medians; "
+              "server on cpu 0, client on cpu 1\n",
+              a.conns, a.size, a.rounds, a.seconds);
+  std::printf("%-14s %11s %9s %12s %11s %10s %10s\n", "server", "msgs/s", "p99 us",
+              "cpu ns/msg", "allocs/msg", "msgs/s vs", "cpu/msg vs");
+  double base_rate = 0, base_cpu = 0;
+  bool all_ok = true;
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    std::vector<double> rate, p99, cpu, al;
+    for (auto& s : samples[i]) {
+      rate.push_back(s.msgs_per_s);
+      p99.push_back(s.p99_us);
+      cpu.push_back(s.cpu_ns_per_msg);
+      al.push_back(s.allocs_per_msg);
+      all_ok = all_ok && s.ok;
+    }
+    double r = median(rate), c = median(cpu);
+    if (i == 0) {
+      base_rate = r;
+      base_cpu = c;
+    }
+    std::printf("%-14s %11.0f %9.1f %12.0f %11.3f %9.2fx %9.2fx\n", servers[i].name, r,
+                median(p99), c, median(al), r / base_rate, c / base_cpu);
+  }
+  if (!all_ok) {
+    std::fprintf(stderr, "echo_bench: a round saw errors (connection reset or short send)\n");
+    return 1;
+  }
+}

@@ -1,0 +1,135 @@
+// The baseline: a hand-written liburing echo server, no runtime at all.
+// SINGLE_ISSUER + DEFER_TASKRUN, registered ring fd, one submit_and_wait
+// per round, batched CQE reaping; one recv/send in flight per connection.
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "servers.hpp"
+
+namespace {
+
+enum Kind : std::uint64_t { kAccept = 0, kRecv = 1, kSend = 2 };
+
+struct Conn {
+  int fd = -1;
+  std::uint32_t len = 0;
+  std::uint32_t sent = 0;
+  char buf[4096];
+};
+
+struct Server {
+  io_uring ring{};
+  int lfd;
+  std::vector<Conn*> conns;
+  std::vector<std::uint32_t> free_slots;
+
+  static std::uint64_t tag(std::uint32_t slot, Kind k) { return (std::uint64_t{slot} << 2) | k; }
+
+  io_uring_sqe* sqe() {
+    io_uring_sqe* s = io_uring_get_sqe(&ring);
+    while (!s) {
+      io_uring_submit(&ring);
+      s = io_uring_get_sqe(&ring);
+    }
+    return s;
+  }
+  void arm_accept() {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_accept(s, lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(s, tag(0, kAccept));
+  }
+  void arm_recv(std::uint32_t slot) {
+    io_uring_sqe* s = sqe();
+    io_uring_prep_recv(s, conns[slot]->fd, conns[slot]->buf, sizeof(Conn::buf), 0);
+    io_uring_sqe_set_data64(s, tag(slot, kRecv));
+  }
+  void arm_send(std::uint32_t slot) {
+    Conn& c = *conns[slot];
+    io_uring_sqe* s = sqe();
+    io_uring_prep_send(s, c.fd, c.buf + c.sent, c.len - c.sent, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(s, tag(slot, kSend));
+  }
+  void drop(std::uint32_t slot) {
+    ::close(conns[slot]->fd);
+    conns[slot]->fd = -1;
+    free_slots.push_back(slot);
+  }
+  void on_cqe(std::uint64_t data, int res) {
+    auto slot = static_cast<std::uint32_t>(data >> 2);
+    switch (static_cast<Kind>(data & 3)) {
+      case kAccept: {
+        if (res >= 0) {
+          int one = 1;
+          ::setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+          std::uint32_t s;
+          if (!free_slots.empty()) {
+            s = free_slots.back();
+            free_slots.pop_back();
+          } else {
+            s = static_cast<std::uint32_t>(conns.size());
+            conns.push_back(new Conn);
+          }
+          conns[s]->fd = res;
+          arm_recv(s);
+        }
+        arm_accept();
+        break;
+      }
+      case kRecv:
+        if (res <= 0) {
+          drop(slot);
+        } else {
+          conns[slot]->len = static_cast<std::uint32_t>(res);
+          conns[slot]->sent = 0;
+          arm_send(slot);
+        }
+        break;
+      case kSend:
+        if (res < 0) {
+          drop(slot);
+          break;
+        }
+        conns[slot]->sent += static_cast<std::uint32_t>(res);
+        if (conns[slot]->sent < conns[slot]->len) arm_send(slot);
+        else arm_recv(slot);
+        break;
+    }
+  }
+};
+
+}  // namespace
+
+void serve_raw_uring(int lfd, const std::atomic<bool>& stop) {
+  Server s;
+  s.lfd = lfd;
+  io_uring_params p{};
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+  if (io_uring_queue_init_params(256, &s.ring, &p) < 0) {
+    p = {};
+    io_uring_queue_init_params(256, &s.ring, &p);
+  }
+  io_uring_register_ring_fd(&s.ring);
+  s.conns.push_back(new Conn);  // slot 0 reserved for the accept tag
+  s.arm_accept();
+  __kernel_timespec ts{0, 20'000'000};
+  while (!stop.load(std::memory_order_relaxed)) {
+    io_uring_cqe* cqe;
+    io_uring_submit_and_wait_timeout(&s.ring, &cqe, 1, &ts, nullptr);
+    io_uring_cqe* cqes[64];
+    unsigned n;
+    while ((n = io_uring_peek_batch_cqe(&s.ring, cqes, 64)) > 0) {
+      for (unsigned i = 0; i < n; ++i) s.on_cqe(io_uring_cqe_get_data64(cqes[i]), cqes[i]->res);
+      io_uring_cq_advance(&s.ring, n);
+    }
+  }
+  io_uring_queue_exit(&s.ring);
+  for (Conn* c : s.conns) {
+    if (c->fd >= 0) ::close(c->fd);
+    delete c;
+  }
+}
