@@ -104,7 +104,8 @@ struct Server {
 
 }  // namespace
 
-void serve_raw_uring(int lfd, const std::atomic<bool>& stop) {
+void serve_raw_uring(int lfd, const std::atomic<bool>& stop,
+                     std::chrono::steady_clock::time_point deadline) {
   Server s;
   s.lfd = lfd;
   io_uring_params p{};
@@ -117,7 +118,7 @@ void serve_raw_uring(int lfd, const std::atomic<bool>& stop) {
   s.conns.push_back(new Conn);  // slot 0 reserved for the accept tag
   s.arm_accept();
   __kernel_timespec ts{0, 20'000'000};
-  while (!stop.load(std::memory_order_relaxed)) {
+  while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < deadline) {
     io_uring_cqe* cqe;
     io_uring_submit_and_wait_timeout(&s.ring, &cqe, 1, &ts, nullptr);
     io_uring_cqe* cqes[64];

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <thread>
 
 #include "lev/lev.hpp"
 #include "servers.hpp"
@@ -34,10 +33,6 @@ int main(int argc, char** argv) {
   std::printf("listening on %s\n", lev::SocketAddress{reinterpret_cast<sockaddr*>(&ss), len}.to_string().c_str());
   std::fflush(stdout);
   std::atomic<bool> stop{false};
-  std::thread timer([&] {
-    std::this_thread::sleep_for(std::chrono::seconds(max_seconds));
-    stop = true;
-  });
-  serve_raw_uring(lfd.get(), stop);
-  timer.join();
+  serve_raw_uring(lfd.get(), stop,
+                  std::chrono::steady_clock::now() + std::chrono::seconds(max_seconds));
 }

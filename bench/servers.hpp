@@ -2,8 +2,14 @@
 // Echo servers the bench compares. Each serves the listening socket `lfd`
 // on the calling thread until `stop` becomes true (checked every ~20 ms).
 #include <atomic>
+#include <chrono>
 
 #include "lev/loop.hpp"
 
 void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model);
-void serve_raw_uring(int lfd, const std::atomic<bool>& stop);
+/// Also returns at `deadline` (the standalone program's --max-seconds:
+/// valgrind cannot wake a thread blocked in io_uring_enter, so no helper
+/// thread may be relied on to set `stop`).
+void serve_raw_uring(int lfd, const std::atomic<bool>& stop,
+                     std::chrono::steady_clock::time_point deadline =
+                         std::chrono::steady_clock::time_point::max());

@@ -21,6 +21,7 @@ class EchoLenBackend final : public lev::CompletionBackend {
   std::string_view name() const noexcept override { return "echo-len"; }
   void submit(lev::detail::OpBase& op) override { pending_.push_back(&op); }
   void cancel(lev::detail::OpBase&) override {}
+  void cancel_all() override {}
   std::size_t poll(std::optional<lev::Duration>) override {
     std::size_t n = pending_.size();
     for (auto* op : pending_) queue_->push(*op, static_cast<int>(op->len));

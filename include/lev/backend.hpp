@@ -79,6 +79,9 @@ class CompletionBackend {
   /// Asks the backend to stop `op` early. The op still completes exactly
   /// once: with -ECANCELED, or with its real result if that won the race.
   virtual void cancel(detail::OpBase& op) = 0;
+  /// Asks the backend to stop every op it holds (the loop is going away).
+  /// Each still completes exactly once, as with cancel().
+  virtual void cancel_all() = 0;
   /// Flushes pending submissions and waits up to `timeout` (nullopt: until
   /// something completes; zero: do not block) for completions, pushing each
   /// onto the queue. Returns how many completions it pushed.

@@ -39,6 +39,7 @@ class FakeBackend final : public CompletionBackend {
   /// never reached the "kernel"); a flushed one is cancelled at the next
   /// poll unless the test completes it first (then its result wins).
   void cancel(detail::OpBase& op) override;
+  void cancel_all() override;
   /// Flushes, settles requested cancels; never blocks. When the loop would
   /// block forever (no timeout) and nothing changed since the last poll
   /// (nothing flushed, nothing cancelled) it throws std::logic_error.

@@ -294,7 +294,16 @@ class Loop {
   // ---- for awaiters and extensions (not needed by applications) --------
 
   /// Registers `op` as live and hands it to the backend (or timer heap).
-  void start(detail::OpBase& op);
+  void start(detail::OpBase& op) {
+    op.cancel_requested = false;
+    if (op.kind < detail::OpKind::timer) [[likely]] {
+      backend_->submit(op);  // first: if it throws, nothing is registered
+      op.state = detail::OpState::submitted;
+      ++live_count_;
+      return;
+    }
+    start_local(op);
+  }
   /// Requests cancellation of a live op; it still completes exactly once.
   void cancel(detail::OpBase& op) noexcept;
   /// For an awaiter destroyed before delivery: cancels `op`, waits until it
@@ -339,10 +348,9 @@ class Loop {
 
   void launch_root(detail::RootHandle h, bool detached);
   void run_root(detail::RootHandle h);
-  void deliver(detail::OpBase& op);
+  void start_local(detail::OpBase& op);
+  bool continue_all(detail::OpBase& op);
   std::size_t fire_timers();
-  void link_live(detail::OpBase& op) noexcept;
-  void unlink_live(detail::OpBase& op) noexcept;
 
   Model model_;
   std::shared_ptr<CompletionBackend> backend_;
@@ -350,12 +358,20 @@ class Loop {
   CompletionQueue ready_;
   detail::TimerHeap timers_;
   std::uint64_t timer_seq_ = 0;
-  detail::OpBase* live_head_ = nullptr;
   std::size_t live_count_ = 0;
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
   bool stop_ = false;
   bool running_ = false;
 };
+
+namespace detail {
+template <class T>
+void OpAwaiter<T>::await_suspend(std::coroutine_handle<> h) {
+  op_.ctx = h.address();
+  op_.deliver = &resume_coroutine;
+  loop_->start(op_);
+}
+}  // namespace detail
 
 }  // namespace lev

@@ -19,7 +19,6 @@ namespace lev {
 
 namespace detail {
 
-void start_op(Loop& loop, OpBase& op) { loop.start(op); }
 void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
 
 void release_undelivered(OpBase& op) noexcept {
@@ -100,24 +99,21 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
 }
 
 Loop::~Loop() {
-  // 1. Ask every live operation to stop.
-  for (detail::OpBase* op = live_head_; op; op = op->live_next) cancel(*op);
+  // 1. Ask every live operation to stop: the backend's, then the timers.
+  backend_->cancel_all();
+  while (detail::OpBase* t = timers_.pop()) ready_.push(*t, -ECANCELED);
   // 2. Wait for every completion the backend still owes (kernel buffers).
   while (backend_->in_flight() > 0) backend_->poll(std::nullopt);
   // 3. Drop what nobody will receive, releasing carried resources.
   while (detail::OpBase* op = ready_.pop()) {
     detail::release_undelivered(*op);
     op->state = detail::OpState::delivered;
-    unlink_live(*op);
+    --live_count_;
     if (op->deliver == &detail::deliver_callback) {
       auto& cb = *static_cast<detail::CallbackOp*>(op->ctx);
       cb.reset_callable();
       detail::CallbackPool::release(cb);
     }
-  }
-  while (live_head_) {  // nothing should remain; never leave dangling links
-    live_head_->state = detail::OpState::delivered;
-    unlink_live(*live_head_);
   }
   // 4. Destroy suspended spawned tasks (their ops are all settled now).
   while (roots_) {
@@ -128,45 +124,14 @@ Loop::~Loop() {
   pool_->close_loop();
 }
 
-void Loop::link_live(detail::OpBase& op) noexcept {
-  op.live_prev = nullptr;
-  op.live_next = live_head_;
-  if (live_head_) live_head_->live_prev = &op;
-  live_head_ = &op;
-  ++live_count_;
-}
-
-void Loop::unlink_live(detail::OpBase& op) noexcept {
-  if (op.live_prev) op.live_prev->live_next = op.live_next;
-  else if (live_head_ == &op) live_head_ = op.live_next;
-  else return;  // not linked
-  if (op.live_next) op.live_next->live_prev = op.live_prev;
-  op.live_prev = op.live_next = nullptr;
-  --live_count_;
-}
-
-void Loop::start(detail::OpBase& op) {
+void Loop::start_local(detail::OpBase& op) {
   op.state = detail::OpState::submitted;
-  op.cancel_requested = false;
-  op.res = 0;
-  op.cqe_flags = 0;
-  link_live(op);
-  switch (op.kind) {
-    case detail::OpKind::timer:
-      op.seq = timer_seq_++;
-      timers_.push(op);
-      break;
-    case detail::OpKind::post:
-      ready_.push(op, 0);
-      break;
-    default:
-      try {
-        backend_->submit(op);
-      } catch (...) {
-        unlink_live(op);
-        op.state = detail::OpState::idle;
-        throw;
-      }
+  ++live_count_;
+  if (op.kind == detail::OpKind::timer) {
+    op.seq = timer_seq_++;
+    timers_.push(op);
+  } else {
+    ready_.push(op, 0);  // post: complete at once, delivered from the queue
   }
 }
 
@@ -201,32 +166,32 @@ void Loop::abandon(detail::OpBase& op) noexcept {
   if (op.state == detail::OpState::completed) {
     ready_.remove(op);
     detail::release_undelivered(op);
+    --live_count_;
   }
   op.state = detail::OpState::delivered;
-  unlink_live(op);
 }
 
-void Loop::deliver(detail::OpBase& op) {
-  if (op.all && op.res >= 0) {
-    op.done += static_cast<std::size_t>(op.res);
-    if (op.done < op.total) {
-      if (op.res == 0) {
-        op.res = -EIO;  // the kernel accepted nothing: stop rather than spin
-      } else if (op.cancel_requested) {
-        op.res = -ECANCELED;
-      } else {  // partial: continue where it stopped, still the same live op
-        op.buf = static_cast<char*>(op.buf) + op.res;
-        if (op.offset != static_cast<std::uint64_t>(-1)) op.offset += static_cast<unsigned>(op.res);
-        op.len = static_cast<std::uint32_t>(std::min(op.total - op.done, detail::kMaxIoChunk));
-        op.state = detail::OpState::submitted;
-        backend_->submit(op);
-        return;
-      }
-    }
+// send_all / write_all: true when a partial completion was resubmitted (the
+// op stays live); false when it is finished and must be delivered.
+bool Loop::continue_all(detail::OpBase& op) {
+  if (op.res < 0) return false;
+  op.done += static_cast<std::size_t>(op.res);
+  if (op.done >= op.total) return false;
+  if (op.res == 0) {
+    op.res = -EIO;  // the kernel accepted nothing: stop rather than spin
+    return false;
   }
-  op.state = detail::OpState::delivered;
-  unlink_live(op);
-  op.deliver(op);
+  if (op.cancel_requested) {
+    op.res = -ECANCELED;
+    return false;
+  }
+  op.buf = static_cast<char*>(op.buf) + op.res;
+  if (op.offset != static_cast<std::uint64_t>(-1)) op.offset += static_cast<unsigned>(op.res);
+  op.len = static_cast<std::uint32_t>(std::min(op.total - op.done, detail::kMaxIoChunk));
+  op.state = detail::OpState::submitted;
+  op.cancel_requested = false;
+  backend_->submit(op);
+  return true;
 }
 
 std::size_t Loop::drain_callbacks() {
@@ -235,8 +200,12 @@ std::size_t Loop::drain_callbacks() {
   while (budget-- > 0) {
     detail::OpBase* op = ready_.pop();
     if (!op) break;
-    deliver(*op);
     ++n;
+    if (op->all && continue_all(*op)) [[unlikely]]
+      continue;
+    op->state = detail::OpState::delivered;
+    --live_count_;
+    op->deliver(*op);
   }
   return n;
 }

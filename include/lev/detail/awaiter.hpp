@@ -19,7 +19,6 @@ class Loop;
 
 namespace lev::detail {
 
-void start_op(Loop& loop, OpBase& op);
 void abandon_op(Loop& loop, OpBase& op) noexcept;
 
 inline void resume_coroutine(OpBase& op) {
@@ -48,11 +47,8 @@ class [[nodiscard]] OpAwaiter {
   }
 
   bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) {
-    op_.ctx = h.address();
-    op_.deliver = &resume_coroutine;
-    start_op(*loop_, op_);
-  }
+  /// Defined in lev/loop.hpp, where Loop::start is visible for inlining.
+  void await_suspend(std::coroutine_handle<> h);
   Result<T> await_resume() { return ResultOf<T>::make(op_); }
 
   /// The record, for code that extends an operation before it is awaited.

@@ -29,9 +29,10 @@ enum class OpKind : std::uint8_t {
   connect,
   shutdown,
   close,
-  timer,  // handled by the loop's deadline heap, never by a backend
-  post,   // already complete when started: a queued resumption
   poll,   // readiness: fd + poll mask
+  // kinds from here on never reach a backend
+  timer,  // handled by the loop's deadline heap
+  post,   // already complete when started: a queued resumption
 };
 
 /// Human name of an operation kind, as used in error messages.
@@ -42,16 +43,19 @@ enum class OpState : std::uint8_t { idle, submitted, completed, delivered };
 struct OpBase;
 using DeliverFn = void (*)(OpBase&);
 
+// Fields without an initializer are written before they are read: `next`
+// by the queue, deliver/ctx when the op is started, res/cqe_flags by push,
+// the I/O fields by setup_io, addr by accept/connect, the timer fields by
+// after/at, the links by the backend that uses them. Keeping them
+// uninitialised keeps an awaiter cheap to build (it is built per op).
 struct OpBase {
   // --- owned by the loop ---
-  OpBase* next = nullptr;       // completion-queue link
-  OpBase* live_prev = nullptr;  // live registry links
-  OpBase* live_next = nullptr;
-  DeliverFn deliver = nullptr;  // resumes the coroutine / calls the callback
-  void* ctx = nullptr;          // coroutine address or callback record
+  OpBase* next;       // completion-queue link
+  DeliverFn deliver;  // resumes the coroutine / calls the callback
+  void* ctx;          // coroutine address or callback record
   // --- result, written by the backend through CompletionQueue::push ---
-  std::int32_t res = 0;
-  std::uint32_t cqe_flags = 0;
+  std::int32_t res;
+  std::uint32_t cqe_flags;
   // --- description ---
   OpKind kind = OpKind::nop;
   OpState state = OpState::idle;
@@ -59,19 +63,21 @@ struct OpBase {
   bool all = false;        // send_all / write_all: resubmit until len is done
   int fd = -1;
   int flags = 0;           // recv/send flags, shutdown how, poll mask
-  void* buf = nullptr;
-  std::uint32_t len = 0;
-  std::uint64_t offset = static_cast<std::uint64_t>(-1);
   std::size_t done = 0;    // bytes moved so far by an `all` op
-  std::size_t total = 0;   // bytes an `all` op must move
-  sockaddr* addr = nullptr;
-  socklen_t addrlen = 0;   // accept: in/out; connect: in
+  void* buf;
+  std::uint32_t len;
+  std::uint64_t offset;
+  std::size_t total;       // bytes an `all` op must move
+  sockaddr* addr;
+  socklen_t addrlen;       // accept: in/out; connect: in
   // --- timers ---
-  TimePoint deadline{};
-  std::size_t heap_index = 0;
-  std::uint64_t seq = 0;   // ties between equal deadlines fire in arming order
-  // --- backend scratch (epoll registration, fake bookkeeping) ---
+  TimePoint deadline;
+  std::size_t heap_index;
+  std::uint64_t seq;       // ties between equal deadlines fire in arming order
+  // --- backend scratch (fake bookkeeping, fallback registries) ---
   std::uintptr_t backend_data = 0;
+  OpBase* link_prev;
+  OpBase* link_next;
 };
 
 }  // namespace lev::detail

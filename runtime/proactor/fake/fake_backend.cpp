@@ -32,6 +32,10 @@ void FakeBackend::cancel(detail::OpBase& op) {
   op.backend_data |= kCancel;
 }
 
+void FakeBackend::cancel_all() {
+  for (detail::OpBase* op : std::vector<detail::OpBase*>(pending_)) cancel(*op);
+}
+
 bool FakeBackend::cancel_requested(const detail::OpBase& op) const noexcept {
   return (op.backend_data & kCancel) != 0;
 }

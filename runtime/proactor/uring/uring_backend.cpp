@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "lev/loop.hpp"
+#include "proactor/uring/prep.hpp"
 
 namespace lev {
 
@@ -53,12 +54,50 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
   }
   if (r < 0) setup_failed(-r);
   (void)io_uring_register_ring_fd(&ring_);  // one fewer fdget per enter; optional
+  cancel_any_ = probe_cancel_any();
+}
+
+// Asks the kernel to cancel "any" request on an empty ring: ENOENT means
+// the flag is understood, EINVAL that it is not.
+bool UringBackend::probe_cancel_any() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+  io_uring_sqe_set_data64(sqe, 0);
+  io_uring_cqe* cqe = nullptr;
+  if (io_uring_submit_and_wait(&ring_, 1) < 0 || io_uring_wait_cqe(&ring_, &cqe) < 0) return false;
+  bool ok = cqe->res == -ENOENT;
+  io_uring_cqe_seen(&ring_, cqe);
+  return ok;
+}
+
+void UringBackend::track(detail::OpBase& op) noexcept {
+  op.link_prev = nullptr;
+  op.link_next = tracked_;
+  if (tracked_) tracked_->link_prev = &op;
+  tracked_ = &op;
+}
+
+void UringBackend::untrack(detail::OpBase& op) noexcept {
+  if (op.link_prev) op.link_prev->link_next = op.link_next;
+  else tracked_ = op.link_next;
+  if (op.link_next) op.link_next->link_prev = op.link_prev;
+}
+
+void UringBackend::cancel_all() {
+  if (cancel_any_) {
+    if (in_flight_ == 0) return;
+    io_uring_sqe* sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data(sqe, nullptr);
+    return;
+  }
+  for (detail::OpBase* op = tracked_; op; op = op->link_next) cancel(*op);
 }
 
 UringBackend::~UringBackend() { io_uring_queue_exit(&ring_); }
 
-io_uring_sqe* UringBackend::get_sqe() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+io_uring_sqe* UringBackend::get_sqe_slow() {
+  io_uring_sqe* sqe = nullptr;
   while (!sqe) {  // a full submission queue is a normal path: flush, retry
     flush();
     sqe = io_uring_get_sqe(&ring_);
@@ -83,6 +122,7 @@ void UringBackend::submit(detail::OpBase& op) {
   prep_sqe(sqe, op);
   io_uring_sqe_set_data(sqe, &op);
   ++in_flight_;
+  if (!cancel_any_) track(op);
   if (batch_ && ++unflushed_ >= batch_) flush();
 }
 
@@ -94,18 +134,24 @@ void UringBackend::cancel(detail::OpBase& op) {
 
 std::size_t UringBackend::reap() noexcept {
   std::size_t total = 0;
-  io_uring_cqe* cqes[64];
   for (;;) {
-    unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 64);
-    if (n == 0) break;
-    for (unsigned i = 0; i < n; ++i) {
-      auto* op = static_cast<detail::OpBase*>(io_uring_cqe_get_data(cqes[i]));
-      if (!op) continue;
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++seen;
+      auto* op = static_cast<detail::OpBase*>(io_uring_cqe_get_data(cqe));
+      if (!op) continue;  // a cancel request's own completion
       --in_flight_;
-      queue_->push(*op, cqes[i]->res, cqes[i]->flags);
+      if (!cancel_any_) untrack(*op);
+      queue_->push(*op, cqe->res, cqe->flags);
       ++total;
     }
-    io_uring_cq_advance(&ring_, n);
+    io_uring_cq_advance(&ring_, seen);
+    // Completions the kernel could not post (CQ full) wait in its overflow
+    // list; flush them into the ring and go round again.
+    if (!(IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW)) break;
+    io_uring_get_events(&ring_);
   }
   return total;
 }

@@ -22,24 +22,35 @@ class UringBackend final : public CompletionBackend {
   [[nodiscard]] std::string_view name() const noexcept override { return "uring"; }
   void submit(detail::OpBase& op) override;
   void cancel(detail::OpBase& op) override;
+  void cancel_all() override;
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
 
   [[nodiscard]] unsigned setup_flags() const noexcept { return ring_.flags; }
+  /// IORING_ASYNC_CANCEL_ANY works (5.19+); otherwise the backend keeps its
+  /// own registry of in-flight ops so cancel_all can name each one.
+  [[nodiscard]] bool cancel_any() const noexcept { return cancel_any_; }
 
  private:
-  io_uring_sqe* get_sqe();
+  io_uring_sqe* get_sqe() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    return sqe ? sqe : get_sqe_slow();
+  }
+  io_uring_sqe* get_sqe_slow();
   std::size_t reap() noexcept;
   void flush();
+  bool probe_cancel_any();
+  void track(detail::OpBase& op) noexcept;
+  void untrack(detail::OpBase& op) noexcept;
 
   io_uring ring_{};
+  bool cancel_any_ = false;
+  detail::OpBase* tracked_ = nullptr;
   CompletionQueue* queue_ = nullptr;
   std::size_t in_flight_ = 0;
   unsigned batch_ = 0;
   unsigned unflushed_ = 0;
 };
 
-/// Fills `sqe` for `op` (runtime/proactor/uring/prep.cpp).
-void prep_sqe(io_uring_sqe* sqe, detail::OpBase& op) noexcept;
 
 }  // namespace lev

@@ -1,12 +1,13 @@
-// How each operation kind becomes an io_uring SQE.
+#pragma once
+// How each operation kind becomes an io_uring SQE. Inline: it runs once per
+// submitted operation.
 #include <liburing.h>
 
 #include "lev/detail/op.hpp"
-#include "proactor/uring/uring_backend.hpp"
 
 namespace lev {
 
-void prep_sqe(io_uring_sqe* sqe, detail::OpBase& op) noexcept {
+inline void prep_sqe(io_uring_sqe* sqe, detail::OpBase& op) noexcept {
   using detail::OpKind;
   switch (op.kind) {
     case OpKind::nop:
