@@ -32,10 +32,18 @@ class CompletionQueue {
     if (tail_) tail_->next = &op;
     else head_ = &op;
     tail_ = &op;
-    ++size_;
+  }
+  /// Appends a chain first..last (linked through `next`, last->next null)
+  /// whose results the caller has already recorded (state completed).
+  void append(detail::OpBase* first, detail::OpBase* last) noexcept {
+    if (!first) return;
+    if (tail_) tail_->next = first;
+    else head_ = first;
+    tail_ = last;
   }
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
-  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// The newest op queued (nullptr when empty).
+  [[nodiscard]] detail::OpBase* back() const noexcept { return tail_; }
 
   /// Removes and returns the oldest op, or nullptr.
   detail::OpBase* pop() noexcept {
@@ -43,15 +51,12 @@ class CompletionQueue {
     if (!h) return nullptr;
     head_ = h->next;
     if (!head_) tail_ = nullptr;
-    h->next = nullptr;
-    --size_;
     return h;
   }
   /// Detaches the whole queue (oldest first) and leaves it empty.
   detail::OpBase* take_all() noexcept {
     detail::OpBase* h = head_;
     head_ = tail_ = nullptr;
-    size_ = 0;
     return h;
   }
   /// Removes one op from the queue (O(n); used on teardown only).
@@ -60,7 +65,6 @@ class CompletionQueue {
  private:
   detail::OpBase* head_ = nullptr;
   detail::OpBase* tail_ = nullptr;
-  std::size_t size_ = 0;
 };
 
 /// A completion backend. One instance serves one Loop.

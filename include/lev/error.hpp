@@ -69,7 +69,8 @@ class [[nodiscard]] Result {
     }
     return *this;
   }
-  ~Result() { destroy(); }
+  ~Result() requires(std::is_trivially_destructible_v<T>) = default;
+  ~Result() requires(!std::is_trivially_destructible_v<T>) { destroy(); }
 
   [[nodiscard]] bool has_value() const noexcept { return ok_; }
   explicit operator bool() const noexcept { return ok_; }

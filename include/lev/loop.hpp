@@ -32,6 +32,7 @@
 #include "lev/detail/ops.hpp"
 #include "lev/detail/root.hpp"
 #include "lev/detail/timer_heap.hpp"
+#include "lev/detail/uring_prep.hpp"
 #include "lev/error.hpp"
 #include "lev/fd.hpp"
 #include "lev/op_types.hpp"
@@ -297,7 +298,8 @@ class Loop {
   void start(detail::OpBase& op) {
     op.cancel_requested = false;
     if (op.kind < detail::OpKind::timer) [[likely]] {
-      backend_->submit(op);  // first: if it throws, nothing is registered
+      if (!uring_.ring || !uring_.submit(op)) [[unlikely]]
+        backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;
       return;
@@ -350,7 +352,7 @@ class Loop {
   void run_root(detail::RootHandle h);
   void start_local(detail::OpBase& op);
   bool continue_all(detail::OpBase& op);
-  std::size_t fire_timers();
+  std::size_t fire_timers(TimePoint now);
 
   Model model_;
   std::shared_ptr<CompletionBackend> backend_;
@@ -359,6 +361,7 @@ class Loop {
   detail::TimerHeap timers_;
   std::uint64_t timer_seq_ = 0;
   std::size_t live_count_ = 0;
+  detail::UringFastPath uring_{};
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
   bool stop_ = false;

@@ -65,7 +65,7 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
     throw std::invalid_argument(
         "lev::Loop: Model::reactor needs the epoll engine, which this build does not have yet");
   if (name.empty()) name = "uring";
-  if (name == "uring") return std::make_shared<UringBackend>(o);
+  if (name == "uring") return std::make_shared<UringBackend>(o);  // NOLINT
   if (name == "fake") return std::make_shared<FakeBackend>();
   throw std::invalid_argument("lev::Loop: unknown backend '" + name +
                               "' (known for the proactor: uring, fake)");
@@ -96,6 +96,7 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   if (!clock_) clock_ = std::make_shared<MonotonicClock>();
   pool_ = new detail::CallbackPool;
   backend_->attach(ready_);
+  if (auto* uring = dynamic_cast<UringBackend*>(backend_.get())) uring_ = uring->fast_path();
 }
 
 Loop::~Loop() {
@@ -195,26 +196,34 @@ bool Loop::continue_all(detail::OpBase& op) {
 }
 
 std::size_t Loop::drain_callbacks() {
-  std::size_t budget = ready_.size();  // later arrivals wait for the next round
+  // Deliver up to what is queued now; later arrivals wait for the next round
+  // (so a task that keeps posting cannot starve the backend). If `last` is
+  // taken out of the queue meanwhile (abandoned), the queue is drained.
+  detail::OpBase* last = ready_.back();
   std::size_t n = 0;
-  while (budget-- > 0) {
-    detail::OpBase* op = ready_.pop();
-    if (!op) break;
+  while (detail::OpBase* op = ready_.pop()) {
     ++n;
-    if (op->all && continue_all(*op)) [[unlikely]]
-      continue;
+    const bool final = op == last;
+    if (op->all) [[unlikely]] {
+      const auto res = static_cast<std::size_t>(op->res);
+      if (op->res >= 0 && op->done + res >= op->total) {
+        op->done += res;  // finished in one submission: the common case
+      } else if (continue_all(*op)) {
+        if (final) break;
+        continue;
+      }
+    }
     op->state = detail::OpState::delivered;
     --live_count_;
     op->deliver(*op);
+    if (final) break;
   }
   return n;
 }
 
-std::size_t Loop::fire_timers() {
+std::size_t Loop::fire_timers(TimePoint now) {
   std::size_t n = 0;
-  detail::OpBase* top = timers_.top();
-  if (!top) return 0;
-  const TimePoint now = clock_->now();
+  detail::OpBase* top = nullptr;
   while ((top = timers_.top()) && top->deadline <= now) {
     timers_.pop();
     ready_.push(*top, 0);
@@ -225,15 +234,19 @@ std::size_t Loop::fire_timers() {
 
 std::size_t Loop::run_once() {
   std::optional<Duration> timeout;
+  const detail::OpBase* t = timers_.top();
+  TimePoint now{};
+  if (t) now = clock_->now();
   if (!ready_.empty()) {
     timeout = Duration::zero();
-  } else if (const detail::OpBase* t = timers_.top()) {
-    timeout = std::max(Duration::zero(), t->deadline - clock_->now());
+  } else if (t) {
+    timeout = std::max(Duration::zero(), t->deadline - now);
   } else if (backend_->in_flight() == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
   }
   std::size_t n = backend_->poll(timeout);
-  n += fire_timers();
+  // Only a wait that may have lasted needs a fresh reading of the clock.
+  if (t) n += fire_timers(timeout && *timeout == Duration::zero() ? now : clock_->now());
   n += drain_callbacks();
   return n;
 }
@@ -290,7 +303,6 @@ bool CompletionQueue::remove(detail::OpBase& op) noexcept {
     else head_ = cur->next;
     if (tail_ == cur) tail_ = prev;
     cur->next = nullptr;
-    --size_;
     return true;
   }
   return false;

@@ -6,7 +6,7 @@
 #include <system_error>
 
 #include "lev/loop.hpp"
-#include "proactor/uring/prep.hpp"
+#include "lev/detail/uring_prep.hpp"
 
 namespace lev {
 
@@ -57,15 +57,20 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
   cancel_any_ = probe_cancel_any();
 }
 
-// Asks the kernel to cancel "any" request on an empty ring: ENOENT means
-// the flag is understood, EINVAL that it is not.
+detail::UringFastPath UringBackend::fast_path() noexcept {
+  if (batch_ || !cancel_any_) return {};  // those need the backend's own submit
+  return {&ring_, &in_flight_};
+}
+
+// Asks the kernel to cancel "any" request on an empty ring: a count (0) or
+// ENOENT means the flag is understood, EINVAL that it is not.
 bool UringBackend::probe_cancel_any() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
   io_uring_sqe_set_data64(sqe, 0);
   io_uring_cqe* cqe = nullptr;
   if (io_uring_submit_and_wait(&ring_, 1) < 0 || io_uring_wait_cqe(&ring_, &cqe) < 0) return false;
-  bool ok = cqe->res == -ENOENT;
+  bool ok = cqe->res >= 0 || cqe->res == -ENOENT;
   io_uring_cqe_seen(&ring_, cqe);
   return ok;
 }
@@ -119,7 +124,7 @@ void UringBackend::flush() {
 
 void UringBackend::submit(detail::OpBase& op) {
   io_uring_sqe* sqe = get_sqe();
-  prep_sqe(sqe, op);
+  detail::prep_sqe(sqe, op);
   io_uring_sqe_set_data(sqe, &op);
   ++in_flight_;
   if (!cancel_any_) track(op);
@@ -132,22 +137,38 @@ void UringBackend::cancel(detail::OpBase& op) {
   io_uring_sqe_set_data(sqe, nullptr);  // its own CQE carries nothing for us
 }
 
+// Walks the CQ ring once (this thread is its only consumer), records each
+// result on its op and hands the chain to the loop's queue in one splice.
 std::size_t UringBackend::reap() noexcept {
   std::size_t total = 0;
   for (;;) {
-    unsigned head;
-    unsigned seen = 0;
-    io_uring_cqe* cqe;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      ++seen;
-      auto* op = static_cast<detail::OpBase*>(io_uring_cqe_get_data(cqe));
+    io_uring_cq& cq = ring_.cq;
+    unsigned head = *cq.khead;
+    const unsigned tail = io_uring_smp_load_acquire(cq.ktail);
+    const unsigned mask = cq.ring_mask;
+    detail::OpBase* first = nullptr;
+    detail::OpBase** link = &first;
+    detail::OpBase* last = nullptr;
+    std::size_t n = 0;
+    for (; head != tail; ++head) {
+      const io_uring_cqe& cqe = cq.cqes[head & mask];
+      auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
       if (!op) continue;  // a cancel request's own completion
-      --in_flight_;
-      if (!cancel_any_) untrack(*op);
-      queue_->push(*op, cqe->res, cqe->flags);
-      ++total;
+      op->res = cqe.res;
+      op->cqe_flags = cqe.flags;
+      op->state = detail::OpState::completed;
+      *link = op;
+      link = &op->next;
+      last = op;
+      ++n;
     }
-    io_uring_cq_advance(&ring_, seen);
+    *link = nullptr;
+    io_uring_smp_store_release(cq.khead, head);
+    if (!cancel_any_)
+      for (detail::OpBase* op = first; op; op = op->next) untrack(*op);
+    in_flight_ -= n;
+    queue_->append(first, last);
+    total += n;
     // Completions the kernel could not post (CQ full) wait in its overflow
     // list; flush them into the ring and go round again.
     if (!(IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW)) break;

@@ -5,6 +5,7 @@
 #include <cstddef>
 
 #include "lev/backend.hpp"
+#include "lev/detail/uring_prep.hpp"
 
 namespace lev {
 
@@ -25,6 +26,8 @@ class UringBackend final : public CompletionBackend {
   void cancel_all() override;
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
+  /// Lets the Loop fill SQEs inline (see UringFastPath).
+  detail::UringFastPath fast_path() noexcept;
 
   [[nodiscard]] unsigned setup_flags() const noexcept { return ring_.flags; }
   /// IORING_ASYNC_CANCEL_ANY works (5.19+); otherwise the backend keeps its

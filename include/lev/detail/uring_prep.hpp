@@ -1,14 +1,18 @@
 #pragma once
-// How each operation kind becomes an io_uring SQE. Inline: it runs once per
-// submitted operation.
+/// \file
+/// How each operation kind becomes an io_uring SQE, and the inline fast
+/// path the Loop uses to fill one without a call into the backend. Inline
+/// on purpose: when the awaiter's kind is a constant the switch folds away.
+
 #include <liburing.h>
+
+#include <cstddef>
 
 #include "lev/detail/op.hpp"
 
-namespace lev {
+namespace lev::detail {
 
-inline void prep_sqe(io_uring_sqe* sqe, detail::OpBase& op) noexcept {
-  using detail::OpKind;
+inline void prep_sqe(io_uring_sqe* sqe, OpBase& op) noexcept {
   switch (op.kind) {
     case OpKind::nop:
     case OpKind::post:
@@ -46,4 +50,22 @@ inline void prep_sqe(io_uring_sqe* sqe, detail::OpBase& op) noexcept {
   }
 }
 
-}  // namespace lev
+/// Set by the io_uring backend when an SQE may be filled straight from the
+/// Loop (no batching threshold, no fallback registry); null otherwise.
+struct UringFastPath {
+  io_uring* ring = nullptr;
+  std::size_t* in_flight = nullptr;
+
+  /// Fills an SQE for `op`; false when the SQ is full (take the slow path).
+  bool submit(OpBase& op) const noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    if (!sqe) [[unlikely]]
+      return false;
+    prep_sqe(sqe, op);
+    io_uring_sqe_set_data(sqe, &op);
+    ++*in_flight;
+    return true;
+  }
+};
+
+}  // namespace lev::detail
