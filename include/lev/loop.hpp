@@ -372,7 +372,7 @@ namespace detail {
 template <class T>
 void OpAwaiter<T>::await_suspend(std::coroutine_handle<> h) {
   op_.ctx = h.address();
-  op_.deliver = &resume_coroutine;
+  op_.deliver = nullptr;  // the loop resumes ctx directly
   loop_->start(op_);
 }
 }  // namespace detail

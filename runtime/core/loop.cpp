@@ -215,7 +215,8 @@ std::size_t Loop::drain_callbacks() {
     }
     op->state = detail::OpState::delivered;
     --live_count_;
-    op->deliver(*op);
+    if (op->deliver) op->deliver(*op);
+    else std::coroutine_handle<>::from_address(op->ctx).resume();
     if (final) break;
   }
   return n;
@@ -271,7 +272,7 @@ void Loop::launch_root(detail::RootHandle h, bool detached) {
   detail::link_root(*this, p);
   p.start.kind = detail::OpKind::post;
   p.start.ctx = h.address();
-  p.start.deliver = &detail::resume_coroutine;
+  p.start.deliver = nullptr;  // resume the root's coroutine
   start(p.start);
 }
 

@@ -21,10 +21,6 @@ namespace lev::detail {
 
 void abandon_op(Loop& loop, OpBase& op) noexcept;
 
-inline void resume_coroutine(OpBase& op) {
-  std::coroutine_handle<>::from_address(op.ctx).resume();
-}
-
 template <class T>
 class [[nodiscard]] OpAwaiter {
  public:
@@ -42,7 +38,8 @@ class [[nodiscard]] OpAwaiter {
   OpAwaiter(const OpAwaiter&) = delete;
   OpAwaiter& operator=(const OpAwaiter&) = delete;
   ~OpAwaiter() {
-    if (op_.state == OpState::submitted || op_.state == OpState::completed)
+    // submitted or completed: still live (idle = 0 and delivered = 3 are not)
+    if (static_cast<unsigned>(op_.state) - 1u < 2u) [[unlikely]]
       abandon_op(*loop_, op_);
   }
 

@@ -51,7 +51,7 @@ using DeliverFn = void (*)(OpBase&);
 struct OpBase {
   // --- owned by the loop ---
   OpBase* next;       // completion-queue link
-  DeliverFn deliver;  // resumes the coroutine / calls the callback
+  DeliverFn deliver;  // calls the callback; null: resume the coroutine at ctx
   void* ctx;          // coroutine address or callback record
   // --- result, written by the backend through CompletionQueue::push ---
   std::int32_t res;
