@@ -26,7 +26,11 @@ struct Engine {
 };
 
 /// Real engines: every I/O test runs once per entry (doctest SUBCASE).
-inline std::vector<Engine> real_engines() { return {{"proactor/uring", Model::proactor, "uring"}}; }
+inline std::vector<Engine> real_engines() {
+  return {{"proactor/uring", Model::proactor, "uring"},
+          {"reactor/epoll", Model::reactor, "epoll"},
+          {"proactor/epoll", Model::proactor, "epoll"}};
+}
 
 inline LoopOptions options_for(const Engine& e) {
   LoopOptions o;

@@ -10,10 +10,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <system_error>
 #include <stdexcept>
 
 #include "lev/fake.hpp"
 #include "proactor/uring/uring_backend.hpp"
+#include "reactor/epoll/epoll_backend.hpp"
 
 namespace lev {
 
@@ -61,14 +64,28 @@ namespace {
 std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& o) {
   if (o.backend.object()) return o.backend.object();
   std::string name = o.backend.name();
-  if (model == Model::reactor)
-    throw std::invalid_argument(
-        "lev::Loop: Model::reactor needs the epoll engine, which this build does not have yet");
+  if (model == Model::reactor) {
+    if (name.empty() || name == "epoll") return std::make_shared<EpollBackend>();
+    if (name == "fake") return std::make_shared<FakeBackend>();
+    throw std::invalid_argument("lev::Loop: unknown backend '" + name +
+                                "' for the reactor (known: epoll, fake)");
+  }
   if (name.empty()) name = "uring";
-  if (name == "uring") return std::make_shared<UringBackend>(o);  // NOLINT
+  if (name == "uring") return std::make_shared<UringBackend>(o);
   if (name == "fake") return std::make_shared<FakeBackend>();
+  if (name == "epoll") return std::make_shared<EpollBackend>();
+  if (name == "auto") {
+    const char* force = std::getenv("LEV_FORCE_EPOLL");
+    try {
+      if (!force || !*force) return std::make_shared<UringBackend>(o);
+      std::fprintf(stderr, "lev: LEV_FORCE_EPOLL is set; using the epoll completion backend\n");
+    } catch (const std::system_error& e) {
+      std::fprintf(stderr, "lev: %s; using the epoll completion backend\n", e.what());
+    }
+    return std::make_shared<EpollBackend>();
+  }
   throw std::invalid_argument("lev::Loop: unknown backend '" + name +
-                              "' (known for the proactor: uring, fake)");
+                              "' for the proactor (known: uring, epoll, auto, fake)");
 }
 
 void ignore_sigpipe_if_default() {

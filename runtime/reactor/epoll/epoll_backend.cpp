@@ -1,0 +1,288 @@
+// The epoll engine. Each op is tried once when the loop polls; on EAGAIN
+// it parks on its fd until an edge-triggered epoll event says the fd may be
+// ready, then it is tried again. Completions go to the loop's queue only.
+#include "reactor/epoll/epoll_backend.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <system_error>
+
+namespace lev {
+
+using detail::OpBase;
+using detail::OpKind;
+
+namespace {
+
+constexpr std::uintptr_t kConnecting = 1u << 4;  // connect: waiting for the result
+
+bool is_writer(const OpBase& op) {
+  switch (op.kind) {
+    case OpKind::write:
+    case OpKind::send:
+    case OpKind::connect:
+      return true;
+    case OpKind::poll:
+      return !(op.flags & (POLLIN | POLLPRI | POLLRDHUP));
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+EpollBackend::EpollBackend() : epfd_(::epoll_create1(EPOLL_CLOEXEC)) {
+  if (epfd_ < 0) throw std::system_error(errno, std::system_category(), "lev: epoll_create1");
+}
+
+EpollBackend::~EpollBackend() { ::close(epfd_); }
+
+EpollBackend::FdState& EpollBackend::state(int fd) {
+  auto i = static_cast<std::size_t>(fd);
+  if (i >= fds_.size()) fds_.resize(std::max(i + 1, fds_.size() * 2));
+  FdState& st = fds_[i];
+  if (!st.nonblocking) {
+    int fl = ::fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    st.nonblocking = true;
+  }
+  return st;
+}
+
+void EpollBackend::submit(OpBase& op) {
+  op.backend_data = kNew;
+  fresh_.push_back(&op);
+  ++held_;
+}
+
+void EpollBackend::finish(OpBase& op, int res) {
+  --held_;
+  ++finished_;
+  op.backend_data = 0;
+  queue_->push(op, res);
+}
+
+bool EpollBackend::attempt(OpBase& op, FdState& st) {
+  const bool writer = is_writer(op);
+  if (op.kind != OpKind::nop && op.kind != OpKind::close && op.kind != OpKind::shutdown &&
+      op.kind != OpKind::poll && !(op.backend_data & kConnecting) &&
+      !(writer ? st.writable : st.readable))
+    return false;  // known not ready: wait for the next edge
+  long r = 0;
+  for (;;) {
+    switch (op.kind) {
+      case OpKind::nop:
+      case OpKind::timer:
+      case OpKind::post:
+        r = 0;
+        break;
+      case OpKind::read:
+        r = op.offset == static_cast<std::uint64_t>(-1)
+                ? ::read(op.fd, op.buf, op.len)
+                : ::pread(op.fd, op.buf, op.len, static_cast<off_t>(op.offset));
+        break;
+      case OpKind::write:
+        r = op.offset == static_cast<std::uint64_t>(-1)
+                ? ::write(op.fd, op.buf, op.len)
+                : ::pwrite(op.fd, op.buf, op.len, static_cast<off_t>(op.offset));
+        break;
+      case OpKind::recv:
+        r = ::recv(op.fd, op.buf, op.len, op.flags | MSG_DONTWAIT);
+        break;
+      case OpKind::send:
+        r = ::send(op.fd, op.buf, op.len, op.flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        break;
+      case OpKind::accept:
+        op.addrlen = sizeof(sockaddr_storage);
+        r = ::accept4(op.fd, op.addr, &op.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
+      case OpKind::connect:
+        if (op.backend_data & kConnecting) {
+          int err = 0;
+          socklen_t len = sizeof(err);
+          if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+          if (err == EINPROGRESS || err == EALREADY) return false;
+          op.res = -err;
+          return true;
+        }
+        r = ::connect(op.fd, op.addr, op.addrlen);
+        if (r < 0 && errno == EINPROGRESS) {
+          op.backend_data |= kConnecting;
+          st.writable = false;
+          return false;
+        }
+        break;
+      case OpKind::shutdown:
+        r = ::shutdown(op.fd, op.flags);
+        break;
+      case OpKind::close:
+        forget_fd(op.fd);
+        r = ::close(op.fd);
+        break;
+      case OpKind::poll: {
+        pollfd p{op.fd, static_cast<short>(op.flags), 0};
+        r = ::poll(&p, 1, 0);
+        if (r == 0) return false;
+        if (r > 0) {
+          if (p.revents & POLLNVAL) {
+            op.res = -EBADF;
+            return true;
+          }
+          r = p.revents;
+        }
+        break;
+      }
+    }
+    if (r >= 0) {
+      op.res = static_cast<int>(std::min<long>(r, INT_MAX));
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      (writer ? st.writable : st.readable) = false;
+      return false;
+    }
+    op.res = -errno;
+    return true;
+  }
+}
+
+void EpollBackend::park(OpBase& op, FdState& st) {
+  if (!st.registered) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.fd = op.fd;
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, op.fd, &ev) != 0) {
+      if (errno != EEXIST) {
+        finish(op, -errno);  // EBADF, or EPERM for a file epoll cannot watch
+        return;
+      }
+    }
+    st.registered = true;
+  }
+  OpBase*& head = is_writer(op) ? st.writers : st.readers;
+  op.backend_data = (op.backend_data & kConnecting) | (is_writer(op) ? kWriters : kReaders);
+  op.link_next = nullptr;
+  op.link_prev = nullptr;
+  if (!head) {
+    head = &op;
+    return;
+  }
+  OpBase* tail = head;
+  while (tail->link_next) tail = tail->link_next;
+  tail->link_next = &op;
+  op.link_prev = tail;
+}
+
+void EpollBackend::unpark(OpBase& op) noexcept {
+  FdState& st = fds_[static_cast<std::size_t>(op.fd)];
+  OpBase*& head = (op.backend_data & 0xf) == kWriters ? st.writers : st.readers;
+  if (op.link_prev) op.link_prev->link_next = op.link_next;
+  else head = op.link_next;
+  if (op.link_next) op.link_next->link_prev = op.link_prev;
+  op.link_prev = op.link_next = nullptr;
+}
+
+// Retries the parked ops of one list in order until one would block.
+std::size_t EpollBackend::retry(OpBase*& list, FdState& st) {
+  std::size_t n = 0;
+  while (OpBase* op = list) {
+    if (!attempt(*op, st)) break;
+    unpark(*op);
+    finish(*op, op->res);
+    ++n;
+  }
+  return n;
+}
+
+void EpollBackend::forget_fd(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
+  FdState& st = fds_[static_cast<std::size_t>(fd)];
+  // Ops still waiting on an fd that is being closed can never be woken.
+  while (OpBase* op = st.readers) {
+    unpark(*op);
+    finish(*op, -ECANCELED);
+  }
+  while (OpBase* op = st.writers) {
+    unpark(*op);
+    finish(*op, -ECANCELED);
+  }
+  if (st.registered) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  st = FdState{};
+}
+
+void EpollBackend::cancel(OpBase& op) {
+  switch (op.backend_data & 0xf) {
+    case kNew:
+      fresh_.erase(std::find(fresh_.begin(), fresh_.end(), &op));
+      break;
+    case kReaders:
+    case kWriters:
+      unpark(op);
+      break;
+    default:
+      return;  // not held: already finished
+  }
+  finish(op, -ECANCELED);
+}
+
+void EpollBackend::cancel_all() {
+  for (OpBase* op : std::vector<OpBase*>(fresh_)) cancel(*op);
+  for (auto& st : fds_) {
+    while (OpBase* op = st.readers) cancel(*op);
+    while (OpBase* op = st.writers) cancel(*op);
+  }
+}
+
+std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
+  std::size_t n = finished_;  // cancellations pushed since the last round
+  finished_ = 0;
+  if (!fresh_.empty()) {
+    std::vector<OpBase*> batch;
+    batch.swap(fresh_);
+    for (OpBase* op : batch) {
+      if (op->backend_data != kNew) continue;  // cancelled meanwhile
+      if (op->fd < 0 || op->kind == OpKind::nop) {
+        finish(*op, 0);
+        continue;
+      }
+      FdState& st = state(op->fd);
+      if (attempt(*op, st)) finish(*op, op->res);
+      else park(*op, st);
+    }
+    batch.clear();
+    if (fresh_.empty()) fresh_.swap(batch);  // keep the capacity
+  }
+  n += finished_;
+  finished_ = 0;
+  int ms = -1;
+  if (n > 0 || (timeout && *timeout <= Duration::zero())) ms = 0;
+  else if (timeout) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(*timeout).count();
+    ms = static_cast<int>(std::min<long long>((us + 999) / 1000, INT_MAX));
+  }
+  epoll_event events[128];
+  int got = ::epoll_wait(epfd_, events, 128, ms);
+  for (int i = 0; i < got; ++i) {
+    const int fd = events[i].data.fd;
+    if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) continue;
+    FdState& st = fds_[static_cast<std::size_t>(fd)];
+    const std::uint32_t ev = events[i].events;
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) st.readable = true;
+    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) st.writable = true;
+    n += retry(st.readers, st);
+    n += retry(st.writers, st);
+  }
+  n += finished_;
+  finished_ = 0;
+  return n;
+}
+
+}  // namespace lev

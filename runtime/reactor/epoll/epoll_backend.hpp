@@ -1,0 +1,63 @@
+#pragma once
+// The epoll engine: every operation is readiness plus a nonblocking
+// syscall. Serves Model::reactor and the proactor's "auto" fallback.
+// Not a public header.
+#include <cstddef>
+#include <vector>
+
+#include "lev/backend.hpp"
+
+namespace lev {
+
+class EpollBackend final : public CompletionBackend {
+ public:
+  /// Throws std::system_error when epoll_create1 fails.
+  EpollBackend();
+  ~EpollBackend() override;
+  EpollBackend(const EpollBackend&) = delete;
+  EpollBackend& operator=(const EpollBackend&) = delete;
+
+  void attach(CompletionQueue& queue) override { queue_ = &queue; }
+  [[nodiscard]] std::string_view name() const noexcept override { return "epoll"; }
+  /// Queues `op`; its syscall is first tried at the next poll(). The
+  /// first op on an fd puts it in O_NONBLOCK mode (the syscalls must never
+  /// block the loop); this changes the open file description's flags.
+  void submit(detail::OpBase& op) override;
+  void cancel(detail::OpBase& op) override;
+  void cancel_all() override;
+  std::size_t poll(std::optional<Duration> timeout) override;
+  [[nodiscard]] std::size_t in_flight() const noexcept override { return held_; }
+
+ private:
+  // Per-fd readiness, learned edge-triggered: a bit is cleared when a
+  // syscall says EAGAIN and set again by the next epoll edge.
+  struct FdState {
+    bool registered = false;
+    bool nonblocking = false;  // O_NONBLOCK set (or checked) on first use
+    bool unpollable = false;  // regular files: epoll refuses them
+    bool readable = true;     // unknown counts as ready: try the syscall
+    bool writable = true;
+    detail::OpBase* readers = nullptr;  // parked ops, FIFO via link_next
+    detail::OpBase* writers = nullptr;
+  };
+  enum Where : std::uintptr_t { kNew = 1, kReaders = 2, kWriters = 3 };
+
+  FdState& state(int fd);
+  /// Runs the op's nonblocking syscall; true when it finished (result
+  /// recorded in op.res), false on EAGAIN.
+  bool attempt(detail::OpBase& op, FdState& st);
+  void park(detail::OpBase& op, FdState& st);
+  void unpark(detail::OpBase& op) noexcept;
+  void finish(detail::OpBase& op, int res);
+  std::size_t retry(detail::OpBase*& list, FdState& st);
+  void forget_fd(int fd);
+
+  int epfd_ = -1;
+  CompletionQueue* queue_ = nullptr;
+  std::vector<FdState> fds_;
+  std::vector<detail::OpBase*> fresh_;  // submitted, not yet attempted
+  std::size_t held_ = 0;
+  std::size_t finished_ = 0;  // completions pushed since the last poll
+};
+
+}  // namespace lev
