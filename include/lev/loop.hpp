@@ -21,7 +21,10 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <unordered_set>
 #include <variant>
+#include <poll.h>
+#include <sys/types.h>
 
 #include "lev/address.hpp"
 #include "lev/backend.hpp"
@@ -38,8 +41,25 @@
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
 #include "lev/task.hpp"
+#include "lev/watchers.hpp"
 
 namespace lev {
+
+namespace detail {
+struct SignalHub;
+
+/// An event source built on loop ops (watcher, signal hub, waker, pid
+/// watch). The loop lists it while alive and detaches it at teardown, so a
+/// handle that outlives its loop no longer touches it.
+struct Source {
+  Loop* loop = nullptr;
+  Source* src_prev = nullptr;
+  Source* src_next = nullptr;
+  virtual ~Source() = default;
+  void attach(Loop& l) noexcept;
+  void detach() noexcept;
+};
+}
 
 /// Completion-based (io_uring, fake) or readiness-based (epoll).
 enum class Model { proactor, reactor };
@@ -212,6 +232,29 @@ class Loop {
                                       [deadline](detail::OpBase& op) { op.deadline = deadline; });
   }
 
+  /// Completes when `fd` is readable (or hung up / in error): the poll(2)
+  /// revents. With a timeout: errc::timed_out when it passes first.
+  detail::PollAwaiter readable(FdRef fd, std::optional<Duration> timeout = std::nullopt) {
+    return detail::PollAwaiter(*this, fd.fd, POLLIN | POLLRDHUP, timeout);
+  }
+  /// Completes when `fd` is writable (or in error): the poll(2) revents.
+  detail::PollAwaiter writable(FdRef fd, std::optional<Duration> timeout = std::nullopt) {
+    return detail::PollAwaiter(*this, fd.fd, POLLOUT, timeout);
+  }
+
+  // ---- event sources (both models; see lev/watchers.hpp) ---------------
+
+  /// Watches `fd` for readiness. Throws std::invalid_argument if this loop
+  /// already has a live Watcher on `fd`, or if `fd` is not open.
+  Watcher watch(FdRef fd, WatchOptions options);
+  /// Calls `cb(signo)` for each delivery of `signo` (through a signalfd).
+  Signal signal(int signo, std::function<void(int)> cb);
+  /// An eventfd-backed wakeup; `cb` runs once per batch of wake() calls.
+  Waker waker(std::function<void()> cb);
+  /// Calls `cb(pid, status)` once when the process exits (pidfd); throws
+  /// std::system_error if `pid` cannot be watched (no such process).
+  PidWatch pid(pid_t pid, std::function<void(pid_t, ExitStatus)> cb);
+
   // ---- operations: callback forms --------------------------------------
   // Same operations; `cb(Operation&, Result<T>)` runs once from the queue.
   // For the seed's `on_complete(op, result, data)`, pass lev::bind(fn, data).
@@ -285,6 +328,30 @@ class Loop {
   Operation after(Duration delay, F&& cb) {
     return at(now() + delay, std::forward<F>(cb));
   }
+  /// Calls `cb` every `interval` (first at now + interval) until the
+  /// Operation is cancelled. A tick that falls behind is skipped, not
+  /// bunched: each expiry is reported at most once.
+  template <detail::CompletionHandler<Expired> F>
+  Operation every(Duration interval, F&& cb) {
+    if (interval <= Duration::zero())
+      throw std::invalid_argument("lev::Loop::every: the interval must be positive");
+    detail::CallbackOp& cb_op = prepare<Expired>(std::forward<F>(cb), detail::OpKind::timer, -1);
+    cb_op.op.deadline = now() + interval;
+    cb_op.interval = interval;
+    return commit(cb_op);
+  }
+  template <detail::CompletionHandler<unsigned> F>
+  Operation readable(FdRef fd, F&& cb) {
+    detail::CallbackOp& cb_op = prepare<unsigned>(std::forward<F>(cb), detail::OpKind::poll, fd.fd);
+    cb_op.op.flags = POLLIN | POLLRDHUP;
+    return commit(cb_op);
+  }
+  template <detail::CompletionHandler<unsigned> F>
+  Operation writable(FdRef fd, F&& cb) {
+    detail::CallbackOp& cb_op = prepare<unsigned>(std::forward<F>(cb), detail::OpKind::poll, fd.fd);
+    cb_op.op.flags = POLLOUT;
+    return commit(cb_op);
+  }
   template <detail::CompletionHandler<Expired> F>
   Operation at(TimePoint deadline, F&& cb) {
     detail::CallbackOp& cb_op = prepare<Expired>(std::forward<F>(cb), detail::OpKind::timer, -1);
@@ -311,10 +378,16 @@ class Loop {
   /// For an awaiter destroyed before delivery: cancels `op`, waits until it
   /// has completed, releases its resource and unregisters it.
   void abandon(detail::OpBase& op) noexcept;
+  /// Like abandon, for an op whose owner no longer wants it (a deadline
+  /// timer whose operation finished first): O(log n) for an armed timer.
+  void disarm(detail::OpBase& op) noexcept;
 
  private:
   friend void detail::link_root(Loop&, detail::RootPromise&) noexcept;
   friend void detail::unlink_root(Loop&, detail::RootPromise&) noexcept;
+  friend struct detail::WatcherState;
+  friend struct detail::SignalHub;
+  friend struct detail::Source;
 
   template <class T>
   detail::OpAwaiter<T> io(detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
@@ -362,6 +435,9 @@ class Loop {
   std::uint64_t timer_seq_ = 0;
   std::size_t live_count_ = 0;
   detail::UringFastPath uring_{};
+  std::unordered_set<int> watched_fds_;
+  std::shared_ptr<detail::SignalHub> signals_;
+  detail::Source* sources_ = nullptr;  // live event sources, detached at teardown
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
   bool stop_ = false;
@@ -369,6 +445,8 @@ class Loop {
 };
 
 namespace detail {
+inline void PollAwaiter::start_timer() { loop_->start(timer_); }
+
 template <class T>
 void OpAwaiter<T>::await_suspend(std::coroutine_handle<> h) {
   op_.ctx = h.address();

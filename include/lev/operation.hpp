@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "lev/clock.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/detail/results.hpp"
 #include "lev/error.hpp"
@@ -43,6 +44,8 @@ struct CallbackOp {
   CallbackPool* pool = nullptr;
   CallbackOp* free_next = nullptr;
   unsigned refs = 0;
+  bool stopped = false;      // cancel() was called: never re-arm
+  Duration interval{};       // every(): re-armed after each expiry
   void (*invoke)(CallbackOp&, Operation&) = nullptr;  // builds the Result and calls
   void (*destroy)(CallbackOp&) noexcept = nullptr;    // destroys the callable
   alignas(std::max_align_t) unsigned char storage[kInline];

@@ -10,13 +10,29 @@ void deliver_callback(OpBase& op) {
   auto& cb = *static_cast<CallbackOp*>(op.ctx);
   struct Release {
     CallbackOp& cb;
+    bool rearmed = false;
     ~Release() {
+      if (rearmed) return;
       cb.reset_callable();  // captures are released right after the call
       CallbackPool::release(cb);
     }
   } release{cb};
-  Operation handle(cb);
-  cb.invoke(cb, handle);
+  {
+    Operation handle(cb);
+    cb.invoke(cb, handle);
+  }
+  // every(): the next expiry, skipping ticks already in the past.
+  if (cb.interval > Duration::zero() && op.res == 0 && !cb.stopped && cb.pool->loop_alive &&
+      op.state == OpState::delivered) {
+    const TimePoint now = cb.loop->now();
+    op.deadline += cb.interval;
+    if (op.deadline <= now) {
+      auto behind = (now - op.deadline) / cb.interval + 1;
+      op.deadline += behind * cb.interval;
+    }
+    release.rearmed = true;
+    cb.loop->start(op);
+  }
 }
 
 CallbackOp& CallbackPool::acquire(Loop& loop) {
@@ -34,6 +50,8 @@ CallbackOp& CallbackPool::acquire(Loop& loop) {
   cb->loop = &loop;
   cb->refs = 1;  // the loop's, until delivery
   cb->free_next = nullptr;
+  cb->stopped = false;
+  cb->interval = Duration::zero();
   return *cb;
 }
 
@@ -63,7 +81,9 @@ void CallbackPool::close_loop() noexcept {
 }  // namespace detail
 
 void Operation::cancel() noexcept {
-  if (cb_ && cb_->pool->loop_alive && cb_->loop) cb_->loop->cancel(cb_->op);
+  if (!cb_) return;
+  cb_->stopped = true;
+  if (cb_->pool->loop_alive && cb_->loop) cb_->loop->cancel(cb_->op);
 }
 
 }  // namespace lev

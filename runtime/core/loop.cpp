@@ -133,7 +133,10 @@ Loop::~Loop() {
       detail::CallbackPool::release(cb);
     }
   }
-  // 4. Destroy suspended spawned tasks (their ops are all settled now).
+  // 4. Event sources whose handles outlive the loop must not reach it.
+  while (sources_) sources_->detach();
+  signals_.reset();
+  // 5. Destroy suspended spawned tasks (their ops are all settled now).
   while (roots_) {
     detail::RootPromise* p = roots_;
     detail::unlink_root(*this, *p);
@@ -188,6 +191,23 @@ void Loop::abandon(detail::OpBase& op) noexcept {
   }
   op.state = detail::OpState::delivered;
 }
+
+void Loop::disarm(detail::OpBase& op) noexcept {
+  if (op.kind == detail::OpKind::timer && op.state == detail::OpState::submitted &&
+      !op.cancel_requested) {
+    timers_.remove(op);  // no completion to queue: nobody waits for it
+    op.state = detail::OpState::delivered;
+    --live_count_;
+    return;
+  }
+  abandon(op);
+}
+
+namespace detail {
+void disarm_op(Loop& loop, OpBase& op) noexcept { loop.disarm(op); }
+void cancel_op(Loop& loop, OpBase& op) noexcept { loop.cancel(op); }
+TimePoint loop_now(Loop& loop) noexcept { return loop.now(); }
+}  // namespace detail
 
 // send_all / write_all: true when a partial completion was resubmitted (the
 // op stays live); false when it is finished and must be delivered.

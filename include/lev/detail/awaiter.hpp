@@ -7,7 +7,10 @@
 /// its completion, so the kernel never writes into a freed frame.
 
 #include <coroutine>
+#include <cerrno>
 #include <cstdint>
+#include <optional>
+#include <system_error>
 
 #include "lev/address.hpp"
 #include "lev/detail/op.hpp"
@@ -79,6 +82,53 @@ class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void> {
 
  private:
   SocketAddress to_;
+};
+
+void disarm_op(Loop& loop, OpBase& op) noexcept;
+void cancel_op(Loop& loop, OpBase& op) noexcept;
+TimePoint loop_now(Loop& loop) noexcept;
+
+/// readable / writable: a poll op, optionally bounded by a deadline. When
+/// the deadline passes first, the poll op is cancelled and the result is
+/// errc::timed_out; both ops are settled before the coroutine resumes.
+class [[nodiscard]] PollAwaiter : public OpAwaiter<unsigned> {
+ public:
+  PollAwaiter(Loop& loop, int fd, unsigned mask, std::optional<Duration> timeout) noexcept
+      : OpAwaiter(loop, OpKind::poll, fd), timeout_(timeout) {
+    op_.flags = static_cast<int>(mask);
+    timer_.kind = OpKind::timer;
+  }
+  ~PollAwaiter() { disarm_timer(); }
+  void await_suspend(std::coroutine_handle<> h) {
+    OpAwaiter::await_suspend(h);
+    if (timeout_) {
+      timer_.deadline = loop_now(*loop_) + *timeout_;
+      timer_.ctx = this;
+      timer_.deliver = &on_deadline;
+      start_timer();
+    }
+  }
+  Result<unsigned> await_resume() {
+    disarm_timer();
+    if (timed_out_ && op_.res == -ECANCELED) {
+      return Error{std::make_error_code(std::errc::timed_out), op_name(op_.kind), op_.fd, 0};
+    }
+    return ResultOf<unsigned>::make(op_);
+  }
+
+ private:
+  static void on_deadline(OpBase& t) {
+    auto* self = static_cast<PollAwaiter*>(t.ctx);
+    self->timed_out_ = true;
+    cancel_op(*self->loop_, self->op_);
+  }
+  void start_timer();
+  void disarm_timer() noexcept {
+    if (static_cast<unsigned>(timer_.state) - 1u < 2u) disarm_op(*loop_, timer_);
+  }
+  std::optional<Duration> timeout_;
+  OpBase timer_;
+  bool timed_out_ = false;
 };
 
 }  // namespace lev::detail

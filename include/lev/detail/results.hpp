@@ -36,6 +36,15 @@ struct ResultOf<void> {
   }
 };
 
+/// Readiness: the poll(2) revents that were seen.
+template <>
+struct ResultOf<unsigned> {
+  static Result<unsigned> make(OpBase& op) {
+    if (op.res < 0) return op_error(op);
+    return static_cast<unsigned>(op.res);
+  }
+};
+
 template <>
 struct ResultOf<Accepted> {
   static Result<Accepted> make(OpBase& op) {

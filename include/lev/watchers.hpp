@@ -1,0 +1,152 @@
+#pragma once
+/// \file
+/// Long-lived event sources on a Loop (both models): `Watcher` (readiness
+/// of an fd, level-triggered), `Signal` (signalfd), `Waker` (eventfd, wake
+/// from any thread), `PidWatch` (pidfd). Each is a move-only handle created
+/// by the Loop; destroying it (or cancel()) stops it. Their callbacks run on
+/// the loop's thread, only while the loop drains its completion queue.
+///
+///     auto w = loop.watch(fd, {.read = [](lev::Watcher& w) { ... }});
+///     auto s = loop.signal(SIGINT, [&](int) { loop.stop(); });
+///     auto k = loop.waker([] { ... });   k.wake();  // from any thread
+///     auto p = loop.pid(child, [](pid_t, lev::ExitStatus st) { ... });
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "lev/error.hpp"
+
+namespace lev {
+
+class Loop;
+class Watcher;
+
+namespace detail {
+struct WatcherState;
+struct SignalEntry;
+struct WakerState;
+struct PidState;
+}  // namespace detail
+
+/// How a process ended.
+struct ExitStatus {
+  bool exited = false;  // true: exit code in `code`; false: killed by `signal`
+  int code = 0;
+  int signal = 0;
+  /// "exited with code 3" / "killed by signal 9 (Killed)"
+  [[nodiscard]] std::string describe() const;
+};
+
+/// Callbacks of a Watcher.
+struct WatchOptions {
+  std::function<void(Watcher&)> read;   ///< readable (or hung up)
+  std::function<void(Watcher&)> write;  ///< writable
+  std::function<void(Watcher&, const Error&)> error;  ///< EBADF and friends
+  bool want_read = true;   ///< interest at creation (only where a callback is set)
+  bool want_write = true;
+};
+
+/// Level-triggered readiness of one fd: the read callback runs as long as
+/// the fd stays readable and read interest is on (the same for write).
+/// Interest and callbacks may be changed at any time, also from inside a
+/// callback. One Watcher per fd per loop (a second one is an error).
+class Watcher {
+ public:
+  Watcher() noexcept = default;
+  Watcher(Watcher&& o) noexcept;
+  Watcher& operator=(Watcher&& o) noexcept;
+  Watcher(const Watcher&) = delete;
+  Watcher& operator=(const Watcher&) = delete;
+  /// Stops watching (waits for in-flight readiness ops to settle).
+  ~Watcher();
+
+  [[nodiscard]] int fd() const noexcept;
+  [[nodiscard]] bool active() const noexcept;
+  /// Turns read / write interest on or off. Returns EBADF as an error when
+  /// the fd has been closed under the watcher.
+  Result<void> want_read(bool on);
+  Result<void> want_write(bool on);
+  void on_read(std::function<void(Watcher&)> cb);
+  void on_write(std::function<void(Watcher&)> cb);
+  void on_error(std::function<void(Watcher&, const Error&)> cb);
+  /// Suspends / resumes both interests without forgetting them.
+  void disable();
+  Result<void> enable();
+  /// Stops for good and releases the fd's registration.
+  void cancel();
+
+ private:
+  friend class Loop;
+  friend struct detail::WatcherState;
+  explicit Watcher(detail::WatcherState* s) noexcept;
+  detail::WatcherState* state_ = nullptr;
+};
+
+/// A signal handler by signalfd. While any Signal for a signal number is
+/// alive, that signal is blocked in the loop's thread (block it in every
+/// thread of a multi-threaded program) and arrives as a callback; the
+/// previous mask is restored when the last one goes.
+class Signal {
+ public:
+  Signal() noexcept = default;
+  Signal(Signal&& o) noexcept : entry_(std::exchange(o.entry_, nullptr)) {}
+  Signal& operator=(Signal&& o) noexcept;
+  Signal(const Signal&) = delete;
+  Signal& operator=(const Signal&) = delete;
+  ~Signal() { cancel(); }
+  void cancel() noexcept;
+  [[nodiscard]] bool active() const noexcept { return entry_ != nullptr; }
+
+ private:
+  friend class Loop;
+  explicit Signal(detail::SignalEntry* e) noexcept : entry_(e) {}
+  detail::SignalEntry* entry_ = nullptr;
+};
+
+/// Wakes the loop from any thread (or a signal handler): `wake()` writes an
+/// eventfd; the callback runs once per batch of wakes (they coalesce).
+class Waker {
+ public:
+  Waker() noexcept = default;
+  Waker(Waker&& o) noexcept = default;
+  Waker& operator=(Waker&& o) noexcept;
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+  ~Waker() { cancel(); }
+  /// Thread-safe and async-signal-safe.
+  void wake() const noexcept;
+  /// A copyable, thread-safe wake-only handle; harmless after cancel().
+  [[nodiscard]] std::function<void()> remote() const;
+  /// Loop thread only.
+  void cancel() noexcept;
+  [[nodiscard]] bool active() const noexcept { return state_ != nullptr; }
+
+ private:
+  friend class Loop;
+  explicit Waker(std::shared_ptr<detail::WakerState> s) noexcept : state_(std::move(s)) {}
+  std::shared_ptr<detail::WakerState> state_;
+};
+
+/// Notification of a process's exit by pidfd. The callback gets the pid and
+/// its ExitStatus; the child is reaped.
+class PidWatch {
+ public:
+  PidWatch() noexcept = default;
+  PidWatch(PidWatch&& o) noexcept : state_(std::exchange(o.state_, nullptr)) {}
+  PidWatch& operator=(PidWatch&& o) noexcept;
+  PidWatch(const PidWatch&) = delete;
+  PidWatch& operator=(const PidWatch&) = delete;
+  ~PidWatch() { cancel(); }
+  void cancel() noexcept;
+  [[nodiscard]] bool active() const noexcept;
+
+ private:
+  friend class Loop;
+  explicit PidWatch(detail::PidState* s) noexcept : state_(s) {}
+  detail::PidState* state_ = nullptr;
+};
+
+}  // namespace lev
