@@ -13,3 +13,4 @@
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
 #include "lev/task.hpp"
+#include "lev/watchers.hpp"

@@ -55,7 +55,7 @@ struct Source {
   Loop* loop = nullptr;
   Source* src_prev = nullptr;
   Source* src_next = nullptr;
-  virtual ~Source() = default;
+  virtual ~Source() { detach(); }
   void attach(Loop& l) noexcept;
   void detach() noexcept;
 };

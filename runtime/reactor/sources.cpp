@@ -365,8 +365,11 @@ Signal Loop::signal(int signo, std::function<void(int)> cb) {
 namespace detail {
 
 struct EventFd {
-  int fd;
+  explicit EventFd(int f) noexcept : fd(f) {}
+  EventFd(const EventFd&) = delete;
+  EventFd& operator=(const EventFd&) = delete;
   ~EventFd() { ::close(fd); }
+  int fd;
 };
 
 struct WakerState final : Source {
@@ -425,7 +428,7 @@ Waker Loop::waker(std::function<void()> cb) {
   int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::system_category(), "lev: eventfd");
   auto s = std::make_shared<detail::WakerState>();
-  s->efd = std::make_shared<detail::EventFd>(detail::EventFd{fd});
+  s->efd = std::make_shared<detail::EventFd>(fd);
   s->cb = std::move(cb);
   s->op.kind = OpKind::read;
   s->op.ctx = s.get();

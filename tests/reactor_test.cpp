@@ -1,0 +1,322 @@
+// The reactor's event sources (Watcher, timers, Signal, Waker, PidWatch)
+// and readiness awaitables, on every real engine; the "auto" fallback.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "lev/lev.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::test::Engine;
+
+namespace {
+template <class Fn>
+void for_each_engine(Fn fn) {
+  for (const Engine& e : lev::test::real_engines()) {
+    SUBCASE(e.name) {
+      lev::Loop loop{e.model, lev::test::options_for(e)};
+      fn(loop);
+    }
+  }
+}
+// Runs the loop until `done()` or `limit` passes; false on timeout.
+template <class Pred>
+bool run_until(lev::Loop& loop, Pred done, std::chrono::milliseconds limit = 5000ms) {
+  bool expired = false;
+  auto guard = loop.after(limit, [&](lev::Operation&, lev::Result<lev::Expired> r) {
+    if (r) expired = true;
+  });
+  while (!done() && !expired) loop.run_once();
+  guard.cancel();
+  loop.run_once();
+  return done();
+}
+}  // namespace
+
+TEST_SUITE("reactor") {
+  TEST_CASE("the reactor model runs on epoll and names it") {
+    lev::Loop rx{lev::Model::reactor};
+    CHECK(rx.backend_name() == "epoll");
+    CHECK(rx.model() == lev::Model::reactor);
+    CHECK_THROWS_WITH_AS((lev::Loop{lev::Model::reactor, {.backend = "uring"}}),
+                         doctest::Contains("'uring'"), std::invalid_argument);
+  }
+
+  TEST_CASE("a watcher's read callback runs while data is there, level-triggered") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      int calls = 0;
+      std::string got;
+      auto w = loop.watch(a, {.read = [&](lev::Watcher& self) {
+                                ++calls;
+                                char c;
+                                if (::recv(self.fd(), &c, 1, MSG_DONTWAIT) == 1) got += c;
+                              }});
+      CHECK(::send(b.get(), "abc", 3, 0) == 3);
+      CHECK(run_until(loop, [&] { return got.size() == 3; }));
+      CHECK(got == "abc");
+      CHECK(calls >= 3);  // one byte per callback: it fired again while data remained
+      w.cancel();
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a watcher switched from read to write interest inside its own callback") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::vector<std::string> events;
+      lev::Watcher w = loop.watch(
+          a, {.read =
+                  [&](lev::Watcher& self) {
+                    events.push_back("read");
+                    char buf[8];
+                    (void)!::recv(self.fd(), buf, sizeof(buf), MSG_DONTWAIT);
+                    CHECK(self.want_read(false));
+                    CHECK(self.want_write(true));
+                  },
+              .write =
+                  [&](lev::Watcher& self) {
+                    events.push_back("write");
+                    self.cancel();  // cancel inside a callback
+                  },
+              .want_read = true,
+              .want_write = false});
+      CHECK(::send(b.get(), "x", 1, 0) == 1);
+      CHECK(run_until(loop, [&] { return events.size() == 2; }));
+      loop.run_once();
+      CHECK(events == std::vector<std::string>{"read", "write"});
+      CHECK_FALSE(w.active());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a second watcher on the same fd and a watcher on a closed fd are clear errors") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto w = loop.watch(a, {.read = [](lev::Watcher&) {}});
+      CHECK_THROWS_WITH_AS(loop.watch(a, {.read = [](lev::Watcher&) {}}),
+                           doctest::Contains("already has a watcher"), std::invalid_argument);
+      CHECK_THROWS_WITH_AS(loop.watch(987654, {.read = [](lev::Watcher&) {}}),
+                           doctest::Contains("not open"), std::invalid_argument);
+      w.disable();
+      int fd = a.release();
+      ::close(fd);  // closed under the live watcher
+      auto r = w.enable();
+      REQUIRE_FALSE(r);
+      CHECK(r.error().code == std::errc::bad_file_descriptor);
+      w.cancel();
+      // the fd number is free for a new watcher once the old one is gone
+      auto [c, d] = lev::test::socket_pair();
+      auto w2 = loop.watch(c, {.read = [](lev::Watcher&) {}});
+      CHECK(w2.active());
+    });
+  }
+
+  TEST_CASE("destroying a watcher unregisters it and leaves nothing live") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      {
+        auto w = loop.watch(a, {.read = [](lev::Watcher&) {}, .write = [](lev::Watcher&) {}});
+        loop.run_once();
+      }
+      CHECK(loop.live_op_count() == 0);
+      auto again = loop.watch(a, {.read = [](lev::Watcher&) {}});
+      CHECK(again.fd() == a.get());
+    });
+  }
+
+  TEST_CASE("every fires once per interval until cancelled") {
+    for_each_engine([](lev::Loop& loop) {
+      int ticks = 0;
+      lev::Operation op;
+      op = loop.every(2ms, [&](lev::Operation& self, lev::Result<lev::Expired> r) {
+        if (!r) return;
+        if (++ticks == 5) self.cancel();
+      });
+      loop.run();
+      CHECK(ticks == 5);
+      CHECK(loop.live_op_count() == 0);
+      CHECK_THROWS_AS(loop.every(0ms, [](lev::Operation&, auto) {}), std::invalid_argument);
+    });
+  }
+
+  TEST_CASE("SIGINT sent to the process reaches the callback, not the default handler") {
+    for_each_engine([](lev::Loop& loop) {
+      std::vector<int> got;
+      {
+        auto s1 = loop.signal(SIGINT, [&](int signo) { got.push_back(signo); });
+        auto s2 = loop.signal(SIGUSR1, [&](int signo) { got.push_back(signo); });
+        ::kill(::getpid(), SIGINT);
+        ::kill(::getpid(), SIGUSR1);
+        CHECK(run_until(loop, [&] { return got.size() == 2; }));
+        std::sort(got.begin(), got.end());
+        CHECK(got == std::vector<int>{SIGINT, SIGUSR1});
+      }
+      // both handles gone: the mask is restored and nothing stays live
+      sigset_t now;
+      pthread_sigmask(SIG_BLOCK, nullptr, &now);
+      CHECK_FALSE(sigismember(&now, SIGINT));
+      CHECK_FALSE(sigismember(&now, SIGUSR1));
+      loop.run_once();
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("wake from 4 threads x 10,000 calls coalesces without losing the last wake") {
+    for_each_engine([](lev::Loop& loop) {
+      std::atomic<int> sent{0};
+      int seen = 0;
+      int callbacks = 0;
+      auto waker = loop.waker([&] {
+        ++callbacks;
+        seen = sent.load();
+      });
+      std::vector<std::thread> threads;
+      for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&, remote = waker.remote()] {
+          for (int i = 0; i < 10'000; ++i) {
+            sent.fetch_add(1);
+            remote();
+          }
+        });
+      bool ok = run_until(loop, [&] { return seen == 40'000; }, 10'000ms);
+      for (auto& th : threads) th.join();
+      if (!ok) ok = run_until(loop, [&] { return seen == 40'000; }, 2000ms);
+      CHECK(ok);
+      CHECK(callbacks >= 1);
+      CHECK(callbacks < 40'000);  // coalesced
+      waker.cancel();
+      loop.run_once();
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("pid reports a child that exits 3 and one killed by SIGKILL") {
+    for_each_engine([](lev::Loop& loop) {
+      pid_t exits = ::fork();
+      if (exits == 0) ::_exit(3);
+      pid_t killed = ::fork();
+      if (killed == 0) {
+        ::pause();
+        ::_exit(0);
+      }
+      lev::ExitStatus a, b;
+      int done = 0;
+      auto wa = loop.pid(exits, [&](pid_t p, lev::ExitStatus st) {
+        CHECK(p == exits);
+        a = st;
+        ++done;
+      });
+      auto wb = loop.pid(killed, [&](pid_t, lev::ExitStatus st) {
+        b = st;
+        ++done;
+      });
+      ::kill(killed, SIGKILL);
+      CHECK(run_until(loop, [&] { return done == 2; }));
+      CHECK(a.exited);
+      CHECK(a.code == 3);
+      CHECK(a.describe() == "exited with code 3");
+      CHECK_FALSE(b.exited);
+      CHECK(b.signal == SIGKILL);
+      // reaped: no zombie is left
+      CHECK(::waitpid(exits, nullptr, WNOHANG) == -1);
+      CHECK(::waitpid(killed, nullptr, WNOHANG) == -1);
+      CHECK_THROWS_AS(loop.pid(exits, [](pid_t, lev::ExitStatus) {}), std::system_error);
+    });
+  }
+
+  TEST_CASE("readable and writable awaitables, with and without a deadline") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto t = [&]() -> lev::Task<> {
+        auto w = co_await loop.writable(a);
+        REQUIRE(w);
+        CHECK((*w & POLLOUT));
+        auto timed = co_await loop.readable(a, 5ms);
+        REQUIRE_FALSE(timed);
+        CHECK(timed.error().code == std::errc::timed_out);
+        CHECK(::send(b.get(), "r", 1, 0) == 1);
+        auto r = co_await loop.readable(a, 1s);
+        REQUIRE(r);
+        CHECK((*r & POLLIN));
+      };
+      loop.block_on(t());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a readiness callback can be cancelled while it waits") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      bool cancelled = false;
+      auto op = loop.readable(a, [&](lev::Operation& o, lev::Result<unsigned>) {
+        cancelled = o.is_cancelled();
+      });
+      loop.after(5ms, [&](lev::Operation&, auto) { op.cancel(); });  // while it waits
+      loop.run();
+      CHECK(cancelled);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("auto falls back to epoll when io_uring_setup is refused, and still echoes") {
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(p[0]);
+      ::dup2(p[1], 2);  // the fallback notice goes to stderr: capture it
+      std::string result = "seccomp failed";
+      if (lev::test::deny_syscall(SYS_io_uring_setup, ENOSYS)) {
+        try {
+          lev::Loop loop{lev::Model::proactor, {.backend = "auto"}};
+          auto [l, addr] = lev::test::tcp_listener();
+          auto server = [&]() -> lev::Task<> {
+            auto c = co_await loop.accept(l);
+            char buf[16];
+            auto n = co_await loop.recv(c->fd, buf);
+            (void)co_await loop.send_all(c->fd, std::string_view(buf, n.value()));
+          };
+          auto client = [&]() -> lev::Task<std::string> {
+            lev::Fd s = lev::test::tcp_socket();
+            (co_await loop.connect(s, addr)).value();
+            (co_await loop.send_all(s, std::string_view("ping"))).value();
+            char buf[16];
+            auto n = co_await loop.recv(s, buf);
+            co_return std::string(buf, n.value());
+          };
+          loop.spawn(server());
+          std::string echoed = loop.block_on(client());
+          result = std::string("backend=") + std::string(loop.backend_name()) + " echo=" + echoed;
+        } catch (const std::exception& e) {
+          result = std::string("exception: ") + e.what();
+        }
+      }
+      std::fprintf(stderr, "\nRESULT %s\n", result.c_str());
+      std::fflush(stderr);
+      ::_exit(0);
+    }
+    ::close(p[1]);
+    std::string out;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(p[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<std::size_t>(n));
+    ::close(p[0]);
+    ::waitpid(pid, nullptr, 0);
+    INFO(out);
+    CHECK(out.find("using the epoll completion backend") != std::string::npos);
+    CHECK(out.find("ENOSYS") != std::string::npos);
+    CHECK(out.find("RESULT backend=epoll echo=ping") != std::string::npos);
+  }
+}
