@@ -1,10 +1,9 @@
 // A TCP echo server: one coroutine per connection.
-//   echo_server --port N [--max-seconds S] [--model proactor]
+//   echo_server --port N [--max-seconds S] [--model proactor|reactor]
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 
 #include <array>
 #include <chrono>
@@ -40,13 +39,6 @@ lev::Task<> accept_loop(lev::Loop& loop, const lev::Fd& listener) {
   }
 }
 
-// Stops the loop on SIGINT or SIGTERM, read from a signalfd.
-lev::Task<> stop_on_signal(lev::Loop& loop, int sigfd) {
-  signalfd_siginfo info{};
-  auto n = co_await loop.read(sigfd, std::span{reinterpret_cast<std::byte*>(&info), sizeof(info)});
-  if (n && *n == sizeof(info)) loop.stop();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -54,12 +46,9 @@ int main(int argc, char** argv) try {
   long max_seconds = example::arg_num(argc, argv, "--max-seconds", 0);
   lev::Loop loop{example::model_arg(argc, argv)};
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
-  lev::Fd sigfd{::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)};
+  // SIGINT / SIGTERM stop the loop; the destructor then cancels the rest.
+  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
+  auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
 
   lev::SocketAddress bound;
   lev::Fd listener = example::tcp_listen(port, bound);
@@ -67,7 +56,6 @@ int main(int argc, char** argv) try {
   std::fflush(stdout);
 
   loop.spawn(accept_loop(loop, listener));
-  loop.spawn(stop_on_signal(loop, sigfd.get()));
   if (max_seconds > 0)
     loop.after(std::chrono::seconds(max_seconds), [&](lev::Operation&, auto) { loop.stop(); });
   loop.run();

@@ -111,6 +111,52 @@ TEST_SUITE("examples") {
     }
   }
 
+  TEST_CASE("echo_server --model reactor serves the same echo") {
+    auto [server, port] =
+        start_server({example_path("echo_server"), "--port", "0", "--model", "reactor"});
+    Run client = run({example_path("echo_client"), "--port", port, "--count", "300", "--model", "reactor"});
+    CHECK(client.code == 0);
+    CHECK(client.out == "echoed 300 messages\n");
+    ::kill(server.pid, SIGINT);
+    CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+    ::close(server.out);
+  }
+
+  TEST_CASE("reactor_timers: every ticks three times, a timer cancels another") {
+    Run r = run({example_path("reactor_timers")});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("every: tick 3\n") != std::string::npos);
+    CHECK(r.out.find("every: tick 4") == std::string::npos);
+    CHECK(r.out.find("at: cancelled by the 40ms timer") != std::string::npos);
+    CHECK(r.out.find("epoll: done") != std::string::npos);
+  }
+
+  TEST_CASE("watchers: the reader receives what the writer's watcher sent") {
+    Run r = run({example_path("watchers")});
+    CHECK(r.code == 0);
+    CHECK(r.out == "reader got: hello from a watcher\n");
+  }
+
+  TEST_CASE("signals: counts SIGUSR1 and stops on SIGINT") {
+    Run r = run({example_path("signals"), "--self-test"});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("signal 2 (SIGINT): stopping") != std::string::npos);
+    CHECK(r.out.find("got 3 SIGUSR1") != std::string::npos);
+  }
+
+  TEST_CASE("wakeup: a worker thread's results reach the loop") {
+    Run r = run({example_path("wakeup")});
+    CHECK(r.code == 0);
+    CHECK(r.out == "loop received 1..100, sum 5050\n");
+  }
+
+  TEST_CASE("pidfd: reports an exit code and a kill") {
+    Run r = run({example_path("pidfd")});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("child quick exited with code 3") != std::string::npos);
+    CHECK(r.out.find("child sleeper killed by signal 9") != std::string::npos);
+  }
+
   TEST_CASE("echo_server --max-seconds stops by itself") {
     auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--max-seconds", "1"});
     CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
