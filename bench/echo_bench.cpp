@@ -1,5 +1,5 @@
-// Echo benchmark: lev against a hand-written liburing server, in one
-// process. Server on core 0, load client on core 1; servers alternated
+// Echo benchmark: lev's two engines against hand-written liburing and
+// epoll servers, in one process. Server on core 0, load client on core 1; servers alternated
 // round by round; medians. Reports msgs/s, p99 latency, the server
 // thread's CPU time per message and its heap allocations per message.
 //
@@ -149,6 +149,9 @@ int main(int argc, char** argv) {
       {"raw liburing", [](int fd, const std::atomic<bool>& s) { serve_raw_uring(fd, s); }},
       {"lev proactor",
        [](int fd, const std::atomic<bool>& s) { serve_lev(fd, s, lev::Model::proactor); }},
+      {"raw epoll", [](int fd, const std::atomic<bool>& s) { serve_raw_epoll(fd, s); }},
+      {"lev reactor",
+       [](int fd, const std::atomic<bool>& s) { serve_lev(fd, s, lev::Model::reactor); }},
   };
   std::vector<std::vector<Sample>> samples(servers.size());
   for (int round = 0; round < a.rounds; ++round)
@@ -161,6 +164,7 @@ int main(int argc, char** argv) {
               a.conns, a.size, a.rounds, a.seconds);
   std::printf("%-14s %11s %9s %12s %11s %10s %10s\n", "server", "msgs/s", "p99 us",
               "cpu ns/msg", "allocs/msg", "msgs/s vs", "cpu/msg vs");
+  std::printf("%-14s %11s %9s %12s %11s %21s\n", "", "", "", "", "", "(vs raw liburing)");
   double base_rate = 0, base_cpu = 0;
   bool all_ok = true;
   for (std::size_t i = 0; i < servers.size(); ++i) {

@@ -6,6 +6,7 @@
 
 #include "lev/loop.hpp"
 
+void serve_raw_epoll(int lfd, const std::atomic<bool>& stop);
 void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model);
 /// Also returns at `deadline` (the standalone program's --max-seconds:
 /// valgrind cannot wake a thread blocked in io_uring_enter, so no helper
