@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds an optimised build-release/, runs the
-# echo benchmark (lev vs a hand-written liburing server) and the nop bench.
+# echo benchmark (lev proactor/reactor vs hand-written liburing and epoll
+# servers), then the nop and timers benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,3 +11,4 @@ fi
 ninja -C build-release -j2
 build-release/bench/echo_bench "$@"
 build-release/bench/nop_bench
+build-release/bench/timers_bench

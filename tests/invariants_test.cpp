@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -269,6 +271,53 @@ TEST_SUITE("invariants") {
     // The data is still in the socket: the cancelled recvs took nothing.
     char b[8];
     for (auto& p : pairs) CHECK(::recv(p.first.get(), b, sizeof(b), MSG_DONTWAIT) == 4);
+  }
+
+  TEST_CASE("teardown without IORING_ASYNC_CANCEL_ANY cancels each op by name") {
+    // Regression guard for the fallback registry older kernels need.
+    ::setenv("LEV_URING_NO_CANCEL_ANY", "1", 1);
+    auto [a, b] = lev::test::socket_pair();
+    auto [c, d] = lev::test::socket_pair();
+    {
+      lev::Loop loop{lev::Model::proactor};
+      ::unsetenv("LEV_URING_NO_CANCEL_ANY");
+      std::array<char, 8> buf1, buf2;
+      int done = 0;
+      loop.recv(a, buf1, [&](lev::Operation&, auto) { ++done; });
+      loop.recv(c, buf2, [&](lev::Operation&, auto) { ++done; });
+      auto t = [&]() -> lev::Task<> { (void)co_await loop.nop(); };
+      loop.block_on(t());
+      CHECK(loop.live_op_count() == 2);
+      CHECK(done == 0);
+    }
+    ::unsetenv("LEV_URING_NO_CANCEL_ANY");
+    CHECK(::send(b.get(), "zz", 2, MSG_NOSIGNAL) == 2);
+    char out[4];
+    CHECK(::recv(a.get(), out, sizeof(out), MSG_DONTWAIT) == 2);  // nobody took it
+  }
+
+  TEST_CASE("on every real engine: nothing runs inline and live_op_count is exact") {
+    for (const auto& e : lev::test::real_engines()) {
+      CAPTURE(e.name);
+      lev::Loop loop{e.model, lev::test::options_for(e)};
+      auto [a, b] = lev::test::socket_pair();
+      std::array<char, 8> buf;
+      int calls = 0;
+      auto op = loop.recv(a, buf, [&](lev::Operation&, lev::Result<std::size_t> r) {
+        CHECK(r.value() == 3);
+        ++calls;
+      });
+      CHECK(loop.live_op_count() == 1);
+      CHECK(::send(b.get(), "abc", 3, 0) == 3);
+      CHECK(calls == 0);
+      loop.nop([&](lev::Operation&, auto) { ++calls; });
+      CHECK(loop.live_op_count() == 2);
+      CHECK(calls == 0);
+      while (loop.live_op_count() > 0) loop.run_once();
+      CHECK(calls == 2);
+      op.cancel();  // after delivery: nothing happens, nothing is counted twice
+      CHECK(loop.live_op_count() == 0);
+    }
   }
 
   TEST_CASE("an Operation handle outlives its loop and still reports") {

@@ -1,6 +1,7 @@
 #include "proactor/uring/uring_backend.hpp"
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -54,7 +55,10 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
   }
   if (r < 0) setup_failed(-r);
   (void)io_uring_register_ring_fd(&ring_);  // one fewer fdget per enter; optional
-  cancel_any_ = probe_cancel_any();
+  // LEV_URING_NO_CANCEL_ANY=1 forces the fallback registry (tests use it to
+  // cover what kernels before 5.19 get).
+  const char* no_any = std::getenv("LEV_URING_NO_CANCEL_ANY");
+  cancel_any_ = !(no_any && *no_any && *no_any != '0') && probe_cancel_any();
 }
 
 detail::UringFastPath UringBackend::fast_path() noexcept {
