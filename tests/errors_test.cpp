@@ -12,17 +12,9 @@
 #include "support.hpp"
 
 using lev::test::Engine;
+using lev::test::for_each_engine;
 
 namespace {
-template <class Fn>
-void for_each_engine(Fn fn) {
-  for (const Engine& e : lev::test::real_engines()) {
-    SUBCASE(e.name) {
-      lev::Loop loop{e.model, lev::test::options_for(e)};
-      fn(loop);
-    }
-  }
-}
 constexpr int kBadFd = 987654;
 }  // namespace
 

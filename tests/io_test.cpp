@@ -17,6 +17,7 @@
 
 using namespace std::chrono_literals;
 using lev::test::Engine;
+using lev::test::for_each_engine;
 
 namespace {
 
@@ -37,15 +38,6 @@ lev::Task<std::string> recv_to_eof(lev::Loop& loop, int fd) {
   co_return all;
 }
 
-template <class Fn>
-void for_each_engine(Fn fn) {
-  for (const Engine& e : lev::test::real_engines()) {
-    SUBCASE(e.name) {
-      lev::Loop loop{e.model, lev::test::options_for(e)};
-      fn(loop);
-    }
-  }
-}
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -65,31 +66,16 @@ TEST_SUITE("loop") {
 
   TEST_CASE("io_uring refused by seccomp is a clear error naming the cause") {
     for (int err : {ENOSYS, EPERM}) {
-      int p[2];
-      REQUIRE(::pipe(p) == 0);
-      pid_t pid = ::fork();
-      REQUIRE(pid >= 0);
-      if (pid == 0) {
-        ::close(p[0]);
-        std::string msg = "no exception";
-        if (!lev::test::deny_syscall(SYS_io_uring_setup, err)) msg = "seccomp failed";
+      std::string msg = lev::test::run_in_child([err] {
+        std::string m = "no exception";
+        if (!lev::test::deny_syscall(SYS_io_uring_setup, err)) m = "seccomp failed";
         else try {
             lev::Loop loop{lev::Model::proactor};
           } catch (const std::system_error& e) {
-            msg = e.what();
+            m = e.what();
           }
-        (void)!::write(p[1], msg.data(), msg.size());
-        ::_exit(0);
-      }
-      ::close(p[1]);
-      char buf[512] = {};
-      std::size_t got = 0;
-      ssize_t n;
-      while ((n = ::read(p[0], buf + got, sizeof(buf) - 1 - got)) > 0) got += static_cast<std::size_t>(n);
-      ::close(p[0]);
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-      std::string msg(buf, got);
+        std::fprintf(stderr, "%s", m.c_str());
+      });
       INFO(msg);
       CHECK(msg.find("io_uring_setup failed") != std::string::npos);
       CHECK(msg.find(err == ENOSYS ? "ENOSYS" : "EPERM") != std::string::npos);

@@ -18,17 +18,9 @@
 
 using namespace std::chrono_literals;
 using lev::test::Engine;
+using lev::test::for_each_engine;
 
 namespace {
-template <class Fn>
-void for_each_engine(Fn fn) {
-  for (const Engine& e : lev::test::real_engines()) {
-    SUBCASE(e.name) {
-      lev::Loop loop{e.model, lev::test::options_for(e)};
-      fn(loop);
-    }
-  }
-}
 // Runs the loop until `done()` or `limit` passes; false on timeout.
 template <class Pred>
 bool run_until(lev::Loop& loop, Pred done, std::chrono::milliseconds limit = 5000ms) {
@@ -270,13 +262,7 @@ TEST_SUITE("reactor") {
   }
 
   TEST_CASE("auto falls back to epoll when io_uring_setup is refused, and still echoes") {
-    int p[2];
-    REQUIRE(::pipe(p) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::close(p[0]);
-      ::dup2(p[1], 2);  // the fallback notice goes to stderr: capture it
+    std::string out = lev::test::run_in_child([] {
       std::string result = "seccomp failed";
       if (lev::test::deny_syscall(SYS_io_uring_setup, ENOSYS)) {
         try {
@@ -304,16 +290,7 @@ TEST_SUITE("reactor") {
         }
       }
       std::fprintf(stderr, "\nRESULT %s\n", result.c_str());
-      std::fflush(stderr);
-      ::_exit(0);
-    }
-    ::close(p[1]);
-    std::string out;
-    char buf[512];
-    ssize_t n;
-    while ((n = ::read(p[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<std::size_t>(n));
-    ::close(p[0]);
-    ::waitpid(pid, nullptr, 0);
+    });
     INFO(out);
     CHECK(out.find("using the epoll completion backend") != std::string::npos);
     CHECK(out.find("ENOSYS") != std::string::npos);

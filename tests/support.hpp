@@ -14,6 +14,11 @@
 #include <utility>
 #include <vector>
 
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <functional>
+
 #include "lev/lev.hpp"
 
 namespace lev::test {
@@ -36,6 +41,17 @@ inline LoopOptions options_for(const Engine& e) {
   LoopOptions o;
   o.backend = e.backend;
   return o;
+}
+
+/// Runs `fn(loop)` once per real engine, each as a doctest SUBCASE.
+template <class Fn>
+void for_each_engine(Fn fn) {
+  for (const Engine& e : real_engines()) {
+    SUBCASE(e.name) {
+      Loop loop{e.model, options_for(e)};
+      fn(loop);
+    }
+  }
 }
 
 /// Open descriptors of this process, from /proc/self/fd.
@@ -113,6 +129,34 @@ inline bool deny_syscall(long nr, int err) {
   sock_fprog prog{static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])), filter};
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return false;
   return ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+}  // namespace lev::test
+
+namespace lev::test {
+
+/// Forks; the child runs `fn` with its stderr going to a pipe and exits.
+/// Returns everything the child wrote to stderr.
+inline std::string run_in_child(const std::function<void()>& fn) {
+  int p[2];
+  if (::pipe(p) != 0) throw std::runtime_error("pipe");
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork");
+  if (pid == 0) {
+    ::close(p[0]);
+    ::dup2(p[1], 2);
+    fn();
+    std::fflush(stderr);
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<std::size_t>(n));
+  ::close(p[0]);
+  ::waitpid(pid, nullptr, 0);
+  return out;
 }
 
 }  // namespace lev::test
