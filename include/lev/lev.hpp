@@ -10,6 +10,8 @@
 #include "lev/fake.hpp"
 #include "lev/fd.hpp"
 #include "lev/loop.hpp"
+#include "lev/net/listen.hpp"
+#include "lev/net/stream.hpp"
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
 #include "lev/task.hpp"

@@ -1,0 +1,90 @@
+#pragma once
+/// \file
+/// Listen: a listening socket from host:port (IPv4 / IPv6, port 0 = any
+/// free port) or a unix path, and an accept loop that spawns a handler
+/// coroutine per connection.
+///
+///     auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+///     lev::net::Acceptor acc{loop, l, [&](lev::Fd c, lev::SocketAddress) -> lev::Task<> {...}};
+///     loop.spawn(acc.run());   // ... acc.stop();
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "lev/address.hpp"
+#include "lev/error.hpp"
+#include "lev/fd.hpp"
+#include "lev/task.hpp"
+
+namespace lev {
+class Loop;
+namespace detail {
+struct OpBase;
+}
+}  // namespace lev
+
+namespace lev::net {
+
+struct ListenOptions {
+  int backlog = 1024;
+  bool reuse_addr = true;  ///< SO_REUSEADDR
+  bool reuse_port = false; ///< SO_REUSEPORT (several listeners share the port)
+};
+
+/// An open, listening, nonblocking socket. Move-only; closes on destruction
+/// (and removes its unix socket file).
+class Listener {
+ public:
+  /// `host` is a numeric IPv4/IPv6 address, "localhost" (127.0.0.1) or ""
+  /// (all IPv4 interfaces). Errors name the call that failed (bind, listen).
+  static Result<Listener> tcp(std::string_view host, std::uint16_t port, ListenOptions options = {});
+  /// A stale socket file (nobody accepting) is replaced; a live one is
+  /// EADDRINUSE.
+  static Result<Listener> unix_socket(std::string_view path, ListenOptions options = {});
+
+  Listener() = default;
+  Listener(Listener&&) noexcept = default;
+  Listener& operator=(Listener&&) noexcept = default;
+  ~Listener();
+
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  /// The bound address (with the port the kernel chose for port 0).
+  [[nodiscard]] const SocketAddress& address() const noexcept { return address_; }
+  [[nodiscard]] std::uint16_t port() const noexcept { return address_.port(); }
+
+ private:
+  Fd fd_;
+  SocketAddress address_;
+  std::string unix_path_;
+};
+
+/// Accepts connections and spawns `handler(fd, peer)` for each, until
+/// stop(). Survives EMFILE / ENFILE / ENOBUFS / ENOMEM: reports once on
+/// stderr, backs off (10 ms doubling to 1 s) and keeps serving.
+class Acceptor {
+ public:
+  using Handler = std::function<Task<>(Fd, SocketAddress)>;
+  Acceptor(Loop& loop, const Listener& listener, Handler handler);
+  Acceptor(const Acceptor&) = delete;
+  Acceptor& operator=(const Acceptor&) = delete;
+
+  /// The accept loop; ends after stop(). Run it with loop.spawn(acc.run()).
+  Task<> run();
+  /// Cancels the pending accept and ends run(). Loop thread only.
+  void stop();
+  [[nodiscard]] std::size_t accepted() const noexcept { return accepted_; }
+  [[nodiscard]] std::size_t resource_errors() const noexcept { return resource_errors_; }
+
+ private:
+  Loop& loop_;
+  int fd_;
+  Handler handler_;
+  lev::detail::OpBase* pending_ = nullptr;
+  bool stopping_ = false;
+  std::size_t accepted_ = 0;
+  std::size_t resource_errors_ = 0;
+};
+
+}  // namespace lev::net

@@ -1,0 +1,119 @@
+#pragma once
+/// \file
+/// Stream: buffered reads and writes on a connected fd, split into messages
+/// by a codec (line, length-prefixed, raw), with write backpressure.
+///
+///     lev::net::Stream s{loop, std::move(fd), {.codec = lev::net::Codec::line()}};
+///     while (auto msg = co_await s.read_message()) {
+///       if (!*msg) break;                               // EOF
+///       co_await s.write_message("echo: " + **msg);     // waits above the high mark
+///     }
+///     co_await s.close();                               // flushes, or reports what was lost
+///
+/// Backpressure: written messages are queued and sent by a flusher in the
+/// background; write_message suspends its caller while more than
+/// `high_watermark` bytes are queued and resumes it once the queue is below
+/// `low_watermark`. Every resumption comes from the loop's completion queue.
+
+#include <cstddef>
+#include <cstdint>
+#include <coroutine>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "lev/detail/op.hpp"
+#include "lev/error.hpp"
+#include "lev/fd.hpp"
+#include "lev/task.hpp"
+
+namespace lev {
+class Loop;
+}
+
+namespace lev::net {
+
+/// How a byte stream splits into messages.
+class Codec {
+ public:
+  enum class Kind { line, length_prefixed, raw };
+  /// Messages end with `delimiter` (not included in the message). A line
+  /// longer than `max_length` without a delimiter is errc::message_size.
+  static Codec line(char delimiter = '\n', std::size_t max_length = 64 * 1024) {
+    return Codec{Kind::line, delimiter, max_length};
+  }
+  /// A u32 big-endian length, then that many bytes; longer than
+  /// `max_frame` is errc::message_size.
+  static Codec length_prefixed(std::size_t max_frame = 16 * 1024 * 1024) {
+    return Codec{Kind::length_prefixed, 0, max_frame};
+  }
+  /// Whatever bytes arrived, as they arrived.
+  static Codec raw() { return Codec{Kind::raw, 0, 0}; }
+
+  struct Decoded {
+    enum class Status { need_more, message, error } status;
+    std::size_t consumed = 0;      // bytes to drop from the buffer
+    std::string_view message{};    // valid until the buffer changes
+  };
+  /// Looks for one message at the front of `buffered`.
+  [[nodiscard]] Decoded decode(std::string_view buffered) const noexcept;
+  /// Appends `message`, framed, to `out`. Errors (message_size for a frame
+  /// too large, invalid_argument for a line containing the delimiter).
+  [[nodiscard]] Result<void> encode(std::string& out, std::string_view message) const;
+  [[nodiscard]] Kind kind() const noexcept { return kind_; }
+  [[nodiscard]] std::size_t max() const noexcept { return max_; }
+
+ private:
+  Codec(Kind k, char d, std::size_t m) : kind_(k), delimiter_(d), max_(m) {}
+  Kind kind_;
+  char delimiter_;
+  std::size_t max_;
+};
+
+struct StreamOptions {
+  Codec codec = Codec::line();
+  std::size_t read_chunk = 16 * 1024;
+  std::size_t high_watermark = 1024 * 1024;
+  std::size_t low_watermark = 256 * 1024;
+};
+
+namespace detail {
+struct StreamState;
+}
+
+class Stream {
+ public:
+  /// Throws std::invalid_argument when low_watermark > high_watermark.
+  Stream(Loop& loop, Fd fd, StreamOptions options = {});
+  Stream(Stream&&) noexcept = default;
+  Stream& operator=(Stream&&) noexcept = default;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  /// If bytes are still queued the background flusher finishes sending them
+  /// and then closes the fd (nothing queued is dropped silently).
+  ~Stream();
+
+  /// The next message; nullopt at a clean end of stream. A peer reset,
+  /// an over-long line or a truncated frame is an error.
+  Task<Result<std::optional<std::string>>> read_message();
+  /// Frames and queues `message`; suspends while the queue is above the
+  /// high watermark. An error once the stream has failed (the error says
+  /// how many queued bytes were not sent).
+  Task<Result<void>> write_message(std::string_view message);
+  /// Waits until every queued byte has been sent.
+  Task<Result<void>> flush();
+  /// Flushes, then shuts down the write side (the peer reads EOF).
+  Task<Result<void>> shutdown_write();
+  /// Flushes and closes. If the flush failed, the error reports the bytes
+  /// that were never sent.
+  Task<Result<void>> close();
+
+  [[nodiscard]] std::size_t queued() const noexcept;
+  [[nodiscard]] int fd() const noexcept;
+
+ private:
+  std::shared_ptr<detail::StreamState> s_;
+};
+
+}  // namespace lev::net

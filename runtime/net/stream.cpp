@@ -1,0 +1,272 @@
+// Stream: read side decodes from a buffer refilled by recv; write side is a
+// queue drained by a flusher task, with writers parked on watermarks and
+// resumed through posted ops (from the completion queue, never inline).
+#include "lev/net/stream.hpp"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <deque>
+#include <stdexcept>
+
+#include "lev/loop.hpp"
+
+namespace lev::net {
+
+// ------------------------------------------------------------------ Codec
+
+Codec::Decoded Codec::decode(std::string_view b) const noexcept {
+  using S = Decoded::Status;
+  switch (kind_) {
+    case Kind::line: {
+      std::size_t end = b.find(delimiter_);
+      if (end == std::string_view::npos) {
+        if (b.size() > max_) return {S::error, 0, {}};
+        return {S::need_more, 0, {}};
+      }
+      if (end > max_) return {S::error, 0, {}};
+      return {S::message, end + 1, b.substr(0, end)};
+    }
+    case Kind::length_prefixed: {
+      if (b.size() < 4) return {S::need_more, 0, {}};
+      std::uint32_t be;
+      std::memcpy(&be, b.data(), 4);
+      const std::size_t n = ntohl(be);
+      if (n > max_) return {S::error, 0, {}};
+      if (b.size() < 4 + n) return {S::need_more, 0, {}};
+      return {S::message, 4 + n, b.substr(4, n)};
+    }
+    case Kind::raw:
+      if (b.empty()) return {S::need_more, 0, {}};
+      return {S::message, b.size(), b};
+  }
+  return {S::error, 0, {}};
+}
+
+Result<void> Codec::encode(std::string& out, std::string_view m) const {
+  switch (kind_) {
+    case Kind::line:
+      if (m.find(delimiter_) != std::string_view::npos)
+        return Error{std::make_error_code(std::errc::invalid_argument), "encode: line with delimiter", -1, 0};
+      if (m.size() > max_)
+        return Error{std::make_error_code(std::errc::message_size), "encode: line too long", -1, 0};
+      out.append(m);
+      out.push_back(delimiter_);
+      return {};
+    case Kind::length_prefixed: {
+      if (m.size() > max_ || m.size() > 0xffffffffu)
+        return Error{std::make_error_code(std::errc::message_size), "encode: frame too large", -1, 0};
+      std::uint32_t be = htonl(static_cast<std::uint32_t>(m.size()));
+      out.append(reinterpret_cast<const char*>(&be), 4);
+      out.append(m);
+      return {};
+    }
+    case Kind::raw:
+      out.append(m);
+      return {};
+  }
+  return {};
+}
+
+// ----------------------------------------------------------------- Stream
+
+namespace detail {
+
+struct StreamState {
+  Loop* loop;
+  Fd fd;
+  StreamOptions o;
+  std::string rbuf;
+  std::size_t rpos = 0;
+  std::string wbuf;         // queued bytes (front already partly sent: wpos)
+  std::size_t wpos = 0;
+  bool flushing = false;
+  bool closing = false;     // the Stream is gone: close after the flush
+  std::optional<Error> write_error;
+
+  // A writer parked until the queue drains below a mark; resumed by a post
+  // op so that it runs from the loop's completion queue.
+  struct Waiter {
+    lev::detail::OpBase op;
+    std::size_t below;  // resume when queued() <= below
+  };
+  std::deque<Waiter*> waiters;
+
+  std::size_t queued() const { return wbuf.size() - wpos; }
+
+  void wake_waiters() {
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      Waiter* w = *it;
+      if (queued() <= w->below || write_error) {
+        it = waiters.erase(it);
+        loop->start(w->op);  // a post: delivered on the next drain
+      } else {
+        ++it;
+      }
+    }
+  }
+};
+
+namespace {
+
+struct WaitBelow {
+  StreamState& s;
+  std::size_t below;
+  StreamState::Waiter w{};
+  bool await_ready() const noexcept { return s.queued() <= below || s.write_error.has_value(); }
+  void await_suspend(std::coroutine_handle<> h) {
+    w.op.kind = lev::detail::OpKind::post;
+    w.op.ctx = h.address();
+    w.op.deliver = nullptr;
+    w.below = below;
+    s.waiters.push_back(&w);
+  }
+  void await_resume() const noexcept {}
+  // A frame destroyed while parked (loop teardown) must leave no dangling
+  // waiter behind, nor a queued resumption.
+  ~WaitBelow() {
+    for (auto it = s.waiters.begin(); it != s.waiters.end(); ++it)
+      if (*it == &w) {
+        s.waiters.erase(it);
+        break;
+      }
+    if (w.op.state == lev::detail::OpState::completed ||
+        w.op.state == lev::detail::OpState::submitted)
+      s.loop->abandon(w.op);
+  }
+};
+
+// Sends the queue until it is empty (or the stream fails); wakes writers
+// as the queue passes their marks. Holds the state alive while it runs.
+lev::Task<> flusher(std::shared_ptr<StreamState> s) {
+  while (s->queued() > 0 && !s->write_error) {
+    std::string_view rest(s->wbuf.data() + s->wpos, s->queued());
+    auto n = co_await s->loop->send(s->fd, rest);
+    if (!n) {
+      s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
+      break;
+    }
+    s->wpos += *n;
+    if (s->wpos == s->wbuf.size()) {
+      s->wbuf.clear();
+      s->wpos = 0;
+    } else if (s->wpos > (1u << 20) && s->wpos > s->wbuf.size() / 2) {
+      s->wbuf.erase(0, s->wpos);  // compact now and then
+      s->wpos = 0;
+    }
+    s->wake_waiters();
+  }
+  s->flushing = false;
+  s->wake_waiters();
+  if (s->closing && s->fd) (void)co_await s->loop->close(s->fd);
+}
+
+void start_flush(const std::shared_ptr<StreamState>& s) {
+  if (s->flushing || s->queued() == 0 || s->write_error) return;
+  s->flushing = true;
+  s->loop->spawn(flusher(s));
+}
+
+Error unsent(const StreamState& s) {
+  Error e = *s.write_error;
+  e.transferred = s.queued();
+  e.op = "stream write (bytes not sent)";
+  return e;
+}
+
+}  // namespace
+}  // namespace detail
+
+Stream::Stream(Loop& loop, Fd fd, StreamOptions options)
+    : s_(std::make_shared<detail::StreamState>()) {
+  if (options.low_watermark > options.high_watermark)
+    throw std::invalid_argument("lev::net::Stream: low_watermark above high_watermark");
+  if (options.read_chunk == 0) throw std::invalid_argument("lev::net::Stream: read_chunk is 0");
+  s_->loop = &loop;
+  s_->fd = std::move(fd);
+  s_->o = std::move(options);
+}
+
+Stream::~Stream() {
+  if (!s_) return;
+  if (s_->flushing) s_->closing = true;  // the flusher sends the rest, then closes
+}
+
+std::size_t Stream::queued() const noexcept { return s_ ? s_->queued() : 0; }
+int Stream::fd() const noexcept { return s_ ? s_->fd.get() : -1; }
+
+Task<Result<std::optional<std::string>>> Stream::read_message() {
+  auto s = s_;
+  using S = Codec::Decoded::Status;
+  for (;;) {
+    std::string_view have(s->rbuf.data() + s->rpos, s->rbuf.size() - s->rpos);
+    Codec::Decoded d = s->o.codec.decode(have);
+    if (d.status == S::message) {
+      std::optional<std::string> msg(std::in_place, d.message);
+      s->rpos += d.consumed;
+      if (s->rpos == s->rbuf.size()) {
+        s->rbuf.clear();
+        s->rpos = 0;
+      }
+      co_return msg;
+    }
+    if (d.status == S::error)
+      co_return Error{std::make_error_code(std::errc::message_size),
+                      s->o.codec.kind() == Codec::Kind::line ? "stream read: line too long"
+                                                             : "stream read: frame too large",
+                      s->fd.get(), 0};
+    if (s->rpos > 0) {  // keep the buffer from growing at the front
+      s->rbuf.erase(0, s->rpos);
+      s->rpos = 0;
+    }
+    const std::size_t old = s->rbuf.size();
+    s->rbuf.resize(old + s->o.read_chunk);
+    auto n = co_await s->loop->recv(s->fd, std::span(s->rbuf.data() + old, s->o.read_chunk));
+    s->rbuf.resize(old + (n ? *n : 0));
+    if (!n) co_return Error{n.error().code, "stream read", s->fd.get(), 0};
+    if (*n == 0) {  // end of stream
+      if (s->rbuf.empty()) co_return std::optional<std::string>{};
+      if (s->o.codec.kind() == Codec::Kind::line) {  // a last line without delimiter
+        std::optional<std::string> last(std::in_place, s->rbuf);
+        s->rbuf.clear();
+        co_return last;
+      }
+      co_return Error{std::make_error_code(std::errc::connection_aborted),
+                      "stream read: stream ended inside a frame", s->fd.get(), s->rbuf.size()};
+    }
+  }
+}
+
+Task<Result<void>> Stream::write_message(std::string_view message) {
+  auto s = s_;
+  if (s->write_error) co_return detail::unsent(*s);
+  if (auto r = s->o.codec.encode(s->wbuf, message); !r) co_return r.error();
+  detail::start_flush(s);
+  if (s->queued() > s->o.high_watermark) co_await detail::WaitBelow{*s, s->o.low_watermark};
+  if (s->write_error) co_return detail::unsent(*s);
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Stream::flush() {
+  auto s = s_;
+  detail::start_flush(s);
+  co_await detail::WaitBelow{*s, 0};
+  if (s->write_error) co_return detail::unsent(*s);
+  co_return Result<void>{};
+}
+
+Task<Result<void>> Stream::shutdown_write() {
+  auto s = s_;
+  if (auto r = co_await flush(); !r) co_return r;
+  co_return co_await s->loop->shutdown(s->fd, Shutdown::write);
+}
+
+Task<Result<void>> Stream::close() {
+  auto s = s_;
+  auto flushed = co_await flush();
+  if (s->fd) (void)co_await s->loop->close(s->fd);
+  co_return flushed;
+}
+
+}  // namespace lev::net

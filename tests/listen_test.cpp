@@ -1,0 +1,140 @@
+#include "lev/net/listen.hpp"
+
+#include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "lev/loop.hpp"
+#include "lev/net/stream.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::test::for_each_engine;
+
+namespace {
+// Handler: replies "echo: <line>" per line.
+lev::Task<> line_echo(lev::Loop& loop, lev::Fd fd) {
+  lev::net::Stream s{loop, std::move(fd)};
+  for (;;) {
+    auto m = co_await s.read_message();
+    if (!m || !*m) break;
+    if (!co_await s.write_message("echo: " + **m)) break;
+  }
+  (void)co_await s.close();
+}
+
+lev::Task<std::string> ask(lev::Loop& loop, const lev::SocketAddress& to, std::string line) {
+  lev::Fd c{::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+  (co_await loop.connect(c, to)).value();
+  lev::net::Stream s{loop, std::move(c)};
+  (co_await s.write_message(line)).value();
+  auto reply = (co_await s.read_message()).value();
+  (void)co_await s.close();
+  co_return reply.value_or("<eof>");
+}
+
+void serve_and_ask(lev::Loop& loop, const lev::net::Listener& l) {
+  lev::net::Acceptor acc{loop, l, [&](lev::Fd fd, lev::SocketAddress) { return line_echo(loop, std::move(fd)); }};
+  loop.spawn(acc.run());
+  auto t = [&]() -> lev::Task<std::vector<std::string>> {
+    std::vector<std::string> replies;
+    for (int i = 0; i < 3; ++i) replies.push_back(co_await ask(loop, l.address(), "hi " + std::to_string(i)));
+    acc.stop();
+    co_return replies;
+  };
+  CHECK(loop.block_on(t()) == std::vector<std::string>{"echo: hi 0", "echo: hi 1", "echo: hi 2"});
+  loop.run();  // the accept loop ends after stop()
+  CHECK(acc.accepted() >= 3);  // a unix liveness probe may count as one more
+  CHECK(loop.live_op_count() == 0);
+}
+}  // namespace
+
+TEST_SUITE("listen") {
+  TEST_CASE("TCP on 127.0.0.1 with port 0 reports the port and serves an accept loop") {
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0);
+      REQUIRE(l);
+      CHECK(l->port() != 0);
+      serve_and_ask(loop, *l);
+    });
+  }
+
+  TEST_CASE("IPv6 loopback") {
+    auto l = lev::net::Listener::tcp("::1", 0);
+    if (!l) {
+      MESSAGE("skipped: no ::1 here: " << l.error().message());
+      return;
+    }
+    for_each_engine([&](lev::Loop& loop) { serve_and_ask(loop, *l); });
+  }
+
+  TEST_CASE("a unix socket path, a stale socket file replaced, a live one refused") {
+    for_each_engine([](lev::Loop& loop) {
+      std::string path = "/tmp/lev-listen-" + std::to_string(::getpid()) + ".sock";
+      {  // leave a stale socket file behind
+        lev::Fd s{::socket(AF_UNIX, SOCK_STREAM, 0)};
+        auto a = *lev::SocketAddress::unix_path(path);
+        ::unlink(path.c_str());
+        REQUIRE(::bind(s.get(), a.data(), a.size()) == 0);
+      }
+      auto l = lev::net::Listener::unix_socket(path);
+      REQUIRE_MESSAGE(l, l.error().message());
+      auto again = lev::net::Listener::unix_socket(path);
+      REQUIRE_FALSE(again);
+      CHECK(again.error().code == std::errc::address_in_use);
+      serve_and_ask(loop, *l);
+    });
+  }
+
+  TEST_CASE("bad addresses are errors that name the problem") {
+    auto l = lev::net::Listener::tcp("not-an-ip", 0);
+    REQUIRE_FALSE(l);
+    CHECK(l.error().code == std::errc::invalid_argument);
+    auto taken = lev::net::Listener::tcp("127.0.0.1", 0);
+    REQUIRE(taken);
+    auto dup = lev::net::Listener::tcp("127.0.0.1", taken->port(), {.reuse_addr = false});
+    REQUIRE_FALSE(dup);
+    CHECK(std::string(dup.error().op) == "bind");
+  }
+
+  TEST_CASE("EMFILE in the accept loop: it backs off and keeps serving") {
+    std::string out = lev::test::run_in_child([] {
+      lev::Loop loop{lev::Model::proactor};
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      std::vector<lev::Fd> clients;
+      for (int i = 0; i < 3; ++i) {
+        clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        (void)!::connect(clients.back().get(), l.address().data(), l.address().size());
+      }
+      std::vector<lev::Fd> spare;  // fds to give back later
+      for (int i = 0; i < 3; ++i) spare.emplace_back(::dup(0));
+      rlimit rl{};
+      ::getrlimit(RLIMIT_NOFILE, &rl);
+      rlimit low{static_cast<rlim_t>(lev::test::open_fd_count()), rl.rlim_max};
+      ::setrlimit(RLIMIT_NOFILE, &low);  // no fd left for accept
+      int served = 0;
+      lev::net::Acceptor acc{loop, l, [&](lev::Fd, lev::SocketAddress) -> lev::Task<> {
+                               ++served;
+                               co_return;
+                             }};
+      loop.spawn(acc.run());
+      auto wait = [&](auto d) -> lev::Task<> { (void)co_await loop.after(d); };
+      loop.block_on(wait(60ms));
+      const std::size_t errors = acc.resource_errors();
+      spare.clear();  // fds are free again
+      loop.block_on(wait(1500ms));
+      acc.stop();
+      loop.run();
+      std::fprintf(stderr, "\nRESULT errors=%s served=%d\n", errors > 0 ? "yes" : "no", served);
+    });
+    INFO(out);
+    CHECK(out.find("backing off") != std::string::npos);
+    CHECK(out.find("RESULT errors=yes served=3") != std::string::npos);
+  }
+}

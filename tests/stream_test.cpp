@@ -1,0 +1,209 @@
+#include "lev/net/stream.hpp"
+
+#include <doctest/doctest.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "lev/loop.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::net::Codec;
+using lev::net::Stream;
+using lev::test::for_each_engine;
+
+namespace {
+// Writes `data` to fd in pieces of `piece` bytes, one loop round apart.
+lev::Task<> dribble(lev::Loop& loop, int fd, std::string data, std::size_t piece) {
+  for (std::size_t i = 0; i < data.size(); i += piece) {
+    (co_await loop.send_all(fd, std::string_view(data).substr(i, piece))).value();
+    (void)co_await loop.after(0ms);
+  }
+}
+}  // namespace
+
+TEST_SUITE("stream") {
+  TEST_CASE("codecs frame and unframe messages") {
+    std::string out;
+    REQUIRE(Codec::length_prefixed().encode(out, "abc"));
+    CHECK(out == std::string("\0\0\0\3abc", 7));
+    auto d = Codec::length_prefixed().decode(out);
+    CHECK(d.status == Codec::Decoded::Status::message);
+    CHECK(d.message == "abc");
+    CHECK(d.consumed == 7);
+    CHECK(Codec::line().decode("no end").status == Codec::Decoded::Status::need_more);
+    CHECK(Codec::line('\n', 4).decode("toolong").status == Codec::Decoded::Status::error);
+    std::string l;
+    CHECK_FALSE(Codec::line().encode(l, "a\nb"));  // the delimiter cannot be inside a line
+    CHECK(Codec::length_prefixed(2).decode(std::string("\0\0\0\5", 4)).status ==
+          Codec::Decoded::Status::error);
+  }
+
+  TEST_CASE("lines split one byte per read, and many lines in one read") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream s{loop, std::move(a), {.codec = Codec::line()}};
+      std::string text = "alpha\nbeta\ngamma\n";
+      std::string many;
+      for (int i = 0; i < 100; ++i) many += "line " + std::to_string(i) + "\n";
+      loop.spawn(dribble(loop, b.get(), text, 1));
+      auto t = [&]() -> lev::Task<std::vector<std::string>> {
+        std::vector<std::string> got;
+        for (int i = 0; i < 3; ++i) got.push_back(*(co_await s.read_message()).value());
+        (co_await loop.send_all(b, many)).value();  // 100 lines in one go
+        for (int i = 0; i < 100; ++i) got.push_back(*(co_await s.read_message()).value());
+        co_return got;
+      };
+      auto got = loop.block_on(t());
+      REQUIRE(got.size() == 103);
+      CHECK(got[0] == "alpha");
+      CHECK(got[1] == "beta");
+      CHECK(got[2] == "gamma");
+      CHECK(got[102] == "line 99");
+    });
+  }
+
+  TEST_CASE("an over-long line is a clear error, not unbounded memory") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream s{loop, std::move(a), {.codec = Codec::line('\n', 16), .read_chunk = 8}};
+      auto t = [&]() -> lev::Task<> {
+        (co_await loop.send_all(b, std::string(100, 'x'))).value();
+        auto r = co_await s.read_message();
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == std::errc::message_size);
+        CHECK(std::string(r.error().op).find("line too long") != std::string::npos);
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("length-prefixed frames split at every byte boundary") {
+    for_each_engine([](lev::Loop& loop) {
+      std::string wire;
+      REQUIRE(Codec::length_prefixed().encode(wire, "first frame"));
+      REQUIRE(Codec::length_prefixed().encode(wire, ""));
+      REQUIRE(Codec::length_prefixed().encode(wire, "third"));
+      for (std::size_t cut = 1; cut < wire.size(); ++cut) {
+        CAPTURE(cut);
+        auto [a, b] = lev::test::socket_pair();
+        Stream s{loop, std::move(a), {.codec = Codec::length_prefixed()}};
+        auto t = [&]() -> lev::Task<std::vector<std::string>> {
+          (co_await loop.send_all(b, std::string_view(wire).substr(0, cut))).value();
+          (void)co_await loop.after(0ms);
+          (co_await loop.send_all(b, std::string_view(wire).substr(cut))).value();
+          (co_await loop.shutdown(b, lev::Shutdown::write)).value();
+          std::vector<std::string> got;
+          for (;;) {
+            auto m = (co_await s.read_message()).value();
+            if (!m) break;
+            got.push_back(*m);
+          }
+          co_return got;
+        };
+        CHECK(loop.block_on(t()) == std::vector<std::string>{"first frame", "", "third"});
+      }
+    });
+  }
+
+  TEST_CASE("a stream that ends inside a frame is an error") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream s{loop, std::move(a), {.codec = Codec::length_prefixed()}};
+      auto t = [&]() -> lev::Task<> {
+        (co_await loop.send_all(b, std::string("\0\0\0\x09half", 8))).value();
+        b.reset();
+        auto r = co_await s.read_message();
+        REQUIRE_FALSE(r);
+        CHECK(r.error().code == std::errc::connection_aborted);
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("backpressure: the writer suspends while the reader stops, nothing is lost") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      int one = 4096;
+      ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
+      ::setsockopt(b.get(), SOL_SOCKET, SO_RCVBUF, &one, sizeof(one));
+      Stream w{loop, std::move(a),
+               {.codec = Codec::line(), .high_watermark = 64 * 1024, .low_watermark = 16 * 1024}};
+      Stream r{loop, std::move(b), {.codec = Codec::line()}};
+      constexpr int kLines = 20'000;
+      int written = 0;
+      bool writer_done = false;
+      auto writer = [&]() -> lev::Task<> {
+        for (int i = 0; i < kLines; ++i) {
+          (co_await w.write_message("message number " + std::to_string(i))).value();
+          ++written;
+        }
+        (co_await w.shutdown_write()).value();
+        writer_done = true;
+      };
+      loop.spawn(writer());
+      // The reader does nothing for a while: the writer must stall.
+      auto idle = [&]() -> lev::Task<> { (void)co_await loop.after(30ms); };
+      loop.block_on(idle());
+      CHECK(written < kLines);
+      CHECK(w.queued() <= 64 * 1024 + 64);
+      auto reader = [&]() -> lev::Task<int> {
+        int n = 0;
+        for (;;) {
+          auto m = (co_await r.read_message()).value();
+          if (!m) break;
+          if (*m != "message number " + std::to_string(n)) co_return -1;  // order
+          ++n;
+        }
+        co_return n;
+      };
+      CHECK(loop.block_on(reader()) == kLines);
+      loop.run();
+      CHECK(writer_done);
+    });
+  }
+
+  TEST_CASE("close flushes every queued byte before closing") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::string got;
+      auto t = [&]() -> lev::Task<> {
+        Stream s{loop, std::move(a), {.codec = Codec::raw()}};
+        for (int i = 0; i < 100; ++i) (co_await s.write_message("0123456789")).value();
+        (co_await s.close()).value();
+      };
+      auto reader = [&]() -> lev::Task<> {
+        char buf[4096];
+        for (;;) {
+          auto n = co_await loop.recv(b, buf);
+          if (!n || *n == 0) break;
+          got.append(buf, *n);
+        }
+      };
+      loop.spawn(reader());
+      loop.block_on(t());
+      loop.run();
+      CHECK(got.size() == 1000);
+    });
+  }
+
+  TEST_CASE("writing to a peer that reset reports the bytes that were not sent") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream s{loop, std::move(a), {.codec = Codec::raw()}};
+      b.reset();
+      auto t = [&]() -> lev::Task<> {
+        (void)co_await s.write_message(std::string(1000, 'q'));
+        auto r = co_await s.close();
+        REQUIRE_FALSE(r);
+        CHECK(r.error().transferred == 1000);
+        CHECK((r.error().code == std::errc::broken_pipe ||
+               r.error().code == std::errc::connection_reset));
+      };
+      loop.block_on(t());
+    });
+  }
+}
