@@ -127,6 +127,36 @@ TEST_SUITE("reactor") {
     });
   }
 
+  TEST_CASE("an fd number reused after a close through lev::Fd is watched afresh") {
+    // Regression: epoll forgets a closed file silently; the engine kept the
+    // old number's registration and a recv on the new fd never woke.
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto first = [&]() -> lev::Task<> {
+        char buf[4];
+        auto r = co_await loop.readable(a, 20ms);  // registers a's number, then times out
+        CHECK_FALSE(r);
+        (void)buf;
+      };
+      loop.block_on(first());
+      const int number = a.get();
+      a.reset();
+      b.reset();
+      auto [c, d] = lev::test::socket_pair();
+      REQUIRE(c.get() == number);  // the kernel reuses the lowest free number
+      auto second = [&]() -> lev::Task<std::size_t> {
+        char buf[4];
+        co_return (co_await loop.recv(c, buf)).value();
+      };
+      auto sender = [&]() -> lev::Task<> {
+        (void)co_await loop.after(5ms);
+        (void)::send(d.get(), "new", 3, 0);
+      };
+      loop.spawn(sender());
+      CHECK(loop.block_on(second()) == 3);
+    });
+  }
+
   TEST_CASE("every fires once per interval until cancelled") {
     for_each_engine([](lev::Loop& loop) {
       int ticks = 0;

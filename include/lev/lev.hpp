@@ -10,6 +10,7 @@
 #include "lev/fake.hpp"
 #include "lev/fd.hpp"
 #include "lev/loop.hpp"
+#include "lev/net/connect.hpp"
 #include "lev/net/listen.hpp"
 #include "lev/net/stream.hpp"
 #include "lev/op_types.hpp"

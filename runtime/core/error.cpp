@@ -4,6 +4,7 @@
 
 #include "lev/detail/op.hpp"
 #include "lev/fd.hpp"
+#include "core/fd_hooks.hpp"
 
 namespace lev {
 
@@ -19,7 +20,10 @@ std::string Error::message() const {
 void Error::raise() const { throw std::system_error(code, message()); }
 
 void Fd::reset(int fd) noexcept {
-  if (fd_ >= 0 && fd_ != fd) ::close(fd_);
+  if (fd_ >= 0 && fd_ != fd) {
+    detail::fd_closing(fd_);
+    ::close(fd_);
+  }
   fd_ = fd;
 }
 

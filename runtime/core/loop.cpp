@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "lev/fake.hpp"
+#include "core/fd_hooks.hpp"
 #include "proactor/uring/uring_backend.hpp"
 #include "reactor/epoll/epoll_backend.hpp"
 
@@ -26,6 +27,7 @@ void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
 
 void release_undelivered(OpBase& op) noexcept {
   if (op.kind == OpKind::accept && op.res >= 0) {
+    fd_closing(op.res);
     ::close(op.res);
     op.res = -ECANCELED;
   }

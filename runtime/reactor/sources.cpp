@@ -23,6 +23,7 @@
 
 #include "lev/loop.hpp"
 #include "lev/watchers.hpp"
+#include "core/fd_hooks.hpp"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -37,6 +38,10 @@ using detail::OpState;
 namespace {
 bool live(const OpBase& op) { return op.state == OpState::submitted || op.state == OpState::completed; }
 bool fd_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
+void close_fd(int fd) noexcept {
+  lev::detail::fd_closing(fd);
+  ::close(fd);
+}
 Error errno_error(int err, const char* op, int fd) {
   return Error{std::error_code(err, std::system_category()), op, fd, 0};
 }
@@ -261,7 +266,7 @@ struct SignalHub final : Source {
     op.deliver = &on_read;
   }
   ~SignalHub() override {
-    if (sfd >= 0) ::close(sfd);
+    if (sfd >= 0) close_fd(sfd);
     for (int s = 1; s < NSIG; ++s)
       if (watchers[s] > 0 && !was_blocked[s]) unblock(s);
   }
@@ -368,7 +373,7 @@ struct EventFd {
   explicit EventFd(int f) noexcept : fd(f) {}
   EventFd(const EventFd&) = delete;
   EventFd& operator=(const EventFd&) = delete;
-  ~EventFd() { ::close(fd); }
+  ~EventFd() { close_fd(fd); }
   int fd;
 };
 
@@ -451,7 +456,7 @@ struct PidState final : Source {
   PidWatch* owner = nullptr;
 
   ~PidState() override {
-    if (pidfd >= 0) ::close(pidfd);
+    if (pidfd >= 0) close_fd(pidfd);
   }
   static void on_ready(OpBase& op) {
     auto* self = static_cast<PidState*>(op.ctx);
@@ -464,7 +469,7 @@ struct PidState final : Source {
       st.exited = info.si_code == CLD_EXITED;
       (st.exited ? st.code : st.signal) = info.si_status;
     }
-    ::close(self->pidfd);
+    close_fd(self->pidfd);
     self->pidfd = -1;
     if (self->cb) self->cb(self->pid, st);
   }

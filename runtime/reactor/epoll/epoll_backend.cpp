@@ -2,6 +2,7 @@
 // it parks on its fd until an edge-triggered epoll event says the fd may be
 // ready, then it is tried again. Completions go to the loop's queue only.
 #include "reactor/epoll/epoll_backend.hpp"
+#include "core/fd_hooks.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,6 +21,9 @@ using detail::OpBase;
 using detail::OpKind;
 
 namespace {
+
+// The epoll engines living on this thread (a Loop belongs to one thread).
+thread_local std::vector<EpollBackend*> t_engines;
 
 constexpr std::uintptr_t kConnecting = 1u << 4;  // connect: waiting for the result
 
@@ -40,9 +44,21 @@ bool is_writer(const OpBase& op) {
 
 EpollBackend::EpollBackend() : epfd_(::epoll_create1(EPOLL_CLOEXEC)) {
   if (epfd_ < 0) throw std::system_error(errno, std::system_category(), "lev: epoll_create1");
+  t_engines.push_back(this);
 }
 
-EpollBackend::~EpollBackend() { ::close(epfd_); }
+EpollBackend::~EpollBackend() {
+  t_engines.erase(std::find(t_engines.begin(), t_engines.end(), this));
+  ::close(epfd_);
+}
+
+void EpollBackend::closing(int fd) noexcept { forget_fd(fd, false); }
+
+namespace detail {
+void fd_closing(int fd) noexcept {
+  for (EpollBackend* e : t_engines) e->closing(fd);
+}
+}  // namespace detail
 
 EpollBackend::FdState& EpollBackend::state(int fd) {
   auto i = static_cast<std::size_t>(fd);
@@ -123,7 +139,7 @@ bool EpollBackend::attempt(OpBase& op, FdState& st) {
         r = ::shutdown(op.fd, op.flags);
         break;
       case OpKind::close:
-        forget_fd(op.fd);
+        detail::fd_closing(op.fd);  // every engine of this thread forgets it
         r = ::close(op.fd);
         break;
       case OpKind::poll: {
@@ -142,6 +158,7 @@ bool EpollBackend::attempt(OpBase& op, FdState& st) {
     }
     if (r >= 0) {
       op.res = static_cast<int>(std::min<long>(r, INT_MAX));
+      if (op.kind == OpKind::accept) forget_fd(op.res, false);  // a fresh fd: no stale state
       return true;
     }
     if (errno == EINTR) continue;
@@ -202,7 +219,7 @@ std::size_t EpollBackend::retry(OpBase*& list, FdState& st) {
   return n;
 }
 
-void EpollBackend::forget_fd(int fd) {
+void EpollBackend::forget_fd(int fd, bool deregister) {
   if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
   FdState& st = fds_[static_cast<std::size_t>(fd)];
   // Ops still waiting on an fd that is being closed can never be woken.
@@ -214,7 +231,7 @@ void EpollBackend::forget_fd(int fd) {
     unpark(*op);
     finish(*op, -ECANCELED);
   }
-  if (st.registered) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  if (st.registered && deregister) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
   st = FdState{};
 }
 

@@ -27,6 +27,9 @@ class EpollBackend final : public CompletionBackend {
   void cancel_all() override;
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::size_t in_flight() const noexcept override { return held_; }
+  /// `fd` is about to be closed: ops parked on it end with ECANCELED and its
+  /// state is forgotten (called through detail::fd_closing).
+  void closing(int fd) noexcept;
 
  private:
   // Per-fd readiness, learned edge-triggered: a bit is cleared when a
@@ -50,7 +53,7 @@ class EpollBackend final : public CompletionBackend {
   void unpark(detail::OpBase& op) noexcept;
   void finish(detail::OpBase& op, int res);
   std::size_t retry(detail::OpBase*& list, FdState& st);
-  void forget_fd(int fd);
+  void forget_fd(int fd, bool deregister = true);
 
   int epfd_ = -1;
   CompletionQueue* queue_ = nullptr;

@@ -1,0 +1,87 @@
+#include "lev/net/connect.hpp"
+
+#include <doctest/doctest.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "lev/loop.hpp"
+#include "lev/net/listen.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::test::for_each_engine;
+
+TEST_SUITE("connect") {
+  TEST_CASE("connect by host name: localhost is resolved off the loop thread") {
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      auto t = [&]() -> lev::Task<std::string> {
+        auto addrs = co_await lev::net::resolve(loop, "localhost", l.port());
+        REQUIRE(addrs);
+        CHECK_FALSE(addrs->empty());
+        auto fd = co_await lev::net::connect(loop, "localhost", l.port(), {.timeout = 5s});
+        REQUIRE_MESSAGE(fd, fd.error().message());
+        (co_await loop.send_all(*fd, std::string_view("hi"))).value();
+        auto c = co_await loop.accept(l.fd());
+        char buf[4];
+        auto n = co_await loop.recv(c.value().fd, buf);
+        co_return std::string(buf, n.value());
+      };
+      CHECK(loop.block_on(t()) == "hi");
+    });
+  }
+
+  TEST_CASE("a port with no listener is ECONNREFUSED as a value") {
+    for_each_engine([](lev::Loop& loop) {
+      std::uint16_t port;
+      {
+        auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+        port = l.port();
+      }
+      auto t = [&]() -> lev::Task<> {
+        auto fd = co_await lev::net::connect(loop, "127.0.0.1", port);
+        REQUIRE_FALSE(fd);
+        CHECK(fd.error().code == std::errc::connection_refused);
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("a listener whose backlog is full drops SYNs: connect times out") {
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0, {.backlog = 0}).value();
+      // Fill the accept queue until a connect stays pending.
+      std::vector<lev::Fd> fillers;
+      bool pending = false;
+      for (int i = 0; i < 16 && !pending; ++i) {
+        lev::Fd c{::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+        (void)!::connect(c.get(), l.address().data(), l.address().size());
+        pollfd p{c.get(), POLLOUT, 0};
+        pending = ::poll(&p, 1, 100) == 0;
+        fillers.push_back(std::move(c));
+      }
+      REQUIRE_MESSAGE(pending, "could not fill the backlog");
+      auto t = [&]() -> lev::Task<> {
+        auto start = loop.now();
+        auto fd = co_await lev::net::connect(loop, "127.0.0.1", l.port(), {.timeout = 200ms});
+        REQUIRE_FALSE(fd);
+        CHECK(fd.error().code == std::errc::timed_out);
+        CHECK(loop.now() - start >= 190ms);
+      };
+      loop.block_on(t());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("resolve errors carry getaddrinfo's category") {
+    std::error_code ec(EAI_NONAME, lev::net::resolve_category());
+    CHECK(std::string(ec.category().name()) == "getaddrinfo");
+    CHECK_FALSE(ec.message().empty());
+  }
+}
