@@ -25,13 +25,15 @@ struct Child {
   int out = -1;  // its stdout
 };
 
-Child start(const std::vector<std::string>& args) {
-  int p[2];
+Child start(const std::vector<std::string>& args, const std::string& input = {}) {
+  int p[2], in[2];
   REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
   pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     ::dup2(p[1], 1);
+    ::dup2(in[0], 0);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -39,6 +41,9 @@ Child start(const std::vector<std::string>& args) {
     ::_exit(127);
   }
   ::close(p[1]);
+  ::close(in[0]);
+  if (!input.empty()) (void)!::write(in[1], input.data(), input.size());
+  ::close(in[1]);
   return {pid, p[0]};
 }
 
@@ -79,8 +84,9 @@ struct Run {
   std::string out;
 };
 
-Run run(const std::vector<std::string>& args, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
-  Child c = start(args);
+Run run(const std::vector<std::string>& args, std::chrono::milliseconds limit = std::chrono::seconds(20),
+        const std::string& input = {}) {
+  Child c = start(args, input);
   std::string out = read_until(c.out, "\x01never", limit);
   ::close(c.out);
   return {wait_exit(c.pid, std::chrono::seconds(5)), out};
@@ -155,6 +161,21 @@ TEST_SUITE("examples") {
     CHECK(r.code == 0);
     CHECK(r.out.find("child quick exited with code 3") != std::string::npos);
     CHECK(r.out.find("child sleeper killed by signal 9") != std::string::npos);
+  }
+
+  TEST_CASE("line_server answers line_client, connected by host name, on both models") {
+    for (const char* model : {"proactor", "reactor"}) {
+      CAPTURE(model);
+      auto [server, port] =
+          start_server({example_path("line_server"), "--port", "0", "--model", model});
+      Run client = run({example_path("line_client"), "--port", port, "--host", "localhost", "--model", model},
+                       std::chrono::seconds(20), "one\ntwo\nthree\n");
+      CHECK(client.code == 0);
+      CHECK(client.out == "echo: one\necho: two\necho: three\n");
+      ::kill(server.pid, SIGTERM);
+      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+      ::close(server.out);
+    }
   }
 
   TEST_CASE("echo_server --max-seconds stops by itself") {

@@ -1,0 +1,51 @@
+// Connects by host name, sends each line of stdin, prints each reply.
+//   line_client --port N [--host localhost] [--model proactor|reactor]
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "common.hpp"
+#include "lev/lev.hpp"
+
+namespace {
+
+lev::Task<int> run(lev::Loop& loop, std::string host, std::uint16_t port) {
+  auto fd = co_await lev::net::connect(loop, host, port, {.timeout = std::chrono::seconds(5)});
+  if (!fd) {
+    std::fprintf(stderr, "line_client: %s\n", fd.error().message().c_str());
+    co_return 1;
+  }
+  lev::net::Stream stream{loop, std::move(*fd)};
+  // stdin is read synchronously here (a pipe or a terminal); each line is
+  // sent and its reply awaited before the next.
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (auto w = co_await stream.write_message(line); !w) {
+      std::fprintf(stderr, "line_client: %s\n", w.error().message().c_str());
+      co_return 1;
+    }
+    auto reply = co_await stream.read_message();
+    if (!reply || !*reply) {
+      std::fprintf(stderr, "line_client: the server closed the connection\n");
+      co_return 1;
+    }
+    std::printf("%s\n", (*reply)->c_str());
+  }
+  (void)co_await stream.close();
+  co_return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  auto host = example::arg(argc, argv, "--host", "localhost");
+  auto port = static_cast<std::uint16_t>(example::arg_num(argc, argv, "--port", 0));
+  if (port == 0) throw std::invalid_argument("need --port N");
+  lev::Loop loop{example::model_arg(argc, argv)};
+  return loop.block_on(run(loop, host, port));
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "line_client: %s\n", e.what());
+  return 1;
+}
