@@ -178,6 +178,13 @@ TEST_SUITE("examples") {
     }
   }
 
+  TEST_CASE("spawn streams a child's output and reports its exit status") {
+    Run r = run({example_path("spawn")});
+    CHECK(r.code == 0);
+    CHECK(r.out.find("child says: hello\nchild says: world\n") == 0);
+    CHECK(r.out.find("exited with code 7") != std::string::npos);
+  }
+
   TEST_CASE("echo_server --max-seconds stops by itself") {
     auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--max-seconds", "1"});
     CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);

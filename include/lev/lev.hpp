@@ -14,6 +14,7 @@
 #include "lev/net/listen.hpp"
 #include "lev/net/stream.hpp"
 #include "lev/op_types.hpp"
+#include "lev/process.hpp"
 #include "lev/operation.hpp"
 #include "lev/task.hpp"
 #include "lev/watchers.hpp"

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <deque>
@@ -76,6 +77,7 @@ namespace detail {
 struct StreamState {
   Loop* loop;
   Fd fd;
+  bool socket = true;  // recv/send for sockets; read/write for pipes and ttys
   StreamOptions o;
   std::string rbuf;
   std::size_t rpos = 0;
@@ -142,7 +144,9 @@ struct WaitBelow {
 lev::Task<> flusher(std::shared_ptr<StreamState> s) {
   while (s->queued() > 0 && !s->write_error) {
     std::string_view rest(s->wbuf.data() + s->wpos, s->queued());
-    auto n = co_await s->loop->send(s->fd, rest);
+    Result<std::size_t> n = std::size_t{0};
+    if (s->socket) n = co_await s->loop->send(s->fd, rest);  // no co_await inside ?: (GCC 12)
+    else n = co_await s->loop->write(s->fd, rest);
     if (!n) {
       s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
       break;
@@ -184,6 +188,8 @@ Stream::Stream(Loop& loop, Fd fd, StreamOptions options)
     throw std::invalid_argument("lev::net::Stream: low_watermark above high_watermark");
   if (options.read_chunk == 0) throw std::invalid_argument("lev::net::Stream: read_chunk is 0");
   s_->loop = &loop;
+  struct stat st {};
+  s_->socket = ::fstat(fd.get(), &st) != 0 || S_ISSOCK(st.st_mode);
   s_->fd = std::move(fd);
   s_->o = std::move(options);
 }
@@ -222,7 +228,10 @@ Task<Result<std::optional<std::string>>> Stream::read_message() {
     }
     const std::size_t old = s->rbuf.size();
     s->rbuf.resize(old + s->o.read_chunk);
-    auto n = co_await s->loop->recv(s->fd, std::span(s->rbuf.data() + old, s->o.read_chunk));
+    std::span<char> room(s->rbuf.data() + old, s->o.read_chunk);
+    Result<std::size_t> n = std::size_t{0};
+    if (s->socket) n = co_await s->loop->recv(s->fd, room);
+    else n = co_await s->loop->read(s->fd, room);
     s->rbuf.resize(old + (n ? *n : 0));
     if (!n) co_return Error{n.error().code, "stream read", s->fd.get(), 0};
     if (*n == 0) {  // end of stream

@@ -1,0 +1,76 @@
+#pragma once
+/// \file
+/// Fork: spawn a child process with pipes, await its exit by pidfd, kill it.
+///
+///     auto child = lev::Child::spawn(loop, {.argv = {"/bin/echo", "hi"}}).value();
+///     lev::net::Stream out{loop, std::move(child.stdout_fd())};
+///     auto line = co_await out.read_message();          // "hi"
+///     auto status = co_await child.wait();               // exited with code 0
+///
+/// A Child that is destroyed before it was reaped is killed (SIGKILL) and
+/// reaped on the spot: no zombie is left behind.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "lev/clock.hpp"
+#include "lev/error.hpp"
+#include "lev/fd.hpp"
+#include "lev/task.hpp"
+#include "lev/watchers.hpp"
+
+namespace lev {
+
+class Loop;
+
+enum class Stdio { inherit, pipe, null };
+
+struct SpawnOptions {
+  std::vector<std::string> argv;  ///< argv[0] is the program (PATH is searched)
+  std::vector<std::string> env{}; ///< "K=V" entries; empty = inherit the parent's
+  std::string cwd{};              ///< empty = the parent's
+  Stdio in = Stdio::inherit;
+  Stdio out = Stdio::pipe;
+  Stdio err = Stdio::inherit;
+};
+
+class Child {
+ public:
+  /// Errors: an empty argv (invalid_argument), a program that cannot be
+  /// executed (the exec errno, e.g. ENOENT), pipe/pidfd failures.
+  static Result<Child> spawn(Loop& loop, SpawnOptions options);
+
+  Child() = default;
+  Child(Child&& o) noexcept;
+  Child& operator=(Child&& o) noexcept;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child();
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  /// The parent's ends of the pipes (empty when not Stdio::pipe). Take them
+  /// (std::move) into a Stream, or close stdin to send EOF.
+  Fd& stdin_fd() noexcept { return in_; }
+  Fd& stdout_fd() noexcept { return out_; }
+  Fd& stderr_fd() noexcept { return err_; }
+
+  /// Waits for the exit (pidfd readiness on the loop) and reaps the child.
+  Task<Result<ExitStatus>> wait();
+  /// Waits up to `timeout`; past it sends `kill_signal` and waits for that.
+  Task<Result<ExitStatus>> wait_for(Duration timeout, int kill_signal = 9);
+  /// Sends a signal through the pidfd (never to a recycled pid).
+  Result<void> kill(int signal = 15);
+  [[nodiscard]] bool reaped() const noexcept { return reaped_; }
+
+ private:
+  Result<ExitStatus> reap(bool block);
+  Loop* loop_ = nullptr;
+  pid_t pid_ = -1;
+  Fd pidfd_;
+  Fd in_, out_, err_;
+  bool reaped_ = true;
+};
+
+}  // namespace lev
