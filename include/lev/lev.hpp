@@ -17,4 +17,5 @@
 #include "lev/process.hpp"
 #include "lev/operation.hpp"
 #include "lev/task.hpp"
+#include "lev/timer.hpp"
 #include "lev/watchers.hpp"
