@@ -1,7 +1,10 @@
 // Smoke-runs every example: the servers against their own clients over
 // loopback, the rest for their expected output. Bounded in time.
 #include <doctest/doctest.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -183,6 +186,53 @@ TEST_SUITE("examples") {
     CHECK(r.code == 0);
     CHECK(r.out.find("child says: hello\nchild says: world\n") == 0);
     CHECK(r.out.find("exited with code 7") != std::string::npos);
+  }
+
+  TEST_CASE("chat_server relays lines and disconnects a client that does not read") {
+    auto [server, port] = start_server({example_path("chat_server"), "--port", "0", "--max-queue", "65536"});
+    auto connect_to = [&](int rcvbuf) {
+      int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (rcvbuf) ::setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      REQUIRE(::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+      return s;
+    };
+    int talker = connect_to(0), listener = connect_to(0), sleeper = connect_to(4096);
+    ::usleep(100'000);  // all three have joined
+    REQUIRE(::send(talker, "hello\n", 6, MSG_NOSIGNAL) == 6);
+    std::string got = read_until(listener, "\n", std::chrono::seconds(5));
+    CHECK(got.find(": hello\n") != std::string::npos);
+    // The sleeper never reads; the listener keeps reading. Flood.
+    std::string line(1000, 'x');
+    line += '\n';
+    bool listener_alive = true;
+    for (int i = 0; i < 4000; ++i) {
+      if (::send(talker, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) break;
+      char sink[65536];
+      while (::recv(listener, sink, sizeof(sink), MSG_DONTWAIT) > 0) {}
+      if (i % 500 == 0) listener_alive = ::send(listener, "", 0, MSG_NOSIGNAL) == 0;
+    }
+    CHECK(listener_alive);
+    // The sleeper was cut off: draining what it holds ends in EOF or a reset.
+    bool ended = false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!ended && std::chrono::steady_clock::now() < deadline) {
+      char sink[65536];
+      pollfd p{sleeper, POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      ssize_t n = ::recv(sleeper, sink, sizeof(sink), 0);
+      ended = n <= 0;
+    }
+    CHECK(ended);
+    ::close(talker);
+    ::close(listener);
+    ::close(sleeper);
+    ::kill(server.pid, SIGINT);
+    CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+    ::close(server.out);
   }
 
   TEST_CASE("echo_server --max-seconds stops by itself") {

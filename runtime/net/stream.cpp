@@ -257,6 +257,13 @@ Task<Result<void>> Stream::write_message(std::string_view message) {
   co_return Result<void>{};
 }
 
+Result<void> Stream::enqueue(std::string_view message) {
+  if (s_->write_error) return detail::unsent(*s_);
+  if (auto r = s_->o.codec.encode(s_->wbuf, message); !r) return r.error();
+  detail::start_flush(s_);
+  return {};
+}
+
 Task<Result<void>> Stream::flush() {
   auto s = s_;
   detail::start_flush(s);

@@ -101,6 +101,10 @@ class Stream {
   /// high watermark. An error once the stream has failed (the error says
   /// how many queued bytes were not sent).
   Task<Result<void>> write_message(std::string_view message);
+  /// Frames and queues `message` without waiting (the flusher sends it):
+  /// for fan-out, where one slow peer must not stall the sender. Check
+  /// queued() to bound what a peer may hold.
+  Result<void> enqueue(std::string_view message);
   /// Waits until every queued byte has been sent.
   Task<Result<void>> flush();
   /// Flushes, then shuts down the write side (the peer reads EOF).
