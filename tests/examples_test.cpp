@@ -235,6 +235,13 @@ TEST_SUITE("examples") {
     ::close(server.out);
   }
 
+  TEST_CASE("socket_lifecycle walks connect, send, shutdown, read to EOF, close") {
+    Run r = run({example_path("socket_lifecycle")});
+    CHECK(r.code == 0);
+    CHECK(r.out == "1. connected\n2. sent 16 bytes\n3. shut down the write side\n"
+                   "4. read to EOF: \"you said: hello, lifecycle\"\n5. closed\n");
+  }
+
   TEST_CASE("echo_server --max-seconds stops by itself") {
     auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--max-seconds", "1"});
     CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "lev/loop.hpp"
+#include "lev/net/listen.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -163,6 +164,32 @@ TEST_SUITE("stream") {
       CHECK(loop.block_on(reader()) == kLines);
       loop.run();
       CHECK(writer_done);
+    });
+  }
+
+  TEST_CASE("a half-close is a clean end, a peer reset is an error") {
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      auto t = [&]() -> lev::Task<> {
+        lev::Fd c{::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+        (co_await loop.connect(c, l.address())).value();
+        auto server_side = (co_await loop.accept(l.fd())).value();
+        Stream s{loop, std::move(server_side.fd)};
+        (co_await loop.send_all(c, std::string_view("last\n"))).value();
+        (co_await loop.shutdown(c, lev::Shutdown::write)).value();  // half-close
+        CHECK(*(co_await s.read_message()).value() == "last");
+        CHECK_FALSE((co_await s.read_message()).value().has_value());
+        CHECK((co_await s.write_message("still open the other way")));
+        linger lg{1, 0};  // close with a reset
+        ::setsockopt(c.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        c.reset();
+        (void)co_await loop.after(10ms);
+        auto r = co_await s.write_message(std::string(100000, 'r'));
+        auto f = co_await s.flush();
+        CHECK_FALSE((r && f));
+        if (!f) CHECK((f.error().code == std::errc::connection_reset || f.error().code == std::errc::broken_pipe));
+      };
+      loop.block_on(t());
     });
   }
 
