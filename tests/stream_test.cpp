@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lev/fake.hpp"
 #include "lev/loop.hpp"
 #include "lev/net/listen.hpp"
 #include "support.hpp"
@@ -191,6 +192,69 @@ TEST_SUITE("stream") {
       };
       loop.block_on(t());
     });
+  }
+
+  TEST_CASE("replies queued while a send is in flight arrive intact (pipelined client)") {
+    // Regression: the queue was one std::string that grew (and moved) while
+    // the kernel still read from it: EFAULT, or stale bytes on the wire.
+    for_each_engine([](lev::Loop& loop) {
+      // TCP, and queues past glibc's mmap threshold: a moved buffer is
+      // unmapped, so a stale pointer faults instead of passing by luck.
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      lev::Fd b{::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+      REQUIRE((::connect(b.get(), l.address().data(), l.address().size()) == 0 || errno == EINPROGRESS));
+      auto accept_one = [&]() -> lev::Task<lev::Fd> { co_return std::move((co_await loop.accept(l.fd())).value().fd); };
+      lev::Fd a = loop.block_on(accept_one());
+      int small = 8192;
+      ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+      std::string all;
+      for (int i = 0; i < 20'000; ++i) all += "line number " + std::to_string(i) + "\n";
+      auto server = [&]() -> lev::Task<> {
+        Stream s{loop, std::move(a)};
+        for (;;) {
+          auto m = (co_await s.read_message()).value();
+          if (!m) break;
+          (co_await s.write_message("echo: " + *m)).value();
+        }
+        (co_await s.close()).value();
+      };
+      auto client = [&]() -> lev::Task<std::string> {
+        (co_await loop.send_all(b, all)).value();  // everything before reading
+        (co_await loop.shutdown(b, lev::Shutdown::write)).value();
+        std::string got;
+        char buf[65536];
+        for (;;) {
+          auto n = (co_await loop.recv(b, buf)).value();
+          if (n == 0) break;
+          got.append(buf, n);
+        }
+        co_return got;
+      };
+      loop.spawn(server());
+      std::string got = loop.block_on(client());
+      std::string want;
+      for (int i = 0; i < 20'000; ++i) want += "echo: line number " + std::to_string(i) + "\n";
+      CHECK(got.size() == want.size());
+      CHECK(got == want);
+    });
+  }
+
+  TEST_CASE("the buffer of an in-flight send is never moved by later writes") {
+    // Regression, made deterministic on the fake backend: the send stays in
+    // flight while more messages are queued; its buffer must stay intact.
+    auto fake = std::make_shared<lev::FakeBackend>();
+    lev::Loop loop{lev::Model::proactor, {.backend = fake}};
+    auto [a, b] = lev::test::socket_pair();
+    Stream s{loop, std::move(a), {.codec = Codec::raw()}};
+    REQUIRE(s.enqueue("first message"));
+    loop.run_once();  // the flusher starts and submits its send
+    lev::detail::OpBase* send = fake->find(lev::detail::OpKind::send);
+    REQUIRE(send != nullptr);
+    for (int i = 0; i < 1000; ++i) REQUIRE(s.enqueue(std::string(1000, 'z')));  // grows the queue
+    CHECK(std::string_view(static_cast<const char*>(send->buf), send->len) == "first message");
+    fake->complete(*send, static_cast<int>(send->len));
+    loop.run_once();
+    CHECK(s.queued() == 1000u * 1000u);
   }
 
   TEST_CASE("close flushes every queued byte before closing") {

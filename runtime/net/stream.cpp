@@ -81,8 +81,11 @@ struct StreamState {
   StreamOptions o;
   std::string rbuf;
   std::size_t rpos = 0;
-  std::string wbuf;         // queued bytes (front already partly sent: wpos)
-  std::size_t wpos = 0;
+  // Two write buffers: `sending` is what the kernel may be reading (never
+  // touched while a send is in flight); writers append to `wbuf`.
+  std::string sending;
+  std::size_t spos = 0;     // bytes of `sending` already sent
+  std::string wbuf;
   bool flushing = false;
   bool closing = false;     // the Stream is gone: close after the flush
   std::optional<Error> write_error;
@@ -95,7 +98,7 @@ struct StreamState {
   };
   std::deque<Waiter*> waiters;
 
-  std::size_t queued() const { return wbuf.size() - wpos; }
+  std::size_t queued() const { return sending.size() - spos + wbuf.size(); }
 
   void wake_waiters() {
     for (auto it = waiters.begin(); it != waiters.end();) {
@@ -143,7 +146,12 @@ struct WaitBelow {
 // as the queue passes their marks. Holds the state alive while it runs.
 lev::Task<> flusher(std::shared_ptr<StreamState> s) {
   while (s->queued() > 0 && !s->write_error) {
-    std::string_view rest(s->wbuf.data() + s->wpos, s->queued());
+    if (s->spos == s->sending.size()) {  // take the next batch
+      s->sending.clear();
+      s->spos = 0;
+      s->sending.swap(s->wbuf);
+    }
+    std::string_view rest(s->sending.data() + s->spos, s->sending.size() - s->spos);
     Result<std::size_t> n = std::size_t{0};
     if (s->socket) n = co_await s->loop->send(s->fd, rest);  // no co_await inside ?: (GCC 12)
     else n = co_await s->loop->write(s->fd, rest);
@@ -151,14 +159,7 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
       s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
       break;
     }
-    s->wpos += *n;
-    if (s->wpos == s->wbuf.size()) {
-      s->wbuf.clear();
-      s->wpos = 0;
-    } else if (s->wpos > (1u << 20) && s->wpos > s->wbuf.size() / 2) {
-      s->wbuf.erase(0, s->wpos);  // compact now and then
-      s->wpos = 0;
-    }
+    s->spos += *n;
     s->wake_waiters();
   }
   s->flushing = false;
