@@ -257,6 +257,44 @@ TEST_SUITE("stream") {
     CHECK(s.queued() == 1000u * 1000u);
   }
 
+  TEST_CASE("the callback style: on_message, on_close, on_error and on_drain") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream server{loop, std::move(a), {.codec = Codec::line(), .high_watermark = 4096, .low_watermark = 1024}};
+      std::vector<std::string> seen;
+      bool closed = false;
+      int drains = 0;
+      server.start({.on_message = [&](std::string_view m) {
+                      seen.emplace_back(m);
+                      (void)server.enqueue(std::string(8000, 'd'));  // above the high mark
+                    },
+                    .on_drain = [&] { ++drains; },
+                    .on_close = [&] { closed = true; },
+                    .on_error = [](const lev::Error&) { FAIL("no error expected"); }});
+      auto client = [&]() -> lev::Task<std::size_t> {
+        (co_await loop.send_all(b, std::string_view("one\ntwo\n"))).value();
+        (co_await loop.shutdown(b, lev::Shutdown::write)).value();
+        std::size_t got = 0;
+        char buf[65536];
+        while (got < 16002) got += (co_await loop.recv(b, buf)).value();  // 2 x (8000 + newline)
+        co_return got;
+      };
+      CHECK(loop.block_on(client()) == 16002);
+      loop.run();
+      CHECK(seen == std::vector<std::string>{"one", "two"});
+      CHECK(closed);
+      CHECK(drains >= 1);
+
+      auto [c, d] = lev::test::socket_pair();
+      Stream strict{loop, std::move(c), {.codec = Codec::line('\n', 8)}};
+      lev::Error error;
+      strict.start({.on_error = [&](const lev::Error& e) { error = e; }});
+      CHECK(::send(d.get(), "this line is far too long\n", 26, 0) == 26);
+      loop.run();
+      CHECK(error.code == std::errc::message_size);
+    });
+  }
+
   TEST_CASE("close flushes every queued byte before closing") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = lev::test::socket_pair();

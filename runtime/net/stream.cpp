@@ -89,6 +89,9 @@ struct StreamState {
   bool flushing = false;
   bool closing = false;     // the Stream is gone: close after the flush
   std::optional<Error> write_error;
+  StreamCallbacks callbacks;
+  bool above_high = false;  // for on_drain
+  bool reading = false;     // the callback-style reader runs
 
   // A writer parked until the queue drains below a mark; resumed by a post
   // op so that it runs from the loop's completion queue.
@@ -161,10 +164,18 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
     }
     s->spos += *n;
     s->wake_waiters();
+    if (s->above_high && s->queued() <= s->o.low_watermark) {
+      s->above_high = false;
+      if (s->callbacks.on_drain) s->callbacks.on_drain();
+    }
   }
   s->flushing = false;
   s->wake_waiters();
   if (s->closing && s->fd) (void)co_await s->loop->close(s->fd);
+}
+
+void note_queue(StreamState& s) {
+  if (s.queued() > s.o.high_watermark) s.above_high = true;
 }
 
 void start_flush(const std::shared_ptr<StreamState>& s) {
@@ -203,8 +214,9 @@ Stream::~Stream() {
 std::size_t Stream::queued() const noexcept { return s_ ? s_->queued() : 0; }
 int Stream::fd() const noexcept { return s_ ? s_->fd.get() : -1; }
 
-Task<Result<std::optional<std::string>>> Stream::read_message() {
-  auto s = s_;
+namespace detail {
+namespace {
+Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s) {
   using S = Codec::Decoded::Status;
   for (;;) {
     std::string_view have(s->rbuf.data() + s->rpos, s->rbuf.size() - s->rpos);
@@ -248,10 +260,16 @@ Task<Result<std::optional<std::string>>> Stream::read_message() {
   }
 }
 
+}  // namespace
+}  // namespace detail
+
+Task<Result<std::optional<std::string>>> Stream::read_message() { return detail::read_one(s_); }
+
 Task<Result<void>> Stream::write_message(std::string_view message) {
   auto s = s_;
   if (s->write_error) co_return detail::unsent(*s);
   if (auto r = s->o.codec.encode(s->wbuf, message); !r) co_return r.error();
+  detail::note_queue(*s);
   detail::start_flush(s);
   if (s->queued() > s->o.high_watermark) co_await detail::WaitBelow{*s, s->o.low_watermark};
   if (s->write_error) co_return detail::unsent(*s);
@@ -261,8 +279,35 @@ Task<Result<void>> Stream::write_message(std::string_view message) {
 Result<void> Stream::enqueue(std::string_view message) {
   if (s_->write_error) return detail::unsent(*s_);
   if (auto r = s_->o.codec.encode(s_->wbuf, message); !r) return r.error();
+  detail::note_queue(*s_);
   detail::start_flush(s_);
   return {};
+}
+
+namespace {
+// The callback-style reader: the same read_message, driving callbacks.
+lev::Task<> callback_reader(std::shared_ptr<detail::StreamState> s) {
+  for (;;) {
+    auto m = co_await detail::read_one(s);
+    if (!m) {
+      if (s->callbacks.on_error) s->callbacks.on_error(m.error());
+      break;
+    }
+    if (!*m) {
+      if (s->callbacks.on_close) s->callbacks.on_close();
+      break;
+    }
+    if (s->callbacks.on_message) s->callbacks.on_message(**m);
+  }
+  s->reading = false;
+}
+}  // namespace
+
+void Stream::start(StreamCallbacks cb) {
+  s_->callbacks = std::move(cb);
+  if (s_->reading) return;
+  s_->reading = true;
+  s_->loop->spawn(callback_reader(s_));
 }
 
 Task<Result<void>> Stream::flush() {

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <coroutine>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -71,6 +72,15 @@ class Codec {
   std::size_t max_;
 };
 
+/// The seed's callback style, beside the coroutine style. Every callback
+/// runs on the loop thread from the completion queue.
+struct StreamCallbacks {
+  std::function<void(std::string_view)> on_message{};  ///< one decoded message
+  std::function<void()> on_drain{};   ///< the queue fell below the low mark after passing the high mark
+  std::function<void()> on_close{};   ///< the peer ended the stream cleanly
+  std::function<void(const Error&)> on_error{};  ///< reset, over-long line, truncated frame...
+};
+
 struct StreamOptions {
   Codec codec = Codec::line();
   std::size_t read_chunk = 16 * 1024;
@@ -105,6 +115,11 @@ class Stream {
   /// for fan-out, where one slow peer must not stall the sender. Check
   /// queued() to bound what a peer may hold.
   Result<void> enqueue(std::string_view message);
+  /// Callback style: reads messages in the background and calls `cb` for
+  /// each (and on_close / on_error once at the end); on_drain whenever the
+  /// write queue drains back below the low mark. Do not mix with
+  /// read_message() on the same Stream.
+  void start(StreamCallbacks cb);
   /// Waits until every queued byte has been sent.
   Task<Result<void>> flush();
   /// Flushes, then shuts down the write side (the peer reads EOF).
