@@ -1,4 +1,5 @@
-// Connects by host name, sends each line of stdin, prints each reply.
+// Connects by host name, sends each line of stdin, prints each reply
+// (pipelined: lines go out while replies come back).
 //   line_client --port N [--host localhost] [--model proactor|reactor]
 #include <unistd.h>
 
@@ -11,6 +12,20 @@
 
 namespace {
 
+// Sends every stdin line (backpressure-paced) while a second task prints the
+// replies; when stdin ends, shuts down the write side and reads to EOF.
+lev::Task<> send_lines(lev::net::Stream& stream, bool& failed) {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (auto w = co_await stream.write_message(line); !w) {
+      std::fprintf(stderr, "line_client: %s\n", w.error().message().c_str());
+      failed = true;
+      co_return;
+    }
+  }
+  if (auto r = co_await stream.shutdown_write(); !r) failed = true;
+}
+
 lev::Task<int> run(lev::Loop& loop, std::string host, std::uint16_t port) {
   auto fd = co_await lev::net::connect(loop, host, port, {.timeout = std::chrono::seconds(5)});
   if (!fd) {
@@ -18,23 +33,19 @@ lev::Task<int> run(lev::Loop& loop, std::string host, std::uint16_t port) {
     co_return 1;
   }
   lev::net::Stream stream{loop, std::move(*fd)};
-  // stdin is read synchronously here (a pipe or a terminal); each line is
-  // sent and its reply awaited before the next.
-  std::string line;
-  while (std::getline(std::cin, line)) {
-    if (auto w = co_await stream.write_message(line); !w) {
-      std::fprintf(stderr, "line_client: %s\n", w.error().message().c_str());
-      co_return 1;
-    }
+  bool failed = false;
+  loop.spawn(send_lines(stream, failed));
+  for (;;) {
     auto reply = co_await stream.read_message();
-    if (!reply || !*reply) {
-      std::fprintf(stderr, "line_client: the server closed the connection\n");
+    if (!reply) {
+      std::fprintf(stderr, "line_client: %s\n", reply.error().message().c_str());
       co_return 1;
     }
+    if (!*reply) break;  // the server closed after our shutdown
     std::printf("%s\n", (*reply)->c_str());
   }
   (void)co_await stream.close();
-  co_return 0;
+  co_return failed ? 1 : 0;
 }
 
 }  // namespace
