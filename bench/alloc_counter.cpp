@@ -14,7 +14,8 @@ void mark_server() noexcept { is_server = true; }
 
 namespace {
 void* counted(std::size_t n) {
-  if (alloc_counter::is_server) alloc_counter::server_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (alloc_counter::is_server)
+    alloc_counter::server_allocs.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }

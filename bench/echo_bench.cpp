@@ -41,11 +41,16 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     const char* v = argv[i + 1];
-    if (k == "--seconds") a.seconds = std::atof(v);
-    else if (k == "--rounds") a.rounds = std::atoi(v);
-    else if (k == "--conns") a.conns = std::atoi(v);
-    else if (k == "--size") a.size = static_cast<std::size_t>(std::atol(v));
-    else if (k == "--client") a.client_port = std::atoi(v);
+    if (k == "--seconds")
+      a.seconds = std::atof(v);
+    else if (k == "--rounds")
+      a.rounds = std::atoi(v);
+    else if (k == "--conns")
+      a.conns = std::atoi(v);
+    else if (k == "--size")
+      a.size = static_cast<std::size_t>(std::atol(v));
+    else if (k == "--client")
+      a.client_port = std::atoi(v);
     else {
       std::fprintf(stderr, "echo_bench: unknown option %s\n", k.c_str());
       std::exit(2);
@@ -141,7 +146,8 @@ int main(int argc, char** argv) {
     o.size = a.size;
     o.seconds = a.seconds;
     o.warmup_seconds = 0;  // count every message: the profile covers the whole run
-    LoadResult r = run_load(*lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(a.client_port)), o);
+    LoadResult r = run_load(
+        *lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(a.client_port)), o);
     std::printf("messages %llu\n", static_cast<unsigned long long>(r.messages));
     return r.ok ? 0 : 1;
   }
@@ -159,11 +165,12 @@ int main(int argc, char** argv) {
       std::size_t k = (i + static_cast<std::size_t>(round)) % servers.size();  // rotate the order
       samples[k].push_back(run_one(servers[k], a));
     }
-  std::printf("echo: %d connections, %zu-byte messages, %d rounds x %.1f s, medians; "
-              "server on cpu 0, client on cpu 1\n",
-              a.conns, a.size, a.rounds, a.seconds);
-  std::printf("%-14s %11s %9s %12s %11s %10s %10s\n", "server", "msgs/s", "p99 us",
-              "cpu ns/msg", "allocs/msg", "msgs/s vs", "cpu/msg vs");
+  std::printf(
+      "echo: %d connections, %zu-byte messages, %d rounds x %.1f s, medians; "
+      "server on cpu 0, client on cpu 1\n",
+      a.conns, a.size, a.rounds, a.seconds);
+  std::printf("%-14s %11s %9s %12s %11s %10s %10s\n", "server", "msgs/s", "p99 us", "cpu ns/msg",
+              "allocs/msg", "msgs/s vs", "cpu/msg vs");
   std::printf("%-14s %11s %9s %12s %11s %21s\n", "", "", "", "", "", "(vs raw liburing)");
   double base_rate = 0, base_cpu = 0;
   bool all_ok = true;
@@ -181,8 +188,8 @@ int main(int argc, char** argv) {
       base_rate = r;
       base_cpu = c;
     }
-    std::printf("%-14s %11.0f %9.1f %12.0f %11.3f %9.2fx %9.2fx\n", servers[i].name, r,
-                median(p99), c, median(al), r / base_rate, c / base_cpu);
+    std::printf("%-14s %11.0f %9.1f %12.0f %11.3f %9.2fx %9.2fx\n", servers[i].name, r, median(p99),
+                c, median(al), r / base_rate, c / base_cpu);
   }
   if (!all_ok) {
     std::fprintf(stderr, "echo_bench: a round saw errors (connection reset or short send)\n");

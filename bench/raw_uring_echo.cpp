@@ -95,8 +95,10 @@ struct Server {
           break;
         }
         conns[slot]->sent += static_cast<std::uint32_t>(res);
-        if (conns[slot]->sent < conns[slot]->len) arm_send(slot);
-        else arm_recv(slot);
+        if (conns[slot]->sent < conns[slot]->len)
+          arm_send(slot);
+        else
+          arm_recv(slot);
         break;
     }
   }

@@ -16,8 +16,10 @@ int main(int argc, char** argv) {
   int port = 0, max_seconds = 10;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--port") port = std::atoi(argv[i + 1]);
-    else if (k == "--max-seconds") max_seconds = std::atoi(argv[i + 1]);
+    if (k == "--port")
+      port = std::atoi(argv[i + 1]);
+    else if (k == "--max-seconds")
+      max_seconds = std::atoi(argv[i + 1]);
   }
   lev::Fd lfd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
   int one = 1;
@@ -30,7 +32,8 @@ int main(int argc, char** argv) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  std::printf("listening on %s\n", lev::SocketAddress{reinterpret_cast<sockaddr*>(&ss), len}.to_string().c_str());
+  std::printf("listening on %s\n",
+              lev::SocketAddress{reinterpret_cast<sockaddr*>(&ss), len}.to_string().c_str());
   std::fflush(stdout);
   std::atomic<bool> stop{false};
   serve_raw_uring(lfd.get(), stop,

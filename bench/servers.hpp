@@ -11,6 +11,6 @@ void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model);
 /// Also returns at `deadline` (the standalone program's --max-seconds:
 /// valgrind cannot wake a thread blocked in io_uring_enter, so no helper
 /// thread may be relied on to set `stop`).
-void serve_raw_uring(int lfd, const std::atomic<bool>& stop,
-                     std::chrono::steady_clock::time_point deadline =
-                         std::chrono::steady_clock::time_point::max());
+void serve_raw_uring(
+    int lfd, const std::atomic<bool>& stop,
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());

@@ -6,8 +6,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <cstdlib>
+#include <ctime>
 #include <random>
 #include <vector>
 
@@ -39,9 +39,8 @@ void run(const char* name, lev::Model model, int count) {
   int fired = 0;
   double t0 = cpu_ns();
   for (int i = 0; i < count; ++i)
-    loop.after(std::chrono::microseconds(us(rng)), [&fired](lev::Operation&, lev::Result<lev::Expired> r) {
-      fired += r ? 1 : 0;
-    });
+    loop.after(std::chrono::microseconds(us(rng)),
+               [&fired](lev::Operation&, lev::Result<lev::Expired> r) { fired += r ? 1 : 0; });
   double t1 = cpu_ns();
   long rss1 = rss_kib();  // everything armed: the high point
   loop.run();
@@ -51,16 +50,17 @@ void run(const char* name, lev::Model model, int count) {
   ops.reserve(static_cast<std::size_t>(count));
   int cancelled = 0;
   for (int i = 0; i < count; ++i)
-    ops.push_back(loop.after(std::chrono::hours(1) + std::chrono::microseconds(us(rng)),
-                             [&cancelled](lev::Operation& op, auto) { cancelled += op.is_cancelled(); }));
+    ops.push_back(
+        loop.after(std::chrono::hours(1) + std::chrono::microseconds(us(rng)),
+                   [&cancelled](lev::Operation& op, auto) { cancelled += op.is_cancelled(); }));
   double t3 = cpu_ns();
   for (auto& op : ops) op.cancel();
   double t4 = cpu_ns();
   loop.run();
   double t5 = cpu_ns();
-  std::printf("%-9s %9d %11.0f %11.0f %13.0f %14.0f %12.0f %10ld\n", name, count,
-              (t1 - t0) / count, (t2 - t1) / count, (t2 - t0) / count, (t4 - t3) / count,
-              (t5 - t4) / count, (rss1 - rss0) / 1024);
+  std::printf("%-9s %9d %11.0f %11.0f %13.0f %14.0f %12.0f %10ld\n", name, count, (t1 - t0) / count,
+              (t2 - t1) / count, (t2 - t0) / count, (t4 - t3) / count, (t5 - t4) / count,
+              (rss1 - rss0) / 1024);
   if (fired != count || cancelled != count) std::fprintf(stderr, "timers_bench: lost timers!\n");
 }
 
@@ -68,7 +68,8 @@ void run(const char* name, lev::Model model, int count) {
 
 int main(int argc, char** argv) {
   int count = argc > 1 ? std::atoi(argv[1]) : 1'000'000;
-  std::printf("timers: %d callback timers, deadlines uniform in [0, 200 ms); CPU ns per timer\n", count);
+  std::printf("timers: %d callback timers, deadlines uniform in [0, 200 ms); CPU ns per timer\n",
+              count);
   std::printf("%-9s %9s %11s %11s %13s %14s %12s %10s\n", "engine", "timers", "arm ns", "fire ns",
               "arm+fire ns", "cancel ns", "deliver ns", "armed MiB");
   run("proactor", lev::Model::proactor, count);

@@ -59,8 +59,8 @@ int main(int argc, char** argv) try {
   std::printf("listening on %s\n", listener.address().to_string().c_str());
   std::fflush(stdout);
   Room room{loop, max_queue, {}, 1};
-  lev::net::Acceptor acceptor{loop, listener,
-                              [&](lev::Fd fd, lev::SocketAddress) { return session(room, std::move(fd)); }};
+  lev::net::Acceptor acceptor{
+      loop, listener, [&](lev::Fd fd, lev::SocketAddress) { return session(room, std::move(fd)); }};
   loop.spawn(acceptor.run());
   auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
   auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });

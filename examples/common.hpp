@@ -27,7 +27,8 @@ inline long arg_num(int argc, char** argv, std::string_view name, long fallback)
   if (v.empty()) return fallback;
   char* end = nullptr;
   long n = std::strtol(v.c_str(), &end, 10);
-  if (!end || *end) throw std::invalid_argument(std::string(name) + " needs a number, got '" + v + "'");
+  if (!end || *end)
+    throw std::invalid_argument(std::string(name) + " needs a number, got '" + v + "'");
   return n;
 }
 
@@ -46,8 +47,10 @@ inline lev::Fd tcp_listen(std::uint16_t port, lev::SocketAddress& bound) {
   ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   auto addr = *lev::SocketAddress::ip("127.0.0.1", port);
   if (::bind(s.get(), addr.data(), addr.size()) != 0)
-    throw std::system_error(errno, std::system_category(), "bind 127.0.0.1:" + std::to_string(port));
-  if (::listen(s.get(), 1024) != 0) throw std::system_error(errno, std::system_category(), "listen");
+    throw std::system_error(errno, std::system_category(),
+                            "bind 127.0.0.1:" + std::to_string(port));
+  if (::listen(s.get(), 1024) != 0)
+    throw std::system_error(errno, std::system_category(), "listen");
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len);

@@ -32,9 +32,8 @@ int main(int argc, char** argv) try {
   auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();
   std::printf("listening on %s\n", listener.address().to_string().c_str());
   std::fflush(stdout);
-  lev::net::Acceptor acceptor{loop, listener, [&](lev::Fd fd, lev::SocketAddress) {
-                                return session(loop, std::move(fd));
-                              }};
+  lev::net::Acceptor acceptor{
+      loop, listener, [&](lev::Fd fd, lev::SocketAddress) { return session(loop, std::move(fd)); }};
   loop.spawn(acceptor.run());
   auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
   auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });

@@ -20,10 +20,14 @@ int main(int argc, char** argv) {
   std::printf("pid %d: waiting for SIGUSR1 / SIGINT\n", static_cast<int>(::getpid()));
   std::fflush(stdout);
   if (argc > 1 && std::string(argv[1]) == "--self-test") {
-    loop.after(std::chrono::milliseconds(10), [](lev::Operation&, auto) { ::kill(::getpid(), SIGUSR1); });
-    loop.after(std::chrono::milliseconds(20), [](lev::Operation&, auto) { ::kill(::getpid(), SIGUSR1); });
-    loop.after(std::chrono::milliseconds(30), [](lev::Operation&, auto) { ::kill(::getpid(), SIGUSR1); });
-    loop.after(std::chrono::milliseconds(60), [](lev::Operation&, auto) { ::kill(::getpid(), SIGINT); });
+    loop.after(std::chrono::milliseconds(10),
+               [](lev::Operation&, auto) { ::kill(::getpid(), SIGUSR1); });
+    loop.after(std::chrono::milliseconds(20),
+               [](lev::Operation&, auto) { ::kill(::getpid(), SIGUSR1); });
+    loop.after(std::chrono::milliseconds(30),
+               [](lev::Operation&, auto) { ::kill(::getpid(), SIGUSR1); });
+    loop.after(std::chrono::milliseconds(60),
+               [](lev::Operation&, auto) { ::kill(::getpid(), SIGINT); });
   }
   loop.run();
   std::printf("got %d SIGUSR1\n", usr1);

@@ -16,7 +16,8 @@ lev::Task<> ticker(lev::Loop& loop, const char* name, lev::Duration every, int t
 int main() {
   lev::Loop loop{lev::Model::proactor};
   const auto start = loop.now();
-  loop.after(25ms, [](lev::Operation&, lev::Result<lev::Expired>) { std::puts("callback at 25ms"); });
+  loop.after(25ms,
+             [](lev::Operation&, lev::Result<lev::Expired>) { std::puts("callback at 25ms"); });
   auto never = loop.after(1h, [](lev::Operation& op, auto) {
     std::printf("hour timer %s\n", op.is_cancelled() ? "cancelled" : "fired");
   });

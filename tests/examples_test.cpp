@@ -1,12 +1,12 @@
 // Smoke-runs every example: the servers against their own clients over
 // loopback, the rest for their expected output. Bounded in time.
-#include <doctest/doctest.h>
 #include <arpa/inet.h>
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,8 +87,8 @@ struct Run {
   std::string out;
 };
 
-Run run(const std::vector<std::string>& args, std::chrono::milliseconds limit = std::chrono::seconds(20),
-        const std::string& input = {}) {
+Run run(const std::vector<std::string>& args,
+        std::chrono::milliseconds limit = std::chrono::seconds(20), const std::string& input = {}) {
   Child c = start(args, input);
   std::string out = read_until(c.out, "\x01never", limit);
   ::close(c.out);
@@ -111,7 +111,8 @@ TEST_SUITE("examples") {
   TEST_CASE("echo_server echoes for echo_client and stops cleanly on SIGINT and SIGTERM") {
     for (int sig : {SIGINT, SIGTERM}) {
       auto [server, port] = start_server({example_path("echo_server"), "--port", "0"});
-      Run client = run({example_path("echo_client"), "--port", port, "--count", "500", "--size", "200"});
+      Run client =
+          run({example_path("echo_client"), "--port", port, "--count", "500", "--size", "200"});
       CHECK(client.code == 0);
       CHECK(client.out == "echoed 500 messages\n");
       ::kill(server.pid, sig);
@@ -123,7 +124,8 @@ TEST_SUITE("examples") {
   TEST_CASE("echo_server --model reactor serves the same echo") {
     auto [server, port] =
         start_server({example_path("echo_server"), "--port", "0", "--model", "reactor"});
-    Run client = run({example_path("echo_client"), "--port", port, "--count", "300", "--model", "reactor"});
+    Run client =
+        run({example_path("echo_client"), "--port", port, "--count", "300", "--model", "reactor"});
     CHECK(client.code == 0);
     CHECK(client.out == "echoed 300 messages\n");
     ::kill(server.pid, SIGINT);
@@ -171,8 +173,9 @@ TEST_SUITE("examples") {
       CAPTURE(model);
       auto [server, port] =
           start_server({example_path("line_server"), "--port", "0", "--model", model});
-      Run client = run({example_path("line_client"), "--port", port, "--host", "localhost", "--model", model},
-                       std::chrono::seconds(20), "one\ntwo\nthree\n");
+      Run client = run(
+          {example_path("line_client"), "--port", port, "--host", "localhost", "--model", model},
+          std::chrono::seconds(20), "one\ntwo\nthree\n");
       CHECK(client.code == 0);
       CHECK(client.out == "echo: one\necho: two\necho: three\n");
       ::kill(server.pid, SIGTERM);
@@ -189,7 +192,8 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("chat_server relays lines and disconnects a client that does not read") {
-    auto [server, port] = start_server({example_path("chat_server"), "--port", "0", "--max-queue", "65536"});
+    auto [server, port] =
+        start_server({example_path("chat_server"), "--port", "0", "--max-queue", "65536"});
     auto connect_to = [&](int rcvbuf) {
       int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (rcvbuf) ::setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
@@ -210,9 +214,12 @@ TEST_SUITE("examples") {
     line += '\n';
     bool listener_alive = true;
     for (int i = 0; i < 4000; ++i) {
-      if (::send(talker, line.data(), line.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(line.size())) break;
+      if (::send(talker, line.data(), line.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(line.size()))
+        break;
       char sink[65536];
-      while (::recv(listener, sink, sizeof(sink), MSG_DONTWAIT) > 0) {}
+      while (::recv(listener, sink, sizeof(sink), MSG_DONTWAIT) > 0) {
+      }
       if (i % 500 == 0) listener_alive = ::send(listener, "", 0, MSG_NOSIGNAL) == 0;
     }
     CHECK(listener_alive);
@@ -238,12 +245,14 @@ TEST_SUITE("examples") {
   TEST_CASE("socket_lifecycle walks connect, send, shutdown, read to EOF, close") {
     Run r = run({example_path("socket_lifecycle")});
     CHECK(r.code == 0);
-    CHECK(r.out == "1. connected\n2. sent 16 bytes\n3. shut down the write side\n"
-                   "4. read to EOF: \"you said: hello, lifecycle\"\n5. closed\n");
+    CHECK(r.out ==
+          "1. connected\n2. sent 16 bytes\n3. shut down the write side\n"
+          "4. read to EOF: \"you said: hello, lifecycle\"\n5. closed\n");
   }
 
   TEST_CASE("echo_server --max-seconds stops by itself") {
-    auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--max-seconds", "1"});
+    auto [server, port] =
+        start_server({example_path("echo_server"), "--port", "0", "--max-seconds", "1"});
     CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
     ::close(server.out);
   }
@@ -256,7 +265,8 @@ TEST_SUITE("examples") {
   TEST_CASE("timers prints ticks in deadline order and cancels the hour timer") {
     Run r = run({example_path("timers")});
     CHECK(r.code == 0);
-    CHECK(r.out.find("fast tick 1\nslow tick 1\nfast tick 2\ncallback at 25ms\nfast tick 3\nslow tick 2\n") == 0);
+    CHECK(r.out.find("fast tick 1\nslow tick 1\nfast tick 2\ncallback at 25ms\nfast tick 3\nslow "
+                     "tick 2\n") == 0);
     CHECK(r.out.find("hour timer cancelled") != std::string::npos);
   }
 

@@ -1,8 +1,8 @@
 // The header_*.cpp files linked into this test each include one public
 // header first and alone; the test passing means all of them compiled.
-#include "lev/lev.hpp"
-
 #include <doctest/doctest.h>
+
+#include "lev/lev.hpp"
 
 TEST_SUITE("headers") {
   TEST_CASE("the umbrella header exposes the loop, tasks and results") {

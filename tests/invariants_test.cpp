@@ -1,8 +1,6 @@
 // The completion-queue invariant, settled exactly once, exact registry, and
 // teardown, checked deterministically on the fake backend (and for teardown
 // against io_uring too).
-#include "lev/loop.hpp"
-
 #include <doctest/doctest.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,6 +12,7 @@
 #include <string>
 
 #include "lev/fake.hpp"
+#include "lev/loop.hpp"
 #include "support.hpp"
 
 using lev::detail::OpKind;

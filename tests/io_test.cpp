@@ -38,7 +38,6 @@ lev::Task<std::string> recv_to_eof(lev::Loop& loop, int fd) {
   co_return all;
 }
 
-
 }  // namespace
 
 TEST_SUITE("io") {
@@ -66,13 +65,14 @@ TEST_SUITE("io") {
       auto [r, w] = lev::test::pipe_pair();
       std::array<char, 32> buf{};
       std::string got;
-      loop.write(w, std::string_view("callbacks"), [&](lev::Operation& op, lev::Result<std::size_t> n) {
-        CHECK_FALSE(op.failed());
-        CHECK(*n == 9);
-        loop.read(r, buf, [&](lev::Operation&, lev::Result<std::size_t> m) {
-          got.assign(buf.data(), m.value());
-        });
-      });
+      loop.write(w, std::string_view("callbacks"),
+                 [&](lev::Operation& op, lev::Result<std::size_t> n) {
+                   CHECK_FALSE(op.failed());
+                   CHECK(*n == 9);
+                   loop.read(r, buf, [&](lev::Operation&, lev::Result<std::size_t> m) {
+                     got.assign(buf.data(), m.value());
+                   });
+                 });
       loop.run();
       CHECK(got == "callbacks");
     });
@@ -119,7 +119,9 @@ TEST_SUITE("io") {
         (co_await loop.shutdown(a, lev::Shutdown::write)).value();
         co_return n.value();
       };
-      auto receiver = [&]() -> lev::Task<std::string> { co_return co_await recv_to_eof(loop, b.get()); };
+      auto receiver = [&]() -> lev::Task<std::string> {
+        co_return co_await recv_to_eof(loop, b.get());
+      };
       std::size_t sent = 0;
       std::string got;
       // a coroutine lambda's captures live in the closure: keep it named
@@ -215,9 +217,8 @@ TEST_SUITE("io") {
       });
       loop.connect(client, addr, [&](lev::Operation&, lev::Result<void> r) {
         connected = bool(r);
-        loop.send(client, std::string_view("cb"), [](lev::Operation&, lev::Result<std::size_t> n) {
-          CHECK(*n == 2);
-        });
+        loop.send(client, std::string_view("cb"),
+                  [](lev::Operation&, lev::Result<std::size_t> n) { CHECK(*n == 2); });
       });
       loop.run();
       CHECK(connected);
@@ -273,7 +274,8 @@ TEST_SUITE("io") {
         for (int i = 0; i < kRounds; ++i) {
           (co_await l.send_all(fd, std::string_view("ping1234"))).value();
           std::size_t got = 0;
-          while (got < 8) got += (co_await l.recv(fd, std::span(buf.data() + got, 8 - got))).value();
+          while (got < 8)
+            got += (co_await l.recv(fd, std::span(buf.data() + got, 8 - got))).value();
         }
         ::shutdown(fd, SHUT_WR);
         ++finished;

@@ -40,16 +40,18 @@ lev::Task<std::string> ask(lev::Loop& loop, const lev::SocketAddress& to, std::s
 }
 
 void serve_and_ask(lev::Loop& loop, const lev::net::Listener& l) {
-  lev::net::Acceptor acc{loop, l, [&](lev::Fd fd, lev::SocketAddress) { return line_echo(loop, std::move(fd)); }};
+  lev::net::Acceptor acc{
+      loop, l, [&](lev::Fd fd, lev::SocketAddress) { return line_echo(loop, std::move(fd)); }};
   loop.spawn(acc.run());
   auto t = [&]() -> lev::Task<std::vector<std::string>> {
     std::vector<std::string> replies;
-    for (int i = 0; i < 3; ++i) replies.push_back(co_await ask(loop, l.address(), "hi " + std::to_string(i)));
+    for (int i = 0; i < 3; ++i)
+      replies.push_back(co_await ask(loop, l.address(), "hi " + std::to_string(i)));
     acc.stop();
     co_return replies;
   };
   CHECK(loop.block_on(t()) == std::vector<std::string>{"echo: hi 0", "echo: hi 1", "echo: hi 2"});
-  loop.run();  // the accept loop ends after stop()
+  loop.run();                  // the accept loop ends after stop()
   CHECK(acc.accepted() >= 3);  // a unix liveness probe may count as one more
   CHECK(loop.live_op_count() == 0);
 }
@@ -105,41 +107,41 @@ TEST_SUITE("listen") {
 
   TEST_CASE("EMFILE in the accept loop: it backs off and keeps serving") {
     for (const auto& engine : lev::test::real_engines()) {
-    CAPTURE(engine.name);
-    std::string out = lev::test::run_in_child([engine] {
-      lev::Loop loop{engine.model, lev::test::options_for(engine)};
-      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
-      std::vector<lev::Fd> clients;
-      for (int i = 0; i < 3; ++i) {
-        clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        (void)!::connect(clients.back().get(), l.address().data(), l.address().size());
-      }
-      std::vector<lev::Fd> spare;  // fds to give back later
-      for (int i = 0; i < 3; ++i) spare.emplace_back(::dup(0));
-      rlimit rl{};
-      ::getrlimit(RLIMIT_NOFILE, &rl);
-      // a little room for the loop's own fds (epoll registers lazily)
-      rlimit low{static_cast<rlim_t>(lev::test::open_fd_count() + 1), rl.rlim_max};
-      ::setrlimit(RLIMIT_NOFILE, &low);
-      lev::Fd filler{::dup(0)};  // now no fd is left for accept
-      int served = 0;
-      lev::net::Acceptor acc{loop, l, [&](lev::Fd, lev::SocketAddress) -> lev::Task<> {
-                               ++served;
-                               co_return;
-                             }};
-      loop.spawn(acc.run());
-      auto wait = [&](auto d) -> lev::Task<> { (void)co_await loop.after(d); };
-      loop.block_on(wait(60ms));
-      const std::size_t errors = acc.resource_errors();
-      spare.clear();  // fds are free again
-      loop.block_on(wait(1500ms));
-      acc.stop();
-      loop.run();
-      std::fprintf(stderr, "\nRESULT errors=%s served=%d\n", errors > 0 ? "yes" : "no", served);
-    });
-    INFO(out);
-    CHECK(out.find("backing off") != std::string::npos);
-    CHECK(out.find("RESULT errors=yes served=3") != std::string::npos);
+      CAPTURE(engine.name);
+      std::string out = lev::test::run_in_child([engine] {
+        lev::Loop loop{engine.model, lev::test::options_for(engine)};
+        auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+        std::vector<lev::Fd> clients;
+        for (int i = 0; i < 3; ++i) {
+          clients.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+          (void)!::connect(clients.back().get(), l.address().data(), l.address().size());
+        }
+        std::vector<lev::Fd> spare;  // fds to give back later
+        for (int i = 0; i < 3; ++i) spare.emplace_back(::dup(0));
+        rlimit rl{};
+        ::getrlimit(RLIMIT_NOFILE, &rl);
+        // a little room for the loop's own fds (epoll registers lazily)
+        rlimit low{static_cast<rlim_t>(lev::test::open_fd_count() + 1), rl.rlim_max};
+        ::setrlimit(RLIMIT_NOFILE, &low);
+        lev::Fd filler{::dup(0)};  // now no fd is left for accept
+        int served = 0;
+        lev::net::Acceptor acc{loop, l, [&](lev::Fd, lev::SocketAddress) -> lev::Task<> {
+                                 ++served;
+                                 co_return;
+                               }};
+        loop.spawn(acc.run());
+        auto wait = [&](auto d) -> lev::Task<> { (void)co_await loop.after(d); };
+        loop.block_on(wait(60ms));
+        const std::size_t errors = acc.resource_errors();
+        spare.clear();  // fds are free again
+        loop.block_on(wait(1500ms));
+        acc.stop();
+        loop.run();
+        std::fprintf(stderr, "\nRESULT errors=%s served=%d\n", errors > 0 ? "yes" : "no", served);
+      });
+      INFO(out);
+      CHECK(out.find("backing off") != std::string::npos);
+      CHECK(out.find("RESULT errors=yes served=3") != std::string::npos);
     }
   }
 }

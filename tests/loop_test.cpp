@@ -52,9 +52,8 @@ TEST_SUITE("loop") {
   }
 
   TEST_CASE("cqe_entries smaller than queue_size is rejected") {
-    CHECK_THROWS_WITH_AS(
-        (lev::Loop{lev::Model::proactor, {.queue_size = 64, .cqe_entries = 8}}),
-        doctest::Contains("cqe_entries"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS((lev::Loop{lev::Model::proactor, {.queue_size = 64, .cqe_entries = 8}}),
+                         doctest::Contains("cqe_entries"), std::invalid_argument);
   }
 
   TEST_CASE("backend_name says which backend runs") {
@@ -68,8 +67,10 @@ TEST_SUITE("loop") {
     for (int err : {ENOSYS, EPERM}) {
       std::string msg = lev::test::run_in_child([err] {
         std::string m = "no exception";
-        if (!lev::test::deny_syscall(SYS_io_uring_setup, err)) m = "seccomp failed";
-        else try {
+        if (!lev::test::deny_syscall(SYS_io_uring_setup, err))
+          m = "seccomp failed";
+        else
+          try {
             lev::Loop loop{lev::Model::proactor};
           } catch (const std::system_error& e) {
             m = e.what();
@@ -139,8 +140,9 @@ TEST_SUITE("loop") {
       running_inside = loop.is_running();
       loop.stop();
     });
-    auto late = loop.after(std::chrono::hours(1),
-                           [&](lev::Operation&, lev::Result<lev::Expired> r) { fired += r ? 1 : 0; });
+    auto late =
+        loop.after(std::chrono::hours(1),
+                   [&](lev::Operation&, lev::Result<lev::Expired> r) { fired += r ? 1 : 0; });
     loop.run();
     CHECK(fired == 1);
     CHECK(running_inside);

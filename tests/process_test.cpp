@@ -43,11 +43,11 @@ TEST_SUITE("process") {
 
   TEST_CASE("env, cwd and stdin reach the child") {
     for_each_engine([](lev::Loop& loop) {
-      auto child = lev::Child::spawn(
-          loop, {.argv = {"sh", "-c", "read x; echo \"$x $LEV_TEST $(pwd)\""},
-                 .env = {"LEV_TEST=from-env", "PATH=/usr/bin:/bin"},
-                 .cwd = "/tmp",
-                 .in = lev::Stdio::pipe});
+      auto child =
+          lev::Child::spawn(loop, {.argv = {"sh", "-c", "read x; echo \"$x $LEV_TEST $(pwd)\""},
+                                   .env = {"LEV_TEST=from-env", "PATH=/usr/bin:/bin"},
+                                   .cwd = "/tmp",
+                                   .in = lev::Stdio::pipe});
       REQUIRE(child);
       auto t = [&]() -> lev::Task<std::string> {
         (co_await loop.write_all(child->stdin_fd(), std::string_view("piped\n"))).value();

@@ -50,10 +50,10 @@ TEST_SUITE("reactor") {
       int calls = 0;
       std::string got;
       auto w = loop.watch(a, {.read = [&](lev::Watcher& self) {
-                                ++calls;
-                                char c;
-                                if (::recv(self.fd(), &c, 1, MSG_DONTWAIT) == 1) got += c;
-                              }});
+                            ++calls;
+                            char c;
+                            if (::recv(self.fd(), &c, 1, MSG_DONTWAIT) == 1) got += c;
+                          }});
       CHECK(::send(b.get(), "abc", 3, 0) == 3);
       CHECK(run_until(loop, [&] { return got.size() == 3; }));
       CHECK(got == "abc");
@@ -67,22 +67,22 @@ TEST_SUITE("reactor") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = lev::test::socket_pair();
       std::vector<std::string> events;
-      lev::Watcher w = loop.watch(
-          a, {.read =
-                  [&](lev::Watcher& self) {
-                    events.push_back("read");
-                    char buf[8];
-                    (void)!::recv(self.fd(), buf, sizeof(buf), MSG_DONTWAIT);
-                    CHECK(self.want_read(false));
-                    CHECK(self.want_write(true));
-                  },
-              .write =
-                  [&](lev::Watcher& self) {
-                    events.push_back("write");
-                    self.cancel();  // cancel inside a callback
-                  },
-              .want_read = true,
-              .want_write = false});
+      lev::Watcher w =
+          loop.watch(a, {.read =
+                             [&](lev::Watcher& self) {
+                               events.push_back("read");
+                               char buf[8];
+                               (void)!::recv(self.fd(), buf, sizeof(buf), MSG_DONTWAIT);
+                               CHECK(self.want_read(false));
+                               CHECK(self.want_write(true));
+                             },
+                         .write =
+                             [&](lev::Watcher& self) {
+                               events.push_back("write");
+                               self.cancel();  // cancel inside a callback
+                             },
+                         .want_read = true,
+                         .want_write = false});
       CHECK(::send(b.get(), "x", 1, 0) == 1);
       CHECK(run_until(loop, [&] { return events.size() == 2; }));
       loop.run_once();
@@ -211,9 +211,12 @@ TEST_SUITE("reactor") {
             remote();
           }
         });
-      bool ok = run_until(loop, [&] { return seen == 40'000; }, 10'000ms);
+      bool ok = run_until(
+          loop, [&] { return seen == 40'000; }, 10'000ms);
       for (auto& th : threads) th.join();
-      if (!ok) ok = run_until(loop, [&] { return seen == 40'000; }, 2000ms);
+      if (!ok)
+        ok = run_until(
+            loop, [&] { return seen == 40'000; }, 2000ms);
       CHECK(ok);
       CHECK(callbacks >= 1);
       CHECK(callbacks < 40'000);  // coalesced
@@ -281,9 +284,8 @@ TEST_SUITE("reactor") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = lev::test::socket_pair();
       bool cancelled = false;
-      auto op = loop.readable(a, [&](lev::Operation& o, lev::Result<unsigned>) {
-        cancelled = o.is_cancelled();
-      });
+      auto op = loop.readable(
+          a, [&](lev::Operation& o, lev::Result<unsigned>) { cancelled = o.is_cancelled(); });
       loop.after(5ms, [&](lev::Operation&, auto) { op.cancel(); });  // while it waits
       loop.run();
       CHECK(cancelled);

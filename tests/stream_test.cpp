@@ -132,7 +132,8 @@ TEST_SUITE("stream") {
       int one = 4096;
       ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
       ::setsockopt(b.get(), SOL_SOCKET, SO_RCVBUF, &one, sizeof(one));
-      Stream w{loop, std::move(a),
+      Stream w{loop,
+               std::move(a),
                {.codec = Codec::line(), .high_watermark = 64 * 1024, .low_watermark = 16 * 1024}};
       Stream r{loop, std::move(b), {.codec = Codec::line()}};
       constexpr int kLines = 20'000;
@@ -188,7 +189,9 @@ TEST_SUITE("stream") {
         auto r = co_await s.write_message(std::string(100000, 'r'));
         auto f = co_await s.flush();
         CHECK_FALSE((r && f));
-        if (!f) CHECK((f.error().code == std::errc::connection_reset || f.error().code == std::errc::broken_pipe));
+        if (!f)
+          CHECK((f.error().code == std::errc::connection_reset ||
+                 f.error().code == std::errc::broken_pipe));
       };
       loop.block_on(t());
     });
@@ -202,8 +205,11 @@ TEST_SUITE("stream") {
       // unmapped, so a stale pointer faults instead of passing by luck.
       auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
       lev::Fd b{::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
-      REQUIRE((::connect(b.get(), l.address().data(), l.address().size()) == 0 || errno == EINPROGRESS));
-      auto accept_one = [&]() -> lev::Task<lev::Fd> { co_return std::move((co_await loop.accept(l.fd())).value().fd); };
+      REQUIRE((::connect(b.get(), l.address().data(), l.address().size()) == 0 ||
+               errno == EINPROGRESS));
+      auto accept_one = [&]() -> lev::Task<lev::Fd> {
+        co_return std::move((co_await loop.accept(l.fd())).value().fd);
+      };
       lev::Fd a = loop.block_on(accept_one());
       int small = 8192;
       ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
@@ -260,14 +266,17 @@ TEST_SUITE("stream") {
   TEST_CASE("the callback style: on_message, on_close, on_error and on_drain") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = lev::test::socket_pair();
-      Stream server{loop, std::move(a), {.codec = Codec::line(), .high_watermark = 4096, .low_watermark = 1024}};
+      Stream server{loop,
+                    std::move(a),
+                    {.codec = Codec::line(), .high_watermark = 4096, .low_watermark = 1024}};
       std::vector<std::string> seen;
       bool closed = false;
       int drains = 0;
-      server.start({.on_message = [&](std::string_view m) {
-                      seen.emplace_back(m);
-                      (void)server.enqueue(std::string(8000, 'd'));  // above the high mark
-                    },
+      server.start({.on_message =
+                        [&](std::string_view m) {
+                          seen.emplace_back(m);
+                          (void)server.enqueue(std::string(8000, 'd'));  // above the high mark
+                        },
                     .on_drain = [&] { ++drains; },
                     .on_close = [&] { closed = true; },
                     .on_error = [](const lev::Error&) { FAIL("no error expected"); }});

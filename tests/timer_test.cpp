@@ -47,9 +47,9 @@ TEST_SUITE("timer") {
     REQUIRE(t.arm(1ms, 1ms));
     std::uint64_t ticks = 0;
     auto w = loop.watch(t.fd(), {.read = [&](lev::Watcher& self) {
-                                   ticks += t.take_expirations().value();
-                                   if (ticks >= 5) self.cancel();
-                                 }});
+                          ticks += t.take_expirations().value();
+                          if (ticks >= 5) self.cancel();
+                        }});
     loop.run();
     CHECK(ticks >= 5);
   }

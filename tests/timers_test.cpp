@@ -70,9 +70,8 @@ TEST_SUITE("timers") {
     lev::Operation second;
     bool second_expired = false;
     loop.at(when, [&](lev::Operation&, auto) { second.cancel(); });
-    second = loop.at(when, [&](lev::Operation&, lev::Result<lev::Expired> r) {
-      second_expired = bool(r);
-    });
+    second = loop.at(
+        when, [&](lev::Operation&, lev::Result<lev::Expired> r) { second_expired = bool(r); });
     loop.run();
     // both were due in the same round; the first ran first and cancelled
     // the second: an expiry has no effect outside the loop, so cancel wins
@@ -81,7 +80,8 @@ TEST_SUITE("timers") {
   }
 
   TEST_CASE("virtual time moves only when the test (or an idle loop) advances it") {
-    auto fake = std::make_shared<lev::FakeBackend>(lev::FakeBackend::Options{.auto_advance = false});
+    auto fake =
+        std::make_shared<lev::FakeBackend>(lev::FakeBackend::Options{.auto_advance = false});
     lev::Loop loop{lev::Model::proactor, {.backend = fake}};
     int fired = 0;
     loop.after(10s, [&](lev::Operation&, auto) { ++fired; });

@@ -29,16 +29,20 @@ class CompletionQueue {
     op.cqe_flags = cqe_flags;
     op.state = detail::OpState::completed;
     op.next = nullptr;
-    if (tail_) tail_->next = &op;
-    else head_ = &op;
+    if (tail_)
+      tail_->next = &op;
+    else
+      head_ = &op;
     tail_ = &op;
   }
   /// Appends a chain first..last (linked through `next`, last->next null)
   /// whose results the caller has already recorded (state completed).
   void append(detail::OpBase* first, detail::OpBase* last) noexcept {
     if (!first) return;
-    if (tail_) tail_->next = first;
-    else head_ = first;
+    if (tail_)
+      tail_->next = first;
+    else
+      head_ = first;
     tail_ = last;
   }
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }

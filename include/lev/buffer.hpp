@@ -17,14 +17,14 @@ namespace lev {
 
 namespace detail {
 template <class T>
-concept ByteLike = std::same_as<std::remove_cv_t<T>, std::byte> ||
-                   std::same_as<std::remove_cv_t<T>, char> ||
-                   std::same_as<std::remove_cv_t<T>, unsigned char> ||
-                   std::same_as<std::remove_cv_t<T>, signed char>;
+concept ByteLike =
+    std::same_as<std::remove_cv_t<T>, std::byte> || std::same_as < std::remove_cv_t<T>,
+char > || std::same_as<std::remove_cv_t<T>, unsigned char> ||
+    std::same_as<std::remove_cv_t<T>, signed char>;
 
 template <class R>
 concept ByteRange = std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-                    ByteLike<std::ranges::range_value_t<R>>;
+    ByteLike<std::ranges::range_value_t<R>>;
 
 template <class R>
 concept MutableByteRange =
@@ -39,8 +39,8 @@ struct MutableBuffer {
   MutableBuffer() noexcept = default;
   MutableBuffer(void* d, std::size_t n) noexcept : data(d), size(n) {}
   template <detail::MutableByteRange R>
-    requires(!std::is_same_v<std::remove_cvref_t<R>, MutableBuffer>)
-  MutableBuffer(R&& r) noexcept  // NOLINT: implicit on purpose
+  requires(!std::is_same_v<std::remove_cvref_t<R>, MutableBuffer>) MutableBuffer(R&& r)
+  noexcept  // NOLINT: implicit on purpose
       : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
 
   [[nodiscard]] std::span<std::byte> bytes() const noexcept {
@@ -55,12 +55,12 @@ struct ConstBuffer {
 
   ConstBuffer() noexcept = default;
   ConstBuffer(const void* d, std::size_t n) noexcept : data(d), size(n) {}
-  ConstBuffer(MutableBuffer b) noexcept : data(b.data), size(b.size) {}  // NOLINT
+  ConstBuffer(MutableBuffer b) noexcept : data(b.data), size(b.size) {}         // NOLINT
   ConstBuffer(std::string_view s) noexcept : data(s.data()), size(s.size()) {}  // NOLINT
   template <detail::ByteRange R>
-    requires(!std::is_same_v<std::remove_cvref_t<R>, ConstBuffer> &&
-             !std::is_array_v<std::remove_cvref_t<R>>)
-  ConstBuffer(R&& r) noexcept  // NOLINT: implicit on purpose
+  requires(!std::is_same_v<std::remove_cvref_t<R>, ConstBuffer> &&
+           !std::is_array_v<std::remove_cvref_t<R>>) ConstBuffer(R&& r)
+  noexcept  // NOLINT: implicit on purpose
       : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
 
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept {

@@ -26,9 +26,7 @@ struct Error {
 
   /// "recv(fd 7): Connection reset by peer"
   [[nodiscard]] std::string message() const;
-  [[nodiscard]] bool is_cancelled() const noexcept {
-    return code == std::errc::operation_canceled;
-  }
+  [[nodiscard]] bool is_cancelled() const noexcept { return code == std::errc::operation_canceled; }
   [[nodiscard]] bool is_timeout() const noexcept { return code == std::errc::timed_out; }
   /// Throws std::system_error carrying code and message().
   [[noreturn]] void raise() const;
@@ -53,19 +51,25 @@ class [[nodiscard]] Result {
     ::new (static_cast<void*>(&error_)) Error(std::move(error));
   }
   Result(Result&& other) noexcept(std::is_nothrow_move_constructible_v<T>) : ok_(other.ok_) {
-    if (ok_) ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
-    else ::new (static_cast<void*>(&error_)) Error(std::move(other.error_));
+    if (ok_)
+      ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+    else
+      ::new (static_cast<void*>(&error_)) Error(std::move(other.error_));
   }
   Result(const Result& other) requires std::is_copy_constructible_v<T> : ok_(other.ok_) {
-    if (ok_) ::new (static_cast<void*>(&value_)) T(other.value_);
-    else ::new (static_cast<void*>(&error_)) Error(other.error_);
+    if (ok_)
+      ::new (static_cast<void*>(&value_)) T(other.value_);
+    else
+      ::new (static_cast<void*>(&error_)) Error(other.error_);
   }
   Result& operator=(Result other) noexcept(std::is_nothrow_move_constructible_v<T>) {
     if (this != &other) {
       destroy();
       ok_ = other.ok_;
-      if (ok_) ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
-      else ::new (static_cast<void*>(&error_)) Error(std::move(other.error_));
+      if (ok_)
+        ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
+      else
+        ::new (static_cast<void*>(&error_)) Error(std::move(other.error_));
     }
     return *this;
   }
@@ -101,8 +105,10 @@ class [[nodiscard]] Result {
 
  private:
   void destroy() noexcept {
-    if (ok_) value_.~T();
-    else error_.~Error();
+    if (ok_)
+      value_.~T();
+    else
+      error_.~Error();
   }
   bool ok_;
   union {

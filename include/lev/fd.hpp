@@ -39,8 +39,8 @@ class Fd {
 /// has completed.
 struct FdRef {
   int fd;
-  FdRef(int f) noexcept : fd(f) {}                // NOLINT: implicit on purpose
-  FdRef(const Fd& f) noexcept : fd(f.get()) {}    // NOLINT: implicit on purpose
+  FdRef(int f) noexcept : fd(f) {}              // NOLINT: implicit on purpose
+  FdRef(const Fd& f) noexcept : fd(f.get()) {}  // NOLINT: implicit on purpose
 };
 
 }  // namespace lev

@@ -11,20 +11,21 @@
 /// or drain_callbacks() drains the loop's completion queue: never inline in
 /// the call that starts it. A Loop and its operations belong to one thread.
 
+#include <poll.h>
+#include <sys/types.h>
+
 #include <coroutine>
-#include <cstring>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <unordered_set>
+#include <utility>
 #include <variant>
-#include <poll.h>
-#include <sys/types.h>
 
 #include "lev/address.hpp"
 #include "lev/backend.hpp"
@@ -59,7 +60,7 @@ struct Source {
   void attach(Loop& l) noexcept;
   void detach() noexcept;
 };
-}
+}  // namespace detail
 
 /// Completion-based (io_uring, fake) or readiness-based (epoll).
 enum class Model { proactor, reactor };
@@ -68,13 +69,13 @@ enum class Model { proactor, reactor };
 class BackendChoice {
  public:
   BackendChoice() = default;
-  BackendChoice(const char* name) : name_(name) {}                 // NOLINT
-  BackendChoice(std::string name) : name_(std::move(name)) {}      // NOLINT
-  BackendChoice(std::shared_ptr<CompletionBackend> b)              // NOLINT
+  BackendChoice(const char* name) : name_(name) {}             // NOLINT
+  BackendChoice(std::string name) : name_(std::move(name)) {}  // NOLINT
+  BackendChoice(std::shared_ptr<CompletionBackend> b)          // NOLINT
       : object_(std::move(b)) {}
   template <class B>
-    requires std::is_base_of_v<CompletionBackend, B>
-  BackendChoice(std::shared_ptr<B> b) : object_(std::move(b)) {}   // NOLINT
+  requires std::is_base_of_v<CompletionBackend, B> BackendChoice(std::shared_ptr<B> b)
+      : object_(std::move(b)) {}  // NOLINT
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] const std::shared_ptr<CompletionBackend>& object() const noexcept {
@@ -180,15 +181,15 @@ class Loop {
   /// Bytes written (may be short; see write_all).
   detail::OpAwaiter<std::size_t> write(FdRef fd, ConstBuffer buf,
                                        std::uint64_t offset = std::uint64_t(-1)) {
-    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size,
-                           offset, 0, false);
+    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size, offset,
+                           0, false);
   }
   /// Writes every byte or fails; the error's `transferred` tells how many
   /// bytes were written before the failure.
   detail::OpAwaiter<std::size_t> write_all(FdRef fd, ConstBuffer buf,
                                            std::uint64_t offset = std::uint64_t(-1)) {
-    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size,
-                           offset, 0, true);
+    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size, offset,
+                           0, true);
   }
   /// Bytes received; 0 = the peer shut down its side (EOF).
   detail::OpAwaiter<std::size_t> recv(FdRef fd, MutableBuffer buf, int flags = 0) {
@@ -274,8 +275,7 @@ class Loop {
                      buf.size, offset, 0, false);
   }
   template <detail::CompletionHandler<std::size_t> F>
-  Operation write_all(FdRef fd, ConstBuffer buf, F&& cb,
-                      std::uint64_t offset = std::uint64_t(-1)) {
+  Operation write_all(FdRef fd, ConstBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
     return launch_io(std::forward<F>(cb), detail::OpKind::write, fd, const_cast<void*>(buf.data),
                      buf.size, offset, 0, true);
   }
@@ -296,8 +296,8 @@ class Loop {
   }
   template <detail::CompletionHandler<Accepted> F>
   Operation accept(FdRef listener, F&& cb) {
-    detail::CallbackOp& cb_op = prepare<Accepted>(std::forward<F>(cb), detail::OpKind::accept,
-                                                  listener.fd);
+    detail::CallbackOp& cb_op =
+        prepare<Accepted>(std::forward<F>(cb), detail::OpKind::accept, listener.fd);
     cb_op.op.addr = reinterpret_cast<sockaddr*>(&cb_op.addr);
     cb_op.op.addrlen = sizeof(cb_op.addr);
     return commit(cb_op);

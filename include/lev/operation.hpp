@@ -44,8 +44,8 @@ struct CallbackOp {
   CallbackPool* pool = nullptr;
   CallbackOp* free_next = nullptr;
   unsigned refs = 0;
-  bool stopped = false;      // cancel() was called: never re-arm
-  Duration interval{};       // every(): re-armed after each expiry
+  bool stopped = false;                               // cancel() was called: never re-arm
+  Duration interval{};                                // every(): re-armed after each expiry
   void (*invoke)(CallbackOp&, Operation&) = nullptr;  // builds the Result and calls
   void (*destroy)(CallbackOp&) noexcept = nullptr;    // destroys the callable
   alignas(std::max_align_t) unsigned char storage[kInline];
@@ -79,7 +79,9 @@ struct CallbackPool {
 class Operation {
  public:
   Operation() noexcept = default;
-  explicit Operation(detail::CallbackOp& cb) noexcept : cb_(&cb) { detail::CallbackPool::add_ref(cb); }
+  explicit Operation(detail::CallbackOp& cb) noexcept : cb_(&cb) {
+    detail::CallbackPool::add_ref(cb);
+  }
   Operation(const Operation& o) noexcept : cb_(o.cb_) {
     if (cb_) detail::CallbackPool::add_ref(*cb_);
   }
@@ -129,7 +131,8 @@ auto bind(Fn fn, void* data) {
 namespace detail {
 
 template <class F, class T>
-concept CompletionHandler = std::is_invocable_v<std::decay_t<F>&, Operation&, Result<T>>;
+concept CompletionHandler = std::is_invocable_v < std::decay_t<F>
+&, Operation&, Result < T >> ;
 
 template <class T, class F>
 void CallbackOp::emplace(F&& f) {
@@ -137,8 +140,7 @@ void CallbackOp::emplace(F&& f) {
   if constexpr (sizeof(Fn) <= kInline && alignof(Fn) <= alignof(std::max_align_t)) {
     ::new (static_cast<void*>(storage)) Fn(std::forward<F>(f));
     invoke = [](CallbackOp& self, Operation& handle) {
-      (*std::launder(reinterpret_cast<Fn*>(self.storage)))(handle,
-                                                          ResultOf<T>::make(self.op));
+      (*std::launder(reinterpret_cast<Fn*>(self.storage)))(handle, ResultOf<T>::make(self.op));
     };
     destroy = [](CallbackOp& self) noexcept {
       std::launder(reinterpret_cast<Fn*>(self.storage))->~Fn();
@@ -147,8 +149,7 @@ void CallbackOp::emplace(F&& f) {
     Fn* boxed = new Fn(std::forward<F>(f));
     ::new (static_cast<void*>(storage)) Fn*(boxed);
     invoke = [](CallbackOp& self, Operation& handle) {
-      (**std::launder(reinterpret_cast<Fn**>(self.storage)))(handle,
-                                                            ResultOf<T>::make(self.op));
+      (**std::launder(reinterpret_cast<Fn**>(self.storage)))(handle, ResultOf<T>::make(self.op));
     };
     destroy = [](CallbackOp& self) noexcept {
       delete *std::launder(reinterpret_cast<Fn**>(self.storage));

@@ -28,9 +28,9 @@ class Loop;
 enum class Stdio { inherit, pipe, null };
 
 struct SpawnOptions {
-  std::vector<std::string> argv;  ///< argv[0] is the program (PATH is searched)
-  std::vector<std::string> env{}; ///< "K=V" entries; empty = inherit the parent's
-  std::string cwd{};              ///< empty = the parent's
+  std::vector<std::string> argv;   ///< argv[0] is the program (PATH is searched)
+  std::vector<std::string> env{};  ///< "K=V" entries; empty = inherit the parent's
+  std::string cwd{};               ///< empty = the parent's
   Stdio in = Stdio::inherit;
   Stdio out = Stdio::pipe;
   Stdio err = Stdio::inherit;

@@ -50,7 +50,7 @@ struct TaskPromise final : TaskPromiseBase {
   Task<T> get_return_object() noexcept;
   void unhandled_exception() noexcept { result.template emplace<2>(std::current_exception()); }
   template <class U>
-    requires std::is_convertible_v<U&&, T>
+  requires std::is_convertible_v<U&&, T>
   void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
     result.template emplace<1>(std::forward<U>(v));
   }

@@ -42,10 +42,10 @@ struct ExitStatus {
 
 /// Callbacks of a Watcher.
 struct WatchOptions {
-  std::function<void(Watcher&)> read{};   ///< readable (or hung up)
-  std::function<void(Watcher&)> write{};  ///< writable
+  std::function<void(Watcher&)> read{};                 ///< readable (or hung up)
+  std::function<void(Watcher&)> write{};                ///< writable
   std::function<void(Watcher&, const Error&)> error{};  ///< EBADF and friends
-  bool want_read = true;   ///< interest at creation (only where a callback is set)
+  bool want_read = true;  ///< interest at creation (only where a callback is set)
   bool want_write = true;
 };
 

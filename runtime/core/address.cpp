@@ -79,7 +79,8 @@ std::string SocketAddress::to_string() const {
   }
   if (family() == AF_UNIX) {
     const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
-    std::size_t n = len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
+    std::size_t n =
+        len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
     std::string p(un->sun_path, strnlen(un->sun_path, n));
     p.insert(0, "unix:");
     return p;

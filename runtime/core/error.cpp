@@ -2,9 +2,9 @@
 
 #include <unistd.h>
 
+#include "core/fd_hooks.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/fd.hpp"
-#include "core/fd_hooks.hpp"
 
 namespace lev {
 
@@ -31,18 +31,30 @@ namespace detail {
 
 const char* op_name(OpKind kind) noexcept {
   switch (kind) {
-    case OpKind::nop: return "nop";
-    case OpKind::read: return "read";
-    case OpKind::write: return "write";
-    case OpKind::recv: return "recv";
-    case OpKind::send: return "send";
-    case OpKind::accept: return "accept";
-    case OpKind::connect: return "connect";
-    case OpKind::shutdown: return "shutdown";
-    case OpKind::close: return "close";
-    case OpKind::timer: return "timer";
-    case OpKind::post: return "post";
-    case OpKind::poll: return "poll";
+    case OpKind::nop:
+      return "nop";
+    case OpKind::read:
+      return "read";
+    case OpKind::write:
+      return "write";
+    case OpKind::recv:
+      return "recv";
+    case OpKind::send:
+      return "send";
+    case OpKind::accept:
+      return "accept";
+    case OpKind::connect:
+      return "connect";
+    case OpKind::shutdown:
+      return "shutdown";
+    case OpKind::close:
+      return "close";
+    case OpKind::timer:
+      return "timer";
+    case OpKind::post:
+      return "post";
+    case OpKind::poll:
+      return "poll";
   }
   return "operation";
 }

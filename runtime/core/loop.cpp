@@ -11,11 +11,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <system_error>
 #include <stdexcept>
+#include <system_error>
 
-#include "lev/fake.hpp"
 #include "core/fd_hooks.hpp"
+#include "lev/fake.hpp"
 #include "proactor/uring/uring_backend.hpp"
 #include "reactor/epoll/epoll_backend.hpp"
 
@@ -41,8 +41,10 @@ void link_root(Loop& loop, RootPromise& p) noexcept {
 }
 
 void unlink_root(Loop& loop, RootPromise& p) noexcept {
-  if (p.prev) p.prev->next = p.next;
-  else if (loop.roots_ == &p) loop.roots_ = p.next;
+  if (p.prev)
+    p.prev->next = p.next;
+  else if (loop.roots_ == &p)
+    loop.roots_ = p.next;
   if (p.next) p.next->prev = p.prev;
   p.prev = p.next = nullptr;
 }
@@ -159,8 +161,8 @@ void Loop::start_local(detail::OpBase& op) {
 }
 
 void Loop::cancel(detail::OpBase& op) noexcept {
-  if (op.state == detail::OpState::completed && op.kind == detail::OpKind::timer &&
-      op.res == 0 && !op.cancel_requested) {
+  if (op.state == detail::OpState::completed && op.kind == detail::OpKind::timer && op.res == 0 &&
+      !op.cancel_requested) {
     // A queued expiry has had no effect outside the loop: the cancel wins.
     op.cancel_requested = true;
     op.res = -ECANCELED;
@@ -254,8 +256,10 @@ std::size_t Loop::drain_callbacks() {
     }
     op->state = detail::OpState::delivered;
     --live_count_;
-    if (op->deliver) op->deliver(*op);
-    else std::coroutine_handle<>::from_address(op->ctx).resume();
+    if (op->deliver)
+      op->deliver(*op);
+    else
+      std::coroutine_handle<>::from_address(op->ctx).resume();
     if (final) break;
   }
   return n;
@@ -339,8 +343,10 @@ bool CompletionQueue::remove(detail::OpBase& op) noexcept {
   detail::OpBase* prev = nullptr;
   for (detail::OpBase* cur = head_; cur; prev = cur, cur = cur->next) {
     if (cur != &op) continue;
-    if (prev) prev->next = cur->next;
-    else head_ = cur->next;
+    if (prev)
+      prev->next = cur->next;
+    else
+      head_ = cur->next;
     if (tail_ == cur) tail_ = prev;
     cur->next = nullptr;
     return true;

@@ -31,13 +31,15 @@ Result<void> Timer::arm(Duration first, Duration interval) {
   // it_value of zero would disarm: "at once" is the smallest positive delay
   spec.it_value = to_timespec(first > Duration::zero() ? first : Duration(1));
   spec.it_interval = to_timespec(interval > Duration::zero() ? interval : Duration::zero());
-  if (::timerfd_settime(fd_.get(), 0, &spec, nullptr) != 0) return timer_error("timer arm", fd_.get());
+  if (::timerfd_settime(fd_.get(), 0, &spec, nullptr) != 0)
+    return timer_error("timer arm", fd_.get());
   return {};
 }
 
 Result<void> Timer::disarm() {
   itimerspec spec{};
-  if (::timerfd_settime(fd_.get(), 0, &spec, nullptr) != 0) return timer_error("timer disarm", fd_.get());
+  if (::timerfd_settime(fd_.get(), 0, &spec, nullptr) != 0)
+    return timer_error("timer disarm", fd_.get());
   return {};
 }
 

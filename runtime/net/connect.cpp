@@ -140,7 +140,8 @@ Task<Result<Fd>> connect(Loop& loop, std::string host, std::uint16_t port, Conne
     auto r = co_await attempt;
     timer.cancel();
     if (r) co_return std::move(s);
-    if (timed_out) co_return Error{std::make_error_code(std::errc::timed_out), "connect", s.get(), 0};
+    if (timed_out)
+      co_return Error{std::make_error_code(std::errc::timed_out), "connect", s.get(), 0};
     last = r.error();
   }
   co_return last;

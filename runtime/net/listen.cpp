@@ -24,8 +24,7 @@ Result<Fd> open_listening(const SocketAddress& addr, const ListenOptions& o) {
   int one = 1;
   if (addr.family() != AF_UNIX) {
     if (o.reuse_addr) ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (o.reuse_port &&
-        ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+    if (o.reuse_port && ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
       return sys_error("setsockopt(SO_REUSEPORT)", s.get());
   }
   if (::bind(s.get(), addr.data(), addr.size()) != 0) return sys_error("bind", s.get());

@@ -49,7 +49,8 @@ Result<void> Codec::encode(std::string& out, std::string_view m) const {
   switch (kind_) {
     case Kind::line:
       if (m.find(delimiter_) != std::string_view::npos)
-        return Error{std::make_error_code(std::errc::invalid_argument), "encode: line with delimiter", -1, 0};
+        return Error{std::make_error_code(std::errc::invalid_argument),
+                     "encode: line with delimiter", -1, 0};
       if (m.size() > max_)
         return Error{std::make_error_code(std::errc::message_size), "encode: line too long", -1, 0};
       out.append(m);
@@ -57,7 +58,8 @@ Result<void> Codec::encode(std::string& out, std::string_view m) const {
       return {};
     case Kind::length_prefixed: {
       if (m.size() > max_ || m.size() > 0xffffffffu)
-        return Error{std::make_error_code(std::errc::message_size), "encode: frame too large", -1, 0};
+        return Error{std::make_error_code(std::errc::message_size), "encode: frame too large", -1,
+                     0};
       std::uint32_t be = htonl(static_cast<std::uint32_t>(m.size()));
       out.append(reinterpret_cast<const char*>(&be), 4);
       out.append(m);
@@ -84,10 +86,10 @@ struct StreamState {
   // Two write buffers: `sending` is what the kernel may be reading (never
   // touched while a send is in flight); writers append to `wbuf`.
   std::string sending;
-  std::size_t spos = 0;     // bytes of `sending` already sent
+  std::size_t spos = 0;  // bytes of `sending` already sent
   std::string wbuf;
   bool flushing = false;
-  bool closing = false;     // the Stream is gone: close after the flush
+  bool closing = false;  // the Stream is gone: close after the flush
   std::optional<Error> write_error;
   StreamCallbacks callbacks;
   bool above_high = false;  // for on_drain
@@ -156,8 +158,10 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
     }
     std::string_view rest(s->sending.data() + s->spos, s->sending.size() - s->spos);
     Result<std::size_t> n = std::size_t{0};
-    if (s->socket) n = co_await s->loop->send(s->fd, rest);  // no co_await inside ?: (GCC 12)
-    else n = co_await s->loop->write(s->fd, rest);
+    if (s->socket)
+      n = co_await s->loop->send(s->fd, rest);  // no co_await inside ?: (GCC 12)
+    else
+      n = co_await s->loop->write(s->fd, rest);
     if (!n) {
       s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
       break;
@@ -243,8 +247,10 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
     s->rbuf.resize(old + s->o.read_chunk);
     std::span<char> room(s->rbuf.data() + old, s->o.read_chunk);
     Result<std::size_t> n = std::size_t{0};
-    if (s->socket) n = co_await s->loop->recv(s->fd, room);
-    else n = co_await s->loop->read(s->fd, room);
+    if (s->socket)
+      n = co_await s->loop->recv(s->fd, room);
+    else
+      n = co_await s->loop->read(s->fd, room);
     s->rbuf.resize(old + (n ? *n : 0));
     if (!n) co_return Error{n.error().code, "stream read", s->fd.get(), 0};
     if (*n == 0) {  // end of stream

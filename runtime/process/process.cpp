@@ -39,7 +39,8 @@ struct Actions {
 Result<void> plumb(Actions& a, Stdio how, int target, Fd& parent, std::vector<Fd>& keep) {
   if (how == Stdio::inherit) return {};
   if (how == Stdio::null) {
-    posix_spawn_file_actions_addopen(&a.fa, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&a.fa, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY,
+                                     0);
     return {};
   }
   int p[2];
@@ -62,7 +63,8 @@ ExitStatus from_siginfo(const siginfo_t& info) {
 }  // namespace
 
 Result<Child> Child::spawn(Loop& loop, SpawnOptions o) {
-  if (o.argv.empty()) return Error{std::make_error_code(std::errc::invalid_argument), "spawn: empty argv", -1, 0};
+  if (o.argv.empty())
+    return Error{std::make_error_code(std::errc::invalid_argument), "spawn: empty argv", -1, 0};
   Child c;
   Actions actions;
   std::vector<Fd> child_ends;
@@ -99,8 +101,13 @@ Result<Child> Child::spawn(Loop& loop, SpawnOptions o) {
 }
 
 Child::Child(Child&& o) noexcept
-    : loop_(o.loop_), pid_(o.pid_), pidfd_(std::move(o.pidfd_)), in_(std::move(o.in_)),
-      out_(std::move(o.out_)), err_(std::move(o.err_)), reaped_(std::exchange(o.reaped_, true)) {}
+    : loop_(o.loop_),
+      pid_(o.pid_),
+      pidfd_(std::move(o.pidfd_)),
+      in_(std::move(o.in_)),
+      out_(std::move(o.out_)),
+      err_(std::move(o.err_)),
+      reaped_(std::exchange(o.reaped_, true)) {}
 
 Child& Child::operator=(Child&& o) noexcept {
   if (this != &o) {

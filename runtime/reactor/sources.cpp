@@ -21,9 +21,9 @@
 #include <string>
 #include <system_error>
 
+#include "core/fd_hooks.hpp"
 #include "lev/loop.hpp"
 #include "lev/watchers.hpp"
-#include "core/fd_hooks.hpp"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -36,7 +36,9 @@ using detail::OpKind;
 using detail::OpState;
 
 namespace {
-bool live(const OpBase& op) { return op.state == OpState::submitted || op.state == OpState::completed; }
+bool live(const OpBase& op) {
+  return op.state == OpState::submitted || op.state == OpState::completed;
+}
 bool fd_open(int fd) { return ::fcntl(fd, F_GETFD) >= 0; }
 void close_fd(int fd) noexcept {
   lev::detail::fd_closing(fd);
@@ -66,8 +68,10 @@ void Source::attach(Loop& l) noexcept {
 
 void Source::detach() noexcept {
   if (!loop) return;
-  if (src_prev) src_prev->src_next = src_next;
-  else loop->sources_ = src_next;
+  if (src_prev)
+    src_prev->src_next = src_next;
+  else
+    loop->sources_ = src_next;
   if (src_next) src_next->src_prev = src_prev;
   src_prev = src_next = nullptr;
   loop = nullptr;
@@ -465,7 +469,8 @@ struct PidState final : Source {
     siginfo_t info{};
     ExitStatus st;
     if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(self->pidfd), &info,
-                 WEXITED | WNOHANG) == 0 && info.si_pid != 0) {
+                 WEXITED | WNOHANG) == 0 &&
+        info.si_pid != 0) {
       st.exited = info.si_code == CLD_EXITED;
       (st.exited ? st.code : st.signal) = info.si_status;
     }

@@ -6,8 +6,8 @@
 /// and an awaiter destroyed while its op is live cancels it and waits for
 /// its completion, so the kernel never writes into a freed frame.
 
-#include <coroutine>
 #include <cerrno>
+#include <coroutine>
 #include <cstdint>
 #include <optional>
 #include <system_error>

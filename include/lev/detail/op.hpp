@@ -29,7 +29,7 @@ enum class OpKind : std::uint8_t {
   connect,
   shutdown,
   close,
-  poll,   // readiness: fd + poll mask
+  poll,  // readiness: fd + poll mask
   // kinds from here on never reach a backend
   timer,  // handled by the loop's deadline heap
   post,   // already complete when started: a queued resumption
@@ -60,20 +60,20 @@ struct OpBase {
   OpKind kind = OpKind::nop;
   OpState state = OpState::idle;
   bool cancel_requested = false;
-  bool all = false;        // send_all / write_all: resubmit until len is done
+  bool all = false;  // send_all / write_all: resubmit until len is done
   int fd = -1;
-  int flags = 0;           // recv/send flags, shutdown how, poll mask
-  std::size_t done = 0;    // bytes moved so far by an `all` op
+  int flags = 0;         // recv/send flags, shutdown how, poll mask
+  std::size_t done = 0;  // bytes moved so far by an `all` op
   void* buf;
   std::uint32_t len;
   std::uint64_t offset;
-  std::size_t total;       // bytes an `all` op must move
+  std::size_t total;  // bytes an `all` op must move
   sockaddr* addr;
-  socklen_t addrlen;       // accept: in/out; connect: in
+  socklen_t addrlen;  // accept: in/out; connect: in
   // --- timers ---
   TimePoint deadline;
   std::size_t heap_index;
-  std::uint64_t seq;       // ties between equal deadlines fire in arming order
+  std::uint64_t seq;  // ties between equal deadlines fire in arming order
   // --- backend scratch (fake bookkeeping, fallback registries) ---
   std::uintptr_t backend_data = 0;
   OpBase* link_prev;

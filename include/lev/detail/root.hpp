@@ -75,8 +75,10 @@ RootCoroutine root_body(Task<T> task, BlockResult<T>* out) {
       if (out) out->value.emplace(std::move(v));
     }
   } catch (...) {
-    if (out) out->error = std::current_exception();
-    else report_escaped(std::current_exception());
+    if (out)
+      out->error = std::current_exception();
+    else
+      report_escaped(std::current_exception());
   }
 }
 

@@ -41,6 +41,7 @@ Task<Result<std::vector<SocketAddress>>> resolve(Loop& loop, std::string host, s
 /// A connected, nonblocking socket to `host:port`: each resolved address is
 /// tried in turn until one accepts. Errors: the last connect error
 /// (ECONNREFUSED...), errc::timed_out, or a resolve_category() error.
-Task<Result<Fd>> connect(Loop& loop, std::string host, std::uint16_t port, ConnectOptions options = {});
+Task<Result<Fd>> connect(Loop& loop, std::string host, std::uint16_t port,
+                         ConnectOptions options = {});
 
 }  // namespace lev::net

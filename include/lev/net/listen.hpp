@@ -29,8 +29,8 @@ namespace lev::net {
 
 struct ListenOptions {
   int backlog = 1024;
-  bool reuse_addr = true;  ///< SO_REUSEADDR
-  bool reuse_port = false; ///< SO_REUSEPORT (several listeners share the port)
+  bool reuse_addr = true;   ///< SO_REUSEADDR
+  bool reuse_port = false;  ///< SO_REUSEPORT (several listeners share the port)
 };
 
 /// An open, listening, nonblocking socket. Move-only; closes on destruction
@@ -39,7 +39,8 @@ class Listener {
  public:
   /// `host` is a numeric IPv4/IPv6 address, "localhost" (127.0.0.1) or ""
   /// (all IPv4 interfaces). Errors name the call that failed (bind, listen).
-  static Result<Listener> tcp(std::string_view host, std::uint16_t port, ListenOptions options = {});
+  static Result<Listener> tcp(std::string_view host, std::uint16_t port,
+                              ListenOptions options = {});
   /// A stale socket file (nobody accepting) is replaced; a live one is
   /// EADDRINUSE.
   static Result<Listener> unix_socket(std::string_view path, ListenOptions options = {});

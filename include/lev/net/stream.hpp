@@ -15,9 +15,9 @@
 /// `high_watermark` bytes are queued and resumes it once the queue is below
 /// `low_watermark`. Every resumption comes from the loop's completion queue.
 
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
-#include <coroutine>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -54,8 +54,8 @@ class Codec {
 
   struct Decoded {
     enum class Status { need_more, message, error } status;
-    std::size_t consumed = 0;      // bytes to drop from the buffer
-    std::string_view message{};    // valid until the buffer changes
+    std::size_t consumed = 0;    // bytes to drop from the buffer
+    std::string_view message{};  // valid until the buffer changes
   };
   /// Looks for one message at the front of `buffered`.
   [[nodiscard]] Decoded decode(std::string_view buffered) const noexcept;
@@ -76,8 +76,9 @@ class Codec {
 /// runs on the loop thread from the completion queue.
 struct StreamCallbacks {
   std::function<void(std::string_view)> on_message{};  ///< one decoded message
-  std::function<void()> on_drain{};   ///< the queue fell below the low mark after passing the high mark
-  std::function<void()> on_close{};   ///< the peer ended the stream cleanly
+  std::function<void()>
+      on_drain{};  ///< the queue fell below the low mark after passing the high mark
+  std::function<void()> on_close{};              ///< the peer ended the stream cleanly
   std::function<void(const Error&)> on_error{};  ///< reset, over-long line, truncated frame...
 };
 

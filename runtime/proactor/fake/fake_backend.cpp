@@ -1,10 +1,10 @@
-#include "lev/fake.hpp"
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include "lev/fake.hpp"
 
 namespace lev {
 
@@ -81,9 +81,9 @@ std::size_t FakeBackend::poll(std::optional<Duration> timeout) {
   if (n == 0 && timeout && *timeout > Duration::zero() && options_.auto_advance)
     clock_->advance(*timeout);
   if (n == 0 && !timeout && !flushed_any && !pending_.empty())
-    throw std::logic_error("lev::FakeBackend: the loop would block forever: " +
-                           std::to_string(pending_.size()) +
-                           " operation(s) in flight and none completed by the test");
+    throw std::logic_error(
+        "lev::FakeBackend: the loop would block forever: " + std::to_string(pending_.size()) +
+        " operation(s) in flight and none completed by the test");
   return n;
 }
 

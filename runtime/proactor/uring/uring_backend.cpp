@@ -6,8 +6,8 @@
 #include <string>
 #include <system_error>
 
-#include "lev/loop.hpp"
 #include "lev/detail/uring_prep.hpp"
+#include "lev/loop.hpp"
 
 namespace lev {
 
@@ -16,15 +16,23 @@ namespace {
 [[noreturn]] void setup_failed(int err) {
   std::string why;
   switch (err) {
-    case ENOSYS: why = "the kernel has no io_uring (ENOSYS)"; break;
-    case EPERM:
-      why = "io_uring is not permitted (EPERM): disabled by sysctl kernel.io_uring_disabled "
-            "or blocked by a seccomp filter";
+    case ENOSYS:
+      why = "the kernel has no io_uring (ENOSYS)";
       break;
-    case ENOMEM: why = "out of memory or over RLIMIT_MEMLOCK (ENOMEM)"; break;
+    case EPERM:
+      why =
+          "io_uring is not permitted (EPERM): disabled by sysctl kernel.io_uring_disabled "
+          "or blocked by a seccomp filter";
+      break;
+    case ENOMEM:
+      why = "out of memory or over RLIMIT_MEMLOCK (ENOMEM)";
+      break;
     case EMFILE:
-    case ENFILE: why = "no file descriptor left for the ring"; break;
-    default: why = std::strerror(err);
+    case ENFILE:
+      why = "no file descriptor left for the ring";
+      break;
+    default:
+      why = std::strerror(err);
   }
   throw std::system_error(err, std::system_category(), "lev: io_uring_setup failed: " + why);
 }
@@ -87,8 +95,10 @@ void UringBackend::track(detail::OpBase& op) noexcept {
 }
 
 void UringBackend::untrack(detail::OpBase& op) noexcept {
-  if (op.link_prev) op.link_prev->link_next = op.link_next;
-  else tracked_ = op.link_next;
+  if (op.link_prev)
+    op.link_prev->link_next = op.link_next;
+  else
+    tracked_ = op.link_next;
   if (op.link_next) op.link_next->link_prev = op.link_prev;
 }
 

@@ -55,5 +55,4 @@ class UringBackend final : public CompletionBackend {
   unsigned unflushed_ = 0;
 };
 
-
 }  // namespace lev

@@ -2,7 +2,6 @@
 // it parks on its fd until an edge-triggered epoll event says the fd may be
 // ready, then it is tried again. Completions go to the loop's queue only.
 #include "reactor/epoll/epoll_backend.hpp"
-#include "core/fd_hooks.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -14,6 +13,8 @@
 #include <cerrno>
 #include <climits>
 #include <system_error>
+
+#include "core/fd_hooks.hpp"
 
 namespace lev {
 
@@ -201,8 +202,10 @@ void EpollBackend::park(OpBase& op, FdState& st) {
 void EpollBackend::unpark(OpBase& op) noexcept {
   FdState& st = fds_[static_cast<std::size_t>(op.fd)];
   OpBase*& head = (op.backend_data & 0xf) == kWriters ? st.writers : st.readers;
-  if (op.link_prev) op.link_prev->link_next = op.link_next;
-  else head = op.link_next;
+  if (op.link_prev)
+    op.link_prev->link_next = op.link_next;
+  else
+    head = op.link_next;
   if (op.link_next) op.link_next->link_prev = op.link_prev;
   op.link_prev = op.link_next = nullptr;
 }
@@ -271,8 +274,10 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
         continue;
       }
       FdState& st = state(op->fd);
-      if (attempt(*op, st)) finish(*op, op->res);
-      else park(*op, st);
+      if (attempt(*op, st))
+        finish(*op, op->res);
+      else
+        park(*op, st);
     }
     batch.clear();
     if (fresh_.empty()) fresh_.swap(batch);  // keep the capacity
@@ -280,7 +285,8 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
   n += finished_;
   finished_ = 0;
   int ms = -1;
-  if (n > 0 || (timeout && *timeout <= Duration::zero())) ms = 0;
+  if (n > 0 || (timeout && *timeout <= Duration::zero()))
+    ms = 0;
   else if (timeout) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(*timeout).count();
     ms = static_cast<int>(std::min<long long>((us + 999) / 1000, INT_MAX));

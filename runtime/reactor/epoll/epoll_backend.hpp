@@ -37,8 +37,8 @@ class EpollBackend final : public CompletionBackend {
   struct FdState {
     bool registered = false;
     bool nonblocking = false;  // O_NONBLOCK set (or checked) on first use
-    bool unpollable = false;  // regular files: epoll refuses them
-    bool readable = true;     // unknown counts as ready: try the syscall
+    bool unpollable = false;   // regular files: epoll refuses them
+    bool readable = true;      // unknown counts as ready: try the syscall
     bool writable = true;
     detail::OpBase* readers = nullptr;  // parked ops, FIFO via link_next
     detail::OpBase* writers = nullptr;
