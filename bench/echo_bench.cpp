@@ -86,22 +86,15 @@ struct Server {
 };
 
 Sample run_one(const Server& server, const Args& a) {
-  lev::Fd lfd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-  int one = 1;
-  ::setsockopt(lfd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  auto addr = *lev::SocketAddress::ip("127.0.0.1", 0);
-  ::bind(lfd.get(), addr.data(), addr.size());
-  ::listen(lfd.get(), 4096);
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  lev::SocketAddress bound{reinterpret_cast<sockaddr*>(&ss), len};
+  auto listener = lev::net::Listener::tcp("127.0.0.1", 0, {.backlog = 4096}).value();
+  const lev::SocketAddress& bound = listener.address();
+  const int lfd = listener.fd();
 
   std::atomic<bool> stop{false};
   std::thread t([&] {
     pin(0);
     alloc_counter::mark_server();
-    server.serve(lfd.get(), stop);
+    server.serve(lfd, stop);
   });
   double cpu0 = 0, cpu1 = 0;
   std::uint64_t al0 = 0, al1 = 0;

@@ -20,20 +20,6 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
   co_await loop.close(fd);
 }
 
-lev::Task<> accept_loop(lev::Loop& loop, int lfd) {
-  for (;;) {
-    auto conn = co_await loop.accept(lfd);
-    if (!conn) {
-      if (conn.error().is_cancelled()) co_return;
-      co_await loop.after(std::chrono::milliseconds(1));
-      continue;
-    }
-    int one = 1;
-    ::setsockopt(conn->fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    loop.spawn(echo(loop, std::move(conn->fd)));
-  }
-}
-
 lev::Task<> watch(lev::Loop& loop, const std::atomic<bool>& stop) {
   while (!stop.load(std::memory_order_relaxed)) co_await loop.after(std::chrono::milliseconds(20));
   loop.stop();
@@ -43,7 +29,12 @@ lev::Task<> watch(lev::Loop& loop, const std::atomic<bool>& stop) {
 
 void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model) {
   lev::Loop loop{model};
-  loop.spawn(accept_loop(loop, lfd));
+  lev::net::Acceptor acceptor{loop, lfd, [&](lev::Fd fd, lev::SocketAddress) {
+                                int one = 1;
+                                ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                                return echo(loop, std::move(fd));
+                              }};
+  loop.spawn(acceptor.run());
   loop.spawn(watch(loop, stop));
   loop.run();
 }

@@ -21,21 +21,15 @@ int main(int argc, char** argv) {
     else if (k == "--max-seconds")
       max_seconds = std::atoi(argv[i + 1]);
   }
-  lev::Fd lfd{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-  int one = 1;
-  ::setsockopt(lfd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  auto addr = *lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(port));
-  if (::bind(lfd.get(), addr.data(), addr.size()) != 0 || ::listen(lfd.get(), 4096) != 0) {
-    std::perror("raw_uring_echo: bind/listen");
+  auto listener =
+      lev::net::Listener::tcp("127.0.0.1", static_cast<std::uint16_t>(port), {.backlog = 4096});
+  if (!listener) {
+    std::fprintf(stderr, "raw_uring_echo: %s\n", listener.error().message().c_str());
     return 1;
   }
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  ::getsockname(lfd.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  std::printf("listening on %s\n",
-              lev::SocketAddress{reinterpret_cast<sockaddr*>(&ss), len}.to_string().c_str());
+  std::printf("listening on %s\n", listener->address().to_string().c_str());
   std::fflush(stdout);
   std::atomic<bool> stop{false};
-  serve_raw_uring(lfd.get(), stop,
+  serve_raw_uring(listener->fd(), stop,
                   std::chrono::steady_clock::now() + std::chrono::seconds(max_seconds));
 }

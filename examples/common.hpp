@@ -1,9 +1,5 @@
 #pragma once
-// Small helpers the examples share: argument parsing and a listening
-// socket. (The Listen companion will replace tcp_listen.)
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
+// Small helpers the examples share: argument parsing.
 
 #include <cstdlib>
 #include <cstring>
@@ -37,25 +33,6 @@ inline lev::Model model_arg(int argc, char** argv) {
   if (m == "proactor") return lev::Model::proactor;
   if (m == "reactor") return lev::Model::reactor;
   throw std::invalid_argument("--model must be proactor or reactor, got '" + m + "'");
-}
-
-/// A nonblocking listening TCP socket on 127.0.0.1:port (0 = any free one).
-inline lev::Fd tcp_listen(std::uint16_t port, lev::SocketAddress& bound) {
-  lev::Fd s{::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
-  if (!s) throw std::system_error(errno, std::system_category(), "socket");
-  int one = 1;
-  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  auto addr = *lev::SocketAddress::ip("127.0.0.1", port);
-  if (::bind(s.get(), addr.data(), addr.size()) != 0)
-    throw std::system_error(errno, std::system_category(),
-                            "bind 127.0.0.1:" + std::to_string(port));
-  if (::listen(s.get(), 1024) != 0)
-    throw std::system_error(errno, std::system_category(), "listen");
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&ss), &len);
-  bound = lev::SocketAddress{reinterpret_cast<sockaddr*>(&ss), len};
-  return s;
 }
 
 }  // namespace example

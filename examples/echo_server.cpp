@@ -24,21 +24,6 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
   co_await loop.close(fd);
 }
 
-lev::Task<> accept_loop(lev::Loop& loop, const lev::Fd& listener) {
-  for (;;) {
-    auto conn = co_await loop.accept(listener);
-    if (!conn) {
-      if (conn.error().is_cancelled()) co_return;
-      std::fprintf(stderr, "echo_server: %s\n", conn.error().message().c_str());
-      co_await loop.after(std::chrono::milliseconds(10));  // EMFILE and friends: back off
-      continue;
-    }
-    int one = 1;
-    ::setsockopt(conn->fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    loop.spawn(echo(loop, std::move(conn->fd)));
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -50,12 +35,17 @@ int main(int argc, char** argv) try {
   auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
   auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
 
-  lev::SocketAddress bound;
-  lev::Fd listener = example::tcp_listen(port, bound);
-  std::printf("listening on %s\n", bound.to_string().c_str());
+  auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();
+  std::printf("listening on %s\n", listener.address().to_string().c_str());
   std::fflush(stdout);
 
-  loop.spawn(accept_loop(loop, listener));
+  // One echo coroutine per connection; EMFILE and friends back off inside.
+  lev::net::Acceptor acceptor{loop, listener, [&](lev::Fd fd, lev::SocketAddress) {
+                                int one = 1;
+                                ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                                return echo(loop, std::move(fd));
+                              }};
+  loop.spawn(acceptor.run());
   if (max_seconds > 0)
     loop.after(std::chrono::seconds(max_seconds), [&](lev::Operation&, auto) { loop.stop(); });
   loop.run();

@@ -57,12 +57,6 @@ class CompletionQueue {
     if (!head_) tail_ = nullptr;
     return h;
   }
-  /// Detaches the whole queue (oldest first) and leaves it empty.
-  detail::OpBase* take_all() noexcept {
-    detail::OpBase* h = head_;
-    head_ = tail_ = nullptr;
-    return h;
-  }
   /// Removes one op from the queue (O(n); used on teardown only).
   bool remove(detail::OpBase& op) noexcept;
 

@@ -88,7 +88,10 @@ Listener::~Listener() {
 }
 
 Acceptor::Acceptor(Loop& loop, const Listener& listener, Handler handler)
-    : loop_(loop), fd_(listener.fd()), handler_(std::move(handler)) {}
+    : Acceptor(loop, listener.fd(), std::move(handler)) {}
+
+Acceptor::Acceptor(Loop& loop, int listening_fd, Handler handler)
+    : loop_(loop), fd_(listening_fd), handler_(std::move(handler)) {}
 
 void Acceptor::stop() {
   stopping_ = true;

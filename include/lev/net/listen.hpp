@@ -68,6 +68,8 @@ class Acceptor {
  public:
   using Handler = std::function<Task<>(Fd, SocketAddress)>;
   Acceptor(Loop& loop, const Listener& listener, Handler handler);
+  /// On a listening socket the caller owns (and keeps open while run()).
+  Acceptor(Loop& loop, int listening_fd, Handler handler);
   Acceptor(const Acceptor&) = delete;
   Acceptor& operator=(const Acceptor&) = delete;
 

@@ -29,11 +29,6 @@ class UringBackend final : public CompletionBackend {
   /// Lets the Loop fill SQEs inline (see UringFastPath).
   detail::UringFastPath fast_path() noexcept;
 
-  [[nodiscard]] unsigned setup_flags() const noexcept { return ring_.flags; }
-  /// IORING_ASYNC_CANCEL_ANY works (5.19+); otherwise the backend keeps its
-  /// own registry of in-flight ops so cancel_all can name each one.
-  [[nodiscard]] bool cancel_any() const noexcept { return cancel_any_; }
-
  private:
   io_uring_sqe* get_sqe() {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
@@ -47,6 +42,8 @@ class UringBackend final : public CompletionBackend {
   void untrack(detail::OpBase& op) noexcept;
 
   io_uring ring_{};
+  // IORING_ASYNC_CANCEL_ANY works (5.19+); otherwise ops are tracked so
+  // that cancel_all can name each one.
   bool cancel_any_ = false;
   detail::OpBase* tracked_ = nullptr;
   CompletionQueue* queue_ = nullptr;
