@@ -88,6 +88,11 @@ class CompletionBackend {
   /// something completes; zero: do not block) for completions, pushing each
   /// onto the queue. Returns how many completions it pushed.
   virtual std::size_t poll(std::optional<Duration> timeout) = 0;
+  /// The loop's wakeup eventfd (written by other threads): poll() must
+  /// return soon after it becomes readable. The loop reads it itself; the
+  /// backend only watches it and reports nothing for it. A backend that
+  /// ignores it still works: cross-thread posts then wait for its next round.
+  virtual void set_wakeup_fd(int fd) { (void)fd; }
   /// A clock the backend wants the loop to use (the fake's virtual clock).
   [[nodiscard]] virtual std::shared_ptr<Clock> preferred_clock() { return nullptr; }
   /// Ops handed to the backend and not yet pushed.

@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 #include <variant>
@@ -34,6 +36,7 @@
 #include "lev/detail/awaiter.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/detail/ops.hpp"
+#include "lev/detail/remote.hpp"
 #include "lev/detail/root.hpp"
 #include "lev/detail/timer_heap.hpp"
 #include "lev/detail/uring_prep.hpp"
@@ -48,6 +51,7 @@ namespace lev {
 
 namespace detail {
 struct SignalHub;
+struct Inbox;
 
 /// An event source built on loop ops (watcher, signal hub, waker, pid
 /// watch). The loop lists it while alive and detaches it at teardown, so a
@@ -132,8 +136,8 @@ class Loop {
   /// deliver what is queued. Returns backend events + timers fired +
   /// resumptions/callbacks delivered; 0 when there was nothing to do.
   std::size_t run_once();
-  /// Makes run() return after the current round. Loop thread only.
-  void stop() noexcept { stop_ = true; }
+  /// Makes run() return after the current round. Any thread.
+  void stop() noexcept;
   [[nodiscard]] bool is_running() const noexcept { return running_; }
   /// Operations registered and not yet delivered (timers, posts included).
   [[nodiscard]] std::size_t live_op_count() const noexcept { return live_count_; }
@@ -144,6 +148,49 @@ class Loop {
   [[nodiscard]] Clock& clock() noexcept { return *clock_; }
   [[nodiscard]] TimePoint now() const noexcept { return clock_->now(); }
   [[nodiscard]] Model model() const noexcept { return model_; }
+  /// True on the thread that owns the loop (the one that constructed it, or
+  /// the one that last entered run() / block_on()).
+  [[nodiscard]] bool in_loop_thread() const noexcept {
+    return owner_ == std::this_thread::get_id();
+  }
+
+  // ---- from any thread -------------------------------------------------
+
+  /// Runs `fn()` on the loop's thread, from its completion queue (never
+  /// inside post). Callable from any thread; posts from one thread run in
+  /// the order they were made. A loop destroyed first drops what it has
+  /// not run. io_uring and epoll loops wake up for it; other backends run
+  /// it at their next round.
+  template <class F>
+  void post(F&& fn) {
+    post_node(new detail::RemoteFn<std::decay_t<F>>(std::forward<F>(fn)));
+  }
+  /// Hands a node to the loop (what post() does after boxing). Any thread.
+  void post_node(detail::RemoteNode* node) noexcept;
+
+  /// While a Hold lives, run() waits for work (posts from other threads)
+  /// instead of returning when nothing is live.
+  class Hold {
+   public:
+    Hold() = default;
+    explicit Hold(Loop& loop) noexcept : loop_(&loop) { ++loop.holds_; }
+    Hold(Hold&& o) noexcept : loop_(std::exchange(o.loop_, nullptr)) {}
+    Hold& operator=(Hold&& o) noexcept {
+      if (this != &o) {
+        reset();
+        loop_ = std::exchange(o.loop_, nullptr);
+      }
+      return *this;
+    }
+    ~Hold() { reset(); }
+    void reset() noexcept {
+      if (loop_) --std::exchange(loop_, nullptr)->holds_;
+    }
+
+   private:
+    Loop* loop_ = nullptr;
+  };
+  [[nodiscard]] Hold hold() noexcept { return Hold(*this); }
 
   // ---- tasks -----------------------------------------------------------
 
@@ -151,13 +198,21 @@ class Loop {
   /// exception escaping it is reported on stderr and the loop goes on.
   template <class T>
   void spawn(Task<T> task) {
+    if (task.valid() && !task.handle().promise().loop) task.handle().promise().loop = this;
     detail::RootHandle h = detail::root_body<T>(std::move(task), nullptr).h;
     launch_root(h, true);
   }
   /// Runs the loop until `task` ends; returns its value or rethrows.
   /// Throws std::logic_error if the task waits on nothing that can complete.
+  /// spawn() with a cancellation token for the task (see Task::with_stop_token).
+  template <class T>
+  void spawn(Task<T> task, std::stop_token token) {
+    spawn(std::move(task).with_stop_token(std::move(token)));
+  }
   template <class T>
   T block_on(Task<T> task) {
+    owner_ = std::this_thread::get_id();
+    if (task.valid() && !task.handle().promise().loop) task.handle().promise().loop = this;
     detail::BlockResult<T> out;
     detail::RootHandle h = detail::root_body<T>(std::move(task), &out).h;
     launch_root(h, false);
@@ -225,6 +280,10 @@ class Loop {
   detail::OpAwaiter<void> close(Fd& fd) {
     return detail::OpAwaiter<void>(*this, detail::OpKind::close, fd.release());
   }
+  /// Suspends the task for `delay`: after(delay) for those who read it so.
+  /// Result: Expired, or errc::operation_canceled when its token stops.
+  detail::OpAwaiter<Expired> sleep_for(Duration delay) { return after(delay); }
+  detail::OpAwaiter<Expired> sleep_until(TimePoint deadline) { return at(deadline); }
   /// Expires after `delay` (zero or negative: on the next round).
   detail::OpAwaiter<Expired> after(Duration delay) { return at(now() + delay); }
   /// Expires at `deadline` on the loop's clock (past: on the next round).
@@ -373,6 +432,9 @@ class Loop {
     }
     start_local(op);
   }
+  /// Registers `op` as live and queues it completed with ECANCELED (its
+  /// token was stopped before it started).
+  void start_cancelled(detail::OpBase& op) noexcept;
   /// Requests cancellation of a live op; it still completes exactly once.
   void cancel(detail::OpBase& op) noexcept;
   /// For an awaiter destroyed before delivery: cancels `op`, waits until it
@@ -425,6 +487,7 @@ class Loop {
   void run_root(detail::RootHandle h);
   void start_local(detail::OpBase& op);
   bool continue_all(detail::OpBase& op);
+  std::size_t take_inbox();
   std::size_t fire_timers(TimePoint now);
 
   Model model_;
@@ -440,7 +503,10 @@ class Loop {
   detail::Source* sources_ = nullptr;  // live event sources, detached at teardown
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
-  bool stop_ = false;
+  std::unique_ptr<detail::Inbox> inbox_;
+  std::size_t holds_ = 0;
+  std::thread::id owner_ = std::this_thread::get_id();
+  std::atomic<bool> stop_{false};
   bool running_ = false;
 };
 
@@ -448,10 +514,30 @@ namespace detail {
 inline void PollAwaiter::start_timer() { loop_->start(timer_); }
 
 template <class T>
-void OpAwaiter<T>::await_suspend(std::coroutine_handle<> h) {
+void OpAwaiter<T>::suspend(std::coroutine_handle<> h, const std::stop_token& token) {
   op_.ctx = h.address();
   op_.deliver = nullptr;  // the loop resumes ctx directly
+  if (!token.stop_possible()) [[likely]] {
+    loop_->start(op_);
+    return;
+  }
+  start_stoppable(token);
+}
+
+template <class T>
+void OpAwaiter<T>::start_stoppable(const std::stop_token& token) {
+  if (token.stop_requested()) {
+    loop_->start_cancelled(op_);
+    return;
+  }
   loop_->start(op_);
+  stop_.arm(
+      *loop_, token,
+      [](void* self) noexcept {
+        auto* a = static_cast<OpAwaiter*>(self);
+        a->loop_->cancel(a->op_);
+      },
+      this);
 }
 }  // namespace detail
 

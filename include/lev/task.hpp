@@ -10,11 +10,14 @@
 
 #include <coroutine>
 #include <exception>
+#include <stop_token>
 #include <type_traits>
 #include <utility>
 #include <variant>
 
 namespace lev {
+
+class Loop;
 
 template <class T = void>
 class Task;
@@ -29,6 +32,21 @@ namespace detail {
 struct TaskPromiseBase {
   std::coroutine_handle<> continuation = std::noop_coroutine();
   bool inline_phase = false;
+  // Inherited from the awaiting task unless set before: the loop the task
+  // runs on (set by spawn / block_on) and its cancellation token.
+  Loop* loop = nullptr;
+  std::stop_token stop_token;
+
+  // A task awaited by another task inherits what it has not set itself.
+  template <class P>
+  void inherit(std::coroutine_handle<P> caller) noexcept {
+    if constexpr (std::is_base_of_v<TaskPromiseBase, P>) {
+      TaskPromiseBase& parent = caller.promise();
+      if (!loop) loop = parent.loop;
+      if (!stop_token.stop_possible() && parent.stop_token.stop_possible())
+        stop_token = parent.stop_token;
+    }
+  }
 
   struct FinalAwaiter {
     bool await_ready() const noexcept { return false; }
@@ -101,24 +119,32 @@ class [[nodiscard]] Task {
   [[nodiscard]] bool valid() const noexcept { return static_cast<bool>(h_); }
   [[nodiscard]] bool done() const noexcept { return h_ && h_.done(); }
 
-  auto operator co_await() && noexcept {
-    struct Awaiter {
-      std::coroutine_handle<promise_type> h;
-      bool await_ready() const noexcept { return !h || h.done(); }
-      bool await_suspend(std::coroutine_handle<> caller) {
-        promise_type& p = h.promise();
-        p.continuation = caller;
-        p.inline_phase = true;
-        h.resume();
-        if (h.done()) return false;  // finished synchronously: continue here
-        p.inline_phase = false;      // it will resume `caller` when it ends
-        return true;
-      }
-      T await_resume() { return h.promise().take(); }
-    };
-    return Awaiter{h_};
-  }
+  struct Awaiter {
+    std::coroutine_handle<promise_type> h;
+    bool await_ready() const noexcept { return !h || h.done(); }
+    template <class P>
+    bool await_suspend(std::coroutine_handle<P> caller) {
+      promise_type& p = h.promise();
+      p.continuation = caller;
+      p.inherit(caller);
+      p.inline_phase = true;
+      h.resume();
+      if (h.done()) return false;  // finished synchronously: continue here
+      p.inline_phase = false;      // it will resume `caller` when it ends
+      return true;
+    }
+    T await_resume() { return h.promise().take(); }
+  };
+  Awaiter operator co_await() && noexcept { return Awaiter{h_}; }
   auto operator co_await() & noexcept { return std::move(*this).operator co_await(); }
+
+  /// Binds a cancellation token: every operation the task awaits (and every
+  /// task it awaits that has no token of its own) is cancelled when `token`
+  /// is stopped. Without one, a task inherits its awaiter's token.
+  Task with_stop_token(std::stop_token token) && noexcept {
+    if (h_) h_.promise().stop_token = std::move(token);
+    return std::move(*this);
+  }
 
   /// For the runtime: releases the handle.
   std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
@@ -137,5 +163,35 @@ inline Task<void> TaskPromise<void>::get_return_object() noexcept {
   return Task<void>{std::coroutine_handle<TaskPromise<void>>::from_promise(*this)};
 }
 }  // namespace detail
+
+namespace detail {
+// Reads a field of the awaiting task's promise without suspending.
+template <class Get>
+struct PromiseQuery {
+  Get get;
+  decltype(get(std::declval<TaskPromiseBase&>())) value{};
+  bool await_ready() const noexcept { return false; }
+  template <class P>
+  bool await_suspend(std::coroutine_handle<P> h) noexcept {
+    static_assert(std::is_base_of_v<TaskPromiseBase, P>, "only a lev::Task can ask this");
+    value = get(h.promise());
+    return false;  // go on at once
+  }
+  auto await_resume() noexcept { return std::move(value); }
+};
+}  // namespace detail
+
+/// `co_await lev::current_stop_token()`: the calling task's token.
+inline auto current_stop_token() noexcept {
+  auto get = [](detail::TaskPromiseBase& p) { return p.stop_token; };
+  return detail::PromiseQuery<decltype(get)>{get};
+}
+
+/// `co_await lev::current_loop()`: the loop the calling task runs on (null
+/// for a task not started through spawn / block_on or a task they await).
+inline auto current_loop() noexcept {
+  auto get = [](detail::TaskPromiseBase& p) { return p.loop; };
+  return detail::PromiseQuery<decltype(get)>{get};
+}
 
 }  // namespace lev

@@ -5,12 +5,15 @@
 #include "lev/loop.hpp"
 
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <system_error>
 
@@ -60,6 +63,95 @@ void report_escaped(std::exception_ptr e) noexcept {
 }
 
 void deliver_callback(OpBase& op);
+
+// Nodes posted from any thread wait here until the loop thread takes them.
+// `flagged` is set by the first post after the loop last looked, and only
+// that post writes the eventfd: a busy loop costs posters no syscall.
+struct Inbox {
+  std::mutex mu;
+  RemoteNode* head = nullptr;
+  RemoteNode* tail = nullptr;
+  std::atomic<bool> flagged{false};
+  int efd = -1;
+
+  void wake() noexcept {
+    if (!flagged.exchange(true, std::memory_order_acq_rel)) {
+      const std::uint64_t one = 1;
+      ssize_t r = ::write(efd, &one, sizeof one);
+      (void)r;  // EAGAIN: the counter is already huge, so it is readable
+    }
+  }
+  void push(RemoteNode* n) noexcept {
+    n->inbox_next = nullptr;
+    {
+      std::lock_guard lock(mu);
+      if (tail)
+        tail->inbox_next = n;
+      else
+        head = n;
+      tail = n;
+    }
+    wake();
+  }
+  RemoteNode* take() noexcept {
+    flagged.store(false, std::memory_order_release);
+    std::uint64_t v;
+    ssize_t r = ::read(efd, &v, sizeof v);  // re-arm the edge; EAGAIN is fine
+    (void)r;
+    std::lock_guard lock(mu);
+    RemoteNode* h = head;
+    head = tail = nullptr;
+    return h;
+  }
+};
+
+void deliver_remote(OpBase& op) {
+  std::unique_ptr<RemoteNode> node(static_cast<RemoteNode*>(op.ctx));
+  try {
+    node->run();
+  } catch (...) {
+    report_escaped(std::current_exception());
+  }
+}
+
+// A stop request made on another thread, carried to the loop thread.
+struct RemoteStop final : RemoteNode {
+  StopLink* link;
+  explicit RemoteStop(StopLink* l) noexcept : link(l) {}
+  ~RemoteStop() override {
+    if (link) link->posted_.store(nullptr, std::memory_order_relaxed);
+  }
+  void run() override {
+    StopLink* l = std::exchange(link, nullptr);
+    if (!l) return;  // the link was disarmed first
+    l->posted_.store(nullptr, std::memory_order_relaxed);
+    l->handler_(l->arg_);
+  }
+};
+
+void StopLink::arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg) {
+  loop_ = &loop;
+  handler_ = handler;
+  arg_ = arg;
+  cb_.emplace(token, Fire{this});  // runs Fire here if already stopped
+}
+
+void StopLink::Fire::operator()() const noexcept {
+  StopLink* s = self;
+  if (s->loop_->in_loop_thread()) {
+    s->handler_(s->arg_);
+    return;
+  }
+  auto* node = new (std::nothrow) RemoteStop(s);
+  if (!node) return;  // out of memory: the operation runs to its end
+  s->posted_.store(node, std::memory_order_release);
+  s->loop_->post_node(node);
+}
+
+void StopLink::disarm_slow() noexcept {
+  cb_.reset();  // waits for a Fire running on another thread to return
+  if (RemoteStop* n = posted_.exchange(nullptr, std::memory_order_acquire)) n->link = nullptr;
+}
 
 }  // namespace detail
 
@@ -116,7 +208,14 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   clock_ = options.clock ? options.clock : backend_->preferred_clock();
   if (!clock_) clock_ = std::make_shared<MonotonicClock>();
   pool_ = new detail::CallbackPool;
+  inbox_ = std::make_unique<detail::Inbox>();
+  inbox_->efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (inbox_->efd < 0) {
+    delete pool_;
+    throw std::system_error(errno, std::system_category(), "lev::Loop: eventfd");
+  }
   backend_->attach(ready_);
+  backend_->set_wakeup_fd(inbox_->efd);
   if (auto* uring = dynamic_cast<UringBackend*>(backend_.get())) uring_ = uring->fast_path();
 }
 
@@ -135,8 +234,11 @@ Loop::~Loop() {
       auto& cb = *static_cast<detail::CallbackOp*>(op->ctx);
       cb.reset_callable();
       detail::CallbackPool::release(cb);
+    } else if (op->deliver == &detail::deliver_remote) {
+      delete static_cast<detail::RemoteNode*>(op->ctx);
     }
   }
+  for (detail::RemoteNode* n = inbox_->take(); n;) delete std::exchange(n, n->inbox_next);
   // 4. Event sources whose handles outlive the loop must not reach it.
   while (sources_) sources_->detach();
   signals_.reset();
@@ -147,6 +249,42 @@ Loop::~Loop() {
     detail::RootHandle::from_promise(*p).destroy();
   }
   pool_->close_loop();
+  ::close(inbox_->efd);
+}
+
+void Loop::post_node(detail::RemoteNode* node) noexcept {
+  node->op.kind = detail::OpKind::post;
+  node->op.ctx = node;
+  node->op.deliver = &detail::deliver_remote;
+  if (in_loop_thread()) {
+    start_local(node->op);
+    return;
+  }
+  inbox_->push(node);
+}
+
+std::size_t Loop::take_inbox() {
+  if (!inbox_->flagged.load(std::memory_order_acquire)) [[likely]]
+    return 0;
+  std::size_t n = 0;
+  for (detail::RemoteNode* node = inbox_->take(); node; ++n) {
+    detail::RemoteNode* next = node->inbox_next;
+    start_local(node->op);
+    node = next;
+  }
+  return n;
+}
+
+void Loop::stop() noexcept {
+  stop_.store(true, std::memory_order_release);
+  if (!in_loop_thread()) inbox_->wake();
+}
+
+void Loop::start_cancelled(detail::OpBase& op) noexcept {
+  op.state = detail::OpState::submitted;
+  op.cancel_requested = true;
+  ++live_count_;
+  ready_.push(op, -ECANCELED);
 }
 
 void Loop::start_local(detail::OpBase& op) {
@@ -278,6 +416,7 @@ std::size_t Loop::fire_timers(TimePoint now) {
 
 std::size_t Loop::run_once() {
   std::optional<Duration> timeout;
+  take_inbox();
   const detail::OpBase* t = timers_.top();
   TimePoint now{};
   if (t) now = clock_->now();
@@ -285,10 +424,11 @@ std::size_t Loop::run_once() {
     timeout = Duration::zero();
   } else if (t) {
     timeout = std::max(Duration::zero(), t->deadline - now);
-  } else if (backend_->in_flight() == 0) {
+  } else if (backend_->in_flight() == 0 && holds_ == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
   }
   std::size_t n = backend_->poll(timeout);
+  n += take_inbox();
   // Only a wait that may have lasted needs a fresh reading of the clock.
   if (t) n += fire_timers(timeout && *timeout == Duration::zero() ? now : clock_->now());
   n += drain_callbacks();
@@ -296,14 +436,19 @@ std::size_t Loop::run_once() {
 }
 
 void Loop::run() {
+  owner_ = std::this_thread::get_id();
   running_ = true;
-  stop_ = false;
   struct Reset {
-    bool& flag;
-    ~Reset() { flag = false; }
-  } reset{running_};
-  while (!stop_) {
-    if (live_count_ == 0 && ready_.empty()) break;
+    Loop& loop;
+    ~Reset() {
+      loop.running_ = false;
+      loop.stop_.store(false, std::memory_order_relaxed);
+    }
+  } reset{*this};
+  while (!stop_.load(std::memory_order_acquire)) {
+    if (live_count_ == 0 && ready_.empty() && holds_ == 0 &&
+        !inbox_->flagged.load(std::memory_order_acquire))
+      break;
     run_once();
   }
 }
@@ -333,7 +478,8 @@ void Loop::run_root(detail::RootHandle h) {
   } cleanup{*this, h};
   while (!h.done()) {
     std::size_t n = run_once();
-    if (n == 0 && !h.done() && ready_.empty() && timers_.empty() && backend_->in_flight() == 0)
+    if (n == 0 && !h.done() && ready_.empty() && timers_.empty() && backend_->in_flight() == 0 &&
+        holds_ == 0)
       throw std::logic_error(
           "lev::Loop::block_on: the task is waiting on nothing that can complete");
   }

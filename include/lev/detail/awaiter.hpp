@@ -10,11 +10,15 @@
 #include <coroutine>
 #include <cstdint>
 #include <optional>
+#include <stop_token>
 #include <system_error>
+#include <type_traits>
 
 #include "lev/address.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/detail/results.hpp"
+#include "lev/detail/stop.hpp"
+#include "lev/task.hpp"
 
 namespace lev {
 class Loop;
@@ -23,6 +27,7 @@ class Loop;
 namespace lev::detail {
 
 void abandon_op(Loop& loop, OpBase& op) noexcept;
+void cancel_op(Loop& loop, OpBase& op) noexcept;
 
 template <class T>
 class [[nodiscard]] OpAwaiter {
@@ -41,22 +46,46 @@ class [[nodiscard]] OpAwaiter {
   OpAwaiter(const OpAwaiter&) = delete;
   OpAwaiter& operator=(const OpAwaiter&) = delete;
   ~OpAwaiter() {
+    stop_.disarm();
     // submitted or completed: still live (idle = 0 and delivered = 3 are not)
     if (static_cast<unsigned>(op_.state) - 1u < 2u) [[unlikely]]
       abandon_op(*loop_, op_);
   }
 
+  /// Cancels the operation when `token` is stopped: it then completes with
+  /// errc::operation_canceled (or with its result, if that won the race).
+  /// Without it, the operation uses the awaiting task's token.
+  ///     co_await loop.recv(fd, buf).stop_on(source.get_token());
+  OpAwaiter&& stop_on(std::stop_token token) && noexcept {
+    token_ = std::move(token);
+    return std::move(*this);
+  }
+
   bool await_ready() const noexcept { return false; }
-  /// Defined in lev/loop.hpp, where Loop::start is visible for inlining.
-  void await_suspend(std::coroutine_handle<> h);
-  Result<T> await_resume() { return ResultOf<T>::make(op_); }
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
+    const std::stop_token* token = &token_;
+    if constexpr (std::is_base_of_v<TaskPromiseBase, P>)
+      if (!token_.stop_possible()) token = &h.promise().stop_token;
+    suspend(h, *token);
+  }
+  Result<T> await_resume() {
+    stop_.disarm();
+    return ResultOf<T>::make(op_);
+  }
 
   /// The record, for code that extends an operation before it is awaited.
   OpBase& op() noexcept { return op_; }
 
  protected:
+  /// Defined in lev/loop.hpp, where Loop::start is visible for inlining.
+  void suspend(std::coroutine_handle<> h, const std::stop_token& token);
+  void start_stoppable(const std::stop_token& token);
+
   Loop* loop_;
   OpBase op_;
+  std::stop_token token_;
+  StopLink stop_;
 };
 
 /// accept keeps the peer address inside the awaiter.
@@ -85,7 +114,6 @@ class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void> {
 };
 
 void disarm_op(Loop& loop, OpBase& op) noexcept;
-void cancel_op(Loop& loop, OpBase& op) noexcept;
 TimePoint loop_now(Loop& loop) noexcept;
 
 /// readable / writable: a poll op, optionally bounded by a deadline. When
@@ -99,7 +127,8 @@ class [[nodiscard]] PollAwaiter : public OpAwaiter<unsigned> {
     timer_.kind = OpKind::timer;
   }
   ~PollAwaiter() { disarm_timer(); }
-  void await_suspend(std::coroutine_handle<> h) {
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
     OpAwaiter::await_suspend(h);
     if (timeout_) {
       timer_.deadline = loop_now(*loop_) + *timeout_;
@@ -109,6 +138,7 @@ class [[nodiscard]] PollAwaiter : public OpAwaiter<unsigned> {
     }
   }
   Result<unsigned> await_resume() {
+    stop_.disarm();
     disarm_timer();
     if (timed_out_ && op_.res == -ECANCELED) {
       return Error{std::make_error_code(std::errc::timed_out), op_name(op_.kind), op_.fd, 0};

@@ -1,5 +1,7 @@
 #include "proactor/uring/uring_backend.hpp"
 
+#include <poll.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +14,9 @@
 namespace lev {
 
 namespace {
+
+// user_data of the wakeup poll (op addresses are aligned: never 1).
+constexpr std::uint64_t kWakeTag = 1;
 
 [[noreturn]] void setup_failed(int err) {
   std::string why;
@@ -102,7 +107,22 @@ void UringBackend::untrack(detail::OpBase& op) noexcept {
   if (op.link_next) op.link_next->link_prev = op.link_prev;
 }
 
+void UringBackend::set_wakeup_fd(int fd) {
+  wake_fd_ = fd;
+  arm_wakeup();
+}
+
+void UringBackend::arm_wakeup() {
+  io_uring_sqe* sqe = get_sqe();
+  if (wake_multishot_)
+    io_uring_prep_poll_multishot(sqe, wake_fd_, POLLIN);
+  else
+    io_uring_prep_poll_add(sqe, wake_fd_, POLLIN);
+  io_uring_sqe_set_data64(sqe, kWakeTag);
+}
+
 void UringBackend::cancel_all() {
+  closing_ = true;
   if (cancel_any_) {
     if (in_flight_ == 0) return;
     io_uring_sqe* sqe = get_sqe();
@@ -164,10 +184,19 @@ std::size_t UringBackend::reap() noexcept {
     detail::OpBase** link = &first;
     detail::OpBase* last = nullptr;
     std::size_t n = 0;
+    bool rearm = false;
     for (; head != tail; ++head) {
       const io_uring_cqe& cqe = cq.cqes[head & mask];
+      if (cqe.user_data <= kWakeTag) [[unlikely]] {
+        // 0: a cancel request's own completion. kWakeTag: the wakeup poll
+        // fired (the loop reads the eventfd); re-arm it once it has ended.
+        if (cqe.user_data == kWakeTag && !(cqe.flags & IORING_CQE_F_MORE)) {
+          if (cqe.res == -EINVAL) wake_multishot_ = false;  // no multishot poll here
+          rearm = true;
+        }
+        continue;
+      }
       auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
-      if (!op) continue;  // a cancel request's own completion
       op->res = cqe.res;
       op->cqe_flags = cqe.flags;
       op->state = detail::OpState::completed;
@@ -183,6 +212,7 @@ std::size_t UringBackend::reap() noexcept {
     in_flight_ -= n;
     queue_->append(first, last);
     total += n;
+    if (rearm && !closing_) arm_wakeup();
     // Completions the kernel could not post (CQ full) wait in its overflow
     // list; flush them into the ring and go round again.
     if (!(IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW)) break;

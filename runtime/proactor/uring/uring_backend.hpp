@@ -26,6 +26,7 @@ class UringBackend final : public CompletionBackend {
   void cancel_all() override;
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
+  void set_wakeup_fd(int fd) override;
   /// Lets the Loop fill SQEs inline (see UringFastPath).
   detail::UringFastPath fast_path() noexcept;
 
@@ -40,6 +41,7 @@ class UringBackend final : public CompletionBackend {
   bool probe_cancel_any();
   void track(detail::OpBase& op) noexcept;
   void untrack(detail::OpBase& op) noexcept;
+  void arm_wakeup();
 
   io_uring ring_{};
   // IORING_ASYNC_CANCEL_ANY works (5.19+); otherwise ops are tracked so
@@ -50,6 +52,9 @@ class UringBackend final : public CompletionBackend {
   std::size_t in_flight_ = 0;
   unsigned batch_ = 0;
   unsigned unflushed_ = 0;
+  int wake_fd_ = -1;      // watched by a multishot poll whose user_data is kWakeTag
+  bool wake_multishot_ = true;
+  bool closing_ = false;  // cancel_all ran: do not re-arm the wakeup poll
 };
 
 }  // namespace lev

@@ -253,6 +253,14 @@ void EpollBackend::cancel(OpBase& op) {
   finish(op, -ECANCELED);
 }
 
+void EpollBackend::set_wakeup_fd(int fd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLET;  // an edge per write; the loop reads the fd
+  ev.data.fd = -2;                // ignored by poll(): it only wakes the wait
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0)
+    throw std::system_error(errno, std::system_category(), "lev: epoll_ctl(wakeup eventfd)");
+}
+
 void EpollBackend::cancel_all() {
   for (OpBase* op : std::vector<OpBase*>(fresh_)) cancel(*op);
   for (auto& st : fds_) {

@@ -27,6 +27,7 @@ class EpollBackend final : public CompletionBackend {
   void cancel_all() override;
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::size_t in_flight() const noexcept override { return held_; }
+  void set_wakeup_fd(int fd) override;
   /// `fd` is about to be closed: ops parked on it end with ECANCELED and its
   /// state is forgotten (called through detail::fd_closing).
   void closing(int fd) noexcept;
