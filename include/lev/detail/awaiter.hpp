@@ -43,6 +43,9 @@ class [[nodiscard]] OpAwaiter {
   OpAwaiter(Loop& loop, OpKind kind, int fd, Init&& init) noexcept : OpAwaiter(loop, kind, fd) {
     init(op_);
   }
+  /// Moving is for building the awaitable (stop_on) before it is awaited:
+  /// once started, the record's address belongs to the kernel.
+  OpAwaiter(OpAwaiter&& o) noexcept : loop_(o.loop_), op_(o.op_), token_(std::move(o.token_)) {}
   OpAwaiter(const OpAwaiter&) = delete;
   OpAwaiter& operator=(const OpAwaiter&) = delete;
   ~OpAwaiter() {
@@ -95,6 +98,13 @@ class [[nodiscard]] AcceptAwaiter : public OpAwaiter<Accepted> {
     op_.addr = reinterpret_cast<sockaddr*>(&peer_);
     op_.addrlen = sizeof(peer_);
   }
+  AcceptAwaiter(AcceptAwaiter&& o) noexcept : OpAwaiter(std::move(o)) {
+    op_.addr = reinterpret_cast<sockaddr*>(&peer_);
+  }
+  AcceptAwaiter&& stop_on(std::stop_token token) && noexcept {
+    token_ = std::move(token);
+    return std::move(*this);
+  }
 
  private:
   sockaddr_storage peer_{};
@@ -107,6 +117,13 @@ class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void> {
       : OpAwaiter(loop, OpKind::connect, fd), to_(to) {
     op_.addr = to_.data();
     op_.addrlen = to_.size();
+  }
+  ConnectAwaiter(ConnectAwaiter&& o) noexcept : OpAwaiter(std::move(o)), to_(o.to_) {
+    op_.addr = to_.data();
+  }
+  ConnectAwaiter&& stop_on(std::stop_token token) && noexcept {
+    token_ = std::move(token);
+    return std::move(*this);
   }
 
  private:
@@ -126,7 +143,13 @@ class [[nodiscard]] PollAwaiter : public OpAwaiter<unsigned> {
     op_.flags = static_cast<int>(mask);
     timer_.kind = OpKind::timer;
   }
+  PollAwaiter(PollAwaiter&& o) noexcept
+      : OpAwaiter(std::move(o)), timeout_(o.timeout_), timer_(o.timer_) {}
   ~PollAwaiter() { disarm_timer(); }
+  PollAwaiter&& stop_on(std::stop_token token) && noexcept {
+    token_ = std::move(token);
+    return std::move(*this);
+  }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
     OpAwaiter::await_suspend(h);

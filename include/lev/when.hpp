@@ -1,0 +1,182 @@
+#pragma once
+/// \file
+/// Running tasks concurrently on one loop, and bounding them in time.
+///
+///     auto [a, b] = co_await lev::when_all(fetch(x), fetch(y));
+///     auto first = co_await lev::when_any(fetch(x), fetch(y));  // .index, .value
+///     auto r = co_await lev::with_timeout(fetch(x), 2s);        // Result<...>
+///
+/// Nothing is left running behind the caller's back: each combinator
+/// returns only after every child has ended. Children inherit the caller's
+/// loop and are cancelled (their operations end with
+/// errc::operation_canceled) through a stop token of the combinator's own,
+/// which the caller's token feeds.
+
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <system_error>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "lev/clock.hpp"
+#include "lev/detail/join.hpp"
+#include "lev/error.hpp"
+#include "lev/loop.hpp"
+#include "lev/task.hpp"
+
+namespace lev {
+
+/// What when_any returns: which child ended first, and its value.
+template <class V>
+struct Winner {
+  std::size_t index;
+  V value;
+};
+
+/// Runs every task concurrently; returns their values as a tuple (void
+/// tasks give std::monostate). The first exception cancels the other
+/// tasks; it is rethrown once all have ended.
+template <class... T>
+Task<std::tuple<detail::ValueOf<T>...>> when_all(Task<T>... tasks) {
+  std::tuple<std::optional<detail::ValueOf<T>>...> slots;
+  detail::Join join(detail::Join::Policy::all);
+  std::apply([&](auto&... slot) { (join.add(detail::drive(std::move(tasks), &slot)), ...); },
+             slots);
+  co_await join;
+  if (join.first_error()) std::rethrow_exception(join.first_error());
+  co_return std::apply(
+      [](auto&... slot) { return std::tuple<detail::ValueOf<T>...>(std::move(*slot)...); }, slots);
+}
+
+/// when_all over a range: the values in the tasks' order (void: nothing).
+template <class T>
+Task<std::conditional_t<std::is_void_v<T>, void, std::vector<detail::ValueOf<T>>>> when_all(
+    std::vector<Task<T>> tasks) {
+  std::vector<std::optional<detail::ValueOf<T>>> slots(tasks.size());
+  detail::Join join(detail::Join::Policy::all);
+  for (std::size_t i = 0; i < tasks.size(); ++i)
+    join.add(detail::drive(std::move(tasks[i]), &slots[i]));
+  co_await join;
+  if (join.first_error()) std::rethrow_exception(join.first_error());
+  if constexpr (!std::is_void_v<T>) {
+    std::vector<T> out;
+    out.reserve(slots.size());
+    for (auto& s : slots) out.push_back(std::move(*s));
+    co_return out;
+  }
+}
+
+namespace detail {
+template <class V, std::size_t I, class Slots>
+void take_winner(std::optional<V>& out, std::size_t index, Slots& slots) {
+  if (index == I && std::get<I>(slots)) out.emplace(std::in_place_index<I>, std::move(*std::get<I>(slots)));
+}
+}  // namespace detail
+
+/// Runs every task concurrently; when the first ends, cancels the others
+/// and waits for them, then returns its index and value (or rethrows what
+/// it threw). What the cancelled tasks return or throw is dropped.
+template <class... T>
+Task<Winner<std::variant<detail::ValueOf<T>...>>> when_any(Task<T>... tasks) {
+  static_assert(sizeof...(T) > 0, "lev::when_any needs at least one task");
+  using V = std::variant<detail::ValueOf<T>...>;
+  std::tuple<std::optional<detail::ValueOf<T>>...> slots;
+  detail::Join join(detail::Join::Policy::any);
+  std::apply([&](auto&... slot) { (join.add(detail::drive(std::move(tasks), &slot)), ...); },
+             slots);
+  co_await join;
+  const std::size_t first = join.first();
+  if (join.error(first)) std::rethrow_exception(join.error(first));
+  std::optional<V> value;
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    (detail::take_winner<V, I>(value, first, slots), ...);
+  }(std::index_sequence_for<T...>{});
+  co_return Winner<V>{first, std::move(*value)};
+}
+
+/// when_any over a non-empty range.
+template <class T>
+Task<Winner<detail::ValueOf<T>>> when_any(std::vector<Task<T>> tasks) {
+  if (tasks.empty()) throw std::invalid_argument("lev::when_any: no task to wait for");
+  std::vector<std::optional<detail::ValueOf<T>>> slots(tasks.size());
+  detail::Join join(detail::Join::Policy::any);
+  for (std::size_t i = 0; i < tasks.size(); ++i)
+    join.add(detail::drive(std::move(tasks[i]), &slots[i]));
+  co_await join;
+  const std::size_t first = join.first();
+  if (join.error(first)) std::rethrow_exception(join.error(first));
+  co_return Winner<detail::ValueOf<T>>{first, std::move(*slots[first])};
+}
+
+namespace detail {
+
+template <class T>
+struct TimeoutOf {
+  using type = Result<T>;
+};
+template <class U>
+struct TimeoutOf<Result<U>> {
+  using type = Result<U>;
+};
+
+inline Task<void> sleeper(Loop& loop, Duration d) { (void)co_await loop.after(d); }
+
+inline bool is_cancellation(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
+    return se.code() == std::errc::operation_canceled;
+  } catch (...) {
+    return false;
+  }
+}
+
+inline Error timed_out() { return Error{std::make_error_code(std::errc::timed_out), "with_timeout"}; }
+
+}  // namespace detail
+
+/// Runs `task` with a time limit. When `limit` passes first, the task is
+/// cancelled and awaited; the result is errc::timed_out if it ended by
+/// cancellation, or whatever it produced if it finished anyway (so a
+/// value it got in the same instant, such as received bytes, is never
+/// dropped). A task returning Result<U> gives Result<U>; any other T gives
+/// Result<T> (Result<void> for void). Exceptions other than cancellation
+/// are rethrown.
+template <class T>
+Task<typename detail::TimeoutOf<T>::type> with_timeout(Loop& loop, Task<T> task, Duration limit) {
+  using Out = typename detail::TimeoutOf<T>::type;
+  std::optional<detail::ValueOf<T>> value;
+  detail::Join join(detail::Join::Policy::any);
+  join.add(detail::drive(std::move(task), &value));
+  join.add(detail::drive<void>(detail::sleeper(loop, limit), nullptr));
+  co_await join;
+  const bool expired = join.first() == 1;
+  if (const std::exception_ptr& e = join.error(0)) {
+    if (expired && detail::is_cancellation(e)) co_return detail::timed_out();
+    std::rethrow_exception(e);
+  }
+  if constexpr (std::is_void_v<T>) {
+    if (expired) co_return detail::timed_out();
+    co_return Out{};
+  } else if constexpr (std::is_same_v<Out, T>) {  // T is a Result
+    if (expired && !*value && value->error().is_cancelled()) co_return detail::timed_out();
+    co_return std::move(*value);
+  } else {
+    co_return Out(std::move(*value));
+  }
+}
+
+/// with_timeout on the loop the calling task runs on.
+template <class T>
+Task<typename detail::TimeoutOf<T>::type> with_timeout(Task<T> task, Duration limit) {
+  Loop* loop = co_await current_loop();
+  if (!loop) throw std::logic_error("lev::with_timeout: the calling task runs on no loop");
+  co_return co_await with_timeout(*loop, std::move(task), limit);
+}
+
+}  // namespace lev
