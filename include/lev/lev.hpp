@@ -17,5 +17,7 @@
 #include "lev/operation.hpp"
 #include "lev/process.hpp"
 #include "lev/task.hpp"
+#include "lev/task_group.hpp"
 #include "lev/timer.hpp"
 #include "lev/watchers.hpp"
+#include "lev/when.hpp"

@@ -1,0 +1,174 @@
+// when_all, when_any, with_timeout: on the fake backend's virtual clock where
+// the order matters, on the real engines where I/O does.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "lev/when.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::test::for_each_engine;
+
+namespace {
+
+struct FakeLoop {
+  std::shared_ptr<lev::FakeBackend> fake = std::make_shared<lev::FakeBackend>();
+  lev::Loop loop{lev::Model::proactor, {.backend = fake}};
+};
+
+// Sleeps `d`; returns `id` if it expired, -1 if it was cancelled.
+lev::Task<int> nap(lev::Loop& loop, lev::Duration d, int id, std::vector<int>* ended = nullptr) {
+  auto r = co_await loop.after(d);
+  if (ended) ended->push_back(id);
+  co_return r ? id : -1;
+}
+
+}  // namespace
+
+TEST_SUITE("when") {
+  TEST_CASE("when_any of three timers: the earliest wins, the others are cancelled and reaped") {
+    FakeLoop f;
+    std::vector<int> ended;
+    auto body = [&]() -> lev::Task<lev::Winner<std::variant<int, int, int>>> {
+      co_return co_await lev::when_any(nap(f.loop, 30ms, 0, &ended), nap(f.loop, 10ms, 1, &ended),
+                                       nap(f.loop, 20ms, 2, &ended));
+    };
+    const auto t0 = f.loop.now();
+    auto w = f.loop.block_on(body());
+    CHECK(w.index == 1);
+    CHECK(std::get<1>(w.value) == 1);
+    CHECK(ended.size() == 3);  // every loser ended before when_any returned
+    CHECK(f.loop.live_op_count() == 0);
+    CHECK(f.loop.now() - t0 == 10ms);  // the losers never waited out their time
+  }
+
+  TEST_CASE("when_any over a range, with a loser that is already finished") {
+    FakeLoop f;
+    auto body = [&]() -> lev::Task<lev::Winner<int>> {
+      std::vector<lev::Task<int>> ts;
+      ts.push_back(nap(f.loop, 50ms, 0));
+      ts.push_back(nap(f.loop, 5ms, 1));
+      ts.push_back(nap(f.loop, 5ms, 2));  // same deadline: armed later, fires later
+      co_return co_await lev::when_any(std::move(ts));
+    };
+    auto w = f.loop.block_on(body());
+    CHECK(w.index == 1);
+    CHECK(w.value == 1);
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE("when_all returns every value in order") {
+    FakeLoop f;
+    auto body = [&]() -> lev::Task<> {
+      auto [a, b, c] = co_await lev::when_all(nap(f.loop, 3ms, 7), nap(f.loop, 1ms, 8),
+                                              [&]() -> lev::Task<> { co_return; }());
+      CHECK(a == 7);
+      CHECK(b == 8);
+      (void)c;
+      std::vector<lev::Task<int>> ts;
+      for (int i = 0; i < 10; ++i) ts.push_back(nap(f.loop, std::chrono::milliseconds(10 - i), i));
+      auto all = co_await lev::when_all(std::move(ts));
+      REQUIRE(all.size() == 10);
+      for (int i = 0; i < 10; ++i) CHECK(all[static_cast<std::size_t>(i)] == i);
+    };
+    f.loop.block_on(body());
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE("when_all where one child throws: the others are cancelled, the error rethrown once") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      int cancelled_readers = 0;
+      auto reader = [&]() -> lev::Task<int> {
+        std::array<std::byte, 8> buf{};
+        auto r = co_await loop.recv(a, buf);
+        if (!r && r.error().is_cancelled()) ++cancelled_readers;
+        co_return 0;
+      };
+      auto thrower = [&]() -> lev::Task<int> {
+        (void)co_await loop.after(2ms);
+        throw std::runtime_error("child failed");
+      };
+      auto body = [&]() -> lev::Task<> { (void)co_await lev::when_all(reader(), thrower(), reader()); };
+      CHECK_THROWS_WITH_AS(loop.block_on(body()), "child failed", std::runtime_error);
+      CHECK(cancelled_readers == 2);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("with_timeout on a recv that never completes: timed_out, the recv cancelled") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::array<std::byte, 8> buf{};
+      auto recv_task = [&]() -> lev::Task<lev::Result<std::size_t>> { co_return co_await loop.recv(a, buf); };
+      auto body = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await lev::with_timeout(recv_task(), 20ms);
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = loop.block_on(body());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_timeout());
+      CHECK(std::chrono::steady_clock::now() - t0 >= 20ms);
+      CHECK(loop.live_op_count() == 0);
+      // the socket still works, and the cancelled recv took nothing
+      REQUIRE(::send(b.get(), "hi", 2, MSG_NOSIGNAL) == 2);
+      auto again = loop.block_on(body());
+      REQUIRE(again);
+      CHECK(*again == 2);
+    });
+  }
+
+  TEST_CASE("with_timeout returns the value when the task finishes first, and cancels the timer") {
+    FakeLoop f;
+    auto body = [&]() -> lev::Task<lev::Result<int>> {
+      co_return co_await lev::with_timeout(nap(f.loop, 5ms, 42), 1h);
+    };
+    const auto t0 = f.loop.now();
+    auto r = f.loop.block_on(body());
+    REQUIRE(r);
+    CHECK(*r == 42);
+    CHECK(f.loop.now() - t0 == 5ms);
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE("with_timeout outside a task on a loop is a clear error") {
+    FakeLoop f;
+    auto bare = [&]() -> lev::Task<> {
+      auto inner = lev::with_timeout(nap(f.loop, 1ms, 1), 1s);
+      // awaited from a coroutine that is not a lev::Task: no loop to use
+      co_return;
+    };
+    f.loop.block_on(bare());
+    // with_timeout(loop, ...) needs no current loop
+    lev::Task<lev::Result<int>> t = lev::with_timeout(f.loop, nap(f.loop, 1ms, 1), 1s);
+    auto r = f.loop.block_on(std::move(t));
+    CHECK(r);
+  }
+
+  TEST_CASE("a stop of the caller's token reaches the children of when_all") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::stop_source src;
+      auto reader = [&]() -> lev::Task<bool> {
+        std::array<std::byte, 8> buf{};
+        auto r = co_await loop.recv(a, buf);
+        co_return !r && r.error().is_cancelled();
+      };
+      auto stopper = [&]() -> lev::Task<> {
+        (void)co_await loop.after(5ms);
+        src.request_stop();
+      };
+      auto body = [&]() -> lev::Task<std::tuple<bool, bool>> { co_return co_await lev::when_all(reader(), reader()); };
+      loop.spawn(stopper());
+      auto [x, y] = loop.block_on(body().with_stop_token(src.get_token()));
+      CHECK(x);
+      CHECK(y);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+}
