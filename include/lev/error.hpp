@@ -14,6 +14,22 @@
 
 namespace lev {
 
+/// Errors of lev's own (not errno values).
+enum class errc {
+  closed = 1,  ///< the channel was closed
+};
+const std::error_category& lev_category() noexcept;
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), lev_category()};
+}
+
+}  // namespace lev
+
+template <>
+struct std::is_error_code_enum<lev::errc> : std::true_type {};
+
+namespace lev {
+
 /// What went wrong with one operation: the error code, the operation's name
 /// and the fd it ran on (-1 when none). `transferred` counts the bytes an
 /// operation had already moved before it failed (send_all / write_all), so
@@ -28,6 +44,7 @@ struct Error {
   [[nodiscard]] std::string message() const;
   [[nodiscard]] bool is_cancelled() const noexcept { return code == std::errc::operation_canceled; }
   [[nodiscard]] bool is_timeout() const noexcept { return code == std::errc::timed_out; }
+  [[nodiscard]] bool is_closed() const noexcept { return code == errc::closed; }
   /// Throws std::system_error carrying code and message().
   [[noreturn]] void raise() const;
 

@@ -167,6 +167,13 @@ class Loop {
   }
   /// Hands a node to the loop (what post() does after boxing). Any thread.
   void post_node(detail::RemoteNode* node) noexcept;
+  /// Queues a `post` op (kind, ctx and deliver set) for delivery on the
+  /// loop thread. Any thread; the op must stay alive until delivered or
+  /// retracted.
+  void post_op(detail::OpBase& op) noexcept;
+  /// Takes back an op given to post_op from another thread that the loop
+  /// has not picked up yet; false when it is not waiting there.
+  bool retract(detail::OpBase& op) noexcept;
 
   /// While a Hold lives, run() waits for work (posts from other threads)
   /// instead of returning when nothing is live.

@@ -17,6 +17,21 @@ std::string Error::message() const {
   return m;
 }
 
+const std::error_category& lev_category() noexcept {
+  struct Category final : std::error_category {
+    const char* name() const noexcept override { return "lev"; }
+    std::string message(int v) const override {
+      switch (static_cast<errc>(v)) {
+        case errc::closed:
+          return "channel closed";
+      }
+      return "unknown lev error " + std::to_string(v);
+    }
+  };
+  static const Category category;
+  return category;
+}
+
 void Error::raise() const { throw std::system_error(code, message()); }
 
 void Fd::reset(int fd) noexcept {

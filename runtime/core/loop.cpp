@@ -64,13 +64,14 @@ void report_escaped(std::exception_ptr e) noexcept {
 
 void deliver_callback(OpBase& op);
 
-// Nodes posted from any thread wait here until the loop thread takes them.
-// `flagged` is set by the first post after the loop last looked, and only
-// that post writes the eventfd: a busy loop costs posters no syscall.
+// Post ops handed over from any thread wait here (linked through
+// link_next: a post never reaches a backend) until the loop thread takes
+// them. `flagged` is set by the first post after the loop last looked, and
+// only that post writes the eventfd: a busy loop costs posters no syscall.
 struct Inbox {
   std::mutex mu;
-  RemoteNode* head = nullptr;
-  RemoteNode* tail = nullptr;
+  OpBase* head = nullptr;
+  OpBase* tail = nullptr;
   std::atomic<bool> flagged{false};
   int efd = -1;
 
@@ -81,27 +82,38 @@ struct Inbox {
       (void)r;  // EAGAIN: the counter is already huge, so it is readable
     }
   }
-  void push(RemoteNode* n) noexcept {
-    n->inbox_next = nullptr;
+  void push(OpBase& op) noexcept {
+    op.link_next = nullptr;
     {
       std::lock_guard lock(mu);
       if (tail)
-        tail->inbox_next = n;
+        tail->link_next = &op;
       else
-        head = n;
-      tail = n;
+        head = &op;
+      tail = &op;
     }
     wake();
   }
-  RemoteNode* take() noexcept {
+  OpBase* take() noexcept {
     flagged.store(false, std::memory_order_release);
     std::uint64_t v;
     ssize_t r = ::read(efd, &v, sizeof v);  // re-arm the edge; EAGAIN is fine
     (void)r;
     std::lock_guard lock(mu);
-    RemoteNode* h = head;
+    OpBase* h = head;
     head = tail = nullptr;
     return h;
+  }
+  bool remove(OpBase& op) noexcept {
+    std::lock_guard lock(mu);
+    OpBase* prev = nullptr;
+    for (OpBase* cur = head; cur; prev = cur, cur = cur->link_next) {
+      if (cur != &op) continue;
+      (prev ? prev->link_next : head) = cur->link_next;
+      if (tail == cur) tail = prev;
+      return true;
+    }
+    return false;
   }
 };
 
@@ -238,7 +250,14 @@ Loop::~Loop() {
       delete static_cast<detail::RemoteNode*>(op->ctx);
     }
   }
-  for (detail::RemoteNode* n = inbox_->take(); n;) delete std::exchange(n, n->inbox_next);
+  for (detail::OpBase* op = inbox_->take(); op;) {
+    detail::OpBase* next = op->link_next;
+    if (op->deliver == &detail::deliver_remote)
+      delete static_cast<detail::RemoteNode*>(op->ctx);
+    else
+      op->state = detail::OpState::delivered;  // a waiter's wakeup: its frame goes next
+    op = next;
+  }
   // 4. Event sources whose handles outlive the loop must not reach it.
   while (sources_) sources_->detach();
   signals_.reset();
@@ -256,21 +275,27 @@ void Loop::post_node(detail::RemoteNode* node) noexcept {
   node->op.kind = detail::OpKind::post;
   node->op.ctx = node;
   node->op.deliver = &detail::deliver_remote;
+  post_op(node->op);
+}
+
+void Loop::post_op(detail::OpBase& op) noexcept {
   if (in_loop_thread()) {
-    start_local(node->op);
+    start_local(op);
     return;
   }
-  inbox_->push(node);
+  inbox_->push(op);
 }
+
+bool Loop::retract(detail::OpBase& op) noexcept { return inbox_->remove(op); }
 
 std::size_t Loop::take_inbox() {
   if (!inbox_->flagged.load(std::memory_order_acquire)) [[likely]]
     return 0;
   std::size_t n = 0;
-  for (detail::RemoteNode* node = inbox_->take(); node; ++n) {
-    detail::RemoteNode* next = node->inbox_next;
-    start_local(node->op);
-    node = next;
+  for (detail::OpBase* op = inbox_->take(); op; ++n) {
+    detail::OpBase* next = op->link_next;
+    start_local(*op);
+    op = next;
   }
   return n;
 }

@@ -13,8 +13,7 @@
 namespace lev::detail {
 
 struct RemoteNode {
-  OpBase op;                      // the post that delivers it
-  RemoteNode* inbox_next = nullptr;
+  OpBase op;  // the post that delivers it
   RemoteNode() noexcept { op.kind = OpKind::post; }
   RemoteNode(const RemoteNode&) = delete;
   RemoteNode& operator=(const RemoteNode&) = delete;
