@@ -17,6 +17,7 @@
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
 #include "lev/process.hpp"
+#include "lev/runtime.hpp"
 #include "lev/sync.hpp"
 #include "lev/task.hpp"
 #include "lev/task_group.hpp"

@@ -35,6 +35,7 @@
 #include "lev/clock.hpp"
 #include "lev/detail/awaiter.hpp"
 #include "lev/detail/op.hpp"
+#include "lev/detail/offload.hpp"
 #include "lev/detail/ops.hpp"
 #include "lev/detail/remote.hpp"
 #include "lev/detail/root.hpp"
@@ -174,6 +175,15 @@ class Loop {
   /// Takes back an op given to post_op from another thread that the loop
   /// has not picked up yet; false when it is not waiting there.
   bool retract(detail::OpBase& op) noexcept;
+
+  /// `co_await loop.offload(fn)`: runs the blocking `fn()` on a shared
+  /// worker pool and resumes the caller on this loop (from its completion
+  /// queue) with fn's value, or rethrows what fn threw. It cannot be
+  /// cancelled: a caller destroyed early waits for fn to return.
+  template <class F>
+  detail::OffloadAwaiter<std::decay_t<F>> offload(F&& fn) {
+    return detail::OffloadAwaiter<std::decay_t<F>>(*this, std::forward<F>(fn));
+  }
 
   /// While a Hold lives, run() waits for work (posts from other threads)
   /// instead of returning when nothing is live.
@@ -439,6 +449,13 @@ class Loop {
     }
     start_local(op);
   }
+  /// Registers a `post` op that another thread will complete through
+  /// post_op (offload). The loop waits for it, even at teardown.
+  void begin_external(detail::OpBase& op) noexcept {
+    op.state = detail::OpState::submitted;
+    ++live_count_;
+    ++external_;
+  }
   /// Registers `op` as live and queues it completed with ECANCELED (its
   /// token was stopped before it started).
   void start_cancelled(detail::OpBase& op) noexcept;
@@ -495,6 +512,7 @@ class Loop {
   void start_local(detail::OpBase& op);
   bool continue_all(detail::OpBase& op);
   std::size_t take_inbox();
+  void wait_inbox();
   std::size_t fire_timers(TimePoint now);
 
   Model model_;
@@ -512,6 +530,7 @@ class Loop {
   detail::CallbackPool* pool_ = nullptr;
   std::unique_ptr<detail::Inbox> inbox_;
   std::size_t holds_ = 0;
+  std::size_t external_ = 0;  // begin_external ops not yet back
   std::thread::id owner_ = std::this_thread::get_id();
   std::atomic<bool> stop_{false};
   bool running_ = false;

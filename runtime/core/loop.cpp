@@ -4,6 +4,7 @@
 // per submitted op). See docs/cancellation.md.
 #include "lev/loop.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -27,6 +28,8 @@ namespace lev {
 namespace detail {
 
 void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
+void begin_external(Loop& loop, OpBase& op) noexcept { loop.begin_external(op); }
+void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
 
 void release_undelivered(OpBase& op) noexcept {
   if (op.kind == OpKind::accept && op.res >= 0) {
@@ -237,6 +240,8 @@ Loop::~Loop() {
   while (detail::OpBase* t = timers_.pop()) ready_.push(*t, -ECANCELED);
   // 2. Wait for every completion the backend still owes (kernel buffers).
   while (backend_->in_flight() > 0) backend_->poll(std::nullopt);
+  // 2b. Offloaded functions still running write into their awaiters.
+  while (external_ > 0) wait_inbox();
   // 3. Drop what nobody will receive, releasing carried resources.
   while (detail::OpBase* op = ready_.pop()) {
     detail::release_undelivered(*op);
@@ -294,10 +299,22 @@ std::size_t Loop::take_inbox() {
   std::size_t n = 0;
   for (detail::OpBase* op = inbox_->take(); op; ++n) {
     detail::OpBase* next = op->link_next;
-    start_local(*op);
+    if (op->state == detail::OpState::submitted) {  // an external op coming back
+      --external_;
+      ready_.push(*op, 0);
+    } else {
+      start_local(*op);
+    }
     op = next;
   }
   return n;
+}
+
+// Blocks until another thread posts, then takes the inbox.
+void Loop::wait_inbox() {
+  pollfd p{inbox_->efd, POLLIN, 0};
+  if (!inbox_->flagged.load(std::memory_order_acquire)) ::poll(&p, 1, 100);
+  take_inbox();
 }
 
 void Loop::stop() noexcept {
@@ -332,6 +349,7 @@ void Loop::cancel(detail::OpBase& op) noexcept {
     return;
   }
   if (op.state != detail::OpState::submitted || op.cancel_requested) return;
+  if (op.kind == detail::OpKind::post) return;  // runs to its end (offload)
   op.cancel_requested = true;
   if (op.kind == detail::OpKind::timer) {
     timers_.remove(op);
@@ -347,7 +365,9 @@ void Loop::cancel(detail::OpBase& op) noexcept {
 }
 
 void Loop::abandon(detail::OpBase& op) noexcept {
-  if (op.state == detail::OpState::submitted) {
+  if (op.kind == detail::OpKind::post) {
+    while (op.state == detail::OpState::submitted) wait_inbox();  // an offload finishing
+  } else if (op.state == detail::OpState::submitted) {
     cancel(op);
     while (op.state == detail::OpState::submitted) backend_->poll(std::nullopt);
   }
@@ -449,7 +469,7 @@ std::size_t Loop::run_once() {
     timeout = Duration::zero();
   } else if (t) {
     timeout = std::max(Duration::zero(), t->deadline - now);
-  } else if (backend_->in_flight() == 0 && holds_ == 0) {
+  } else if (backend_->in_flight() == 0 && holds_ == 0 && external_ == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
   }
   std::size_t n = backend_->poll(timeout);
@@ -504,7 +524,7 @@ void Loop::run_root(detail::RootHandle h) {
   while (!h.done()) {
     std::size_t n = run_once();
     if (n == 0 && !h.done() && ready_.empty() && timers_.empty() && backend_->in_flight() == 0 &&
-        holds_ == 0)
+        holds_ == 0 && external_ == 0)
       throw std::logic_error(
           "lev::Loop::block_on: the task is waiting on nothing that can complete");
   }

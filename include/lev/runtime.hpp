@@ -1,0 +1,113 @@
+#pragma once
+/// \file
+/// `lev::Runtime`: thread-per-core. N threads, each running its own Loop
+/// until the runtime stops; work reaches a loop by posting to it.
+///
+///     lev::Runtime rt{{.threads = 2, .pin = true}};
+///     for (std::size_t i = 0; i < rt.size(); ++i)
+///       rt.spawn_on(i, [](lev::Loop& loop) { return serve(loop); });
+///     rt.wait();  // until SIGINT / SIGTERM or rt.stop()
+///
+/// With `stop_on_signals`, SIGINT and SIGTERM are blocked in the thread
+/// that builds the runtime (and so in every loop thread it starts) and
+/// delivered through a signalfd on loop 0; the mask is restored when the
+/// runtime is destroyed.
+
+#include <signal.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "lev/loop.hpp"
+#include "lev/task.hpp"
+
+namespace lev {
+
+struct RuntimeOptions {
+  /// Loops (threads); 0 = one per online CPU.
+  unsigned threads = 0;
+  Model model = Model::proactor;
+  /// Options for every loop (a backend object cannot be shared: use names).
+  LoopOptions loop{};
+  /// Pin loop i to CPU i (mod the CPUs this process may use).
+  bool pin = false;
+  /// Stop every loop on SIGINT / SIGTERM.
+  bool stop_on_signals = true;
+};
+
+class Runtime {
+ public:
+  /// Starts the loops; returns once each is constructed. Throws what a
+  /// loop's construction threw (std::invalid_argument, std::system_error).
+  explicit Runtime(RuntimeOptions options = {});
+  /// stop(), then wait().
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  [[nodiscard]] std::size_t size() const noexcept { return slots_.size(); }
+  /// Loop `i`. Use it on its own thread (from a task spawned on it); from
+  /// elsewhere, post to it. Valid until that loop has stopped.
+  [[nodiscard]] Loop& loop(std::size_t i) const { return *slot(i).loop; }
+
+  /// Runs `fn()` on loop `i`'s thread, from its completion queue. Any
+  /// thread. False when that loop has already stopped (fn is dropped).
+  template <class F>
+  bool post_to(std::size_t i, F&& fn) {
+    Slot& s = slot(i);
+    std::lock_guard lock(s.mu);
+    if (!s.alive) return false;
+    s.loop->post(std::forward<F>(fn));
+    return true;
+  }
+  /// Starts a task on loop `i`. Any thread. `make(loop)` builds the task on
+  /// that loop's thread (so it can capture the loop); a ready Task works too.
+  template <class Make>
+  requires std::is_invocable_v<Make&, Loop&>
+  bool spawn_on(std::size_t i, Make make) {
+    Loop* l = &loop(i);
+    return post_to(i, [l, make = std::move(make)]() mutable { l->spawn(make(*l)); });
+  }
+  template <class T>
+  bool spawn_on(std::size_t i, Task<T> task) {
+    Loop* l = &loop(i);
+    return post_to(i, [l, t = std::move(task)]() mutable { l->spawn(std::move(t)); });
+  }
+
+  /// Stops every loop (any thread, also from a task on one of them). Each
+  /// loop destroys its remaining tasks, settling their operations first.
+  void stop() noexcept;
+  /// Blocks until every loop has stopped and its thread ended. Rethrows
+  /// the first exception a loop's thread ended with.
+  void wait();
+  [[nodiscard]] bool stopped() const noexcept;
+
+ private:
+  struct Slot {
+    std::mutex mu;
+    bool alive = false;
+    Loop* loop = nullptr;
+    std::thread thread;
+  };
+  Slot& slot(std::size_t i) const;
+  void body(std::size_t i, const RuntimeOptions& o);
+
+  std::vector<std::unique_ptr<Slot>> slots_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t started_ = 0;
+  std::exception_ptr error_;
+  bool stopping_ = false;
+  bool signals_blocked_ = false;
+  sigset_t old_mask_{};
+};
+
+}  // namespace lev

@@ -1,0 +1,142 @@
+// Runtime (thread-per-core), cross-loop posts and channels, offload.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "lev/channel.hpp"
+#include "lev/runtime.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+
+TEST_SUITE("runtime") {
+  TEST_CASE("100,000 cross-loop posts are each delivered exactly once, on the target loop's thread") {
+    for (unsigned n : {2u, 4u}) {
+      for (lev::Model model : {lev::Model::proactor, lev::Model::reactor}) {
+        CAPTURE(n);
+        lev::Runtime rt{{.threads = n, .model = model, .stop_on_signals = false}};
+        constexpr int kTotal = 100000;
+        const int per_loop = kTotal / static_cast<int>(n);
+        std::vector<std::atomic<int>> got(n);
+        std::vector<std::thread::id> ids(n);
+        std::atomic<int> ready{0}, delivered{0}, wrong_thread{0};
+        for (std::size_t i = 0; i < n; ++i)
+          rt.post_to(i, [&, i] {
+            ids[i] = std::this_thread::get_id();
+            ++ready;
+          });
+        while (ready.load() < static_cast<int>(n)) std::this_thread::sleep_for(1ms);
+        // every loop posts its share to the next loop, from its own thread
+        for (std::size_t i = 0; i < n; ++i)
+          rt.spawn_on(i, [&, i](lev::Loop& loop) -> lev::Task<> {
+            const std::size_t to = (i + 1) % n;
+            for (int k = 0; k < per_loop; ++k) {
+              rt.post_to(to, [&, to] {
+                if (std::this_thread::get_id() != ids[to]) ++wrong_thread;
+                ++got[to];
+                if (++delivered == kTotal) rt.stop();
+              });
+              if (k % 1000 == 999) (void)co_await loop.nop();  // let the loop breathe
+            }
+          });
+        rt.wait();
+        CHECK(delivered.load() == kTotal);
+        CHECK(wrong_thread.load() == 0);
+        for (std::size_t i = 0; i < n; ++i) CHECK(got[i].load() == per_loop);
+      }
+    }
+  }
+
+  TEST_CASE("a channel between two loops of a runtime: every item once, in order") {
+    lev::Runtime rt{{.threads = 2, .stop_on_signals = false}};
+    lev::Channel<int> ch{8};
+    constexpr int kItems = 50000;
+    std::atomic<bool> ok{true};
+    std::atomic<int> received{0};
+    rt.spawn_on(0, [&](lev::Loop&) -> lev::Task<> {
+      for (int i = 0; i < kItems; ++i)
+        if (!co_await ch.send(i)) ok = false;
+      ch.close();
+    });
+    rt.spawn_on(1, [&](lev::Loop&) -> lev::Task<> {
+      int expect = 0;
+      while (auto v = co_await ch.receive()) {
+        if (*v != expect++) ok = false;
+        ++received;
+      }
+      rt.stop();
+    });
+    rt.wait();
+    CHECK(ok.load());
+    CHECK(received.load() == kItems);
+  }
+
+  TEST_CASE("offload runs the blocking function elsewhere and resumes on the caller's loop") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      const auto loop_thread = std::this_thread::get_id();
+      auto body = [&]() -> lev::Task<> {
+        std::thread::id worker;
+        int v = co_await loop.offload([&] {
+          worker = std::this_thread::get_id();
+          std::this_thread::sleep_for(5ms);
+          return 42;
+        });
+        CHECK(v == 42);
+        CHECK(worker != loop_thread);
+        CHECK(std::this_thread::get_id() == loop_thread);
+        CHECK_THROWS_WITH_AS(co_await loop.offload([]() -> int { throw std::runtime_error("boom"); }),
+                             "boom", std::runtime_error);
+        co_await loop.offload([] {});
+      };
+      loop.block_on(body());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a loop destroyed while an offloaded function runs waits for it") {
+    std::atomic<bool> finished{false};
+    {
+      lev::Loop loop{lev::Model::proactor};
+      auto body = [&]() -> lev::Task<> {
+        co_await loop.offload([&] {
+          std::this_thread::sleep_for(30ms);
+          finished = true;
+        });
+      };
+      loop.spawn(body());
+      loop.run_once();
+      CHECK(loop.live_op_count() == 1);
+    }
+    CHECK(finished.load());
+  }
+
+  TEST_CASE("SIGTERM stops every loop of a runtime; remaining tasks are destroyed cleanly") {
+    std::string out = lev::test::run_in_child([] {
+      lev::Runtime rt{{.threads = 2}};
+      auto [a, b] = lev::test::socket_pair();
+      for (std::size_t i = 0; i < 2; ++i)
+        rt.spawn_on(i, [&](lev::Loop& loop) -> lev::Task<> {
+          std::array<std::byte, 8> buf{};
+          (void)co_await loop.recv(a, buf);  // never completes
+        });
+      std::this_thread::sleep_for(20ms);
+      ::kill(::getpid(), SIGTERM);
+      rt.wait();
+      std::fprintf(stderr, "stopped cleanly\n");
+    });
+    CHECK(out == "stopped cleanly\n");
+  }
+
+  TEST_CASE("bad runtime input is a clear error") {
+    lev::Runtime rt{{.threads = 1, .stop_on_signals = false}};
+    CHECK_THROWS_AS((void)rt.loop(5), std::out_of_range);
+    CHECK_THROWS_WITH_AS(lev::Runtime({.threads = 1, .loop = {.queue_size = 0}, .stop_on_signals = false}),
+                         "lev::Loop: queue_size must be greater than 0", std::invalid_argument);
+  }
+}
