@@ -152,7 +152,7 @@ class Loop {
   /// True on the thread that owns the loop (the one that constructed it, or
   /// the one that last entered run() / block_on()).
   [[nodiscard]] bool in_loop_thread() const noexcept {
-    return owner_ == std::this_thread::get_id();
+    return owner_.load(std::memory_order_relaxed) == std::this_thread::get_id();
   }
 
   // ---- from any thread -------------------------------------------------
@@ -228,7 +228,7 @@ class Loop {
   }
   template <class T>
   T block_on(Task<T> task) {
-    owner_ = std::this_thread::get_id();
+    owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     if (task.valid() && !task.handle().promise().loop) task.handle().promise().loop = this;
     detail::BlockResult<T> out;
     detail::RootHandle h = detail::root_body<T>(std::move(task), &out).h;
@@ -531,7 +531,7 @@ class Loop {
   std::unique_ptr<detail::Inbox> inbox_;
   std::size_t holds_ = 0;
   std::size_t external_ = 0;  // begin_external ops not yet back
-  std::thread::id owner_ = std::this_thread::get_id();
+  std::atomic<std::thread::id> owner_{std::this_thread::get_id()};
   std::atomic<bool> stop_{false};
   bool running_ = false;
 };

@@ -69,12 +69,13 @@ class Runtime {
     return true;
   }
   /// Starts a task on loop `i`. Any thread. `make(loop)` builds the task on
-  /// that loop's thread (so it can capture the loop); a ready Task works too.
+  /// that loop's thread; `make` itself is kept alive until the task ends,
+  /// so a coroutine lambda may use its captures. A ready Task works too.
   template <class Make>
   requires std::is_invocable_v<Make&, Loop&>
   bool spawn_on(std::size_t i, Make make) {
     Loop* l = &loop(i);
-    return post_to(i, [l, make = std::move(make)]() mutable { l->spawn(make(*l)); });
+    return post_to(i, [l, make = std::move(make)]() mutable { l->spawn(keep(std::move(make), *l)); });
   }
   template <class T>
   bool spawn_on(std::size_t i, Task<T> task) {
@@ -91,6 +92,11 @@ class Runtime {
   [[nodiscard]] bool stopped() const noexcept;
 
  private:
+  // The frame owns `make` (a by-value parameter) while the task it built runs.
+  template <class Make>
+  static Task<> keep(Make make, Loop& l) {
+    (void)co_await make(l);
+  }
   struct Slot {
     std::mutex mu;
     bool alive = false;

@@ -481,7 +481,7 @@ std::size_t Loop::run_once() {
 }
 
 void Loop::run() {
-  owner_ = std::this_thread::get_id();
+  owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   running_ = true;
   struct Reset {
     Loop& loop;
