@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -274,5 +275,88 @@ TEST_SUITE("examples") {
     Run r = run({example_path("read_write")});
     CHECK(r.code == 0);
     CHECK(r.out == "pipe carried: line 1\nline 2\nline 3\nfile at offset 7: world\n");
+  }
+
+  TEST_CASE("echo_server --threads 2 serves 200 concurrent connections across both loops") {
+    auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--threads", "2"});
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    constexpr int kConns = 200;
+    std::vector<int> fds;
+    for (int i = 0; i < kConns; ++i) {  // all open at once
+      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      REQUIRE(fd >= 0);
+      timeval tv{5, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+      fds.push_back(fd);
+    }
+    for (int i = 0; i < kConns; ++i) {
+      std::string msg = "conn " + std::to_string(i) + "\n";
+      REQUIRE(::send(fds[static_cast<std::size_t>(i)], msg.data(), msg.size(), MSG_NOSIGNAL) ==
+              static_cast<ssize_t>(msg.size()));
+    }
+    int echoed = 0;
+    for (int i = 0; i < kConns; ++i) {
+      std::string msg = "conn " + std::to_string(i) + "\n", got;
+      char buf[64];
+      while (got.size() < msg.size()) {
+        ssize_t n = ::recv(fds[static_cast<std::size_t>(i)], buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<std::size_t>(n));
+      }
+      echoed += got == msg;
+    }
+    CHECK(echoed == kConns);
+    for (int fd : fds) ::close(fd);
+    ::kill(server.pid, SIGTERM);
+    std::string tail = read_until(server.out, "\n", std::chrono::seconds(10));
+    CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+    ::close(server.out);
+    // "connections per loop: A B": every connection counted once, both loops used
+    long a = -1, b = -1;
+    REQUIRE(std::sscanf(tail.c_str(), "connections per loop: %ld %ld", &a, &b) == 2);
+    CHECK(a + b == kConns);
+    CHECK(a > 0);
+    CHECK(b > 0);
+  }
+
+  TEST_CASE("timeout_client gets its reply, and says so clearly when none comes in time") {
+    auto [server, port] = start_server({example_path("echo_server"), "--port", "0"});
+    Run ok = run({example_path("timeout_client"), "--port", port, "--message", "ping"});
+    CHECK(ok.code == 0);
+    CHECK(ok.out == "reply: ping\n");
+    ::kill(server.pid, SIGTERM);
+    CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+    ::close(server.out);
+
+    // A listener that never answers: the kernel completes the connect, no reply follows.
+    int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(l, 8) == 0);
+    socklen_t len = sizeof addr;
+    ::getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len);
+    const std::string silent = std::to_string(ntohs(addr.sin_port));
+    for (const char* model : {"proactor", "reactor"}) {
+      Run t = run({example_path("timeout_client"), "--port", silent, "--timeout-ms", "150", "--model", model});
+      CHECK(t.code == 3);
+      CHECK(t.out == "timed out: no reply from 127.0.0.1:" + silent + " within 150 ms\n");
+    }
+    ::close(l);
+  }
+
+  TEST_CASE("fan_out gathers 50 concurrent exchanges with when_all") {
+    auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--threads", "2"});
+    Run r = run({example_path("fan_out"), "--port", port, "--connections", "50", "--size", "100"});
+    CHECK(r.code == 0);
+    CHECK(r.out == "50 replies, 5000 bytes\n");
+    ::kill(server.pid, SIGINT);
+    CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+    ::close(server.out);
   }
 }
