@@ -8,6 +8,8 @@
 
 void serve_raw_epoll(int lfd, const std::atomic<bool>& stop);
 void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model);
+/// lev proactor on `threads` loops of a lev::Runtime.
+void serve_lev_threads(int lfd, const std::atomic<bool>& stop, unsigned threads);
 /// Also returns at `deadline` (the standalone program's --max-seconds:
 /// valgrind cannot wake a thread blocked in io_uring_enter, so no helper
 /// thread may be relied on to set `stop`).
