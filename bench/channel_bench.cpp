@@ -1,5 +1,5 @@
 // Channel benchmark: ns per item through lev::Channel on one loop and
-// between two loops of a Runtime, Loop::post from another thread, and a
+// between two loops of a Runtime (woken by MSG_RING, and by eventfd), Loop::post from another thread, and a
 // baseline in the same process: a std::mutex + std::condition_variable
 // bounded queue between two plain threads.
 //
@@ -45,8 +45,11 @@ double single_loop(long items, std::size_t capacity) {
   return ns_per(t1 - t0, items);
 }
 
-double cross_loop(long items, std::size_t capacity) {
+// by_eventfd: wake the other loop through its eventfd even where MSG_RING works.
+double cross_loop(long items, std::size_t capacity, bool by_eventfd) {
+  if (by_eventfd) ::setenv("LEV_URING_NO_MSG_RING", "1", 1);
   lev::Runtime rt{{.threads = 2, .stop_on_signals = false}};
+  ::unsetenv("LEV_URING_NO_MSG_RING");
   lev::Channel<long> ch{capacity};
   long sum = 0;
   Clock::time_point t0, t1;
@@ -144,7 +147,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows = {
       {"mutex+condvar queue, 2 threads", [&] { return mutex_queue(items, capacity); }, {}},
       {"lev Channel, one loop", [&] { return single_loop(items, capacity); }, {}},
-      {"lev Channel, across 2 loops", [&] { return cross_loop(items, capacity); }, {}},
+      {"lev Channel, 2 loops, MSG_RING", [&] { return cross_loop(items, capacity, false); }, {}},
+      {"lev Channel, 2 loops, eventfd", [&] { return cross_loop(items, capacity, true); }, {}},
       {"Loop::post from another thread", [&] { return posts(items); }, {}},
   };
   for (int r = 0; r < rounds; ++r)

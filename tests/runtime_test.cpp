@@ -77,6 +77,49 @@ TEST_SUITE("runtime") {
     CHECK(received.load() == kItems);
   }
 
+  TEST_CASE("io_uring loops wake each other by MSG_RING where the kernel has it, by eventfd otherwise") {
+    for (bool force_eventfd : {false, true}) {
+      CAPTURE(force_eventfd);
+      if (force_eventfd) ::setenv("LEV_URING_NO_MSG_RING", "1", 1);
+      lev::Runtime rt{{.threads = 2, .stop_on_signals = false}};
+      if (force_eventfd) ::unsetenv("LEV_URING_NO_MSG_RING");
+      std::atomic<bool> has_msg_ring{false};
+      std::atomic<int> pongs{0};
+      constexpr int kRounds = 200;
+      // ping-pong: each side sleeps in the kernel until the other posts
+      lev::Channel<int> to1{1}, to0{1};
+      rt.spawn_on(0, [&](lev::Loop& loop) -> lev::Task<> {
+        has_msg_ring = loop.features().msg_ring;
+        for (int i = 0; i < kRounds; ++i) {
+          (void)co_await to1.send(i);
+          if (co_await to0.receive()) ++pongs;
+        }
+      });
+      rt.spawn_on(1, [&](lev::Loop&) -> lev::Task<> {
+        for (int i = 0; i < kRounds; ++i) {
+          auto v = co_await to1.receive();
+          (void)co_await to0.send(*v);
+        }
+      });
+      while (pongs.load() < kRounds) std::this_thread::sleep_for(1ms);
+      lev::Loop::WakeupStats w0{}, w1{};
+      std::atomic<int> read{0};
+      rt.post_to(0, [&] { w0 = rt.loop(0).wakeup_stats(); ++read; });
+      rt.post_to(1, [&] { w1 = rt.loop(1).wakeup_stats(); ++read; });
+      while (read.load() < 2) std::this_thread::sleep_for(1ms);
+      rt.stop();
+      rt.wait();
+      const std::uint64_t by_ring = w0.msg_ring + w1.msg_ring;
+      const std::uint64_t by_efd = w0.eventfd + w1.eventfd;
+      if (has_msg_ring && !force_eventfd) {
+        CHECK(by_ring >= static_cast<std::uint64_t>(kRounds));  // the pongs were woken by messages
+      } else {
+        CHECK(by_ring == 0);
+        CHECK(by_efd >= static_cast<std::uint64_t>(kRounds));
+      }
+    }
+  }
+
   TEST_CASE("offload runs the blocking function elsewhere and resumes on the caller's loop") {
     lev::test::for_each_engine([](lev::Loop& loop) {
       const auto loop_thread = std::this_thread::get_id();

@@ -65,6 +65,18 @@ class CompletionQueue {
   detail::OpBase* tail_ = nullptr;
 };
 
+/// The fast paths a loop's backend runs with (Loop::features()); each is
+/// probed at start-up and off where the kernel lacks it.
+struct BackendFeatures {
+  bool single_issuer = false;       ///< IORING_SETUP_SINGLE_ISSUER + DEFER_TASKRUN
+  bool coop_taskrun = false;        ///< IORING_SETUP_COOP_TASKRUN (the fallback)
+  bool sqpoll = false;              ///< IORING_SETUP_SQPOLL
+  bool registered_ring_fd = false;  ///< io_uring_register_ring_fd
+  bool cancel_any = false;          ///< IORING_ASYNC_CANCEL_ANY (teardown in one request)
+  bool msg_ring = false;            ///< cross-loop wakeups by IORING_OP_MSG_RING
+  bool multishot_poll = false;      ///< the wakeup eventfd watched by one multishot poll
+};
+
 /// A completion backend. One instance serves one Loop.
 class CompletionBackend {
  public:
@@ -93,6 +105,8 @@ class CompletionBackend {
   /// backend only watches it and reports nothing for it. A backend that
   /// ignores it still works: cross-thread posts then wait for its next round.
   virtual void set_wakeup_fd(int fd) { (void)fd; }
+  /// What this backend runs with (all false for a backend without io_uring).
+  [[nodiscard]] virtual BackendFeatures features() const noexcept { return {}; }
   /// A clock the backend wants the loop to use (the fake's virtual clock).
   [[nodiscard]] virtual std::shared_ptr<Clock> preferred_clock() { return nullptr; }
   /// Ops handed to the backend and not yet pushed.

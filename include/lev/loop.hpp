@@ -53,6 +53,9 @@ namespace lev {
 namespace detail {
 struct SignalHub;
 struct Inbox;
+}  // namespace detail
+class UringBackend;
+namespace detail {
 
 /// An event source built on loop ops (watcher, signal hub, waker, pid
 /// watch). The loop lists it while alive and detaches it at teardown, so a
@@ -149,6 +152,15 @@ class Loop {
   [[nodiscard]] Clock& clock() noexcept { return *clock_; }
   [[nodiscard]] TimePoint now() const noexcept { return clock_->now(); }
   [[nodiscard]] Model model() const noexcept { return model_; }
+  /// The fast paths this loop's backend runs with.
+  [[nodiscard]] BackendFeatures features() const noexcept { return backend_->features(); }
+  /// How this loop was woken by other threads: MSG_RING from another
+  /// io_uring loop, or its eventfd.
+  struct WakeupStats {
+    std::uint64_t msg_ring = 0;
+    std::uint64_t eventfd = 0;
+  };
+  [[nodiscard]] WakeupStats wakeup_stats() const noexcept;
   /// True on the thread that owns the loop (the one that constructed it, or
   /// the one that last entered run() / block_on()).
   [[nodiscard]] bool in_loop_thread() const noexcept {
@@ -474,6 +486,7 @@ class Loop {
   friend struct detail::WatcherState;
   friend struct detail::SignalHub;
   friend struct detail::Source;
+  friend struct detail::Inbox;
 
   template <class T>
   detail::OpAwaiter<T> io(detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
@@ -529,6 +542,7 @@ class Loop {
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
   std::unique_ptr<detail::Inbox> inbox_;
+  UringBackend* uring_backend_ = nullptr;  // set when the backend is io_uring
   std::size_t holds_ = 0;
   std::size_t external_ = 0;  // begin_external ops not yet back
   std::atomic<std::thread::id> owner_{std::this_thread::get_id()};

@@ -27,6 +27,9 @@ namespace lev {
 
 namespace detail {
 
+// The loop running on this thread (inside run() or block_on()), if any.
+thread_local Loop* t_running = nullptr;
+
 void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
 void begin_external(Loop& loop, OpBase& op) noexcept { loop.begin_external(op); }
 void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
@@ -71,19 +74,30 @@ void deliver_callback(OpBase& op);
 // link_next: a post never reaches a backend) until the loop thread takes
 // them. `flagged` is set by the first post after the loop last looked, and
 // only that post writes the eventfd: a busy loop costs posters no syscall.
+// The waking post goes by MSG_RING when both loops are io_uring loops and
+// the poster runs on its own loop's thread; by the eventfd otherwise.
 struct Inbox {
   std::mutex mu;
   OpBase* head = nullptr;
   OpBase* tail = nullptr;
   std::atomic<bool> flagged{false};
+  std::atomic<bool> efd_written{false};
   int efd = -1;
+  int ring_fd = -1;  // this loop's ring, when it takes MSG_RING wakes
+  std::atomic<std::uint64_t> by_msg_ring{0}, by_eventfd{0};
 
   void wake() noexcept {
-    if (!flagged.exchange(true, std::memory_order_acq_rel)) {
-      const std::uint64_t one = 1;
-      ssize_t r = ::write(efd, &one, sizeof one);
-      (void)r;  // EAGAIN: the counter is already huge, so it is readable
+    if (flagged.exchange(true, std::memory_order_acq_rel)) return;
+    if (ring_fd >= 0 && t_running && t_running->uring_backend_ &&
+        t_running->uring_backend_->send_wake(ring_fd, efd)) {
+      by_msg_ring.fetch_add(1, std::memory_order_relaxed);
+      return;
     }
+    by_eventfd.fetch_add(1, std::memory_order_relaxed);
+    efd_written.store(true, std::memory_order_relaxed);
+    const std::uint64_t one = 1;
+    ssize_t r = ::write(efd, &one, sizeof one);
+    (void)r;  // EAGAIN: the counter is already huge, so it is readable
   }
   void push(OpBase& op) noexcept {
     op.link_next = nullptr;
@@ -99,9 +113,11 @@ struct Inbox {
   }
   OpBase* take() noexcept {
     flagged.store(false, std::memory_order_release);
-    std::uint64_t v;
-    ssize_t r = ::read(efd, &v, sizeof v);  // re-arm the edge; EAGAIN is fine
-    (void)r;
+    if (efd_written.exchange(false, std::memory_order_relaxed)) {
+      std::uint64_t v;
+      ssize_t r = ::read(efd, &v, sizeof v);  // re-arm the edge; EAGAIN is fine
+      (void)r;
+    }
     std::lock_guard lock(mu);
     OpBase* h = head;
     head = tail = nullptr;
@@ -231,7 +247,11 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   }
   backend_->attach(ready_);
   backend_->set_wakeup_fd(inbox_->efd);
-  if (auto* uring = dynamic_cast<UringBackend*>(backend_.get())) uring_ = uring->fast_path();
+  if (auto* uring = dynamic_cast<UringBackend*>(backend_.get())) {
+    uring_ = uring->fast_path();
+    uring_backend_ = uring;
+    inbox_->ring_fd = uring->msg_ring_target();
+  }
 }
 
 Loop::~Loop() {
@@ -315,6 +335,11 @@ void Loop::wait_inbox() {
   pollfd p{inbox_->efd, POLLIN, 0};
   if (!inbox_->flagged.load(std::memory_order_acquire)) ::poll(&p, 1, 100);
   take_inbox();
+}
+
+Loop::WakeupStats Loop::wakeup_stats() const noexcept {
+  return {inbox_->by_msg_ring.load(std::memory_order_relaxed),
+          inbox_->by_eventfd.load(std::memory_order_relaxed)};
 }
 
 void Loop::stop() noexcept {
@@ -485,9 +510,11 @@ void Loop::run() {
   running_ = true;
   struct Reset {
     Loop& loop;
+    Loop* outer = std::exchange(detail::t_running, &loop);
     ~Reset() {
       loop.running_ = false;
       loop.stop_.store(false, std::memory_order_relaxed);
+      detail::t_running = outer;
     }
   } reset{*this};
   while (!stop_.load(std::memory_order_acquire)) {
@@ -513,7 +540,9 @@ void Loop::run_root(detail::RootHandle h) {
   struct Cleanup {
     Loop& loop;
     detail::RootHandle h;
+    Loop* outer = std::exchange(detail::t_running, &loop);
     ~Cleanup() {
+      detail::t_running = outer;
       if (!h.done()) {
         loop.abandon(h.promise().start);
         detail::unlink_root(loop, h.promise());

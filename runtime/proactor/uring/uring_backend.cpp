@@ -1,6 +1,7 @@
 #include "proactor/uring/uring_backend.hpp"
 
 #include <poll.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -15,8 +16,13 @@ namespace lev {
 
 namespace {
 
-// user_data of the wakeup poll (op addresses are aligned: never 1).
+// user_data values that are not ops (op addresses are 8-aligned): 0 for a
+// cancel request's own completion, 1 for the wakeup poll, 2 for a MSG_RING
+// wake arriving from another ring, (efd << 3) | 3 for a MSG_RING this ring
+// sent (efd: the target's eventfd, written should the message fail).
 constexpr std::uint64_t kWakeTag = 1;
+constexpr std::uint64_t kMsgInTag = 2;
+constexpr std::uint64_t kMsgOutTag = 3;
 
 [[noreturn]] void setup_failed(int err) {
   std::string why;
@@ -64,14 +70,23 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
     p.cq_entries = o.cqe_entries;
     if (p.flags & IORING_SETUP_SQPOLL) p.sq_thread_idle = 1000;
     r = io_uring_queue_init_params(o.queue_size, &ring_, &p);
+    setup_flags_ = p.flags;
     if (r != -EINVAL) break;
   }
   if (r < 0) setup_failed(-r);
-  (void)io_uring_register_ring_fd(&ring_);  // one fewer fdget per enter; optional
+  registered_fd_ = io_uring_register_ring_fd(&ring_) == 1;  // one fewer fdget per enter
   // LEV_URING_NO_CANCEL_ANY=1 forces the fallback registry (tests use it to
   // cover what kernels before 5.19 get).
   const char* no_any = std::getenv("LEV_URING_NO_CANCEL_ANY");
   cancel_any_ = !(no_any && *no_any && *no_any != '0') && probe_cancel_any();
+  // LEV_URING_NO_MSG_RING=1 wakes other loops by eventfd only.
+  const char* no_msg = std::getenv("LEV_URING_NO_MSG_RING");
+  if (!(no_msg && *no_msg && *no_msg != '0')) {
+    if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
+      msg_ring_ = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+      io_uring_free_probe(probe);
+    }
+  }
 }
 
 detail::UringFastPath UringBackend::fast_path() noexcept {
@@ -112,6 +127,18 @@ void UringBackend::set_wakeup_fd(int fd) {
   arm_wakeup();
 }
 
+BackendFeatures UringBackend::features() const noexcept {
+  BackendFeatures f;
+  f.single_issuer = (setup_flags_ & IORING_SETUP_SINGLE_ISSUER) != 0;
+  f.coop_taskrun = (setup_flags_ & IORING_SETUP_COOP_TASKRUN) != 0;
+  f.sqpoll = (setup_flags_ & IORING_SETUP_SQPOLL) != 0;
+  f.registered_ring_fd = registered_fd_;
+  f.cancel_any = cancel_any_;
+  f.msg_ring = msg_ring_;
+  f.multishot_poll = wake_fd_ >= 0 && wake_multishot_;
+  return f;
+}
+
 void UringBackend::arm_wakeup() {
   io_uring_sqe* sqe = get_sqe();
   if (wake_multishot_)
@@ -119,6 +146,18 @@ void UringBackend::arm_wakeup() {
   else
     io_uring_prep_poll_add(sqe, wake_fd_, POLLIN);
   io_uring_sqe_set_data64(sqe, kWakeTag);
+}
+
+bool UringBackend::send_wake(int target_ring, int target_efd) noexcept {
+  if (!msg_ring_ || closing_) return false;
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) {
+    if (io_uring_submit(&ring_) < 0 || !(sqe = io_uring_get_sqe(&ring_))) return false;
+  }
+  io_uring_prep_msg_ring(sqe, target_ring, 0, kMsgInTag, 0);
+  io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(target_efd) << 3) | kMsgOutTag);
+  unflushed_ = 0;
+  return io_uring_submit(&ring_) >= 0;  // now: the other loop may be asleep
 }
 
 void UringBackend::cancel_all() {
@@ -187,12 +226,17 @@ std::size_t UringBackend::reap() noexcept {
     bool rearm = false;
     for (; head != tail; ++head) {
       const io_uring_cqe& cqe = cq.cqes[head & mask];
-      if (cqe.user_data <= kWakeTag) [[unlikely]] {
-        // 0: a cancel request's own completion. kWakeTag: the wakeup poll
-        // fired (the loop reads the eventfd); re-arm it once it has ended.
+      if ((cqe.user_data & 7) != 0 || cqe.user_data == 0) [[unlikely]] {
+        // Not an op. The wakeup poll re-arms once it has ended; a wake this
+        // ring sent that failed falls back to the target's eventfd.
+        const std::uint64_t tag = cqe.user_data & 7;
         if (cqe.user_data == kWakeTag && !(cqe.flags & IORING_CQE_F_MORE)) {
           if (cqe.res == -EINVAL) wake_multishot_ = false;  // no multishot poll here
           rearm = true;
+        } else if (tag == kMsgOutTag && cqe.res < 0) {
+          msg_ring_ = false;
+          const std::uint64_t one = 1;
+          (void)!::write(static_cast<int>(cqe.user_data >> 3), &one, sizeof one);
         }
         continue;
       }

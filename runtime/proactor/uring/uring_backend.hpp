@@ -27,6 +27,14 @@ class UringBackend final : public CompletionBackend {
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
   void set_wakeup_fd(int fd) override;
+  [[nodiscard]] BackendFeatures features() const noexcept override;
+  /// The ring's fd, for other rings' MSG_RING; -1 when MSG_RING is off.
+  [[nodiscard]] int msg_ring_target() const noexcept { return msg_ring_ ? ring_.ring_fd : -1; }
+  /// Wakes the loop whose ring is `target_ring` with a MSG_RING from this
+  /// ring (this loop's thread only), submitted at once. False when MSG_RING
+  /// is off here (the caller writes `target_efd` instead). Should the
+  /// message fail, `target_efd` is written when its completion arrives.
+  bool send_wake(int target_ring, int target_efd) noexcept;
   /// Lets the Loop fill SQEs inline (see UringFastPath).
   detail::UringFastPath fast_path() noexcept;
 
@@ -55,6 +63,9 @@ class UringBackend final : public CompletionBackend {
   int wake_fd_ = -1;      // watched by a multishot poll whose user_data is kWakeTag
   bool wake_multishot_ = true;
   bool closing_ = false;  // cancel_all ran: do not re-arm the wakeup poll
+  bool msg_ring_ = false;  // IORING_OP_MSG_RING usable between lev rings
+  unsigned setup_flags_ = 0;
+  bool registered_fd_ = false;
 };
 
 }  // namespace lev
