@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds an optimised build-release/, runs the
 # echo benchmark (lev proactor/reactor vs hand-written liburing and epoll
-# servers), then the nop and timers benchmarks.
+# servers), then the nop, timers and channel benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,3 +12,4 @@ ninja -C build-release -j2
 build-release/bench/echo_bench "$@"
 build-release/bench/nop_bench
 build-release/bench/timers_bench
+build-release/bench/channel_bench
