@@ -106,6 +106,32 @@ std::pair<Child, std::string> start_server(std::vector<std::string> args) {
   return {c, port};
 }
 
+int connect_to(const std::string& port) {
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+  return fd;
+}
+
+void send_str(int fd, const std::string& s) {
+  REQUIRE(::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size()));
+}
+
+// Everything until the peer closes (or 5 s pass without data).
+std::string read_all(int fd) {
+  std::string got;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<std::size_t>(n));
+  return got;
+}
+
 }  // namespace
 
 TEST_SUITE("examples") {
@@ -358,5 +384,69 @@ TEST_SUITE("examples") {
     ::kill(server.pid, SIGINT);
     CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
     ::close(server.out);
+  }
+
+  TEST_CASE("resp_server speaks RESP2 and inline commands, pipelined, on both models") {
+    for (const char* model : {"proactor", "reactor"}) {
+      CAPTURE(model);
+      auto [server, port] = start_server({example_path("resp_server"), "--port", "0", "--model", model});
+      int fd = connect_to(port);
+      // one write, many commands (pipelining), a command split across writes
+      send_str(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n41\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"
+                   "GET k\r\nPING\r\nECHO hi\r\nTTL k\r\nSET t v PX 100000\r\nEXISTS k t nope\r\n");
+      send_str(fd, "MSET a 1 b 2\r\nMGET a b c\r\nDEL a b c\r\nINCR a\r\nDECR a\r\nSET s x\r\nINCR s\r\n*2\r\n$3\r\nGE");
+      ::usleep(20'000);
+      send_str(fd, "T\r\n$1\r\nk\r\nEXPIRE k 100\r\nTTL nope\r\nCONFIG GET save\r\nCOMMAND\r\nNOSUCH x\r\nGET\r\nQUIT\r\n");
+      const std::string expect =
+          "+OK\r\n:42\r\n$2\r\n42\r\n+PONG\r\n$2\r\nhi\r\n:-1\r\n+OK\r\n:2\r\n"
+          "+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:2\r\n:1\r\n:0\r\n+OK\r\n"
+          "-ERR value is not an integer or out of range\r\n$2\r\n42\r\n:1\r\n:-2\r\n*0\r\n*0\r\n"
+          "-ERR unknown command 'NOSUCH'\r\n-ERR wrong number of arguments for 'get' command\r\n+OK\r\n";
+      CHECK(read_all(fd) == expect);  // QUIT: the server closed the connection
+      ::close(fd);
+      // malformed input: an error, the connection closed, the server still up
+      fd = connect_to(port);
+      send_str(fd, "*2\r\n#oops\r\n");
+      CHECK(read_all(fd) == "-ERR Protocol error: expected '$'\r\n");
+      ::close(fd);
+      fd = connect_to(port);
+      send_str(fd, "PING\r\nQUIT\r\n");
+      CHECK(read_all(fd) == "+PONG\r\n+OK\r\n");
+      ::close(fd);
+      ::kill(server.pid, SIGTERM);
+      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+      ::close(server.out);
+    }
+  }
+
+  TEST_CASE("http_hello: keep-alive, pipelining, split requests, bodies, 400, Connection: close") {
+    for (const char* model : {"proactor", "reactor"}) {
+      CAPTURE(model);
+      auto [server, port] = start_server({example_path("http_hello"), "--port", "0", "--model", model});
+      const std::string ok =
+          "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
+          "Hello, World!";
+      const std::string ok_close =
+          "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+          "Connection: close\r\n\r\nHello, World!";
+      int fd = connect_to(port);
+      send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nbodyGET / HT");
+      ::usleep(20'000);
+      send_str(fd, "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
+      CHECK(read_all(fd) == ok + ok + ok + ok_close);
+      ::close(fd);
+      fd = connect_to(port);
+      send_str(fd, "GET / HTTP/1.0\r\n\r\n");  // 1.0 without keep-alive: closed after
+      CHECK(read_all(fd) == ok_close);
+      ::close(fd);
+      fd = connect_to(port);
+      send_str(fd, "NOT A REQUEST\r\n\r\n");
+      std::string bad = read_all(fd);
+      CHECK(bad.rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
+      ::close(fd);
+      ::kill(server.pid, SIGTERM);
+      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+      ::close(server.out);
+    }
   }
 }
