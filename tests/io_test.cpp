@@ -290,3 +290,71 @@ TEST_SUITE("io") {
     });
   }
 }
+
+TEST_SUITE("io deadlines") {
+  TEST_CASE("recv with a timeout: timed_out when nothing comes, the value when data does") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::array<std::byte, 16> buf{};
+      auto once = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.recv(a, buf, {.timeout = 20ms});
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = loop.block_on(once());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_timeout());
+      CHECK(r.error().message().find("recv") != std::string::npos);
+      CHECK(std::chrono::steady_clock::now() - t0 >= 20ms);
+      CHECK(loop.live_op_count() == 0);
+      REQUIRE(::send(b.get(), "abc", 3, MSG_NOSIGNAL) == 3);
+      auto got = loop.block_on(once());
+      REQUIRE(got);
+      CHECK(*got == 3);  // the timed-out recv took nothing
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("send_all with a timeout to a peer that never reads: timed_out, bytes reported") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::vector<char> big(8 << 20, 'x');
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.send_all(a, big, {.timeout = 30ms});
+      };
+      auto r = loop.block_on(t());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_timeout());
+      CHECK(r.error().transferred > 0);
+      CHECK(r.error().transferred < big.size());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("accept with a timeout, and a stop request on a bounded op is a cancellation") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [l, addr] = lev::test::tcp_listener();
+      auto acc = [&]() -> lev::Task<lev::Result<lev::Accepted>> {
+        co_return co_await loop.accept(l, {.timeout = 10ms});
+      };
+      auto r = loop.block_on(acc());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_timeout());
+
+      auto [a, b] = lev::test::socket_pair();
+      std::stop_source src;
+      std::array<std::byte, 8> buf{};
+      auto stopped = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.recv(a, buf, {.timeout = 10s}).stop_on(src.get_token());
+      };
+      auto stopper = [&]() -> lev::Task<> {
+        (void)co_await loop.after(5ms);
+        src.request_stop();
+      };
+      loop.spawn(stopper());
+      auto s = loop.block_on(stopped());
+      REQUIRE_FALSE(s);
+      CHECK(s.error().is_cancelled());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+}

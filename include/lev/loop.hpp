@@ -116,6 +116,15 @@ struct LoopOptions {
   std::shared_ptr<Clock> clock{};
 };
 
+/// Per-operation options: `co_await loop.recv(fd, buf, {.timeout = 5s})`.
+struct IoOptions {
+  /// recv/send flags (MSG_*); ignored by read/write/accept/connect.
+  int flags = 0;
+  /// The operation ends with errc::timed_out when it has not completed by
+  /// then (io_uring: a linked timeout; epoll, fake: a loop timer).
+  std::optional<Duration> timeout{};
+};
+
 class Loop {
  public:
   /// Throws std::invalid_argument for a bad option (queue_size 0, unknown
@@ -289,6 +298,42 @@ class Loop {
     return io<std::size_t>(detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size, 0,
                            flags | detail::kSendFlags, true);
   }
+  // With IoOptions: the same operations, bounded by `.timeout`.
+  template <class T>
+  using Deadline = detail::DeadlineAwaiter<detail::OpAwaiter<T>>;
+  Deadline<std::size_t> read(FdRef fd, MutableBuffer buf, IoOptions o,
+                             std::uint64_t offset = std::uint64_t(-1)) {
+    return io_until<std::size_t>(o, detail::OpKind::read, fd, buf.data, buf.size, offset, 0, false);
+  }
+  Deadline<std::size_t> write(FdRef fd, ConstBuffer buf, IoOptions o,
+                              std::uint64_t offset = std::uint64_t(-1)) {
+    return io_until<std::size_t>(o, detail::OpKind::write, fd, const_cast<void*>(buf.data),
+                                 buf.size, offset, 0, false);
+  }
+  Deadline<std::size_t> write_all(FdRef fd, ConstBuffer buf, IoOptions o,
+                                  std::uint64_t offset = std::uint64_t(-1)) {
+    return io_until<std::size_t>(o, detail::OpKind::write, fd, const_cast<void*>(buf.data),
+                                 buf.size, offset, 0, true);
+  }
+  Deadline<std::size_t> recv(FdRef fd, MutableBuffer buf, IoOptions o) {
+    return io_until<std::size_t>(o, detail::OpKind::recv, fd, buf.data, buf.size, 0, o.flags, false);
+  }
+  Deadline<std::size_t> send(FdRef fd, ConstBuffer buf, IoOptions o) {
+    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data),
+                                 buf.size, 0, o.flags | detail::kSendFlags, false);
+  }
+  Deadline<std::size_t> send_all(FdRef fd, ConstBuffer buf, IoOptions o) {
+    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data),
+                                 buf.size, 0, o.flags | detail::kSendFlags, true);
+  }
+  detail::DeadlineAwaiter<detail::AcceptAwaiter> accept(FdRef listener, IoOptions o) {
+    return detail::DeadlineAwaiter<detail::AcceptAwaiter>(o.timeout, *this, listener.fd);
+  }
+  detail::DeadlineAwaiter<detail::ConnectAwaiter> connect(FdRef fd, const SocketAddress& to,
+                                                           IoOptions o) {
+    return detail::DeadlineAwaiter<detail::ConnectAwaiter>(o.timeout, *this, fd.fd, to);
+  }
+
   /// A new connection (owned, nonblocking, close-on-exec) and its peer.
   detail::AcceptAwaiter accept(FdRef listener) { return detail::AcceptAwaiter(*this, listener.fd); }
   detail::ConnectAwaiter connect(FdRef fd, const SocketAddress& to) {
@@ -495,6 +540,13 @@ class Loop {
       detail::setup_io(op, buf, len, offset, flags, all);
     });
   }
+  template <class T>
+  Deadline<T> io_until(const IoOptions& o, detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
+                       std::uint64_t offset, int flags, bool all) {
+    return Deadline<T>(o.timeout, *this, kind, fd.fd, [&](detail::OpBase& op) {
+      detail::setup_io(op, buf, len, offset, flags, all);
+    });
+  }
   template <class T, class F>
   detail::CallbackOp& prepare(F&& cb, detail::OpKind kind, int fd) {
     detail::CallbackOp& cb_op = pool_->acquire(*this);
@@ -543,6 +595,7 @@ class Loop {
   detail::CallbackPool* pool_ = nullptr;
   std::unique_ptr<detail::Inbox> inbox_;
   UringBackend* uring_backend_ = nullptr;  // set when the backend is io_uring
+  friend bool detail::loop_links_timeouts(Loop&) noexcept;
   std::size_t holds_ = 0;
   std::size_t external_ = 0;  // begin_external ops not yet back
   std::atomic<std::thread::id> owner_{std::this_thread::get_id()};
@@ -551,7 +604,7 @@ class Loop {
 };
 
 namespace detail {
-inline void PollAwaiter::start_timer() { loop_->start(timer_); }
+inline void start_op(Loop& loop, OpBase& op) { loop.start(op); }
 
 template <class T>
 void OpAwaiter<T>::suspend(std::coroutine_handle<> h, const std::stop_token& token) {

@@ -31,6 +31,7 @@ namespace detail {
 thread_local Loop* t_running = nullptr;
 
 void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
+bool loop_links_timeouts(Loop& loop) noexcept { return loop.uring_backend_ != nullptr; }
 void begin_external(Loop& loop, OpBase& op) noexcept { loop.begin_external(op); }
 void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
 

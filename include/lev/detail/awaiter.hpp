@@ -6,7 +6,9 @@
 /// and an awaiter destroyed while its op is live cancels it and waits for
 /// its completion, so the kernel never writes into a freed frame.
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <coroutine>
 #include <cstdint>
 #include <optional>
@@ -133,55 +135,89 @@ class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void> {
 void disarm_op(Loop& loop, OpBase& op) noexcept;
 TimePoint loop_now(Loop& loop) noexcept;
 
-/// readable / writable: a poll op, optionally bounded by a deadline. When
-/// the deadline passes first, the poll op is cancelled and the result is
-/// errc::timed_out; both ops are settled before the coroutine resumes.
-class [[nodiscard]] PollAwaiter : public OpAwaiter<unsigned> {
+bool loop_links_timeouts(Loop& loop) noexcept;
+void start_op(Loop& loop, OpBase& op);
+
+/// An operation bounded by a time limit (`{.timeout = 5s}`, readable /
+/// writable with a timeout). On io_uring the limit is a linked timeout
+/// (IORING_OP_LINK_TIMEOUT, one more SQE, no loop timer); elsewhere, and
+/// for send_all / write_all whose limit covers every resubmission, a loop
+/// timer cancels the op. Either way the result is errc::timed_out when the
+/// limit passed first (with `transferred` for the bytes already moved), and
+/// the op is settled before the coroutine resumes.
+template <class Base>
+class [[nodiscard]] DeadlineAwaiter : public Base {
+  using T = decltype(std::declval<Base&>().await_resume());
+
  public:
-  PollAwaiter(Loop& loop, int fd, unsigned mask, std::optional<Duration> timeout) noexcept
-      : OpAwaiter(loop, OpKind::poll, fd), timeout_(timeout) {
-    op_.flags = static_cast<int>(mask);
+  template <class... Args>
+  explicit DeadlineAwaiter(std::optional<Duration> timeout, Args&&... args) noexcept
+      : Base(std::forward<Args>(args)...), timeout_(timeout) {
     timer_.kind = OpKind::timer;
   }
-  PollAwaiter(PollAwaiter&& o) noexcept
-      : OpAwaiter(std::move(o)), timeout_(o.timeout_), timer_(o.timer_) {}
-  ~PollAwaiter() { disarm_timer(); }
-  PollAwaiter&& stop_on(std::stop_token token) && noexcept {
-    token_ = std::move(token);
+  DeadlineAwaiter(DeadlineAwaiter&& o) noexcept
+      : Base(std::move(o)), timeout_(o.timeout_), timer_(o.timer_) {}
+  ~DeadlineAwaiter() { disarm_timer(); }
+  DeadlineAwaiter&& stop_on(std::stop_token token) && noexcept {
+    this->token_ = std::move(token);
     return std::move(*this);
   }
+
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    OpAwaiter::await_suspend(h);
-    if (timeout_) {
-      timer_.deadline = loop_now(*loop_) + *timeout_;
-      timer_.ctx = this;
-      timer_.deliver = &on_deadline;
-      start_timer();
+    if (!timeout_) return Base::await_suspend(h);
+    if (!this->op_.all && loop_links_timeouts(*this->loop_)) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::max(*timeout_, Duration::zero()))
+                          .count();
+      this->op_.linked_timeout = true;
+      this->op_.lt_sec = ns / 1000000000;
+      this->op_.lt_nsec = ns % 1000000000;
+      return Base::await_suspend(h);
     }
+    Base::await_suspend(h);
+    if (this->op_.state != OpState::submitted) return;  // its token was already stopped
+    timer_.deadline = loop_now(*this->loop_) + *timeout_;
+    timer_.ctx = this;
+    timer_.deliver = &on_deadline;
+    start_op(*this->loop_, timer_);
   }
-  Result<unsigned> await_resume() {
-    stop_.disarm();
+  T await_resume() {
+    this->stop_.disarm();
     disarm_timer();
-    if (timed_out_ && op_.res == -ECANCELED) {
-      return Error{std::make_error_code(std::errc::timed_out), op_name(op_.kind), op_.fd, 0};
-    }
-    return ResultOf<unsigned>::make(op_);
+    const OpBase& op = this->op_;
+    // A linked timeout that fired cancels the op without a cancel request.
+    if (op.res == -ECANCELED && (timed_out_ || (op.linked_timeout && !op.cancel_requested)))
+      return Error{std::make_error_code(std::errc::timed_out), op_name(op.kind), op.fd, op.done};
+    return Base::await_resume();
   }
 
  private:
   static void on_deadline(OpBase& t) {
-    auto* self = static_cast<PollAwaiter*>(t.ctx);
+    auto* self = static_cast<DeadlineAwaiter*>(t.ctx);
     self->timed_out_ = true;
     cancel_op(*self->loop_, self->op_);
   }
-  void start_timer();
   void disarm_timer() noexcept {
-    if (static_cast<unsigned>(timer_.state) - 1u < 2u) disarm_op(*loop_, timer_);
+    if (static_cast<unsigned>(timer_.state) - 1u < 2u) disarm_op(*this->loop_, timer_);
   }
   std::optional<Duration> timeout_;
   OpBase timer_;
   bool timed_out_ = false;
+};
+
+/// readable / writable: a poll op, optionally bounded by a time limit.
+class [[nodiscard]] PollAwaiter : public DeadlineAwaiter<OpAwaiter<unsigned>> {
+ public:
+  PollAwaiter(Loop& loop, int fd, unsigned mask, std::optional<Duration> timeout) noexcept
+      : DeadlineAwaiter(timeout, loop, OpKind::poll, fd) {
+    op_.flags = static_cast<int>(mask);
+  }
+  PollAwaiter(PollAwaiter&&) noexcept = default;
+  PollAwaiter&& stop_on(std::stop_token token) && noexcept {
+    token_ = std::move(token);
+    return std::move(*this);
+  }
 };
 
 }  // namespace lev::detail

@@ -61,6 +61,7 @@ struct OpBase {
   OpState state = OpState::idle;
   bool cancel_requested = false;
   bool all = false;  // send_all / write_all: resubmit until len is done
+  bool linked_timeout = false;  // io_uring: followed by a LINK_TIMEOUT of lt_sec/lt_nsec
   int fd = -1;
   int flags = 0;         // recv/send flags, shutdown how, poll mask
   std::size_t done = 0;  // bytes moved so far by an `all` op
@@ -70,6 +71,8 @@ struct OpBase {
   std::size_t total;  // bytes an `all` op must move
   sockaddr* addr;
   socklen_t addrlen;  // accept: in/out; connect: in
+  std::int64_t lt_sec;  // the linked timeout (a __kernel_timespec)
+  std::int64_t lt_nsec;
   // --- timers ---
   TimePoint deadline;
   std::size_t heap_index;

@@ -56,8 +56,11 @@ struct UringFastPath {
   io_uring* ring = nullptr;
   std::size_t* in_flight = nullptr;
 
-  /// Fills an SQE for `op`; false when the SQ is full (take the slow path).
+  /// Fills an SQE for `op`; false when the SQ is full or the op needs a
+  /// linked timeout (take the backend's path).
   bool submit(OpBase& op) const noexcept {
+    if (op.linked_timeout) [[unlikely]]
+      return false;
     io_uring_sqe* sqe = io_uring_get_sqe(ring);
     if (!sqe) [[unlikely]]
       return false;

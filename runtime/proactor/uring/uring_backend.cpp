@@ -196,9 +196,17 @@ void UringBackend::flush() {
 }
 
 void UringBackend::submit(detail::OpBase& op) {
+  if (op.linked_timeout && io_uring_sq_space_left(&ring_) < 2) flush();  // the pair goes together
   io_uring_sqe* sqe = get_sqe();
   detail::prep_sqe(sqe, op);
   io_uring_sqe_set_data(sqe, &op);
+  if (op.linked_timeout) {
+    sqe->flags |= IOSQE_IO_LINK;
+    io_uring_sqe* t = get_sqe();
+    static_assert(sizeof(__kernel_timespec) == 2 * sizeof(std::int64_t));
+    io_uring_prep_link_timeout(t, reinterpret_cast<__kernel_timespec*>(&op.lt_sec), 0);
+    io_uring_sqe_set_data64(t, 0);  // its own completion carries nothing for us
+  }
   ++in_flight_;
   if (!cancel_any_) track(op);
   if (batch_ && ++unflushed_ >= batch_) flush();
