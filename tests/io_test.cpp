@@ -358,3 +358,49 @@ TEST_SUITE("io deadlines") {
     });
   }
 }
+
+TEST_SUITE("io zero-copy") {
+  TEST_CASE("zero-copy sends deliver every byte, in order; sockets that refuse it fall back") {
+    lev::Loop loop{lev::Model::proactor, {.zero_copy_threshold = 1}};
+    auto check_stream = [&](lev::Fd& tx, lev::Fd& rx) {
+      std::vector<char> data(3 << 20);
+      for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 7 + i / 4096);
+      std::vector<char> got;
+      auto sender = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        std::size_t total = 0;
+        for (std::size_t off = 0; off < data.size(); off += 256 * 1024) {
+          auto r = co_await loop.send_all(tx, std::span(data).subspan(off, 256 * 1024));
+          if (!r) co_return r;
+          total += *r;
+        }
+        co_return total;
+      };
+      auto receiver = [&]() -> lev::Task<> {
+        std::vector<char> buf(1 << 16);
+        while (got.size() < data.size()) {
+          auto n = co_await loop.recv(rx, buf);
+          if (!n || *n == 0) break;
+          got.insert(got.end(), buf.begin(), buf.begin() + static_cast<long>(*n));
+        }
+      };
+      loop.spawn(receiver());
+      auto sent = loop.block_on(sender());
+      loop.run();
+      REQUIRE(sent);
+      CHECK(*sent == data.size());
+      CHECK(got == data);
+      CHECK(loop.live_op_count() == 0);
+    };
+    SUBCASE("TCP") {
+      auto [l, addr] = lev::test::tcp_listener();
+      lev::Fd c{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+      REQUIRE(::connect(c.get(), addr.data(), addr.size()) == 0);
+      lev::Fd s{::accept4(l.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)};
+      check_stream(s, c);
+    }
+    SUBCASE("unix socket") {
+      auto [a, b] = lev::test::socket_pair();
+      check_stream(a, b);
+    }
+  }
+}

@@ -109,6 +109,10 @@ struct LoopOptions {
   bool sqpoll = false;
   /// SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them.
   bool single_issuer = true;
+  /// io_uring: sends of at least this many bytes go zero-copy
+  /// (IORING_OP_SEND_ZC, the buffer held until the kernel's notification);
+  /// 0 = never. Chosen by bench/send_bench (see bench/README.md).
+  std::size_t zero_copy_threshold = 0;
   /// Ignore SIGPIPE process-wide when it is at its default (so a write to a
   /// closed peer is EPIPE, never a dead process).
   bool ignore_sigpipe = true;

@@ -62,6 +62,7 @@ struct OpBase {
   bool cancel_requested = false;
   bool all = false;  // send_all / write_all: resubmit until len is done
   bool linked_timeout = false;  // io_uring: followed by a LINK_TIMEOUT of lt_sec/lt_nsec
+  std::uint8_t zc = 0;          // io_uring send: 1 = sent zero-copy, 2 = the socket refused it
   int fd = -1;
   int flags = 0;         // recv/send flags, shutdown how, poll mask
   std::size_t done = 0;  // bytes moved so far by an `all` op

@@ -29,6 +29,7 @@ inline void setup_io(OpBase& op, void* buf, std::size_t len, std::uint64_t offse
   op.all = all;
   op.done = 0;
   op.total = len;
+  op.zc = 0;
 }
 
 /// send never raises SIGPIPE: the error comes back as EPIPE.

@@ -12,7 +12,10 @@
 
 namespace lev::detail {
 
-inline void prep_sqe(io_uring_sqe* sqe, OpBase& op) noexcept {
+/// `zc_threshold`: sends of at least this many bytes go zero-copy
+/// (IORING_OP_SEND_ZC); the op then completes when the kernel's
+/// notification says the buffer is free again.
+inline void prep_sqe(io_uring_sqe* sqe, OpBase& op, std::size_t zc_threshold) noexcept {
   switch (op.kind) {
     case OpKind::nop:
     case OpKind::post:
@@ -29,7 +32,12 @@ inline void prep_sqe(io_uring_sqe* sqe, OpBase& op) noexcept {
       io_uring_prep_recv(sqe, op.fd, op.buf, op.len, op.flags);
       break;
     case OpKind::send:
-      io_uring_prep_send(sqe, op.fd, op.buf, op.len, op.flags);
+      if (op.len >= zc_threshold && op.zc != 2) [[unlikely]] {
+        io_uring_prep_send_zc(sqe, op.fd, op.buf, op.len, op.flags, 0);
+        op.zc = 1;
+      } else {
+        io_uring_prep_send(sqe, op.fd, op.buf, op.len, op.flags);
+      }
       break;
     case OpKind::accept:
       op.addrlen = sizeof(sockaddr_storage);
@@ -55,6 +63,7 @@ inline void prep_sqe(io_uring_sqe* sqe, OpBase& op) noexcept {
 struct UringFastPath {
   io_uring* ring = nullptr;
   std::size_t* in_flight = nullptr;
+  std::size_t zc_threshold = static_cast<std::size_t>(-1);
 
   /// Fills an SQE for `op`; false when the SQ is full or the op needs a
   /// linked timeout (take the backend's path).
@@ -64,7 +73,7 @@ struct UringFastPath {
     io_uring_sqe* sqe = io_uring_get_sqe(ring);
     if (!sqe) [[unlikely]]
       return false;
-    prep_sqe(sqe, op);
+    prep_sqe(sqe, op, zc_threshold);
     io_uring_sqe_set_data(sqe, &op);
     ++*in_flight;
     return true;

@@ -81,17 +81,18 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
   cancel_any_ = !(no_any && *no_any && *no_any != '0') && probe_cancel_any();
   // LEV_URING_NO_MSG_RING=1 wakes other loops by eventfd only.
   const char* no_msg = std::getenv("LEV_URING_NO_MSG_RING");
-  if (!(no_msg && *no_msg && *no_msg != '0')) {
-    if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
-      msg_ring_ = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
-      io_uring_free_probe(probe);
-    }
+  const bool msg_ring_allowed = !(no_msg && *no_msg && *no_msg != '0');
+  if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
+    msg_ring_ = msg_ring_allowed && io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+    if (o.zero_copy_threshold > 0 && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC))
+      zc_threshold_ = o.zero_copy_threshold;
+    io_uring_free_probe(probe);
   }
 }
 
 detail::UringFastPath UringBackend::fast_path() noexcept {
   if (batch_ || !cancel_any_) return {};  // those need the backend's own submit
-  return {&ring_, &in_flight_};
+  return {&ring_, &in_flight_, zc_threshold_};
 }
 
 // Asks the kernel to cancel "any" request on an empty ring: a count (0) or
@@ -198,7 +199,7 @@ void UringBackend::flush() {
 void UringBackend::submit(detail::OpBase& op) {
   if (op.linked_timeout && io_uring_sq_space_left(&ring_) < 2) flush();  // the pair goes together
   io_uring_sqe* sqe = get_sqe();
-  detail::prep_sqe(sqe, op);
+  detail::prep_sqe(sqe, op, zc_threshold_);
   io_uring_sqe_set_data(sqe, &op);
   if (op.linked_timeout) {
     sqe->flags |= IOSQE_IO_LINK;
@@ -249,6 +250,33 @@ std::size_t UringBackend::reap() noexcept {
         continue;
       }
       auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
+      if (op->zc == 1) [[unlikely]] {
+        // Zero-copy send: the result comes first (F_MORE), then the
+        // notification that the buffer is free; the op completes on that.
+        if (cqe.flags & IORING_CQE_F_MORE) {
+          op->res = cqe.res;
+          continue;
+        }
+        // The notification carries no result; without one (F_NOTIF clear)
+        // the send failed before anything was pinned.
+        const int res = (cqe.flags & IORING_CQE_F_NOTIF) ? op->res : cqe.res;
+        if (res == -EOPNOTSUPP) {  // this socket cannot (AF_UNIX): send it the plain way
+          op->zc = 2;
+          if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
+            detail::prep_sqe(sqe, *op, zc_threshold_);
+            io_uring_sqe_set_data(sqe, op);
+            continue;
+          }  // no SQE free right now: report EOPNOTSUPP rather than stall the reap
+        }
+        op->res = res;
+        op->cqe_flags = 0;
+        op->state = detail::OpState::completed;
+        *link = op;
+        link = &op->next;
+        last = op;
+        ++n;
+        continue;
+      }
       op->res = cqe.res;
       op->cqe_flags = cqe.flags;
       op->state = detail::OpState::completed;
