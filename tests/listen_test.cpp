@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -143,5 +144,60 @@ TEST_SUITE("listen") {
       CHECK(out.find("backing off") != std::string::npos);
       CHECK(out.find("RESULT errors=yes served=3") != std::string::npos);
     }
+  }
+
+  TEST_CASE("one multishot accept serves a burst of connections on io_uring; peers are reported") {
+    lev::Loop loop{lev::Model::proactor};
+    auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+    std::vector<std::uint16_t> peers;
+    lev::net::Acceptor acc{loop, l, [&](lev::Fd fd, lev::SocketAddress peer) -> lev::Task<> {
+                             peers.push_back(peer.port());
+                             co_await loop.close(fd);
+                           }};
+    loop.spawn(acc.run());
+    constexpr int kConns = 100;
+    std::vector<std::uint16_t> locals;
+    auto clients = [&]() -> lev::Task<> {
+      std::vector<lev::Fd> held;
+      for (int i = 0; i < kConns; ++i) {
+        lev::Fd c{::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+        (co_await loop.connect(c, l.address())).value();
+        sockaddr_storage ss{};
+        socklen_t len = sizeof ss;
+        ::getsockname(c.get(), reinterpret_cast<sockaddr*>(&ss), &len);
+        locals.push_back(lev::SocketAddress(reinterpret_cast<sockaddr*>(&ss), len).port());
+        held.push_back(std::move(c));
+      }
+      while (acc.accepted() < static_cast<std::size_t>(kConns)) (void)co_await loop.after(1ms);
+      acc.stop();
+    };
+    loop.block_on(clients());
+    loop.run();
+    CHECK(acc.accepted() == static_cast<std::size_t>(kConns));
+    if (loop.features().multishot_accept) CHECK(acc.multishot_arms() == 1);
+    std::sort(peers.begin(), peers.end());
+    std::sort(locals.begin(), locals.end());
+    CHECK(peers == locals);
+    CHECK(loop.live_op_count() == 0);
+  }
+
+  TEST_CASE("a loop destroyed with connections queued in a multishot accept closes them") {
+    const std::size_t before = lev::test::open_fd_count();
+    auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+    std::vector<int> clients;
+    {
+      lev::Loop loop{lev::Model::proactor};
+      lev::net::Acceptor acc{loop, l, [&](lev::Fd, lev::SocketAddress) -> lev::Task<> { co_return; }};
+      loop.spawn(acc.run());
+      loop.run_once();  // armed
+      for (int i = 0; i < 5; ++i) {
+        int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        REQUIRE(::connect(c, l.address().data(), l.address().size()) == 0);
+        clients.push_back(c);
+      }
+      loop.run_once();  // the connections arrive; some may wait for the consumer
+    }
+    for (int c : clients) ::close(c);
+    CHECK(lev::test::open_fd_count() == before + 1);  // the listener only
   }
 }

@@ -75,6 +75,9 @@ struct BackendFeatures {
   bool cancel_any = false;          ///< IORING_ASYNC_CANCEL_ANY (teardown in one request)
   bool msg_ring = false;            ///< cross-loop wakeups by IORING_OP_MSG_RING
   bool multishot_poll = false;      ///< the wakeup eventfd watched by one multishot poll
+  bool multishot_accept = false;    ///< Acceptor: one accept SQE for many connections
+  bool linked_timeouts = false;     ///< {.timeout} as IORING_OP_LINK_TIMEOUT
+  bool zero_copy_send = false;      ///< sends above zero_copy_threshold use SEND_ZC
 };
 
 /// A completion backend. One instance serves one Loop.

@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <chrono>
+#include <coroutine>
+#include <deque>
 #include <cstdio>
 
 #include "lev/loop.hpp"
@@ -98,7 +100,24 @@ void Acceptor::stop() {
   if (pending_) loop_.cancel(*pending_);
 }
 
+bool Acceptor::backoff_on(int err, bool& reported) {
+  if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return false;
+  ++resource_errors_;
+  if (!reported)
+    std::fprintf(stderr, "lev: accept on fd %d: %s; backing off\n", fd_,
+                 std::generic_category().message(err).c_str());
+  reported = true;
+  return true;
+}
+
 Task<> Acceptor::run() {
+  if (loop_.features().multishot_accept)
+    co_await run_multishot();
+  else
+    co_await run_single();
+}
+
+Task<> Acceptor::run_single() {
   auto backoff = std::chrono::milliseconds(10);
   bool reported = false;
   while (!stopping_) {
@@ -115,12 +134,7 @@ Task<> Acceptor::run() {
       continue;
     }
     const int err = conn.error().code.value();
-    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-      ++resource_errors_;
-      if (!reported)
-        std::fprintf(stderr, "lev: accept on fd %d: %s; backing off\n", fd_,
-                     conn.error().code.message().c_str());
-      reported = true;
+    if (backoff_on(err, reported)) {
       co_await loop_.after(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
       continue;
@@ -130,6 +144,135 @@ Task<> Acceptor::run() {
                  conn.error().message().c_str());
     break;
   }
+}
+
+namespace {
+
+// One multishot accept: the kernel posts a CQE per connection (F_MORE set
+// while it stays armed). Intermediate results are queued here by the
+// backend's reap (MoreFn); the consumer is resumed through a post op, from
+// the completion queue. The op's final completion (F_MORE clear: an error,
+// a cancellation, or the kernel ending it) is delivered as usual.
+struct MultiAccept {
+  Loop& loop;
+  detail::OpBase op;
+  detail::OpBase wake;  // resumes `waiter` from the queue
+  std::deque<int> ready;  // accepted fds (or -errno) not yet handed out
+  std::coroutine_handle<> waiter;
+  bool ended = true;
+  int end_res = 0;
+
+  MultiAccept(Loop& l, int lfd) : loop(l) {
+    op.kind = detail::OpKind::accept;
+    op.fd = lfd;
+    op.flags = detail::kAcceptMultishot;
+    op.addr = nullptr;
+    op.ctx = this;
+    op.deliver = &finished;
+    op.more = &more;
+    wake.kind = detail::OpKind::post;
+  }
+  MultiAccept(const MultiAccept&) = delete;
+  MultiAccept& operator=(const MultiAccept&) = delete;
+  ~MultiAccept() {
+    waiter = nullptr;
+    if (static_cast<unsigned>(op.state) - 1u < 2u) loop.abandon(op);  // cancel, wait, settle
+    if (static_cast<unsigned>(wake.state) - 1u < 2u) loop.abandon(wake);
+    for (int fd : ready)
+      if (fd >= 0) Fd{fd};  // closes (and tells epoll engines)
+  }
+  void arm() {
+    ended = false;
+    loop.start(op);
+  }
+  void resume_waiter() {
+    if (!waiter || wake.state == detail::OpState::submitted || wake.state == detail::OpState::completed)
+      return;
+    wake.ctx = std::exchange(waiter, nullptr).address();
+    wake.deliver = nullptr;
+    loop.start(wake);  // a post: queued, resumed by the next drain
+  }
+  static void more(detail::OpBase& o, int res) noexcept {
+    auto* self = static_cast<MultiAccept*>(o.ctx);
+    try {
+      self->ready.push_back(res);
+    } catch (...) {
+      if (res >= 0) Fd{res};  // out of memory: drop this connection, never leak it
+      return;
+    }
+    self->resume_waiter();
+  }
+  static void finished(detail::OpBase& o) {
+    auto* self = static_cast<MultiAccept*>(o.ctx);
+    self->ended = true;
+    self->end_res = o.res;
+    if (o.res >= 0) {  // a last connection came with the end
+      self->ready.push_back(o.res);
+      self->end_res = 0;
+    }
+    if (self->waiter) std::exchange(self->waiter, nullptr).resume();  // we are in the drain
+  }
+  auto next() noexcept {
+    struct Awaiter {
+      MultiAccept& m;
+      bool await_ready() const noexcept { return !m.ready.empty() || m.ended; }
+      void await_suspend(std::coroutine_handle<> h) noexcept { m.waiter = h; }
+      void await_resume() const noexcept {}
+    };
+    return Awaiter{*this};
+  }
+};
+
+SocketAddress peer_of(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return SocketAddress{};
+  return SocketAddress{reinterpret_cast<sockaddr*>(&ss), len};
+}
+
+}  // namespace
+
+Task<> Acceptor::run_multishot() {
+  MultiAccept m(loop_, fd_);
+  auto backoff = std::chrono::milliseconds(10);
+  bool reported = false;
+  pending_ = &m.op;
+  m.arm();
+  ++multishot_arms_;
+  while (!stopping_) {
+    co_await m.next();
+    if (stopping_) break;
+    if (!m.ready.empty()) {
+      const int res = m.ready.front();
+      m.ready.pop_front();
+      if (res < 0) continue;  // a failed accept that did not end the multishot
+      ++accepted_;
+      backoff = std::chrono::milliseconds(10);
+      reported = false;
+      loop_.spawn(handler_(Fd{res}, peer_of(res)));
+      continue;
+    }
+    // The multishot ended: re-arm it, after a back-off on resource errors.
+    const int err = -m.end_res;
+    if (err == EINVAL && accepted_ == 0 && multishot_arms_ == 1) {  // no multishot accept here
+      pending_ = nullptr;
+      co_await run_single();
+      co_return;
+    }
+    if (m.end_res != 0 && backoff_on(err, reported)) {
+      co_await loop_.after(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    } else if (m.end_res != 0 && err != ECONNABORTED && err != EINTR && err != EPROTO &&
+               err != ECANCELED) {
+      std::fprintf(stderr, "lev: accept on fd %d: %s; accept loop ends\n", fd_,
+                   std::generic_category().message(err).c_str());
+      break;
+    }
+    if (stopping_) break;
+    m.arm();
+    ++multishot_arms_;
+  }
+  pending_ = nullptr;
 }
 
 }  // namespace lev::net

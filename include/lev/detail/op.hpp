@@ -42,6 +42,12 @@ enum class OpState : std::uint8_t { idle, submitted, completed, delivered };
 
 struct OpBase;
 using DeliverFn = void (*)(OpBase&);
+/// A multishot op's intermediate result (a CQE flagged F_MORE): recorded by
+/// its owner, never delivered from inside the backend.
+using MoreFn = void (*)(OpBase&, int res) noexcept;
+
+/// `flags` bit of an accept op: multishot (one SQE, one CQE per connection).
+inline constexpr int kAcceptMultishot = 1;
 
 // Fields without an initializer are written before they are read: `next`
 // by the queue, deliver/ctx when the op is started, res/cqe_flags by push,
@@ -78,6 +84,7 @@ struct OpBase {
   TimePoint deadline;
   std::size_t heap_index;
   std::uint64_t seq;  // ties between equal deadlines fire in arming order
+  MoreFn more = nullptr;  // multishot ops only
   // --- backend scratch (fake bookkeeping, fallback registries) ---
   std::uintptr_t backend_data = 0;
   OpBase* link_prev;

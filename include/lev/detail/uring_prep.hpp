@@ -40,6 +40,10 @@ inline void prep_sqe(io_uring_sqe* sqe, OpBase& op, std::size_t zc_threshold) no
       }
       break;
     case OpKind::accept:
+      if (op.flags & kAcceptMultishot) [[unlikely]] {
+        io_uring_prep_multishot_accept(sqe, op.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
+      }
       op.addrlen = sizeof(sockaddr_storage);
       io_uring_prep_accept(sqe, op.fd, op.addr, &op.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
       break;

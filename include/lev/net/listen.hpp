@@ -63,7 +63,9 @@ class Listener {
 
 /// Accepts connections and spawns `handler(fd, peer)` for each, until
 /// stop(). Survives EMFILE / ENFILE / ENOBUFS / ENOMEM: reports once on
-/// stderr, backs off (10 ms doubling to 1 s) and keeps serving.
+/// stderr, backs off (10 ms doubling to 1 s) and keeps serving. On io_uring
+/// (5.19+) one multishot accept serves every connection (re-armed when the
+/// kernel ends it); elsewhere one accept per connection.
 class Acceptor {
  public:
   using Handler = std::function<Task<>(Fd, SocketAddress)>;
@@ -79,8 +81,13 @@ class Acceptor {
   void stop();
   [[nodiscard]] std::size_t accepted() const noexcept { return accepted_; }
   [[nodiscard]] std::size_t resource_errors() const noexcept { return resource_errors_; }
+  /// Times a multishot accept was (re-)armed; 0 when single accepts are used.
+  [[nodiscard]] std::size_t multishot_arms() const noexcept { return multishot_arms_; }
 
  private:
+  Task<> run_single();
+  Task<> run_multishot();
+  bool backoff_on(int err, bool& reported);  // true: a resource error (back off)
   Loop& loop_;
   int fd_;
   Handler handler_;
@@ -88,6 +95,7 @@ class Acceptor {
   bool stopping_ = false;
   std::size_t accepted_ = 0;
   std::size_t resource_errors_ = 0;
+  std::size_t multishot_arms_ = 0;
 };
 
 }  // namespace lev::net

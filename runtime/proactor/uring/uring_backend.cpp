@@ -137,6 +137,9 @@ BackendFeatures UringBackend::features() const noexcept {
   f.cancel_any = cancel_any_;
   f.msg_ring = msg_ring_;
   f.multishot_poll = wake_fd_ >= 0 && wake_multishot_;
+  f.linked_timeouts = true;
+  f.zero_copy_send = zc_threshold_ != static_cast<std::size_t>(-1);
+  f.multishot_accept = cancel_any_;  // both arrived in 5.19; an EINVAL still falls back
   return f;
 }
 
@@ -250,6 +253,10 @@ std::size_t UringBackend::reap() noexcept {
         continue;
       }
       auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
+      if (op->more && (cqe.flags & IORING_CQE_F_MORE)) [[unlikely]] {
+        op->more(*op, cqe.res);  // a multishot result; the op stays in flight
+        continue;
+      }
       if (op->zc == 1) [[unlikely]] {
         // Zero-copy send: the result comes first (F_MORE), then the
         // notification that the buffer is free; the op completes on that.
