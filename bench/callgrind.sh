@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # User-space instructions per echoed message, lev vs the raw liburing
-# baseline, under valgrind --tool=callgrind (repeatable, unlike time).
+# baseline (and Boost.Asio's epoll and io_uring backends when they were
+# built), under valgrind --tool=callgrind (repeatable, unlike time).
 #   bash bench/callgrind.sh [SECONDS] [CONNS] [SIZE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +34,12 @@ read -r _ rir rmsg <<<"$raw"; read -r _ lir lmsg <<<"$lev"
 rpm=$((rir / rmsg)); lpm=$((lir / lmsg))
 printf "%-14s %14s %10s %12s %8s\n" "raw liburing" "$rir" "$rmsg" "$rpm" "1.00x"
 printf "%-14s %14s %10s %12s %7.2fx\n" "lev proactor" "$lir" "$lmsg" "$lpm" "$(echo "$lpm / $rpm" | bc -l)"
+for backend in epoll uring; do
+  bin=build-release/bench/asio_echo_$backend
+  [ -x "$bin" ] || continue
+  read -r _ air amsg <<<"$(measure "asio_$backend" "$bin")"
+  apm=$((air / amsg))
+  printf "%-14s %14s %10s %12s %7.2fx   (lev/asio: %.2fx)\n" "asio $backend" "$air" "$amsg" "$apm" \
+    "$(echo "$apm / $rpm" | bc -l)" "$(echo "$lpm / $apm" | bc -l)"
+done
 rm -rf "$out"

@@ -7,7 +7,9 @@
 //   echo_bench --client PORT [--seconds 5] ...   (load only, for callgrind)
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -86,6 +88,9 @@ struct Server {
   // Serves on threads of its own: its CPU is the process's minus the
   // client's (this thread's), and its allocations are not counted.
   bool threaded = false;
+  // Or a separate program (Asio): started pinned to cpu 0 with --port 0,
+  // its CPU read from /proc/PID/stat; allocations not counted.
+  std::string program{};
 };
 
 double process_cpu_seconds() {
@@ -94,7 +99,70 @@ double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+double proc_cpu_seconds(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return 0;
+  char buf[1024];
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return 0;
+  unsigned long utime = 0, stime = 0;
+  // after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+  std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime);
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+Sample run_program(const Server& server, const Args& a) {
+  int out[2];
+  if (::pipe(out) != 0) return Sample{0, 0, 0, -1, false};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    pin(0);
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    ::execl(server.program.c_str(), server.program.c_str(), "--port", "0", "--max-seconds", "600",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string line;
+  char c;
+  while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  ::close(out[0]);
+  Sample s;
+  auto colon = line.rfind(':');
+  if (colon == std::string::npos) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    s.ok = false;
+    return s;
+  }
+  auto to = *lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(std::stoi(line.substr(colon + 1))));
+  double cpu0 = 0, cpu1 = 0;
+  LoadOptions o;
+  o.connections = a.conns;
+  o.size = a.size;
+  o.seconds = a.seconds;
+  o.on_window_start = [&] { cpu0 = proc_cpu_seconds(pid); };
+  o.on_window_end = [&] { cpu1 = proc_cpu_seconds(pid); };
+  LoadResult r = run_load(to, o);
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+  s.ok = r.ok && r.messages > 0;
+  double msgs = static_cast<double>(std::max<std::uint64_t>(r.messages, 1));
+  s.msgs_per_s = msgs / r.seconds;
+  s.p99_us = r.p99_us;
+  s.cpu_ns_per_msg = (cpu1 - cpu0) * 1e9 / msgs;
+  s.allocs_per_msg = -1;
+  return s;
+}
+
 Sample run_one(const Server& server, const Args& a) {
+  if (!server.program.empty()) return run_program(server, a);
   auto listener = lev::net::Listener::tcp("127.0.0.1", 0, {.backlog = 4096}).value();
   const lev::SocketAddress& bound = listener.address();
   const int lfd = listener.fd();
@@ -168,6 +236,12 @@ int main(int argc, char** argv) {
       {"lev pro x2thr", [](int fd, const std::atomic<bool>& s) { serve_lev_threads(fd, s, 2); },
        true},
   };
+#ifdef LEV_ASIO_DIR
+  servers.push_back({"asio epoll", {}, false, LEV_ASIO_DIR "/asio_echo_epoll"});
+  servers.push_back({"asio io_uring", {}, false, LEV_ASIO_DIR "/asio_echo_uring"});
+#else
+  std::fprintf(stderr, "echo_bench: Boost >= 1.78 was not found at configure time: no Asio rows\n");
+#endif
   std::vector<std::vector<Sample>> samples(servers.size());
   for (int round = 0; round < a.rounds; ++round)
     for (std::size_t i = 0; i < servers.size(); ++i) {
