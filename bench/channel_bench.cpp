@@ -1,7 +1,7 @@
 // Channel benchmark: ns per item through lev::Channel on one loop and
-// between two loops of a Runtime (woken by MSG_RING, and by eventfd), Loop::post from another thread, and a
-// baseline in the same process: a std::mutex + std::condition_variable
-// bounded queue between two plain threads.
+// between two loops of a Runtime (woken by MSG_RING, and by eventfd), Loop::post from another
+// thread, and a baseline in the same process: a std::mutex + std::condition_variable bounded queue
+// between two plain threads.
 //
 //   channel_bench [--items 1000000] [--capacity 64] [--rounds 3]
 #include <algorithm>

@@ -141,7 +141,8 @@ Sample run_program(const Server& server, const Args& a) {
     s.ok = false;
     return s;
   }
-  auto to = *lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(std::stoi(line.substr(colon + 1))));
+  auto to = *lev::SocketAddress::ip("127.0.0.1",
+                                    static_cast<std::uint16_t>(std::stoi(line.substr(colon + 1))));
   double cpu0 = 0, cpu1 = 0;
   LoadOptions o;
   o.connections = a.conns;
@@ -278,8 +279,8 @@ int main(int argc, char** argv) {
       std::snprintf(allocs, sizeof allocs, "n/a");
     else
       std::snprintf(allocs, sizeof allocs, "%.3f", median(al));
-    std::printf("%-14s %11.0f %9.1f %12.0f %11s %9.2fx %9.2fx\n", servers[i].name, r, median(p99), c,
-                allocs, r / base_rate, c / base_cpu);
+    std::printf("%-14s %11.0f %9.1f %12.0f %11s %9.2fx %9.2fx\n", servers[i].name, r, median(p99),
+                c, allocs, r / base_rate, c / base_cpu);
   }
   if (!all_ok) {
     std::fprintf(stderr, "echo_bench: a round saw errors (connection reset or short send)\n");

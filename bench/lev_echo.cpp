@@ -47,13 +47,15 @@ void serve_lev_threads(int lfd, const std::atomic<bool>& stop, unsigned threads)
     rt.spawn_on(i, [lfd](lev::Loop& loop) -> lev::Task<> {
       lev::net::Acceptor acceptor{loop, lfd, [&loop](lev::Fd fd, lev::SocketAddress) {
                                     int one = 1;
-                                    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                                    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one,
+                                                 sizeof(one));
                                     return echo(loop, std::move(fd));
                                   }};
       co_await acceptor.run();
     });
   rt.spawn_on(0, [&stop, &rt](lev::Loop& loop) -> lev::Task<> {
-    while (!stop.load(std::memory_order_relaxed)) co_await loop.after(std::chrono::milliseconds(20));
+    while (!stop.load(std::memory_order_relaxed))
+      co_await loop.after(std::chrono::milliseconds(20));
     rt.stop();
   });
   rt.wait();

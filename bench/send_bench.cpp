@@ -44,8 +44,7 @@ double run(std::size_t size, std::size_t total, bool zero_copy) {
     }
   });
   pin(0);
-  lev::Loop loop{lev::Model::proactor,
-                 {.zero_copy_threshold = zero_copy ? 1 : std::size_t{0}}};
+  lev::Loop loop{lev::Model::proactor, {.zero_copy_threshold = zero_copy ? 1 : std::size_t{0}}};
   std::vector<char> msg(size, 'z');
   auto t0 = std::chrono::steady_clock::now();
   auto sender = [&]() -> lev::Task<> {

@@ -66,7 +66,8 @@ enum class Parse { complete, incomplete, malformed };
 // Parses the head of one request at the start of `in`.
 Parse parse(std::string_view in, Request& req) {
   std::size_t end = in.find("\r\n\r\n");
-  if (end == std::string_view::npos) return in.size() > kMaxHead ? Parse::malformed : Parse::incomplete;
+  if (end == std::string_view::npos)
+    return in.size() > kMaxHead ? Parse::malformed : Parse::incomplete;
   if (end + 4 > kMaxHead) return Parse::malformed;
   req = Request{};
   req.head_size = end + 4;
@@ -103,7 +104,8 @@ Parse parse(std::string_view in, Request& req) {
     if (iequals(name, "content-length")) {
       std::size_t n = 0;
       auto r = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (r.ec != std::errc{} || r.ptr != value.data() + value.size() || saw_length) return Parse::malformed;
+      if (r.ec != std::errc{} || r.ptr != value.data() + value.size() || saw_length)
+        return Parse::malformed;
       if (n > (1u << 30)) return Parse::malformed;
       req.body_size = n;
       saw_length = true;

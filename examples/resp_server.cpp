@@ -11,9 +11,9 @@
 #include <signal.h>
 
 #include <charconv>
-#include <cstring>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <string>
@@ -36,7 +36,9 @@ struct Entry {
 // Transparent hashing: look keys up by string_view without building strings.
 struct Hash {
   using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
 };
 
 class Store {
@@ -170,7 +172,8 @@ After execute(Store& store, const std::vector<std::string_view>& a, std::string&
     for (std::size_t i = 3; i < n; ++i) {
       if ((iequals(a[i], "EX") || iequals(a[i], "PX")) && i + 1 < n) {
         auto v = to_int(a[i + 1]);
-        if (!v || *v <= 0) return error(out, "ERR invalid expire time in 'set' command"), After::keep_going;
+        if (!v || *v <= 0)
+          return error(out, "ERR invalid expire time in 'set' command"), After::keep_going;
         ttl = iequals(a[i], "EX") ? Clock::duration(std::chrono::seconds(*v))
                                   : Clock::duration(std::chrono::milliseconds(*v));
         ++i;
@@ -214,7 +217,8 @@ After execute(Store& store, const std::vector<std::string_view>& a, std::string&
     if (n < 2) return wrong_arity(out, cmd), After::keep_going;
     const bool del = iequals(cmd, "DEL");
     long long count = 0;
-    for (std::size_t i = 1; i < n; ++i) count += del ? store.erase(a[i]) : store.find(a[i]) != nullptr;
+    for (std::size_t i = 1; i < n; ++i)
+      count += del ? store.erase(a[i]) : store.find(a[i]) != nullptr;
     integer(out, count);
   } else if (iequals(cmd, "EXPIRE")) {
     if (n != 3) return wrong_arity(out, cmd), After::keep_going;
@@ -296,7 +300,8 @@ Parse parse(std::string_view in, std::size_t& pos, std::vector<std::string_view>
       if (len < 0 || len > kMaxBulk) return why = "invalid bulk length", Parse::malformed;
       const auto ulen = static_cast<std::size_t>(len);
       if (in.size() - p < ulen + 2) return Parse::incomplete;
-      if (in[p + ulen] != '\r' || in[p + ulen + 1] != '\n') return why = "expected CRLF", Parse::malformed;
+      if (in[p + ulen] != '\r' || in[p + ulen + 1] != '\n')
+        return why = "expected CRLF", Parse::malformed;
       args.push_back(in.substr(p, ulen));
       p += ulen + 2;
     }

@@ -17,7 +17,8 @@ lev::Task<lev::Result<std::string>> read_line(lev::Loop& loop, lev::FdRef fd) {
   for (;;) {
     auto n = co_await loop.recv(fd, buf);  // cancelled by with_timeout's token
     if (!n) co_return n.error();
-    if (*n == 0) co_return lev::Error{std::make_error_code(std::errc::connection_reset), "recv", fd.fd};
+    if (*n == 0)
+      co_return lev::Error{std::make_error_code(std::errc::connection_reset), "recv", fd.fd};
     line.append(buf.data(), *n);
     if (auto nl = line.find('\n'); nl != std::string::npos) co_return line.substr(0, nl);
   }

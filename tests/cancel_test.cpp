@@ -89,7 +89,9 @@ TEST_SUITE("cancel") {
     std::stop_source src;
     std::array<std::byte, 8> buf{};
     std::optional<lev::Result<std::size_t>> got;
-    auto t = [&]() -> lev::Task<> { got.emplace(co_await loop.recv(3, buf).stop_on(src.get_token())); };
+    auto t = [&]() -> lev::Task<> {
+      got.emplace(co_await loop.recv(3, buf).stop_on(src.get_token()));
+    };
     loop.spawn(t());
     loop.run_once();
     auto* op = fake->find(lev::detail::OpKind::recv);
@@ -143,7 +145,8 @@ TEST_SUITE("cancel") {
         std::array<std::byte, 64> buf{};
         for (int i = 0; i < kRounds; ++i) {
           armed = i;
-          auto r = co_await loop.recv(a, buf).stop_on(sources[static_cast<std::size_t>(i)].get_token());
+          auto r =
+              co_await loop.recv(a, buf).stop_on(sources[static_cast<std::size_t>(i)].get_token());
           if (r)
             delivered += static_cast<int>(*r);
           else if (r.error().is_cancelled())
@@ -162,7 +165,8 @@ TEST_SUITE("cancel") {
     });
   }
 
-  TEST_CASE("post from other threads: every item runs once, on the loop thread, in per-thread order") {
+  TEST_CASE(
+      "post from other threads: every item runs once, on the loop thread, in per-thread order") {
     for_each_engine([](lev::Loop& loop) {
       constexpr int kThreads = 4, kEach = 5000;
       std::vector<std::vector<int>> seen(kThreads);

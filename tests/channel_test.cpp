@@ -1,4 +1,6 @@
 // Channel<T>: bounded FIFO between tasks, on one loop and across threads.
+#include "lev/channel.hpp"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -7,7 +9,6 @@
 #include <thread>
 #include <vector>
 
-#include "lev/channel.hpp"
 #include "lev/when.hpp"
 #include "support.hpp"
 

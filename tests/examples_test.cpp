@@ -304,7 +304,8 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("echo_server --threads 2 serves 200 concurrent connections across both loops") {
-    auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--threads", "2"});
+    auto [server, port] =
+        start_server({example_path("echo_server"), "--port", "0", "--threads", "2"});
     sockaddr_in to{};
     to.sin_family = AF_INET;
     to.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
@@ -369,7 +370,8 @@ TEST_SUITE("examples") {
     ::getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len);
     const std::string silent = std::to_string(ntohs(addr.sin_port));
     for (const char* model : {"proactor", "reactor"}) {
-      Run t = run({example_path("timeout_client"), "--port", silent, "--timeout-ms", "150", "--model", model});
+      Run t = run({example_path("timeout_client"), "--port", silent, "--timeout-ms", "150",
+                   "--model", model});
       CHECK(t.code == 3);
       CHECK(t.out == "timed out: no reply from 127.0.0.1:" + silent + " within 150 ms\n");
     }
@@ -377,7 +379,8 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("fan_out gathers 50 concurrent exchanges with when_all") {
-    auto [server, port] = start_server({example_path("echo_server"), "--port", "0", "--threads", "2"});
+    auto [server, port] =
+        start_server({example_path("echo_server"), "--port", "0", "--threads", "2"});
     Run r = run({example_path("fan_out"), "--port", port, "--connections", "50", "--size", "100"});
     CHECK(r.code == 0);
     CHECK(r.out == "50 replies, 5000 bytes\n");
@@ -389,19 +392,26 @@ TEST_SUITE("examples") {
   TEST_CASE("resp_server speaks RESP2 and inline commands, pipelined, on both models") {
     for (const char* model : {"proactor", "reactor"}) {
       CAPTURE(model);
-      auto [server, port] = start_server({example_path("resp_server"), "--port", "0", "--model", model});
+      auto [server, port] =
+          start_server({example_path("resp_server"), "--port", "0", "--model", model});
       int fd = connect_to(port);
       // one write, many commands (pipelining), a command split across writes
-      send_str(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n41\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"
-                   "GET k\r\nPING\r\nECHO hi\r\nTTL k\r\nSET t v PX 100000\r\nEXISTS k t nope\r\n");
-      send_str(fd, "MSET a 1 b 2\r\nMGET a b c\r\nDEL a b c\r\nINCR a\r\nDECR a\r\nSET s x\r\nINCR s\r\n*2\r\n$3\r\nGE");
+      send_str(fd,
+               "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n41\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"
+               "GET k\r\nPING\r\nECHO hi\r\nTTL k\r\nSET t v PX 100000\r\nEXISTS k t nope\r\n");
+      send_str(fd,
+               "MSET a 1 b 2\r\nMGET a b c\r\nDEL a b c\r\nINCR a\r\nDECR a\r\nSET s x\r\nINCR "
+               "s\r\n*2\r\n$3\r\nGE");
       ::usleep(20'000);
-      send_str(fd, "T\r\n$1\r\nk\r\nEXPIRE k 100\r\nTTL nope\r\nCONFIG GET save\r\nCOMMAND\r\nNOSUCH x\r\nGET\r\nQUIT\r\n");
+      send_str(fd,
+               "T\r\n$1\r\nk\r\nEXPIRE k 100\r\nTTL nope\r\nCONFIG GET save\r\nCOMMAND\r\nNOSUCH "
+               "x\r\nGET\r\nQUIT\r\n");
       const std::string expect =
           "+OK\r\n:42\r\n$2\r\n42\r\n+PONG\r\n$2\r\nhi\r\n:-1\r\n+OK\r\n:2\r\n"
           "+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:2\r\n:1\r\n:0\r\n+OK\r\n"
           "-ERR value is not an integer or out of range\r\n$2\r\n42\r\n:1\r\n:-2\r\n*0\r\n*0\r\n"
-          "-ERR unknown command 'NOSUCH'\r\n-ERR wrong number of arguments for 'get' command\r\n+OK\r\n";
+          "-ERR unknown command 'NOSUCH'\r\n-ERR wrong number of arguments for 'get' "
+          "command\r\n+OK\r\n";
       CHECK(read_all(fd) == expect);  // QUIT: the server closed the connection
       ::close(fd);
       // malformed input: an error, the connection closed, the server still up
@@ -422,7 +432,8 @@ TEST_SUITE("examples") {
   TEST_CASE("http_hello: keep-alive, pipelining, split requests, bodies, 400, Connection: close") {
     for (const char* model : {"proactor", "reactor"}) {
       CAPTURE(model);
-      auto [server, port] = start_server({example_path("http_hello"), "--port", "0", "--model", model});
+      auto [server, port] =
+          start_server({example_path("http_hello"), "--port", "0", "--model", model});
       const std::string ok =
           "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
           "Hello, World!";
@@ -430,7 +441,9 @@ TEST_SUITE("examples") {
           "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
           "Connection: close\r\n\r\nHello, World!";
       int fd = connect_to(port);
-      send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nbodyGET / HT");
+      send_str(fd,
+               "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: "
+               "4\r\n\r\nbodyGET / HT");
       ::usleep(20'000);
       send_str(fd, "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
       CHECK(read_all(fd) == ok + ok + ok + ok_close);

@@ -187,7 +187,8 @@ TEST_SUITE("listen") {
     std::vector<int> clients;
     {
       lev::Loop loop{lev::Model::proactor};
-      lev::net::Acceptor acc{loop, l, [&](lev::Fd, lev::SocketAddress) -> lev::Task<> { co_return; }};
+      lev::net::Acceptor acc{loop, l,
+                             [&](lev::Fd, lev::SocketAddress) -> lev::Task<> { co_return; }};
       loop.spawn(acc.run());
       loop.run_once();  // armed
       for (int i = 0; i < 5; ++i) {

@@ -1,4 +1,6 @@
 // Runtime (thread-per-core), cross-loop posts and channels, offload.
+#include "lev/runtime.hpp"
+
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -10,13 +12,13 @@
 #include <vector>
 
 #include "lev/channel.hpp"
-#include "lev/runtime.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
 
 TEST_SUITE("runtime") {
-  TEST_CASE("100,000 cross-loop posts are each delivered exactly once, on the target loop's thread") {
+  TEST_CASE(
+      "100,000 cross-loop posts are each delivered exactly once, on the target loop's thread") {
     for (unsigned n : {2u, 4u}) {
       for (lev::Model model : {lev::Model::proactor, lev::Model::reactor}) {
         CAPTURE(n);
@@ -77,7 +79,8 @@ TEST_SUITE("runtime") {
     CHECK(received.load() == kItems);
   }
 
-  TEST_CASE("io_uring loops wake each other by MSG_RING where the kernel has it, by eventfd otherwise") {
+  TEST_CASE(
+      "io_uring loops wake each other by MSG_RING where the kernel has it, by eventfd otherwise") {
     for (bool force_eventfd : {false, true}) {
       CAPTURE(force_eventfd);
       if (force_eventfd) ::setenv("LEV_URING_NO_MSG_RING", "1", 1);
@@ -104,8 +107,14 @@ TEST_SUITE("runtime") {
       while (pongs.load() < kRounds) std::this_thread::sleep_for(1ms);
       lev::Loop::WakeupStats w0{}, w1{};
       std::atomic<int> read{0};
-      rt.post_to(0, [&] { w0 = rt.loop(0).wakeup_stats(); ++read; });
-      rt.post_to(1, [&] { w1 = rt.loop(1).wakeup_stats(); ++read; });
+      rt.post_to(0, [&] {
+        w0 = rt.loop(0).wakeup_stats();
+        ++read;
+      });
+      rt.post_to(1, [&] {
+        w1 = rt.loop(1).wakeup_stats();
+        ++read;
+      });
       while (read.load() < 2) std::this_thread::sleep_for(1ms);
       rt.stop();
       rt.wait();
@@ -133,8 +142,9 @@ TEST_SUITE("runtime") {
         CHECK(v == 42);
         CHECK(worker != loop_thread);
         CHECK(std::this_thread::get_id() == loop_thread);
-        CHECK_THROWS_WITH_AS(co_await loop.offload([]() -> int { throw std::runtime_error("boom"); }),
-                             "boom", std::runtime_error);
+        CHECK_THROWS_WITH_AS(
+            co_await loop.offload([]() -> int { throw std::runtime_error("boom"); }), "boom",
+            std::runtime_error);
         co_await loop.offload([] {});
       };
       loop.block_on(body());
@@ -191,7 +201,8 @@ TEST_SUITE("runtime") {
   TEST_CASE("bad runtime input is a clear error") {
     lev::Runtime rt{{.threads = 1, .stop_on_signals = false}};
     CHECK_THROWS_AS((void)rt.loop(5), std::out_of_range);
-    CHECK_THROWS_WITH_AS(lev::Runtime({.threads = 1, .loop = {.queue_size = 0}, .stop_on_signals = false}),
-                         "lev::Loop: queue_size must be greater than 0", std::invalid_argument);
+    CHECK_THROWS_WITH_AS(
+        lev::Runtime({.threads = 1, .loop = {.queue_size = 0}, .stop_on_signals = false}),
+        "lev::Loop: queue_size must be greater than 0", std::invalid_argument);
   }
 }

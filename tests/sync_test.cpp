@@ -1,5 +1,7 @@
 // Event, Mutex, Semaphore: FIFO release from the completion queue, mutual
 // exclusion, cancellation of parked waiters.
+#include "lev/sync.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "lev/sync.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;

@@ -1,12 +1,13 @@
 // TaskGroup: children cannot outlive the scope; the first failure cancels
 // the rest and is rethrown once.
+#include "lev/task_group.hpp"
+
 #include <doctest/doctest.h>
 
 #include <array>
 #include <chrono>
 #include <stdexcept>
 
-#include "lev/task_group.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -36,7 +37,9 @@ TEST_SUITE("task_group") {
     CHECK(loop.live_op_count() == 0);
   }
 
-  TEST_CASE("a child fails while its siblings are blocked in recv: they are cancelled, the error rethrown once") {
+  TEST_CASE(
+      "a child fails while its siblings are blocked in recv: they are cancelled, the error "
+      "rethrown once") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = lev::test::socket_pair();
       auto [c, d] = lev::test::socket_pair();
@@ -94,7 +97,8 @@ TEST_SUITE("task_group") {
     auto fake = std::make_shared<lev::FakeBackend>();
     lev::Loop loop{lev::Model::proactor, {.backend = fake}};
     int leaves = 0;
-    std::function<lev::Task<>(lev::TaskGroup&, int)> tree = [&](lev::TaskGroup& g, int depth) -> lev::Task<> {
+    std::function<lev::Task<>(lev::TaskGroup&, int)> tree = [&](lev::TaskGroup& g,
+                                                                int depth) -> lev::Task<> {
       (void)co_await loop.after(1ms);
       if (depth == 0) {
         ++leaves;

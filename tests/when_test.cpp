@@ -1,5 +1,7 @@
 // when_all, when_any, with_timeout: on the fake backend's virtual clock where
 // the order matters, on the real engines where I/O does.
+#include "lev/when.hpp"
+
 #include <doctest/doctest.h>
 
 #include <array>
@@ -8,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "lev/when.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -94,7 +95,9 @@ TEST_SUITE("when") {
         (void)co_await loop.after(2ms);
         throw std::runtime_error("child failed");
       };
-      auto body = [&]() -> lev::Task<> { (void)co_await lev::when_all(reader(), thrower(), reader()); };
+      auto body = [&]() -> lev::Task<> {
+        (void)co_await lev::when_all(reader(), thrower(), reader());
+      };
       CHECK_THROWS_WITH_AS(loop.block_on(body()), "child failed", std::runtime_error);
       CHECK(cancelled_readers == 2);
       CHECK(loop.live_op_count() == 0);
@@ -105,7 +108,9 @@ TEST_SUITE("when") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = lev::test::socket_pair();
       std::array<std::byte, 8> buf{};
-      auto recv_task = [&]() -> lev::Task<lev::Result<std::size_t>> { co_return co_await loop.recv(a, buf); };
+      auto recv_task = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.recv(a, buf);
+      };
       auto body = [&]() -> lev::Task<lev::Result<std::size_t>> {
         co_return co_await lev::with_timeout(recv_task(), 20ms);
       };
@@ -163,7 +168,9 @@ TEST_SUITE("when") {
         (void)co_await loop.after(5ms);
         src.request_stop();
       };
-      auto body = [&]() -> lev::Task<std::tuple<bool, bool>> { co_return co_await lev::when_all(reader(), reader()); };
+      auto body = [&]() -> lev::Task<std::tuple<bool, bool>> {
+        co_return co_await lev::when_all(reader(), reader());
+      };
       loop.spawn(stopper());
       auto [x, y] = loop.block_on(body().with_stop_token(src.get_token()));
       CHECK(x);

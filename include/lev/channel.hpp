@@ -101,7 +101,8 @@ class Channel {
           slot_.status = detail::WaitStatus::granted;
           return false;
         }
-        if (!loop) throw std::logic_error("lev::Channel::send: a full channel needs a task on a loop");
+        if (!loop)
+          throw std::logic_error("lev::Channel::send: a full channel needs a task on a loop");
         c_->park(c_->senders_, slot_, h, *loop);
       }
       c_->arm(slot_, stop_, h);
@@ -146,7 +147,8 @@ class Channel {
           slot_.status = detail::WaitStatus::closed;
           return false;
         }
-        if (!loop) throw std::logic_error("lev::Channel::receive: an empty channel needs a task on a loop");
+        if (!loop)
+          throw std::logic_error("lev::Channel::receive: an empty channel needs a task on a loop");
         c_->park(c_->receivers_, slot_, h, *loop);
       }
       c_->arm(slot_, stop_, h);

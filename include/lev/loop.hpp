@@ -34,8 +34,8 @@
 #include "lev/buffer.hpp"
 #include "lev/clock.hpp"
 #include "lev/detail/awaiter.hpp"
-#include "lev/detail/op.hpp"
 #include "lev/detail/offload.hpp"
+#include "lev/detail/op.hpp"
 #include "lev/detail/ops.hpp"
 #include "lev/detail/remote.hpp"
 #include "lev/detail/root.hpp"
@@ -320,21 +320,22 @@ class Loop {
                                  buf.size, offset, 0, true);
   }
   Deadline<std::size_t> recv(FdRef fd, MutableBuffer buf, IoOptions o) {
-    return io_until<std::size_t>(o, detail::OpKind::recv, fd, buf.data, buf.size, 0, o.flags, false);
+    return io_until<std::size_t>(o, detail::OpKind::recv, fd, buf.data, buf.size, 0, o.flags,
+                                 false);
   }
   Deadline<std::size_t> send(FdRef fd, ConstBuffer buf, IoOptions o) {
-    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data),
-                                 buf.size, 0, o.flags | detail::kSendFlags, false);
+    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size,
+                                 0, o.flags | detail::kSendFlags, false);
   }
   Deadline<std::size_t> send_all(FdRef fd, ConstBuffer buf, IoOptions o) {
-    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data),
-                                 buf.size, 0, o.flags | detail::kSendFlags, true);
+    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size,
+                                 0, o.flags | detail::kSendFlags, true);
   }
   detail::DeadlineAwaiter<detail::AcceptAwaiter> accept(FdRef listener, IoOptions o) {
     return detail::DeadlineAwaiter<detail::AcceptAwaiter>(o.timeout, *this, listener.fd);
   }
   detail::DeadlineAwaiter<detail::ConnectAwaiter> connect(FdRef fd, const SocketAddress& to,
-                                                           IoOptions o) {
+                                                          IoOptions o) {
     return detail::DeadlineAwaiter<detail::ConnectAwaiter>(o.timeout, *this, fd.fd, to);
   }
 
@@ -545,8 +546,8 @@ class Loop {
     });
   }
   template <class T>
-  Deadline<T> io_until(const IoOptions& o, detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
-                       std::uint64_t offset, int flags, bool all) {
+  Deadline<T> io_until(const IoOptions& o, detail::OpKind kind, FdRef fd, void* buf,
+                       std::size_t len, std::uint64_t offset, int flags, bool all) {
     return Deadline<T>(o.timeout, *this, kind, fd.fd, [&](detail::OpBase& op) {
       detail::setup_io(op, buf, len, offset, flags, all);
     });

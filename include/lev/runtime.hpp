@@ -75,7 +75,8 @@ class Runtime {
   requires std::is_invocable_v<Make&, Loop&>
   bool spawn_on(std::size_t i, Make make) {
     Loop* l = &loop(i);
-    return post_to(i, [l, make = std::move(make)]() mutable { l->spawn(keep(std::move(make), *l)); });
+    return post_to(i,
+                   [l, make = std::move(make)]() mutable { l->spawn(keep(std::move(make), *l)); });
   }
   template <class T>
   bool spawn_on(std::size_t i, Task<T> task) {

@@ -240,7 +240,8 @@ class Semaphore {
     }
     Result<void> await_resume() {
       resumed_ = true;
-      if (!took_ && resumed() == detail::WaitStatus::cancelled) return cancelled("Semaphore::acquire");
+      if (!took_ && resumed() == detail::WaitStatus::cancelled)
+        return cancelled("Semaphore::acquire");
       return {};
     }
 

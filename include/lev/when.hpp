@@ -74,7 +74,8 @@ Task<std::conditional_t<std::is_void_v<T>, void, std::vector<detail::ValueOf<T>>
 namespace detail {
 template <class V, std::size_t I, class Slots>
 void take_winner(std::optional<V>& out, std::size_t index, Slots& slots) {
-  if (index == I && std::get<I>(slots)) out.emplace(std::in_place_index<I>, std::move(*std::get<I>(slots)));
+  if (index == I && std::get<I>(slots))
+    out.emplace(std::in_place_index<I>, std::move(*std::get<I>(slots)));
 }
 }  // namespace detail
 
@@ -95,7 +96,8 @@ Task<Winner<std::variant<detail::ValueOf<T>...>>> when_any(Task<T>... tasks) {
   std::optional<V> value;
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     (detail::take_winner<V, I>(value, first, slots), ...);
-  }(std::index_sequence_for<T...>{});
+  }
+  (std::index_sequence_for<T...>{});
   co_return Winner<V>{first, std::move(*value)};
 }
 
@@ -136,7 +138,9 @@ inline bool is_cancellation(const std::exception_ptr& e) noexcept {
   }
 }
 
-inline Error timed_out() { return Error{std::make_error_code(std::errc::timed_out), "with_timeout"}; }
+inline Error timed_out() {
+  return Error{std::make_error_code(std::errc::timed_out), "with_timeout"};
+}
 
 }  // namespace detail
 

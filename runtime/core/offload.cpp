@@ -1,6 +1,8 @@
 // The offload pool: a few threads for blocking calls (name resolution,
 // file system work). Started on demand; detached and living for the
 // process, so a job never outlives the pool it runs on.
+#include "lev/detail/offload.hpp"
+
 #include <pthread.h>
 #include <signal.h>
 
@@ -9,8 +11,6 @@
 #include <functional>
 #include <mutex>
 #include <thread>
-
-#include "lev/detail/offload.hpp"
 
 namespace lev::detail {
 

@@ -41,7 +41,8 @@ Task<Result<std::vector<SocketAddress>>> resolve(Loop& loop, std::string host, s
     return r;
   });
   if (rc != 0) co_return Error{std::error_code(rc, resolve_category()), "resolve", -1, 0};
-  if (out.empty()) co_return Error{std::error_code(EAI_NONAME, resolve_category()), "resolve", -1, 0};
+  if (out.empty())
+    co_return Error{std::error_code(EAI_NONAME, resolve_category()), "resolve", -1, 0};
   co_return out;
 }
 

@@ -7,8 +7,8 @@
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
-#include <deque>
 #include <cstdio>
+#include <deque>
 
 #include "lev/loop.hpp"
 
@@ -156,7 +156,7 @@ namespace {
 struct MultiAccept {
   Loop& loop;
   detail::OpBase op;
-  detail::OpBase wake;  // resumes `waiter` from the queue
+  detail::OpBase wake;    // resumes `waiter` from the queue
   std::deque<int> ready;  // accepted fds (or -errno) not yet handed out
   std::coroutine_handle<> waiter;
   bool ended = true;
@@ -186,7 +186,8 @@ struct MultiAccept {
     loop.start(op);
   }
   void resume_waiter() {
-    if (!waiter || wake.state == detail::OpState::submitted || wake.state == detail::OpState::completed)
+    if (!waiter || wake.state == detail::OpState::submitted ||
+        wake.state == detail::OpState::completed)
       return;
     wake.ctx = std::exchange(waiter, nullptr).address();
     wake.deliver = nullptr;

@@ -66,7 +66,7 @@ struct OpBase {
   OpKind kind = OpKind::nop;
   OpState state = OpState::idle;
   bool cancel_requested = false;
-  bool all = false;  // send_all / write_all: resubmit until len is done
+  bool all = false;             // send_all / write_all: resubmit until len is done
   bool linked_timeout = false;  // io_uring: followed by a LINK_TIMEOUT of lt_sec/lt_nsec
   std::uint8_t zc = 0;          // io_uring send: 1 = sent zero-copy, 2 = the socket refused it
   int fd = -1;
@@ -77,13 +77,13 @@ struct OpBase {
   std::uint64_t offset;
   std::size_t total;  // bytes an `all` op must move
   sockaddr* addr;
-  socklen_t addrlen;  // accept: in/out; connect: in
+  socklen_t addrlen;    // accept: in/out; connect: in
   std::int64_t lt_sec;  // the linked timeout (a __kernel_timespec)
   std::int64_t lt_nsec;
   // --- timers ---
   TimePoint deadline;
   std::size_t heap_index;
-  std::uint64_t seq;  // ties between equal deadlines fire in arming order
+  std::uint64_t seq;      // ties between equal deadlines fire in arming order
   MoreFn more = nullptr;  // multishot ops only
   // --- backend scratch (fake bookkeeping, fallback registries) ---
   std::uintptr_t backend_data = 0;

@@ -60,9 +60,9 @@ class UringBackend final : public CompletionBackend {
   std::size_t in_flight_ = 0;
   unsigned batch_ = 0;
   unsigned unflushed_ = 0;
-  int wake_fd_ = -1;      // watched by a multishot poll whose user_data is kWakeTag
+  int wake_fd_ = -1;  // watched by a multishot poll whose user_data is kWakeTag
   bool wake_multishot_ = true;
-  bool closing_ = false;  // cancel_all ran: do not re-arm the wakeup poll
+  bool closing_ = false;   // cancel_all ran: do not re-arm the wakeup poll
   bool msg_ring_ = false;  // IORING_OP_MSG_RING usable between lev rings
   unsigned setup_flags_ = 0;
   std::size_t zc_threshold_ = static_cast<std::size_t>(-1);  // -1: zero-copy send off
