@@ -165,7 +165,9 @@ void StopLink::arm(Loop& loop, const std::stop_token& token, Handler handler, vo
   loop_ = &loop;
   handler_ = handler;
   arg_ = arg;
-  cb_.emplace(token, Fire{this});  // runs Fire here if already stopped
+  posted_.store(nullptr, std::memory_order_relaxed);
+  armed_ = true;
+  ::new (static_cast<void*>(storage_)) Callback(token, Fire{this});  // runs Fire now if stopped
 }
 
 void StopLink::Fire::operator()() const noexcept {
@@ -181,7 +183,8 @@ void StopLink::Fire::operator()() const noexcept {
 }
 
 void StopLink::disarm_slow() noexcept {
-  cb_.reset();  // waits for a Fire running on another thread to return
+  armed_ = false;
+  cb().~Callback();  // waits for a Fire running on another thread to return
   if (RemoteStop* n = posted_.exchange(nullptr, std::memory_order_acquire)) n->link = nullptr;
 }
 

@@ -6,7 +6,7 @@
 /// request made on another thread is posted to the loop and acts there.
 
 #include <atomic>
-#include <optional>
+#include <new>
 #include <stop_token>
 
 namespace lev {
@@ -21,7 +21,9 @@ class StopLink {
  public:
   using Handler = void (*)(void*) noexcept;
 
-  StopLink() = default;
+  // Cheap to build: an awaiter carries one per operation, and almost all
+  // of them never arm it (only `armed_` is written here).
+  StopLink() noexcept {}  // NOLINT: the other fields are written by arm()
   StopLink(const StopLink&) = delete;
   StopLink& operator=(const StopLink&) = delete;
   ~StopLink() { disarm(); }
@@ -31,7 +33,8 @@ class StopLink {
   void arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg);
   /// Loop thread only. After it returns, the handler is never called.
   void disarm() noexcept {
-    if (cb_) disarm_slow();
+    if (armed_) [[unlikely]]
+      disarm_slow();
   }
 
  private:
@@ -42,11 +45,15 @@ class StopLink {
   };
   void disarm_slow() noexcept;
 
-  std::optional<std::stop_callback<Fire>> cb_;
-  Loop* loop_ = nullptr;
-  Handler handler_ = nullptr;
-  void* arg_ = nullptr;
-  std::atomic<RemoteStop*> posted_{nullptr};
+  using Callback = std::stop_callback<Fire>;
+  Callback& cb() noexcept { return *std::launder(reinterpret_cast<Callback*>(storage_)); }
+
+  bool armed_ = false;
+  alignas(Callback) unsigned char storage_[sizeof(Callback)];  // the callback while armed
+  Loop* loop_;
+  Handler handler_;
+  void* arg_;
+  std::atomic<RemoteStop*> posted_;  // set by arm()
 };
 
 }  // namespace lev::detail
