@@ -1,6 +1,13 @@
 #pragma once
-// Small helpers the examples share: argument parsing.
+// Small helpers the examples share: argument parsing, the server skeleton.
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -33,6 +40,37 @@ inline lev::Model model_arg(int argc, char** argv) {
   if (m == "proactor") return lev::Model::proactor;
   if (m == "reactor") return lev::Model::reactor;
   throw std::invalid_argument("--model must be proactor or reactor, got '" + m + "'");
+}
+
+/// The one-loop TCP server every example server is: listens on
+/// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
+/// spawns `serve(loop, fd)` per connection (TCP_NODELAY set), stops on
+/// SIGINT / SIGTERM or after --max-seconds. Returns the exit code.
+template <class Serve>
+int run_server(const char* name, int argc, char** argv, Serve serve) {
+  auto port = static_cast<std::uint16_t>(arg_num(argc, argv, "--port", 0));
+  long max_seconds = arg_num(argc, argv, "--max-seconds", 0);
+  lev::Loop loop{model_arg(argc, argv)};
+  // SIGINT / SIGTERM stop the loop; its destructor then cancels the rest.
+  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
+  auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
+
+  auto listener = lev::net::Listener::tcp("127.0.0.1", port, {.backlog = 4096}).value();
+  std::printf("listening on %s\n", listener.address().to_string().c_str());
+  std::fflush(stdout);
+
+  // One coroutine per connection; EMFILE and friends back off inside.
+  lev::net::Acceptor acceptor{loop, listener, [&](lev::Fd fd, lev::SocketAddress) {
+                                int one = 1;
+                                ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                                return serve(loop, std::move(fd));
+                              }};
+  loop.spawn(acceptor.run());
+  if (max_seconds > 0)
+    loop.after(std::chrono::seconds(max_seconds), [&](lev::Operation&, auto) { loop.stop(); });
+  loop.run();
+  std::fprintf(stderr, "%s: stopped\n", name);
+  return 0;
 }
 
 }  // namespace example

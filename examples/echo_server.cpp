@@ -81,26 +81,7 @@ int main(int argc, char** argv) try {
     return 2;
   }
   if (threads > 1) return run_threads(threads, port, max_seconds, example::model_arg(argc, argv));
-  lev::Loop loop{example::model_arg(argc, argv)};
-
-  // SIGINT / SIGTERM stop the loop; the destructor then cancels the rest.
-  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
-  auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
-
-  auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();
-  std::printf("listening on %s\n", listener.address().to_string().c_str());
-  std::fflush(stdout);
-
-  // One echo coroutine per connection; EMFILE and friends back off inside.
-  lev::net::Acceptor acceptor{loop, listener, [&](lev::Fd fd, lev::SocketAddress) {
-                                return echo_with_nodelay(loop, std::move(fd));
-                              }};
-  loop.spawn(acceptor.run());
-  if (max_seconds > 0)
-    loop.after(std::chrono::seconds(max_seconds), [&](lev::Operation&, auto) { loop.stop(); });
-  loop.run();
-  std::fprintf(stderr, "echo_server: stopped\n");
-  return 0;
+  return example::run_server("echo_server", argc, argv, echo);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "echo_server: %s\n", e.what());
   return 1;

@@ -373,28 +373,10 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto port = static_cast<std::uint16_t>(example::arg_num(argc, argv, "--port", 0));
-  long max_seconds = example::arg_num(argc, argv, "--max-seconds", 0);
-  lev::Loop loop{example::model_arg(argc, argv)};
-  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
-  auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
-
-  auto listener = lev::net::Listener::tcp("127.0.0.1", port, {.backlog = 4096}).value();
-  std::printf("listening on %s\n", listener.address().to_string().c_str());
-  std::fflush(stdout);
-
   Store store;
-  lev::net::Acceptor acceptor{loop, listener, [&](lev::Fd fd, lev::SocketAddress) {
-                                int one = 1;
-                                ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-                                return serve(loop, std::move(fd), store);
-                              }};
-  loop.spawn(acceptor.run());
-  if (max_seconds > 0)
-    loop.after(std::chrono::seconds(max_seconds), [&](lev::Operation&, auto) { loop.stop(); });
-  loop.run();
-  std::fprintf(stderr, "resp_server: stopped\n");
-  return 0;
+  return example::run_server("resp_server", argc, argv, [&](lev::Loop& loop, lev::Fd fd) {
+    return serve(loop, std::move(fd), store);
+  });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "resp_server: %s\n", e.what());
   return 1;

@@ -14,12 +14,7 @@
 
 using namespace std::chrono_literals;
 
-namespace {
-struct FakeLoop {
-  std::shared_ptr<lev::FakeBackend> fake = std::make_shared<lev::FakeBackend>();
-  lev::Loop loop{lev::Model::proactor, {.backend = fake}};
-};
-}  // namespace
+using lev::test::FakeLoop;
 
 TEST_SUITE("channel") {
   TEST_CASE("capacity 1, 10 producers x 10,000 items: each received once, in per-producer order") {

@@ -19,10 +19,7 @@ using lev::detail::OpKind;
 
 namespace {
 
-struct FakeLoop {
-  std::shared_ptr<lev::FakeBackend> fake = std::make_shared<lev::FakeBackend>();
-  lev::Loop loop{lev::Model::proactor, {.backend = fake}};
-};
+using lev::test::FakeLoop;
 
 struct Seen {
   int calls = 0;

@@ -52,6 +52,12 @@ void for_each_engine(Fn fn) {
   }
 }
 
+/// A proactor loop on a fake backend (virtual clock), with the backend at hand.
+struct FakeLoop {
+  std::shared_ptr<FakeBackend> fake = std::make_shared<FakeBackend>();
+  Loop loop{Model::proactor, {.backend = fake}};
+};
+
 /// Open descriptors of this process, from /proc/self/fd.
 inline std::size_t open_fd_count() {
   std::size_t n = 0;

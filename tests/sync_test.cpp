@@ -14,12 +14,7 @@
 
 using namespace std::chrono_literals;
 
-namespace {
-struct FakeLoop {
-  std::shared_ptr<lev::FakeBackend> fake = std::make_shared<lev::FakeBackend>();
-  lev::Loop loop{lev::Model::proactor, {.backend = fake}};
-};
-}  // namespace
+using lev::test::FakeLoop;
 
 TEST_SUITE("sync") {
   TEST_CASE("Event: set releases every waiter, in FIFO order, from the queue") {

@@ -17,10 +17,7 @@ using lev::test::for_each_engine;
 
 namespace {
 
-struct FakeLoop {
-  std::shared_ptr<lev::FakeBackend> fake = std::make_shared<lev::FakeBackend>();
-  lev::Loop loop{lev::Model::proactor, {.backend = fake}};
-};
+using lev::test::FakeLoop;
 
 // Sleeps `d`; returns `id` if it expired, -1 if it was cancelled.
 lev::Task<int> nap(lev::Loop& loop, lev::Duration d, int id, std::vector<int>* ended = nullptr) {
