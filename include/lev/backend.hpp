@@ -78,6 +78,8 @@ struct BackendFeatures {
   bool multishot_accept = false;    ///< Acceptor: one accept SQE for many connections
   bool linked_timeouts = false;     ///< {.timeout} as IORING_OP_LINK_TIMEOUT
   bool zero_copy_send = false;      ///< sends above zero_copy_threshold use SEND_ZC
+  bool provided_buffers = false;    ///< loop.recv(fd): the kernel's provided-buffer ring
+  bool multishot_recv = false;      ///< loop.recv(fd): one multishot recv per connection
 };
 
 /// A completion backend. One instance serves one Loop.
@@ -108,6 +110,17 @@ class CompletionBackend {
   /// backend only watches it and reports nothing for it. A backend that
   /// ignores it still works: cross-thread posts then wait for its next round.
   virtual void set_wakeup_fd(int fd) { (void)fd; }
+  /// Offers the loop's receive-buffer pool for recv ops with `select`.
+  /// Returns true when the backend serves them: it picks one of the pool's
+  /// buffers only when data has arrived (io_uring: by registering the pool
+  /// as the kernel's provided-buffer ring; epoll, fake: by take()). A
+  /// backend returning false (the default) gets plain recv ops instead.
+  virtual bool provide_buffers(detail::BufferPool& pool) {
+    (void)pool;
+    return false;
+  }
+  /// The pool is going away (the loop is): forget it.
+  virtual void withdraw_buffers() noexcept {}
   /// What this backend runs with (all false for a backend without io_uring).
   [[nodiscard]] virtual BackendFeatures features() const noexcept { return {}; }
   /// A clock the backend wants the loop to use (the fake's virtual clock).

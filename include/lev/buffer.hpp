@@ -3,7 +3,8 @@
 /// Buffer views the operations take: any contiguous range of bytes, chars
 /// or unsigned chars (std::array, std::vector, std::string, std::span, ...).
 /// The caller owns the memory and keeps it alive until the operation has
-/// completed.
+/// completed. And lev::Buffer, the owned receive buffer that
+/// `co_await loop.recv(fd)` hands out from the loop's pool.
 
 #include <concepts>
 #include <cstddef>
@@ -12,6 +13,9 @@
 #include <span>
 #include <string_view>
 #include <type_traits>
+#include <utility>
+
+#include "lev/detail/buffer_pool.hpp"
 
 namespace lev {
 
@@ -66,6 +70,85 @@ struct ConstBuffer {
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept {
     return {static_cast<const std::byte*>(data), size};
   }
+};
+
+/// Bytes received into one of the loop's pool buffers
+/// (`co_await loop.recv(fd)`). Move-only; the buffer goes back to the pool
+/// (on io_uring: to the kernel's provided-buffer ring) when the Buffer is
+/// destroyed or reset. Empty (size 0) at end of stream. Use it on its
+/// loop's thread, and drop it before the loop is destroyed or after: the
+/// pool outlives the loop until its last Buffer is gone.
+///
+///     while (true) {
+///       auto got = co_await loop.recv(fd);
+///       if (!got || got->empty()) break;            // error, or EOF
+///       co_await loop.send_all(fd, *got);           // a Buffer is a byte range
+///     }                                             // back to the pool here
+class Buffer {
+ public:
+  Buffer() noexcept = default;
+  Buffer(Buffer&& o) noexcept
+      : pool_(std::exchange(o.pool_, nullptr)),
+        data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)),
+        id_(o.id_) {}
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      pool_ = std::exchange(o.pool_, nullptr);
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      id_ = o.id_;
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { reset(); }
+
+  [[nodiscard]] char* data() noexcept { return data_; }
+  [[nodiscard]] const char* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] char* begin() noexcept { return data_; }
+  [[nodiscard]] char* end() noexcept { return data_ + size_; }
+  [[nodiscard]] const char* begin() const noexcept { return data_; }
+  [[nodiscard]] const char* end() const noexcept { return data_ + size_; }
+  [[nodiscard]] std::string_view view() const noexcept { return {data_, size_}; }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept {
+    return {reinterpret_cast<const std::byte*>(data_), size_};
+  }
+  /// Drops the first `n` bytes (a parser's consumed prefix); the buffer
+  /// stays out of the pool until the Buffer is destroyed or reset.
+  void remove_prefix(std::size_t n) noexcept {
+    n = n < size_ ? n : size_;
+    data_ += n;
+    size_ -= n;
+  }
+  /// Gives the buffer back to the pool now; the Buffer is empty after.
+  void reset() noexcept {
+    if (pool_) std::exchange(pool_, nullptr)->give_back(id_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  /// True when the bytes live in a pool buffer (not an empty EOF Buffer).
+  [[nodiscard]] bool holds_pool_buffer() const noexcept { return pool_ != nullptr; }
+
+  /// For the loop: adopts buffer `id` of `pool` holding `n` bytes.
+  static Buffer adopt(detail::BufferPool& pool, std::uint16_t id, std::size_t n) noexcept {
+    Buffer b;
+    b.pool_ = &pool;
+    b.data_ = pool.data(id);
+    b.size_ = n;
+    b.id_ = id;
+    return b;
+  }
+
+ private:
+  detail::BufferPool* pool_ = nullptr;
+  char* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::uint16_t id_ = 0;
 };
 
 }  // namespace lev

@@ -46,6 +46,11 @@ class FakeBackend final : public CompletionBackend {
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::shared_ptr<Clock> preferred_clock() override { return clock_; }
   [[nodiscard]] std::size_t in_flight() const noexcept override { return pending_.size(); }
+  /// Recv ops with `select` take a pool buffer in complete_with_data.
+  bool provide_buffers(detail::BufferPool& pool) override {
+    (void)pool;
+    return true;
+  }
 
   // ---- the test's side ---------------------------------------------------
   /// Operations submitted and not completed, oldest first.
@@ -57,7 +62,8 @@ class FakeBackend final : public CompletionBackend {
   void complete(detail::OpBase& op, int res);
   void fail(detail::OpBase& op, int err) { complete(op, -err); }
   /// Copies `data` into a read/recv op's buffer (at most its length) and
-  /// completes it with the number of bytes copied.
+  /// completes it with the number of bytes copied. A recv with `select`
+  /// takes a buffer of the loop's pool now (none free: ENOBUFS).
   void complete_with_data(detail::OpBase& op, std::string_view data);
   [[nodiscard]] bool cancel_requested(const detail::OpBase& op) const noexcept;
   [[nodiscard]] std::size_t submit_count() const noexcept { return submits_; }
@@ -68,7 +74,7 @@ class FakeBackend final : public CompletionBackend {
 
  private:
   enum : std::uintptr_t { kStaged = 1, kFlushed = 2, kCancel = 4 };
-  void settle(detail::OpBase& op, int res);
+  void settle(detail::OpBase& op, int res, unsigned cqe_flags = 0);
 
   Options options_;
   std::shared_ptr<VirtualClock> clock_;

@@ -37,6 +37,7 @@
 #include "lev/detail/offload.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/detail/ops.hpp"
+#include "lev/detail/recv.hpp"
 #include "lev/detail/remote.hpp"
 #include "lev/detail/root.hpp"
 #include "lev/detail/timer_heap.hpp"
@@ -113,6 +114,11 @@ struct LoopOptions {
   /// (IORING_OP_SEND_ZC, the buffer held until the kernel's notification);
   /// 0 = never. Chosen by bench/send_bench (see bench/README.md).
   std::size_t zero_copy_threshold = 0;
+  /// `co_await loop.recv(fd)` (no buffer of yours): the pool it receives
+  /// into, made on first use. On io_uring it is the kernel's provided-buffer
+  /// ring; count at most 32768.
+  std::uint32_t recv_buffer_count = 1024;
+  std::uint32_t recv_buffer_size = 4096;
   /// Ignore SIGPIPE process-wide when it is at its default (so a write to a
   /// closed peer is EPIPE, never a dead process).
   bool ignore_sigpipe = true;
@@ -292,6 +298,21 @@ class Loop {
   detail::OpAwaiter<std::size_t> recv(FdRef fd, MutableBuffer buf, int flags = 0) {
     return io<std::size_t>(detail::OpKind::recv, fd, buf.data, buf.size, 0, flags, false);
   }
+  /// Receives into a buffer of the loop's pool, taken only when data has
+  /// arrived, and hands it over: a lev::Buffer, empty at end of stream,
+  /// back to the pool when dropped. On io_uring the first such recv on `fd`
+  /// arms a multishot recv that stays armed while the fd is open (close it
+  /// through lev::Fd or loop.close, which let go of it). When every buffer
+  /// is out, the recv waits for one (RecvBufferStats::exhausted counts it).
+  /// `{.flags}` other than 0 take a one-shot recv; `{.timeout}` bounds the
+  /// wait (errc::timed_out); data that comes later waits for the next recv.
+  detail::RecvBufferAwaiter recv(FdRef fd, IoOptions o = {}) {
+    return detail::RecvBufferAwaiter(*this, recv_registry(), fd.fd, o.flags, o.timeout);
+  }
+  /// The pool behind recv(fd) and what it has done (zeros before first use).
+  [[nodiscard]] RecvBufferStats recv_buffer_stats() const noexcept {
+    return recv_ ? recv_->stats() : RecvBufferStats{};
+  }
   /// Bytes sent (may be short). Never raises SIGPIPE.
   detail::OpAwaiter<std::size_t> send(FdRef fd, ConstBuffer buf, int flags = 0) {
     return io<std::size_t>(detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size, 0,
@@ -353,10 +374,12 @@ class Loop {
   }
   /// Closes a borrowed fd.
   detail::OpAwaiter<void> close(FdRef fd) {
+    closing(fd.fd);
     return detail::OpAwaiter<void>(*this, detail::OpKind::close, fd.fd);
   }
   /// Closes an owned fd: `fd` is empty afterwards, whatever the result.
   detail::OpAwaiter<void> close(Fd& fd) {
+    closing(fd.get());
     return detail::OpAwaiter<void>(*this, detail::OpKind::close, fd.release());
   }
   /// Suspends the task for `delay`: after(delay) for those who read it so.
@@ -460,6 +483,7 @@ class Loop {
   }
   template <detail::CompletionHandler<void> F>
   Operation close(FdRef fd, F&& cb) {
+    closing(fd.fd);
     return launch<void>(std::forward<F>(cb), detail::OpKind::close, fd.fd);
   }
   template <detail::CompletionHandler<Expired> F>
@@ -577,6 +601,15 @@ class Loop {
     return commit(cb_op);
   }
 
+  detail::RecvRegistry& recv_registry() {
+    if (!recv_) [[unlikely]]
+      make_recv_registry();
+    return *recv_;
+  }
+  void make_recv_registry();
+  /// `fd` is about to be closed by this loop: its multishot recv and epoll
+  /// registrations go (same as lev::Fd does).
+  void closing(int fd) noexcept;
   void launch_root(detail::RootHandle h, bool detached);
   void run_root(detail::RootHandle h);
   void start_local(detail::OpBase& op);
@@ -599,6 +632,9 @@ class Loop {
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
   std::unique_ptr<detail::Inbox> inbox_;
+  std::unique_ptr<detail::RecvRegistry> recv_;  // made by the first recv(fd)
+  std::uint32_t recv_count_ = 0;
+  std::uint32_t recv_size_ = 0;
   UringBackend* uring_backend_ = nullptr;  // set when the backend is io_uring
   friend bool detail::loop_links_timeouts(Loop&) noexcept;
   std::size_t holds_ = 0;

@@ -36,6 +36,13 @@ void begin_external(Loop& loop, OpBase& op) noexcept { loop.begin_external(op); 
 void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
 
 void release_undelivered(OpBase& op) noexcept {
+  if (op.select && op.res > 0 && (op.cqe_flags & IORING_CQE_F_BUFFER)) {
+    // A pool buffer nobody will take (a recv op's is not counted yet).
+    if (op.kind == OpKind::recv) op.pool->claim();
+    op.pool->give_back(static_cast<std::uint16_t>(op.cqe_flags >> IORING_CQE_BUFFER_SHIFT));
+    op.select = kSelectNone;
+    return;
+  }
   if (op.kind == OpKind::accept && op.res >= 0) {
     fd_closing(op.res);
     ::close(op.res);
@@ -238,6 +245,12 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
     throw std::invalid_argument("lev::Loop: queue_size must be at most 32768");
   if (options.cqe_entries != 0 && options.cqe_entries < options.queue_size)
     throw std::invalid_argument("lev::Loop: cqe_entries must be 0 or at least queue_size");
+  if (options.recv_buffer_count == 0 || options.recv_buffer_count > 32768)
+    throw std::invalid_argument("lev::Loop: recv_buffer_count must be between 1 and 32768");
+  if (options.recv_buffer_size == 0 || options.recv_buffer_size > (1u << 30))
+    throw std::invalid_argument("lev::Loop: recv_buffer_size must be between 1 and 2^30");
+  recv_count_ = options.recv_buffer_count;
+  recv_size_ = options.recv_buffer_size;
   backend_ = make_backend(model, options);
   if (options.ignore_sigpipe) ignore_sigpipe_if_default();
   clock_ = options.clock ? options.clock : backend_->preferred_clock();
@@ -296,9 +309,17 @@ Loop::~Loop() {
     detail::unlink_root(*this, *p);
     detail::RootHandle::from_promise(*p).destroy();
   }
+  // 6. Results no task took; the pool goes once the last Buffer is back.
+  recv_.reset();
   pool_->close_loop();
   ::close(inbox_->efd);
 }
+
+void Loop::make_recv_registry() {
+  recv_ = std::make_unique<detail::RecvRegistry>(*this, *backend_, recv_count_, recv_size_);
+}
+
+void Loop::closing(int fd) noexcept { detail::fd_closing(fd); }
 
 void Loop::post_node(detail::RemoteNode* node) noexcept {
   node->op.kind = detail::OpKind::post;

@@ -193,7 +193,7 @@ struct MultiAccept {
     wake.deliver = nullptr;
     loop.start(wake);  // a post: queued, resumed by the next drain
   }
-  static void more(detail::OpBase& o, int res) noexcept {
+  static void more(detail::OpBase& o, int res, std::uint32_t) noexcept {
     auto* self = static_cast<MultiAccept*>(o.ctx);
     try {
       self->ready.push_back(res);

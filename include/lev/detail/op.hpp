@@ -44,10 +44,17 @@ struct OpBase;
 using DeliverFn = void (*)(OpBase&);
 /// A multishot op's intermediate result (a CQE flagged F_MORE): recorded by
 /// its owner, never delivered from inside the backend.
-using MoreFn = void (*)(OpBase&, int res) noexcept;
+using MoreFn = void (*)(OpBase&, int res, std::uint32_t cqe_flags) noexcept;
+
+class BufferPool;
 
 /// `flags` bit of an accept op: multishot (one SQE, one CQE per connection).
 inline constexpr int kAcceptMultishot = 1;
+
+/// `select` of a recv op with no buffer of its own: the backend picks one
+/// of `pool`'s buffers when data arrives and reports it in cqe_flags
+/// (IORING_CQE_F_BUFFER | id << IORING_CQE_BUFFER_SHIFT).
+enum : std::uint8_t { kSelectNone = 0, kSelectOnce = 1, kSelectMultishot = 2 };
 
 // Fields without an initializer are written before they are read: `next`
 // by the queue, deliver/ctx when the op is started, res/cqe_flags by push,
@@ -69,6 +76,7 @@ struct OpBase {
   bool all = false;             // send_all / write_all: resubmit until len is done
   bool linked_timeout = false;  // io_uring: followed by a LINK_TIMEOUT of lt_sec/lt_nsec
   std::uint8_t zc = 0;          // io_uring send: 1 = sent zero-copy, 2 = the socket refused it
+  std::uint8_t select = kSelectNone;  // recv: a buffer from `pool` (see kSelectOnce)
   int fd = -1;
   int flags = 0;         // recv/send flags, shutdown how, poll mask
   std::size_t done = 0;  // bytes moved so far by an `all` op
@@ -76,7 +84,10 @@ struct OpBase {
   std::uint32_t len;
   std::uint64_t offset;
   std::size_t total;  // bytes an `all` op must move
-  sockaddr* addr;
+  union {
+    sockaddr* addr;    // accept, connect
+    BufferPool* pool;  // a recv with `select`
+  };
   socklen_t addrlen;    // accept: in/out; connect: in
   std::int64_t lt_sec;  // the linked timeout (a __kernel_timespec)
   std::int64_t lt_nsec;

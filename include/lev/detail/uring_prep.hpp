@@ -30,6 +30,11 @@ inline void prep_sqe(io_uring_sqe* sqe, OpBase& op, std::size_t zc_threshold) no
       break;
     case OpKind::recv:
       io_uring_prep_recv(sqe, op.fd, op.buf, op.len, op.flags);
+      if (op.select) [[unlikely]] {  // the kernel picks a buffer of ring 0 when data comes
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = 0;
+        if (op.select == kSelectMultishot) sqe->ioprio |= IORING_RECV_MULTISHOT;
+      }
       break;
     case OpKind::send:
       if (op.len >= zc_threshold && op.zc != 2) [[unlikely]] {

@@ -6,6 +6,8 @@
 
 #include "lev/fake.hpp"
 
+#include "lev/detail/buffer_pool.hpp"
+
 namespace lev {
 
 FakeBackend::FakeBackend() : FakeBackend(Options{}) {}
@@ -46,19 +48,32 @@ detail::OpBase* FakeBackend::find(detail::OpKind kind, int fd) const noexcept {
   return nullptr;
 }
 
-void FakeBackend::settle(detail::OpBase& op, int res) {
+void FakeBackend::settle(detail::OpBase& op, int res, unsigned cqe_flags) {
   auto it = std::find(pending_.begin(), pending_.end(), &op);
   if (it == pending_.end())
     throw std::logic_error(std::string("lev::FakeBackend: ") + detail::op_name(op.kind) +
                            " is not in flight (already completed, or never submitted)");
   pending_.erase(it);
   op.backend_data = 0;
-  queue_->push(op, res);
+  queue_->push(op, res, cqe_flags);
 }
 
 void FakeBackend::complete(detail::OpBase& op, int res) { settle(op, res); }
 
 void FakeBackend::complete_with_data(detail::OpBase& op, std::string_view data) {
+  if (op.kind == detail::OpKind::recv && op.select && !data.empty()) {
+    const int id = op.pool->take();
+    if (id < 0) {
+      settle(op, -ENOBUFS);
+      return;
+    }
+    const auto bid = static_cast<std::uint16_t>(id);
+    const std::size_t n = std::min<std::size_t>(data.size(), op.pool->size());
+    std::memcpy(op.pool->data(bid), data.data(), n);
+    settle(op, static_cast<int>(n),
+           IORING_CQE_F_BUFFER | (static_cast<unsigned>(bid) << IORING_CQE_BUFFER_SHIFT));
+    return;
+  }
   std::size_t n = std::min<std::size_t>(data.size(), op.len);
   if (n) std::memcpy(op.buf, data.data(), n);
   settle(op, static_cast<int>(n));

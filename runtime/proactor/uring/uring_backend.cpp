@@ -1,14 +1,18 @@
 #include "proactor/uring/uring_backend.hpp"
 
 #include <poll.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <system_error>
 
+#include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/uring_prep.hpp"
 #include "lev/loop.hpp"
 
@@ -48,6 +52,21 @@ constexpr std::uint64_t kMsgOutTag = 3;
   throw std::system_error(err, std::system_category(), "lev: io_uring_setup failed: " + why);
 }
 
+// The running kernel is at least major.minor (features no opcode probe
+// tells apart: multishot recv, 6.0; provided-buffer rings, 5.19).
+bool kernel_at_least(int want_major, int want_minor) {
+  utsname u{};
+  if (::uname(&u) != 0) return false;
+  int major = 0, minor = 0;
+  if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > want_major || (major == want_major && minor >= want_minor);
+}
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && *v != '0';
+}
+
 }  // namespace
 
 UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
@@ -77,11 +96,16 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
   registered_fd_ = io_uring_register_ring_fd(&ring_) == 1;  // one fewer fdget per enter
   // LEV_URING_NO_CANCEL_ANY=1 forces the fallback registry (tests use it to
   // cover what kernels before 5.19 get).
-  const char* no_any = std::getenv("LEV_URING_NO_CANCEL_ANY");
-  cancel_any_ = !(no_any && *no_any && *no_any != '0') && probe_cancel_any();
+  cancel_any_ = !env_flag("LEV_URING_NO_CANCEL_ANY") && probe_cancel_any();
+  // LEV_URING_NO_BUF_RING=1: recv(fd) takes plain recvs (tests cover the
+  // path of kernels before 5.19 and of backends without buffer selection).
+  // LEV_URING_NO_MULTISHOT_RECV=1: one-shot recvs that still take the
+  // kernel's buffers.
+  buf_ring_ok_ = !env_flag("LEV_URING_NO_BUF_RING") && kernel_at_least(5, 19);
+  multishot_recv_ =
+      buf_ring_ok_ && !env_flag("LEV_URING_NO_MULTISHOT_RECV") && kernel_at_least(6, 0);
   // LEV_URING_NO_MSG_RING=1 wakes other loops by eventfd only.
-  const char* no_msg = std::getenv("LEV_URING_NO_MSG_RING");
-  const bool msg_ring_allowed = !(no_msg && *no_msg && *no_msg != '0');
+  const bool msg_ring_allowed = !env_flag("LEV_URING_NO_MSG_RING");
   if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
     msg_ring_ = msg_ring_allowed && io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
     if (o.zero_copy_threshold > 0 && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC))
@@ -139,8 +163,42 @@ BackendFeatures UringBackend::features() const noexcept {
   f.multishot_poll = wake_fd_ >= 0 && wake_multishot_;
   f.linked_timeouts = true;
   f.zero_copy_send = zc_threshold_ != static_cast<std::size_t>(-1);
-  f.multishot_accept = cancel_any_;  // both arrived in 5.19; an EINVAL still falls back
+  f.multishot_accept = cancel_any_;   // both arrived in 5.19; an EINVAL still falls back
+  f.provided_buffers = buf_ring_ok_;  // registered by the first recv(fd)
+  f.multishot_recv = multishot_recv_;
   return f;
+}
+
+bool UringBackend::provide_buffers(detail::BufferPool& pool) {
+  if (!buf_ring_ok_) return false;
+  unsigned entries = 1;
+  while (entries < pool.count()) entries <<= 1;
+  const std::size_t bytes = entries * sizeof(io_uring_buf);
+  void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return false;
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<std::uintptr_t>(mem);
+  reg.ring_entries = entries;
+  reg.bgid = 0;
+  if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) {  // filtered, or out of memory
+    ::munmap(mem, bytes);
+    buf_ring_ok_ = multishot_recv_ = false;
+    return false;
+  }
+  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
+  buf_ring_bytes_ = bytes;
+  pool_ = &pool;
+  pool.attach_ring(buf_ring_, entries);
+  return true;
+}
+
+void UringBackend::withdraw_buffers() noexcept {
+  if (!buf_ring_) return;
+  if (pool_) pool_->detach_ring();
+  pool_ = nullptr;
+  (void)io_uring_unregister_buf_ring(&ring_, 0);
+  ::munmap(buf_ring_, buf_ring_bytes_);
+  buf_ring_ = nullptr;
 }
 
 void UringBackend::arm_wakeup() {
@@ -176,7 +234,10 @@ void UringBackend::cancel_all() {
   for (detail::OpBase* op = tracked_; op; op = op->link_next) cancel(*op);
 }
 
-UringBackend::~UringBackend() { io_uring_queue_exit(&ring_); }
+UringBackend::~UringBackend() {
+  withdraw_buffers();
+  io_uring_queue_exit(&ring_);
+}
 
 io_uring_sqe* UringBackend::get_sqe_slow() {
   io_uring_sqe* sqe = nullptr;
@@ -254,7 +315,7 @@ std::size_t UringBackend::reap() noexcept {
       }
       auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
       if (op->more && (cqe.flags & IORING_CQE_F_MORE)) [[unlikely]] {
-        op->more(*op, cqe.res);  // a multishot result; the op stays in flight
+        op->more(*op, cqe.res, cqe.flags);  // a multishot result; the op stays in flight
         continue;
       }
       if (op->zc == 1) [[unlikely]] {

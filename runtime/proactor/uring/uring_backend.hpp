@@ -28,6 +28,8 @@ class UringBackend final : public CompletionBackend {
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
   void set_wakeup_fd(int fd) override;
   [[nodiscard]] BackendFeatures features() const noexcept override;
+  bool provide_buffers(detail::BufferPool& pool) override;
+  void withdraw_buffers() noexcept override;
   /// The ring's fd, for other rings' MSG_RING; -1 when MSG_RING is off.
   [[nodiscard]] int msg_ring_target() const noexcept { return msg_ring_ ? ring_.ring_fd : -1; }
   /// Wakes the loop whose ring is `target_ring` with a MSG_RING from this
@@ -67,6 +69,12 @@ class UringBackend final : public CompletionBackend {
   unsigned setup_flags_ = 0;
   std::size_t zc_threshold_ = static_cast<std::size_t>(-1);  // -1: zero-copy send off
   bool registered_fd_ = false;
+  // The provided-buffer ring (group 0) fed from the loop's BufferPool.
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  std::size_t buf_ring_bytes_ = 0;
+  detail::BufferPool* pool_ = nullptr;
+  bool multishot_recv_ = false;  // IORING_RECV_MULTISHOT (6.0+)
+  bool buf_ring_ok_ = false;     // a provided-buffer ring can be (or is) registered
 };
 
 }  // namespace lev

@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "core/fd_hooks.hpp"
+#include "lev/detail/buffer_pool.hpp"
 
 namespace lev {
 
@@ -56,7 +57,7 @@ EpollBackend::~EpollBackend() {
 void EpollBackend::closing(int fd) noexcept { forget_fd(fd, false); }
 
 namespace detail {
-void fd_closing(int fd) noexcept {
+void epoll_fd_closing(int fd) noexcept {
   for (EpollBackend* e : t_engines) e->closing(fd);
 }
 }  // namespace detail
@@ -83,7 +84,7 @@ void EpollBackend::finish(OpBase& op, int res) {
   --held_;
   ++finished_;
   op.backend_data = 0;
-  queue_->push(op, res);
+  queue_->push(op, res, op.kind == OpKind::recv && op.select && res > 0 ? op.cqe_flags : 0);
 }
 
 bool EpollBackend::attempt(OpBase& op, FdState& st) {
@@ -111,6 +112,23 @@ bool EpollBackend::attempt(OpBase& op, FdState& st) {
                 : ::pwrite(op.fd, op.buf, op.len, static_cast<off_t>(op.offset));
         break;
       case OpKind::recv:
+        if (op.select) {  // a buffer of the loop's pool, taken only now data may be there
+          const int id = op.pool->take();
+          if (id < 0) {
+            op.res = -ENOBUFS;
+            return true;
+          }
+          r = ::recv(op.fd, op.pool->data(static_cast<std::uint16_t>(id)), op.pool->size(),
+                     op.flags | MSG_DONTWAIT);
+          if (r > 0) {
+            op.cqe_flags = IORING_CQE_F_BUFFER |
+                           (static_cast<unsigned>(id) << IORING_CQE_BUFFER_SHIFT);
+          } else {
+            op.pool->untake(static_cast<std::uint16_t>(id));
+            op.cqe_flags = 0;
+          }
+          break;
+        }
         r = ::recv(op.fd, op.buf, op.len, op.flags | MSG_DONTWAIT);
         break;
       case OpKind::send:
@@ -277,8 +295,8 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     batch.swap(fresh_);
     for (OpBase* op : batch) {
       if (op->backend_data != kNew) continue;  // cancelled meanwhile
-      if (op->fd < 0 || op->kind == OpKind::nop) {
-        finish(*op, 0);
+      if (op->kind == OpKind::nop || op->fd < 0) {
+        finish(*op, op->kind == OpKind::nop ? 0 : -EBADF);  // what the kernel says of fd -1
         continue;
       }
       FdState& st = state(op->fd);

@@ -31,6 +31,11 @@ class EpollBackend final : public CompletionBackend {
   /// `fd` is about to be closed: ops parked on it end with ECANCELED and its
   /// state is forgotten (called through detail::fd_closing).
   void closing(int fd) noexcept;
+  /// Recv ops with `select` take a pool buffer when the socket is readable.
+  bool provide_buffers(detail::BufferPool& pool) override {
+    (void)pool;
+    return true;
+  }
 
  private:
   // Per-fd readiness, learned edge-triggered: a bit is cleared when a

@@ -1,0 +1,211 @@
+#pragma once
+/// \file
+/// `co_await loop.recv(fd)`: receives into a buffer of the loop's pool and
+/// hands it over as an owned lev::Buffer.
+///
+/// On io_uring with multishot recv, the first such recv on an fd arms one
+/// multishot recv (one SQE for the connection's life); results arriving
+/// while nobody waits are kept in order for the next recv. An idle
+/// connection holds no buffer: the kernel takes one only when data comes.
+/// Elsewhere each recv is one op whose buffer the backend takes only when
+/// the socket is readable. When the pool runs dry (ENOBUFS) the recv waits
+/// for a buffer to come back and tries again: no data is lost, and each
+/// time is counted in RecvBufferStats::exhausted.
+
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <vector>
+
+#include "lev/buffer.hpp"
+#include "lev/clock.hpp"
+#include "lev/detail/buffer_pool.hpp"
+#include "lev/detail/op.hpp"
+#include "lev/detail/stop.hpp"
+#include "lev/error.hpp"
+#include "lev/task.hpp"
+
+namespace lev {
+class Loop;
+class CompletionBackend;
+
+/// What `co_await loop.recv(fd)` has done on this loop so far.
+struct RecvBufferStats {
+  std::uint32_t buffers = 0;      ///< pool size (LoopOptions::recv_buffer_count)
+  std::uint32_t buffer_size = 0;  ///< bytes per buffer
+  std::uint32_t in_use = 0;       ///< held by the program now (Buffers alive, results queued)
+  std::uint32_t peak_in_use = 0;
+  std::uint64_t exhausted = 0;  ///< recvs that found no free buffer (ENOBUFS), then waited
+  std::uint64_t arms = 0;       ///< multishot recvs armed
+  std::uint64_t paused = 0;     ///< multishots stopped because results piled up unread
+  bool kernel_ring = false;     ///< buffers come from the kernel's provided-buffer ring
+  bool multishot = false;       ///< one multishot recv per connection
+};
+}  // namespace lev
+
+namespace lev::detail {
+
+class RecvBufferAwaiter;
+class RecvRegistry;
+
+/// One fd's multishot recv and the results nobody has taken yet.
+struct RecvState {
+  struct Item {
+    int res;
+    std::uint32_t flags;
+  };
+  RecvRegistry* reg = nullptr;
+  int fd = -1;
+  OpBase op;
+  BufferWaiter starved;  // ended with ENOBUFS: re-armed when a buffer is back
+  RecvBufferAwaiter* waiter = nullptr;
+  std::vector<Item> items;  // capacity kept: no allocation in steady state
+  std::size_t head = 0;
+  bool closing = false;
+
+  [[nodiscard]] bool has_items() const noexcept { return head < items.size(); }
+  [[nodiscard]] bool live() const noexcept {
+    return static_cast<unsigned>(op.state) - 1u < 2u;  // submitted or completed
+  }
+  Item pop() noexcept {
+    Item it = items[head++];
+    if (head == items.size()) {
+      items.clear();
+      head = 0;
+    }
+    return it;
+  }
+};
+
+/// The loop's receive pool and its per-fd multishot states.
+class RecvRegistry {
+ public:
+  enum class Mode : std::uint8_t { multishot, select, plain };
+  /// Results kept for an fd before its multishot is paused (cancelled,
+  /// re-armed by the next recv): a reader that stops reading lets TCP
+  /// push back instead of draining the pool.
+  static constexpr std::size_t kMaxQueued = 16;
+
+  RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t count, std::uint32_t size);
+  ~RecvRegistry();
+  RecvRegistry(const RecvRegistry&) = delete;
+  RecvRegistry& operator=(const RecvRegistry&) = delete;
+
+  [[nodiscard]] RecvState* find(int fd) const noexcept {
+    const auto i = static_cast<std::size_t>(fd);
+    return i < by_fd_.size() ? by_fd_[i] : nullptr;
+  }
+  RecvState& get(int fd);
+  void arm(RecvState& st) noexcept;
+  /// `fd` is being closed: its multishot is cancelled and its state let go.
+  void closing(int fd) noexcept;
+  [[nodiscard]] Mode mode() const noexcept { return mode_; }
+  [[nodiscard]] BufferPool& pool() noexcept { return *pool_; }
+  [[nodiscard]] Loop& loop() noexcept { return loop_; }
+  [[nodiscard]] RecvBufferStats stats() const noexcept;
+
+  /// Hands a result to the fd's waiter, or keeps it for the next recv.
+  void deliver(RecvState& st, int res, std::uint32_t flags) noexcept;
+
+ private:
+  static void on_more(OpBase& op, int res, std::uint32_t flags) noexcept;
+  static void on_end(OpBase& op);
+  static void on_buffer(BufferWaiter& w) noexcept;
+  void release(RecvState& st) noexcept;
+
+  Loop& loop_;
+  CompletionBackend& backend_;
+  BufferPool* pool_;
+  Mode mode_;
+  std::vector<RecvState*> by_fd_;
+  std::vector<RecvState*> spare_;  // recycled states
+  std::vector<RecvState*> dying_;  // closed, their multishot not yet ended
+  std::size_t states_ = 0;         // states made
+  std::uint64_t arms_ = 0;
+  std::uint64_t paused_ = 0;
+};
+
+/// The awaiter of `loop.recv(fd)` / `loop.recv(fd, {.timeout})`: a
+/// Result<Buffer>, empty at end of stream.
+class [[nodiscard]] RecvBufferAwaiter {
+ public:
+  RecvBufferAwaiter(Loop& loop, RecvRegistry& reg, int fd, int flags,
+                    std::optional<Duration> timeout) noexcept
+      : loop_(&loop), reg_(&reg), fd_(fd), flags_(flags), timeout_(timeout) {
+    op_.fd = fd;
+    op_.kind = OpKind::post;
+  }
+  /// Before it is awaited only.
+  RecvBufferAwaiter(RecvBufferAwaiter&& o) noexcept
+      : loop_(o.loop_),
+        reg_(o.reg_),
+        fd_(o.fd_),
+        flags_(o.flags_),
+        timeout_(o.timeout_),
+        token_(std::move(o.token_)) {
+    op_.fd = fd_;
+    op_.kind = OpKind::post;
+  }
+  RecvBufferAwaiter(const RecvBufferAwaiter&) = delete;
+  RecvBufferAwaiter& operator=(const RecvBufferAwaiter&) = delete;
+  ~RecvBufferAwaiter() { finish(); }
+
+  /// Cancels the wait when `token` is stopped (errc::operation_canceled;
+  /// data that arrives later waits for the next recv).
+  RecvBufferAwaiter&& stop_on(std::stop_token token) && noexcept {
+    token_ = std::move(token);
+    return std::move(*this);
+  }
+
+  bool await_ready() noexcept {
+    if (reg_->mode() != RecvRegistry::Mode::multishot || flags_ != 0) return false;
+    st_ = reg_->find(fd_);
+    ready_path_ = st_ && st_->has_items();
+    return ready_path_;
+  }
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
+    const std::stop_token* token = &token_;
+    if constexpr (std::is_base_of_v<TaskPromiseBase, P>)
+      if (!token_.stop_possible()) token = &h.promise().stop_token;
+    suspend(h, *token);
+  }
+  Result<Buffer> await_resume();
+
+ private:
+  friend class RecvRegistry;
+  void suspend(std::coroutine_handle<> h, const std::stop_token& token);
+  void start_one();  // select: one recv op; plain: wait until readable
+  void recv_now();   // plain: readable, so take a buffer and recv
+  void hand(int res, std::uint32_t flags) noexcept;
+  void interrupt(bool timed_out) noexcept;
+  void finish() noexcept;
+  [[nodiscard]] bool waiting() const noexcept {
+    return st_ != nullptr || buffer_wait_.queued || static_cast<unsigned>(op_.state) - 1u < 2u;
+  }
+  Result<Buffer> make(int res, std::uint32_t flags);
+  static void on_delivered(OpBase& op);
+  static void on_buffer(BufferWaiter& w) noexcept;
+  static void on_deadline(OpBase& t);
+
+  Loop* loop_;
+  RecvRegistry* reg_;
+  RecvState* st_ = nullptr;  // multishot: the fd's state while waiting on it
+  int fd_;
+  int flags_;
+  std::optional<Duration> timeout_;
+  OpBase op_;     // the recv (select, plain) or the wakeup post (multishot)
+  OpBase timer_;  // the deadline, when there is one
+  std::stop_token token_;
+  StopLink stop_;
+  BufferWaiter buffer_wait_;  // plain / select: the pool was empty
+  void* coro_ = nullptr;
+  int taken_ = -1;  // plain: the buffer given to the op
+  bool timed_out_ = false;
+  bool ready_path_ = false;
+};
+
+}  // namespace lev::detail

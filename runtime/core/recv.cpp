@@ -1,0 +1,405 @@
+// `co_await loop.recv(fd)`: the receive-buffer registry (multishot recv
+// per fd on io_uring) and the awaiter. See lev/detail/recv.hpp.
+#include "lev/detail/recv.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <system_error>
+
+#include "core/fd_hooks.hpp"
+#include "lev/loop.hpp"
+
+namespace lev::detail {
+
+namespace {
+// Registries of this thread's loops: closing an fd through lev lets go of
+// its multishot recv (the kernel's request holds the file open).
+thread_local std::vector<RecvRegistry*> t_registries;
+
+std::uint16_t buffer_id(std::uint32_t flags) noexcept {
+  return static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
+}
+bool has_buffer(int res, std::uint32_t flags) noexcept {
+  return res > 0 && (flags & IORING_CQE_F_BUFFER);
+}
+}  // namespace
+
+void fd_closing(int fd) noexcept {
+  epoll_fd_closing(fd);
+  for (RecvRegistry* r : t_registries) r->closing(fd);
+}
+
+// ------------------------------------------------------------- registry
+
+RecvRegistry::RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t count,
+                           std::uint32_t size)
+    : loop_(loop), backend_(backend), pool_(new BufferPool(count, size)) {
+  bool provided = false;
+  try {
+    provided = backend.provide_buffers(*pool_);
+  } catch (...) {
+    delete pool_;
+    throw;
+  }
+  if (!provided)
+    mode_ = Mode::plain;
+  else if (pool_->kernel_ring() && backend.features().multishot_recv)
+    mode_ = Mode::multishot;
+  else
+    mode_ = Mode::select;
+  t_registries.push_back(this);
+}
+
+RecvRegistry::~RecvRegistry() {
+  t_registries.erase(std::find(t_registries.begin(), t_registries.end(), this));
+  // The loop has settled every op by now (teardown): only results remain.
+  for (RecvState* st : by_fd_)
+    if (st) {
+      release(*st);
+      delete st;
+    }
+  for (RecvState* st : dying_) {
+    release(*st);
+    delete st;
+  }
+  for (RecvState* st : spare_) delete st;
+  backend_.withdraw_buffers();
+  pool_->orphan();  // deleted now, or when the last Buffer held elsewhere comes back
+}
+
+RecvState& RecvRegistry::get(int fd) {
+  if (RecvState* st = find(fd)) return *st;
+  const auto i = static_cast<std::size_t>(fd);
+  if (i >= by_fd_.size()) by_fd_.resize(std::max<std::size_t>(i + 1, by_fd_.size() * 2), nullptr);
+  RecvState* st;
+  if (!spare_.empty()) {
+    st = spare_.back();
+    spare_.pop_back();
+  } else {
+    dying_.reserve(++states_);  // so that closing() never allocates
+    st = new RecvState;
+    st->items.reserve(kMaxQueued + 4);
+    st->starved.retry = &on_buffer;
+  }
+  st->reg = this;
+  st->fd = fd;
+  st->closing = false;
+  st->waiter = nullptr;
+  st->op.state = OpState::idle;
+  by_fd_[i] = st;
+  return *st;
+}
+
+void RecvRegistry::arm(RecvState& st) noexcept {
+  OpBase& op = st.op;
+  op.kind = OpKind::recv;
+  op.fd = st.fd;
+  op.buf = nullptr;
+  op.len = 0;
+  op.flags = 0;
+  op.all = false;
+  op.linked_timeout = false;
+  op.select = kSelectMultishot;
+  op.pool = pool_;
+  op.more = &on_more;
+  op.ctx = &st;
+  op.deliver = &on_end;
+  try {
+    loop_.start(op);
+    ++arms_;
+  } catch (const std::exception&) {
+    // The submission failed (the ring is gone): report it to the waiter.
+    deliver(st, -EIO, 0);
+  }
+}
+
+void RecvRegistry::deliver(RecvState& st, int res, std::uint32_t flags) noexcept {
+  if (has_buffer(res, flags)) pool_->claim();
+  if (st.waiter && !st.has_items()) {
+    RecvBufferAwaiter* w = std::exchange(st.waiter, nullptr);
+    w->hand(res, flags);
+    return;
+  }
+  st.items.push_back({res, flags});  // reserved: allocates only past kMaxQueued + 4
+  if (st.items.size() - st.head >= kMaxQueued && st.live() && !st.op.cancel_requested) {
+    ++paused_;
+    loop_.cancel(st.op);  // nobody reads: stop taking buffers for this fd
+  }
+}
+
+void RecvRegistry::on_more(OpBase& op, int res, std::uint32_t flags) noexcept {
+  auto& st = *static_cast<RecvState*>(op.ctx);
+  st.reg->deliver(st, res, flags);
+}
+
+// The multishot ended (its last completion, delivered from the queue).
+void RecvRegistry::on_end(OpBase& op) {
+  auto& st = *static_cast<RecvState*>(op.ctx);
+  RecvRegistry& reg = *st.reg;
+  const int res = op.res;
+  if (st.closing) {
+    if (has_buffer(res, op.cqe_flags)) {
+      reg.pool_->claim();
+      reg.pool_->give_back(buffer_id(op.cqe_flags));
+    }
+    reg.release(st);
+    reg.dying_.erase(std::find(reg.dying_.begin(), reg.dying_.end(), &st));
+    reg.spare_.push_back(&st);
+    return;
+  }
+  if (res == -ENOBUFS) {  // the pool ran dry: no data was lost, try again later
+    ++reg.pool_->exhausted;
+    if (reg.pool_->in_use() < reg.pool_->count())
+      reg.arm(st);  // buffers came back meanwhile
+    else
+      reg.pool_->wait(st.starved);
+    return;
+  }
+  if (res == -ECANCELED) {  // paused (results piled up) or cancelled at teardown
+    if (st.waiter && !st.has_items()) reg.arm(st);
+    return;
+  }
+  // Data with the end (the kernel stops a multishot now and then), EOF or
+  // an error: all go to the reader in order; the next recv re-arms.
+  reg.deliver(st, res, op.cqe_flags);
+}
+
+void RecvRegistry::on_buffer(BufferWaiter& w) noexcept {
+  RecvState& st =
+      *reinterpret_cast<RecvState*>(reinterpret_cast<char*>(&w) - offsetof(RecvState, starved));
+  if (!st.closing && !st.live()) st.reg->arm(st);
+}
+
+void RecvRegistry::release(RecvState& st) noexcept {
+  pool_->cancel_wait(st.starved);
+  while (st.has_items()) {
+    const RecvState::Item it = st.pop();
+    if (has_buffer(it.res, it.flags)) pool_->give_back(buffer_id(it.flags));
+  }
+  st.items.clear();
+  st.head = 0;
+}
+
+void RecvRegistry::closing(int fd) noexcept {
+  RecvState* st = find(fd);
+  if (!st) return;
+  by_fd_[static_cast<std::size_t>(fd)] = nullptr;  // a new fd of that number starts afresh
+  st->closing = true;
+  if (st->waiter) std::exchange(st->waiter, nullptr)->hand(-EBADF, 0);
+  pool_->cancel_wait(st->starved);
+  if (st->live()) {
+    dying_.push_back(st);  // reserved in get(): cannot throw
+    loop_.cancel(st->op);  // on_end lets it go
+    return;
+  }
+  release(*st);
+  spare_.push_back(st);
+}
+
+RecvBufferStats RecvRegistry::stats() const noexcept {
+  RecvBufferStats s;
+  s.buffers = pool_->count();
+  s.buffer_size = pool_->size();
+  s.in_use = pool_->in_use();
+  s.peak_in_use = pool_->peak_in_use();
+  s.exhausted = pool_->exhausted;
+  s.arms = arms_;
+  s.paused = paused_;
+  s.kernel_ring = pool_->kernel_ring();
+  s.multishot = mode_ == Mode::multishot;
+  return s;
+}
+
+// -------------------------------------------------------------- awaiter
+
+void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token& token) {
+  coro_ = h.address();
+  op_.ctx = coro_;
+  op_.deliver = nullptr;
+  if (token.stop_requested()) {
+    op_.kind = OpKind::post;
+    loop_->start_cancelled(op_);
+    return;
+  }
+  if (reg_->mode() == RecvRegistry::Mode::multishot && flags_ == 0 && fd_ >= 0) {
+    RecvState& st = reg_->get(fd_);
+    st_ = &st;
+    op_.kind = OpKind::post;
+    op_.select = kSelectMultishot;  // a handed buffer goes back if never taken
+    op_.pool = &reg_->pool();
+    st.waiter = this;
+    if (!st.live() && !st.starved.queued) reg_->arm(st);
+  } else {
+    start_one();
+  }
+  if (token.stop_possible() && waiting())
+    stop_.arm(
+        *loop_, token,
+        [](void* self) noexcept { static_cast<RecvBufferAwaiter*>(self)->interrupt(false); }, this);
+  if (timeout_ && waiting()) {
+    timer_.kind = OpKind::timer;
+    timer_.deadline = loop_->now() + *timeout_;
+    timer_.ctx = this;
+    timer_.deliver = &on_deadline;
+    loop_->start(timer_);
+  }
+}
+
+// select: one recv op whose buffer the backend picks when data comes.
+// plain: a readiness wait first (so that an idle fd holds no buffer), then
+// a recv that does not wait, into a buffer taken then.
+void RecvBufferAwaiter::start_one() {
+  op_.fd = fd_;
+  op_.all = false;
+  op_.linked_timeout = false;
+  op_.ctx = this;
+  op_.deliver = &on_delivered;  // ENOBUFS and readiness are handled here, not by the reader
+  if (reg_->mode() != RecvRegistry::Mode::plain) {
+    op_.kind = OpKind::recv;
+    op_.flags = flags_;
+    op_.select = kSelectOnce;
+    op_.pool = &reg_->pool();
+    op_.buf = nullptr;
+    op_.len = 0;
+  } else {
+    op_.kind = OpKind::poll;
+    op_.select = kSelectNone;
+    op_.flags = POLLIN | POLLRDHUP;
+  }
+  loop_->start(op_);
+}
+
+void RecvBufferAwaiter::recv_now() {
+  BufferPool& pool = reg_->pool();
+  const int id = pool.take();
+  if (id < 0) {
+    ++pool.exhausted;
+    buffer_wait_.retry = &on_buffer;
+    pool.wait(buffer_wait_);
+    return;
+  }
+  taken_ = id;
+  pool.claim();
+  op_.kind = OpKind::recv;
+  op_.flags = flags_ | MSG_DONTWAIT;
+  op_.buf = pool.data(static_cast<std::uint16_t>(id));
+  op_.len = pool.size();
+  loop_->start(op_);
+}
+
+void RecvBufferAwaiter::on_buffer(BufferWaiter& w) noexcept {
+  auto* self = reinterpret_cast<RecvBufferAwaiter*>(reinterpret_cast<char*>(&w) -
+                                                    offsetof(RecvBufferAwaiter, buffer_wait_));
+  try {
+    if (self->reg_->mode() == RecvRegistry::Mode::plain)
+      self->recv_now();
+    else
+      self->start_one();
+  } catch (const std::exception&) {
+    self->op_.kind = OpKind::post;
+    self->op_.deliver = &on_delivered;
+    self->loop_->start(self->op_);
+    self->op_.res = -EIO;
+  }
+}
+
+void RecvBufferAwaiter::on_delivered(OpBase& op) {
+  auto* self = static_cast<RecvBufferAwaiter*>(op.ctx);
+  const bool go_on = !self->timed_out_ && !op.cancel_requested;
+  if (go_on && op.kind == OpKind::poll && op.res >= 0) {
+    self->recv_now();  // readable: now take a buffer
+    return;
+  }
+  if (go_on && op.kind == OpKind::recv && op.res == -EAGAIN && self->taken_ >= 0) {
+    // Readiness that did not last: the buffer goes back, wait again.
+    self->reg_->pool().give_back(static_cast<std::uint16_t>(std::exchange(self->taken_, -1)));
+    self->start_one();
+    return;
+  }
+  if (go_on && op.res == -ENOBUFS) {
+    // The pool was dry when data came: wait for a buffer, then recv again.
+    ++self->reg_->pool().exhausted;
+    self->buffer_wait_.retry = &on_buffer;
+    self->reg_->pool().wait(self->buffer_wait_);
+    return;
+  }
+  std::coroutine_handle<>::from_address(self->coro_).resume();
+}
+
+void RecvBufferAwaiter::on_deadline(OpBase& t) {
+  static_cast<RecvBufferAwaiter*>(t.ctx)->interrupt(true);
+}
+
+// multishot: a result for this waiter (st_ no longer refers to it).
+void RecvBufferAwaiter::hand(int res, std::uint32_t flags) noexcept {
+  st_ = nullptr;
+  loop_->start(op_);  // a post: resumed from the queue
+  op_.res = res;
+  op_.cqe_flags = flags;
+}
+
+void RecvBufferAwaiter::interrupt(bool timed_out) noexcept {
+  timed_out_ = timed_out;
+  if (st_ && st_->waiter == this) {  // multishot: stop waiting; the recv stays armed
+    st_->waiter = nullptr;
+    st_ = nullptr;
+    loop_->start(op_);
+    op_.res = -ECANCELED;
+    return;
+  }
+  if (buffer_wait_.queued) {  // waiting for a buffer: nothing in flight
+    reg_->pool().cancel_wait(buffer_wait_);
+    op_.kind = OpKind::post;
+    op_.deliver = &on_delivered;
+    op_.ctx = this;
+    loop_->start(op_);
+    op_.res = -ECANCELED;
+    return;
+  }
+  loop_->cancel(op_);  // no effect once a result is queued: the result wins
+}
+
+Result<Buffer> RecvBufferAwaiter::make(int res, std::uint32_t flags) {
+  BufferPool& pool = reg_->pool();
+  if (taken_ >= 0) {  // plain: the buffer was chosen before the recv
+    const auto id = static_cast<std::uint16_t>(std::exchange(taken_, -1));
+    if (res > 0) return Buffer::adopt(pool, id, static_cast<std::size_t>(res));
+    pool.give_back(id);
+  }
+  if (res < 0) {
+    if (res == -ECANCELED && timed_out_)
+      return Error{std::make_error_code(std::errc::timed_out), "recv", fd_, 0};
+    return Error::from_errno(-res, "recv", fd_);
+  }
+  if (!has_buffer(res, flags)) return Buffer{};  // end of stream
+  return Buffer::adopt(pool, buffer_id(flags), static_cast<std::size_t>(res));
+}
+
+Result<Buffer> RecvBufferAwaiter::await_resume() {
+  stop_.disarm();
+  if (static_cast<unsigned>(timer_.state) - 1u < 2u) loop_->disarm(timer_);
+  if (ready_path_) {
+    ready_path_ = false;
+    const RecvState::Item it = std::exchange(st_, nullptr)->pop();
+    return make(it.res, it.flags);
+  }
+  if (op_.kind == OpKind::recv && op_.select == kSelectOnce && has_buffer(op_.res, op_.cqe_flags))
+    reg_->pool().claim();
+  op_.select = kSelectNone;  // the buffer is the result's now
+  return make(op_.res, op_.cqe_flags);
+}
+
+void RecvBufferAwaiter::finish() noexcept {
+  stop_.disarm();
+  if (static_cast<unsigned>(timer_.state) - 1u < 2u) loop_->disarm(timer_);
+  if (st_ && st_->waiter == this) st_->waiter = nullptr;
+  reg_->pool().cancel_wait(buffer_wait_);
+  if (static_cast<unsigned>(op_.state) - 1u < 2u) loop_->abandon(op_);  // frees a handed buffer
+  if (taken_ >= 0) reg_->pool().give_back(static_cast<std::uint16_t>(std::exchange(taken_, -1)));
+}
+
+}  // namespace lev::detail

@@ -1,0 +1,350 @@
+// `co_await loop.recv(fd)`: owned buffers from the loop's pool, the
+// multishot recv behind it on io_uring, exhaustion (ENOBUFS), pauses,
+// deadlines, cancellation, close and teardown. Every real engine, plus the
+// fake backend and the plain path (a backend without buffer selection).
+#include <doctest/doctest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "lev/loop.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::test::Engine;
+
+namespace {
+
+// The engines plus the io_uring plain-recv path (no provided-buffer ring).
+template <class Fn>
+void for_each_recv_engine(Fn fn, lev::LoopOptions base = {}) {
+  for (const Engine& e : lev::test::real_engines()) {
+    SUBCASE(e.name) {
+      lev::LoopOptions o = base;
+      o.backend = e.backend;
+      lev::Loop loop{e.model, o};
+      fn(loop);
+    }
+  }
+  SUBCASE("proactor/uring without a buffer ring") {
+    ::setenv("LEV_URING_NO_BUF_RING", "1", 1);
+    lev::LoopOptions o = base;
+    lev::Loop loop{lev::Model::proactor, o};
+    ::unsetenv("LEV_URING_NO_BUF_RING");
+    fn(loop);
+  }
+}
+
+void write_str(int fd, const std::string& s) {
+  REQUIRE(::write(fd, s.data(), s.size()) == static_cast<ssize_t>(s.size()));
+}
+
+lev::Task<std::string> recv_all(lev::Loop& loop, int fd) {
+  std::string all;
+  for (;;) {
+    auto b = co_await loop.recv(fd);
+    if (!b) co_return "error: " + b.error().message();
+    if (b->empty()) break;
+    all.append(b->view());
+  }
+  co_return all;
+}
+
+lev::Task<std::string> recv_bytes(lev::Loop& loop, int fd, std::size_t want) {
+  std::string all;
+  while (all.size() < want) {
+    auto b = co_await loop.recv(fd);
+    if (!b || b->empty()) break;
+    all.append(b->view());
+  }
+  co_return all;
+}
+
+// Runs the loop for `d` (run_once alone would block while a recv waits).
+void spin(lev::Loop& loop, lev::Duration d) {
+  loop.block_on([](lev::Loop& l, lev::Duration t) -> lev::Task<> { co_await l.after(t); }(loop, d));
+}
+
+// Runs the loop until `done()` or about two seconds.
+template <class Pred>
+void spin_until(lev::Loop& loop, Pred done) {
+  for (int i = 0; i < 400 && !done(); ++i) spin(loop, 5ms);
+}
+
+std::string pattern(std::size_t n) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 26) % 26);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("recv(fd) hands out owned buffers, empty at end of stream") {
+  for_each_recv_engine([](lev::Loop& loop) {
+    auto [a, b] = lev::test::socket_pair();
+    write_str(b.get(), "hello");
+    auto first = loop.block_on([](lev::Loop& l, int fd) -> lev::Task<std::string> {
+      auto got = co_await l.recv(fd);
+      REQUIRE(got);
+      CHECK(got->holds_pool_buffer());
+      co_return std::string(got->view());
+    }(loop, a.get()));
+    CHECK(first == "hello");
+    CHECK(loop.recv_buffer_stats().in_use == 0);  // the Buffer went back
+    const std::string body = pattern(100000);
+    write_str(b.get(), body.substr(0, 50000));
+    write_str(b.get(), body.substr(50000));
+    b.reset();  // EOF after the data
+    CHECK(loop.block_on(recv_all(loop, a.get())) == body);
+    CHECK(loop.recv_buffer_stats().in_use == 0);
+  });
+}
+
+TEST_CASE("recv(fd) on io_uring: one multishot recv serves many messages") {
+  lev::Loop loop{lev::Model::proactor};
+  if (!loop.features().multishot_recv) return;  // kernel before 6.0: covered elsewhere
+  auto [a, b] = lev::test::socket_pair();
+  auto reader = [](lev::Loop& l, int fd) -> lev::Task<int> {
+    int n = 0;
+    for (;;) {
+      auto got = co_await l.recv(fd);
+      REQUIRE(got);
+      if (got->empty()) break;
+      CHECK(got->view().find('x') != std::string_view::npos);
+      ++n;
+    }
+    co_return n;
+  };
+  auto writer = [](lev::Loop& l, int fd) -> lev::Task<> {
+    for (int i = 0; i < 50; ++i) {
+      REQUIRE(::write(fd, "x", 1) == 1);
+      co_await l.after(0ms);  // one message per round
+    }
+    ::shutdown(fd, SHUT_WR);
+  };
+  int bfd = b.get();
+  loop.spawn(writer(loop, bfd));
+  const int got = loop.block_on(reader(loop, a.get()));
+  CHECK(got >= 1);
+  const auto st = loop.recv_buffer_stats();
+  CHECK(st.multishot);
+  CHECK(st.kernel_ring);
+  CHECK(st.arms <= 2);  // once, plus at most one re-arm should the kernel end it
+  CHECK(st.in_use == 0);
+}
+
+TEST_CASE("an idle connection waiting in recv(fd) holds no buffer") {
+  for_each_recv_engine([](lev::Loop& loop) {
+    auto [a, b] = lev::test::socket_pair();
+    std::string got;
+    auto reader = [](lev::Loop& l, int fd, std::string& out) -> lev::Task<> {
+      auto r = co_await l.recv(fd);
+      if (r) out = std::string(r->view());
+    };
+    int afd = a.get();
+    loop.spawn(reader(loop, afd, got));
+    spin(loop, 10ms);  // armed, nothing arrived
+    CHECK(loop.recv_buffer_stats().in_use == 0);
+    write_str(b.get(), "late");
+    spin_until(loop, [&] { return !got.empty(); });
+    CHECK(got == "late");
+    CHECK(loop.recv_buffer_stats().in_use == 0);
+  });
+}
+
+TEST_CASE("an exhausted pool makes recv wait for a buffer, losing nothing") {
+  lev::LoopOptions small;
+  small.recv_buffer_count = 2;
+  small.recv_buffer_size = 16;
+  for_each_recv_engine(
+      [](lev::Loop& loop) {
+        auto [a1, b1] = lev::test::socket_pair();
+        auto [a2, b2] = lev::test::socket_pair();
+        write_str(b1.get(), pattern(32));  // exactly two buffers' worth
+        const std::string body = pattern(500);
+        std::string got2;
+        // Task 1 takes both buffers and holds them a while.
+        auto hog = [](lev::Loop& l, int fd) -> lev::Task<std::size_t> {
+          std::vector<lev::Buffer> held;
+          std::size_t n = 0;
+          while (held.size() < 2) {
+            auto b = co_await l.recv(fd);
+            REQUIRE(b);
+            n += b->size();
+            held.push_back(std::move(*b));
+          }
+          co_await l.after(30ms);  // task 2 finds the pool empty meanwhile
+          co_return n;
+        };
+        auto taker = [](lev::Loop& l, int fd, std::size_t want, std::string& out) -> lev::Task<> {
+          co_await l.after(5ms);
+          out = co_await recv_bytes(l, fd, want);
+        };
+        int a2fd = a2.get();
+        write_str(b2.get(), body);
+        loop.spawn(taker(loop, a2fd, body.size(), got2));
+        CHECK(loop.block_on(hog(loop, a1.get())) == 32);
+        spin_until(loop, [&] { return got2.size() >= body.size(); });
+        CHECK(got2 == body);
+        const auto st = loop.recv_buffer_stats();
+        CHECK(st.exhausted >= 1);
+        CHECK(st.peak_in_use <= 2);
+        CHECK(st.in_use == 0);
+      },
+      small);
+}
+
+TEST_CASE("results nobody reads pause the multishot; all arrive in order") {
+  lev::LoopOptions o;
+  o.recv_buffer_count = 256;
+  o.recv_buffer_size = 16;
+  for_each_recv_engine(
+      [](lev::Loop& loop) {
+        auto [a, b] = lev::test::socket_pair();
+        const std::string body = pattern(2000);  // 125 buffers of 16
+        std::string got;
+        auto reader = [](lev::Loop& l, int fd, std::size_t want, std::string& out) -> lev::Task<> {
+          auto first = co_await l.recv(fd);  // arms
+          if (first) out.append(first->view());
+          co_await l.after(20ms);  // meanwhile results pile up
+          out += co_await recv_bytes(l, fd, want - out.size());
+        };
+        int afd = a.get();
+        loop.spawn(reader(loop, afd, body.size(), got));
+        spin(loop, 2ms);
+        write_str(b.get(), body.substr(0, 1));
+        spin(loop, 2ms);
+        write_str(b.get(), body.substr(1));
+        spin_until(loop, [&] { return got.size() >= body.size(); });
+        CHECK(got == body);
+        const auto st = loop.recv_buffer_stats();
+        if (st.multishot) CHECK(st.paused >= 1);  // it stopped taking buffers for a while
+        CHECK(st.in_use == 0);
+      },
+      o);
+}
+
+TEST_CASE("recv(fd) with a timeout ends timed_out; later data is not lost") {
+  for_each_recv_engine([](lev::Loop& loop) {
+    auto [a, b] = lev::test::socket_pair();
+    auto first = loop.block_on([](lev::Loop& l, int fd) -> lev::Task<std::error_code> {
+      auto r = co_await l.recv(fd, {.timeout = 20ms});
+      co_return r ? std::error_code{} : r.error().code;
+    }(loop, a.get()));
+    CHECK(first == std::errc::timed_out);
+    write_str(b.get(), "after");
+    auto second = loop.block_on([](lev::Loop& l, int fd) -> lev::Task<std::string> {
+      auto r = co_await l.recv(fd, {.timeout = 5s});
+      co_return r ? std::string(r->view()) : r.error().message();
+    }(loop, a.get()));
+    CHECK(second == "after");
+  });
+}
+
+TEST_CASE("recv(fd) stops on its token; the connection stays usable") {
+  for_each_recv_engine([](lev::Loop& loop) {
+    auto [a, b] = lev::test::socket_pair();
+    std::stop_source src;
+    auto waiting = [](lev::Loop& l, int fd, std::stop_token tok) -> lev::Task<std::error_code> {
+      auto r = co_await l.recv(fd).stop_on(std::move(tok));
+      co_return r ? std::error_code{} : r.error().code;
+    };
+    auto stopper = [](lev::Loop& l, std::stop_source& s) -> lev::Task<> {
+      co_await l.after(10ms);
+      s.request_stop();
+    };
+    loop.spawn(stopper(loop, src));
+    CHECK(loop.block_on(waiting(loop, a.get(), src.get_token())) == std::errc::operation_canceled);
+    write_str(b.get(), "still here");
+    b.reset();
+    CHECK(loop.block_on(recv_all(loop, a.get())) == "still here");
+  });
+}
+
+TEST_CASE("closing the fd through lev lets go of its multishot recv") {
+  for_each_recv_engine([](lev::Loop& loop) {
+    auto [a, b] = lev::test::socket_pair();
+    const std::size_t before = lev::test::open_fd_count();
+    write_str(b.get(), "one");
+    CHECK(loop.block_on([](lev::Loop& l, int fd) -> lev::Task<std::string> {
+      auto r = co_await l.recv(fd);
+      co_return r ? std::string(r->view()) : "";
+    }(loop, a.get())) == "one");
+    a.reset();  // lev::Fd: the loop cancels the armed recv
+    spin(loop, 5ms);
+    CHECK(lev::test::open_fd_count() == before - 1);
+    // The kernel dropped its hold on the socket: the peer sees the close.
+    char c;
+    CHECK(::recv(b.get(), &c, 1, MSG_DONTWAIT) == 0);
+    CHECK(loop.live_op_count() == 0);
+  });
+}
+
+TEST_CASE("a Buffer may outlive its loop; a loop torn down mid-recv settles") {
+  lev::Buffer kept;
+  {
+    lev::Loop loop{lev::Model::proactor};
+    auto [a, b] = lev::test::socket_pair();
+    write_str(b.get(), "keep");
+    kept = loop.block_on([](lev::Loop& l, int fd) -> lev::Task<lev::Buffer> {
+      auto r = co_await l.recv(fd);
+      co_return std::move(r.value());
+    }(loop, a.get()));
+    write_str(b.get(), "queued and never read");
+    auto pending = [](lev::Loop& l, int fd) -> lev::Task<> {
+      co_await l.after(1h);
+      (void)co_await l.recv(fd);
+    };
+    auto waiting = [](lev::Loop& l, int fd) -> lev::Task<> { (void)co_await l.recv(fd); };
+    auto [c, d] = lev::test::socket_pair();
+    int afd = a.get(), cfd = c.get();
+    loop.spawn(pending(loop, afd));
+    loop.spawn(waiting(loop, cfd));
+    spin(loop, 5ms);
+  }
+  CHECK(kept.view() == "keep");
+  kept.reset();  // the orphaned pool goes now (ASan would catch a leak or a bad free)
+}
+
+TEST_CASE("recv(fd) on the fake backend: the test picks the data") {
+  lev::test::FakeLoop f;
+  auto [a, b] = lev::test::socket_pair();
+  std::string got;
+  auto reader = [](lev::Loop& l, int fd, std::string& out) -> lev::Task<> {
+    auto r = co_await l.recv(fd);
+    out = r ? std::string(r->view()) : r.error().message();
+  };
+  int afd = a.get();
+  f.loop.spawn(reader(f.loop, afd, got));
+  f.loop.run_once();
+  lev::detail::OpBase* op = f.fake->find(lev::detail::OpKind::recv, afd);
+  REQUIRE(op);
+  CHECK(op->select == lev::detail::kSelectOnce);
+  CHECK(f.loop.recv_buffer_stats().in_use == 0);  // nothing taken before data
+  f.fake->complete_with_data(*op, "faked");
+  f.loop.run_once();
+  CHECK(got == "faked");
+  CHECK(f.loop.recv_buffer_stats().in_use == 0);
+}
+
+TEST_CASE("recv(fd) on a bad fd is an error naming recv") {
+  for_each_recv_engine([](lev::Loop& loop) {
+    auto r = loop.block_on([](lev::Loop& l) -> lev::Task<lev::Result<lev::Buffer>> {
+      co_return co_await l.recv(-1);
+    }(loop));
+    REQUIRE(!r);
+    CHECK(r.error().message().find("recv") != std::string::npos);
+  });
+}
+
+TEST_CASE("bad pool options are refused at construction") {
+  CHECK_THROWS_AS((lev::Loop{lev::Model::proactor, {.recv_buffer_count = 0}}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS((lev::Loop{lev::Model::reactor, {.recv_buffer_count = 40000}}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS((lev::Loop{lev::Model::proactor, {.recv_buffer_size = 0}}),
+                  std::invalid_argument);
+}
