@@ -7,7 +7,7 @@
 /// Loop thread only. Not for users; lev::Buffer is the handle they hold.
 
 #include <liburing/io_uring.h>  // the kernel ABI, as liburing ships it
-#include <linux/time_types.h>
+#include <linux/time_types.h>   // needed first by:
 
 #include <atomic>
 #include <cstddef>
