@@ -6,8 +6,10 @@
 /// elsewhere the backend takes one from a free list at the same moment.
 /// Loop thread only. Not for users; lev::Buffer is the handle they hold.
 
+// clang-format off
+#include <linux/time_types.h>  // liburing/io_uring.h needs it first
 #include <liburing/io_uring.h>  // the kernel ABI, as liburing ships it
-#include <linux/time_types.h>   // needed first by:
+// clang-format on
 
 #include <atomic>
 #include <cstddef>
