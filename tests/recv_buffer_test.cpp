@@ -348,3 +348,24 @@ TEST_CASE("bad pool options are refused at construction") {
   CHECK_THROWS_AS((lev::Loop{lev::Model::proactor, {.recv_buffer_size = 0}}),
                   std::invalid_argument);
 }
+
+TEST_CASE("run() returns when the only live ops are recvs nobody waits on") {
+  for_each_recv_engine([](lev::Loop& loop) {
+    auto [a, b] = lev::test::socket_pair();
+    write_str(b.get(), "once");
+    std::string got;
+    auto reader = [](lev::Loop& l, int fd, std::string& out) -> lev::Task<> {
+      auto r = co_await l.recv(fd);  // arms a multishot on io_uring; no second recv
+      if (r) out = std::string(r->view());
+    };
+    int afd = a.get();
+    loop.spawn(reader(loop, afd, got));
+    loop.run();  // must not wait for the fd forever
+    CHECK(got == "once");
+    write_str(b.get(), "later");  // kept for a recv that comes later
+    CHECK(loop.block_on([](lev::Loop& l, int fd) -> lev::Task<std::string> {
+      auto r = co_await l.recv(fd);
+      co_return r ? std::string(r->view()) : "";
+    }(loop, afd)) == "later");
+  });
+}

@@ -543,8 +543,10 @@ void Loop::run() {
     }
   } reset{*this};
   while (!stop_.load(std::memory_order_acquire)) {
-    if (live_count_ == 0 && ready_.empty() && holds_ == 0 &&
-        !inbox_->flagged.load(std::memory_order_acquire))
+    // Multishot recvs armed for fds nobody is reading now do not count:
+    // they wait for no one.
+    if ((live_count_ == 0 || (recv_ && recv_->only_unread_multishots(live_count_))) &&
+        ready_.empty() && holds_ == 0 && !inbox_->flagged.load(std::memory_order_acquire))
       break;
     run_once();
   }

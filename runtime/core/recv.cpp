@@ -111,6 +111,7 @@ void RecvRegistry::arm(RecvState& st) noexcept {
   try {
     loop_.start(op);
     ++arms_;
+    ++armed_;
   } catch (const std::exception&) {
     // The submission failed (the ring is gone): report it to the waiter.
     deliver(st, -EIO, 0);
@@ -141,6 +142,7 @@ void RecvRegistry::on_end(OpBase& op) {
   auto& st = *static_cast<RecvState*>(op.ctx);
   RecvRegistry& reg = *st.reg;
   const int res = op.res;
+  --reg.armed_;
   if (st.closing) {
     if (has_buffer(res, op.cqe_flags)) {
       reg.pool_->claim();
@@ -198,6 +200,13 @@ void RecvRegistry::closing(int fd) noexcept {
   }
   release(*st);
   spare_.push_back(st);
+}
+
+bool RecvRegistry::unread_scan(std::size_t live) const noexcept {
+  if (live != armed_) return false;
+  for (const RecvState* st : by_fd_)
+    if (st && st->waiter) return false;
+  return true;
 }
 
 RecvBufferStats RecvRegistry::stats() const noexcept {

@@ -81,8 +81,9 @@ struct StreamState {
   Fd fd;
   bool socket = true;  // recv/send for sockets; read/write for pipes and ttys
   StreamOptions o;
-  std::string rbuf;
+  std::string rbuf;  // a message spanning receives (and non-socket reads)
   std::size_t rpos = 0;
+  Buffer rcur;  // sockets: the last pool buffer, decoded in place
   // Two write buffers: `sending` is what the kernel may be reading (never
   // touched while a send is in flight); writers append to `wbuf`.
   std::string sending;
@@ -220,18 +221,69 @@ int Stream::fd() const noexcept { return s_ ? s_->fd.get() : -1; }
 
 namespace detail {
 namespace {
+// Bytes received and not yet decoded: the front of `rbuf` when a message
+// spans receives, else what is left of the last pool buffer (decoded in
+// place, no copy). At most one of the two holds bytes.
+std::string_view unread(const StreamState& s) noexcept {
+  if (s.rpos < s.rbuf.size()) return {s.rbuf.data() + s.rpos, s.rbuf.size() - s.rpos};
+  return s.rcur.view();
+}
+
+void consume(StreamState& s, std::size_t n) noexcept {
+  if (s.rpos < s.rbuf.size()) {
+    s.rpos += n;
+    if (s.rpos == s.rbuf.size()) {
+      s.rbuf.clear();
+      s.rpos = 0;
+      if (s.rbuf.capacity() > 64 * 1024) s.rbuf.shrink_to_fit();  // an idle stream keeps little
+    }
+    return;
+  }
+  s.rcur.remove_prefix(n);
+  if (s.rcur.empty()) s.rcur.reset();  // the buffer goes back to the pool
+}
+
+// Receives more: sockets take a pool buffer (loop.recv(fd)), other fds
+// read into rbuf. 0 at end of stream.
+Task<Result<std::size_t>> fill(StreamState& s) {
+  if (s.socket) {
+    if (!s.rcur.empty()) {  // a message spans buffers: gather in rbuf
+      s.rbuf.erase(0, s.rpos);
+      s.rpos = 0;
+      s.rbuf.append(s.rcur.view());
+      s.rcur.reset();
+    }
+    auto got = co_await s.loop->recv(s.fd);
+    if (!got) co_return got.error();
+    const std::size_t n = got->size();
+    if (s.rpos == s.rbuf.size()) {
+      s.rbuf.clear();
+      s.rpos = 0;
+      s.rcur = std::move(*got);
+    } else {
+      s.rbuf.append(got->view());
+    }
+    co_return n;
+  }
+  if (s.rpos > 0) {  // keep the buffer from growing at the front
+    s.rbuf.erase(0, s.rpos);
+    s.rpos = 0;
+  }
+  const std::size_t old = s.rbuf.size();
+  s.rbuf.resize(old + s.o.read_chunk);
+  std::span<char> room(s.rbuf.data() + old, s.o.read_chunk);
+  auto n = co_await s.loop->read(s.fd, room);
+  s.rbuf.resize(old + (n ? *n : 0));
+  co_return n;
+}
+
 Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s) {
   using S = Codec::Decoded::Status;
   for (;;) {
-    std::string_view have(s->rbuf.data() + s->rpos, s->rbuf.size() - s->rpos);
-    Codec::Decoded d = s->o.codec.decode(have);
+    Codec::Decoded d = s->o.codec.decode(unread(*s));
     if (d.status == S::message) {
       std::optional<std::string> msg(std::in_place, d.message);
-      s->rpos += d.consumed;
-      if (s->rpos == s->rbuf.size()) {
-        s->rbuf.clear();
-        s->rpos = 0;
-      }
+      consume(*s, d.consumed);
       co_return msg;
     }
     if (d.status == S::error)
@@ -239,29 +291,18 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
                       s->o.codec.kind() == Codec::Kind::line ? "stream read: line too long"
                                                              : "stream read: frame too large",
                       s->fd.get(), 0};
-    if (s->rpos > 0) {  // keep the buffer from growing at the front
-      s->rbuf.erase(0, s->rpos);
-      s->rpos = 0;
-    }
-    const std::size_t old = s->rbuf.size();
-    s->rbuf.resize(old + s->o.read_chunk);
-    std::span<char> room(s->rbuf.data() + old, s->o.read_chunk);
-    Result<std::size_t> n = std::size_t{0};
-    if (s->socket)
-      n = co_await s->loop->recv(s->fd, room);
-    else
-      n = co_await s->loop->read(s->fd, room);
-    s->rbuf.resize(old + (n ? *n : 0));
+    auto n = co_await fill(*s);
     if (!n) co_return Error{n.error().code, "stream read", s->fd.get(), 0};
     if (*n == 0) {  // end of stream
-      if (s->rbuf.empty()) co_return std::optional<std::string>{};
+      const std::string_view rest = unread(*s);
+      if (rest.empty()) co_return std::optional<std::string>{};
       if (s->o.codec.kind() == Codec::Kind::line) {  // a last line without delimiter
-        std::optional<std::string> last(std::in_place, s->rbuf);
-        s->rbuf.clear();
+        std::optional<std::string> last(std::in_place, rest);
+        consume(*s, rest.size());
         co_return last;
       }
       co_return Error{std::make_error_code(std::errc::connection_aborted),
-                      "stream read: stream ended inside a frame", s->fd.get(), s->rbuf.size()};
+                      "stream read: stream ended inside a frame", s->fd.get(), rest.size()};
     }
   }
 }

@@ -106,6 +106,11 @@ class RecvRegistry {
   [[nodiscard]] BufferPool& pool() noexcept { return *pool_; }
   [[nodiscard]] Loop& loop() noexcept { return loop_; }
   [[nodiscard]] RecvBufferStats stats() const noexcept;
+  /// True when the loop's `live` ops are all multishot recvs that nobody
+  /// waits on (Loop::run may return then).
+  [[nodiscard]] bool only_unread_multishots(std::size_t live) const noexcept {
+    return live <= armed_ && unread_scan(live);
+  }
 
   /// Hands a result to the fd's waiter, or keeps it for the next recv.
   void deliver(RecvState& st, int res, std::uint32_t flags) noexcept;
@@ -115,6 +120,7 @@ class RecvRegistry {
   static void on_end(OpBase& op);
   static void on_buffer(BufferWaiter& w) noexcept;
   void release(RecvState& st) noexcept;
+  [[nodiscard]] bool unread_scan(std::size_t live) const noexcept;
 
   Loop& loop_;
   CompletionBackend& backend_;
@@ -124,6 +130,7 @@ class RecvRegistry {
   std::vector<RecvState*> spare_;  // recycled states
   std::vector<RecvState*> dying_;  // closed, their multishot not yet ended
   std::size_t states_ = 0;         // states made
+  std::size_t armed_ = 0;          // multishots started, their end not yet delivered
   std::uint64_t arms_ = 0;
   std::uint64_t paused_ = 0;
 };
