@@ -28,12 +28,16 @@ measure() {  # name, server command...
 }
 raw=$(measure raw build-release/bench/raw_uring_echo)
 lev=$(measure lev build-release/examples/echo_server)
+pool=$(measure pool build-release/examples/echo_server --recv pool)
 echo "callgrind: $conns connections, $size-byte messages, ${secs}s of load per server"
 printf "%-14s %14s %10s %12s %8s\n" server instructions messages "instr/msg" ratio
-read -r _ rir rmsg <<<"$raw"; read -r _ lir lmsg <<<"$lev"
+read -r _ rir rmsg <<<"$raw"; read -r _ lir lmsg <<<"$lev"; read -r _ pir pmsg <<<"$pool"
 rpm=$((rir / rmsg)); lpm=$((lir / lmsg))
 printf "%-14s %14s %10s %12s %8s\n" "raw liburing" "$rir" "$rmsg" "$rpm" "1.00x"
 printf "%-14s %14s %10s %12s %7.2fx\n" "lev proactor" "$lir" "$lmsg" "$lpm" "$(echo "$lpm / $rpm" | bc -l)"
+ppm=$((pir / pmsg))
+printf "%-14s %14s %10s %12s %7.2fx   (loop.recv(fd): multishot, pool)\n" "lev pro pool" "$pir" \
+  "$pmsg" "$ppm" "$(echo "$ppm / $rpm" | bc -l)"
 for backend in epoll uring; do
   bin=build-release/bench/asio_echo_$backend
   [ -x "$bin" ] || continue

@@ -231,9 +231,13 @@ int main(int argc, char** argv) {
       {"raw liburing", [](int fd, const std::atomic<bool>& s) { serve_raw_uring(fd, s); }},
       {"lev proactor",
        [](int fd, const std::atomic<bool>& s) { serve_lev(fd, s, lev::Model::proactor); }},
+      {"lev pro pool",
+       [](int fd, const std::atomic<bool>& s) { serve_lev(fd, s, lev::Model::proactor, true); }},
       {"raw epoll", [](int fd, const std::atomic<bool>& s) { serve_raw_epoll(fd, s); }},
       {"lev reactor",
        [](int fd, const std::atomic<bool>& s) { serve_lev(fd, s, lev::Model::reactor); }},
+      {"lev rea pool",
+       [](int fd, const std::atomic<bool>& s) { serve_lev(fd, s, lev::Model::reactor, true); }},
       {"lev pro x2thr", [](int fd, const std::atomic<bool>& s) { serve_lev_threads(fd, s, 2); },
        true},
   };
@@ -252,7 +256,9 @@ int main(int argc, char** argv) {
   std::printf(
       "echo: %d connections, %zu-byte messages, %d rounds x %.1f s, medians; "
       "server on cpu 0, client on cpu 1\n"
-      "(lev pro x2thr: lev proactor on a 2-loop Runtime, both loops sharing cpu 0 with\n"
+      "(pool: loop.recv(fd), the loop's buffer pool, a multishot recv per connection on "
+      "io_uring;\n"
+      " lev pro x2thr: lev proactor on a 2-loop Runtime, both loops sharing cpu 0 with\n"
       " nothing else free on this 2-core machine; its CPU is the process's minus the client's)\n",
       a.conns, a.size, a.rounds, a.seconds);
   std::printf("%-14s %11s %9s %12s %11s %10s %10s\n", "server", "msgs/s", "p99 us", "cpu ns/msg",

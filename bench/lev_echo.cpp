@@ -4,6 +4,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstdlib>
 
 #include "lev/lev.hpp"
 #include "servers.hpp"
@@ -20,6 +21,17 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
   co_await loop.close(fd);
 }
 
+// The same, receiving into the loop's pool (`loop.recv(fd)`: a multishot
+// recv and the kernel's provided buffers on io_uring).
+lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd) {
+  for (;;) {
+    auto got = co_await loop.recv(fd);
+    if (!got || got->empty()) break;
+    if (!co_await loop.send_all(fd, *got)) break;
+  }
+  co_await loop.close(fd);
+}
+
 lev::Task<> watch(lev::Loop& loop, const std::atomic<bool>& stop) {
   while (!stop.load(std::memory_order_relaxed)) co_await loop.after(std::chrono::milliseconds(20));
   loop.stop();
@@ -27,12 +39,15 @@ lev::Task<> watch(lev::Loop& loop, const std::atomic<bool>& stop) {
 
 }  // namespace
 
-void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model) {
-  lev::Loop loop{model};
+void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model, bool pooled) {
+  lev::LoopOptions o;
+  if (const char* n = std::getenv("LEV_BENCH_POOL")) o.recv_buffer_count = std::atoi(n);
+  lev::Loop loop{model, o};
   lev::net::Acceptor acceptor{loop, lfd, [&](lev::Fd fd, lev::SocketAddress) {
                                 int one = 1;
                                 ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-                                return echo(loop, std::move(fd));
+                                return pooled ? echo_pooled(loop, std::move(fd))
+                                              : echo(loop, std::move(fd));
                               }};
   loop.spawn(acceptor.run());
   loop.spawn(watch(loop, stop));

@@ -7,7 +7,9 @@
 #include "lev/loop.hpp"
 
 void serve_raw_epoll(int lfd, const std::atomic<bool>& stop);
-void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model);
+/// `pooled`: receive with loop.recv(fd) (the loop's buffer pool; multishot
+/// on io_uring) instead of into a buffer of the connection's own.
+void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model, bool pooled = false);
 /// lev proactor on `threads` loops of a lev::Runtime.
 void serve_lev_threads(int lfd, const std::atomic<bool>& stop, unsigned threads);
 /// Also returns at `deadline` (the standalone program's --max-seconds:

@@ -1,8 +1,13 @@
 // A TCP echo server: one coroutine per connection.
 //   echo_server --port N [--max-seconds S] [--model proactor|reactor] [--threads T]
+//               [--recv own|pool]
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 // With --threads T > 1: T loops (lev::Runtime), each with its own listener
 // on the same port (SO_REUSEPORT), so the kernel spreads connections.
+// --recv pool receives with loop.recv(fd): buffers from the loop's pool,
+// taken only when data arrives (on io_uring: one multishot recv per
+// connection and the kernel's provided-buffer ring); --recv own (the
+// default) receives into a 4 KiB buffer each connection keeps.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -23,6 +28,15 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
     auto n = co_await loop.recv(fd, buf);
     if (!n || *n == 0) break;  // error, or the peer closed
     if (!co_await loop.send_all(fd, std::span{buf}.first(*n))) break;
+  }
+  co_await loop.close(fd);
+}
+
+lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd) {
+  for (;;) {
+    auto got = co_await loop.recv(fd);  // a lev::Buffer, back to the pool when dropped
+    if (!got || got->empty()) break;    // error, or the peer closed
+    if (!co_await loop.send_all(fd, *got)) break;
   }
   co_await loop.close(fd);
 }
@@ -80,8 +94,13 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "echo_server: --threads must be between 1 and 1024\n");
     return 2;
   }
+  const std::string recv = example::arg(argc, argv, "--recv", "own");
+  if (recv != "own" && recv != "pool") {
+    std::fprintf(stderr, "echo_server: --recv must be own or pool, got '%s'\n", recv.c_str());
+    return 2;
+  }
   if (threads > 1) return run_threads(threads, port, max_seconds, example::model_arg(argc, argv));
-  return example::run_server("echo_server", argc, argv, echo);
+  return example::run_server("echo_server", argc, argv, recv == "pool" ? echo_pooled : echo);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "echo_server: %s\n", e.what());
   return 1;

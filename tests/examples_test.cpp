@@ -160,6 +160,20 @@ TEST_SUITE("examples") {
     ::close(server.out);
   }
 
+  TEST_CASE("echo_server --recv pool echoes through the loop's buffer pool, both models") {
+    for (const char* model : {"proactor", "reactor"}) {
+      auto [server, port] = start_server(
+          {example_path("echo_server"), "--port", "0", "--recv", "pool", "--model", model});
+      Run client =
+          run({example_path("echo_client"), "--port", port, "--count", "300", "--size", "5000"});
+      CHECK(client.code == 0);
+      CHECK(client.out == "echoed 300 messages\n");
+      ::kill(server.pid, SIGINT);
+      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+      ::close(server.out);
+    }
+  }
+
   TEST_CASE("reactor_timers: every ticks three times, a timer cancels another") {
     Run r = run({example_path("reactor_timers")});
     CHECK(r.code == 0);

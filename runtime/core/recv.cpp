@@ -235,7 +235,8 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
     return;
   }
   if (reg_->mode() == RecvRegistry::Mode::multishot && flags_ == 0 && fd_ >= 0) {
-    RecvState& st = reg_->get(fd_);
+    RecvState* found = reg_->find(fd_);
+    RecvState& st = found ? *found : reg_->get(fd_);
     st_ = &st;
     op_.kind = OpKind::post;
     op_.select = kSelectMultishot;  // a handed buffer goes back if never taken
@@ -388,23 +389,11 @@ Result<Buffer> RecvBufferAwaiter::make(int res, std::uint32_t flags) {
   return Buffer::adopt(pool, buffer_id(flags), static_cast<std::size_t>(res));
 }
 
-Result<Buffer> RecvBufferAwaiter::await_resume() {
-  stop_.disarm();
-  if (static_cast<unsigned>(timer_.state) - 1u < 2u) loop_->disarm(timer_);
-  if (ready_path_) {
-    ready_path_ = false;
-    const RecvState::Item it = std::exchange(st_, nullptr)->pop();
-    return make(it.res, it.flags);
-  }
-  if (op_.kind == OpKind::recv && op_.select == kSelectOnce && has_buffer(op_.res, op_.cqe_flags))
-    reg_->pool().claim();
-  op_.select = kSelectNone;  // the buffer is the result's now
-  return make(op_.res, op_.cqe_flags);
-}
+void RecvBufferAwaiter::disarm_timer() noexcept { loop_->disarm(timer_); }
 
 void RecvBufferAwaiter::finish() noexcept {
   stop_.disarm();
-  if (static_cast<unsigned>(timer_.state) - 1u < 2u) loop_->disarm(timer_);
+  if (static_cast<unsigned>(timer_.state) - 1u < 2u) disarm_timer();
   if (st_ && st_->waiter == this) st_->waiter = nullptr;
   reg_->pool().cancel_wait(buffer_wait_);
   if (static_cast<unsigned>(op_.state) - 1u < 2u) loop_->abandon(op_);  // frees a handed buffer

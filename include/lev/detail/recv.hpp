@@ -158,7 +158,12 @@ class [[nodiscard]] RecvBufferAwaiter {
   }
   RecvBufferAwaiter(const RecvBufferAwaiter&) = delete;
   RecvBufferAwaiter& operator=(const RecvBufferAwaiter&) = delete;
-  ~RecvBufferAwaiter() { finish(); }
+  ~RecvBufferAwaiter() {
+    if (st_ || buffer_wait_.queued || taken_ >= 0 || static_cast<unsigned>(op_.state) - 1u < 2u ||
+        static_cast<unsigned>(timer_.state) - 1u < 2u) [[unlikely]]
+      finish();
+    stop_.disarm();
+  }
 
   /// Cancels the wait when `token` is stopped (errc::operation_canceled;
   /// data that arrives later waits for the next recv).
@@ -180,7 +185,31 @@ class [[nodiscard]] RecvBufferAwaiter {
       if (!token_.stop_possible()) token = &h.promise().stop_token;
     suspend(h, *token);
   }
-  Result<Buffer> await_resume();
+  Result<Buffer> await_resume() {
+    stop_.disarm();
+    if (static_cast<unsigned>(timer_.state) - 1u < 2u) [[unlikely]]
+      disarm_timer();
+    int res;
+    std::uint32_t flags;
+    if (ready_path_) {
+      ready_path_ = false;
+      const RecvState::Item it = std::exchange(st_, nullptr)->pop();
+      res = it.res;
+      flags = it.flags;
+    } else {
+      res = op_.res;
+      flags = op_.cqe_flags;
+      if (op_.select == kSelectOnce && op_.kind == OpKind::recv && res > 0 &&
+          (flags & IORING_CQE_F_BUFFER))
+        reg_->pool().claim();
+      op_.select = kSelectNone;  // the buffer is the result's now
+    }
+    if (res > 0 && (flags & IORING_CQE_F_BUFFER) && taken_ < 0) [[likely]]
+      return Buffer::adopt(reg_->pool(),
+                           static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT),
+                           static_cast<std::size_t>(res));
+    return make(res, flags);
+  }
 
  private:
   friend class RecvRegistry;
@@ -190,6 +219,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   void hand(int res, std::uint32_t flags) noexcept;
   void interrupt(bool timed_out) noexcept;
   void finish() noexcept;
+  void disarm_timer() noexcept;
   [[nodiscard]] bool waiting() const noexcept {
     return st_ != nullptr || buffer_wait_.queued || static_cast<unsigned>(op_.state) - 1u < 2u;
   }
