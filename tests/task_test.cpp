@@ -154,3 +154,26 @@ TEST_SUITE("task") {
     CHECK(loop.live_op_count() == 0);  // the abandoned recv was cancelled and reaped
   }
 }
+
+namespace {
+lev::Task<int> frame_probe(int x) { co_return x + 1; }
+}  // namespace
+
+TEST_CASE("task frames come back from the thread's cache") {
+  const auto before = lev::detail::frame_pool_stats();
+  void* first = nullptr;
+  {
+    auto t = frame_probe(1);
+    first = t.handle().address();
+  }
+  auto again = frame_probe(2);
+  const auto after = lev::detail::frame_pool_stats();
+  if (!after.enabled) {  // sanitizer builds: every frame goes to the allocator
+    CHECK(after.reused == before.reused);
+    return;
+  }
+  CHECK(again.handle().address() == first);  // the same frame, reused
+  CHECK(after.reused >= before.reused + 1);  // (the first may have been reused too)
+  lev::Loop loop{lev::Model::proactor, {.backend = "fake"}};
+  CHECK(loop.block_on(std::move(again)) == 3);
+}

@@ -15,6 +15,8 @@
 #include <utility>
 #include <variant>
 
+#include "lev/detail/frame_pool.hpp"
+
 namespace lev {
 
 class Loop;
@@ -29,7 +31,7 @@ namespace detail {
 // transfer: the awaiter then continues without a nested frame. So a loop
 // over a million ready tasks keeps a flat stack even where the compiler does
 // not turn symmetric transfer into a tail call (-O0, ASan).
-struct TaskPromiseBase {
+struct TaskPromiseBase : PooledFrame {
   std::coroutine_handle<> continuation = std::noop_coroutine();
   bool inline_phase = false;
   // Inherited from the awaiting task unless set before: the loop the task

@@ -28,7 +28,7 @@ void unlink_root(Loop& loop, RootPromise& p) noexcept;
 /// Prints "lev: a spawned task ended with an exception: <what>" on stderr.
 void report_escaped(std::exception_ptr e) noexcept;
 
-struct RootPromise {
+struct RootPromise : PooledFrame {
   OpBase start;  // the queued post that first resumes this root
   Loop* loop = nullptr;
   RootPromise* prev = nullptr;
