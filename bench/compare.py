@@ -152,7 +152,7 @@ def wrk_load(server, seconds):
         raise RuntimeError(f"wrk saw errors: {out[-400:]}")
     total = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # not "+/- Stdev 85.99%"
     return rps, p99, (c1 - c0) * 1e6 / max(total, 1)
 
 
