@@ -64,6 +64,15 @@ struct TaskPromiseBase : PooledFrame {
   FinalAwaiter final_suspend() const noexcept { return {}; }
 };
 
+/// The token an awaited operation stops on: its own (`stop_on`) when it has
+/// one, else the awaiting task's.
+template <class P>
+const std::stop_token& op_token(const std::stop_token& own, std::coroutine_handle<P> h) noexcept {
+  if constexpr (std::is_base_of_v<TaskPromiseBase, P>)
+    if (!own.stop_possible()) return h.promise().stop_token;
+  return own;
+}
+
 template <class T>
 struct TaskPromise final : TaskPromiseBase {
   std::variant<std::monostate, T, std::exception_ptr> result;

@@ -180,10 +180,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    const std::stop_token* token = &token_;
-    if constexpr (std::is_base_of_v<TaskPromiseBase, P>)
-      if (!token_.stop_possible()) token = &h.promise().stop_token;
-    suspend(h, *token);
+    suspend(h, op_token(token_, h));
   }
   Result<Buffer> await_resume() {
     stop_.disarm();
