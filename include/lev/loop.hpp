@@ -273,33 +273,40 @@ class Loop {
   }
 
   // ---- operations: awaitables -----------------------------------------
+  template <class T, detail::OpKind K>
+  using Op = detail::OpAwaiter<T, K>;
+  template <detail::OpKind K>
+  using Io = detail::OpAwaiter<std::size_t, K>;
+  template <detail::OpKind K>
+  using Deadline = detail::DeadlineAwaiter<Io<K>>;
+  using Sleep = detail::OpAwaiter<Expired, detail::OpKind::timer>;
   // Each returns an awaiter holding the operation record; `co_await` it
   // once. The buffer must stay valid until the awaiter resumes.
 
   /// Completes on the next round; result: success.
-  detail::OpAwaiter<void> nop() { return detail::OpAwaiter<void>(*this, detail::OpKind::nop, -1); }
+  Op<void, detail::OpKind::nop> nop() { return Op<void, detail::OpKind::nop>(*this, -1); }
   /// Bytes read; 0 = end of file (for a non-empty buffer). offset -1 =
   /// the file position / a stream.
-  detail::OpAwaiter<std::size_t> read(FdRef fd, MutableBuffer buf,
+  Io<detail::OpKind::read> read(FdRef fd, MutableBuffer buf,
                                       std::uint64_t offset = std::uint64_t(-1)) {
-    return io<std::size_t>(detail::OpKind::read, fd, buf.data, buf.size, offset, 0, false);
+    return io<detail::OpKind::read>(fd, buf.data, buf.size, offset, 0, false);
   }
   /// Bytes written (may be short; see write_all).
-  detail::OpAwaiter<std::size_t> write(FdRef fd, ConstBuffer buf,
+  Io<detail::OpKind::write> write(FdRef fd, ConstBuffer buf,
                                        std::uint64_t offset = std::uint64_t(-1)) {
-    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size, offset,
+    return io<detail::OpKind::write>(fd, const_cast<void*>(buf.data), buf.size, offset,
                            0, false);
   }
   /// Writes every byte or fails; the error's `transferred` tells how many
   /// bytes were written before the failure.
-  detail::OpAwaiter<std::size_t> write_all(FdRef fd, ConstBuffer buf,
+  Io<detail::OpKind::write> write_all(FdRef fd, ConstBuffer buf,
                                            std::uint64_t offset = std::uint64_t(-1)) {
-    return io<std::size_t>(detail::OpKind::write, fd, const_cast<void*>(buf.data), buf.size, offset,
+    return io<detail::OpKind::write>(fd, const_cast<void*>(buf.data), buf.size, offset,
                            0, true);
   }
   /// Bytes received; 0 = the peer shut down its side (EOF).
-  detail::OpAwaiter<std::size_t> recv(FdRef fd, MutableBuffer buf, int flags = 0) {
-    return io<std::size_t>(detail::OpKind::recv, fd, buf.data, buf.size, 0, flags, false);
+  Io<detail::OpKind::recv> recv(FdRef fd, MutableBuffer buf, int flags = 0) {
+    return io<detail::OpKind::recv>(fd, buf.data, buf.size, 0, flags, false);
   }
   /// Receives into a buffer of the loop's pool, taken only when data has
   /// arrived, and hands it over: a lev::Buffer, empty at end of stream,
@@ -317,42 +324,40 @@ class Loop {
     return recv_ ? recv_->stats() : RecvBufferStats{};
   }
   /// Bytes sent (may be short). Never raises SIGPIPE.
-  detail::OpAwaiter<std::size_t> send(FdRef fd, ConstBuffer buf, int flags = 0) {
-    return io<std::size_t>(detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size, 0,
+  Io<detail::OpKind::send> send(FdRef fd, ConstBuffer buf, int flags = 0) {
+    return io<detail::OpKind::send>(fd, const_cast<void*>(buf.data), buf.size, 0,
                            flags | detail::kSendFlags, false);
   }
   /// Sends every byte or fails (error's `transferred`: bytes sent first).
-  detail::OpAwaiter<std::size_t> send_all(FdRef fd, ConstBuffer buf, int flags = 0) {
-    return io<std::size_t>(detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size, 0,
+  Io<detail::OpKind::send> send_all(FdRef fd, ConstBuffer buf, int flags = 0) {
+    return io<detail::OpKind::send>(fd, const_cast<void*>(buf.data), buf.size, 0,
                            flags | detail::kSendFlags, true);
   }
   // With IoOptions: the same operations, bounded by `.timeout`.
-  template <class T>
-  using Deadline = detail::DeadlineAwaiter<detail::OpAwaiter<T>>;
-  Deadline<std::size_t> read(FdRef fd, MutableBuffer buf, IoOptions o,
+  Deadline<detail::OpKind::read> read(FdRef fd, MutableBuffer buf, IoOptions o,
                              std::uint64_t offset = std::uint64_t(-1)) {
-    return io_until<std::size_t>(o, detail::OpKind::read, fd, buf.data, buf.size, offset, 0, false);
+    return io_until<detail::OpKind::read>(o, fd, buf.data, buf.size, offset, 0, false);
   }
-  Deadline<std::size_t> write(FdRef fd, ConstBuffer buf, IoOptions o,
+  Deadline<detail::OpKind::write> write(FdRef fd, ConstBuffer buf, IoOptions o,
                               std::uint64_t offset = std::uint64_t(-1)) {
-    return io_until<std::size_t>(o, detail::OpKind::write, fd, const_cast<void*>(buf.data),
+    return io_until<detail::OpKind::write>(o, fd, const_cast<void*>(buf.data),
                                  buf.size, offset, 0, false);
   }
-  Deadline<std::size_t> write_all(FdRef fd, ConstBuffer buf, IoOptions o,
+  Deadline<detail::OpKind::write> write_all(FdRef fd, ConstBuffer buf, IoOptions o,
                                   std::uint64_t offset = std::uint64_t(-1)) {
-    return io_until<std::size_t>(o, detail::OpKind::write, fd, const_cast<void*>(buf.data),
+    return io_until<detail::OpKind::write>(o, fd, const_cast<void*>(buf.data),
                                  buf.size, offset, 0, true);
   }
-  Deadline<std::size_t> recv(FdRef fd, MutableBuffer buf, IoOptions o) {
-    return io_until<std::size_t>(o, detail::OpKind::recv, fd, buf.data, buf.size, 0, o.flags,
+  Deadline<detail::OpKind::recv> recv(FdRef fd, MutableBuffer buf, IoOptions o) {
+    return io_until<detail::OpKind::recv>(o, fd, buf.data, buf.size, 0, o.flags,
                                  false);
   }
-  Deadline<std::size_t> send(FdRef fd, ConstBuffer buf, IoOptions o) {
-    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size,
+  Deadline<detail::OpKind::send> send(FdRef fd, ConstBuffer buf, IoOptions o) {
+    return io_until<detail::OpKind::send>(o, fd, const_cast<void*>(buf.data), buf.size,
                                  0, o.flags | detail::kSendFlags, false);
   }
-  Deadline<std::size_t> send_all(FdRef fd, ConstBuffer buf, IoOptions o) {
-    return io_until<std::size_t>(o, detail::OpKind::send, fd, const_cast<void*>(buf.data), buf.size,
+  Deadline<detail::OpKind::send> send_all(FdRef fd, ConstBuffer buf, IoOptions o) {
+    return io_until<detail::OpKind::send>(o, fd, const_cast<void*>(buf.data), buf.size,
                                  0, o.flags | detail::kSendFlags, true);
   }
   detail::DeadlineAwaiter<detail::AcceptAwaiter> accept(FdRef listener, IoOptions o) {
@@ -368,32 +373,32 @@ class Loop {
   detail::ConnectAwaiter connect(FdRef fd, const SocketAddress& to) {
     return detail::ConnectAwaiter(*this, fd.fd, to);
   }
-  detail::OpAwaiter<void> shutdown(FdRef fd, Shutdown how) {
+  Op<void, detail::OpKind::shutdown> shutdown(FdRef fd, Shutdown how) {
     return shutdown(fd, static_cast<int>(how));
   }
-  detail::OpAwaiter<void> shutdown(FdRef fd, int how) {
-    return detail::OpAwaiter<void>(*this, detail::OpKind::shutdown, fd.fd,
+  Op<void, detail::OpKind::shutdown> shutdown(FdRef fd, int how) {
+    return Op<void, detail::OpKind::shutdown>(*this, fd.fd,
                                    [how](detail::OpBase& op) { op.flags = how; });
   }
   /// Closes a borrowed fd.
-  detail::OpAwaiter<void> close(FdRef fd) {
+  Op<void, detail::OpKind::close> close(FdRef fd) {
     closing(fd.fd);
-    return detail::OpAwaiter<void>(*this, detail::OpKind::close, fd.fd);
+    return Op<void, detail::OpKind::close>(*this, fd.fd);
   }
   /// Closes an owned fd: `fd` is empty afterwards, whatever the result.
-  detail::OpAwaiter<void> close(Fd& fd) {
+  Op<void, detail::OpKind::close> close(Fd& fd) {
     closing(fd.get());
-    return detail::OpAwaiter<void>(*this, detail::OpKind::close, fd.release());
+    return Op<void, detail::OpKind::close>(*this, fd.release());
   }
   /// Suspends the task for `delay`: after(delay) for those who read it so.
   /// Result: Expired, or errc::operation_canceled when its token stops.
-  detail::OpAwaiter<Expired> sleep_for(Duration delay) { return after(delay); }
-  detail::OpAwaiter<Expired> sleep_until(TimePoint deadline) { return at(deadline); }
+  Sleep sleep_for(Duration delay) { return after(delay); }
+  Sleep sleep_until(TimePoint deadline) { return at(deadline); }
   /// Expires after `delay` (zero or negative: on the next round).
-  detail::OpAwaiter<Expired> after(Duration delay) { return at(now() + delay); }
+  Sleep after(Duration delay) { return at(now() + delay); }
   /// Expires at `deadline` on the loop's clock (past: on the next round).
-  detail::OpAwaiter<Expired> at(TimePoint deadline) {
-    return detail::OpAwaiter<Expired>(*this, detail::OpKind::timer, -1,
+  Sleep at(TimePoint deadline) {
+    return Sleep(*this, -1,
                                       [deadline](detail::OpBase& op) { op.deadline = deadline; });
   }
 
@@ -526,6 +531,20 @@ class Loop {
 
   // ---- for awaiters and extensions (not needed by applications) --------
 
+  /// start() for an op whose kind is known where it is started: on io_uring
+  /// the SQE is filled without dispatching on the kind.
+  template <detail::OpKind K>
+  void start(detail::OpBase& op) {
+    op.cancel_requested = false;
+    if constexpr (K < detail::OpKind::timer) {
+      if (!uring_.ring || !uring_.submit<K>(op)) [[unlikely]]
+        backend_->submit(op);  // first: if it throws, nothing is registered
+      op.state = detail::OpState::submitted;
+      ++live_count_;
+    } else {
+      start_local(op);
+    }
+  }
   /// Registers `op` as live and hands it to the backend (or timer heap).
   void start(detail::OpBase& op) {
     op.cancel_requested = false;
@@ -565,17 +584,16 @@ class Loop {
   friend struct detail::Source;
   friend struct detail::Inbox;
 
-  template <class T>
-  detail::OpAwaiter<T> io(detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
-                          std::uint64_t offset, int flags, bool all) {
-    return detail::OpAwaiter<T>(*this, kind, fd.fd, [&](detail::OpBase& op) {
+  template <detail::OpKind K>
+  Io<K> io(FdRef fd, void* buf, std::size_t len, std::uint64_t offset, int flags, bool all) {
+    return Io<K>(*this, fd.fd, [&](detail::OpBase& op) {
       detail::setup_io(op, buf, len, offset, flags, all);
     });
   }
-  template <class T>
-  Deadline<T> io_until(const IoOptions& o, detail::OpKind kind, FdRef fd, void* buf,
-                       std::size_t len, std::uint64_t offset, int flags, bool all) {
-    return Deadline<T>(o.timeout, *this, kind, fd.fd, [&](detail::OpBase& op) {
+  template <detail::OpKind K>
+  Deadline<K> io_until(const IoOptions& o, FdRef fd, void* buf, std::size_t len,
+                       std::uint64_t offset, int flags, bool all) {
+    return Deadline<K>(o.timeout, *this, fd.fd, [&](detail::OpBase& op) {
       detail::setup_io(op, buf, len, offset, flags, all);
     });
   }
@@ -650,24 +668,24 @@ class Loop {
 namespace detail {
 inline void start_op(Loop& loop, OpBase& op) { loop.start(op); }
 
-template <class T>
-void OpAwaiter<T>::suspend(std::coroutine_handle<> h, const std::stop_token& token) {
+template <class T, OpKind K>
+void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h, const std::stop_token* token) {
   op_.ctx = h.address();
   op_.deliver = nullptr;  // the loop resumes ctx directly
-  if (!token.stop_possible()) [[likely]] {
-    loop_->start(op_);
+  if (!token) [[likely]] {
+    loop_->template start<K>(op_);
     return;
   }
-  start_stoppable(token);
+  start_stoppable(*token);
 }
 
-template <class T>
-void OpAwaiter<T>::start_stoppable(const std::stop_token& token) {
+template <class T, OpKind K>
+void OpAwaiter<T, K>::start_stoppable(const std::stop_token& token) {
   if (token.stop_requested()) {
     loop_->start_cancelled(op_);
     return;
   }
-  loop_->start(op_);
+  loop_->template start<K>(op_);
   stop_.arm(
       *loop_, token,
       [](void* self) noexcept {

@@ -64,13 +64,15 @@ struct TaskPromiseBase : PooledFrame {
   FinalAwaiter final_suspend() const noexcept { return {}; }
 };
 
-/// The token an awaited operation stops on: its own (`stop_on`) when it has
-/// one, else the awaiting task's.
+/// The awaiting task's cancellation token, or null: not a task, or a task
+/// whose token can never be stopped (the common case, one load and a test).
 template <class P>
-const std::stop_token& op_token(const std::stop_token& own, std::coroutine_handle<P> h) noexcept {
-  if constexpr (std::is_base_of_v<TaskPromiseBase, P>)
-    if (!own.stop_possible()) return h.promise().stop_token;
-  return own;
+const std::stop_token* task_token(std::coroutine_handle<P> h) noexcept {
+  if constexpr (std::is_base_of_v<TaskPromiseBase, P>) {
+    if (h.promise().stop_token.stop_possible()) [[unlikely]]
+      return &h.promise().stop_token;
+  }
+  return nullptr;
 }
 
 template <class T>

@@ -225,11 +225,11 @@ RecvBufferStats RecvRegistry::stats() const noexcept {
 
 // -------------------------------------------------------------- awaiter
 
-void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token& token) {
+void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token* token) {
   coro_ = h.address();
   op_.ctx = coro_;
   op_.deliver = nullptr;
-  if (token.stop_requested()) {
+  if (token && token->stop_requested()) {
     op_.kind = OpKind::post;
     loop_->start_cancelled(op_);
     return;
@@ -246,9 +246,9 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
   } else {
     start_one();
   }
-  if (token.stop_possible() && waiting())
+  if (token && waiting())
     stop_.arm(
-        *loop_, token,
+        *loop_, *token,
         [](void* self) noexcept { static_cast<RecvBufferAwaiter*>(self)->interrupt(false); }, this);
   if (timeout_ && waiting()) {
     timer_.kind = OpKind::timer;

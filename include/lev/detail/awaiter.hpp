@@ -31,23 +31,25 @@ namespace lev::detail {
 void abandon_op(Loop& loop, OpBase& op) noexcept;
 void cancel_op(Loop& loop, OpBase& op) noexcept;
 
-template <class T>
+/// The awaiter of one operation of kind `K` (known at compile time, so on
+/// io_uring the SQE is filled without a dispatch on the kind).
+template <class T, OpKind K>
 class [[nodiscard]] OpAwaiter {
  public:
-  explicit OpAwaiter(Loop& loop, OpKind kind, int fd) noexcept : loop_(&loop) {
-    op_.kind = kind;
+  explicit OpAwaiter(Loop& loop, int fd) noexcept : loop_(&loop) {
+    op_.kind = K;
     op_.fd = fd;
   }
   /// `init(op)` fills the op-specific fields before the awaiter exists as
   /// a value (awaiters are neither copied nor moved: the record's address
   /// is handed to the kernel).
   template <class Init>
-  OpAwaiter(Loop& loop, OpKind kind, int fd, Init&& init) noexcept : OpAwaiter(loop, kind, fd) {
+  OpAwaiter(Loop& loop, int fd, Init&& init) noexcept : OpAwaiter(loop, fd) {
     init(op_);
   }
   /// Moving is for building the awaitable (stop_on) before it is awaited:
   /// once started, the record's address belongs to the kernel.
-  OpAwaiter(OpAwaiter&& o) noexcept : loop_(o.loop_), op_(o.op_), token_(std::move(o.token_)) {}
+  OpAwaiter(OpAwaiter&& o) noexcept : loop_(o.loop_), op_(o.op_) {}
   OpAwaiter(const OpAwaiter&) = delete;
   OpAwaiter& operator=(const OpAwaiter&) = delete;
   ~OpAwaiter() {
@@ -61,15 +63,14 @@ class [[nodiscard]] OpAwaiter {
   /// errc::operation_canceled (or with its result, if that won the race).
   /// Without it, the operation uses the awaiting task's token.
   ///     co_await loop.recv(fd, buf).stop_on(source.get_token());
-  OpAwaiter&& stop_on(std::stop_token token) && noexcept {
-    token_ = std::move(token);
-    return std::move(*this);
+  StopOn<OpAwaiter> stop_on(std::stop_token token) && noexcept {
+    return {std::move(*this), std::move(token)};
   }
 
   bool await_ready() const noexcept { return false; }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    suspend(h, op_token(token_, h));
+    suspend(h, task_token(h));
   }
   Result<T> await_resume() {
     stop_.disarm();
@@ -80,29 +81,28 @@ class [[nodiscard]] OpAwaiter {
   OpBase& op() noexcept { return op_; }
 
  protected:
-  /// Defined in lev/loop.hpp, where Loop::start is visible for inlining.
-  void suspend(std::coroutine_handle<> h, const std::stop_token& token);
+  /// Starts the op; `token` (may be null) cancels it. Defined in
+  /// lev/loop.hpp, where Loop::start is visible for inlining.
+  void suspend(std::coroutine_handle<> h, const std::stop_token* token);
   void start_stoppable(const std::stop_token& token);
 
   Loop* loop_;
   OpBase op_;
-  std::stop_token token_;
   StopLink stop_;
 };
 
 /// accept keeps the peer address inside the awaiter.
-class [[nodiscard]] AcceptAwaiter : public OpAwaiter<Accepted> {
+class [[nodiscard]] AcceptAwaiter : public OpAwaiter<Accepted, OpKind::accept> {
  public:
-  AcceptAwaiter(Loop& loop, int fd) noexcept : OpAwaiter(loop, OpKind::accept, fd) {
+  AcceptAwaiter(Loop& loop, int fd) noexcept : OpAwaiter(loop, fd) {
     op_.addr = reinterpret_cast<sockaddr*>(&peer_);
     op_.addrlen = sizeof(peer_);
   }
   AcceptAwaiter(AcceptAwaiter&& o) noexcept : OpAwaiter(std::move(o)) {
     op_.addr = reinterpret_cast<sockaddr*>(&peer_);
   }
-  AcceptAwaiter&& stop_on(std::stop_token token) && noexcept {
-    token_ = std::move(token);
-    return std::move(*this);
+  StopOn<AcceptAwaiter> stop_on(std::stop_token token) && noexcept {
+    return {std::move(*this), std::move(token)};
   }
 
  private:
@@ -110,19 +110,18 @@ class [[nodiscard]] AcceptAwaiter : public OpAwaiter<Accepted> {
 };
 
 /// connect keeps its own copy of the address.
-class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void> {
+class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void, OpKind::connect> {
  public:
   ConnectAwaiter(Loop& loop, int fd, const SocketAddress& to) noexcept
-      : OpAwaiter(loop, OpKind::connect, fd), to_(to) {
+      : OpAwaiter(loop, fd), to_(to) {
     op_.addr = to_.data();
     op_.addrlen = to_.size();
   }
   ConnectAwaiter(ConnectAwaiter&& o) noexcept : OpAwaiter(std::move(o)), to_(o.to_) {
     op_.addr = to_.data();
   }
-  ConnectAwaiter&& stop_on(std::stop_token token) && noexcept {
-    token_ = std::move(token);
-    return std::move(*this);
+  StopOn<ConnectAwaiter> stop_on(std::stop_token token) && noexcept {
+    return {std::move(*this), std::move(token)};
   }
 
  private:
@@ -155,29 +154,13 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
   DeadlineAwaiter(DeadlineAwaiter&& o) noexcept
       : Base(std::move(o)), timeout_(o.timeout_), timer_(o.timer_) {}
   ~DeadlineAwaiter() { disarm_timer(); }
-  DeadlineAwaiter&& stop_on(std::stop_token token) && noexcept {
-    this->token_ = std::move(token);
-    return std::move(*this);
+  StopOn<DeadlineAwaiter> stop_on(std::stop_token token) && noexcept {
+    return {std::move(*this), std::move(token)};
   }
 
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    if (!timeout_) return Base::await_suspend(h);
-    if (!this->op_.all && loop_links_timeouts(*this->loop_)) {
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::max(*timeout_, Duration::zero()))
-                          .count();
-      this->op_.linked_timeout = true;
-      this->op_.lt_sec = ns / 1000000000;
-      this->op_.lt_nsec = ns % 1000000000;
-      return Base::await_suspend(h);
-    }
-    Base::await_suspend(h);
-    if (this->op_.state != OpState::submitted) return;  // its token was already stopped
-    timer_.deadline = loop_now(*this->loop_) + *timeout_;
-    timer_.ctx = this;
-    timer_.deliver = &on_deadline;
-    start_op(*this->loop_, timer_);
+    suspend(h, task_token(h));
   }
   T await_resume() {
     this->stop_.disarm();
@@ -187,6 +170,26 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
     if (op.res == -ECANCELED && (timed_out_ || (op.linked_timeout && !op.cancel_requested)))
       return Error{std::make_error_code(std::errc::timed_out), op_name(op.kind), op.fd, op.done};
     return Base::await_resume();
+  }
+
+ protected:
+  void suspend(std::coroutine_handle<> h, const std::stop_token* token) {
+    if (!timeout_) return Base::suspend(h, token);
+    if (!this->op_.all && loop_links_timeouts(*this->loop_)) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::max(*timeout_, Duration::zero()))
+                          .count();
+      this->op_.linked_timeout = true;
+      this->op_.lt_sec = ns / 1000000000;
+      this->op_.lt_nsec = ns % 1000000000;
+      return Base::suspend(h, token);
+    }
+    Base::suspend(h, token);
+    if (this->op_.state != OpState::submitted) return;  // its token was already stopped
+    timer_.deadline = loop_now(*this->loop_) + *timeout_;
+    timer_.ctx = this;
+    timer_.deliver = &on_deadline;
+    start_op(*this->loop_, timer_);
   }
 
  private:
@@ -204,16 +207,15 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
 };
 
 /// readable / writable: a poll op, optionally bounded by a time limit.
-class [[nodiscard]] PollAwaiter : public DeadlineAwaiter<OpAwaiter<unsigned>> {
+class [[nodiscard]] PollAwaiter : public DeadlineAwaiter<OpAwaiter<unsigned, OpKind::poll>> {
  public:
   PollAwaiter(Loop& loop, int fd, unsigned mask, std::optional<Duration> timeout) noexcept
-      : DeadlineAwaiter(timeout, loop, OpKind::poll, fd) {
+      : DeadlineAwaiter(timeout, loop, fd) {
     op_.flags = static_cast<int>(mask);
   }
   PollAwaiter(PollAwaiter&&) noexcept = default;
-  PollAwaiter&& stop_on(std::stop_token token) && noexcept {
-    token_ = std::move(token);
-    return std::move(*this);
+  StopOn<PollAwaiter> stop_on(std::stop_token token) && noexcept {
+    return {std::move(*this), std::move(token)};
   }
 };
 

@@ -151,8 +151,7 @@ class [[nodiscard]] RecvBufferAwaiter {
         reg_(o.reg_),
         fd_(o.fd_),
         flags_(o.flags_),
-        timeout_(o.timeout_),
-        token_(std::move(o.token_)) {
+        timeout_(o.timeout_) {
     op_.fd = fd_;
     op_.kind = OpKind::post;
   }
@@ -167,9 +166,8 @@ class [[nodiscard]] RecvBufferAwaiter {
 
   /// Cancels the wait when `token` is stopped (errc::operation_canceled;
   /// data that arrives later waits for the next recv).
-  RecvBufferAwaiter&& stop_on(std::stop_token token) && noexcept {
-    token_ = std::move(token);
-    return std::move(*this);
+  StopOn<RecvBufferAwaiter> stop_on(std::stop_token token) && noexcept {
+    return {std::move(*this), std::move(token)};
   }
 
   bool await_ready() noexcept {
@@ -180,7 +178,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    suspend(h, op_token(token_, h));
+    suspend(h, task_token(h));
   }
   Result<Buffer> await_resume() {
     stop_.disarm();
@@ -208,9 +206,12 @@ class [[nodiscard]] RecvBufferAwaiter {
     return make(res, flags);
   }
 
+ protected:
+  /// Starts the wait; `token` (may be null) cancels it.
+  void suspend(std::coroutine_handle<> h, const std::stop_token* token);
+
  private:
   friend class RecvRegistry;
-  void suspend(std::coroutine_handle<> h, const std::stop_token& token);
   void start_one();  // select: one recv op; plain: wait until readable
   void recv_now();   // plain: readable, so take a buffer and recv
   void hand(int res, std::uint32_t flags) noexcept;
@@ -233,7 +234,6 @@ class [[nodiscard]] RecvBufferAwaiter {
   std::optional<Duration> timeout_;
   OpBase op_;     // the recv (select, plain) or the wakeup post (multishot)
   OpBase timer_;  // the deadline, when there is one
-  std::stop_token token_;
   StopLink stop_;
   BufferWaiter buffer_wait_;  // plain / select: the pool was empty
   void* coro_ = nullptr;

@@ -6,8 +6,12 @@
 /// request made on another thread is posted to the loop and acts there.
 
 #include <atomic>
+#include <coroutine>
 #include <new>
 #include <stop_token>
+#include <utility>
+
+#include "lev/task.hpp"
 
 namespace lev {
 class Loop;
@@ -54,6 +58,29 @@ class StopLink {
   Handler handler_;
   void* arg_;
   std::atomic<RemoteStop*> posted_;  // set by arm()
+};
+
+/// `awaitable.stop_on(token)`: the awaitable, cancelled when `token` is
+/// stopped instead of when the awaiting task's token is (a token that can
+/// never stop falls back to the task's). A wrapper, so that awaitables
+/// without a token of their own carry none: every awaiter A provides
+/// `suspend(handle, const std::stop_token*)`, and StopOn<A> hands it this one.
+template <class A>
+class [[nodiscard]] StopOn : public A {
+ public:
+  StopOn(A&& a, std::stop_token token) noexcept : A(std::move(a)), token_(std::move(token)) {}
+  StopOn(StopOn&&) noexcept = default;
+  StopOn&& stop_on(std::stop_token token) && noexcept {
+    token_ = std::move(token);
+    return std::move(*this);
+  }
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
+    A::suspend(h, token_.stop_possible() ? &token_ : task_token(h));
+  }
+
+ private:
+  std::stop_token token_;
 };
 
 }  // namespace lev::detail

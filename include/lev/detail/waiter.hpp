@@ -55,13 +55,4 @@ class WaitList {
   Waiter* tail_ = nullptr;
 };
 
-/// The token a parked coroutine waits under: its task's, if it is a task.
-template <class P>
-const std::stop_token* token_of(std::coroutine_handle<P> h) noexcept {
-  if constexpr (std::is_base_of_v<TaskPromiseBase, P>) {
-    if (h.promise().stop_token.stop_possible()) return &h.promise().stop_token;
-  }
-  return nullptr;
-}
-
 }  // namespace lev::detail

@@ -116,6 +116,7 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
 
 detail::UringFastPath UringBackend::fast_path() noexcept {
   if (batch_ || !cancel_any_) return {};  // those need the backend's own submit
+  if (ring_.flags & IORING_SETUP_SQE128) return {};  // UringFastPath::get_sqe assumes 64-byte SQEs
   return {&ring_, &in_flight_, zc_threshold_};
 }
 
