@@ -72,10 +72,10 @@ class [[nodiscard]] OpAwaiter {
   void await_suspend(std::coroutine_handle<P> h) {
     suspend(h, task_token(h));
   }
-  Result<T> await_resume() {
-    stop_.disarm();
-    return ResultOf<T>::make(op_);
-  }
+  // The stop link stays armed until the awaiter dies (at the end of the
+  // co_await expression): a stop in between finds the op delivered and
+  // Loop::cancel leaves it alone.
+  Result<T> await_resume() { return ResultOf<T>::make(op_); }
 
   /// The record, for code that extends an operation before it is awaited.
   OpBase& op() noexcept { return op_; }

@@ -27,6 +27,9 @@ namespace {
 constexpr std::uint64_t kWakeTag = 1;
 constexpr std::uint64_t kMsgInTag = 2;
 constexpr std::uint64_t kMsgOutTag = 3;
+// A request whose own completion carries nothing for us (cancels, linked
+// timeouts): never 0, so that reap tells ops from tags with one test.
+constexpr std::uint64_t kIgnoreTag = 4;
 
 [[noreturn]] void setup_failed(int err) {
   std::string why;
@@ -125,7 +128,7 @@ detail::UringFastPath UringBackend::fast_path() noexcept {
 bool UringBackend::probe_cancel_any() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-  io_uring_sqe_set_data64(sqe, 0);
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
   io_uring_cqe* cqe = nullptr;
   if (io_uring_submit_and_wait(&ring_, 1) < 0 || io_uring_wait_cqe(&ring_, &cqe) < 0) return false;
   bool ok = cqe->res >= 0 || cqe->res == -ENOENT;
@@ -229,7 +232,7 @@ void UringBackend::cancel_all() {
     if (in_flight_ == 0) return;
     io_uring_sqe* sqe = get_sqe();
     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data(sqe, nullptr);
+    io_uring_sqe_set_data64(sqe, kIgnoreTag);
     return;
   }
   for (detail::OpBase* op = tracked_; op; op = op->link_next) cancel(*op);
@@ -271,7 +274,7 @@ void UringBackend::submit(detail::OpBase& op) {
     io_uring_sqe* t = get_sqe();
     static_assert(sizeof(__kernel_timespec) == 2 * sizeof(std::int64_t));
     io_uring_prep_link_timeout(t, reinterpret_cast<__kernel_timespec*>(&op.lt_sec), 0);
-    io_uring_sqe_set_data64(t, 0);  // its own completion carries nothing for us
+    io_uring_sqe_set_data64(t, kIgnoreTag);
   }
   ++in_flight_;
   if (!cancel_any_) track(op);
@@ -281,7 +284,7 @@ void UringBackend::submit(detail::OpBase& op) {
 void UringBackend::cancel(detail::OpBase& op) {
   io_uring_sqe* sqe = get_sqe();
   io_uring_prep_cancel(sqe, &op, 0);
-  io_uring_sqe_set_data(sqe, nullptr);  // its own CQE carries nothing for us
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
 }
 
 // Walks the CQ ring once (this thread is its only consumer), records each
@@ -300,7 +303,7 @@ std::size_t UringBackend::reap() noexcept {
     bool rearm = false;
     for (; head != tail; ++head) {
       const io_uring_cqe& cqe = cq.cqes[head & mask];
-      if ((cqe.user_data & 7) != 0 || cqe.user_data == 0) [[unlikely]] {
+      if ((cqe.user_data & 7) != 0) [[unlikely]] {
         // Not an op. The wakeup poll re-arms once it has ended; a wake this
         // ring sent that failed falls back to the target's eventfd.
         const std::uint64_t tag = cqe.user_data & 7;
