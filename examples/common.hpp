@@ -42,6 +42,15 @@ inline lev::Model model_arg(int argc, char** argv) {
   throw std::invalid_argument("--model must be proactor or reactor, got '" + m + "'");
 }
 
+/// `--recv own|pool`: true for pool (receive with loop.recv(fd), buffers
+/// from the loop's pool), false for own (a buffer per connection).
+inline bool recv_arg(int argc, char** argv) {
+  std::string r = arg(argc, argv, "--recv", "own");
+  if (r == "own") return false;
+  if (r == "pool") return true;
+  throw std::invalid_argument("--recv must be own or pool, got '" + r + "'");
+}
+
 /// The one-loop TCP server every example server is: listens on
 /// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
 /// spawns `serve(loop, fd)` per connection (TCP_NODELAY set), stops on

@@ -94,13 +94,9 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "echo_server: --threads must be between 1 and 1024\n");
     return 2;
   }
-  const std::string recv = example::arg(argc, argv, "--recv", "own");
-  if (recv != "own" && recv != "pool") {
-    std::fprintf(stderr, "echo_server: --recv must be own or pool, got '%s'\n", recv.c_str());
-    return 2;
-  }
+  const bool pooled = example::recv_arg(argc, argv);
   if (threads > 1) return run_threads(threads, port, max_seconds, example::model_arg(argc, argv));
-  return example::run_server("echo_server", argc, argv, recv == "pool" ? echo_pooled : echo);
+  return example::run_server("echo_server", argc, argv, pooled ? echo_pooled : echo);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "echo_server: %s\n", e.what());
   return 1;

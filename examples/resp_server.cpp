@@ -1,5 +1,6 @@
 // A Redis-protocol (RESP2) key-value server on one loop.
 //   resp_server --port N [--max-seconds S] [--model proactor|reactor]
+//               [--recv own|pool]
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 //
 // RESP2 arrays and inline commands, pipelining; PING, ECHO, SET (EX/PX,
@@ -329,6 +330,26 @@ Parse parse(std::string_view in, std::size_t& pos, std::vector<std::string_view>
 
 // ---- connections ------------------------------------------------------
 
+// Runs every complete command at the front of `data` and appends the
+// replies to `out`; `pos` ends at the first byte of an incomplete command.
+// False when the connection is to close (QUIT, or malformed input).
+bool run_commands(Store& store, std::string_view data, std::size_t& pos,
+                  std::vector<std::string_view>& args, std::string& out) {
+  while (pos < data.size()) {
+    const char* why = "";
+    Parse r = parse(data, pos, args, why);
+    if (r == Parse::incomplete) return true;
+    if (r == Parse::malformed) {
+      error(out, std::string("ERR Protocol error: ") + why);
+      return false;
+    }
+    if (args.empty()) continue;  // an empty inline line
+    if (execute(store, args, out) == After::close) return false;
+  }
+  return true;
+}
+
+// --recv own: each connection receives into a buffer of its own.
 lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store) {
   std::string in, out;
   std::vector<std::string_view> args;
@@ -340,23 +361,8 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store) {
     auto n = co_await loop.recv(fd, std::span(in).subspan(used));
     if (!n || *n == 0) break;
     used += *n;
-    const std::string_view data(in.data(), used);
     std::size_t pos = 0;
-    while (pos < data.size()) {
-      const char* why = "";
-      Parse r = parse(data, pos, args, why);
-      if (r == Parse::incomplete) break;
-      if (r == Parse::malformed) {
-        error(out, std::string("ERR Protocol error: ") + why);
-        open = false;
-        break;
-      }
-      if (args.empty()) continue;  // an empty inline line
-      if (execute(store, args, out) == After::close) {
-        open = false;
-        break;
-      }
-    }
+    open = run_commands(store, std::string_view(in.data(), used), pos, args, out);
     // keep what is left of a partial command at the front
     if (pos > 0) {
       std::memmove(in.data(), in.data() + pos, used - pos);
@@ -370,12 +376,40 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store) {
   co_await loop.close(fd);
 }
 
+// --recv pool: loop.recv(fd) hands over a buffer of the loop's pool (on
+// io_uring: one multishot recv per connection). Commands are run in place
+// in that buffer; only a command split across receives is copied, to `in`.
+lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store) {
+  std::string in, out;  // in: the start of a command the next receive ends
+  std::vector<std::string_view> args;
+  bool open = true;
+  while (open) {
+    auto got = co_await loop.recv(fd);
+    if (!got || got->empty()) break;
+    const std::string_view fresh(reinterpret_cast<const char*>(got->data()), got->size());
+    if (!in.empty()) in.append(fresh);
+    const std::string_view data = in.empty() ? fresh : std::string_view(in);
+    std::size_t pos = 0;
+    open = run_commands(store, data, pos, args, out);
+    if (in.empty())
+      in.assign(data.substr(pos));
+    else
+      in.erase(0, pos);
+    if (!out.empty()) {
+      if (!co_await loop.send_all(fd, out)) break;
+      out.clear();
+    }
+  }
+  co_await loop.close(fd);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
   Store store;
+  const bool pooled = example::recv_arg(argc, argv);
   return example::run_server("resp_server", argc, argv, [&](lev::Loop& loop, lev::Fd fd) {
-    return serve(loop, std::move(fd), store);
+    return pooled ? serve_pooled(loop, std::move(fd), store) : serve(loop, std::move(fd), store);
   });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "resp_server: %s\n", e.what());

@@ -403,44 +403,46 @@ TEST_SUITE("examples") {
     ::close(server.out);
   }
 
-  TEST_CASE("resp_server speaks RESP2 and inline commands, pipelined, on both models") {
-    for (const char* model : {"proactor", "reactor"}) {
-      CAPTURE(model);
-      auto [server, port] =
-          start_server({example_path("resp_server"), "--port", "0", "--model", model});
-      int fd = connect_to(port);
-      // one write, many commands (pipelining), a command split across writes
-      send_str(fd,
-               "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n41\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"
-               "GET k\r\nPING\r\nECHO hi\r\nTTL k\r\nSET t v PX 100000\r\nEXISTS k t nope\r\n");
-      send_str(fd,
-               "MSET a 1 b 2\r\nMGET a b c\r\nDEL a b c\r\nINCR a\r\nDECR a\r\nSET s x\r\nINCR "
-               "s\r\n*2\r\n$3\r\nGE");
-      ::usleep(20'000);
-      send_str(fd,
-               "T\r\n$1\r\nk\r\nEXPIRE k 100\r\nTTL nope\r\nCONFIG GET save\r\nCOMMAND\r\nNOSUCH "
-               "x\r\nGET\r\nQUIT\r\n");
-      const std::string expect =
-          "+OK\r\n:42\r\n$2\r\n42\r\n+PONG\r\n$2\r\nhi\r\n:-1\r\n+OK\r\n:2\r\n"
-          "+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:2\r\n:1\r\n:0\r\n+OK\r\n"
-          "-ERR value is not an integer or out of range\r\n$2\r\n42\r\n:1\r\n:-2\r\n*0\r\n*0\r\n"
-          "-ERR unknown command 'NOSUCH'\r\n-ERR wrong number of arguments for 'get' "
-          "command\r\n+OK\r\n";
-      CHECK(read_all(fd) == expect);  // QUIT: the server closed the connection
-      ::close(fd);
-      // malformed input: an error, the connection closed, the server still up
-      fd = connect_to(port);
-      send_str(fd, "*2\r\n#oops\r\n");
-      CHECK(read_all(fd) == "-ERR Protocol error: expected '$'\r\n");
-      ::close(fd);
-      fd = connect_to(port);
-      send_str(fd, "PING\r\nQUIT\r\n");
-      CHECK(read_all(fd) == "+PONG\r\n+OK\r\n");
-      ::close(fd);
-      ::kill(server.pid, SIGTERM);
-      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
-      ::close(server.out);
-    }
+  TEST_CASE("resp_server speaks RESP2 and inline commands, pipelined, both models, both recvs") {
+    for (const char* model : {"proactor", "reactor"})
+      for (const char* recv : {"own", "pool"}) {
+        CAPTURE(model);
+        CAPTURE(recv);
+        auto [server, port] = start_server(
+            {example_path("resp_server"), "--port", "0", "--model", model, "--recv", recv});
+        int fd = connect_to(port);
+        // one write, many commands (pipelining), a command split across writes
+        send_str(fd,
+                 "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n41\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n"
+                 "GET k\r\nPING\r\nECHO hi\r\nTTL k\r\nSET t v PX 100000\r\nEXISTS k t nope\r\n");
+        send_str(fd,
+                 "MSET a 1 b 2\r\nMGET a b c\r\nDEL a b c\r\nINCR a\r\nDECR a\r\nSET s x\r\nINCR "
+                 "s\r\n*2\r\n$3\r\nGE");
+        ::usleep(20'000);
+        send_str(fd,
+                 "T\r\n$1\r\nk\r\nEXPIRE k 100\r\nTTL nope\r\nCONFIG GET save\r\nCOMMAND\r\nNOSUCH "
+                 "x\r\nGET\r\nQUIT\r\n");
+        const std::string expect =
+            "+OK\r\n:42\r\n$2\r\n42\r\n+PONG\r\n$2\r\nhi\r\n:-1\r\n+OK\r\n:2\r\n"
+            "+OK\r\n*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n:2\r\n:1\r\n:0\r\n+OK\r\n"
+            "-ERR value is not an integer or out of range\r\n$2\r\n42\r\n:1\r\n:-2\r\n*0\r\n*0\r\n"
+            "-ERR unknown command 'NOSUCH'\r\n-ERR wrong number of arguments for 'get' "
+            "command\r\n+OK\r\n";
+        CHECK(read_all(fd) == expect);  // QUIT: the server closed the connection
+        ::close(fd);
+        // malformed input: an error, the connection closed, the server still up
+        fd = connect_to(port);
+        send_str(fd, "*2\r\n#oops\r\n");
+        CHECK(read_all(fd) == "-ERR Protocol error: expected '$'\r\n");
+        ::close(fd);
+        fd = connect_to(port);
+        send_str(fd, "PING\r\nQUIT\r\n");
+        CHECK(read_all(fd) == "+PONG\r\n+OK\r\n");
+        ::close(fd);
+        ::kill(server.pid, SIGTERM);
+        CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+        ::close(server.out);
+      }
   }
 
   TEST_CASE("http_hello: keep-alive, pipelining, split requests, bodies, 400, Connection: close") {
