@@ -1,6 +1,7 @@
 // An HTTP/1.1 keep-alive server that answers every request with
 // "Hello, World!".
 //   http_hello --port N [--max-seconds S] [--model proactor|reactor]
+//              [--recv own|pool]
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 //
 // Pipelined requests are answered in order; a request split across reads
@@ -11,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -121,6 +123,34 @@ Parse parse(std::string_view in, Request& req) {
   return Parse::complete;
 }
 
+// Answers every complete request at the front of `data` (skipping request
+// bodies, `skip` bytes of which may still be due) and appends the answers
+// to `out`; `pos` ends where an incomplete request starts. False when the
+// connection is to close (a malformed request, or no keep-alive).
+bool answer(std::string_view data, std::size_t& pos, std::size_t& skip, std::string& out) {
+  for (;;) {
+    if (skip) {
+      const std::size_t take = std::min(skip, data.size() - pos);
+      pos += take;
+      skip -= take;
+      if (skip) return true;
+    }
+    if (pos == data.size()) return true;
+    Request req;
+    Parse r = parse(data.substr(pos), req);
+    if (r == Parse::incomplete) return true;
+    if (r == Parse::malformed) {
+      out += kBadRequest;
+      return false;
+    }
+    pos += req.head_size;
+    skip = req.body_size;
+    out += req.keep_alive ? kHello : kHelloClose;
+    if (!req.keep_alive) return false;
+  }
+}
+
+// --recv own: each connection receives into a buffer of its own.
 lev::Task<> serve(lev::Loop& loop, lev::Fd fd) {
   std::string in(8 * 1024, '\0'), out;
   std::size_t used = 0;
@@ -135,27 +165,7 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd) {
     if (!n || *n == 0) break;
     used += *n;
     std::size_t pos = 0;
-    while (open) {
-      if (skip) {
-        std::size_t take = std::min(skip, used - pos);
-        pos += take;
-        skip -= take;
-        if (skip) break;
-      }
-      if (pos == used) break;
-      Request req;
-      Parse r = parse(std::string_view(in.data() + pos, used - pos), req);
-      if (r == Parse::incomplete) break;
-      if (r == Parse::malformed) {
-        out += kBadRequest;
-        open = false;
-        break;
-      }
-      pos += req.head_size;
-      skip = req.body_size;
-      out += req.keep_alive ? kHello : kHelloClose;
-      open = req.keep_alive;
-    }
+    open = answer(std::string_view(in.data(), used), pos, skip, out);
     if (pos > 0) {
       std::memmove(in.data(), in.data() + pos, used - pos);
       used -= pos;
@@ -169,10 +179,39 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd) {
   co_await loop.close(fd);
 }
 
+// --recv pool: loop.recv(fd) hands over a buffer of the loop's pool (on
+// io_uring: one multishot recv per connection). Requests are answered in
+// place in that buffer; only a request split across receives is copied.
+lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd) {
+  std::string in, out;   // in: the start of a request the next receive ends
+  std::size_t skip = 0;  // body bytes still to discard
+  bool open = true;
+  while (open && in.size() < 4 * kMaxHead) {
+    auto got = co_await loop.recv(fd);
+    if (!got || got->empty()) break;
+    const std::string_view fresh(reinterpret_cast<const char*>(got->data()), got->size());
+    if (!in.empty()) in.append(fresh);
+    const std::string_view data = in.empty() ? fresh : std::string_view(in);
+    std::size_t pos = 0;
+    open = answer(data, pos, skip, out);
+    if (in.empty())
+      in.assign(data.substr(pos));
+    else
+      in.erase(0, pos);
+    if (!out.empty()) {
+      if (!co_await loop.send_all(fd, out)) break;
+      out.clear();
+    }
+  }
+  co_await loop.shutdown(fd, lev::Shutdown::write);
+  co_await loop.close(fd);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
-  return example::run_server("http_hello", argc, argv, serve);
+  return example::run_server("http_hello", argc, argv,
+                             example::recv_arg(argc, argv) ? serve_pooled : serve);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "http_hello: %s\n", e.what());
   return 1;

@@ -446,36 +446,45 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("http_hello: keep-alive, pipelining, split requests, bodies, 400, Connection: close") {
-    for (const char* model : {"proactor", "reactor"}) {
-      CAPTURE(model);
-      auto [server, port] =
-          start_server({example_path("http_hello"), "--port", "0", "--model", model});
-      const std::string ok =
-          "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
-          "Hello, World!";
-      const std::string ok_close =
-          "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
-          "Connection: close\r\n\r\nHello, World!";
-      int fd = connect_to(port);
-      send_str(fd,
-               "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: "
-               "4\r\n\r\nbodyGET / HT");
-      ::usleep(20'000);
-      send_str(fd, "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
-      CHECK(read_all(fd) == ok + ok + ok + ok_close);
-      ::close(fd);
-      fd = connect_to(port);
-      send_str(fd, "GET / HTTP/1.0\r\n\r\n");  // 1.0 without keep-alive: closed after
-      CHECK(read_all(fd) == ok_close);
-      ::close(fd);
-      fd = connect_to(port);
-      send_str(fd, "NOT A REQUEST\r\n\r\n");
-      std::string bad = read_all(fd);
-      CHECK(bad.rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
-      ::close(fd);
-      ::kill(server.pid, SIGTERM);
-      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
-      ::close(server.out);
-    }
+    for (const char* model : {"proactor", "reactor"})
+      for (const char* recv : {"own", "pool"}) {
+        CAPTURE(model);
+        CAPTURE(recv);
+        auto [server, port] = start_server(
+            {example_path("http_hello"), "--port", "0", "--model", model, "--recv", recv});
+        const std::string ok =
+            "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: "
+            "13\r\n\r\n"
+            "Hello, World!";
+        const std::string ok_close =
+            "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+            "Connection: close\r\n\r\nHello, World!";
+        int fd = connect_to(port);
+        send_str(fd,
+                 "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: "
+                 "4\r\n\r\nbodyGET / HT");
+        ::usleep(20'000);
+        send_str(fd, "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
+        CHECK(read_all(fd) == ok + ok + ok + ok_close);
+        ::close(fd);
+        fd = connect_to(port);  // a body split across receives
+        send_str(fd, "POST /y HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
+        ::usleep(20'000);
+        send_str(fd, "efghGET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        CHECK(read_all(fd) == ok + ok_close);
+        ::close(fd);
+        fd = connect_to(port);
+        send_str(fd, "GET / HTTP/1.0\r\n\r\n");  // 1.0 without keep-alive: closed after
+        CHECK(read_all(fd) == ok_close);
+        ::close(fd);
+        fd = connect_to(port);
+        send_str(fd, "NOT A REQUEST\r\n\r\n");
+        std::string bad = read_all(fd);
+        CHECK(bad.rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
+        ::close(fd);
+        ::kill(server.pid, SIGTERM);
+        CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+        ::close(server.out);
+      }
   }
 }
