@@ -235,7 +235,7 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
     return;
   }
   if (reg_->mode() == RecvRegistry::Mode::multishot && flags_ == 0 && fd_ >= 0) {
-    RecvState* found = reg_->find(fd_);
+    RecvState* found = st_ ? st_ : reg_->find(fd_);  // await_ready looked already
     RecvState& st = found ? *found : reg_->get(fd_);
     st_ = &st;
     op_.kind = OpKind::post;
@@ -251,11 +251,12 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
         *loop_, *token,
         [](void* self) noexcept { static_cast<RecvBufferAwaiter*>(self)->interrupt(false); }, this);
   if (timeout_ && waiting()) {
-    timer_.kind = OpKind::timer;
-    timer_.deadline = loop_->now() + *timeout_;
-    timer_.ctx = this;
-    timer_.deliver = &on_deadline;
-    loop_->start(timer_);
+    OpBase& t = timer_.emplace();
+    t.kind = OpKind::timer;
+    t.deadline = loop_->now() + *timeout_;
+    t.ctx = this;
+    t.deliver = &on_deadline;
+    loop_->start(t);
   }
 }
 
@@ -389,11 +390,11 @@ Result<Buffer> RecvBufferAwaiter::make(int res, std::uint32_t flags) {
   return Buffer::adopt(pool, buffer_id(flags), static_cast<std::size_t>(res));
 }
 
-void RecvBufferAwaiter::disarm_timer() noexcept { loop_->disarm(timer_); }
+void RecvBufferAwaiter::disarm_timer() noexcept { loop_->disarm(*timer_); }
 
 void RecvBufferAwaiter::finish() noexcept {
   stop_.disarm();
-  if (static_cast<unsigned>(timer_.state) - 1u < 2u) disarm_timer();
+  if (timer_live()) disarm_timer();
   if (st_ && st_->waiter == this) st_->waiter = nullptr;
   reg_->pool().cancel_wait(buffer_wait_);
   if (static_cast<unsigned>(op_.state) - 1u < 2u) loop_->abandon(op_);  // frees a handed buffer

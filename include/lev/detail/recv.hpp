@@ -159,7 +159,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   RecvBufferAwaiter& operator=(const RecvBufferAwaiter&) = delete;
   ~RecvBufferAwaiter() {
     if (st_ || buffer_wait_.queued || taken_ >= 0 || static_cast<unsigned>(op_.state) - 1u < 2u ||
-        static_cast<unsigned>(timer_.state) - 1u < 2u) [[unlikely]]
+        timer_live()) [[unlikely]]
       finish();
     stop_.disarm();
   }
@@ -182,7 +182,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   }
   Result<Buffer> await_resume() {
     stop_.disarm();
-    if (static_cast<unsigned>(timer_.state) - 1u < 2u) [[unlikely]]
+    if (timer_live()) [[unlikely]]
       disarm_timer();
     int res;
     std::uint32_t flags;
@@ -218,6 +218,9 @@ class [[nodiscard]] RecvBufferAwaiter {
   void interrupt(bool timed_out) noexcept;
   void finish() noexcept;
   void disarm_timer() noexcept;
+  [[nodiscard]] bool timer_live() const noexcept {
+    return timer_ && static_cast<unsigned>(timer_->state) - 1u < 2u;  // submitted or completed
+  }
   [[nodiscard]] bool waiting() const noexcept {
     return st_ != nullptr || buffer_wait_.queued || static_cast<unsigned>(op_.state) - 1u < 2u;
   }
@@ -233,7 +236,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   int flags_;
   std::optional<Duration> timeout_;
   OpBase op_;     // the recv (select, plain) or the wakeup post (multishot)
-  OpBase timer_;  // the deadline, when there is one
+  std::optional<OpBase> timer_;  // the deadline, made only with a timeout
   StopLink stop_;
   BufferWaiter buffer_wait_;  // plain / select: the pool was empty
   void* coro_ = nullptr;
