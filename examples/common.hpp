@@ -44,8 +44,8 @@ inline lev::Model model_arg(int argc, char** argv) {
 
 /// `--recv own|pool`: true for pool (receive with loop.recv(fd), buffers
 /// from the loop's pool), false for own (a buffer per connection).
-inline bool recv_arg(int argc, char** argv) {
-  std::string r = arg(argc, argv, "--recv", "own");
+inline bool recv_arg(int argc, char** argv, const char* fallback) {
+  std::string r = arg(argc, argv, "--recv", fallback);
   if (r == "own") return false;
   if (r == "pool") return true;
   throw std::invalid_argument("--recv must be own or pool, got '" + r + "'");

@@ -94,7 +94,7 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "echo_server: --threads must be between 1 and 1024\n");
     return 2;
   }
-  const bool pooled = example::recv_arg(argc, argv);
+  const bool pooled = example::recv_arg(argc, argv, "own");
   if (threads > 1) return run_threads(threads, port, max_seconds, example::model_arg(argc, argv));
   return example::run_server("echo_server", argc, argv, pooled ? echo_pooled : echo);
 } catch (const std::exception& e) {

@@ -1,7 +1,7 @@
 // An HTTP/1.1 keep-alive server that answers every request with
 // "Hello, World!".
 //   http_hello --port N [--max-seconds S] [--model proactor|reactor]
-//              [--recv own|pool]
+//              [--recv pool|own]   (pool, the default: loop.recv(fd))
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 //
 // Pipelined requests are answered in order; a request split across reads
@@ -211,7 +211,7 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd) {
 
 int main(int argc, char** argv) try {
   return example::run_server("http_hello", argc, argv,
-                             example::recv_arg(argc, argv) ? serve_pooled : serve);
+                             example::recv_arg(argc, argv, "pool") ? serve_pooled : serve);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "http_hello: %s\n", e.what());
   return 1;

@@ -1,6 +1,6 @@
 // A Redis-protocol (RESP2) key-value server on one loop.
 //   resp_server --port N [--max-seconds S] [--model proactor|reactor]
-//               [--recv own|pool]
+//               [--recv pool|own]   (pool, the default: loop.recv(fd))
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 //
 // RESP2 arrays and inline commands, pipelining; PING, ECHO, SET (EX/PX,
@@ -407,7 +407,7 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store) {
 
 int main(int argc, char** argv) try {
   Store store;
-  const bool pooled = example::recv_arg(argc, argv);
+  const bool pooled = example::recv_arg(argc, argv, "pool");
   return example::run_server("resp_server", argc, argv, [&](lev::Loop& loop, lev::Fd fd) {
     return pooled ? serve_pooled(loop, std::move(fd), store) : serve(loop, std::move(fd), store);
   });
