@@ -537,7 +537,7 @@ class Loop {
   void start(detail::OpBase& op) {
     op.cancel_requested = false;
     if constexpr (K < detail::OpKind::timer) {
-      if (!uring_.ring || !uring_.submit<K>(op)) [[unlikely]]
+      if (!uring_.submit<K>(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;
@@ -549,7 +549,7 @@ class Loop {
   void start(detail::OpBase& op) {
     op.cancel_requested = false;
     if (op.kind < detail::OpKind::timer) [[likely]] {
-      if (!uring_.ring || !uring_.submit(op)) [[unlikely]]
+      if (!uring_.submit(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;
@@ -669,30 +669,35 @@ namespace detail {
 inline void start_op(Loop& loop, OpBase& op) { loop.start(op); }
 
 template <class T, OpKind K>
+template <bool Linked>
 void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h, const std::stop_token* token) {
   op_.ctx = h.address();
   op_.deliver = nullptr;  // the loop resumes ctx directly
   if (!token) [[likely]] {
-    loop_->template start<K>(op_);
+    start<Linked>();
     return;
   }
-  start_stoppable(*token);
-}
-
-template <class T, OpKind K>
-void OpAwaiter<T, K>::start_stoppable(const std::stop_token& token) {
-  if (token.stop_requested()) {
+  if (token->stop_requested()) {
     loop_->start_cancelled(op_);
     return;
   }
-  loop_->template start<K>(op_);
+  start<Linked>();
   stop_.arm(
-      *loop_, token,
+      *loop_, *token,
       [](void* self) noexcept {
         auto* a = static_cast<OpAwaiter*>(self);
         a->loop_->cancel(a->op_);
       },
       this);
+}
+
+template <class T, OpKind K>
+template <bool Linked>
+void OpAwaiter<T, K>::start() {
+  if constexpr (Linked)
+    loop_->start(op_);  // the backend submits the op and its linked timeout together
+  else
+    loop_->template start<K>(op_);
 }
 }  // namespace detail
 

@@ -81,10 +81,13 @@ class [[nodiscard]] OpAwaiter {
   OpBase& op() noexcept { return op_; }
 
  protected:
-  /// Starts the op; `token` (may be null) cancels it. Defined in
-  /// lev/loop.hpp, where Loop::start is visible for inlining.
+  /// Starts the op; `token` (may be null) cancels it. `Linked`: the op
+  /// carries a linked timeout (DeadlineAwaiter). Defined in lev/loop.hpp,
+  /// where Loop::start is visible for inlining.
+  template <bool Linked = false>
   void suspend(std::coroutine_handle<> h, const std::stop_token* token);
-  void start_stoppable(const std::stop_token& token);
+  template <bool Linked>
+  void start();
 
   Loop* loop_;
   OpBase op_;
@@ -182,7 +185,7 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
       this->op_.linked_timeout = true;
       this->op_.lt_sec = ns / 1000000000;
       this->op_.lt_nsec = ns % 1000000000;
-      return Base::suspend(h, token);
+      return Base::template suspend<true>(h, token);
     }
     Base::suspend(h, token);
     if (this->op_.state != OpState::submitted) return;  // its token was already stopped

@@ -73,19 +73,28 @@ inline void prep_sqe(io_uring_sqe* sqe, OpBase& op, std::size_t zc_threshold) no
   }
 }
 
+/// A submission queue with no room: where a Loop's fast path points when
+/// its backend is not io_uring (or cannot take SQEs from the Loop), so
+/// that the fast path needs no test of its own.
+inline constinit unsigned no_sq_head = 0;
+inline constinit io_uring_sq no_sq = [] {
+  io_uring_sq sq{};  // ring_entries 0: never room
+  sq.khead = &no_sq_head;
+  return sq;
+}();
+
 /// Set by the io_uring backend when an SQE may be filled straight from the
-/// Loop (no batching threshold, no fallback registry); null otherwise.
+/// Loop (no batching threshold, no fallback registry); otherwise it points
+/// at no_sq, where every submit fails and the op takes the backend's path.
 struct UringFastPath {
-  io_uring* ring = nullptr;
+  io_uring_sq* sq = &no_sq;
   std::size_t* in_flight = nullptr;
   std::size_t zc_threshold = static_cast<std::size_t>(-1);
 
-  /// Fills an SQE for `op`; false when the SQ is full or the op needs a
-  /// linked timeout (take the backend's path).
+  /// Fills an SQE for `op`, of kind `K`; false when the SQ is full (take
+  /// the backend's path). Not for ops with a linked timeout.
   template <OpKind K>
   bool submit(OpBase& op) const noexcept {
-    if (op.linked_timeout) [[unlikely]]
-      return false;
     io_uring_sqe* sqe = get_sqe();
     if (!sqe) [[unlikely]]
       return false;
@@ -94,6 +103,8 @@ struct UringFastPath {
     ++*in_flight;
     return true;
   }
+  /// The same for a kind known at run time; false also when the op needs a
+  /// linked timeout (the backend pairs the two SQEs).
   bool submit(OpBase& op) const noexcept {
     if (op.linked_timeout) [[unlikely]]
       return false;
@@ -110,12 +121,11 @@ struct UringFastPath {
   /// IORING_SETUP_SQE128 (so no entry-size test). The kernel's head is read
   /// with acquire order (needed with SQPOLL, a plain load on x86).
   io_uring_sqe* get_sqe() const noexcept {
-    io_uring_sq& sq = ring->sq;
-    const unsigned tail = sq.sqe_tail;
-    if (tail - io_uring_smp_load_acquire(sq.khead) >= sq.ring_entries) [[unlikely]]
+    const unsigned tail = sq->sqe_tail;
+    if (tail - io_uring_smp_load_acquire(sq->khead) >= sq->ring_entries) [[unlikely]]
       return nullptr;
-    sq.sqe_tail = tail + 1;
-    return &sq.sqes[tail & sq.ring_mask];
+    sq->sqe_tail = tail + 1;
+    return &sq->sqes[tail & sq->ring_mask];
   }
 };
 

@@ -120,7 +120,7 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
 detail::UringFastPath UringBackend::fast_path() noexcept {
   if (batch_ || !cancel_any_) return {};  // those need the backend's own submit
   if (ring_.flags & IORING_SETUP_SQE128) return {};  // UringFastPath::get_sqe assumes 64-byte SQEs
-  return {&ring_, &in_flight_, zc_threshold_};
+  return {&ring_.sq, &in_flight_, zc_threshold_};
 }
 
 // Asks the kernel to cancel "any" request on an empty ring: a count (0) or
