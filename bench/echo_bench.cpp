@@ -40,8 +40,13 @@ struct Args {
 
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
     std::string k = argv[i];
+    if (i + 1 == argc) {
+      std::fprintf(stderr, "echo_bench: %s needs a value (options: --seconds --rounds --conns "
+                   "--size --client)\n", k.c_str());
+      std::exit(2);
+    }
     const char* v = argv[i + 1];
     if (k == "--seconds")
       a.seconds = std::atof(v);

@@ -189,7 +189,7 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd) {
   while (open && in.size() < 4 * kMaxHead) {
     auto got = co_await loop.recv(fd);
     if (!got || got->empty()) break;
-    const std::string_view fresh(reinterpret_cast<const char*>(got->data()), got->size());
+    const std::string_view fresh = got->view();
     if (!in.empty()) in.append(fresh);
     const std::string_view data = in.empty() ? fresh : std::string_view(in);
     std::size_t pos = 0;

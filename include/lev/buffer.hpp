@@ -20,6 +20,8 @@
 namespace lev {
 
 namespace detail {
+class RecvBufferAwaiter;
+
 template <class T>
 concept ByteLike =
     std::same_as<std::remove_cv_t<T>, std::byte> || std::same_as < std::remove_cv_t<T>,
@@ -134,7 +136,9 @@ class Buffer {
   /// True when the bytes live in a pool buffer (not an empty EOF Buffer).
   [[nodiscard]] bool holds_pool_buffer() const noexcept { return pool_ != nullptr; }
 
-  /// For the loop: adopts buffer `id` of `pool` holding `n` bytes.
+ private:
+  friend class detail::RecvBufferAwaiter;  // the only maker of pool Buffers
+  /// Adopts buffer `id` of `pool` holding `n` bytes.
   static Buffer adopt(detail::BufferPool& pool, std::uint16_t id, std::size_t n) noexcept {
     Buffer b;
     b.pool_ = &pool;
@@ -144,7 +148,6 @@ class Buffer {
     return b;
   }
 
- private:
   detail::BufferPool* pool_ = nullptr;
   char* data_ = nullptr;
   std::size_t size_ = 0;
