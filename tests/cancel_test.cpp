@@ -2,11 +2,13 @@
 // threads (Loop::post, Loop::stop). Real engines unless the fake's virtual
 // clock is the point.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <stop_token>
 #include <thread>
 #include <vector>
@@ -35,6 +37,60 @@ TEST_SUITE("cancel") {
       REQUIRE_FALSE(r);
       CHECK(r.error().is_cancelled());
       CHECK(r.error().message().find("recv") != std::string::npos);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("stop_on wraps accept, connect and readable; an accept through it keeps its peer") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [listener, addr] = lev::test::tcp_listener();
+      lev::Fd client = lev::test::tcp_socket();
+      std::stop_source src;
+      // Completions through the wrapper: the awaiter was moved into it before
+      // it started, and the accepted peer is still the client's address.
+      std::optional<lev::Result<void>> connected;
+      auto connector = [&]() -> lev::Task<> {
+        connected.emplace(co_await loop.connect(client, addr).stop_on(src.get_token()));
+      };
+      auto acceptor = [&]() -> lev::Task<lev::Result<lev::Accepted>> {
+        co_return co_await loop.accept(listener).stop_on(src.get_token());
+      };
+      loop.spawn(connector());
+      auto got = loop.block_on(acceptor());
+      while (!connected) loop.run_once();
+      REQUIRE(*connected);
+      REQUIRE(got);
+      sockaddr_storage local{};
+      socklen_t len = sizeof(local);
+      ::getsockname(client.get(), reinterpret_cast<sockaddr*>(&local), &len);
+      CHECK(got->peer.port() ==
+            lev::SocketAddress(reinterpret_cast<sockaddr*>(&local), len).port());
+
+      // Stops through the wrapper: accept, and readable with a time limit
+      // (on io_uring a linked timeout) end cancelled, not timed out.
+      std::stop_source stop_accept, stop_read;
+      auto [a, b] = lev::test::socket_pair();
+      auto waiting_accept = [&]() -> lev::Task<lev::Result<lev::Accepted>> {
+        co_return co_await loop.accept(listener).stop_on(stop_accept.get_token());
+      };
+      auto waiting_read = [&]() -> lev::Task<lev::Result<unsigned>> {
+        co_return co_await loop.readable(a, 10s).stop_on(stop_read.get_token());
+      };
+      auto stopper = [&]() -> lev::Task<> {
+        (void)co_await loop.after(5ms);
+        stop_accept.request_stop();
+        stop_read.request_stop();
+      };
+      loop.spawn(stopper());
+      std::optional<lev::Result<unsigned>> read;
+      auto reader = [&]() -> lev::Task<> { read.emplace(co_await waiting_read()); };
+      loop.spawn(reader());
+      auto refused = loop.block_on(waiting_accept());
+      while (!read) loop.run_once();
+      REQUIRE_FALSE(refused);
+      CHECK(refused.error().is_cancelled());
+      REQUIRE_FALSE(*read);
+      CHECK(read->error().is_cancelled());
       CHECK(loop.live_op_count() == 0);
     });
   }
