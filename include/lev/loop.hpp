@@ -531,11 +531,11 @@ class Loop {
 
   // ---- for awaiters and extensions (not needed by applications) --------
 
-  /// start() for an op whose kind is known where it is started: on io_uring
-  /// the SQE is filled without dispatching on the kind.
+  /// start() for a fresh op (never started, so no cancel request on it)
+  /// whose kind is known where it is started: on io_uring the SQE is filled
+  /// without dispatching on the kind.
   template <detail::OpKind K>
   void start(detail::OpBase& op) {
-    op.cancel_requested = false;
     if constexpr (K < detail::OpKind::timer) {
       if (!uring_.submit<K>(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered

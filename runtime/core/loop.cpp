@@ -172,7 +172,7 @@ void StopLink::arm(Loop& loop, const std::stop_token& token, Handler handler, vo
   loop_ = &loop;
   handler_ = handler;
   arg_ = arg;
-  posted_.store(nullptr, std::memory_order_relaxed);
+  ::new (static_cast<void*>(&posted_)) std::atomic<RemoteStop*>(nullptr);
   armed_ = true;
   ::new (static_cast<void*>(storage_)) Callback(token, Fire{this});  // runs Fire now if stopped
 }

@@ -57,7 +57,9 @@ class StopLink {
   Loop* loop_;
   Handler handler_;
   void* arg_;
-  std::atomic<RemoteStop*> posted_;  // set by arm()
+  union {
+    std::atomic<RemoteStop*> posted_;  // made by arm(): a link never armed never touches it
+  };
 };
 
 /// `awaitable.stop_on(token)`: the awaitable, cancelled when `token` is

@@ -318,8 +318,9 @@ std::size_t UringBackend::reap() noexcept {
         continue;
       }
       auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
-      if (op->more && (cqe.flags & IORING_CQE_F_MORE)) [[unlikely]] {
-        op->more(*op, cqe.res, cqe.flags);  // a multishot result; the op stays in flight
+      const std::uint32_t flags = cqe.flags;
+      if ((flags & IORING_CQE_F_MORE) && op->more) [[unlikely]] {
+        op->more(*op, cqe.res, flags);  // a multishot result; the op stays in flight
         continue;
       }
       if (op->zc == 1) [[unlikely]] {
@@ -350,7 +351,7 @@ std::size_t UringBackend::reap() noexcept {
         continue;
       }
       op->res = cqe.res;
-      op->cqe_flags = cqe.flags;
+      op->cqe_flags = flags;
       op->state = detail::OpState::completed;
       *link = op;
       link = &op->next;
