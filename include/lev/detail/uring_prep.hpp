@@ -95,8 +95,8 @@ struct UringFastPath {
   /// the backend's path). Not for ops with a linked timeout.
   template <OpKind K>
   bool submit(OpBase& op) const noexcept {
-    io_uring_sqe* sqe = get_sqe();
-    if (!sqe) [[unlikely]]
+    io_uring_sqe* sqe;
+    if (!take_sqe(sqe)) [[unlikely]]
       return false;
     prep_kind<K>(sqe, op, zc_threshold);
     io_uring_sqe_set_data(sqe, &op);
@@ -106,10 +106,8 @@ struct UringFastPath {
   /// The same for a kind known at run time; false also when the op needs a
   /// linked timeout (the backend pairs the two SQEs).
   bool submit(OpBase& op) const noexcept {
-    if (op.linked_timeout) [[unlikely]]
-      return false;
-    io_uring_sqe* sqe = get_sqe();
-    if (!sqe) [[unlikely]]
+    io_uring_sqe* sqe;
+    if (op.linked_timeout || !take_sqe(sqe)) [[unlikely]]
       return false;
     prep_sqe(sqe, op, zc_threshold);
     io_uring_sqe_set_data(sqe, &op);
@@ -118,14 +116,18 @@ struct UringFastPath {
   }
 
   /// io_uring_get_sqe for this ring, which the backend sets up without
-  /// IORING_SETUP_SQE128 (so no entry-size test). The kernel's head is read
-  /// with acquire order (needed with SQPOLL, a plain load on x86).
-  io_uring_sqe* get_sqe() const noexcept {
-    const unsigned tail = sq->sqe_tail;
-    if (tail - io_uring_smp_load_acquire(sq->khead) >= sq->ring_entries) [[unlikely]]
-      return nullptr;
-    sq->sqe_tail = tail + 1;
-    return &sq->sqes[tail & sq->ring_mask];
+  /// IORING_SETUP_SQE128 (so no entry-size test): false when the SQ is
+  /// full. The kernel's head is read with acquire order (needed with
+  /// SQPOLL, a plain load on x86). A flag rather than a null pointer, so
+  /// the caller tests the comparison itself.
+  bool take_sqe(io_uring_sqe*& out) const noexcept {
+    io_uring_sq* q = sq;  // in a register across the acquire load
+    const unsigned tail = q->sqe_tail;
+    if (tail - io_uring_smp_load_acquire(q->khead) >= q->ring_entries) [[unlikely]]
+      return false;
+    q->sqe_tail = tail + 1;
+    out = &q->sqes[tail & q->ring_mask];
+    return true;
   }
 };
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -97,6 +98,8 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
   }
   if (r < 0) setup_failed(-r);
   registered_fd_ = io_uring_register_ring_fd(&ring_) == 1;  // one fewer fdget per enter
+  own_enter_ = !(setup_flags_ & IORING_SETUP_SQPOLL) && (ring_.features & IORING_FEAT_EXT_ARG) &&
+               !env_flag("LEV_URING_LIBURING_ENTER");
   // LEV_URING_NO_CANCEL_ANY=1 forces the fallback registry (tests use it to
   // cover what kernels before 5.19 get).
   cancel_any_ = !env_flag("LEV_URING_NO_CANCEL_ANY") && probe_cancel_any();
@@ -374,9 +377,43 @@ std::size_t UringBackend::reap() noexcept {
   return total;
 }
 
+// One io_uring_enter per loop round, ours: publish the SQEs filled since
+// the last round and wait for a completion (at most `timeout`, passed as
+// an extended argument; none: for ever; zero: not at all). liburing's
+// submit_and_wait_timeout does the same and then peeks the CQ for a first
+// completion, which reap() walks anyway. Only without SQPOLL (there the
+// kernel thread consumes the SQ and may need a wakeup) and with EXT_ARG.
+int UringBackend::enter(std::optional<Duration> timeout) noexcept {
+  io_uring_sq& sq = ring_.sq;
+  const unsigned tail = sq.sqe_tail;
+  if (sq.sqe_head != tail) {
+    sq.sqe_head = tail;
+    io_uring_smp_store_release(sq.ktail, tail);
+  }
+  const unsigned to_submit = tail - *sq.khead;
+  unsigned flags = IORING_ENTER_GETEVENTS;  // also runs deferred task work
+  int fd = ring_.ring_fd;
+  if (registered_fd_) {
+    flags |= IORING_ENTER_REGISTERED_RING;
+    fd = ring_.enter_ring_fd;
+  }
+  if (timeout && *timeout <= Duration::zero())
+    return io_uring_enter(static_cast<unsigned>(fd), to_submit, 0, flags, nullptr);
+  if (!timeout) return io_uring_enter(static_cast<unsigned>(fd), to_submit, 1, flags, nullptr);
+  const auto ns = timeout->count();
+  __kernel_timespec ts{ns / 1000000000, ns % 1000000000};
+  io_uring_getevents_arg arg{};
+  arg.sigmask_sz = _NSIG / 8;
+  arg.ts = reinterpret_cast<std::uint64_t>(&ts);
+  return io_uring_enter2(static_cast<unsigned>(fd), to_submit, 1, flags | IORING_ENTER_EXT_ARG,
+                         reinterpret_cast<sigset_t*>(&arg), sizeof(arg));
+}
+
 std::size_t UringBackend::poll(std::optional<Duration> timeout) {
   int r;
-  if (timeout && *timeout <= Duration::zero()) {
+  if (own_enter_) [[likely]] {
+    r = enter(timeout);
+  } else if (timeout && *timeout <= Duration::zero()) {
     r = io_uring_submit_and_get_events(&ring_);
   } else if (!timeout) {
     r = io_uring_submit_and_wait(&ring_, 1);

@@ -47,6 +47,7 @@ class UringBackend final : public CompletionBackend {
   }
   io_uring_sqe* get_sqe_slow();
   std::size_t reap() noexcept;
+  int enter(std::optional<Duration> timeout) noexcept;
   void flush();
   bool probe_cancel_any();
   void track(detail::OpBase& op) noexcept;
@@ -69,6 +70,7 @@ class UringBackend final : public CompletionBackend {
   unsigned setup_flags_ = 0;
   std::size_t zc_threshold_ = static_cast<std::size_t>(-1);  // -1: zero-copy send off
   bool registered_fd_ = false;
+  bool own_enter_ = false;  // poll() enters itself (see enter()), not through liburing
   // The provided-buffer ring (group 0) fed from the loop's BufferPool.
   io_uring_buf_ring* buf_ring_ = nullptr;
   std::size_t buf_ring_bytes_ = 0;
