@@ -7,7 +7,9 @@ medians, ratios against the first row. Reuses compare.py's servers and loads.
 
 Mode: P<N> (redis-benchmark -P N, SET and GET) or wrk. A row is `redis`,
 `nginx`, or EXAMPLE[:MODEL[:RECV]] (an example server of the build, with
---model MODEL and --recv RECV when given).
+--model MODEL and --recv RECV when given), optionally after VAR=VALUE@ to
+start the server with that environment variable set (e.g.
+LEV_URING_LIBURING_ENTER=1@http_hello).
 """
 import os
 import statistics
@@ -19,6 +21,14 @@ from compare import Server, redis_load, start_nginx, start_redis, wrk_load  # no
 
 
 def start(row, build, tmp):
+    env, _, row = row.rpartition("@")
+    if env:
+        var, _, value = env.partition("=")
+        os.environ[var] = value
+        try:
+            return start(row, build, tmp)
+        finally:
+            del os.environ[var]
     if row == "redis":
         return start_redis(tmp)
     if row == "nginx":
