@@ -51,6 +51,30 @@ inline bool recv_arg(int argc, char** argv, const char* fallback) {
   throw std::invalid_argument("--recv must be own or pool, got '" + r + "'");
 }
 
+/// For a server that parses received bytes in place (loop.recv(fd)): the
+/// start of a message that the next receive completes, kept between
+/// receives. `bytes(fresh)` is what to parse: the fresh bytes alone when
+/// nothing was kept (no copy), else the kept ones followed by them.
+/// `keep(data, pos)` keeps what the parser left of `data` from `pos` on.
+class Carry {
+ public:
+  std::string_view bytes(std::string_view fresh) {
+    if (kept_.empty()) return fresh;
+    kept_.append(fresh);
+    return kept_;
+  }
+  void keep(std::string_view data, std::size_t pos) {
+    if (!kept_.empty() && data.data() == kept_.data())
+      kept_.erase(0, pos);
+    else
+      kept_.assign(data.substr(pos));
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return kept_.size(); }
+
+ private:
+  std::string kept_;
+};
+
 /// The one-loop TCP server every example server is: listens on
 /// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
 /// spawns `serve(loop, fd)` per connection (TCP_NODELAY set), stops on

@@ -183,21 +183,17 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd) {
 // io_uring: one multishot recv per connection). Requests are answered in
 // place in that buffer; only a request split across receives is copied.
 lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd) {
-  std::string in, out;   // in: the start of a request the next receive ends
+  example::Carry carry;  // the start of a request the next receive ends
+  std::string out;
   std::size_t skip = 0;  // body bytes still to discard
   bool open = true;
-  while (open && in.size() < 4 * kMaxHead) {
+  while (open && carry.size() < 4 * kMaxHead) {
     auto got = co_await loop.recv(fd);
     if (!got || got->empty()) break;
-    const std::string_view fresh = got->view();
-    if (!in.empty()) in.append(fresh);
-    const std::string_view data = in.empty() ? fresh : std::string_view(in);
+    const std::string_view data = carry.bytes(got->view());
     std::size_t pos = 0;
     open = answer(data, pos, skip, out);
-    if (in.empty())
-      in.assign(data.substr(pos));
-    else
-      in.erase(0, pos);
+    carry.keep(data, pos);
     if (!out.empty()) {
       if (!co_await loop.send_all(fd, out)) break;
       out.clear();

@@ -378,23 +378,19 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store) {
 
 // --recv pool: loop.recv(fd) hands over a buffer of the loop's pool (on
 // io_uring: one multishot recv per connection). Commands are run in place
-// in that buffer; only a command split across receives is copied, to `in`.
+// in that buffer; only a command split across receives is copied.
 lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store) {
-  std::string in, out;  // in: the start of a command the next receive ends
+  example::Carry carry;  // the start of a command the next receive ends
+  std::string out;
   std::vector<std::string_view> args;
   bool open = true;
   while (open) {
     auto got = co_await loop.recv(fd);
     if (!got || got->empty()) break;
-    const std::string_view fresh = got->view();
-    if (!in.empty()) in.append(fresh);
-    const std::string_view data = in.empty() ? fresh : std::string_view(in);
+    const std::string_view data = carry.bytes(got->view());
     std::size_t pos = 0;
     open = run_commands(store, data, pos, args, out);
-    if (in.empty())
-      in.assign(data.substr(pos));
-    else
-      in.erase(0, pos);
+    carry.keep(data, pos);
     if (!out.empty()) {
       if (!co_await loop.send_all(fd, out)) break;
       out.clear();
