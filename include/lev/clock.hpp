@@ -10,6 +10,26 @@ namespace lev {
 using Duration = std::chrono::nanoseconds;
 using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
 
+/// `at + d`, saturated: a deadline past the end of time is TimePoint::max()
+/// (and before its start, TimePoint::min()), never a wrapped value. Every
+/// deadline lev computes goes through it, so `Duration::max()` means "no
+/// limit".
+[[nodiscard]] constexpr TimePoint saturating_add(TimePoint at, Duration d) noexcept {
+  const Duration::rep t = at.time_since_epoch().count();
+  Duration::rep out;
+  if (__builtin_add_overflow(t, d.count(), &out)) return d > Duration::zero() ? TimePoint::max() : TimePoint::min();
+  return TimePoint{Duration{out}};
+}
+
+/// `later - earlier`, saturated to Duration::max() / min().
+[[nodiscard]] constexpr Duration saturating_sub(TimePoint later, TimePoint earlier) noexcept {
+  Duration::rep out;
+  if (__builtin_sub_overflow(later.time_since_epoch().count(), earlier.time_since_epoch().count(),
+                             &out))
+    return later > earlier ? Duration::max() : Duration::min();
+  return Duration{out};
+}
+
 /// A monotonic time source. `now()` must never go backwards.
 /// Called from the loop's thread only.
 class Clock {
@@ -33,7 +53,7 @@ class VirtualClock final : public Clock {
       : now_(start) {}
   [[nodiscard]] TimePoint now() const noexcept override { return now_; }
   void advance(Duration d) noexcept {
-    if (d > Duration::zero()) now_ += d;
+    if (d > Duration::zero()) now_ = saturating_add(now_, d);
   }
   void set(TimePoint t) noexcept {
     if (t > now_) now_ = t;

@@ -27,6 +27,11 @@ class FakeBackend final : public CompletionBackend {
     /// When the loop would block and only timers are pending, move the
     /// virtual clock forward to the earliest one instead of returning.
     bool auto_advance = true;
+    /// `co_await loop.recv(fd)`: serve buffer selection (recv ops take a
+    /// pool buffer in complete_with_data). False: the loop takes the plain
+    /// path a backend without buffer selection gets (a readiness op, then
+    /// a recv into a buffer the loop took).
+    bool provide_buffers = true;
   };
   FakeBackend();
   explicit FakeBackend(Options options);
@@ -49,7 +54,7 @@ class FakeBackend final : public CompletionBackend {
   /// Recv ops with `select` take a pool buffer in complete_with_data.
   bool provide_buffers(detail::BufferPool& pool) override {
     (void)pool;
-    return true;
+    return options_.provide_buffers;
   }
 
   // ---- the test's side ---------------------------------------------------

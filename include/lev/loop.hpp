@@ -395,7 +395,7 @@ class Loop {
   Sleep sleep_for(Duration delay) { return after(delay); }
   Sleep sleep_until(TimePoint deadline) { return at(deadline); }
   /// Expires after `delay` (zero or negative: on the next round).
-  Sleep after(Duration delay) { return at(now() + delay); }
+  Sleep after(Duration delay) { return at(saturating_add(now(), delay)); }
   /// Expires at `deadline` on the loop's clock (past: on the next round).
   Sleep at(TimePoint deadline) {
     return Sleep(*this, -1,
@@ -496,7 +496,7 @@ class Loop {
   }
   template <detail::CompletionHandler<Expired> F>
   Operation after(Duration delay, F&& cb) {
-    return at(now() + delay, std::forward<F>(cb));
+    return at(saturating_add(now(), delay), std::forward<F>(cb));
   }
   /// Calls `cb` every `interval` (first at now + interval) until the
   /// Operation is cancelled. A tick that falls behind is skipped, not
@@ -506,7 +506,7 @@ class Loop {
     if (interval <= Duration::zero())
       throw std::invalid_argument("lev::Loop::every: the interval must be positive");
     detail::CallbackOp& cb_op = prepare<Expired>(std::forward<F>(cb), detail::OpKind::timer, -1);
-    cb_op.op.deadline = now() + interval;
+    cb_op.op.deadline = saturating_add(now(), interval);
     cb_op.interval = interval;
     return commit(cb_op);
   }
@@ -547,7 +547,7 @@ class Loop {
   }
   /// Registers `op` as live and hands it to the backend (or timer heap).
   void start(detail::OpBase& op) {
-    op.cancel_requested = false;
+    op.cancel = detail::Cancel::none;
     if (op.kind < detail::OpKind::timer) [[likely]] {
       if (!uring_.submit(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered
@@ -568,7 +568,12 @@ class Loop {
   /// token was stopped before it started).
   void start_cancelled(detail::OpBase& op) noexcept;
   /// Requests cancellation of a live op; it still completes exactly once.
-  void cancel(detail::OpBase& op) noexcept;
+  /// The request is recorded on the op (the first one wins: `why` says
+  /// whether it ends as operation_canceled or timed_out). A final result
+  /// already queued wins over it; an intermediate one (a partial send of
+  /// send_all, a readiness step of recv(fd)) does not continue: the op is
+  /// delivered as cancelled, with the bytes already moved. Loop thread only.
+  void cancel(detail::OpBase& op, detail::Cancel why = detail::Cancel::requested) noexcept;
   /// For an awaiter destroyed before delivery: cancels `op`, waits until it
   /// has completed, releases its resource and unregisters it.
   void abandon(detail::OpBase& op) noexcept;
@@ -634,8 +639,10 @@ class Loop {
   void launch_root(detail::RootHandle h, bool detached);
   void run_root(detail::RootHandle h);
   void start_local(detail::OpBase& op);
-  bool continue_all(detail::OpBase& op);
+  bool settle(detail::OpBase& op) noexcept;
+  void resubmit(detail::OpBase& op);
   std::size_t take_inbox();
+  void drop_queued() noexcept;
   void wait_inbox();
   std::size_t fire_timers(TimePoint now);
 
@@ -652,11 +659,12 @@ class Loop {
   detail::Source* sources_ = nullptr;  // live event sources, detached at teardown
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
-  std::unique_ptr<detail::Inbox> inbox_;
+  detail::Inbox* inbox_ = nullptr;  // reference counted (runtime/core/inbox.hpp)
   std::unique_ptr<detail::RecvRegistry> recv_;  // made by the first recv(fd)
   std::uint32_t recv_count_ = 0;
   std::uint32_t recv_size_ = 0;
   UringBackend* uring_backend_ = nullptr;  // set when the backend is io_uring
+  bool links_timeouts_ = false;            // the backend takes {.timeout} as a linked timeout
   friend bool detail::loop_links_timeouts(Loop&) noexcept;
   std::size_t holds_ = 0;
   std::size_t external_ = 0;  // begin_external ops not yet back

@@ -44,7 +44,6 @@ struct CallbackOp {
   CallbackPool* pool = nullptr;
   CallbackOp* free_next = nullptr;
   unsigned refs = 0;
-  bool stopped = false;                               // cancel() was called: never re-arm
   Duration interval{};                                // every(): re-armed after each expiry
   void (*invoke)(CallbackOp&, Operation&) = nullptr;  // builds the Result and calls
   void (*destroy)(CallbackOp&) noexcept = nullptr;    // destroys the callable

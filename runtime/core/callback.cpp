@@ -22,13 +22,14 @@ void deliver_callback(OpBase& op) {
     cb.invoke(cb, handle);
   }
   // every(): the next expiry, skipping ticks already in the past.
-  if (cb.interval > Duration::zero() && op.res == 0 && !cb.stopped && cb.pool->loop_alive &&
+  if (cb.interval > Duration::zero() && op.res == 0 && op.cancel == Cancel::none &&
+      cb.pool->loop_alive &&
       op.state == OpState::delivered) {
     const TimePoint now = cb.loop->now();
-    op.deadline += cb.interval;
+    op.deadline = saturating_add(op.deadline, cb.interval);
     if (op.deadline <= now) {
-      auto behind = (now - op.deadline) / cb.interval + 1;
-      op.deadline += behind * cb.interval;
+      const auto behind = (now - op.deadline) / cb.interval + 1;
+      op.deadline = saturating_add(op.deadline, behind * cb.interval);
     }
     release.rearmed = true;
     cb.loop->start(op);
@@ -50,7 +51,6 @@ CallbackOp& CallbackPool::acquire(Loop& loop) {
   cb->loop = &loop;
   cb->refs = 1;  // the loop's, until delivery
   cb->free_next = nullptr;
-  cb->stopped = false;
   cb->interval = Duration::zero();
   return *cb;
 }
@@ -81,9 +81,9 @@ void CallbackPool::close_loop() noexcept {
 }  // namespace detail
 
 void Operation::cancel() noexcept {
-  if (!cb_) return;
-  cb_->stopped = true;
-  if (cb_->pool->loop_alive && cb_->loop) cb_->loop->cancel(cb_->op);
+  // Recorded on the op whatever its state: a queued or running every()
+  // is never re-armed after it (deliver_callback asks op.cancel).
+  if (cb_ && cb_->pool->loop_alive && cb_->loop) cb_->loop->cancel(cb_->op);
 }
 
 }  // namespace lev

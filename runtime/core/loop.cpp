@@ -19,6 +19,7 @@
 #include <system_error>
 
 #include "core/fd_hooks.hpp"
+#include "core/inbox.hpp"
 #include "lev/fake.hpp"
 #include "proactor/uring/uring_backend.hpp"
 #include "reactor/epoll/epoll_backend.hpp"
@@ -27,11 +28,13 @@ namespace lev {
 
 namespace detail {
 
+std::atomic<void (*)()> before_eventfd_wake{nullptr};
+
 // The loop running on this thread (inside run() or block_on()), if any.
 thread_local Loop* t_running = nullptr;
 
 void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
-bool loop_links_timeouts(Loop& loop) noexcept { return loop.uring_backend_ != nullptr; }
+bool loop_links_timeouts(Loop& loop) noexcept { return loop.links_timeouts_; }
 void begin_external(Loop& loop, OpBase& op) noexcept { loop.begin_external(op); }
 void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
 
@@ -48,6 +51,14 @@ void release_undelivered(OpBase& op) noexcept {
     ::close(op.res);
     op.res = -ECANCELED;
   }
+}
+
+bool is_intermediate(const OpBase& op) noexcept {
+  if (op.flow & kFlowRetry) return op.res == -EOPNOTSUPP;
+  if (op.flow & kFlowHook) return op.cont->intermediate(op);
+  if (op.flow & kFlowAll)
+    return op.res > 0 && op.done + static_cast<std::size_t>(op.res) < op.total;
+  return false;
 }
 
 void link_root(Loop& loop, RootPromise& p) noexcept {
@@ -78,71 +89,15 @@ void report_escaped(std::exception_ptr e) noexcept {
 
 void deliver_callback(OpBase& op);
 
-// Post ops handed over from any thread wait here (linked through
-// link_next: a post never reaches a backend) until the loop thread takes
-// them. `flagged` is set by the first post after the loop last looked, and
-// only that post writes the eventfd: a busy loop costs posters no syscall.
-// The waking post goes by MSG_RING when both loops are io_uring loops and
-// the poster runs on its own loop's thread; by the eventfd otherwise.
-struct Inbox {
-  std::mutex mu;
-  OpBase* head = nullptr;
-  OpBase* tail = nullptr;
-  std::atomic<bool> flagged{false};
-  std::atomic<bool> efd_written{false};
-  int efd = -1;
-  int ring_fd = -1;  // this loop's ring, when it takes MSG_RING wakes
-  std::atomic<std::uint64_t> by_msg_ring{0}, by_eventfd{0};
-
-  void wake() noexcept {
-    if (flagged.exchange(true, std::memory_order_acq_rel)) return;
-    if (ring_fd >= 0 && t_running && t_running->uring_backend_ &&
-        t_running->uring_backend_->send_wake(ring_fd, efd)) {
-      by_msg_ring.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    by_eventfd.fetch_add(1, std::memory_order_relaxed);
-    efd_written.store(true, std::memory_order_relaxed);
-    const std::uint64_t one = 1;
-    ssize_t r = ::write(efd, &one, sizeof one);
-    (void)r;  // EAGAIN: the counter is already huge, so it is readable
+void Inbox::wake() noexcept {
+  if (flagged.exchange(true, std::memory_order_acq_rel)) return;
+  if (ring_fd >= 0 && t_running && t_running->uring_backend_ &&
+      t_running->uring_backend_->send_wake(ring_fd, *this)) {
+    by_msg_ring.fetch_add(1, std::memory_order_relaxed);
+    return;
   }
-  void push(OpBase& op) noexcept {
-    op.link_next = nullptr;
-    {
-      std::lock_guard lock(mu);
-      if (tail)
-        tail->link_next = &op;
-      else
-        head = &op;
-      tail = &op;
-    }
-    wake();
-  }
-  OpBase* take() noexcept {
-    flagged.store(false, std::memory_order_release);
-    if (efd_written.exchange(false, std::memory_order_relaxed)) {
-      std::uint64_t v;
-      ssize_t r = ::read(efd, &v, sizeof v);  // re-arm the edge; EAGAIN is fine
-      (void)r;
-    }
-    std::lock_guard lock(mu);
-    OpBase* h = head;
-    head = tail = nullptr;
-    return h;
-  }
-  bool remove(OpBase& op) noexcept {
-    std::lock_guard lock(mu);
-    OpBase* prev = nullptr;
-    for (OpBase* cur = head; cur; prev = cur, cur = cur->link_next) {
-      if (cur != &op) continue;
-      (prev ? prev->link_next : head) = cur->link_next;
-      if (tail == cur) tail = prev;
-      return true;
-    }
-    return false;
-  }
-};
+  wake_by_eventfd();
+}
 
 void deliver_remote(OpBase& op) {
   std::unique_ptr<RemoteNode> node(static_cast<RemoteNode*>(op.ctx));
@@ -255,21 +210,42 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   if (options.ignore_sigpipe) ignore_sigpipe_if_default();
   clock_ = options.clock ? options.clock : backend_->preferred_clock();
   if (!clock_) clock_ = std::make_shared<MonotonicClock>();
-  pool_ = new detail::CallbackPool;
-  inbox_ = std::make_unique<detail::Inbox>();
-  inbox_->efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (inbox_->efd < 0) {
-    delete pool_;
-    throw std::system_error(errno, std::system_category(), "lev::Loop: eventfd");
+  const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (efd < 0) throw std::system_error(errno, std::system_category(), "lev::Loop: eventfd");
+  inbox_ = new detail::Inbox;
+  inbox_->efd = efd;
+  try {
+    backend_->attach(ready_);
+    backend_->set_wakeup_fd(inbox_->efd);
+  } catch (...) {
+    inbox_->release();
+    throw;
   }
-  backend_->attach(ready_);
-  backend_->set_wakeup_fd(inbox_->efd);
+  pool_ = new detail::CallbackPool;
+  links_timeouts_ = backend_->features().linked_timeouts;
   if (auto* uring = dynamic_cast<UringBackend*>(backend_.get())) {
     uring_ = uring->fast_path();
     uring_backend_ = uring;
     inbox_->ring_fd = uring->msg_ring_target();
   }
 }
+
+namespace {
+// An op nobody will receive (teardown): the resource its result carries is
+// released, its callback record or posted node freed, its frame left to
+// whoever destroys it.
+void drop_undelivered(detail::OpBase& op) noexcept {
+  detail::release_undelivered(op);
+  op.state = detail::OpState::delivered;
+  if (op.deliver == &detail::deliver_callback) {
+    auto& cb = *static_cast<detail::CallbackOp*>(op.ctx);
+    cb.reset_callable();
+    detail::CallbackPool::release(cb);
+  } else if (op.deliver == &detail::deliver_remote) {
+    delete static_cast<detail::RemoteNode*>(op.ctx);
+  }
+}
+}  // namespace
 
 Loop::~Loop() {
   // 1. Ask every live operation to stop: the backend's, then the timers.
@@ -280,39 +256,48 @@ Loop::~Loop() {
   // 2b. Offloaded functions still running write into their awaiters.
   while (external_ > 0) wait_inbox();
   // 3. Drop what nobody will receive, releasing carried resources.
-  while (detail::OpBase* op = ready_.pop()) {
-    detail::release_undelivered(*op);
-    op->state = detail::OpState::delivered;
-    --live_count_;
-    if (op->deliver == &detail::deliver_callback) {
-      auto& cb = *static_cast<detail::CallbackOp*>(op->ctx);
-      cb.reset_callable();
-      detail::CallbackPool::release(cb);
-    } else if (op->deliver == &detail::deliver_remote) {
-      delete static_cast<detail::RemoteNode*>(op->ctx);
-    }
-  }
-  for (detail::OpBase* op = inbox_->take(); op;) {
-    detail::OpBase* next = op->link_next;
-    if (op->deliver == &detail::deliver_remote)
-      delete static_cast<detail::RemoteNode*>(op->ctx);
-    else
-      op->state = detail::OpState::delivered;  // a waiter's wakeup: its frame goes next
-    op = next;
-  }
+  drop_queued();
   // 4. Event sources whose handles outlive the loop must not reach it.
   while (sources_) sources_->detach();
   signals_.reset();
   // 5. Destroy suspended spawned tasks (their ops are all settled now).
+  //    Their destructors may still post (to the queue, or from another
+  //    thread to the inbox): drop until both stay empty, then close the
+  //    inbox, so that a later cross-thread post is dropped by its poster.
   while (roots_) {
     detail::RootPromise* p = roots_;
     detail::unlink_root(*this, *p);
     detail::RootHandle::from_promise(*p).destroy();
   }
+  drop_queued();
+  for (detail::OpBase* op = inbox_->close(); op;) {
+    detail::OpBase* next = op->link_next;
+    drop_undelivered(*op);
+    op = next;
+  }
   // 6. Results no task took; the pool goes once the last Buffer is back.
   recv_.reset();
   pool_->close_loop();
-  ::close(inbox_->efd);
+  inbox_->release();  // the eventfd closes with the last waker's reference
+}
+
+// Teardown: drops the completion queue and the inbox until both are empty.
+void Loop::drop_queued() noexcept {
+  for (;;) {
+    bool any = false;
+    while (detail::OpBase* op = ready_.pop()) {
+      any = true;
+      --live_count_;
+      drop_undelivered(*op);
+    }
+    for (detail::OpBase* op = inbox_->take(); op;) {
+      any = true;
+      detail::OpBase* next = op->link_next;
+      drop_undelivered(*op);  // a waiter's wakeup is only marked: its frame goes next
+      op = next;
+    }
+    if (!any) return;
+  }
 }
 
 void Loop::make_recv_registry() {
@@ -333,7 +318,8 @@ void Loop::post_op(detail::OpBase& op) noexcept {
     start_local(op);
     return;
   }
-  inbox_->push(op);
+  if (!inbox_->push(op) && op.deliver == &detail::deliver_remote)
+    delete static_cast<detail::RemoteNode*>(op.ctx);  // the loop is closing: dropped
 }
 
 bool Loop::retract(detail::OpBase& op) noexcept { return inbox_->remove(op); }
@@ -368,13 +354,22 @@ Loop::WakeupStats Loop::wakeup_stats() const noexcept {
 }
 
 void Loop::stop() noexcept {
+  if (in_loop_thread()) {
+    stop_.store(true, std::memory_order_release);
+    return;
+  }
+  // Another thread: once stop_ is seen the loop may end and be destroyed,
+  // so take what the wake needs first, and hold the inbox through it.
+  detail::Inbox* box = inbox_;
+  box->add_ref();
   stop_.store(true, std::memory_order_release);
-  if (!in_loop_thread()) inbox_->wake();
+  box->wake();
+  box->release();
 }
 
 void Loop::start_cancelled(detail::OpBase& op) noexcept {
   op.state = detail::OpState::submitted;
-  op.cancel_requested = true;
+  op.cancel = detail::Cancel::requested;
   ++live_count_;
   ready_.push(op, -ECANCELED);
 }
@@ -390,27 +385,41 @@ void Loop::start_local(detail::OpBase& op) {
   }
 }
 
-void Loop::cancel(detail::OpBase& op) noexcept {
-  if (op.state == detail::OpState::completed && op.kind == detail::OpKind::timer && op.res == 0 &&
-      !op.cancel_requested) {
-    // A queued expiry has had no effect outside the loop: the cancel wins.
-    op.cancel_requested = true;
-    op.res = -ECANCELED;
-    return;
-  }
-  if (op.state != detail::OpState::submitted || op.cancel_requested) return;
-  if (op.kind == detail::OpKind::post) return;  // runs to its end (offload)
-  op.cancel_requested = true;
-  if (op.kind == detail::OpKind::timer) {
-    timers_.remove(op);
-    ready_.push(op, -ECANCELED);
-    return;
-  }
-  try {
-    backend_->cancel(op);
-  } catch (const std::exception& e) {
-    // The op will still complete on its own; cancellation is a request.
-    std::fprintf(stderr, "lev: cancel of %s failed: %s\n", detail::op_name(op.kind), e.what());
+void Loop::cancel(detail::OpBase& op, detail::Cancel why) noexcept {
+  using detail::OpState;
+  if (op.cancel != detail::Cancel::none) return;  // recorded once: the first request stands
+  switch (op.state) {
+    case OpState::submitted:
+      if (op.kind == detail::OpKind::post) return;  // runs to its end (offload), or a resumption
+      op.cancel = why;
+      if (op.kind == detail::OpKind::timer) {
+        timers_.remove(op);
+        ready_.push(op, -ECANCELED);
+        return;
+      }
+      try {
+        backend_->cancel(op);
+      } catch (const std::exception& e) {
+        // The op will still complete on its own; cancellation is a request,
+        // and settle() honours the recorded one at the next step.
+        std::fprintf(stderr, "lev: cancel of %s failed: %s\n", detail::op_name(op.kind),
+                     e.what());
+      }
+      return;
+    case OpState::completed:
+      if (op.kind == detail::OpKind::timer && op.res == 0) {
+        // A queued expiry has had no effect outside the loop: the cancel wins.
+        op.cancel = why;
+        op.res = -ECANCELED;
+      } else if (op.flow && detail::is_intermediate(op)) {
+        op.cancel = why;  // settle() delivers it cancelled instead of continuing it
+      }
+      return;  // a final result wins: it may carry a side effect the caller must see
+    case OpState::delivered:
+      op.cancel = why;  // every(): asked from inside its own callback, so not re-armed
+      return;
+    case OpState::idle:
+      return;
   }
 }
 
@@ -431,7 +440,7 @@ void Loop::abandon(detail::OpBase& op) noexcept {
 
 void Loop::disarm(detail::OpBase& op) noexcept {
   if (op.kind == detail::OpKind::timer && op.state == detail::OpState::submitted &&
-      !op.cancel_requested) {
+      op.cancel == detail::Cancel::none) {
     timers_.remove(op);  // no completion to queue: nobody waits for it
     op.state = detail::OpState::delivered;
     --live_count_;
@@ -442,31 +451,67 @@ void Loop::disarm(detail::OpBase& op) noexcept {
 
 namespace detail {
 void disarm_op(Loop& loop, OpBase& op) noexcept { loop.disarm(op); }
-void cancel_op(Loop& loop, OpBase& op) noexcept { loop.cancel(op); }
+void cancel_op(Loop& loop, OpBase& op, Cancel why) noexcept { loop.cancel(op, why); }
 TimePoint loop_now(Loop& loop) noexcept { return loop.now(); }
 }  // namespace detail
 
-// send_all / write_all: true when a partial completion was resubmitted (the
-// op stays live); false when it is finished and must be delivered.
-bool Loop::continue_all(detail::OpBase& op) {
-  if (op.res < 0) return false;
-  op.done += static_cast<std::size_t>(op.res);
-  if (op.done >= op.total) return false;
-  if (op.res == 0) {
-    op.res = -EIO;  // the kernel accepted nothing: stop rather than spin
-    return false;
+// The one place that decides, for an op whose result is queued, whether it
+// is delivered now (true) or continues and stays live (false). Every
+// continuation lev has goes through here and asks the recorded cancel
+// first: send_all / write_all resubmitting the rest (kFlowAll), a refused
+// zero-copy send going out plain (kFlowRetry), recv(fd) going from
+// readiness to the recv or waiting for a pool buffer (kFlowHook). A
+// cancelled intermediate result is delivered as ECANCELED (timed_out for
+// a deadline), with the bytes already moved in `done`. docs/cancellation.md
+// tables every continuation against cancel, stop, deadline and teardown.
+bool Loop::settle(detail::OpBase& op) noexcept {
+  using namespace detail;
+  if (!is_intermediate(op)) {
+    if (op.flow & kFlowAll) {
+      if (op.res > 0)
+        op.done += static_cast<std::size_t>(op.res);
+      else if (op.res == 0 && op.done < op.total)
+        op.res = -EIO;  // the kernel accepted nothing: stop rather than spin
+    }
+    return true;
   }
-  if (op.cancel_requested) {
+  if (op.cancel != Cancel::none) {
+    if ((op.flow & kFlowAll) && op.res > 0) op.done += static_cast<std::size_t>(op.res);
     op.res = -ECANCELED;
+    return true;
+  }
+  if (op.flow & kFlowHook) {
+    // The owner continues: this step is over (it may start the op again).
+    op.state = OpState::delivered;
+    --live_count_;
+    op.cont->next(op);
     return false;
   }
-  op.buf = static_cast<char*>(op.buf) + op.res;
-  if (op.offset != static_cast<std::uint64_t>(-1)) op.offset += static_cast<unsigned>(op.res);
-  op.len = static_cast<std::uint32_t>(std::min(op.total - op.done, detail::kMaxIoChunk));
-  op.state = detail::OpState::submitted;
-  op.cancel_requested = false;
+  if (op.flow & kFlowRetry) {
+    op.flow &= static_cast<std::uint8_t>(~kFlowRetry);  // once: it goes out plain now
+  } else {  // kFlowAll: the rest of the buffer
+    const auto moved = static_cast<std::size_t>(op.res);
+    op.done += moved;
+    op.buf = static_cast<char*>(op.buf) + moved;
+    if (op.offset != static_cast<std::uint64_t>(-1)) op.offset += moved;
+    op.len = static_cast<std::uint32_t>(std::min(op.total - op.done, kMaxIoChunk));
+  }
+  try {
+    resubmit(op);
+    return false;
+  } catch (const std::system_error& e) {
+    op.res = e.code().value() > 0 ? -e.code().value() : -EIO;
+  } catch (const std::exception&) {
+    op.res = -EIO;
+  }
+  return true;  // could not go on: delivered with the error (and `done`)
+}
+
+// A continuing op goes back to the backend; it is marked submitted only
+// once the backend took it (a submit that throws leaves it completed).
+void Loop::resubmit(detail::OpBase& op) {
   backend_->submit(op);
-  return true;
+  op.state = detail::OpState::submitted;
 }
 
 std::size_t Loop::drain_callbacks() {
@@ -478,14 +523,9 @@ std::size_t Loop::drain_callbacks() {
   while (detail::OpBase* op = ready_.pop()) {
     ++n;
     const bool final = op == last;
-    if (op->all) [[unlikely]] {
-      const auto res = static_cast<std::size_t>(op->res);
-      if (op->res >= 0 && op->done + res >= op->total) {
-        op->done += res;  // finished in one submission: the common case
-      } else if (continue_all(*op)) {
-        if (final) break;
-        continue;
-      }
+    if (op->flow && !settle(*op)) [[unlikely]] {
+      if (final) break;
+      continue;
     }
     op->state = detail::OpState::delivered;
     --live_count_;

@@ -28,6 +28,16 @@ bool has_buffer(int res, std::uint32_t flags) noexcept {
 }
 }  // namespace
 
+// The multishot's steps: its end with ENOBUFS (the pool ran dry) is a step,
+// re-armed once a buffer is back; any other end is delivered to on_end.
+const Continuation RecvRegistry::kSteps{&RecvRegistry::starved_end, &RecvRegistry::rearm};
+
+// The awaiter's steps on the plain and select paths: readiness (plain: the
+// recv comes next), readiness that did not last (EAGAIN: wait again), a
+// pool run dry (ENOBUFS: wait for a buffer, then recv again).
+const Continuation RecvBufferAwaiter::kSteps{&RecvBufferAwaiter::is_step,
+                                             &RecvBufferAwaiter::next_step};
+
 void fd_closing(int fd) noexcept {
   epoll_fd_closing(fd);
   for (RecvRegistry* r : t_registries) r->closing(fd);
@@ -101,7 +111,8 @@ void RecvRegistry::arm(RecvState& st) noexcept {
   op.buf = nullptr;
   op.len = 0;
   op.flags = 0;
-  op.all = false;
+  op.flow = kFlowHook;
+  op.cont = &kSteps;
   op.linked_timeout = false;
   op.select = kSelectMultishot;
   op.pool = pool_;
@@ -126,7 +137,7 @@ void RecvRegistry::deliver(RecvState& st, int res, std::uint32_t flags) noexcept
     return;
   }
   st.items.push_back({res, flags});  // reserved: allocates only past kMaxQueued + 4
-  if (st.items.size() - st.head >= kMaxQueued && st.live() && !st.op.cancel_requested) {
+  if (st.items.size() - st.head >= kMaxQueued && st.live() && st.op.cancel == Cancel::none) {
     ++paused_;
     loop_.cancel(st.op);  // nobody reads: stop taking buffers for this fd
   }
@@ -135,6 +146,22 @@ void RecvRegistry::deliver(RecvState& st, int res, std::uint32_t flags) noexcept
 void RecvRegistry::on_more(OpBase& op, int res, std::uint32_t flags) noexcept {
   auto& st = *static_cast<RecvState*>(op.ctx);
   st.reg->deliver(st, res, flags);
+}
+
+bool RecvRegistry::starved_end(const OpBase& op) noexcept {
+  return op.res == -ENOBUFS && !static_cast<const RecvState*>(op.ctx)->closing;
+}
+
+// The pool ran dry: no data was lost, try again once a buffer is back.
+void RecvRegistry::rearm(OpBase& op) noexcept {
+  auto& st = *static_cast<RecvState*>(op.ctx);
+  RecvRegistry& reg = *st.reg;
+  --reg.armed_;
+  ++reg.pool_->exhausted;
+  if (reg.pool_->in_use() < reg.pool_->count())
+    reg.arm(st);  // buffers came back meanwhile
+  else
+    reg.pool_->wait(st.starved);
 }
 
 // The multishot ended (its last completion, delivered from the queue).
@@ -153,15 +180,9 @@ void RecvRegistry::on_end(OpBase& op) {
     reg.spare_.push_back(&st);
     return;
   }
-  if (res == -ENOBUFS) {  // the pool ran dry: no data was lost, try again later
-    ++reg.pool_->exhausted;
-    if (reg.pool_->in_use() < reg.pool_->count())
-      reg.arm(st);  // buffers came back meanwhile
-    else
-      reg.pool_->wait(st.starved);
-    return;
-  }
-  if (res == -ECANCELED) {  // paused (results piled up) or cancelled at teardown
+  // ENOBUFS here was cancelled (paused) first: like ECANCELED, the next
+  // recv re-arms.
+  if (res == -ECANCELED || res == -ENOBUFS) {  // paused (results piled up) or cancelled at teardown
     if (st.waiter && !st.has_items()) reg.arm(st);
     return;
   }
@@ -249,7 +270,10 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
   if (token && waiting())
     stop_.arm(
         *loop_, *token,
-        [](void* self) noexcept { static_cast<RecvBufferAwaiter*>(self)->interrupt(false); }, this);
+        [](void* self) noexcept {
+          static_cast<RecvBufferAwaiter*>(self)->interrupt(Cancel::requested);
+        },
+        this);
   if (timeout_ && waiting()) {
     OpBase& t = timer_.emplace();
     t.kind = OpKind::timer;
@@ -265,10 +289,11 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
 // a recv that does not wait, into a buffer taken then.
 void RecvBufferAwaiter::start_one() {
   op_.fd = fd_;
-  op_.all = false;
+  op_.flow = kFlowHook;  // its steps are settled by the loop (kSteps)
+  op_.cont = &kSteps;
   op_.linked_timeout = false;
   op_.ctx = this;
-  op_.deliver = &on_delivered;  // ENOBUFS and readiness are handled here, not by the reader
+  op_.deliver = &on_delivered;
   if (reg_->mode() != RecvRegistry::Mode::plain) {
     op_.kind = OpKind::recv;
     op_.flags = flags_;
@@ -302,47 +327,68 @@ void RecvBufferAwaiter::recv_now() {
   loop_->start(op_);
 }
 
+// Ends the wait with `res` from the queue, when no op of ours is in flight.
+void RecvBufferAwaiter::post_result(int res, Cancel why) noexcept {
+  op_.kind = OpKind::post;
+  op_.flow = 0;
+  op_.deliver = &on_delivered;
+  op_.ctx = this;
+  loop_->start(op_);
+  op_.res = res;
+  op_.cancel = why;
+}
+
+// Starts the next step; a failed submission ends the wait with EIO.
+void RecvBufferAwaiter::go_on(bool recv) noexcept {
+  try {
+    if (recv)
+      recv_now();
+    else
+      start_one();
+  } catch (const std::exception&) {
+    if (taken_ >= 0) reg_->pool().give_back(static_cast<std::uint16_t>(std::exchange(taken_, -1)));
+    post_result(-EIO, Cancel::none);
+  }
+}
+
 void RecvBufferAwaiter::on_buffer(BufferWaiter& w) noexcept {
   auto* self = reinterpret_cast<RecvBufferAwaiter*>(reinterpret_cast<char*>(&w) -
                                                     offsetof(RecvBufferAwaiter, buffer_wait_));
-  try {
-    if (self->reg_->mode() == RecvRegistry::Mode::plain)
-      self->recv_now();
-    else
-      self->start_one();
-  } catch (const std::exception&) {
-    self->op_.kind = OpKind::post;
-    self->op_.deliver = &on_delivered;
-    self->loop_->start(self->op_);
-    self->op_.res = -EIO;
+  self->go_on(self->reg_->mode() == RecvRegistry::Mode::plain);
+}
+
+bool RecvBufferAwaiter::is_step(const OpBase& op) noexcept {
+  const auto* self = static_cast<const RecvBufferAwaiter*>(op.ctx);
+  if (op.kind == OpKind::poll) return op.res >= 0;  // readable: the recv comes next
+  return op.res == -ENOBUFS || (op.res == -EAGAIN && self->taken_ >= 0);
+}
+
+// Called by Loop::settle for a step of ours, only when no cancel is
+// recorded on the op (a recorded one ends the wait as ECANCELED instead).
+void RecvBufferAwaiter::next_step(OpBase& op) noexcept {
+  auto* self = static_cast<RecvBufferAwaiter*>(op.ctx);
+  if (op.kind == OpKind::poll) {
+    self->go_on(true);  // readable: now take a buffer
+    return;
   }
+  if (op.res == -EAGAIN) {
+    // Readiness that did not last: the buffer goes back, wait again.
+    self->reg_->pool().give_back(static_cast<std::uint16_t>(std::exchange(self->taken_, -1)));
+    self->go_on(false);
+    return;
+  }
+  // ENOBUFS: the pool was dry when data came: wait for a buffer, then recv again.
+  ++self->reg_->pool().exhausted;
+  self->buffer_wait_.retry = &on_buffer;
+  self->reg_->pool().wait(self->buffer_wait_);
 }
 
 void RecvBufferAwaiter::on_delivered(OpBase& op) {
-  auto* self = static_cast<RecvBufferAwaiter*>(op.ctx);
-  const bool go_on = !self->timed_out_ && !op.cancel_requested;
-  if (go_on && op.kind == OpKind::poll && op.res >= 0) {
-    self->recv_now();  // readable: now take a buffer
-    return;
-  }
-  if (go_on && op.kind == OpKind::recv && op.res == -EAGAIN && self->taken_ >= 0) {
-    // Readiness that did not last: the buffer goes back, wait again.
-    self->reg_->pool().give_back(static_cast<std::uint16_t>(std::exchange(self->taken_, -1)));
-    self->start_one();
-    return;
-  }
-  if (go_on && op.res == -ENOBUFS) {
-    // The pool was dry when data came: wait for a buffer, then recv again.
-    ++self->reg_->pool().exhausted;
-    self->buffer_wait_.retry = &on_buffer;
-    self->reg_->pool().wait(self->buffer_wait_);
-    return;
-  }
-  std::coroutine_handle<>::from_address(self->coro_).resume();
+  std::coroutine_handle<>::from_address(static_cast<RecvBufferAwaiter*>(op.ctx)->coro_).resume();
 }
 
 void RecvBufferAwaiter::on_deadline(OpBase& t) {
-  static_cast<RecvBufferAwaiter*>(t.ctx)->interrupt(true);
+  static_cast<RecvBufferAwaiter*>(t.ctx)->interrupt(Cancel::deadline);
 }
 
 // multishot: a result for this waiter (st_ no longer refers to it).
@@ -353,25 +399,23 @@ void RecvBufferAwaiter::hand(int res, std::uint32_t flags) noexcept {
   op_.cqe_flags = flags;
 }
 
-void RecvBufferAwaiter::interrupt(bool timed_out) noexcept {
-  timed_out_ = timed_out;
+void RecvBufferAwaiter::interrupt(Cancel why) noexcept {
   if (st_ && st_->waiter == this) {  // multishot: stop waiting; the recv stays armed
     st_->waiter = nullptr;
     st_ = nullptr;
     loop_->start(op_);
     op_.res = -ECANCELED;
+    op_.cancel = why;
     return;
   }
   if (buffer_wait_.queued) {  // waiting for a buffer: nothing in flight
     reg_->pool().cancel_wait(buffer_wait_);
-    op_.kind = OpKind::post;
-    op_.deliver = &on_delivered;
-    op_.ctx = this;
-    loop_->start(op_);
-    op_.res = -ECANCELED;
+    post_result(-ECANCELED, why);
     return;
   }
-  loop_->cancel(op_);  // no effect once a result is queued: the result wins
+  // In flight, or a step of it queued: the loop records the request and
+  // settles it (a final result queued first wins).
+  loop_->cancel(op_, why);
 }
 
 Result<Buffer> RecvBufferAwaiter::make(int res, std::uint32_t flags) {
@@ -382,7 +426,7 @@ Result<Buffer> RecvBufferAwaiter::make(int res, std::uint32_t flags) {
     pool.give_back(id);
   }
   if (res < 0) {
-    if (res == -ECANCELED && timed_out_)
+    if (res == -ECANCELED && op_.cancel == Cancel::deadline)
       return Error{std::make_error_code(std::errc::timed_out), "recv", fd_, 0};
     return Error::from_errno(-res, "recv", fd_);
   }

@@ -29,7 +29,7 @@ class Loop;
 namespace lev::detail {
 
 void abandon_op(Loop& loop, OpBase& op) noexcept;
-void cancel_op(Loop& loop, OpBase& op) noexcept;
+void cancel_op(Loop& loop, OpBase& op, Cancel why = Cancel::requested) noexcept;
 
 /// The awaiter of one operation of kind `K` (known at compile time, so on
 /// io_uring the SQE is filled without a dispatch on the kind).
@@ -169,8 +169,10 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
     this->stop_.disarm();
     disarm_timer();
     const OpBase& op = this->op_;
-    // A linked timeout that fired cancels the op without a cancel request.
-    if (op.res == -ECANCELED && (timed_out_ || (op.linked_timeout && !op.cancel_requested)))
+    // A linked timeout that fired cancels the op without a cancel request;
+    // a loop timer records its own. The first request recorded wins.
+    if (op.res == -ECANCELED && (op.cancel == Cancel::deadline ||
+                                 (op.linked_timeout && op.cancel == Cancel::none)))
       return Error{std::make_error_code(std::errc::timed_out), op_name(op.kind), op.fd, op.done};
     return Base::await_resume();
   }
@@ -178,7 +180,7 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
  protected:
   void suspend(std::coroutine_handle<> h, const std::stop_token* token) {
     if (!timeout_) return Base::suspend(h, token);
-    if (!this->op_.all && loop_links_timeouts(*this->loop_)) {
+    if (!(this->op_.flow & kFlowAll) && loop_links_timeouts(*this->loop_)) {
       const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::max(*timeout_, Duration::zero()))
                           .count();
@@ -198,15 +200,13 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
  private:
   static void on_deadline(OpBase& t) {
     auto* self = static_cast<DeadlineAwaiter*>(t.ctx);
-    self->timed_out_ = true;
-    cancel_op(*self->loop_, self->op_);
+    cancel_op(*self->loop_, self->op_, Cancel::deadline);
   }
   void disarm_timer() noexcept {
     if (static_cast<unsigned>(timer_.state) - 1u < 2u) disarm_op(*this->loop_, timer_);
   }
   std::optional<Duration> timeout_;
   OpBase timer_;
-  bool timed_out_ = false;
 };
 
 /// readable / writable: a poll op, optionally bounded by a time limit.

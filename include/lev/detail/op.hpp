@@ -5,10 +5,13 @@
 ///
 /// Lifecycle (docs/cancellation.md):
 ///   idle --Loop::start--> submitted --backend reports--> completed
-///        --Loop drains the queue--> delivered
-/// `cancel_requested` may be set while submitted; it never adds a second
-/// completion. A backend reports each submitted op exactly once, through
-/// CompletionQueue::push, with the kernel's result (>= 0) or -errno.
+///        --Loop::settle: deliver--> delivered
+///        --Loop::settle: continue (resubmit, re-arm)--> submitted again
+/// A cancel request is recorded on the op (`cancel`, sticky until the op is
+/// started afresh) while it is submitted, or while an intermediate result
+/// of it is queued; it never adds a second completion. A backend reports
+/// each submitted op exactly once, through CompletionQueue::push, with the
+/// kernel's result (>= 0) or -errno.
 
 #include <sys/socket.h>
 
@@ -40,8 +43,36 @@ const char* op_name(OpKind kind) noexcept;
 
 enum class OpState : std::uint8_t { idle, submitted, completed, delivered };
 
+/// Why an op was asked to stop early: the first request is the one
+/// recorded (a deadline after a stop stays a stop, and the reverse).
+enum class Cancel : std::uint8_t {
+  none,
+  requested,  // Operation::cancel, a stop token, teardown: errc::operation_canceled
+  deadline,   // its time limit passed: errc::timed_out
+};
+
+/// `flow` bits: how an op may continue after a result of it was queued
+/// (Loop::settle decides, in one place, whether it continues or is
+/// delivered; a recorded cancel ends every continuation).
+enum : std::uint8_t {
+  kFlowAll = 1,    // send_all / write_all: resubmit the rest
+  kFlowRetry = 2,  // the backend asks for one resubmission (a refused zero-copy send)
+  kFlowHook = 4,   // `cont` classifies the result and continues the op
+};
+
 struct OpBase;
 using DeliverFn = void (*)(OpBase&);
+
+/// An op whose owner continues it after an intermediate result (recv(fd)
+/// on the plain path: readiness, then the recv; a pool run dry: wait for a
+/// buffer). Loop::settle asks `intermediate` first; only when the result
+/// is intermediate and no cancel is recorded does it call `next`, after
+/// unregistering the op (next may start it again). A cancelled
+/// intermediate result is delivered as ECANCELED.
+struct Continuation {
+  bool (*intermediate)(const OpBase& op) noexcept;
+  void (*next)(OpBase& op) noexcept;
+};
 /// A multishot op's intermediate result (a CQE flagged F_MORE): recorded by
 /// its owner, never delivered from inside the backend.
 using MoreFn = void (*)(OpBase&, int res, std::uint32_t cqe_flags) noexcept;
@@ -72,8 +103,8 @@ struct OpBase {
   // --- description ---
   OpKind kind = OpKind::nop;
   OpState state = OpState::idle;
-  bool cancel_requested = false;
-  bool all = false;             // send_all / write_all: resubmit until len is done
+  Cancel cancel = Cancel::none;  // recorded request (see Cancel)
+  std::uint8_t flow = 0;         // kFlow* bits: how the op may continue
   bool linked_timeout = false;  // io_uring: followed by a LINK_TIMEOUT of lt_sec/lt_nsec
   std::uint8_t zc = 0;          // io_uring send: 1 = sent zero-copy, 2 = the socket refused it
   std::uint8_t select = kSelectNone;  // recv: a buffer from `pool` (see kSelectOnce)
@@ -96,10 +127,16 @@ struct OpBase {
   std::size_t heap_index;
   std::uint64_t seq;      // ties between equal deadlines fire in arming order
   MoreFn more = nullptr;  // multishot ops only
+  const Continuation* cont;  // read only with kFlowHook
   // --- backend scratch (fake bookkeeping, fallback registries) ---
   std::uintptr_t backend_data = 0;
   OpBase* link_prev;
   OpBase* link_next;
 };
+
+/// Whether the queued result of `op` is a step of it rather than its end
+/// (a partial send of send_all, a readiness step of recv(fd), a refused
+/// zero-copy send): the classification Loop::cancel and Loop::settle share.
+bool is_intermediate(const OpBase& op) noexcept;
 
 }  // namespace lev::detail

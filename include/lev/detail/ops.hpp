@@ -26,7 +26,7 @@ inline void setup_io(OpBase& op, void* buf, std::size_t len, std::uint64_t offse
   op.len = static_cast<std::uint32_t>(std::min(len, kMaxIoChunk));
   op.offset = offset;
   op.flags = flags;
-  op.all = all;
+  op.flow = all ? kFlowAll : 0;
   op.done = 0;
   op.total = len;
   op.zc = 0;

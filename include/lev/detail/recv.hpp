@@ -116,6 +116,9 @@ class RecvRegistry {
   void deliver(RecvState& st, int res, std::uint32_t flags) noexcept;
 
  private:
+  static const Continuation kSteps;
+  static bool starved_end(const OpBase& op) noexcept;
+  static void rearm(OpBase& op) noexcept;
   static void on_more(OpBase& op, int res, std::uint32_t flags) noexcept;
   static void on_end(OpBase& op);
   static void on_buffer(BufferWaiter& w) noexcept;
@@ -212,10 +215,15 @@ class [[nodiscard]] RecvBufferAwaiter {
 
  private:
   friend class RecvRegistry;
+  static const Continuation kSteps;
+  static bool is_step(const OpBase& op) noexcept;
+  static void next_step(OpBase& op) noexcept;
   void start_one();  // select: one recv op; plain: wait until readable
   void recv_now();   // plain: readable, so take a buffer and recv
+  void go_on(bool recv) noexcept;
+  void post_result(int res, Cancel why) noexcept;
   void hand(int res, std::uint32_t flags) noexcept;
-  void interrupt(bool timed_out) noexcept;
+  void interrupt(Cancel why) noexcept;
   void finish() noexcept;
   void disarm_timer() noexcept;
   [[nodiscard]] bool timer_live() const noexcept {
@@ -241,7 +249,6 @@ class [[nodiscard]] RecvBufferAwaiter {
   BufferWaiter buffer_wait_;  // plain / select: the pool was empty
   void* coro_ = nullptr;
   int taken_ = -1;  // plain: the buffer given to the op
-  bool timed_out_ = false;
   bool ready_path_ = false;
 };
 

@@ -5,12 +5,18 @@
 /// loop thread moves it onto the completion queue as a `post` op; it runs
 /// only while that queue is drained, like every other completion.
 
+#include <atomic>
 #include <type_traits>
 #include <utility>
 
 #include "lev/detail/op.hpp"
 
 namespace lev::detail {
+
+/// Test seam: when set, a thread waking a loop by its eventfd calls it
+/// right before the write (tests inject a preemption there, where the loop
+/// may already have seen the post and be gone). Null in programs.
+extern std::atomic<void (*)()> before_eventfd_wake;
 
 struct RemoteNode {
   OpBase op;  // the post that delivers it

@@ -23,7 +23,7 @@ template <>
 struct ResultOf<std::size_t> {
   static Result<std::size_t> make(OpBase& op) {
     if (op.res < 0) return op_error(op);
-    if (op.all) return op.done;
+    if (op.flow & kFlowAll) return op.done;
     return static_cast<std::size_t>(op.res);
   }
 };

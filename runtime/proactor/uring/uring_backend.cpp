@@ -15,16 +15,18 @@
 
 #include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/uring_prep.hpp"
+#include "core/inbox.hpp"
 #include "lev/loop.hpp"
 
 namespace lev {
 
 namespace {
 
-// user_data values that are not ops (op addresses are 8-aligned): 0 for a
-// cancel request's own completion, 1 for the wakeup poll, 2 for a MSG_RING
-// wake arriving from another ring, (efd << 3) | 3 for a MSG_RING this ring
-// sent (efd: the target's eventfd, written should the message fail).
+// user_data values that are not ops (op addresses are 8-aligned): 1 for
+// the wakeup poll, 2 for a MSG_RING wake arriving from another ring,
+// inbox | 3 for a MSG_RING this ring sent (the target loop's inbox, whose
+// eventfd is written should the message fail; the message holds a
+// reference to it), 4 for requests whose completion carries nothing.
 constexpr std::uint64_t kWakeTag = 1;
 constexpr std::uint64_t kMsgInTag = 2;
 constexpr std::uint64_t kMsgOutTag = 3;
@@ -217,16 +219,23 @@ void UringBackend::arm_wakeup() {
   io_uring_sqe_set_data64(sqe, kWakeTag);
 }
 
-bool UringBackend::send_wake(int target_ring, int target_efd) noexcept {
-  if (!msg_ring_ || closing_) return false;
+bool UringBackend::send_wake(int target_ring, detail::Inbox& target) noexcept {
+  if (!msg_ring_ || closing_ || reaping_) return false;
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (!sqe) {
     if (io_uring_submit(&ring_) < 0 || !(sqe = io_uring_get_sqe(&ring_))) return false;
   }
   io_uring_prep_msg_ring(sqe, target_ring, 0, kMsgInTag, 0);
-  io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(target_efd) << 3) | kMsgOutTag);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(&target) | kMsgOutTag);
+  target.add_ref();  // released when this message's completion is reaped
+  ++in_flight_;      // so that this ring's teardown reaps it
   unflushed_ = 0;
-  return io_uring_submit(&ring_) >= 0;  // now: the other loop may be asleep
+  if (io_uring_submit(&ring_) >= 0) return true;  // now: the other loop may be asleep
+  // Not submitted: take the SQE back.
+  --ring_.sq.sqe_tail;
+  --in_flight_;
+  target.release();
+  return false;
 }
 
 void UringBackend::cancel_all() {
@@ -285,13 +294,25 @@ void UringBackend::submit(detail::OpBase& op) {
 }
 
 void UringBackend::cancel(detail::OpBase& op) {
-  io_uring_sqe* sqe = get_sqe();
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) {
+    if (reaping_) {  // flushing now may reap inside the walk of the CQ ring
+      deferred_cancels_.push_back(&op);
+      return;
+    }
+    sqe = get_sqe_slow();
+  }
   io_uring_prep_cancel(sqe, &op, 0);
   io_uring_sqe_set_data64(sqe, kIgnoreTag);
 }
 
 // Walks the CQ ring once (this thread is its only consumer), records each
 // result on its op and hands the chain to the loop's queue in one splice.
+// Nothing here submits: a multishot's MoreFn may ask for a cancel, which
+// waits in deferred_cancels_ when the SQ is full (a flush could reap
+// inside this walk); a refused zero-copy send is queued as a step for
+// Loop::settle to resend (honouring a recorded cancel, with its linked
+// timeout again).
 std::size_t UringBackend::reap() noexcept {
   std::size_t total = 0;
   for (;;) {
@@ -303,7 +324,9 @@ std::size_t UringBackend::reap() noexcept {
     detail::OpBase** link = &first;
     detail::OpBase* last = nullptr;
     std::size_t n = 0;
+    std::size_t tags_done = 0;  // MSG_RING wakes this ring sent (counted in flight)
     bool rearm = false;
+    reaping_ = true;
     for (; head != tail; ++head) {
       const io_uring_cqe& cqe = cq.cqes[head & mask];
       if ((cqe.user_data & 7) != 0) [[unlikely]] {
@@ -313,10 +336,14 @@ std::size_t UringBackend::reap() noexcept {
         if (cqe.user_data == kWakeTag && !(cqe.flags & IORING_CQE_F_MORE)) {
           if (cqe.res == -EINVAL) wake_multishot_ = false;  // no multishot poll here
           rearm = true;
-        } else if (tag == kMsgOutTag && cqe.res < 0) {
-          msg_ring_ = false;
-          const std::uint64_t one = 1;
-          (void)!::write(static_cast<int>(cqe.user_data >> 3), &one, sizeof one);
+        } else if (tag == kMsgOutTag) {
+          auto* target = reinterpret_cast<detail::Inbox*>(cqe.user_data & ~std::uint64_t{7});
+          if (cqe.res < 0) {
+            msg_ring_ = false;
+            target->wake_by_eventfd();
+          }
+          target->release();
+          ++tags_done;
         }
         continue;
       }
@@ -326,48 +353,52 @@ std::size_t UringBackend::reap() noexcept {
         op->more(*op, cqe.res, flags);  // a multishot result; the op stays in flight
         continue;
       }
+      int res = cqe.res;
+      std::uint32_t cflags = flags;
       if (op->zc == 1) [[unlikely]] {
         // Zero-copy send: the result comes first (F_MORE), then the
         // notification that the buffer is free; the op completes on that.
-        if (cqe.flags & IORING_CQE_F_MORE) {
-          op->res = cqe.res;
+        if (flags & IORING_CQE_F_MORE) {
+          op->res = res;
           continue;
         }
         // The notification carries no result; without one (F_NOTIF clear)
         // the send failed before anything was pinned.
-        const int res = (cqe.flags & IORING_CQE_F_NOTIF) ? op->res : cqe.res;
-        if (res == -EOPNOTSUPP) {  // this socket cannot (AF_UNIX): send it the plain way
+        if (flags & IORING_CQE_F_NOTIF) res = op->res;
+        cflags = 0;
+        if (res == -EOPNOTSUPP) {  // this socket cannot (AF_UNIX): a step, resent plain
           op->zc = 2;
-          if (io_uring_sqe* sqe = io_uring_get_sqe(&ring_)) {
-            detail::prep_sqe(sqe, *op, zc_threshold_);
-            io_uring_sqe_set_data(sqe, op);
-            continue;
-          }  // no SQE free right now: report EOPNOTSUPP rather than stall the reap
+          op->flow |= detail::kFlowRetry;
         }
-        op->res = res;
-        op->cqe_flags = 0;
-        op->state = detail::OpState::completed;
-        *link = op;
-        link = &op->next;
-        last = op;
-        ++n;
-        continue;
       }
-      op->res = cqe.res;
-      op->cqe_flags = flags;
+      op->res = res;
+      op->cqe_flags = cflags;
       op->state = detail::OpState::completed;
       *link = op;
       link = &op->next;
       last = op;
       ++n;
     }
+    reaping_ = false;
     *link = nullptr;
     io_uring_smp_store_release(cq.khead, head);
     if (!cancel_any_)
       for (detail::OpBase* op = first; op; op = op->next) untrack(*op);
-    in_flight_ -= n;
+    in_flight_ -= n + tags_done;
     queue_->append(first, last);
     total += n;
+    if (!deferred_cancels_.empty()) [[unlikely]] {
+      std::vector<detail::OpBase*> ops;
+      ops.swap(deferred_cancels_);
+      for (detail::OpBase* op : ops)
+        if (op->state == detail::OpState::submitted) {  // not completed meanwhile
+          try {
+            cancel(*op);
+          } catch (const std::exception&) {
+            // The op completes on its own; Loop::settle honours the request.
+          }
+        }
+    }
     if (rearm && !closing_) arm_wakeup();
     // Completions the kernel could not post (CQ full) wait in its overflow
     // list; flush them into the ring and go round again.

@@ -3,6 +3,7 @@
 #include <liburing.h>
 
 #include <cstddef>
+#include <vector>
 
 #include "lev/backend.hpp"
 #include "lev/detail/uring_prep.hpp"
@@ -10,6 +11,9 @@
 namespace lev {
 
 struct LoopOptions;
+namespace detail {
+struct Inbox;
+}
 
 class UringBackend final : public CompletionBackend {
  public:
@@ -34,9 +38,10 @@ class UringBackend final : public CompletionBackend {
   [[nodiscard]] int msg_ring_target() const noexcept { return msg_ring_ ? ring_.ring_fd : -1; }
   /// Wakes the loop whose ring is `target_ring` with a MSG_RING from this
   /// ring (this loop's thread only), submitted at once. False when MSG_RING
-  /// is off here (the caller writes `target_efd` instead). Should the
-  /// message fail, `target_efd` is written when its completion arrives.
-  bool send_wake(int target_ring, int target_efd) noexcept;
+  /// is off here (the caller writes the target's eventfd instead). The
+  /// message holds a reference to `target` until its completion is reaped;
+  /// should it fail, the target's eventfd is written then.
+  bool send_wake(int target_ring, detail::Inbox& target) noexcept;
   /// Lets the Loop fill SQEs inline (see UringFastPath).
   detail::UringFastPath fast_path() noexcept;
 
@@ -55,6 +60,10 @@ class UringBackend final : public CompletionBackend {
   void arm_wakeup();
 
   io_uring ring_{};
+  // Cancels asked for while reap() walks the CQ ring with the SQ full: a
+  // flush then could reap inside the walk. Submitted once the walk is done.
+  bool reaping_ = false;
+  std::vector<detail::OpBase*> deferred_cancels_;
   // IORING_ASYNC_CANCEL_ANY works (5.19+); otherwise ops are tracked so
   // that cancel_all can name each one.
   bool cancel_any_ = false;
