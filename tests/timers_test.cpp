@@ -1,11 +1,44 @@
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 #include "lev/fake.hpp"
 #include "lev/loop.hpp"
+#include "lev/net/connect.hpp"
+#include "lev/when.hpp"
 #include "support.hpp"
+
+namespace {
+// Stops `loop` from another thread after `limit` unless disarmed: a test
+// of a hang ends as a failure instead of hanging the suite.
+class Watchdog {
+ public:
+  Watchdog(lev::Loop& loop, std::chrono::milliseconds limit)
+      : thread_([this, &loop, limit] {
+          for (auto waited = std::chrono::milliseconds(0); waited < limit && !done_;
+               waited += std::chrono::milliseconds(10))
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          if (!done_) {
+            fired_ = true;
+            loop.stop();
+          }
+        }) {}
+  ~Watchdog() {
+    done_ = true;
+    thread_.join();
+  }
+  [[nodiscard]] bool fired() const { return fired_; }
+
+ private:
+  std::atomic<bool> done_{false}, fired_{false};
+  std::thread thread_;
+};
+}  // namespace
 
 using namespace std::chrono_literals;
 
@@ -120,5 +153,90 @@ TEST_SUITE("timers") {
     CHECK(ordered);
     CHECK(fake->poll_count() == rounds);
     CHECK(rounds <= 2 * 1000 + 2);  // at most one wait per distinct deadline
+  }
+
+  // Broke: now() + Duration::max() wrapped into the past; that timer sat at
+  // the top of the heap and the poll timeout overflowed into a ~292-year
+  // wait, so no other timer fired (UBSan: signed overflow).
+  TEST_CASE("Duration::max() as a delay means never, and other timers still fire") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      bool never = false, soon = false;
+      auto forever = loop.after(lev::Duration::max(), [&](lev::Operation&, lev::Result<lev::Expired> r) {
+        if (r) never = true;
+      });
+      loop.after(10ms, [&](lev::Operation&, auto) {
+        soon = true;
+        loop.stop();
+      });
+      Watchdog dog(loop, 3000ms);
+      loop.run();
+      CHECK_FALSE(dog.fired());
+      CHECK(soon);
+      CHECK_FALSE(never);
+      forever.cancel();
+      loop.drain_callbacks();
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("deadlines saturate: at(TimePoint::min()) fires at once, every() near the end of time does not wrap") {
+    lev::Loop loop{lev::Model::proactor, {.backend = "fake"}};
+    int fired = 0;
+    loop.at(lev::TimePoint::min(), [&](lev::Operation&, auto) { ++fired; });
+    loop.run_once();
+    CHECK(fired == 1);
+    CHECK(lev::saturating_add(lev::TimePoint::max(), 1s) == lev::TimePoint::max());
+    CHECK(lev::saturating_add(lev::TimePoint::min(), -1s) == lev::TimePoint::min());
+    CHECK(lev::saturating_sub(lev::TimePoint::max(), lev::TimePoint::min()) == lev::Duration::max());
+  }
+
+  TEST_CASE("with_timeout(task, Duration::max()) waits for the task") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto job = [](lev::Loop& l) -> lev::Task<int> {
+        (void)co_await l.after(5ms);
+        co_return 7;
+      };
+      Watchdog dog(loop, 3000ms);
+      auto r = loop.block_on(lev::with_timeout(loop, job(loop), lev::Duration::max()));
+      CHECK_FALSE(dog.fired());
+      REQUIRE(r);
+      CHECK(*r == 7);
+    });
+  }
+
+  TEST_CASE("an operation with {.timeout = Duration::max()} is not timed out at once") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::array<char, 8> buf{};
+      auto reader = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.recv(a, buf, {.timeout = lev::Duration::max()});
+      };
+      auto writer = [&]() -> lev::Task<> {
+        (void)co_await loop.after(5ms);
+        (void)co_await loop.send(b, std::string_view("hi"));
+      };
+      loop.spawn(writer());
+      Watchdog dog(loop, 3000ms);
+      auto r = loop.block_on(reader());
+      REQUIRE(r);
+      CHECK(*r == 2);
+      auto pooled = loop.block_on([](lev::Loop& l, int fd, int peer) -> lev::Task<lev::Result<lev::Buffer>> {
+        (void)::write(peer, "yo", 2);
+        co_return co_await l.recv(fd, {.timeout = lev::Duration::max()});
+      }(loop, a.get(), b.get()));
+      REQUIRE(pooled);
+      CHECK(pooled->view() == "yo");
+    });
+  }
+
+  TEST_CASE("net::connect with {.timeout = Duration::max()} connects") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [listener, addr] = lev::test::tcp_listener();
+      Watchdog dog(loop, 3000ms);
+      auto fd = loop.block_on(
+          lev::net::connect(loop, "127.0.0.1", addr.port(), {.timeout = lev::Duration::max()}));
+      REQUIRE(fd);
+      CHECK(fd->get() >= 0);
+    });
   }
 }

@@ -558,7 +558,7 @@ std::size_t Loop::run_once() {
   if (!ready_.empty()) {
     timeout = Duration::zero();
   } else if (t) {
-    timeout = std::max(Duration::zero(), t->deadline - now);
+    timeout = std::max(Duration::zero(), saturating_sub(t->deadline, now));
   } else if (backend_->in_flight() == 0 && holds_ == 0 && external_ == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
   }

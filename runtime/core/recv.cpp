@@ -277,7 +277,7 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
   if (timeout_ && waiting()) {
     OpBase& t = timer_.emplace();
     t.kind = OpKind::timer;
-    t.deadline = loop_->now() + *timeout_;
+    t.deadline = saturating_add(loop_->now(), *timeout_);
     t.ctx = this;
     t.deliver = &on_deadline;
     loop_->start(t);

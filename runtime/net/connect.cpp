@@ -48,7 +48,7 @@ Task<Result<std::vector<SocketAddress>>> resolve(Loop& loop, std::string host, s
 
 Task<Result<Fd>> connect(Loop& loop, std::string host, std::uint16_t port, ConnectOptions o) {
   const bool bounded = o.timeout > Duration::zero();
-  const TimePoint deadline = loop.now() + o.timeout;
+  const TimePoint deadline = saturating_add(loop.now(), o.timeout);
   auto addrs = co_await resolve(loop, std::move(host), port);
   if (!addrs) co_return addrs.error();
   Error last = Error{std::make_error_code(std::errc::host_unreachable), "connect", -1, 0};

@@ -191,7 +191,7 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
     }
     Base::suspend(h, token);
     if (this->op_.state != OpState::submitted) return;  // its token was already stopped
-    timer_.deadline = loop_now(*this->loop_) + *timeout_;
+    timer_.deadline = saturating_add(loop_now(*this->loop_), *timeout_);
     timer_.ctx = this;
     timer_.deliver = &on_deadline;
     start_op(*this->loop_, timer_);
