@@ -10,6 +10,7 @@
 #include "lev/fake.hpp"
 #include "lev/loop.hpp"
 #include "lev/net/listen.hpp"
+#include "lev/when.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -24,6 +25,28 @@ lev::Task<> dribble(lev::Loop& loop, int fd, std::string data, std::size_t piece
     (co_await loop.send_all(fd, std::string_view(data).substr(i, piece))).value();
     (void)co_await loop.after(0ms);
   }
+}
+
+// Reads `fd` until EOF or an error (at most 100,000 receives); the bytes read.
+lev::Task<std::size_t> drain_to_eof(lev::Loop& loop, int fd) {
+  std::size_t total = 0;
+  char buf[65536];
+  for (int round = 0; round < 100'000; ++round) {
+    auto n = co_await loop.recv(fd, buf);
+    if (!n || *n == 0) break;
+    total += *n;
+  }
+  co_return total;
+}
+
+// A socket pair whose first end sends into small kernel buffers, so that a
+// peer that does not read stalls the writer early.
+std::pair<lev::Fd, lev::Fd> small_buffered_pair() {
+  auto [a, b] = lev::test::socket_pair();
+  int small = 4096;
+  ::setsockopt(a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+  ::setsockopt(b.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  return {std::move(a), std::move(b)};
 }
 }  // namespace
 
@@ -342,6 +365,89 @@ TEST_SUITE("stream") {
                r.error().code == std::errc::connection_reset));
       };
       loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("a stream whose receives all end inside a message keeps a bounded read buffer") {
+    // Regression: when every receive ended mid-message, fill() appended to
+    // the gathering buffer and never dropped the consumed prefix: 20,000
+    // messages of 3,000 bytes grew the heap by ~95 MB.
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream s{loop, std::move(a), {.codec = Codec::length_prefixed()}};
+      constexpr int kMessages = 2000;
+      const std::string body(3000, 'm');
+      std::string wire;
+      for (int i = 0; i < kMessages; ++i) REQUIRE(Codec::length_prefixed().encode(wire, body));
+      auto writer = [&]() -> lev::Task<> {
+        (co_await loop.send_all(b, wire)).value();  // 3,004-byte frames over 4 KiB receives
+        (co_await loop.shutdown(b, lev::Shutdown::write)).value();
+      };
+      std::size_t peak = 0;
+      auto reader = [&]() -> lev::Task<int> {
+        int n = 0;
+        for (;;) {
+          auto m = (co_await s.read_message()).value();
+          if (!m) break;
+          if (*m != body) co_return -1;
+          ++n;
+          peak = std::max(peak, s.read_buffer_capacity());
+        }
+        co_return n;
+      };
+      loop.spawn(writer());
+      CHECK(loop.block_on(reader()) == kMessages);
+      CHECK(peak > 0);  // messages did span receives
+      CHECK(peak <= 64 * 1024);
+    });
+  }
+
+  TEST_CASE("a write parked above the high watermark ends when its task is cancelled") {
+    // Regression: the parked writer never looked at its task's stop token,
+    // so with_timeout around a write to a peer that does not read (and
+    // around close()) never returned.
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = small_buffered_pair();
+      Stream s{loop,
+               std::move(a),
+               {.codec = Codec::raw(), .high_watermark = 64 * 1024, .low_watermark = 16 * 1024}};
+      auto t = [&]() -> lev::Task<> {
+        auto w = co_await lev::with_timeout(loop, s.write_message(std::string(8 << 20, 'w')), 200ms);
+        REQUIRE_FALSE(w);
+        CHECK(w.error().code == std::errc::timed_out);
+        CHECK(s.queued() > 64 * 1024);  // the message stays queued
+        auto c = co_await lev::with_timeout(loop, s.close(), 200ms);
+        REQUIRE_FALSE(c);
+        CHECK(c.error().code == std::errc::timed_out);
+      };
+      loop.block_on(t());
+      // close() gave up: what was not sent is dropped and the peer sees the end.
+      CHECK(loop.block_on(drain_to_eof(loop, b.get())) < (8u << 20));
+      loop.run();
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a cancelled write leaves its message queued and the stream usable") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = small_buffered_pair();
+      Stream s{loop,
+               std::move(a),
+               {.codec = Codec::raw(), .high_watermark = 64 * 1024, .low_watermark = 16 * 1024}};
+      const std::string big(1 << 20, 'x');
+      std::size_t received = 0;
+      auto peer = [&]() -> lev::Task<> { received = co_await drain_to_eof(loop, b.get()); };
+      auto t = [&]() -> lev::Task<> {
+        auto w = co_await lev::with_timeout(loop, s.write_message(big), 50ms);
+        CHECK_FALSE(w);
+        loop.spawn(peer());  // now the peer reads
+        (co_await s.write_message("tail")).value();
+        (co_await s.close()).value();
+      };
+      loop.block_on(t());
+      loop.run();
+      CHECK(received == big.size() + 4);
+      CHECK(loop.live_op_count() == 0);
     });
   }
 }

@@ -11,6 +11,7 @@
 #include <deque>
 #include <stdexcept>
 
+#include "lev/detail/stop.hpp"
 #include "lev/loop.hpp"
 
 namespace lev::net {
@@ -89,8 +90,9 @@ struct StreamState {
   std::string sending;
   std::size_t spos = 0;  // bytes of `sending` already sent
   std::string wbuf;
+  lev::detail::OpBase* in_flight = nullptr;  // the flusher's send, while it waits
   bool flushing = false;
-  bool closing = false;  // the Stream is gone: close after the flush
+  bool closing = false;  // the Stream is gone, or close() gave up: close after the flusher
   std::optional<Error> write_error;
   StreamCallbacks callbacks;
   bool above_high = false;  // for on_drain
@@ -121,32 +123,67 @@ struct StreamState {
 
 namespace {
 
+// Parks a writer until the queue is at most `below` bytes (or the stream
+// failed). A stop request on the awaiting task's token takes the writer
+// out of the queue: it resumes (from the completion queue) with `false`.
 struct WaitBelow {
-  StreamState& s;
-  std::size_t below;
-  StreamState::Waiter w{};
+  WaitBelow(StreamState& st, std::size_t b) noexcept : s(st), below(b) {}
+  WaitBelow(const WaitBelow&) = delete;
+  WaitBelow& operator=(const WaitBelow&) = delete;
+  // A frame destroyed while parked (loop teardown) must leave no dangling
+  // waiter behind, nor a queued resumption.
+  ~WaitBelow() {
+    stop.disarm();
+    leave();
+    if (w.op.state == lev::detail::OpState::completed ||
+        w.op.state == lev::detail::OpState::submitted)
+      s.loop->abandon(w.op);
+  }
+
   bool await_ready() const noexcept { return s.queued() <= below || s.write_error.has_value(); }
-  void await_suspend(std::coroutine_handle<> h) {
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
     w.op.kind = lev::detail::OpKind::post;
     w.op.ctx = h.address();
     w.op.deliver = nullptr;
     w.below = below;
     s.waiters.push_back(&w);
+    if (const std::stop_token* t = lev::detail::task_token(h)) stop.arm(*s.loop, *t, &on_stop, this);
   }
-  void await_resume() const noexcept {}
-  // A frame destroyed while parked (loop teardown) must leave no dangling
-  // waiter behind, nor a queued resumption.
-  ~WaitBelow() {
+  /// False: the wait was cancelled (the queue may still be above the mark).
+  bool await_resume() noexcept {
+    stop.disarm();
+    return !cancelled;
+  }
+
+ private:
+  bool leave() noexcept {
     for (auto it = s.waiters.begin(); it != s.waiters.end(); ++it)
       if (*it == &w) {
         s.waiters.erase(it);
-        break;
+        return true;
       }
-    if (w.op.state == lev::detail::OpState::completed ||
-        w.op.state == lev::detail::OpState::submitted)
-      s.loop->abandon(w.op);
+    return false;
   }
+  static void on_stop(void* self) noexcept {
+    auto* a = static_cast<WaitBelow*>(self);
+    if (!a->leave()) return;  // already released: the release stands
+    a->cancelled = true;
+    a->s.loop->start_cancelled(a->w.op);
+  }
+
+  StreamState& s;
+  std::size_t below;
+  StreamState::Waiter w{};
+  lev::detail::StopLink stop;
+  bool cancelled = false;
 };
+
+// Once the Stream is gone (or close() gave up), the fd closes when the
+// flusher no longer uses it.
+void close_if_done(StreamState& s) noexcept {
+  if (s.closing && !s.flushing) s.fd.reset();
+}
 
 // Sends the queue until it is empty (or the stream fails); wakes writers
 // as the queue passes their marks. Holds the state alive while it runs.
@@ -159,12 +196,18 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
     }
     std::string_view rest(s->sending.data() + s->spos, s->sending.size() - s->spos);
     Result<std::size_t> n = std::size_t{0};
-    if (s->socket)
-      n = co_await s->loop->send(s->fd, rest);  // no co_await inside ?: (GCC 12)
-    else
-      n = co_await s->loop->write(s->fd, rest);
+    if (s->socket) {  // no co_await inside ?: (GCC 12)
+      auto&& send = s->loop->send(s->fd, rest);
+      s->in_flight = &send.op();
+      n = co_await send;
+    } else {
+      auto&& write = s->loop->write(s->fd, rest);
+      s->in_flight = &write.op();
+      n = co_await write;
+    }
+    s->in_flight = nullptr;
     if (!n) {
-      s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
+      if (!s->write_error) s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
       break;
     }
     s->spos += *n;
@@ -176,7 +219,7 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
   }
   s->flushing = false;
   s->wake_waiters();
-  if (s->closing && s->fd) (void)co_await s->loop->close(s->fd);
+  close_if_done(*s);
 }
 
 void note_queue(StreamState& s) {
@@ -193,6 +236,25 @@ Error unsent(const StreamState& s) {
   Error e = *s.write_error;
   e.transferred = s.queued();
   e.op = "stream write (bytes not sent)";
+  return e;
+}
+
+Error cancelled(const StreamState& s, const char* op) {
+  return Error{std::make_error_code(std::errc::operation_canceled), op, s.fd.get(), 0};
+}
+
+// close() was cancelled while the queue drained: drop what is left (the
+// error counts it), cancel the send in flight, fail the stream for every
+// other writer, and close the fd once the flusher has let go of it.
+Error give_up(StreamState& s) {
+  Error e = cancelled(s, "stream close (bytes not sent)");
+  e.transferred = s.queued();
+  if (!s.write_error) s.write_error = cancelled(s, "stream close");
+  s.closing = true;
+  s.wbuf.clear();  // `sending` stays: the kernel may be reading it
+  if (s.in_flight) s.loop->cancel(*s.in_flight);
+  s.wake_waiters();
+  close_if_done(s);
   return e;
 }
 
@@ -213,10 +275,11 @@ Stream::Stream(Loop& loop, Fd fd, StreamOptions options)
 
 Stream::~Stream() {
   if (!s_) return;
-  if (s_->flushing) s_->closing = true;  // the flusher sends the rest, then closes
+  s_->closing = true;  // a running flusher sends the rest, then closes
 }
 
 std::size_t Stream::queued() const noexcept { return s_ ? s_->queued() : 0; }
+std::size_t Stream::read_buffer_capacity() const noexcept { return s_ ? s_->rbuf.capacity() : 0; }
 int Stream::fd() const noexcept { return s_ ? s_->fd.get() : -1; }
 
 namespace detail {
@@ -261,6 +324,11 @@ Task<Result<std::size_t>> fill(StreamState& s) {
       s.rpos = 0;
       s.rcur = std::move(*got);
     } else {
+      // Drop the decoded prefix first: when every receive ends inside a
+      // message, rbuf never empties, and it must stay bounded by the rest
+      // of one message plus one receive.
+      s.rbuf.erase(0, s.rpos);
+      s.rpos = 0;
       s.rbuf.append(got->view());
     }
     co_return n;
@@ -318,7 +386,10 @@ Task<Result<void>> Stream::write_message(std::string_view message) {
   if (auto r = s->o.codec.encode(s->wbuf, message); !r) co_return r.error();
   detail::note_queue(*s);
   detail::start_flush(s);
-  if (s->queued() > s->o.high_watermark) co_await detail::WaitBelow{*s, s->o.low_watermark};
+  if (s->queued() > s->o.high_watermark) {
+    const bool below = co_await detail::WaitBelow{*s, s->o.low_watermark};
+    if (!below) co_return detail::cancelled(*s, "stream write (cancelled; the message stays queued)");
+  }
   if (s->write_error) co_return detail::unsent(*s);
   co_return Result<void>{};
 }
@@ -360,7 +431,8 @@ void Stream::start(StreamCallbacks cb) {
 Task<Result<void>> Stream::flush() {
   auto s = s_;
   detail::start_flush(s);
-  co_await detail::WaitBelow{*s, 0};
+  const bool drained = co_await detail::WaitBelow{*s, 0};
+  if (!drained) co_return detail::cancelled(*s, "stream flush");
   if (s->write_error) co_return detail::unsent(*s);
   co_return Result<void>{};
 }
@@ -374,6 +446,7 @@ Task<Result<void>> Stream::shutdown_write() {
 Task<Result<void>> Stream::close() {
   auto s = s_;
   auto flushed = co_await flush();
+  if (!flushed && flushed.error().is_cancelled()) co_return detail::give_up(*s);
   if (s->fd) (void)co_await s->loop->close(s->fd);
   co_return flushed;
 }

@@ -14,6 +14,12 @@
 /// background; write_message suspends its caller while more than
 /// `high_watermark` bytes are queued and resumes it once the queue is below
 /// `low_watermark`. Every resumption comes from the loop's completion queue.
+///
+/// Cancellation: a task parked in write_message, flush or close leaves the
+/// wait when its stop token is stopped (with_timeout, when_any, a task
+/// group) and gets errc::operation_canceled. What write_message queued
+/// stays queued and is still sent; a cancelled close() drops what was not
+/// sent yet (the error's `transferred` counts it) and closes the fd.
 
 #include <coroutine>
 #include <cstddef>
@@ -110,7 +116,8 @@ class Stream {
   Task<Result<std::optional<std::string>>> read_message();
   /// Frames and queues `message`; suspends while the queue is above the
   /// high watermark. An error once the stream has failed (the error says
-  /// how many queued bytes were not sent).
+  /// how many queued bytes were not sent); operation_canceled when the
+  /// task is cancelled while it waits (the message stays queued).
   Task<Result<void>> write_message(std::string_view message);
   /// Frames and queues `message` without waiting (the flusher sends it):
   /// for fan-out, where one slow peer must not stall the sender. Check
@@ -121,15 +128,21 @@ class Stream {
   /// write queue drains back below the low mark. Do not mix with
   /// read_message() on the same Stream.
   void start(StreamCallbacks cb);
-  /// Waits until every queued byte has been sent.
+  /// Waits until every queued byte has been sent (operation_canceled when
+  /// the task is cancelled first; the bytes stay queued).
   Task<Result<void>> flush();
   /// Flushes, then shuts down the write side (the peer reads EOF).
   Task<Result<void>> shutdown_write();
   /// Flushes and closes. If the flush failed, the error reports the bytes
-  /// that were never sent.
+  /// that were never sent. Cancelled while flushing: the rest of the queue
+  /// is dropped (operation_canceled, `transferred` = bytes dropped), the
+  /// send in flight is cancelled and the fd is closed once it has ended.
   Task<Result<void>> close();
 
   [[nodiscard]] std::size_t queued() const noexcept;
+  /// Memory the read side holds to gather a message that spans receives:
+  /// at most about the longest message plus one receive.
+  [[nodiscard]] std::size_t read_buffer_capacity() const noexcept;
   [[nodiscard]] int fd() const noexcept;
 
  private:
