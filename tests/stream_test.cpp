@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,16 +28,25 @@ lev::Task<> dribble(lev::Loop& loop, int fd, std::string data, std::size_t piece
   }
 }
 
-// Reads `fd` until EOF or an error (at most 100,000 receives); the bytes read.
-lev::Task<std::size_t> drain_to_eof(lev::Loop& loop, int fd) {
+// Reads `fd` until EOF (at most 100,000 receives); the bytes read, or the
+// error that came first (operation_canceled when the task was cancelled).
+lev::Task<lev::Result<std::size_t>> drain_to_eof(lev::Loop& loop, int fd) {
   std::size_t total = 0;
   char buf[65536];
   for (int round = 0; round < 100'000; ++round) {
     auto n = co_await loop.recv(fd, buf);
-    if (!n || *n == 0) break;
+    if (!n) co_return n.error();
+    if (*n == 0) break;
     total += *n;
   }
   co_return total;
+}
+
+// Runs the loop for a few milliseconds (bounded even when something stays
+// live, unlike run()).
+void settle(lev::Loop& loop) {
+  auto pause = [&]() -> lev::Task<> { (void)co_await loop.after(10ms); };
+  loop.block_on(pause());
 }
 
 // A socket pair whose first end sends into small kernel buffers, so that a
@@ -422,7 +432,7 @@ TEST_SUITE("stream") {
       };
       loop.block_on(t());
       // close() gave up: what was not sent is dropped and the peer sees the end.
-      CHECK(loop.block_on(drain_to_eof(loop, b.get())) < (8u << 20));
+      CHECK(loop.block_on(drain_to_eof(loop, b.get())).value() < (8u << 20));
       loop.run();
       CHECK(loop.live_op_count() == 0);
     });
@@ -436,7 +446,7 @@ TEST_SUITE("stream") {
                {.codec = Codec::raw(), .high_watermark = 64 * 1024, .low_watermark = 16 * 1024}};
       const std::string big(1 << 20, 'x');
       std::size_t received = 0;
-      auto peer = [&]() -> lev::Task<> { received = co_await drain_to_eof(loop, b.get()); };
+      auto peer = [&]() -> lev::Task<> { received = (co_await drain_to_eof(loop, b.get())).value(); };
       auto t = [&]() -> lev::Task<> {
         auto w = co_await lev::with_timeout(loop, s.write_message(big), 50ms);
         CHECK_FALSE(w);
@@ -448,6 +458,119 @@ TEST_SUITE("stream") {
       loop.run();
       CHECK(received == big.size() + 4);
       CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("destroying a stream stops its callback reader and closes the fd") {
+    // Regression: after s->start({...}); s.reset(); a later message still
+    // reached on_message, and the peer never saw the hang-up (the reader
+    // kept the fd open).
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto s = std::make_unique<Stream>(loop, std::move(a));
+      int messages = 0;
+      s->start({.on_message = [&](std::string_view) { ++messages; }});
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        (co_await loop.send_all(b, std::string_view("first\n"))).value();
+        for (int i = 0; i < 1000 && messages == 0; ++i) (void)co_await loop.after(1ms);
+        s.reset();
+        (void)co_await loop.send_all(b, std::string_view("second\n"));  // may meet the close
+        co_return co_await lev::with_timeout(loop, drain_to_eof(loop, b.get()), 5s);
+      };
+      auto eof = loop.block_on(t());
+      // The peer saw the end (a reset when "second" arrived unread), not a timeout.
+      CHECK((eof || eof.error().code == std::errc::connection_reset));
+      settle(loop);
+      CHECK(messages == 1);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a stream destroyed inside its own on_message gets no further callback") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto s = std::make_unique<Stream>(loop, std::move(a));
+      std::vector<std::string> seen;
+      s->start({.on_message =
+                    [&](std::string_view m) {
+                      seen.emplace_back(m);
+                      s.reset();  // three messages came in one receive
+                    },
+                .on_close = [] { FAIL("no on_close after the stream is gone"); },
+                .on_error = [](const lev::Error&) { FAIL("no on_error after the stream is gone"); }});
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        (co_await loop.send_all(b, std::string_view("one\ntwo\nthree\n"))).value();
+        co_return co_await lev::with_timeout(loop, drain_to_eof(loop, b.get()), 5s);
+      };
+      CHECK(loop.block_on(t()));
+      settle(loop);
+      CHECK(seen == std::vector<std::string>{"one"});
+    });
+  }
+
+  TEST_CASE("a clean local close() is reported to neither on_error nor on_close") {
+    // Regression: close() closed the fd under the callback reader's
+    // receive, which reported "stream read: Bad file descriptor" (io_uring)
+    // or "Operation canceled" (epoll) to on_error.
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream s{loop, std::move(a)};
+      int errors = 0;
+      int closes = 0;
+      std::string what;
+      s.start({.on_close = [&] { ++closes; },
+               .on_error =
+                   [&](const lev::Error& e) {
+                     ++errors;
+                     what = e.message();
+                   }});
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        (void)co_await loop.after(1ms);  // the reader waits in its receive
+        (co_await s.write_message("bye")).value();
+        (co_await s.close()).value();
+        co_return co_await lev::with_timeout(loop, drain_to_eof(loop, b.get()), 5s);
+      };
+      auto got = loop.block_on(t());
+      loop.run();
+      CHECK(got);
+      if (got) CHECK(*got == 4);
+      CHECK_MESSAGE(errors == 0, what);
+      CHECK(closes == 0);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a write error reaches on_error without another enqueue, once") {
+    // Decided (issue 16): in the callback style a failed flush is reported
+    // through on_error as soon as it happens (it counts the bytes not
+    // sent); after on_error no callback runs. Before, it surfaced only as
+    // the result of the next enqueue().
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      REQUIRE(::shutdown(b.get(), SHUT_RD) == 0);  // sends to it fail with EPIPE
+      Stream s{loop, std::move(a)};
+      int errors = 0;
+      int closes = 0;
+      lev::Error seen;
+      s.start({.on_close = [&] { ++closes; },
+               .on_error =
+                   [&](const lev::Error& e) {
+                     ++errors;
+                     seen = e;
+                   }});
+      REQUIRE(s.enqueue("hello"));
+      auto t = [&]() -> lev::Task<> {
+        for (int i = 0; i < 1000 && errors == 0; ++i) (void)co_await loop.after(1ms);
+      };
+      loop.block_on(t());
+      CHECK(errors == 1);
+      CHECK(seen.code == std::errc::broken_pipe);
+      CHECK(seen.transferred == 6);
+      b.reset();  // the peer's end would now be a clean close: not reported
+      loop.run();
+      CHECK(errors == 1);
+      CHECK(closes == 0);
+      CHECK_FALSE(s.enqueue("more"));
     });
   }
 }

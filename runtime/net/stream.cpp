@@ -97,6 +97,25 @@ struct StreamState {
   StreamCallbacks callbacks;
   bool above_high = false;  // for on_drain
   bool reading = false;     // the callback-style reader runs
+  bool ended = false;       // on_error was called: no callback after it
+  // Stops the callback-style reader (made by start()): ~Stream and close()
+  // request it, and the reader then ends without another callback.
+  std::stop_source reader_stop{std::nostopstate};
+
+  void stop_reader() noexcept {
+    if (reader_stop.stop_possible()) reader_stop.request_stop();
+  }
+  // The end of the stream in callback style: on_error at most once, and
+  // nothing after it.
+  void report(const Error& e) {
+    if (ended || !reading) return;
+    ended = true;
+    stop_reader();
+    if (callbacks.on_error) {
+      auto cb = callbacks.on_error;  // the callback may replace or drop the callbacks
+      cb(e);
+    }
+  }
 
   // A writer parked until the queue drains below a mark; resumed by a post
   // op so that it runs from the loop's completion queue.
@@ -179,15 +198,23 @@ struct WaitBelow {
   bool cancelled = false;
 };
 
-// Once the Stream is gone (or close() gave up), the fd closes when the
-// flusher no longer uses it.
+Error unsent(const StreamState& s) {
+  Error e = *s.write_error;
+  e.transferred = s.queued();
+  e.op = "stream write (bytes not sent)";
+  return e;
+}
+
+// Once the Stream is gone (or close() gave up), the fd closes when neither
+// the flusher nor the callback reader uses it any more.
 void close_if_done(StreamState& s) noexcept {
-  if (s.closing && !s.flushing) s.fd.reset();
+  if (s.closing && !s.flushing && !s.reading) s.fd.reset();
 }
 
 // Sends the queue until it is empty (or the stream fails); wakes writers
 // as the queue passes their marks. Holds the state alive while it runs.
 lev::Task<> flusher(std::shared_ptr<StreamState> s) {
+  bool failed = false;  // here, not by give_up()
   while (s->queued() > 0 && !s->write_error) {
     if (s->spos == s->sending.size()) {  // take the next batch
       s->sending.clear();
@@ -207,7 +234,10 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
     }
     s->in_flight = nullptr;
     if (!n) {
-      if (!s->write_error) s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
+      if (!s->write_error) {
+        s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
+        failed = true;
+      }
       break;
     }
     s->spos += *n;
@@ -219,6 +249,7 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
   }
   s->flushing = false;
   s->wake_waiters();
+  if (failed) s->report(unsent(*s));  // callback style: now, not at the next enqueue
   close_if_done(*s);
 }
 
@@ -230,13 +261,6 @@ void start_flush(const std::shared_ptr<StreamState>& s) {
   if (s->flushing || s->queued() == 0 || s->write_error) return;
   s->flushing = true;
   s->loop->spawn(flusher(s));
-}
-
-Error unsent(const StreamState& s) {
-  Error e = *s.write_error;
-  e.transferred = s.queued();
-  e.op = "stream write (bytes not sent)";
-  return e;
 }
 
 Error cancelled(const StreamState& s, const char* op) {
@@ -276,6 +300,7 @@ Stream::Stream(Loop& loop, Fd fd, StreamOptions options)
 Stream::~Stream() {
   if (!s_) return;
   s_->closing = true;  // a running flusher sends the rest, then closes
+  s_->stop_reader();   // no callback after this; the reader lets go of the fd
 }
 
 std::size_t Stream::queued() const noexcept { return s_ ? s_->queued() : 0; }
@@ -403,12 +428,17 @@ Result<void> Stream::enqueue(std::string_view message) {
 }
 
 namespace {
-// The callback-style reader: the same read_message, driving callbacks.
+// The callback-style reader: the same read_message, driving callbacks. It
+// runs with reader_stop's token: once that is stopped (~Stream, close(), a
+// reported write error) it ends without another callback, even with
+// messages still buffered.
 lev::Task<> callback_reader(std::shared_ptr<detail::StreamState> s) {
-  for (;;) {
+  const std::stop_token stop = s->reader_stop.get_token();
+  while (!stop.stop_requested()) {
     auto m = co_await detail::read_one(s);
+    if (stop.stop_requested()) break;
     if (!m) {
-      if (s->callbacks.on_error) s->callbacks.on_error(m.error());
+      s->report(m.error());
       break;
     }
     if (!*m) {
@@ -418,14 +448,16 @@ lev::Task<> callback_reader(std::shared_ptr<detail::StreamState> s) {
     if (s->callbacks.on_message) s->callbacks.on_message(**m);
   }
   s->reading = false;
+  detail::close_if_done(*s);
 }
 }  // namespace
 
 void Stream::start(StreamCallbacks cb) {
   s_->callbacks = std::move(cb);
-  if (s_->reading) return;
+  if (s_->reading || s_->ended || s_->reader_stop.stop_requested()) return;
   s_->reading = true;
-  s_->loop->spawn(callback_reader(s_));
+  s_->reader_stop = std::stop_source{};
+  s_->loop->spawn(callback_reader(s_), s_->reader_stop.get_token());
 }
 
 Task<Result<void>> Stream::flush() {
@@ -445,6 +477,7 @@ Task<Result<void>> Stream::shutdown_write() {
 
 Task<Result<void>> Stream::close() {
   auto s = s_;
+  s->stop_reader();  // a local close is no event for the callbacks
   auto flushed = co_await flush();
   if (!flushed && flushed.error().is_cancelled()) co_return detail::give_up(*s);
   if (s->fd) (void)co_await s->loop->close(s->fd);

@@ -79,13 +79,17 @@ class Codec {
 };
 
 /// The seed's callback style, beside the coroutine style. Every callback
-/// runs on the loop thread from the completion queue.
+/// runs on the loop thread from the completion queue. No callback runs
+/// after the Stream is destroyed or close() is called (a local close is
+/// reported to neither on_close nor on_error), nor after on_error.
 struct StreamCallbacks {
   std::function<void(std::string_view)> on_message{};  ///< one decoded message
   std::function<void()>
       on_drain{};  ///< the queue fell below the low mark after passing the high mark
-  std::function<void()> on_close{};              ///< the peer ended the stream cleanly
-  std::function<void(const Error&)> on_error{};  ///< reset, over-long line, truncated frame...
+  std::function<void()> on_close{};  ///< the peer ended the stream cleanly
+  /// At most once: a reset, an over-long line, a truncated frame, or a
+  /// failed send (reported when it fails; `transferred` = bytes not sent).
+  std::function<void(const Error&)> on_error{};
 };
 
 struct StreamOptions {
@@ -108,7 +112,10 @@ class Stream {
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
   /// If bytes are still queued the background flusher finishes sending them
-  /// and then closes the fd (nothing queued is dropped silently).
+  /// and then closes the fd (nothing queued is dropped silently). A
+  /// callback-style reader stops at once (no further callback) and the fd
+  /// closes when neither it nor the flusher uses it. May be called from
+  /// inside one of its own callbacks.
   ~Stream();
 
   /// The next message; nullopt at a clean end of stream. A peer reset,
@@ -133,7 +140,7 @@ class Stream {
   Task<Result<void>> flush();
   /// Flushes, then shuts down the write side (the peer reads EOF).
   Task<Result<void>> shutdown_write();
-  /// Flushes and closes. If the flush failed, the error reports the bytes
+  /// Stops the callback-style reader, flushes and closes. If the flush failed, the error reports the bytes
   /// that were never sent. Cancelled while flushing: the rest of the queue
   /// is dropped (operation_canceled, `transferred` = bytes dropped), the
   /// send in flight is cancelled and the fd is closed once it has ended.
