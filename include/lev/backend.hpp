@@ -57,6 +57,12 @@ class CompletionQueue {
     if (!head_) tail_ = nullptr;
     return h;
   }
+  /// How many ops are queued (O(n); for Loop::census).
+  [[nodiscard]] std::size_t size() const noexcept {
+    std::size_t n = 0;
+    for (const detail::OpBase* op = head_; op; op = op->next) ++n;
+    return n;
+  }
   /// Removes one op from the queue (O(n); used on teardown only).
   bool remove(detail::OpBase& op) noexcept;
 

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <memory>
 #include <string_view>
+#include <string_view>
 #include <vector>
 
 #include "lev/backend.hpp"
@@ -32,6 +33,19 @@ class FakeBackend final : public CompletionBackend {
     /// path a backend without buffer selection gets (a readiness op, then
     /// a recv into a buffer the loop took).
     bool provide_buffers = true;
+    /// Report multishot recv: the first recv(fd) on a connection arms one
+    /// multishot recv op, fed by deliver_more() (results flagged F_MORE).
+    /// Needs provide_buffers.
+    bool multishot_recv = false;
+    /// Report linked timeouts: an op with `{.timeout}` carries it
+    /// (op.linked_timeout) instead of a loop timer; the fake ends the op
+    /// with ECANCELED in the first poll at or after its deadline, as the
+    /// kernel's IORING_OP_LINK_TIMEOUT would.
+    bool linked_timeouts = false;
+    /// Throw from poll() when the loop would block for ever (no timeout)
+    /// and nothing changed since the last poll: a test bug, usually. A
+    /// driver that completes ops itself between rounds turns it off.
+    bool detect_blocking = true;
   };
   FakeBackend();
   explicit FakeBackend(Options options);
@@ -50,6 +64,12 @@ class FakeBackend final : public CompletionBackend {
   /// (nothing flushed, nothing cancelled) it throws std::logic_error.
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::shared_ptr<Clock> preferred_clock() override { return clock_; }
+  [[nodiscard]] BackendFeatures features() const noexcept override {
+    BackendFeatures f;
+    f.multishot_recv = options_.multishot_recv && options_.provide_buffers;
+    f.linked_timeouts = options_.linked_timeouts;
+    return f;
+  }
   [[nodiscard]] std::size_t in_flight() const noexcept override { return pending_.size(); }
   /// Recv ops with `select` take a pool buffer in complete_with_data.
   bool provide_buffers(detail::BufferPool& pool) override {
@@ -70,7 +90,21 @@ class FakeBackend final : public CompletionBackend {
   /// completes it with the number of bytes copied. A recv with `select`
   /// takes a buffer of the loop's pool now (none free: ENOBUFS).
   void complete_with_data(detail::OpBase& op, std::string_view data);
+  /// A multishot recv's intermediate result: `data` goes into a buffer of
+  /// the loop's pool and the op's MoreFn gets it with F_MORE (the op stays
+  /// pending). No free buffer: the multishot ends with ENOBUFS, as the
+  /// kernel's does. Returns false when it ended.
+  bool deliver_more(detail::OpBase& op, std::string_view data);
+  /// A send the kernel would not take zero-copy (EOPNOTSUPP, as AF_UNIX
+  /// sockets answer IORING_OP_SEND_ZC): queued as a step the loop resends
+  /// plain, keeping its time limit and honouring a recorded cancel.
+  void refuse_zero_copy(detail::OpBase& op);
+  /// Whether the loop asked to cancel `op` (it completes at the next poll
+  /// unless the test completes it first).
   [[nodiscard]] bool cancel_requested(const detail::OpBase& op) const noexcept;
+  /// The deadline of `op`'s linked timeout (linked_timeouts mode), or
+  /// TimePoint::max().
+  [[nodiscard]] TimePoint linked_deadline(const detail::OpBase& op) const noexcept;
   [[nodiscard]] std::size_t submit_count() const noexcept { return submits_; }
   [[nodiscard]] std::size_t cancel_count() const noexcept { return cancels_; }
   [[nodiscard]] std::size_t poll_count() const noexcept { return polls_; }
@@ -85,6 +119,11 @@ class FakeBackend final : public CompletionBackend {
   std::shared_ptr<VirtualClock> clock_;
   CompletionQueue* queue_ = nullptr;
   std::vector<detail::OpBase*> pending_;
+  struct Linked {
+    detail::OpBase* op;
+    TimePoint deadline;
+  };
+  std::vector<Linked> linked_;  // linked timeouts of pending ops
   std::size_t submits_ = 0;
   std::size_t cancels_ = 0;
   std::size_t polls_ = 0;

@@ -167,6 +167,20 @@ class Loop {
   [[nodiscard]] bool is_running() const noexcept { return running_; }
   /// Operations registered and not yet delivered (timers, posts included).
   [[nodiscard]] std::size_t live_op_count() const noexcept { return live_count_; }
+  /// Where the live operations are (tests, debugging; O(queued)). For a
+  /// backend whose in_flight() counts operations only (fake, epoll),
+  /// `live == in_backend + timers + queued + external` at every point
+  /// between rounds: the registry is exact.
+  struct Census {
+    std::size_t live = 0;        ///< live_op_count()
+    std::size_t in_backend = 0;  ///< handed to the backend, not yet reported
+    std::size_t timers = 0;      ///< armed on the deadline heap
+    std::size_t queued = 0;      ///< results recorded, not yet delivered
+    std::size_t external = 0;    ///< completed by another thread (offload)
+  };
+  [[nodiscard]] Census census() const noexcept {
+    return {live_count_, backend_->in_flight(), timers_.size(), ready_.size(), external_};
+  }
   /// Delivers what is already queued, without polling the backend.
   std::size_t drain_callbacks();
   [[nodiscard]] std::string_view backend_name() const noexcept { return backend_->name(); }
@@ -380,15 +394,19 @@ class Loop {
     return Op<void, detail::OpKind::shutdown>(*this, fd.fd,
                                    [how](detail::OpBase& op) { op.flags = how; });
   }
-  /// Closes a borrowed fd.
+  /// Closes a borrowed fd. A close is never cancelled (a stop leaves it
+  /// alone; one the loop's teardown catches before the kernel closes the
+  /// fd itself): whatever happens, the fd is closed.
   Op<void, detail::OpKind::close> close(FdRef fd) {
     closing(fd.fd);
-    return Op<void, detail::OpKind::close>(*this, fd.fd);
+    return Op<void, detail::OpKind::close>(*this, fd.fd,
+                                           [](detail::OpBase& op) { op.flow = detail::kFlowClose; });
   }
   /// Closes an owned fd: `fd` is empty afterwards, whatever the result.
   Op<void, detail::OpKind::close> close(Fd& fd) {
     closing(fd.get());
-    return Op<void, detail::OpKind::close>(*this, fd.release());
+    return Op<void, detail::OpKind::close>(*this, fd.release(),
+                                           [](detail::OpBase& op) { op.flow = detail::kFlowClose; });
   }
   /// Suspends the task for `delay`: after(delay) for those who read it so.
   /// Result: Expired, or errc::operation_canceled when its token stops.
@@ -492,7 +510,9 @@ class Loop {
   template <detail::CompletionHandler<void> F>
   Operation close(FdRef fd, F&& cb) {
     closing(fd.fd);
-    return launch<void>(std::forward<F>(cb), detail::OpKind::close, fd.fd);
+    detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::close, fd.fd);
+    cb_op.op.flow = detail::kFlowClose;
+    return commit(cb_op);
   }
   template <detail::CompletionHandler<Expired> F>
   Operation after(Duration delay, F&& cb) {

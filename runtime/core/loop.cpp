@@ -38,7 +38,17 @@ bool loop_links_timeouts(Loop& loop) noexcept { return loop.links_timeouts_; }
 void begin_external(Loop& loop, OpBase& op) noexcept { loop.begin_external(op); }
 void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
 
+void close_cancelled(OpBase& op) noexcept {
+  if (op.res != -ECANCELED) return;
+  ::close(op.fd);  // it never reached the kernel (a backend's teardown): close it here
+  op.res = 0;
+}
+
 void release_undelivered(OpBase& op) noexcept {
+  if (op.flow & kFlowClose) {
+    close_cancelled(op);
+    return;
+  }
   if (op.select && op.res > 0 && (op.cqe_flags & IORING_CQE_F_BUFFER)) {
     // A pool buffer nobody will take (a recv op's is not counted yet).
     if (op.kind == OpKind::recv) op.pool->claim();
@@ -390,7 +400,9 @@ void Loop::cancel(detail::OpBase& op, detail::Cancel why) noexcept {
   if (op.cancel != detail::Cancel::none) return;  // recorded once: the first request stands
   switch (op.state) {
     case OpState::submitted:
-      if (op.kind == detail::OpKind::post) return;  // runs to its end (offload), or a resumption
+      // A post runs to its end (offload, a resumption); a close too (the fd
+      // is released already: it must be closed, whatever happens).
+      if (op.kind == detail::OpKind::post || op.kind == detail::OpKind::close) return;
       op.cancel = why;
       if (op.kind == detail::OpKind::timer) {
         timers_.remove(op);
@@ -467,7 +479,9 @@ TimePoint loop_now(Loop& loop) noexcept { return loop.now(); }
 bool Loop::settle(detail::OpBase& op) noexcept {
   using namespace detail;
   if (!is_intermediate(op)) {
-    if (op.flow & kFlowAll) {
+    if (op.flow & kFlowClose) {
+      close_cancelled(op);
+    } else if (op.flow & kFlowAll) {
       if (op.res > 0)
         op.done += static_cast<std::size_t>(op.res);
       else if (op.res == 0 && op.done < op.total)

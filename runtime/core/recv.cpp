@@ -57,7 +57,7 @@ RecvRegistry::RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t
   }
   if (!provided)
     mode_ = Mode::plain;
-  else if (pool_->kernel_ring() && backend.features().multishot_recv)
+  else if (backend.features().multishot_recv)
     mode_ = Mode::multishot;
   else
     mode_ = Mode::select;
@@ -377,10 +377,17 @@ void RecvBufferAwaiter::next_step(OpBase& op) noexcept {
     self->go_on(false);
     return;
   }
-  // ENOBUFS: the pool was dry when data came: wait for a buffer, then recv again.
-  ++self->reg_->pool().exhausted;
+  // ENOBUFS: the pool was dry when data came: wait for a buffer, then recv
+  // again. One may have come back since the kernel looked (found by the
+  // simulation: waiting then waits for ever): try again at once.
+  BufferPool& pool = self->reg_->pool();
+  ++pool.exhausted;
+  if (pool.in_use() < pool.count()) {
+    self->go_on(self->reg_->mode() == RecvRegistry::Mode::plain);
+    return;
+  }
   self->buffer_wait_.retry = &on_buffer;
-  self->reg_->pool().wait(self->buffer_wait_);
+  pool.wait(self->buffer_wait_);
 }
 
 void RecvBufferAwaiter::on_delivered(OpBase& op) {

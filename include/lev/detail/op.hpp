@@ -58,6 +58,8 @@ enum : std::uint8_t {
   kFlowAll = 1,    // send_all / write_all: resubmit the rest
   kFlowRetry = 2,  // the backend asks for one resubmission (a refused zero-copy send)
   kFlowHook = 4,   // `cont` classifies the result and continues the op
+  kFlowClose = 8,  // close: never cancelled; one that ended ECANCELED before it
+                   // reached the kernel (teardown) closes the fd itself
 };
 
 struct OpBase;

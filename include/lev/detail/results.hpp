@@ -68,5 +68,7 @@ struct ResultOf<Expired> {
 /// Releases whatever resource a completed but never delivered op carries
 /// (an accepted fd), so that nothing leaks when nobody will receive it.
 void release_undelivered(OpBase& op) noexcept;
+/// A close that ended ECANCELED never closed its fd: closes it, res 0.
+void close_cancelled(OpBase& op) noexcept;
 
 }  // namespace lev::detail

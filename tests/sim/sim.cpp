@@ -1,0 +1,494 @@
+// The simulated kernel and the seed runner (see sim.hpp).
+#include "sim.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+#include "lev/detail/buffer_pool.hpp"
+#include "lev/when.hpp"
+
+using namespace std::chrono_literals;
+
+namespace lev::sim {
+
+using detail::OpBase;
+using detail::OpKind;
+
+namespace {
+
+long open_fds() {
+  long n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n - 1;
+}
+
+// True while the loop runs a round: the only time a workload may resume.
+bool g_in_loop = false;
+// LEV_SIM_LOG=1 (with LEV_SIM_SEED): every step's action on stderr.
+const bool g_log = std::getenv("LEV_SIM_LOG") != nullptr;
+
+}  // namespace
+
+Swarm Swarm::pick(Rng& r) {
+  Swarm s;
+  s.plain_recv = r.chance(0.3);
+  s.multishot = !s.plain_recv && r.chance(0.5);
+  s.linked = r.chance(0.5);
+  s.zero_copy = r.chance(0.4);
+  s.pool_recv = r.chance(0.5);
+  s.pool_count = static_cast<std::uint32_t>(r.between(2, 24));
+  s.pool_size = static_cast<std::uint32_t>(r.between(8, 512));
+  auto p = [&](double max) { return r.chance(0.3) ? 0.0 : max * static_cast<double>(r.below(1001)) / 1000.0; };
+  s.p_partial = p(0.8);
+  s.p_reset = p(0.02);
+  s.p_enobufs = p(0.1);
+  s.p_eagain = p(0.2);
+  s.p_refuse = s.zero_copy ? p(0.5) : 0;
+  s.p_spurious_cancel = p(0.01);
+  s.p_race = p(0.7);
+  s.p_time = p(0.3);
+  s.p_cancel = p(0.05);
+  s.p_stop = p(0.03);
+  s.p_end_multishot = s.multishot ? p(0.2) : 0;
+  s.peer_buffer = r.between(16, 8192);
+  s.batch = r.chance(0.3) ? 1 : r.between(2, 8);
+  s.teardown_step = r.chance(0.25) ? r.between(1, 400) : 0;
+  return s;
+}
+
+std::string Swarm::describe() const {
+  std::ostringstream o;
+  o << (plain_recv ? "plain" : multishot ? "multishot" : "select") << (linked ? " linked" : "")
+    << (zero_copy ? " zc" : "") << (pool_recv ? " pool-recv" : "") << " pool " << pool_count << "x"
+    << pool_size << " peer_buffer " << peer_buffer << " partial " << p_partial << " reset " << p_reset
+    << " enobufs " << p_enobufs << " eagain " << p_eagain << " refuse " << p_refuse << " race "
+    << p_race << " time " << p_time << " cancel " << p_cancel << " stop " << p_stop
+    << " batch " << batch << " teardown@" << teardown_step;
+  return o.str();
+}
+
+class Sim {
+ public:
+  explicit Sim(std::uint64_t seed) : seed_(seed), rng_(seed), swarm_(Swarm::pick(rng_)) {}
+  std::string run(bool verbose);
+
+  // ---- the workloads' side (through World) ----
+  std::pair<Fd, Fd> connect_pair();
+  std::uint64_t accepted(int fd) const {
+    auto it = by_fd_.find(fd);
+    return it == by_fd_.end() ? 0 : it->second->accepted;
+  }
+  void cancellable(Operation op) { ops_.push_back(std::move(op)); }
+  void stoppable(std::shared_ptr<std::stop_source> s) { stops_.push_back(std::move(s)); }
+  void fail(const std::string& why) {
+    if (failure_.empty()) failure_ = why;
+  }
+  void resumed(const char* where) {
+    if (!g_in_loop) fail(std::string("resumed outside the loop's drain: ") + where);
+  }
+
+ private:
+  bool step(bool faults);
+  bool complete_one(bool faults);
+  bool try_complete(OpBase& op, bool faults);
+  bool try_complete_inner(OpBase& op, bool faults);
+  bool complete_send(OpBase& op, Endpoint& ep, bool faults);
+  bool complete_recv(OpBase& op, Endpoint& ep, bool faults);
+  void round();
+  void check(const char* when);
+  void hang_up(Endpoint& ep);
+  void sweep_closed();
+  Endpoint* endpoint(int fd) {
+    auto it = by_fd_.find(fd);
+    return it == by_fd_.end() ? nullptr : it->second;
+  }
+  std::size_t chunk(std::size_t max, bool faults) {
+    if (max == 0) return 0;
+    return faults && rng_.chance(swarm_.p_partial) ? rng_.between(1, max) : max;
+  }
+  void reset(Endpoint& ep) {
+    ep.reset = ep.peer->reset = true;
+    ep.inbound.clear();
+    ep.peer->inbound.clear();
+  }
+
+  std::uint64_t seed_;
+  Rng rng_;
+  Swarm swarm_;
+  std::shared_ptr<FakeBackend> fake_;
+  std::unique_ptr<Loop> loop_;
+  World world_;
+  std::vector<std::unique_ptr<Endpoint>> endpoints_;
+  std::map<int, Endpoint*> by_fd_;
+  std::vector<int> to_close_;  // closed through lev: really closed after the run
+  std::vector<Operation> ops_;
+  std::vector<std::shared_ptr<std::stop_source>> stops_;
+  std::string failure_;
+  std::size_t step_ = 0;
+};
+
+std::pair<Fd, Fd> World::connect_pair() { return sim->connect_pair(); }
+std::uint64_t World::accepted(int fd) const { return sim->accepted(fd); }
+void World::cancellable(Operation op) { sim->cancellable(std::move(op)); }
+void World::stoppable(std::shared_ptr<std::stop_source> src) { sim->stoppable(std::move(src)); }
+void World::fail(const std::string& why) { sim->fail(why); }
+void World::resumed(const char* where) { sim->resumed(where); }
+
+// An endpoint whose fd was closed directly (a lev::Fd dropped, not a close
+// op): its peer sees the end of the stream, as with a real socket.
+void Sim::hang_up(Endpoint& ep) {
+  ep.closed = true;
+  ep.peer->eof = true;
+  by_fd_.erase(ep.fd);
+}
+
+void Sim::sweep_closed() {
+  std::vector<Endpoint*> gone;
+  for (auto& [fd, ep] : by_fd_)
+    if (::fcntl(fd, F_GETFD) < 0) gone.push_back(ep);
+  for (Endpoint* ep : gone) hang_up(*ep);
+}
+
+std::pair<Fd, Fd> Sim::connect_pair() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    throw std::runtime_error("sim: socketpair");
+  for (int fd : sv)  // a number reused: whatever had it was closed
+    if (Endpoint* old = endpoint(fd)) hang_up(*old);
+  auto a = std::make_unique<Endpoint>();
+  auto b = std::make_unique<Endpoint>();
+  a->fd = sv[0];
+  b->fd = sv[1];
+  a->peer = b.get();
+  b->peer = a.get();
+  by_fd_[sv[0]] = a.get();
+  by_fd_[sv[1]] = b.get();
+  endpoints_.push_back(std::move(a));
+  endpoints_.push_back(std::move(b));
+  return {Fd{sv[0]}, Fd{sv[1]}};
+}
+
+bool Sim::complete_send(OpBase& op, Endpoint& ep, bool faults) {
+  if (ep.closed || ep.reset || ep.peer->closed) {
+    fake_->fail(op, ep.reset ? ECONNRESET : EPIPE);
+    return true;
+  }
+  if (faults && rng_.chance(swarm_.p_reset)) {
+    reset(ep);
+    fake_->fail(op, ECONNRESET);
+    return true;
+  }
+  if (faults && swarm_.zero_copy && op.zc == 0 && op.len > 0 && rng_.chance(swarm_.p_refuse)) {
+    fake_->refuse_zero_copy(op);  // resent plain by the loop
+    return true;
+  }
+  const std::size_t room =
+      ep.peer->inbound.size() < swarm_.peer_buffer ? swarm_.peer_buffer - ep.peer->inbound.size() : 0;
+  if (op.len > 0 && room == 0) return false;  // the peer does not read: the send waits
+  const std::size_t n = chunk(std::min<std::size_t>(op.len, room), faults);
+  ep.peer->inbound.append(static_cast<const char*>(op.buf), n);
+  ep.accepted += n;
+  fake_->complete(op, static_cast<int>(n));
+  return true;
+}
+
+bool Sim::complete_recv(OpBase& op, Endpoint& ep, bool faults) {
+  if (ep.reset) {
+    fake_->fail(op, ECONNRESET);
+    return true;
+  }
+  if (ep.closed) {
+    fake_->fail(op, EBADF);
+    return true;
+  }
+  const bool dontwait = (op.flags & MSG_DONTWAIT) != 0;
+  if (ep.inbound.empty()) {
+    if (ep.eof) {
+      if (op.select == detail::kSelectMultishot)
+        fake_->deliver_more(op, {});  // ends the multishot with 0
+      else
+        fake_->complete(op, 0);
+      return true;
+    }
+    if (dontwait) {
+      fake_->fail(op, EAGAIN);
+      return true;
+    }
+    return false;
+  }
+  if (faults && dontwait && rng_.chance(swarm_.p_eagain)) {  // readiness that did not last
+    fake_->fail(op, EAGAIN);
+    return true;
+  }
+  if (faults && op.select && rng_.chance(swarm_.p_enobufs)) {  // the kernel's ring ran dry
+    fake_->fail(op, ENOBUFS);
+    return true;
+  }
+  if (op.select == detail::kSelectMultishot) {
+    const std::size_t n = chunk(std::min<std::size_t>(ep.inbound.size(), op.pool->size()), faults);
+    if (faults && rng_.chance(swarm_.p_end_multishot)) {  // the kernel ends it with data
+      const std::size_t before = op.pool->count();
+      (void)before;
+      fake_->complete_with_data(op, std::string_view(ep.inbound).substr(0, n));
+      if (op.res > 0) ep.inbound.erase(0, static_cast<std::size_t>(op.res));
+      return true;
+    }
+    std::string data = ep.inbound.substr(0, n);
+    if (fake_->deliver_more(op, data)) ep.inbound.erase(0, n);
+    return true;
+  }
+  if (op.select) {
+    const std::size_t n = chunk(std::min<std::size_t>(ep.inbound.size(), op.pool->size()), faults);
+    fake_->complete_with_data(op, std::string_view(ep.inbound).substr(0, n));
+    if (op.res > 0) ep.inbound.erase(0, static_cast<std::size_t>(op.res));
+    return true;
+  }
+  const std::size_t n = chunk(std::min<std::size_t>(ep.inbound.size(), op.len), faults);
+  if (n) std::memcpy(op.buf, ep.inbound.data(), n);
+  ep.inbound.erase(0, n);
+  fake_->complete(op, static_cast<int>(n));
+  return true;
+}
+
+// Completes `op` the way a kernel would now, if it can complete now.
+bool Sim::try_complete(OpBase& op, bool faults) {
+  const bool done = try_complete_inner(op, faults);
+  if (done && g_log)
+    std::fprintf(stderr, "  step %zu: %s fd %d len %u -> res %d%s\n", step_, detail::op_name(op.kind),
+                 op.fd, op.len, op.res, fake_->cancel_requested(op) ? " (cancel asked)" : "");
+  return done;
+}
+
+bool Sim::try_complete_inner(OpBase& op, bool faults) {
+  if (faults && op.kind != OpKind::close && rng_.chance(swarm_.p_spurious_cancel)) {
+    fake_->fail(op, ECANCELED);  // the kernel may end any op early
+    return true;
+  }
+  if (op.kind == OpKind::nop) {
+    fake_->complete(op, 0);
+    return true;
+  }
+  Endpoint* ep = endpoint(op.fd);
+  if (!ep) {
+    fake_->fail(op, EBADF);
+    return true;
+  }
+  switch (op.kind) {
+    case OpKind::send:
+    case OpKind::write:
+      return complete_send(op, *ep, faults);
+    case OpKind::recv:
+    case OpKind::read:
+      return complete_recv(op, *ep, faults);
+    case OpKind::poll: {
+      unsigned revents = 0;
+      if ((op.flags & POLLIN) && (!ep->inbound.empty() || ep->eof || ep->reset)) revents |= POLLIN;
+      if ((op.flags & POLLOUT) && (ep->peer->inbound.size() < swarm_.peer_buffer || ep->reset))
+        revents |= POLLOUT;
+      if (ep->reset) revents |= POLLERR;
+      if (!revents) return false;
+      fake_->complete(op, static_cast<int>(revents));
+      return true;
+    }
+    case OpKind::shutdown:
+      if (op.flags == SHUT_WR || op.flags == SHUT_RDWR) ep->peer->eof = true;
+      fake_->complete(op, 0);
+      return true;
+    case OpKind::close:
+      ep->closed = true;
+      ep->peer->eof = true;
+      by_fd_.erase(op.fd);
+      to_close_.push_back(op.fd);  // really closed after the run: no number reused meanwhile
+      fake_->complete(op, 0);
+      return true;
+    default:
+      fake_->fail(op, EOPNOTSUPP);  // no workload uses it
+      return true;
+  }
+}
+
+// Picks one pending op (in seeded order) that can complete now.
+bool Sim::complete_one(bool faults) {
+  std::vector<OpBase*> ops = fake_->pending();
+  for (std::size_t i = ops.size(); i > 1; --i) std::swap(ops[i - 1], ops[rng_.below(i)]);
+  for (OpBase* op : ops) {
+    // A cancel requested: the fake ends it at the next poll, unless a
+    // result wins the race (sometimes it does).
+    if (fake_->cancel_requested(*op) && !(faults && rng_.chance(swarm_.p_race))) continue;
+    if (try_complete(*op, faults)) return true;
+  }
+  return false;
+}
+
+void Sim::round() {
+  g_in_loop = true;
+  try {
+    loop_->run_once();
+  } catch (const std::exception& e) {
+    fail(std::string("run_once threw: ") + e.what());
+  }
+  g_in_loop = false;
+}
+
+// One step: a completion, a time jump, or an injected cancel or stop; then
+// one loop round. False when nothing could be done (the run is idle).
+bool Sim::step(bool faults) {
+  ++step_;
+  sweep_closed();
+  bool did = false;
+  if (g_log) {
+    std::fprintf(stderr, "step %zu: now %lld ms, pending:", step_,
+                 static_cast<long long>(loop_->now().time_since_epoch().count() / 1000000));
+    for (OpBase* op : fake_->pending()) std::fprintf(stderr, " %s/%d", detail::op_name(op->kind), op->fd);
+    std::fprintf(stderr, "\n");
+  }
+  if (faults && !ops_.empty() && rng_.chance(swarm_.p_cancel)) {
+    if (g_log) std::fprintf(stderr, "  cancel an op\n");
+    ops_[rng_.below(ops_.size())].cancel();
+    did = true;
+  } else if (faults && !stops_.empty() && rng_.chance(swarm_.p_stop)) {
+    if (g_log) std::fprintf(stderr, "  request a stop\n");
+    stops_[rng_.below(stops_.size())]->request_stop();
+    did = true;
+  } else if (faults && rng_.chance(swarm_.p_time)) {
+    fake_->advance(std::chrono::milliseconds(rng_.between(1, 300)));
+    did = true;
+  } else {
+    // Several completions may be queued before the loop looks (a reap
+    // brings a batch of CQEs): a cancel then lands on queued results.
+    const std::size_t n = faults ? rng_.between(1, swarm_.batch) : swarm_.batch;
+    for (std::size_t i = 0; i < n && complete_one(faults); ++i) did = true;
+    if (!did && loop_->census().queued == 0) {
+      fake_->advance(faults ? std::chrono::milliseconds(rng_.between(1, 300)) : 1s);  // idle: time passes
+      did = true;
+    }
+  }
+  round();
+  return did;
+}
+
+// The invariants, after every step.
+void Sim::check(const char* when) {
+  const Loop::Census c = loop_->census();
+  if (c.live != c.in_backend + c.timers + c.queued + c.external) {
+    std::ostringstream o;
+    o << when << ": live_op_count " << c.live << " != backend " << c.in_backend << " + timers "
+      << c.timers << " + queued " << c.queued << " + external " << c.external;
+    fail(o.str());
+  }
+  for (OpBase* op : fake_->pending())
+    if (op->state != detail::OpState::submitted)
+      fail(std::string(when) + ": a pending " + detail::op_name(op->kind) + " is not marked submitted");
+}
+
+std::string Sim::run(bool verbose) {
+  const long fds_before = open_fds();
+  const long frames_before = FrameToken::live, witnesses_before = Witness::live;
+  auto all = workloads();
+  std::vector<std::size_t> picked;
+  const std::size_t count = rng_.between(1, 3);
+  for (std::size_t i = 0; i < count; ++i) picked.push_back(rng_.below(all.size()));
+  std::string names;
+  for (std::size_t i : picked) names += std::string(names.empty() ? "" : ",") + all[i].first;
+  bool torn_down = false;
+  {
+    FakeBackend::Options fo;
+    fo.auto_advance = false;
+    fo.provide_buffers = !swarm_.plain_recv;
+    fo.multishot_recv = swarm_.multishot;
+    fo.linked_timeouts = swarm_.linked;
+    fo.detect_blocking = false;
+    fake_ = std::make_shared<FakeBackend>(fo);
+    LoopOptions lo;
+    lo.backend = fake_;
+    lo.recv_buffer_count = swarm_.pool_count;
+    lo.recv_buffer_size = swarm_.pool_size;
+    loop_ = std::make_unique<Loop>(Model::proactor, lo);
+    world_ = World{this, loop_.get(), &rng_, &swarm_};
+    std::vector<char> done(picked.size(), 0);
+    for (std::size_t i = 0; i < picked.size(); ++i) {
+      auto root = [](World& w, Workload wl, const char* name, char* flag) -> Task<> {
+        FrameToken t;
+        auto r = co_await with_timeout(*w.loop, wl(w), 120s);
+        w.resumed("workload end");
+        // Every workload bounds its waits (deadlines, stops): the limit is
+        // reached only when something that should have ended did not.
+        if (!r && r.error().code == std::errc::timed_out)
+          w.fail(std::string("workload ") + name + " reached its 120 s limit");
+        *flag = 1;
+      };
+      loop_->spawn(root(world_, all[picked[i]].second, all[picked[i]].first, &done[i]));
+    }
+    auto all_done = [&] { return std::all_of(done.begin(), done.end(), [](char d) { return d; }); };
+    const std::size_t steps = rng_.between(50, 600);
+    for (std::size_t s = 0; s < steps && failure_.empty() && !all_done(); ++s) {
+      if (swarm_.teardown_step && step_ + 1 == swarm_.teardown_step) {
+        torn_down = true;
+        break;
+      }
+      step(true);
+      check("after a step");
+    }
+    if (!torn_down) {
+      // No more faults: everything left must end (all workloads run under
+      // deadlines) once the kernel completes what it can and time runs.
+      for (std::size_t s = 0; s < 100000 && failure_.empty() && !all_done(); ++s) {
+        step(false);
+        check("while draining");
+      }
+      for (std::size_t i = 0; i < done.size() && failure_.empty(); ++i)
+        if (!done[i]) fail(std::string("workload ") + all[picked[i]].first + " never ended");
+      if (failure_.empty()) {
+        while (loop_->census().queued) round();
+        if (loop_->recv_buffer_stats().in_use != 0)
+          fail("pool buffers still held after every workload ended: " +
+               std::to_string(loop_->recv_buffer_stats().in_use));
+      }
+    }
+    ops_.clear();
+    stops_.clear();
+    loop_.reset();  // teardown: cancels and settles what is left
+    fake_.reset();
+  }
+  for (int fd : to_close_) ::close(fd);
+  if (failure_.empty()) {
+    if (FrameToken::live != frames_before)
+      fail(std::to_string(FrameToken::live - frames_before) + " workload frames left after teardown");
+    if (Witness::live != witnesses_before)
+      fail(std::to_string(Witness::live - witnesses_before) + " callback/post captures left");
+    const long fds_after = open_fds();
+    if (fds_after != fds_before)
+      fail(std::to_string(fds_after - fds_before) + " descriptors left open");
+  }
+  if (verbose)
+    std::fprintf(stderr, "seed %llu: %s; workloads %s; %zu steps%s\n",
+                 static_cast<unsigned long long>(seed_), swarm_.describe().c_str(), names.c_str(),
+                 step_, torn_down ? " (torn down)" : "");
+  if (failure_.empty()) return {};
+  std::ostringstream o;
+  o << "seed " << seed_ << " step " << step_ << ": " << failure_ << "\n  workloads: " << names
+    << "\n  swarm: " << swarm_.describe() << "\n  replay: LEV_SIM_SEED=" << seed_;
+  return o.str();
+}
+
+std::string run_seed(std::uint64_t seed, bool verbose) {
+  Sim sim(seed);
+  return sim.run(verbose);
+}
+
+}  // namespace lev::sim

@@ -1,0 +1,132 @@
+#pragma once
+// The deterministic simulation: ordinary lev code (workloads) runs on a
+// proactor Loop over the fake backend, and a simulated kernel decides,
+// from one seed, which in-flight op completes next and with what (full,
+// partial, end of stream, resets, ENOBUFS, EAGAIN, refused zero-copy,
+// cancels racing results), when virtual time jumps, and which cancels,
+// stops and teardowns are injected. The invariants are checked after
+// every step; a failure names the seed and the step, and
+// LEV_SIM_SEED=<seed> replays exactly that run.
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "lev/fake.hpp"
+#include "lev/fd.hpp"
+#include "lev/loop.hpp"
+#include "lev/operation.hpp"
+
+namespace lev::sim {
+
+/// splitmix64: small, fast, and the same on every machine.
+class Rng {
+ public:
+  explicit Rng(std::uint64_t seed) noexcept : s_(seed) {}
+  std::uint64_t next() noexcept {
+    std::uint64_t z = (s_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  /// Uniform in [0, n); 0 for n == 0.
+  std::uint64_t below(std::uint64_t n) noexcept { return n ? next() % n : 0; }
+  /// Uniform in [lo, hi].
+  std::uint64_t between(std::uint64_t lo, std::uint64_t hi) noexcept {
+    return lo + below(hi - lo + 1);
+  }
+  bool chance(double p) noexcept { return static_cast<double>(next() >> 11) * 0x1.0p-53 < p; }
+
+ private:
+  std::uint64_t s_;
+};
+
+/// Each seed picks its own engine modes and fault probabilities (swarm
+/// testing: one seed resets connections often and never refuses zero-copy,
+/// the next the reverse), so rare combinations come up.
+struct Swarm {
+  bool plain_recv = false;     // the fake serves no buffer selection
+  bool multishot = false;      // recv(fd) through one multishot op per fd
+  bool linked = false;         // {.timeout} as linked timeouts
+  bool zero_copy = false;      // sends may be refused zero-copy (resent plain)
+  bool pool_recv = false;      // workloads read through loop.recv(fd)
+  std::uint32_t pool_count = 8, pool_size = 64;
+  double p_partial = 0, p_reset = 0, p_enobufs = 0, p_eagain = 0, p_refuse = 0,
+         p_spurious_cancel = 0, p_race = 0, p_time = 0, p_cancel = 0, p_stop = 0, p_end_multishot = 0;
+  std::size_t peer_buffer = 4096;  // bytes a receiver holds before sends block
+  std::size_t batch = 1;           // completions queued before a loop round (up to)
+  std::size_t teardown_step = 0;   // 0: no early teardown
+  static Swarm pick(Rng& rng);
+  [[nodiscard]] std::string describe() const;
+};
+
+/// One end of a simulated stream connection (the fd is one end of a real
+/// socketpair, so fstat says "socket"; no byte ever goes through it).
+struct Endpoint {
+  int fd = -1;
+  Endpoint* peer = nullptr;
+  std::string inbound;      // bytes the peer sent that this end has not received
+  bool eof = false;         // the peer shut down its write side or closed
+  bool reset = false;       // the connection was reset: both ends fail
+  bool closed = false;      // closed through lev (a close op)
+  std::uint64_t accepted = 0;  // bytes the kernel took from this end's sends
+};
+
+class Sim;
+
+/// What the workloads see of the simulation.
+struct World {
+  Sim* sim = nullptr;
+  Loop* loop = nullptr;
+  Rng* rng = nullptr;
+  const Swarm* swarm = nullptr;
+  /// A connected pair of descriptors on the simulated network.
+  std::pair<Fd, Fd> connect_pair();
+  /// Bytes the kernel took from sends on `fd` (for byte conservation).
+  [[nodiscard]] std::uint64_t accepted(int fd) const;
+  /// Registers something the simulator may cancel or stop at any step.
+  void cancellable(Operation op);
+  void stoppable(std::shared_ptr<std::stop_source> src);
+  /// Records a broken invariant (the first one is reported with its step).
+  void fail(const std::string& why);
+  /// Called by workload code right after each co_await: resumption must
+  /// come from the loop's drain, never inline from a submission or cancel.
+  void resumed(const char* where);
+};
+
+/// Counts live workload frames (a local in every workload coroutine).
+struct FrameToken {
+  static inline long live = 0;
+  FrameToken() noexcept { ++live; }
+  ~FrameToken() { --live; }
+  FrameToken(const FrameToken&) = delete;
+  FrameToken& operator=(const FrameToken&) = delete;
+};
+
+/// Counts live captures of posted functions and callbacks.
+struct Witness {
+  static inline long live = 0;
+  Witness() noexcept { ++live; }
+  Witness(const Witness&) noexcept { ++live; }
+  Witness(Witness&&) noexcept { ++live; }
+  Witness& operator=(const Witness&) = default;
+  ~Witness() { --live; }
+};
+
+/// A workload: spawned at the start, it must end (all workloads are
+/// bounded by deadlines) once the simulator stops injecting faults and
+/// lets time run. `done` is set by its root when it returns.
+using Workload = std::function<Task<>(World&)>;
+/// The workloads a seed picks from (tests/sim/workloads.cpp).
+std::vector<std::pair<const char*, Workload>> workloads();
+
+/// Runs one seed; returns "" or the first broken invariant, with the seed,
+/// the step and the swarm it ran with.
+std::string run_seed(std::uint64_t seed, bool verbose = false);
+
+}  // namespace lev::sim
