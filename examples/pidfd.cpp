@@ -16,8 +16,9 @@ int main() {
     ::_exit(0);
   }
   int left = 2;
-  auto report = [&](pid_t pid, lev::ExitStatus st) {
-    std::printf("child %s %s\n", pid == quick ? "quick" : "sleeper", st.describe().c_str());
+  auto report = [&](pid_t pid, lev::Result<lev::ExitStatus> st) {
+    std::printf("child %s %s\n", pid == quick ? "quick" : "sleeper",
+                st ? st->describe().c_str() : st.error().message().c_str());
     if (--left == 0) loop.stop();
   };
   auto w1 = loop.pid(quick, report);

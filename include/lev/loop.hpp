@@ -441,7 +441,7 @@ class Loop {
   Waker waker(std::function<void()> cb);
   /// Calls `cb(pid, status)` once when the process exits (pidfd); throws
   /// std::system_error if `pid` cannot be watched (no such process).
-  PidWatch pid(pid_t pid, std::function<void(pid_t, ExitStatus)> cb);
+  PidWatch pid(pid_t pid, std::function<void(pid_t, Result<ExitStatus>)> cb);
 
   // ---- operations: callback forms --------------------------------------
   // Same operations; `cb(Operation&, Result<T>)` runs once from the queue.

@@ -6,10 +6,14 @@
 /// by the Loop; destroying it (or cancel()) stops it. Their callbacks run on
 /// the loop's thread, only while the loop drains its completion queue.
 ///
+/// Any handle may be destroyed (or cancelled, or assigned over) inside its
+/// own callback: the callback object, and what it captures, stays alive
+/// until that call returns, and no further call follows.
+///
 ///     auto w = loop.watch(fd, {.read = [](lev::Watcher& w) { ... }});
 ///     auto s = loop.signal(SIGINT, [&](int) { loop.stop(); });
 ///     auto k = loop.waker([] { ... });   k.wake();  // from any thread
-///     auto p = loop.pid(child, [](pid_t, lev::ExitStatus st) { ... });
+///     auto p = loop.pid(child, [](pid_t, lev::Result<lev::ExitStatus> st) { ... });
 
 #include <sys/types.h>
 
@@ -52,7 +56,11 @@ struct WatchOptions {
 /// Level-triggered readiness of one fd: the read callback runs as long as
 /// the fd stays readable and read interest is on (the same for write).
 /// Interest and callbacks may be changed at any time, also from inside a
-/// callback. One Watcher per fd per loop (a second one is an error).
+/// callback. After disable() or want_read(false) (want_write(false)) the
+/// read (write) callback is not called again until the interest is back,
+/// even for a readiness the loop had already received (an earlier callback
+/// of the same round turned it off). One Watcher per fd per loop (a second
+/// one is an error).
 class Watcher {
  public:
   Watcher() noexcept = default;
@@ -88,7 +96,11 @@ class Watcher {
 /// A signal handler by signalfd. While any Signal for a signal number is
 /// alive, that signal is blocked in the loop's thread (block it in every
 /// thread of a multi-threaded program) and arrives as a callback; the
-/// previous mask is restored when the last one goes.
+/// previous mask is restored when the last one goes. A delivery still
+/// pending then (it arrived while watched, and the loop did not read it
+/// yet) is consumed with the watch: it never runs the default action. A
+/// Signal created inside a callback receives the deliveries after the one
+/// being dispatched, not that one.
 class Signal {
  public:
   Signal() noexcept = default;
@@ -131,7 +143,9 @@ class Waker {
 };
 
 /// Notification of a process's exit by pidfd. The callback gets the pid and
-/// its ExitStatus; the child is reaped.
+/// its ExitStatus, and the child is reaped; or an error when the status
+/// cannot be had (ECHILD: the process is not our child, or was reaped
+/// elsewhere). A status is never made up. No callback after cancel().
 class PidWatch {
  public:
   PidWatch() noexcept = default;

@@ -126,6 +126,9 @@ struct WatcherState final : Source {
       }
     } done{self};
     if (op.res == -ECANCELED) return;
+    // A readiness that was already reaped (or queued) when the interest
+    // went off is stale: disable() / want_*(false) mean no callback.
+    if (!self->enabled || !(reading ? self->opts.want_read : self->opts.want_write)) return;
     if (op.res < 0 || (op.res & POLLNVAL)) {
       // Never spin on a broken fd: that interest is off until re-enabled.
       (reading ? self->opts.want_read : self->opts.want_write) = false;
@@ -249,6 +252,7 @@ struct SignalEntry {
   std::shared_ptr<SignalHub> hub;
   int signo = 0;
   std::function<void(int)> cb;
+  std::uint64_t seq = 0;  // creation order: a delivery reaches entries older than it
   bool dead = false;
 };
 
@@ -261,6 +265,7 @@ struct SignalHub final : Source {
   OpBase op;
   signalfd_siginfo infos[8];
   bool dispatching = false;
+  std::uint64_t next_seq = 0;
   std::weak_ptr<SignalHub> self;
 
   SignalHub() {
@@ -274,10 +279,16 @@ struct SignalHub final : Source {
     for (int s = 1; s < NSIG; ++s)
       if (watchers[s] > 0 && !was_blocked[s]) unblock(s);
   }
+  // Unblocks `signo` for this thread. A delivery still pending arrived
+  // while the signal was watched: it is consumed here (it belonged to the
+  // watch), never left to run its default action once unblocked.
   static void unblock(int signo) {
     sigset_t one;
     sigemptyset(&one);
     sigaddset(&one, signo);
+    const timespec now{0, 0};
+    for (int i = 0; i < 64 && ::sigtimedwait(&one, nullptr, &now) == signo; ++i) {
+    }
     pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
   }
   void add(int signo) {
@@ -322,10 +333,12 @@ struct SignalHub final : Source {
     if (op.res > 0) {
       hub->dispatching = true;
       const auto n = static_cast<std::size_t>(op.res) / sizeof(signalfd_siginfo);
+      // Entries made by a callback of this dispatch start with the next one.
+      const std::uint64_t newest = hub->next_seq;
       for (std::size_t i = 0; i < n; ++i) {
         const int signo = static_cast<int>(hub->infos[i].ssi_signo);
         for (auto& e : hub->entries)
-          if (!e.dead && e.signo == signo && e.cb) e.cb(signo);
+          if (!e.dead && e.seq < newest && e.signo == signo && e.cb) e.cb(signo);
       }
       hub->dispatching = false;
       hub->sweep();
@@ -348,8 +361,7 @@ void Signal::cancel() noexcept {
   detail::SignalEntry* e = std::exchange(entry_, nullptr);
   if (!e) return;
   std::shared_ptr<detail::SignalHub> hub = e->hub;
-  e->dead = true;
-  e->cb = nullptr;
+  e->dead = true;  // its callback (maybe running now) goes with the sweep after the dispatch
   hub->remove(e->signo);
   if (!hub->dispatching) hub->sweep();
 }
@@ -363,7 +375,7 @@ Signal Loop::signal(int signo, std::function<void(int)> cb) {
     signals_->self = signals_;
     signals_->attach(*this);
   }
-  signals_->entries.push_back({signals_, signo, std::move(cb), false});
+  signals_->entries.push_back({signals_, signo, std::move(cb), signals_->next_seq++, false});
   detail::SignalEntry* e = &signals_->entries.back();
   signals_->add(signo);
   return Signal(e);
@@ -386,6 +398,7 @@ struct WakerState final : Source {
   std::function<void()> cb;
   OpBase op;
   std::uint64_t count = 0;
+  std::weak_ptr<WakerState> self;  // held while the callback runs: it may drop the Waker
 
   void arm() {
     if (!loop) return;
@@ -396,7 +409,8 @@ struct WakerState final : Source {
   static void on_read(OpBase& op) {
     auto* self = static_cast<WakerState*>(op.ctx);
     if (op.res < 0) return;  // cancelled: the Waker is going away
-    self->arm();             // re-armed first: a wake() from the callback counts
+    const std::shared_ptr<WakerState> keep = self->self.lock();
+    self->arm();  // re-armed first: a wake() from the callback counts
     if (self->cb) self->cb();
   }
 };
@@ -437,6 +451,7 @@ Waker Loop::waker(std::function<void()> cb) {
   int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) throw std::system_error(errno, std::system_category(), "lev: eventfd");
   auto s = std::make_shared<detail::WakerState>();
+  s->self = s;
   s->efd = std::make_shared<detail::EventFd>(fd);
   s->cb = std::move(cb);
   s->op.kind = OpKind::read;
@@ -455,28 +470,40 @@ struct PidState final : Source {
   pid_t pid = 0;
   int pidfd = -1;
   OpBase op;
-  std::function<void(pid_t, ExitStatus)> cb;
+  std::function<void(pid_t, Result<ExitStatus>)> cb;
   bool done = false;
-  PidWatch* owner = nullptr;
+  bool in_callback = false;
+  bool orphaned = false;  // the handle was dropped inside the callback
 
   ~PidState() override {
     if (pidfd >= 0) close_fd(pidfd);
   }
+  // The exit status, by waitid on the pidfd (which reaps the child); an
+  // error when it cannot be had (ECHILD: not our child, or reaped already).
+  Result<ExitStatus> collect() const {
+    siginfo_t info{};
+    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info,
+                 WEXITED | WNOHANG) != 0)
+      return errno_error(errno, "waitid", pidfd);
+    if (info.si_pid == 0) return errno_error(EAGAIN, "waitid", pidfd);
+    ExitStatus st;
+    st.exited = info.si_code == CLD_EXITED;
+    (st.exited ? st.code : st.signal) = info.si_status;
+    return st;
+  }
   static void on_ready(OpBase& op) {
     auto* self = static_cast<PidState*>(op.ctx);
     self->done = true;
-    if (op.res < 0) return;
-    siginfo_t info{};
-    ExitStatus st;
-    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(self->pidfd), &info,
-                 WEXITED | WNOHANG) == 0 &&
-        info.si_pid != 0) {
-      st.exited = info.si_code == CLD_EXITED;
-      (st.exited ? st.code : st.signal) = info.si_status;
-    }
+    if (op.res == -ECANCELED) return;  // the watch was dropped
+    Result<ExitStatus> st = op.res < 0 ? Result<ExitStatus>(errno_error(-op.res, "pid", self->pidfd))
+                                       : self->collect();
     close_fd(self->pidfd);
     self->pidfd = -1;
-    if (self->cb) self->cb(self->pid, st);
+    if (!self->cb) return;
+    self->in_callback = true;
+    self->cb(self->pid, std::move(st));
+    self->in_callback = false;
+    if (self->orphaned) delete self;  // dropped inside: its callback has returned now
   }
 };
 
@@ -497,10 +524,14 @@ void PidWatch::cancel() noexcept {
   if (!s) return;
   if (s->loop && live(s->op)) s->loop->abandon(s->op);
   s->detach();
+  if (s->in_callback) {
+    s->orphaned = true;  // on_ready deletes it once the callback returns
+    return;
+  }
   delete s;
 }
 
-PidWatch Loop::pid(pid_t pid, std::function<void(pid_t, ExitStatus)> cb) {
+PidWatch Loop::pid(pid_t pid, std::function<void(pid_t, Result<ExitStatus>)> cb) {
   int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (fd < 0)
     throw std::system_error(errno, std::system_category(),
