@@ -137,7 +137,15 @@ void RecvRegistry::deliver(RecvState& st, int res, std::uint32_t flags) noexcept
     return;
   }
   st.items.push_back({res, flags});  // reserved: allocates only past kMaxQueued + 4
-  if (st.items.size() - st.head >= kMaxQueued && st.live() && st.op.cancel == Cancel::none) {
+  // Pause when results pile up unread; sooner when the pool runs low: the
+  // buffers an unread fd holds are the ones another reader may be waiting
+  // for (found by the simulation: with a small pool, fds whose readers were
+  // busy held every buffer and the reader that would have unblocked them
+  // waited for one for ever).
+  const std::size_t unread = st.items.size() - st.head;
+  const bool low = pool_->count() - pool_->in_use() <= pool_->count() / 4;
+  if ((unread >= kMaxQueued || (low && unread >= 1)) && st.live() &&
+      st.op.cancel == Cancel::none) {
     ++paused_;
     loop_.cancel(st.op);  // nobody reads: stop taking buffers for this fd
   }

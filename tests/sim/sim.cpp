@@ -275,8 +275,10 @@ bool Sim::try_complete(OpBase& op, bool faults) {
 }
 
 bool Sim::try_complete_inner(OpBase& op, bool faults) {
-  if (faults && op.kind != OpKind::close && rng_.chance(swarm_.p_spurious_cancel)) {
-    fake_->fail(op, ECANCELED);  // the kernel may end any op early
+  const bool waits = op.kind == OpKind::recv || op.kind == OpKind::send ||
+                     op.kind == OpKind::poll || op.kind == OpKind::read || op.kind == OpKind::write;
+  if (faults && waits && rng_.chance(swarm_.p_spurious_cancel)) {
+    fake_->fail(op, ECANCELED);  // the kernel may end a waiting op early
     return true;
   }
   if (op.kind == OpKind::nop) {

@@ -86,7 +86,8 @@ class RecvRegistry {
   enum class Mode : std::uint8_t { multishot, select, plain };
   /// Results kept for an fd before its multishot is paused (cancelled,
   /// re-armed by the next recv): a reader that stops reading lets TCP
-  /// push back instead of draining the pool.
+  /// push back instead of draining the pool. When a quarter of the pool or
+  /// less is free, one unread result is enough to pause.
   static constexpr std::size_t kMaxQueued = 16;
 
   RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t count, std::uint32_t size);
