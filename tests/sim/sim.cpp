@@ -82,25 +82,37 @@ std::string Swarm::describe() const {
   return o.str();
 }
 
-class Sim {
+Task<> run_workload(World& w, Workload wl, const char* name, Duration limit, char* done) {
+  FrameToken t;
+  auto r = co_await with_timeout(*w.loop, wl(w), limit);
+  w.resumed("workload end");
+  // Every workload bounds its waits (deadlines, stops): the limit is
+  // reached only when something that should have ended did not.
+  if (!r && r.error().code == std::errc::timed_out)
+    w.fail(std::string("workload ") + name + " reached its limit");
+  *done = 1;
+}
+
+class Sim final : public Host {
  public:
   explicit Sim(std::uint64_t seed) : seed_(seed), rng_(seed), swarm_(Swarm::pick(rng_)) {}
   std::string run(bool verbose);
 
   // ---- the workloads' side (through World) ----
-  std::pair<Fd, Fd> connect_pair();
-  std::uint64_t accepted(int fd) const {
-    auto it = by_fd_.find(fd);
-    return it == by_fd_.end() ? 0 : it->second->accepted;
+  std::pair<Fd, Fd> connect_pair() override;
+  std::optional<std::uint64_t> accepted(int fd) const override {
+    for (const auto& ep : endpoints_)
+      if (ep->fd == fd && !ep->closed) return ep->accepted;
+    for (const auto& ep : endpoints_)  // closed: the last endpoint with that number
+      if (ep->fd == fd) return ep->accepted;
+    return 0;
   }
-  void cancellable(Operation op) { ops_.push_back(std::move(op)); }
-  void stoppable(std::shared_ptr<std::stop_source> s) { stops_.push_back(std::move(s)); }
-  void fail(const std::string& why) {
+  void cancellable(Operation op) override { ops_.push_back(std::move(op)); }
+  void stoppable(std::shared_ptr<std::stop_source> s) override { stops_.push_back(std::move(s)); }
+  void fail(const std::string& why) override {
     if (failure_.empty()) failure_ = why;
   }
-  void resumed(const char* where) {
-    if (!g_in_loop) fail(std::string("resumed outside the loop's drain: ") + where);
-  }
+  bool in_round() const override { return g_in_loop; }
 
  private:
   bool step(bool faults);
@@ -141,13 +153,6 @@ class Sim {
   std::string failure_;
   std::size_t step_ = 0;
 };
-
-std::pair<Fd, Fd> World::connect_pair() { return sim->connect_pair(); }
-std::uint64_t World::accepted(int fd) const { return sim->accepted(fd); }
-void World::cancellable(Operation op) { sim->cancellable(std::move(op)); }
-void World::stoppable(std::shared_ptr<std::stop_source> src) { sim->stoppable(std::move(src)); }
-void World::fail(const std::string& why) { sim->fail(why); }
-void World::resumed(const char* where) { sim->resumed(where); }
 
 // An endpoint whose fd was closed directly (a lev::Fd dropped, not a close
 // op): its peer sees the end of the stream, as with a real socket.
@@ -424,17 +429,7 @@ std::string Sim::run(bool verbose) {
     world_ = World{this, loop_.get(), &rng_, &swarm_};
     std::vector<char> done(picked.size(), 0);
     for (std::size_t i = 0; i < picked.size(); ++i) {
-      auto root = [](World& w, Workload wl, const char* name, char* flag) -> Task<> {
-        FrameToken t;
-        auto r = co_await with_timeout(*w.loop, wl(w), 120s);
-        w.resumed("workload end");
-        // Every workload bounds its waits (deadlines, stops): the limit is
-        // reached only when something that should have ended did not.
-        if (!r && r.error().code == std::errc::timed_out)
-          w.fail(std::string("workload ") + name + " reached its 120 s limit");
-        *flag = 1;
-      };
-      loop_->spawn(root(world_, all[picked[i]].second, all[picked[i]].first, &done[i]));
+      loop_->spawn(run_workload(world_, all[picked[i]].second, all[picked[i]].first, 120s, &done[i]));
     }
     auto all_done = [&] { return std::all_of(done.begin(), done.end(), [](char d) { return d; }); };
     const std::size_t steps = rng_.between(50, 600);

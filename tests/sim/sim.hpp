@@ -77,26 +77,41 @@ struct Endpoint {
   std::uint64_t accepted = 0;  // bytes the kernel took from this end's sends
 };
 
-class Sim;
+/// What runs the workloads: the simulation (fake backend, simulated
+/// kernel), or the stress driver on a real engine (tests/stress_test.cpp).
+class Host {
+ public:
+  virtual ~Host() = default;
+  /// A connected pair of stream descriptors.
+  virtual std::pair<Fd, Fd> connect_pair() = 0;
+  /// Bytes the kernel took from sends on `fd`; nullopt when unknown (a
+  /// real kernel does not say).
+  [[nodiscard]] virtual std::optional<std::uint64_t> accepted(int fd) const = 0;
+  /// Something the driver may cancel or stop at any time.
+  virtual void cancellable(Operation op) = 0;
+  virtual void stoppable(std::shared_ptr<std::stop_source> src) = 0;
+  /// Records a broken invariant (the first one is reported).
+  virtual void fail(const std::string& why) = 0;
+  /// True while the loop runs a round: the only time a workload may resume.
+  [[nodiscard]] virtual bool in_round() const = 0;
+};
 
-/// What the workloads see of the simulation.
+/// What the workloads see of their host.
 struct World {
-  Sim* sim = nullptr;
+  Host* host = nullptr;
   Loop* loop = nullptr;
   Rng* rng = nullptr;
   const Swarm* swarm = nullptr;
-  /// A connected pair of descriptors on the simulated network.
-  std::pair<Fd, Fd> connect_pair();
-  /// Bytes the kernel took from sends on `fd` (for byte conservation).
-  [[nodiscard]] std::uint64_t accepted(int fd) const;
-  /// Registers something the simulator may cancel or stop at any step.
-  void cancellable(Operation op);
-  void stoppable(std::shared_ptr<std::stop_source> src);
-  /// Records a broken invariant (the first one is reported with its step).
-  void fail(const std::string& why);
+  std::pair<Fd, Fd> connect_pair() { return host->connect_pair(); }
+  [[nodiscard]] std::optional<std::uint64_t> accepted(int fd) const { return host->accepted(fd); }
+  void cancellable(Operation op) { host->cancellable(std::move(op)); }
+  void stoppable(std::shared_ptr<std::stop_source> src) { host->stoppable(std::move(src)); }
+  void fail(const std::string& why) { host->fail(why); }
   /// Called by workload code right after each co_await: resumption must
   /// come from the loop's drain, never inline from a submission or cancel.
-  void resumed(const char* where);
+  void resumed(const char* where) {
+    if (!host->in_round()) fail(std::string("resumed outside the loop's drain: ") + where);
+  }
 };
 
 /// Counts live workload frames (a local in every workload coroutine).
@@ -120,10 +135,13 @@ struct Witness {
 
 /// A workload: spawned at the start, it must end (all workloads are
 /// bounded by deadlines) once the simulator stops injecting faults and
-/// lets time run. `done` is set by its root when it returns.
+/// lets time run.
 using Workload = std::function<Task<>(World&)>;
 /// The workloads a seed picks from (tests/sim/workloads.cpp).
 std::vector<std::pair<const char*, Workload>> workloads();
+/// Runs `wl` bounded by `limit` (reaching it is a failure: every workload
+/// bounds its own waits), then sets `*done`.
+Task<> run_workload(World& w, Workload wl, const char* name, Duration limit, char* done);
 
 /// Runs one seed; returns "" or the first broken invariant, with the seed,
 /// the step and the swarm it ran with.

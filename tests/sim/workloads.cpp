@@ -53,6 +53,15 @@ struct Forward {
   void operator()() const noexcept { to->request_stop(); }
 };
 
+// Byte conservation: what send_all said it sent (`transferred` included)
+// is what the kernel took, where the host knows it.
+void conserved(World& w, const char* who, std::uint64_t reported, int fd) {
+  const std::optional<std::uint64_t> took = w.accepted(fd);
+  if (took && *took != reported)
+    w.fail(std::string(who) + ": send_all reported " + std::to_string(reported) +
+           " bytes, the kernel took " + std::to_string(*took));
+}
+
 Duration some_time(World& w) { return std::chrono::milliseconds(w.rng->between(1, 400)); }
 
 // Receives once: into `buf`, or (pool_recv) a pool buffer; "" at EOF,
@@ -110,6 +119,8 @@ Task<> echo(World& w) {
   const std::uint64_t total = w.rng->between(1, 6000);
   std::uint64_t client_sent = 0, server_sent = 0;
   Checked server_in{&w, "echo server"}, client_in{&w, "echo client"};
+  // Set before a side shuts down: only then may the other read end of stream.
+  bool client_closing = false, server_closing = false;
 
   auto server = [&]() -> Task<> {
     FrameToken f;
@@ -120,7 +131,10 @@ Task<> echo(World& w) {
         stop->request_stop();  // a failed connection: the other side stops too
         break;
       }
-      if (got->empty()) break;
+      if (got->empty()) {
+        if (!client_closing) w.fail("echo server: end of stream before the client shut down");
+        break;
+      }
       server_in.take(*got);
       auto [ok, n] = co_await send_some(w, sfd, *got, stop->get_token());
       server_sent += n;
@@ -129,6 +143,7 @@ Task<> echo(World& w) {
         break;
       }
     }
+    server_closing = true;
     (void)co_await w.loop->shutdown(sfd, Shutdown::write);
     w.resumed("shutdown");
   };
@@ -144,6 +159,7 @@ Task<> echo(World& w) {
         break;
       }
     }
+    client_closing = true;
     (void)co_await w.loop->shutdown(cfd, Shutdown::write);
     w.resumed("shutdown");
   };
@@ -153,7 +169,11 @@ Task<> echo(World& w) {
     for (;;) {
       auto got = co_await receive(w, cfd, buf, stop->get_token(), false);
       if (!got) stop->request_stop();
-      if (!got || got->empty()) break;
+      if (!got) break;
+      if (got->empty()) {
+        if (!server_closing) w.fail("echo client: end of stream before the server shut down");
+        break;
+      }
       client_in.take(*got);
     }
   };
@@ -162,12 +182,8 @@ Task<> echo(World& w) {
   auto cr = client_recv();
   co_await when_all(std::move(sv), std::move(cs), std::move(cr));
   w.resumed("when_all");
-  if (client_sent != w.accepted(cfd))
-    w.fail("echo client: send_all reported " + std::to_string(client_sent) + " bytes, the kernel took " +
-           std::to_string(w.accepted(cfd)));
-  if (server_sent != w.accepted(sfd))
-    w.fail("echo server: send_all reported " + std::to_string(server_sent) + " bytes, the kernel took " +
-           std::to_string(w.accepted(sfd)));
+  conserved(w, "echo client", client_sent, cfd);
+  conserved(w, "echo server", server_sent, sfd);
   if (client_in.pos > server_sent) w.fail("echo client received more than the server sent");
   (void)co_await w.loop->close(c);
   (void)co_await w.loop->close(s);
@@ -216,9 +232,7 @@ Task<> race(World& w) {
   // The reader ends within `patience`, so when_any must have ended then:
   // not by the workload's 120 s limit (the loser's cancel was lost).
   if (parent.stop_requested()) w.fail("race: when_any waited for its loser until the workload's limit");
-  if (reported != w.accepted(b1.get()))
-    w.fail("race: send_all reported " + std::to_string(reported) + " bytes, the kernel took " +
-           std::to_string(w.accepted(b1.get())));
+  conserved(w, "race", reported, b1.get());
   for (Fd* fd : {&a1, &a2, &b1, &b2}) (void)co_await w.loop->close(*fd);
   w.resumed("close");
 }
