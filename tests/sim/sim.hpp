@@ -102,6 +102,9 @@ struct World {
   Loop* loop = nullptr;
   Rng* rng = nullptr;
   const Swarm* swarm = nullptr;
+  /// The longest wait a workload picks (deadlines, sleeps): virtual time in
+  /// the simulation, real time (shorter) on a real engine.
+  Duration max_wait = std::chrono::milliseconds(400);
   std::pair<Fd, Fd> connect_pair() { return host->connect_pair(); }
   [[nodiscard]] std::optional<std::uint64_t> accepted(int fd) const { return host->accepted(fd); }
   void cancellable(Operation op) { host->cancellable(std::move(op)); }

@@ -62,7 +62,10 @@ void conserved(World& w, const char* who, std::uint64_t reported, int fd) {
            " bytes, the kernel took " + std::to_string(*took));
 }
 
-Duration some_time(World& w) { return std::chrono::milliseconds(w.rng->between(1, 400)); }
+Duration some_time(World& w) {
+  const auto max_ms = std::chrono::duration_cast<std::chrono::milliseconds>(w.max_wait).count();
+  return std::chrono::milliseconds(w.rng->between(1, static_cast<std::uint64_t>(max_ms)));
+}
 
 // Receives once: into `buf`, or (pool_recv) a pool buffer; "" at EOF,
 // nullopt on error.
@@ -260,15 +263,11 @@ Task<> stream(World& w) {
   auto write_all = [&]() -> Task<> {
     FrameToken f;
     for (std::size_t i = 0; i < count; ++i) {
-      std::fprintf(stderr, "W write %zu len %zu queued %zu\n", i, lens[i], writer.queued());
       auto r = co_await writer.write_message(message(i, lens[i]));
-      std::fprintf(stderr, "W wrote %zu ok %d queued %zu\n", i, (int)!!r, writer.queued());
       w.resumed("write_message");
       if (!r) break;
     }
-    std::fprintf(stderr, "W close queued %zu\n", writer.queued());
     auto r = co_await writer.close();
-    std::fprintf(stderr, "W closed\n");
     w.resumed("stream close");
     (void)r;
   };
@@ -276,7 +275,6 @@ Task<> stream(World& w) {
     FrameToken f;
     for (;;) {
       auto m = co_await reader.read_message();
-      std::fprintf(stderr, "R got %d %d %s\n", (int)!!m, m ? (int)!!*m : -1, m ? "" : m.error().message().c_str());
       w.resumed("read_message");
       if (!m || !*m) break;
       const std::string want = read_count < count ? message(read_count, lens[read_count]) : "";
@@ -290,9 +288,7 @@ Task<> stream(World& w) {
       truncated = **m != want;
       ++read_count;
     }
-    std::fprintf(stderr, "R close\n");
     auto r = co_await reader.close();
-    std::fprintf(stderr, "R closed\n");
     w.resumed("stream close");
     (void)r;
   };
@@ -393,7 +389,7 @@ Task<> timers(World& w) {
   };
   auto counts = std::make_shared<Counts>();
   const int k = static_cast<int>(w.rng->between(1, 5));
-  Operation every = w.loop->every(std::chrono::milliseconds(w.rng->between(1, 50)),
+  Operation every = w.loop->every(some_time(w) / 8 + std::chrono::milliseconds(1),
                                   [counts, k, wit = Witness{}](Operation& self, Result<Expired> r) {
                                     if (!r) return;
                                     if (++counts->ticks == k) self.cancel();
@@ -410,7 +406,7 @@ Task<> timers(World& w) {
   // Long enough for every timer above (ticks at most 50 ms apart; a tick
   // that falls behind a time jump is skipped, so wait for them).
   for (int i = 0; i < 200 && (counts->ticks < k || counts->fired < afters); ++i) {
-    (void)co_await w.loop->sleep_for(500ms);
+    (void)co_await w.loop->sleep_for(w.max_wait + 100ms);
     w.resumed("timers sleep");
   }
   if (counts->ticks != k && !every.is_cancelled())
