@@ -119,6 +119,7 @@ class Sim final : public Host {
   bool complete_one(bool faults);
   bool try_complete(OpBase& op, bool faults);
   bool try_complete_inner(OpBase& op, bool faults);
+  bool passthrough(OpBase& op);
   bool complete_send(OpBase& op, Endpoint& ep, bool faults);
   bool complete_recv(OpBase& op, Endpoint& ep, bool faults);
   void round();
@@ -282,7 +283,7 @@ bool Sim::try_complete(OpBase& op, bool faults) {
 bool Sim::try_complete_inner(OpBase& op, bool faults) {
   const bool waits = op.kind == OpKind::recv || op.kind == OpKind::send ||
                      op.kind == OpKind::poll || op.kind == OpKind::read || op.kind == OpKind::write;
-  if (faults && waits && rng_.chance(swarm_.p_spurious_cancel)) {
+  if (faults && waits && endpoint(op.fd) && rng_.chance(swarm_.p_spurious_cancel)) {
     fake_->fail(op, ECANCELED);  // the kernel may end a waiting op early
     return true;
   }
@@ -291,10 +292,7 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
     return true;
   }
   Endpoint* ep = endpoint(op.fd);
-  if (!ep) {
-    fake_->fail(op, EBADF);
-    return true;
-  }
+  if (!ep) return passthrough(op);
   switch (op.kind) {
     case OpKind::send:
     case OpKind::write:
@@ -327,6 +325,36 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
       fake_->fail(op, EOPNOTSUPP);  // no workload uses it
       return true;
   }
+}
+
+// An fd the simulated network does not model (an eventfd, a signalfd):
+// the real kernel answers, without waiting. Deterministic: only the
+// workloads (on this thread) make these fds ready.
+bool Sim::passthrough(OpBase& op) {
+  if (op.kind == OpKind::poll) {
+    pollfd p{op.fd, static_cast<short>(op.flags), 0};
+    const int r = ::poll(&p, 1, 0);
+    if (r == 0) return false;
+    if (r < 0 || (p.revents & POLLNVAL)) {
+      fake_->fail(op, r < 0 ? errno : EBADF);
+      return true;
+    }
+    fake_->complete(op, p.revents);
+    return true;
+  }
+  if (op.kind == OpKind::read) {
+    pollfd p{op.fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 0) return false;  // would wait: not yet
+    const ssize_t n = ::read(op.fd, op.buf, op.len);
+    if (n < 0 && errno == EAGAIN) return false;
+    if (n < 0)
+      fake_->fail(op, errno);
+    else
+      fake_->complete(op, static_cast<int>(n));
+    return true;
+  }
+  fake_->fail(op, EBADF);
+  return true;
 }
 
 // Picks one pending op (in seeded order) that can complete now.

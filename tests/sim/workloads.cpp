@@ -3,6 +3,7 @@
 // in order, every callback once) and of what it was told it sent (byte
 // conservation: what send_all reports, `transferred` included, is what the
 // kernel took).
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -417,11 +418,83 @@ Task<> timers(World& w) {
   if (counts->posts != 3) w.fail("post: " + std::to_string(counts->posts) + " of 3 ran");
 }
 
+// ---------------------------------------------------------------- sources
+// A Waker, a Signal and a Watcher: each calls back from the queue, is
+// dropped or disabled inside its own callback sometimes, and never calls
+// back after that.
+Task<> sources(World& w) {
+  FrameToken frame;
+  struct State {
+    int wakes = 0, signals = 0, reads = 0;
+    bool waker_dropped = false, signal_dropped = false, watcher_off = false;
+    int wakes_after_drop = 0, signals_after_drop = 0, reads_after_off = 0;
+    Waker waker;
+    Signal signal;
+    Watcher watcher;
+  };
+  auto st = std::make_shared<State>();
+  const bool drop_waker = w.rng->chance(0.5), drop_signal = w.rng->chance(0.5);
+  st->waker = w.loop->waker([st = st.get(), drop_waker, &w] {
+    w.resumed("waker callback");
+    if (st->waker_dropped) ++st->wakes_after_drop;
+    ++st->wakes;
+    if (drop_waker) {
+      st->waker_dropped = true;
+      st->waker = Waker{};  // dropped inside its own callback
+    }
+  });
+  st->signal = w.loop->signal(SIGUSR2, [st = st.get(), drop_signal, &w](int) {
+    w.resumed("signal callback");
+    if (st->signal_dropped) ++st->signals_after_drop;
+    ++st->signals;
+    if (drop_signal) {
+      st->signal_dropped = true;
+      st->signal = Signal{};
+    }
+  });
+  auto [a, b] = w.connect_pair();
+  st->watcher = w.loop->watch(a, WatchOptions{.read = [st = st.get(), &w](Watcher& self) {
+                                                w.resumed("watcher callback");
+                                                if (st->watcher_off) ++st->reads_after_off;
+                                                ++st->reads;
+                                                st->watcher_off = true;
+                                                self.disable();  // no callback after this
+                                              },
+                                              .want_write = false});
+  const int rounds = static_cast<int>(w.rng->between(1, 4));
+  for (int i = 0; i < rounds; ++i) {
+    if (st->waker.active()) st->waker.wake();
+    if (st->signal.active()) ::raise(SIGUSR2);  // blocked on this thread: waits in the signalfd
+    (void)co_await w.loop->sleep_for(some_time(w));
+    w.resumed("sources sleep");
+  }
+  for (int i = 0; i < 20; ++i) {  // makes `a` readable (a send may be cancelled by the kernel)
+    auto sent = co_await w.loop->send(b, std::string_view("ping"));
+    w.resumed("sources send");
+    if (sent && *sent > 0) break;
+  }
+  for (int i = 0; i < 50 && (st->reads == 0 || st->wakes == 0 || st->signals == 0); ++i) {
+    (void)co_await w.loop->sleep_for(some_time(w));
+    w.resumed("sources wait");
+  }
+  if (st->wakes == 0) w.fail("waker: no callback for " + std::to_string(rounds) + " wakes");
+  if (st->signals == 0) w.fail("signal: no callback for the raised signal");
+  if (st->reads == 0) w.fail("watcher: no callback for a readable fd");
+  if (st->wakes_after_drop || st->signals_after_drop || st->reads_after_off)
+    w.fail("a source called back after it was dropped or disabled");
+  st->watcher.cancel();
+  st->signal = Signal{};
+  st->waker = Waker{};
+  (void)co_await w.loop->close(a);
+  (void)co_await w.loop->close(b);
+  w.resumed("close");
+}
+
 }  // namespace
 
 std::vector<std::pair<const char*, Workload>> workloads() {
-  return {{"echo", echo},     {"race", race},       {"stream", stream},
-          {"group", group},   {"channel", channel}, {"timers", timers}};
+  return {{"echo", echo},   {"race", race},       {"stream", stream}, {"group", group},
+          {"channel", channel}, {"timers", timers}, {"sources", sources}};
 }
 
 }  // namespace lev::sim
