@@ -175,4 +175,29 @@ TEST_SUITE("when") {
       CHECK(loop.live_op_count() == 0);
     });
   }
+
+  TEST_CASE("with_timeout takes an operation's awaitable as well as a task") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::array<char, 8> buf{};
+      auto quiet = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await lev::with_timeout(loop, loop.recv(a, buf), 10ms);
+      };
+      auto r = loop.block_on(quiet());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().code == std::errc::timed_out);
+      REQUIRE(::write(b.get(), "hi", 2) == 2);
+      auto talk = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await lev::with_timeout(loop.recv(a, buf), 5s);  // the calling task's loop
+      };
+      auto n = loop.block_on(talk());
+      REQUIRE(n);
+      CHECK(*n == 2);
+      auto ready = [&]() -> lev::Task<lev::Result<unsigned>> {
+        co_return co_await lev::with_timeout(loop, loop.writable(a), 5s);
+      };
+      CHECK(loop.block_on(ready()));
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
 }

@@ -175,12 +175,51 @@ Task<typename detail::TimeoutOf<T>::type> with_timeout(Loop& loop, Task<T> task,
   }
 }
 
+namespace detail {
+template <class T>
+inline constexpr bool is_task = false;
+template <class T>
+inline constexpr bool is_task<Task<T>> = true;
+
+/// An awaiter with its own await_resume (every lev operation's awaitable).
+template <class A>
+concept DirectAwaitable = !is_task<std::remove_cvref_t<A>> && requires(A a) {
+  a.await_ready();
+  a.await_resume();
+};
+template <class A>
+using AwaitResult = decltype(std::declval<A&>().await_resume());
+
+// Awaits `a` (moved into the task's frame before it starts).
+template <class A>
+Task<AwaitResult<A>> as_task(A a) {
+  if constexpr (std::is_void_v<AwaitResult<A>>)
+    co_await std::move(a);
+  else
+    co_return co_await std::move(a);
+}
+}  // namespace detail
+
+/// with_timeout for any awaitable, not only a Task: an operation's
+/// awaitable (`loop.recv(fd, buf)`, `loop.readable(fd)`...) is awaited in a
+/// task of its own and cancelled when `limit` passes first.
+///     auto n = co_await lev::with_timeout(loop, loop.recv(fd, buf), 2s);
+template <detail::DirectAwaitable A>
+auto with_timeout(Loop& loop, A awaitable, Duration limit) {
+  return with_timeout(loop, detail::as_task(std::move(awaitable)), limit);
+}
+
 /// with_timeout on the loop the calling task runs on.
 template <class T>
 Task<typename detail::TimeoutOf<T>::type> with_timeout(Task<T> task, Duration limit) {
   Loop* loop = co_await current_loop();
   if (!loop) throw std::logic_error("lev::with_timeout: the calling task runs on no loop");
   co_return co_await with_timeout(*loop, std::move(task), limit);
+}
+/// with_timeout for any awaitable, on the loop the calling task runs on.
+template <detail::DirectAwaitable A>
+auto with_timeout(A awaitable, Duration limit) {
+  return with_timeout(detail::as_task(std::move(awaitable)), limit);
 }
 
 }  // namespace lev
