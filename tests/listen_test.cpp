@@ -8,11 +8,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "lev/loop.hpp"
 #include "lev/net/stream.hpp"
+#include "lev/when.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -38,6 +41,18 @@ lev::Task<std::string> ask(lev::Loop& loop, const lev::SocketAddress& to, std::s
   auto reply = (co_await s.read_message()).value();
   (void)co_await s.close();
   co_return reply.value_or("<eof>");
+}
+
+// Awaits `t`, then records that it ended.
+lev::Task<> watch_end(lev::Task<> t, bool& ended) {
+  co_await std::move(t);
+  ended = true;
+}
+
+// Runs the loop for `d` (bounded, also while an accept stays pending).
+void pump(lev::Loop& loop, std::chrono::milliseconds d) {
+  auto wait = [&]() -> lev::Task<> { (void)co_await loop.after(d); };
+  loop.block_on(wait());
 }
 
 void serve_and_ask(lev::Loop& loop, const lev::net::Listener& l) {
@@ -200,5 +215,155 @@ TEST_SUITE("listen") {
     }
     for (int c : clients) ::close(c);
     CHECK(lev::test::open_fd_count() == before + 1);  // the listener only
+  }
+  // ---- issue 16: Acceptor lifetime, handler captures, throwing handlers, unix probes
+
+  TEST_CASE("an acceptor destroyed right after stop() leaves its run() nothing freed to read") {
+    // Regression: stop() only requested the cancel; run() resumed later and
+    // read stopping_ / pending_ of the dead Acceptor (ASan:
+    // heap-use-after-free; multishot path on io_uring, single on epoll).
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      auto acc = std::make_unique<lev::net::Acceptor>(
+          loop, l, [](lev::Fd, lev::SocketAddress) -> lev::Task<> { co_return; });
+      bool ended = false;
+      loop.spawn(watch_end(acc->run(), ended));
+      pump(loop, 5ms);  // the accept is pending
+      acc->stop();
+      acc.reset();  // as the header's own usage allows
+      pump(loop, 20ms);
+      CHECK(ended);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("an acceptor destroyed without stop() stops, and its run() ends") {
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      auto acc = std::make_unique<lev::net::Acceptor>(
+          loop, l, [](lev::Fd, lev::SocketAddress) -> lev::Task<> { co_return; });
+      bool ended = false;
+      loop.spawn(watch_end(acc->run(), ended));
+      pump(loop, 5ms);
+      acc.reset();
+      pump(loop, 20ms);
+      CHECK(ended);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a handler's captures outlive the acceptor while its connection is served") {
+    // Regression: each handler coroutine was made by calling the Acceptor's
+    // std::function, so a capturing lambda's captures lived in the
+    // Acceptor; a connection still served after the Acceptor was destroyed
+    // read freed memory (ASan: heap-use-after-free).
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      const std::string greeting(64, 'g');
+      auto acc = std::make_unique<lev::net::Acceptor>(
+          loop, l, [&loop, greeting](lev::Fd fd, lev::SocketAddress) -> lev::Task<> {
+            char buf[16];
+            auto n = co_await loop.recv(fd, buf);  // waits while the Acceptor goes away
+            if (n && *n > 0) (void)co_await loop.send_all(fd, std::string_view(greeting));
+          });
+      bool ended = false;
+      loop.spawn(watch_end(acc->run(), ended));
+      auto client = [&]() -> lev::Task<std::string> {
+        lev::Fd c = lev::test::tcp_socket();
+        (co_await loop.connect(c, l.address())).value();
+        for (int i = 0; i < 1000 && acc->accepted() == 0; ++i) (void)co_await loop.after(1ms);
+        (void)co_await loop.after(5ms);  // the handler waits in its recv
+        acc->stop();
+        for (int i = 0; i < 1000 && !ended; ++i) (void)co_await loop.after(1ms);
+        acc.reset();  // run() has ended; the connection is still being served
+        (co_await loop.send_all(c, std::string_view("go"))).value();
+        std::string got;
+        char buf[128];
+        while (got.size() < 64) {
+          auto n = co_await loop.recv(c, buf);
+          if (!n || *n == 0) break;
+          got.append(buf, *n);
+        }
+        co_return got;
+      };
+      CHECK(loop.block_on(client()) == greeting);
+      loop.run();
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a handler that throws before returning its task is reported and accepting goes on") {
+    // Regression: the exception escaped run(), which ended; later clients
+    // sat in the backlog.
+    for (const auto& engine : lev::test::real_engines()) {
+      INFO("engine: " << engine.name);
+      std::string out = lev::test::run_in_child([engine] {
+        lev::Loop loop{engine.model, lev::test::options_for(engine)};
+        auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+        int calls = 0;
+        lev::net::Acceptor acc{loop, l, [&](lev::Fd fd, lev::SocketAddress) -> lev::Task<> {
+                                 if (calls++ == 0) throw std::runtime_error("no frame for you");
+                                 return line_echo(loop, std::move(fd));  // a plain function
+                               }};
+        loop.spawn(acc.run());
+        auto clients = [&]() -> lev::Task<std::string> {
+          lev::Fd first = lev::test::tcp_socket();
+          (co_await loop.connect(first, l.address())).value();
+          char one[1];
+          auto n = co_await loop.recv(first, one);  // closed by the failed handler
+          if (!n || *n != 0) co_return "first connection not closed";
+          auto second = co_await lev::with_timeout(loop, ask(loop, l.address(), "still there?"), 2s);
+          co_return second ? *second : second.error().message();
+        };
+        std::string reply = loop.block_on(clients());
+        acc.stop();
+        loop.run();
+        std::fprintf(stderr, "\nRESULT %s\n", reply.c_str());
+      });
+      CHECK(out.find("no frame for you") != std::string::npos);  // reported
+      CHECK(out.find("RESULT echo: still there?") != std::string::npos);
+    }
+  }
+
+  TEST_CASE("a live unix socket whose backlog is full is refused at once, not waited on") {
+    // Regression: the stale-socket probe used a blocking connect, which
+    // hung while the live server's backlog was full.
+    std::string path = "/tmp/lev-listen-full-" + std::to_string(::getpid()) + ".sock";
+    auto l = lev::net::Listener::unix_socket(path, {.backlog = 1}).value();
+    std::vector<lev::Fd> fillers;
+    bool full = false;
+    for (int i = 0; i < 64 && !full; ++i) {
+      lev::Fd c{::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+      full = ::connect(c.get(), l.address().data(), l.address().size()) != 0 && errno == EAGAIN;
+      fillers.push_back(std::move(c));
+    }
+    REQUIRE_MESSAGE(full, "could not fill the backlog");
+    std::string out = lev::test::run_in_child([&path] {
+      ::alarm(5);  // the old probe blocked here for good
+      auto again = lev::net::Listener::unix_socket(path);
+      const char* what = again                                              ? "replaced"
+                         : again.error().code == std::errc::address_in_use ? "in use"
+                                                                            : "other error";
+      std::fprintf(stderr, "\nRESULT %s\n", what);
+      if (again) (void)again->fd();
+    });
+    CHECK(out.find("RESULT in use") != std::string::npos);
+    struct stat st {};
+    CHECK(::lstat(path.c_str(), &st) == 0);  // the live server keeps its file
+  }
+
+  TEST_CASE("move-assigning a unix listener removes the socket file it held") {
+    // Decided (issue 16): a Listener assigned over closes its socket and
+    // removes its file, as its destructor does. Before, the old path was
+    // overwritten and its file left behind.
+    const std::string base = "/tmp/lev-listen-move-" + std::to_string(::getpid());
+    auto a = lev::net::Listener::unix_socket(base + "-a.sock").value();
+    auto b = lev::net::Listener::unix_socket(base + "-b.sock").value();
+    struct stat st {};
+    a = std::move(b);
+    CHECK(::lstat((base + "-a.sock").c_str(), &st) != 0);
+    CHECK(::lstat((base + "-b.sock").c_str(), &st) == 0);
+    { lev::net::Listener moved = std::move(a); }
+    CHECK(::lstat((base + "-b.sock").c_str(), &st) != 0);
   }
 }

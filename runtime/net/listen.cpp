@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <utility>
+
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
@@ -69,11 +71,15 @@ Result<Listener> Listener::unix_socket(std::string_view path, ListenOptions o) {
     if (!S_ISSOCK(st.st_mode))
       return Error{std::make_error_code(std::errc::file_exists), "listen: path is not a socket", -1,
                    0};
-    // Stale (nobody accepts) or live? Ask it.
-    Fd probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-    if (::connect(probe.get(), addr->data(), addr->size()) == 0)
+    // Stale (nobody accepts) or live? Ask it, without waiting: a live
+    // server with a full backlog answers EAGAIN, a stale file ECONNREFUSED.
+    Fd probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+    if (!probe) return sys_error("socket", -1);
+    if (::connect(probe.get(), addr->data(), addr->size()) == 0 || errno == EAGAIN ||
+        errno == EINPROGRESS)
       return Error{std::make_error_code(std::errc::address_in_use), "listen: unix socket in use",
                    -1, 0};
+    if (errno != ECONNREFUSED) return sys_error("listen: probing the unix socket", -1);
     ::unlink(p.c_str());
   }
   auto s = open_listening(*addr, o);
@@ -85,68 +91,104 @@ Result<Listener> Listener::unix_socket(std::string_view path, ListenOptions o) {
   return l;
 }
 
+Listener::Listener(Listener&& o) noexcept
+    : fd_(std::move(o.fd_)),
+      address_(std::move(o.address_)),
+      unix_path_(std::exchange(o.unix_path_, {})) {}
+
+Listener& Listener::operator=(Listener&& o) noexcept {
+  if (this != &o) {
+    if (fd_ && !unix_path_.empty()) ::unlink(unix_path_.c_str());  // as ~Listener does
+    fd_ = std::move(o.fd_);
+    address_ = std::move(o.address_);
+    unix_path_ = std::exchange(o.unix_path_, {});
+  }
+  return *this;
+}
+
 Listener::~Listener() {
   if (fd_ && !unix_path_.empty()) ::unlink(unix_path_.c_str());
 }
 
-Acceptor::Acceptor(Loop& loop, const Listener& listener, Handler handler)
-    : Acceptor(loop, listener.fd(), std::move(handler)) {}
+// ---------------------------------------------------------------- Acceptor
 
-Acceptor::Acceptor(Loop& loop, int listening_fd, Handler handler)
-    : loop_(loop), fd_(listening_fd), handler_(std::move(handler)) {}
+namespace detail {
 
-void Acceptor::stop() {
-  stopping_ = true;
-  if (pending_) loop_.cancel(*pending_);
+// What the accept loop and the connection tasks share with the Acceptor:
+// each holds a reference, so none of them depends on the Acceptor object.
+struct AcceptorState {
+  AcceptorState(Loop& l, int f, Acceptor::Handler h) : loop(l), fd(f), handler(std::move(h)) {}
+  Loop& loop;
+  int fd;
+  Acceptor::Handler handler;
+  lev::detail::OpBase* pending = nullptr;  // the accept (or back-off timer) stop() cancels
+  bool stopping = false;
+  std::size_t accepted = 0;
+  std::size_t resource_errors = 0;
+  std::size_t multishot_arms = 0;
+
+  bool backoff_on(int err, bool& reported) {  // true: a resource error (back off)
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return false;
+    ++resource_errors;
+    if (!reported)
+      std::fprintf(stderr, "lev: accept on fd %d: %s; backing off\n", fd,
+                   std::generic_category().message(err).c_str());
+    reported = true;
+    return true;
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+using State = std::shared_ptr<detail::AcceptorState>;
+
+// One connection: the handler is called here, inside a task that holds the
+// shared state, so the handler's captures outlive every coroutine it made.
+// Whatever it throws (also before it returns its task) ends this task
+// only, and is reported as an escaped task exception.
+Task<> serve(State s, Fd fd, SocketAddress peer) {
+  Task<> handler = s->handler(std::move(fd), peer);
+  co_await std::move(handler);
 }
 
-bool Acceptor::backoff_on(int err, bool& reported) {
-  if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return false;
-  ++resource_errors_;
-  if (!reported)
-    std::fprintf(stderr, "lev: accept on fd %d: %s; backing off\n", fd_,
-                 std::generic_category().message(err).c_str());
-  reported = true;
-  return true;
+// Waits `d` in a way stop() can cut short.
+Task<> back_off(const State& s, std::chrono::milliseconds d) {
+  auto&& sleep = s->loop.after(d);
+  s->pending = &sleep.op();
+  (void)co_await sleep;
+  s->pending = nullptr;
 }
 
-Task<> Acceptor::run() {
-  if (loop_.features().multishot_accept)
-    co_await run_multishot();
-  else
-    co_await run_single();
-}
-
-Task<> Acceptor::run_single() {
+Task<> run_single(State s) {
   auto backoff = std::chrono::milliseconds(10);
   bool reported = false;
-  while (!stopping_) {
-    auto&& accept = loop_.accept(fd_);
-    pending_ = &accept.op();
+  while (!s->stopping) {
+    auto&& accept = s->loop.accept(s->fd);
+    s->pending = &accept.op();
     auto conn = co_await accept;
-    pending_ = nullptr;
-    if (stopping_) break;  // a connection accepted meanwhile closes with `conn`
+    s->pending = nullptr;
+    if (s->stopping) break;  // a connection accepted meanwhile closes with `conn`
     if (conn) {
-      ++accepted_;
+      ++s->accepted;
       backoff = std::chrono::milliseconds(10);
       reported = false;
-      loop_.spawn(handler_(std::move(conn->fd), conn->peer));
+      s->loop.spawn(serve(s, std::move(conn->fd), conn->peer));
       continue;
     }
     const int err = conn.error().code.value();
-    if (backoff_on(err, reported)) {
-      co_await loop_.after(backoff);
+    if (s->backoff_on(err, reported)) {
+      co_await back_off(s, backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
       continue;
     }
     if (err == ECONNABORTED || err == EINTR || err == EPROTO) continue;  // the peer gave up
-    std::fprintf(stderr, "lev: accept on fd %d: %s; accept loop ends\n", fd_,
+    std::fprintf(stderr, "lev: accept on fd %d: %s; accept loop ends\n", s->fd,
                  conn.error().message().c_str());
     break;
   }
 }
-
-namespace {
 
 // One multishot accept: the kernel posts a CQE per connection (F_MORE set
 // while it stays armed). Intermediate results are queued here by the
@@ -155,22 +197,22 @@ namespace {
 // a cancellation, or the kernel ending it) is delivered as usual.
 struct MultiAccept {
   Loop& loop;
-  detail::OpBase op;
-  detail::OpBase wake;    // resumes `waiter` from the queue
+  lev::detail::OpBase op;
+  lev::detail::OpBase wake;    // resumes `waiter` from the queue
   std::deque<int> ready;  // accepted fds (or -errno) not yet handed out
   std::coroutine_handle<> waiter;
   bool ended = true;
   int end_res = 0;
 
   MultiAccept(Loop& l, int lfd) : loop(l) {
-    op.kind = detail::OpKind::accept;
+    op.kind = lev::detail::OpKind::accept;
     op.fd = lfd;
-    op.flags = detail::kAcceptMultishot;
+    op.flags = lev::detail::kAcceptMultishot;
     op.addr = nullptr;
     op.ctx = this;
     op.deliver = &finished;
     op.more = &more;
-    wake.kind = detail::OpKind::post;
+    wake.kind = lev::detail::OpKind::post;
   }
   MultiAccept(const MultiAccept&) = delete;
   MultiAccept& operator=(const MultiAccept&) = delete;
@@ -186,14 +228,14 @@ struct MultiAccept {
     loop.start(op);
   }
   void resume_waiter() {
-    if (!waiter || wake.state == detail::OpState::submitted ||
-        wake.state == detail::OpState::completed)
+    if (!waiter || wake.state == lev::detail::OpState::submitted ||
+        wake.state == lev::detail::OpState::completed)
       return;
     wake.ctx = std::exchange(waiter, nullptr).address();
     wake.deliver = nullptr;
     loop.start(wake);  // a post: queued, resumed by the next drain
   }
-  static void more(detail::OpBase& o, int res, std::uint32_t) noexcept {
+  static void more(lev::detail::OpBase& o, int res, std::uint32_t) noexcept {
     auto* self = static_cast<MultiAccept*>(o.ctx);
     try {
       self->ready.push_back(res);
@@ -203,7 +245,7 @@ struct MultiAccept {
     }
     self->resume_waiter();
   }
-  static void finished(detail::OpBase& o) {
+  static void finished(lev::detail::OpBase& o) {
     auto* self = static_cast<MultiAccept*>(o.ctx);
     self->ended = true;
     self->end_res = o.res;
@@ -231,49 +273,76 @@ SocketAddress peer_of(int fd) {
   return SocketAddress{reinterpret_cast<sockaddr*>(&ss), len};
 }
 
-}  // namespace
-
-Task<> Acceptor::run_multishot() {
-  MultiAccept m(loop_, fd_);
+Task<> run_multishot(State s) {
+  MultiAccept m(s->loop, s->fd);
   auto backoff = std::chrono::milliseconds(10);
   bool reported = false;
-  pending_ = &m.op;
+  s->pending = &m.op;
   m.arm();
-  ++multishot_arms_;
-  while (!stopping_) {
+  ++s->multishot_arms;
+  while (!s->stopping) {
     co_await m.next();
-    if (stopping_) break;
+    if (s->stopping) break;
     if (!m.ready.empty()) {
       const int res = m.ready.front();
       m.ready.pop_front();
       if (res < 0) continue;  // a failed accept that did not end the multishot
-      ++accepted_;
+      ++s->accepted;
       backoff = std::chrono::milliseconds(10);
       reported = false;
-      loop_.spawn(handler_(Fd{res}, peer_of(res)));
+      s->loop.spawn(serve(s, Fd{res}, peer_of(res)));
       continue;
     }
     // The multishot ended: re-arm it, after a back-off on resource errors.
     const int err = -m.end_res;
-    if (err == EINVAL && accepted_ == 0 && multishot_arms_ == 1) {  // no multishot accept here
-      pending_ = nullptr;
-      co_await run_single();
+    if (err == EINVAL && s->accepted == 0 && s->multishot_arms == 1) {  // no multishot accept here
+      s->pending = nullptr;
+      co_await run_single(s);
       co_return;
     }
-    if (m.end_res != 0 && backoff_on(err, reported)) {
-      co_await loop_.after(backoff);
+    if (m.end_res != 0 && s->backoff_on(err, reported)) {
+      co_await back_off(s, backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     } else if (m.end_res != 0 && err != ECONNABORTED && err != EINTR && err != EPROTO &&
                err != ECANCELED) {
-      std::fprintf(stderr, "lev: accept on fd %d: %s; accept loop ends\n", fd_,
+      std::fprintf(stderr, "lev: accept on fd %d: %s; accept loop ends\n", s->fd,
                    std::generic_category().message(err).c_str());
       break;
     }
-    if (stopping_) break;
+    if (s->stopping) break;
+    s->pending = &m.op;
     m.arm();
-    ++multishot_arms_;
+    ++s->multishot_arms;
   }
-  pending_ = nullptr;
+  s->pending = nullptr;
 }
+
+Task<> run_accept_loop(State s) {
+  if (s->loop.features().multishot_accept)
+    co_await run_multishot(s);
+  else
+    co_await run_single(s);
+}
+
+}  // namespace
+
+Acceptor::Acceptor(Loop& loop, const Listener& listener, Handler handler)
+    : Acceptor(loop, listener.fd(), std::move(handler)) {}
+
+Acceptor::Acceptor(Loop& loop, int listening_fd, Handler handler)
+    : s_(std::make_shared<detail::AcceptorState>(loop, listening_fd, std::move(handler))) {}
+
+Acceptor::~Acceptor() { stop(); }
+
+void Acceptor::stop() {
+  s_->stopping = true;
+  if (s_->pending) s_->loop.cancel(*s_->pending);
+}
+
+Task<> Acceptor::run() { return run_accept_loop(s_); }
+
+std::size_t Acceptor::accepted() const noexcept { return s_->accepted; }
+std::size_t Acceptor::resource_errors() const noexcept { return s_->resource_errors; }
+std::size_t Acceptor::multishot_arms() const noexcept { return s_->multishot_arms; }
 
 }  // namespace lev::net

@@ -6,10 +6,11 @@
 ///
 ///     auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
 ///     lev::net::Acceptor acc{loop, l, [&](lev::Fd c, lev::SocketAddress) -> lev::Task<> {...}};
-///     loop.spawn(acc.run());   // ... acc.stop();
+///     loop.spawn(acc.run());   // ... acc.stop();  (or just destroy acc)
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -20,9 +21,6 @@
 
 namespace lev {
 class Loop;
-namespace detail {
-struct OpBase;
-}
 }  // namespace lev
 
 namespace lev::net {
@@ -34,7 +32,8 @@ struct ListenOptions {
 };
 
 /// An open, listening, nonblocking socket. Move-only; closes on destruction
-/// (and removes its unix socket file).
+/// (and removes its unix socket file). Assigning over a Listener closes its
+/// socket and removes its file the same way.
 class Listener {
  public:
   /// `host` is a numeric IPv4/IPv6 address, "localhost" (127.0.0.1) or ""
@@ -42,12 +41,12 @@ class Listener {
   static Result<Listener> tcp(std::string_view host, std::uint16_t port,
                               ListenOptions options = {});
   /// A stale socket file (nobody accepting) is replaced; a live one is
-  /// EADDRINUSE.
+  /// EADDRINUSE, also when its backlog is full (the probe never blocks).
   static Result<Listener> unix_socket(std::string_view path, ListenOptions options = {});
 
   Listener() = default;
-  Listener(Listener&&) noexcept = default;
-  Listener& operator=(Listener&&) noexcept = default;
+  Listener(Listener&& o) noexcept;
+  Listener& operator=(Listener&& o) noexcept;
   ~Listener();
 
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
@@ -61,11 +60,28 @@ class Listener {
   std::string unix_path_;
 };
 
-/// Accepts connections and spawns `handler(fd, peer)` for each, until
-/// stop(). Survives EMFILE / ENFILE / ENOBUFS / ENOMEM: reports once on
-/// stderr, backs off (10 ms doubling to 1 s) and keeps serving. On io_uring
-/// (5.19+) one multishot accept serves every connection (re-armed when the
-/// kernel ends it); elsewhere one accept per connection.
+namespace detail {
+struct AcceptorState;
+}
+
+/// Accepts connections and spawns a task running `handler(fd, peer)` for
+/// each, until stop(). Survives EMFILE / ENFILE / ENOBUFS / ENOMEM: reports
+/// once on stderr, backs off (10 ms doubling to 1 s) and keeps serving. On
+/// io_uring (5.19+) one multishot accept serves every connection (re-armed
+/// when the kernel ends it); elsewhere one accept per connection.
+///
+/// Lifetimes. The Acceptor may be destroyed at any time, also right after
+/// stop() or without it (its destructor stops it): run() then ends on its
+/// own and touches nothing of the Acceptor. The handler (the function
+/// object passed in, with everything it captures) is shared with every
+/// connection task: it lives until the Acceptor is gone and each
+/// connection it served has ended, so a coroutine lambda may use its
+/// captures for as long as it runs.
+///
+/// A handler that throws (when called, before it returns its task, or
+/// later inside the task) fails that connection only: its fd is closed,
+/// the exception is reported where escaped task exceptions are (stderr),
+/// and accepting goes on.
 class Acceptor {
  public:
   using Handler = std::function<Task<>(Fd, SocketAddress)>;
@@ -74,28 +90,21 @@ class Acceptor {
   Acceptor(Loop& loop, int listening_fd, Handler handler);
   Acceptor(const Acceptor&) = delete;
   Acceptor& operator=(const Acceptor&) = delete;
+  /// Stops, as stop() does. Loop thread only.
+  ~Acceptor();
 
   /// The accept loop; ends after stop(). Run it with loop.spawn(acc.run()).
   Task<> run();
-  /// Cancels the pending accept and ends run(). Loop thread only.
+  /// Cancels the pending accept (or back-off wait); run() ends from the
+  /// completion queue. Loop thread only.
   void stop();
-  [[nodiscard]] std::size_t accepted() const noexcept { return accepted_; }
-  [[nodiscard]] std::size_t resource_errors() const noexcept { return resource_errors_; }
+  [[nodiscard]] std::size_t accepted() const noexcept;
+  [[nodiscard]] std::size_t resource_errors() const noexcept;
   /// Times a multishot accept was (re-)armed; 0 when single accepts are used.
-  [[nodiscard]] std::size_t multishot_arms() const noexcept { return multishot_arms_; }
+  [[nodiscard]] std::size_t multishot_arms() const noexcept;
 
  private:
-  Task<> run_single();
-  Task<> run_multishot();
-  bool backoff_on(int err, bool& reported);  // true: a resource error (back off)
-  Loop& loop_;
-  int fd_;
-  Handler handler_;
-  lev::detail::OpBase* pending_ = nullptr;
-  bool stopping_ = false;
-  std::size_t accepted_ = 0;
-  std::size_t resource_errors_ = 0;
-  std::size_t multishot_arms_ = 0;
+  std::shared_ptr<detail::AcceptorState> s_;
 };
 
 }  // namespace lev::net
