@@ -9,6 +9,16 @@
 ///
 /// A Child that is destroyed before it was reaped is killed (SIGKILL) and
 /// reaped on the spot: no zombie is left behind.
+///
+/// The child starts with an empty signal mask and SIGPIPE at its default
+/// action, whatever lev changed in this process (a Signal or a Runtime
+/// blocks the signals it watches; the Loop ignores SIGPIPE); other
+/// dispositions are inherited as exec leaves them. Signals go through the
+/// pidfd, never by pid number: if pidfd_open fails after the spawn, the
+/// child is killed by pid and reaped only while SIGCHLD is at its default
+/// (the kernel then keeps the pid until we reap it); with SIGCHLD ignored
+/// it may be gone and its pid reused, so nothing is sent and the error
+/// says the child was left alone.
 
 #include <sys/types.h>
 

@@ -35,6 +35,35 @@ struct Actions {
   ~Actions() { posix_spawn_file_actions_destroy(&fa); }
 };
 
+// The child starts as an exec'd program expects, whatever lev did to this
+// process: no blocked signal (Signal and Runtime block the ones they
+// watch) and SIGPIPE at its default action (the Loop ignores it).
+struct Attributes {
+  posix_spawnattr_t attr;
+  Attributes() {
+    posix_spawnattr_init(&attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  }
+  ~Attributes() { posix_spawnattr_destroy(&attr); }
+  Attributes(const Attributes&) = delete;
+  Attributes& operator=(const Attributes&) = delete;
+};
+
+// True while an unreaped child's pid cannot be reused: SIGCHLD is neither
+// ignored nor SA_NOCLDWAIT, so the kernel keeps the pid (a zombie at worst)
+// until someone waits for it.
+bool children_wait_to_be_reaped() {
+  struct sigaction sa {};
+  if (::sigaction(SIGCHLD, nullptr, &sa) != 0) return false;
+  return sa.sa_handler != SIG_IGN && (sa.sa_flags & SA_NOCLDWAIT) == 0;
+}
+
 // Sets up one standard stream; `parent` gets our end of a pipe.
 Result<void> plumb(Actions& a, Stdio how, int target, Fd& parent, std::vector<Fd>& keep) {
   if (how == Stdio::inherit) return {};
@@ -80,7 +109,8 @@ Result<Child> Child::spawn(Loop& loop, SpawnOptions o) {
   envp.push_back(nullptr);
 
   pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, argv[0], &actions.fa, nullptr, argv.data(),
+  Attributes attributes;
+  int rc = ::posix_spawnp(&pid, argv[0], &actions.fa, &attributes.attr, argv.data(),
                           o.env.empty() ? environ : envp.data());
   if (rc != 0) return Error{std::error_code(rc, std::system_category()), "spawn", -1, 0};
   child_ends.clear();  // the child has its copies
@@ -89,10 +119,12 @@ Result<Child> Child::spawn(Loop& loop, SpawnOptions o) {
   c.reaped_ = false;
   int pfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pfd < 0) {
-    int err = errno;
-    ::kill(pid, SIGKILL);
+    const int err = errno;
+    c.reaped_ = true;  // nothing for ~Child to do: it has no pidfd
+    if (!children_wait_to_be_reaped())  // the number may name another process by now
+      return sys_error("spawn: pidfd_open (SIGCHLD is ignored: the child was left alone)", err);
+    ::kill(pid, SIGKILL);  // still ours: the pid stays reserved until waitpid
     ::waitpid(pid, nullptr, 0);
-    c.reaped_ = true;
     return sys_error("spawn: pidfd_open", err);
   }
   ::fcntl(pfd, F_SETFD, FD_CLOEXEC);
