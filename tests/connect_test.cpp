@@ -6,8 +6,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <future>
+#include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lev/loop.hpp"
@@ -83,5 +88,60 @@ TEST_SUITE("connect") {
     std::error_code ec(EAI_NONAME, lev::net::resolve_category());
     CHECK(std::string(ec.category().name()) == "getaddrinfo");
     CHECK_FALSE(ec.message().empty());
+  }
+
+  TEST_CASE("connect's deadline covers a slow name lookup, which finishes on its own") {
+    // Regression: the deadline was armed only after resolve() returned, so
+    // with a lookup taking 3 s, connect(..., {.timeout = 200ms}) returned
+    // after 3 s (and the lookup captured the caller's host by reference).
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      auto gate = std::make_shared<std::promise<void>>();
+      std::shared_future<void> open = gate->get_future().share();
+      auto finished = std::make_shared<std::atomic<bool>>(false);
+      lev::net::ConnectOptions o;
+      o.timeout = 200ms;
+      o.resolver = [open, finished](const std::string& host, std::uint16_t port)
+          -> lev::Result<std::vector<lev::SocketAddress>> {
+        (void)open.wait_for(3s);  // a lookup that hangs until the test lets it go
+        finished->store(host == "slow.invalid");
+        return std::vector<lev::SocketAddress>{*lev::SocketAddress::ip("127.0.0.1", port)};
+      };
+      auto t = [&]() -> lev::Task<lev::Result<lev::Fd>> {
+        co_return co_await lev::net::connect(loop, "slow.invalid", l.port(), std::move(o));
+      };
+      auto fd = loop.block_on(t());
+      const bool lookup_done_first = finished->load();
+      gate->set_value();
+      REQUIRE_FALSE(fd);
+      CHECK(fd.error().code == std::errc::timed_out);
+      CHECK_FALSE(lookup_done_first);  // it returned while the lookup still ran
+      // The abandoned lookup ends by itself, with its own copy of the host.
+      for (int i = 0; i < 2000 && !finished->load(); ++i) std::this_thread::sleep_for(1ms);
+      CHECK(finished->load());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a resolver's answer and errors reach connect") {
+    for_each_engine([](lev::Loop& loop) {
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      lev::net::ConnectOptions good;
+      good.resolver = [](const std::string&, std::uint16_t port)
+          -> lev::Result<std::vector<lev::SocketAddress>> {
+        return std::vector<lev::SocketAddress>{*lev::SocketAddress::ip("127.0.0.1", port)};
+      };
+      lev::net::ConnectOptions throwing;
+      throwing.resolver = [](const std::string&, std::uint16_t)
+          -> lev::Result<std::vector<lev::SocketAddress>> { throw std::runtime_error("no"); };
+      auto t = [&]() -> lev::Task<> {
+        auto fd = co_await lev::net::connect(loop, "service.invalid", l.port(), std::move(good));
+        CHECK(fd);
+        auto bad = co_await lev::net::connect(loop, "service.invalid", l.port(), std::move(throwing));
+        REQUIRE_FALSE(bad);
+        CHECK(bad.error().code == std::error_code(EAI_FAIL, lev::net::resolve_category()));
+      };
+      loop.block_on(t());
+    });
   }
 }
