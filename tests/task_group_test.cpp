@@ -7,6 +7,7 @@
 #include <array>
 #include <chrono>
 #include <stdexcept>
+#include <vector>
 
 #include "support.hpp"
 
@@ -157,5 +158,48 @@ TEST_SUITE("task_group") {
     REQUIRE(::send(b.get(), "xyz", 3, MSG_NOSIGNAL) == 3);
     std::array<char, 8> got{};
     CHECK(::recv(a.get(), got.data(), got.size(), 0) == 3);
+  }
+
+  TEST_CASE("several tasks joining one group all resume when it empties") {
+    // Decided (issue 16): join() admits any number of joiners, released in
+    // the order they came. Before, it kept one: a second concurrent join
+    // replaced the first, which never resumed.
+    for_each_engine([](lev::Loop& loop) {
+      lev::TaskGroup g{loop};
+      auto child = [&]() -> lev::Task<> { (void)co_await loop.after(5ms); };
+      g.spawn(child());
+      std::vector<int> order;
+      auto joiner = [&](int id) -> lev::Task<> {
+        co_await g.join();
+        order.push_back(id);
+      };
+      loop.spawn(joiner(1));
+      loop.spawn(joiner(2));
+      loop.spawn(joiner(3));
+      loop.run();
+      CHECK(order == std::vector<int>{1, 2, 3});
+      CHECK(g.running() == 0);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a group destroyed with joiners still waiting leaves them nothing to touch") {
+    for_each_engine([](lev::Loop& loop) {
+      int resumed = 0;
+      {
+        lev::TaskGroup g{loop};
+        auto child = [&]() -> lev::Task<> { (void)co_await loop.after(1h); };
+        g.spawn(child());
+        auto joiner = [&]() -> lev::Task<> {
+          co_await g.join();
+          ++resumed;
+        };
+        loop.spawn(joiner());
+        loop.spawn(joiner());
+        auto pause = [&]() -> lev::Task<> { (void)co_await loop.after(1ms); };
+        loop.block_on(pause());  // both wait in join()
+      }  // the group goes first (its child with it); the joiners stay parked
+      CHECK(resumed == 0);
+    });  // the loop's teardown destroys the parked joiners
   }
 }

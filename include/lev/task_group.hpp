@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "lev/detail/join.hpp"
+#include "lev/detail/waiter.hpp"
 #include "lev/loop.hpp"
 #include "lev/task.hpp"
 
@@ -39,6 +40,8 @@ class TaskGroup final : private detail::JoinBase {
   /// at loop teardown) destroys them; their operations are settled first.
   ~TaskGroup() {
     link_.reset();
+    while (joiners_.pop_front()) {  // parked joiners stay parked, and no longer refer to us
+    }
     while (children_) {
       detail::DriverPromise* p = children_;
       unlink(*p);
@@ -82,16 +85,38 @@ class TaskGroup final : private detail::JoinBase {
     cancel();
   }
 
-  /// `co_await group.join()`: resumes once no child is running.
-  auto join() noexcept {
-    struct Awaiter {
-      TaskGroup& g;
-      bool await_ready() const noexcept { return g.running_ == 0; }
-      void await_suspend(std::coroutine_handle<> h) noexcept { g.joiner_ = h; }
-      void await_resume() const noexcept {}
-    };
-    return Awaiter{*this};
-  }
+  class [[nodiscard]] JoinAwaiter {
+   public:
+    explicit JoinAwaiter(TaskGroup& g) noexcept : g_(&g) {}
+    JoinAwaiter(const JoinAwaiter&) = delete;
+    JoinAwaiter& operator=(const JoinAwaiter&) = delete;
+    /// A frame destroyed while parked (loop teardown) leaves nothing behind.
+    ~JoinAwaiter() {
+      if (w_.queued)
+        g_->joiners_.remove(w_);
+      else if (static_cast<unsigned>(w_.op.state) - 1u < 2u)
+        w_.loop->abandon(w_.op);
+    }
+    bool await_ready() const noexcept { return g_->running_ == 0; }
+    void await_suspend(std::coroutine_handle<> h) noexcept {
+      w_.op.kind = detail::OpKind::post;
+      w_.op.ctx = h.address();
+      w_.op.deliver = nullptr;
+      w_.loop = g_->loop_;
+      g_->joiners_.push_back(w_);
+    }
+    void await_resume() const noexcept {}
+
+   private:
+    TaskGroup* g_;
+    detail::Waiter w_;
+  };
+  /// `co_await group.join()`: resumes once no child is running. Any number
+  /// of tasks may join at once; they resume in the order they joined (the
+  /// first directly from the last child's end, the others from the
+  /// completion queue). A join is not cancelled by a stop request: it
+  /// ends when the children have.
+  JoinAwaiter join() noexcept { return JoinAwaiter(*this); }
 
  private:
   void unlink(detail::DriverPromise& p) noexcept {
@@ -105,8 +130,10 @@ class TaskGroup final : private detail::JoinBase {
     if (child.error) fail(child.error);
     unlink(child);
     detail::DriverHandle::from_promise(child).destroy();  // it sits at its final suspend
-    if (--running_ == 0 && joiner_) return std::exchange(joiner_, nullptr);
-    return std::noop_coroutine();
+    if (--running_ != 0 || joiners_.empty()) return std::noop_coroutine();
+    detail::Waiter* first = joiners_.pop_front();
+    while (detail::Waiter* w = joiners_.pop_front()) loop_->start(w->op);  // posts, in order
+    return std::coroutine_handle<>::from_address(first->op.ctx);
   }
 
   Loop* loop_;
@@ -115,7 +142,7 @@ class TaskGroup final : private detail::JoinBase {
   detail::DriverPromise* children_ = nullptr;
   std::size_t running_ = 0;
   std::exception_ptr error_;
-  std::coroutine_handle<> joiner_;
+  detail::WaitList joiners_;
 };
 
 /// Runs `body(group)` and then waits for every child it (or they) spawned.
