@@ -1,6 +1,8 @@
 #include "lev/loop.hpp"
 
 #include <doctest/doctest.h>
+
+#include <thread>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -192,5 +194,18 @@ TEST_SUITE("loop") {
     }
     CHECK(done == 32);
     CHECK(rounds <= 2);
+  }
+
+  TEST_CASE("an operation started on a thread that does not own the loop fails in a debug build, saying so") {
+#ifdef NDEBUG
+    MESSAGE("skipped: a release build checks no thread");
+#else
+    const std::string err = lev::test::run_in_child([] {
+      lev::Loop loop{lev::Model::proactor, {.backend = "fake"}};
+      std::thread other([&] { (void)loop.nop([](lev::Operation&, lev::Result<void>) {}); });
+      other.join();
+    });
+    CHECK(err.find("does not own its Loop") != std::string::npos);
+#endif
   }
 }

@@ -44,6 +44,7 @@
 #include "lev/detail/uring_prep.hpp"
 #include "lev/error.hpp"
 #include "lev/fd.hpp"
+#include "lev/join_handle.hpp"
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
 #include "lev/task.hpp"
@@ -54,6 +55,8 @@ namespace lev {
 namespace detail {
 struct SignalHub;
 struct Inbox;
+/// Reports an operation started off the loop's thread, then aborts.
+[[noreturn]] void wrong_thread() noexcept;
 }  // namespace detail
 class UringBackend;
 namespace detail {
@@ -197,6 +200,15 @@ class Loop {
     std::uint64_t eventfd = 0;
   };
   [[nodiscard]] WakeupStats wakeup_stats() const noexcept;
+  /// Debug builds (NDEBUG unset): an operation started on a thread that
+  /// does not own the loop fails at once, saying so (from other threads,
+  /// post() to the loop instead). Release builds check nothing.
+  void check_thread() const noexcept {
+#ifndef NDEBUG
+    if (!in_loop_thread()) [[unlikely]]
+      detail::wrong_thread();
+#endif
+  }
   /// True on the thread that owns the loop (the one that constructed it, or
   /// the one that last entered run() / block_on()).
   [[nodiscard]] bool in_loop_thread() const noexcept {
@@ -259,21 +271,32 @@ class Loop {
 
   // ---- tasks -----------------------------------------------------------
 
-  /// Starts `task` detached. It first runs from the completion queue; an
-  /// exception escaping it is reported on stderr and the loop goes on.
+  /// Starts `task`; it first runs from the completion queue. The handle
+  /// awaits its value (or rethrows what it threw) and abort() cancels it;
+  /// dropping the handle detaches the task (an exception it throws then
+  /// goes to the log hook, and the loop goes on). See lev/join_handle.hpp.
   template <class T>
-  void spawn(Task<T> task) {
-    if (task.valid() && !task.handle().promise().loop) task.handle().promise().loop = this;
-    detail::RootHandle h = detail::root_body<T>(std::move(task), nullptr).h;
+  JoinHandle<T> spawn(Task<T> task) {
+    auto* st = new detail::JoinState<T>;
+    st->loop = this;
+    if (task.valid()) {
+      detail::TaskPromiseBase& p = task.handle().promise();
+      if (!p.loop) p.loop = this;
+      // abort() stops the task; a token it had already still does (forwarded).
+      if (p.stop_token.stop_possible()) st->link.emplace(p.stop_token, detail::StopForward{&st->stop});
+      p.stop_token = st->stop.get_token();
+    }
+    detail::RootHandle h = detail::root_join<T>(std::move(task), st).h;
     launch_root(h, true);
+    return JoinHandle<T>(st);
+  }
+  /// spawn() with a cancellation token for the task (see Task::with_stop_token).
+  template <class T>
+  JoinHandle<T> spawn(Task<T> task, std::stop_token token) {
+    return spawn(std::move(task).with_stop_token(std::move(token)));
   }
   /// Runs the loop until `task` ends; returns its value or rethrows.
   /// Throws std::logic_error if the task waits on nothing that can complete.
-  /// spawn() with a cancellation token for the task (see Task::with_stop_token).
-  template <class T>
-  void spawn(Task<T> task, std::stop_token token) {
-    spawn(std::move(task).with_stop_token(std::move(token)));
-  }
   template <class T>
   T block_on(Task<T> task) {
     owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
@@ -556,6 +579,7 @@ class Loop {
   /// without dispatching on the kind.
   template <detail::OpKind K>
   void start(detail::OpBase& op) {
+    check_thread();
     if constexpr (K < detail::OpKind::timer) {
       if (!uring_.submit<K>(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered
@@ -567,6 +591,7 @@ class Loop {
   }
   /// Registers `op` as live and hands it to the backend (or timer heap).
   void start(detail::OpBase& op) {
+    check_thread();
     op.cancel = detail::Cancel::none;
     if (op.kind < detail::OpKind::timer) [[likely]] {
       if (!uring_.submit(op)) [[unlikely]]

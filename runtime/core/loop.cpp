@@ -37,6 +37,14 @@ void abandon_op(Loop& loop, OpBase& op) noexcept { loop.abandon(op); }
 bool loop_links_timeouts(Loop& loop) noexcept { return loop.links_timeouts_; }
 void begin_external(Loop& loop, OpBase& op) noexcept { loop.begin_external(op); }
 void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
+void post_join_wakeup(Loop& loop, OpBase& op) noexcept { loop.start(op); }
+
+void wrong_thread() noexcept {
+  std::fprintf(stderr,
+               "lev: an operation was started on a thread that does not own its Loop (a Loop and "
+               "its operations belong to one thread: from other threads, post() to it)\n");
+  std::abort();
+}
 
 void close_cancelled(OpBase& op) noexcept {
   if (op.res != -ECANCELED) return;
