@@ -135,4 +135,22 @@ TEST_SUITE("join_handle") {
     CHECK(*witness == 0);
     CHECK(witness.use_count() == 1);
   }
+
+  TEST_CASE("a loop destroyed before its spawned tasks ever ran frees their shared state") {
+    // Regression (LSan, listen_test): the root released the handle's state
+    // from a local of its body, which a never-started root never reaches.
+    auto witness = std::make_shared<int>(0);
+    auto body = [](std::shared_ptr<int> w) -> lev::Task<int> { co_return ++*w; };
+    lev::JoinHandle<int> outlives;  // handle destroyed after the loop
+    {
+      FakeLoop f;
+      outlives = f.loop.spawn(body(witness));
+      (void)f.loop.spawn(body(witness));  // dropped at once: detached
+      auto inner = f.loop.spawn(body(witness));  // dropped before the loop
+      CHECK_FALSE(inner.done());
+    }
+    CHECK_FALSE(outlives.done());
+    CHECK(*witness == 0);  // none ran
+    CHECK(witness.use_count() == 1);  // every frame went, with its arguments
+  }
 }

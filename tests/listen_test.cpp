@@ -252,6 +252,28 @@ TEST_SUITE("listen") {
     });
   }
 
+  TEST_CASE("a task that owns an acceptor and awaits its run() is destroyed with the loop") {
+    // Regression (CI, echo_server under ASan): ~Loop destroyed the task's
+    // frame; the awaited run() went first and freed its accept op, then
+    // ~Acceptor cancelled that op through a pointer into the freed frame.
+    for (const bool multishot : {true, false}) {
+      CAPTURE(multishot);
+      auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      const std::size_t before = lev::test::open_fd_count();
+      auto owner = [&l](lev::Loop& loop) -> lev::Task<> {
+        lev::net::Acceptor acc{loop, l,
+                               [](lev::Fd, lev::SocketAddress) -> lev::Task<> { co_return; }};
+        co_await acc.run();
+      };
+      {
+        lev::Loop loop{multishot ? lev::Model::proactor : lev::Model::reactor};
+        loop.spawn(owner(loop));
+        pump(loop, 5ms);  // the accept is pending; the loop goes with the task suspended
+      }
+      CHECK(lev::test::open_fd_count() == before);
+    }
+  }
+
   TEST_CASE("a handler's captures outlive the acceptor while its connection is served") {
     // Regression: each handler coroutine was made by calling the Acceptor's
     // std::function, so a capturing lambda's captures lived in the

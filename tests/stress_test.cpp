@@ -102,8 +102,11 @@ std::string iterate(const StressEngine& e, std::uint64_t seed) {
     auto chaos = loop.every(std::chrono::milliseconds(rng.between(1, 10)),
                             [&](lev::Operation&, lev::Result<lev::Expired>) { host.chaos(); });
     const auto start = std::chrono::steady_clock::now();
-    const auto teardown_after = rng.chance(0.25) ? std::chrono::milliseconds(rng.between(0, 300))
-                                                 : std::chrono::milliseconds::max();
+    // No teardown: a bound no run reaches (max() would overflow when
+    // compared with a nanosecond elapsed time).
+    const std::chrono::nanoseconds teardown_after =
+        rng.chance(0.25) ? std::chrono::nanoseconds(std::chrono::milliseconds(rng.between(0, 300)))
+                         : std::chrono::nanoseconds(std::chrono::hours(24 * 365));
     auto all_done = [&] {
       for (char d : done)
         if (!d) return false;

@@ -70,13 +70,27 @@ struct JoinState final : JoinStateBase {
   std::optional<ValueOf<T>> value;
 };
 
+/// The root's reference to its JoinState. A coroutine parameter, so the
+/// frame owns it from the call on: a root the loop destroys before it ever
+/// ran (a loop torn down with tasks still queued) releases it too.
+template <class T>
+class JoinRef {
+ public:
+  explicit JoinRef(JoinState<T>* st) noexcept : st_(st) {}
+  JoinRef(JoinRef&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
+  JoinRef& operator=(JoinRef&&) = delete;
+  ~JoinRef() {
+    if (st_) st_->release();
+  }
+  JoinState<T>* operator->() const noexcept { return st_; }
+
+ private:
+  JoinState<T>* st_;
+};
+
 /// The root of a spawned task with a handle: stores its outcome in `st`.
 template <class T>
-RootCoroutine root_join(Task<T> task, JoinState<T>* st) {
-  struct Release {
-    JoinState<T>* st;
-    ~Release() { st->release(); }  // also when the loop destroys this frame
-  } release{st};
+RootCoroutine root_join(Task<T> task, JoinRef<T> st) {
   try {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(task);

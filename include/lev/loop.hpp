@@ -286,7 +286,7 @@ class Loop {
       if (p.stop_token.stop_possible()) st->link.emplace(p.stop_token, detail::StopForward{&st->stop});
       p.stop_token = st->stop.get_token();
     }
-    detail::RootHandle h = detail::root_join<T>(std::move(task), st).h;
+    detail::RootHandle h = detail::root_join<T>(std::move(task), detail::JoinRef<T>(st)).h;
     launch_root(h, true);
     return JoinHandle<T>(st);
   }

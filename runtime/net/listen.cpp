@@ -11,6 +11,7 @@
 #include <coroutine>
 #include <cstdio>
 #include <deque>
+#include <optional>
 
 #include "lev/loop.hpp"
 
@@ -153,12 +154,28 @@ Task<> serve(State s, Fd fd, SocketAddress peer) {
   co_await std::move(handler);
 }
 
+// Points `pending` (what stop() cancels) at an op for as long as the scope
+// lives, then restores the outer one (a back-off inside the multishot loop):
+// a frame destroyed while it waits (a loop torn down, a parent task dropped)
+// leaves no pointer into freed memory for ~Acceptor to cancel.
+class PendingOp {
+ public:
+  PendingOp(const State& s, lev::detail::OpBase& op)
+      : s_(*s), outer_(std::exchange(s_.pending, &op)) {}
+  PendingOp(const PendingOp&) = delete;
+  PendingOp& operator=(const PendingOp&) = delete;
+  ~PendingOp() { s_.pending = outer_; }
+
+ private:
+  detail::AcceptorState& s_;
+  lev::detail::OpBase* outer_;
+};
+
 // Waits `d` in a way stop() can cut short.
 Task<> back_off(const State& s, std::chrono::milliseconds d) {
   auto&& sleep = s->loop.after(d);
-  s->pending = &sleep.op();
+  const PendingOp pending(s, sleep.op());
   (void)co_await sleep;
-  s->pending = nullptr;
 }
 
 Task<> run_single(State s) {
@@ -166,9 +183,9 @@ Task<> run_single(State s) {
   bool reported = false;
   while (!s->stopping) {
     auto&& accept = s->loop.accept(s->fd);
-    s->pending = &accept.op();
+    std::optional<PendingOp> pending(std::in_place, s, accept.op());
     auto conn = co_await accept;
-    s->pending = nullptr;
+    pending.reset();
     if (s->stopping) break;  // a connection accepted meanwhile closes with `conn`
     if (conn) {
       ++s->accepted;
@@ -277,7 +294,7 @@ Task<> run_multishot(State s) {
   MultiAccept m(s->loop, s->fd);
   auto backoff = std::chrono::milliseconds(10);
   bool reported = false;
-  s->pending = &m.op;
+  const PendingOp pending(s, m.op);
   m.arm();
   ++s->multishot_arms;
   while (!s->stopping) {
@@ -310,11 +327,9 @@ Task<> run_multishot(State s) {
       break;
     }
     if (s->stopping) break;
-    s->pending = &m.op;
     m.arm();
     ++s->multishot_arms;
   }
-  s->pending = nullptr;
 }
 
 Task<> run_accept_loop(State s) {
