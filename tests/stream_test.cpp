@@ -573,4 +573,26 @@ TEST_SUITE("stream") {
       CHECK_FALSE(s.enqueue("more"));
     });
   }
+
+  TEST_CASE("a write error after on_close still reaches on_error") {
+    // The peer half-closed (on_close), then stopped reading: the failed send
+    // is reported too, although the reader has ended.
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      Stream s{loop, std::move(a)};
+      int errors = 0;
+      int closes = 0;
+      s.start({.on_close = [&] { ++closes; }, .on_error = [&](const lev::Error&) { ++errors; }});
+      REQUIRE(::shutdown(b.get(), SHUT_WR) == 0);
+      auto t = [&]() -> lev::Task<> {
+        for (int i = 0; i < 1000 && closes == 0; ++i) (void)co_await loop.after(1ms);
+        REQUIRE(::shutdown(b.get(), SHUT_RD) == 0);  // sends to it fail with EPIPE
+        CHECK(s.enqueue("late reply"));
+        for (int i = 0; i < 1000 && errors == 0; ++i) (void)co_await loop.after(1ms);
+      };
+      loop.block_on(t());
+      CHECK(closes == 1);
+      CHECK(errors == 1);
+    });
+  }
 }

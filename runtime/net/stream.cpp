@@ -97,6 +97,7 @@ struct StreamState {
   StreamCallbacks callbacks;
   bool above_high = false;  // for on_drain
   bool reading = false;     // the callback-style reader runs
+  bool started = false;     // start() was called: errors go to on_error
   bool ended = false;       // on_error was called: no callback after it
   // Stops the callback-style reader (made by start()): ~Stream and close()
   // request it, and the reader then ends without another callback.
@@ -108,7 +109,8 @@ struct StreamState {
   // The end of the stream in callback style: on_error at most once, and
   // nothing after it.
   void report(const Error& e) {
-    if (ended || !reading) return;
+    // Not after ~Stream or close() (they stop the reader), nor twice.
+    if (ended || !started || reader_stop.stop_requested()) return;
     ended = true;
     stop_reader();
     if (callbacks.on_error) {
@@ -454,6 +456,7 @@ lev::Task<> callback_reader(std::shared_ptr<detail::StreamState> s) {
 
 void Stream::start(StreamCallbacks cb) {
   s_->callbacks = std::move(cb);
+  s_->started = true;
   if (s_->reading || s_->ended || s_->reader_stop.stop_requested()) return;
   s_->reading = true;
   s_->reader_stop = std::stop_source{};
