@@ -18,7 +18,7 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
     if (!n || *n == 0) break;
     if (!co_await loop.send_all(fd, std::span{buf}.first(*n))) break;
   }
-  co_await loop.close(fd);
+  (void)co_await loop.close(fd);
 }
 
 // The same, receiving into the loop's pool (`loop.recv(fd)`: a multishot
@@ -29,11 +29,12 @@ lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd) {
     if (!got || got->empty()) break;
     if (!co_await loop.send_all(fd, *got)) break;
   }
-  co_await loop.close(fd);
+  (void)co_await loop.close(fd);
 }
 
 lev::Task<> watch(lev::Loop& loop, const std::atomic<bool>& stop) {
-  while (!stop.load(std::memory_order_relaxed)) co_await loop.after(std::chrono::milliseconds(20));
+  while (!stop.load(std::memory_order_relaxed))
+    (void)co_await loop.after(std::chrono::milliseconds(20));
   loop.stop();
 }
 
@@ -70,7 +71,7 @@ void serve_lev_threads(int lfd, const std::atomic<bool>& stop, unsigned threads)
     });
   rt.spawn_on(0, [&stop, &rt](lev::Loop& loop) -> lev::Task<> {
     while (!stop.load(std::memory_order_relaxed))
-      co_await loop.after(std::chrono::milliseconds(20));
+      (void)co_await loop.after(std::chrono::milliseconds(20));
     rt.stop();
   });
   rt.wait();

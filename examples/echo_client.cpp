@@ -35,7 +35,7 @@ lev::Task<int> run(lev::Loop& loop, lev::SocketAddress to, long count, std::size
       co_return 1;
     }
   }
-  co_await loop.close(s);
+  (void)co_await loop.close(s);
   std::printf("echoed %ld messages\n", count);
   co_return 0;
 }

@@ -29,7 +29,7 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
     if (!n || *n == 0) break;  // error, or the peer closed
     if (!co_await loop.send_all(fd, std::span{buf}.first(*n))) break;
   }
-  co_await loop.close(fd);
+  (void)co_await loop.close(fd);
 }
 
 lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd) {
@@ -38,7 +38,7 @@ lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd) {
     if (!got || got->empty()) break;    // error, or the peer closed
     if (!co_await loop.send_all(fd, *got)) break;
   }
-  co_await loop.close(fd);
+  (void)co_await loop.close(fd);
 }
 
 lev::Task<> echo_with_nodelay(lev::Loop& loop, lev::Fd fd) {

@@ -27,7 +27,7 @@ lev::Task<std::size_t> exchange(lev::Loop& loop, lev::SocketAddress to, int id, 
     got += n;
   }
   if (in != out) throw std::runtime_error("connection " + std::to_string(id) + ": wrong echo");
-  co_await loop.close(s);
+  (void)co_await loop.close(s);
   co_return got;
 }
 

@@ -175,8 +175,8 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd) {
       out.clear();
     }
   }
-  co_await loop.shutdown(fd, lev::Shutdown::write);
-  co_await loop.close(fd);
+  (void)co_await loop.shutdown(fd, lev::Shutdown::write);
+  (void)co_await loop.close(fd);
 }
 
 // --recv pool: loop.recv(fd) hands over a buffer of the loop's pool (on
@@ -199,8 +199,8 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd) {
       out.clear();
     }
   }
-  co_await loop.shutdown(fd, lev::Shutdown::write);
-  co_await loop.close(fd);
+  (void)co_await loop.shutdown(fd, lev::Shutdown::write);
+  (void)co_await loop.close(fd);
 }
 
 }  // namespace

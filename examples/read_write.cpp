@@ -13,7 +13,7 @@ lev::Task<> producer(lev::Loop& loop, lev::Fd w) {
     std::string line = "line " + std::to_string(i) + "\n";
     (co_await loop.write_all(w, line)).value();
   }
-  co_await loop.close(w);  // the reader sees end of file
+  (void)co_await loop.close(w);  // the reader sees end of file
 }
 
 lev::Task<> consumer(lev::Loop& loop, lev::Fd r) {

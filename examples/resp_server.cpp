@@ -373,7 +373,7 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store) {
       out.clear();
     }
   }
-  co_await loop.close(fd);
+  (void)co_await loop.close(fd);
 }
 
 // --recv pool: loop.recv(fd) hands over a buffer of the loop's pool (on
@@ -396,7 +396,7 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store) {
       out.clear();
     }
   }
-  co_await loop.close(fd);
+  (void)co_await loop.close(fd);
 }
 
 }  // namespace

@@ -8,7 +8,7 @@ using namespace std::chrono_literals;
 
 lev::Task<> ticker(lev::Loop& loop, const char* name, lev::Duration every, int times) {
   for (int i = 1; i <= times; ++i) {
-    co_await loop.after(every);
+    (void)co_await loop.after(every);
     std::printf("%s tick %d\n", name, i);
   }
 }

@@ -65,7 +65,7 @@ lev::Task<std::string> recv_bytes(lev::Loop& loop, int fd, std::size_t want) {
 
 // Runs the loop for `d` (run_once alone would block while a recv waits).
 void spin(lev::Loop& loop, lev::Duration d) {
-  loop.block_on([](lev::Loop& l, lev::Duration t) -> lev::Task<> { co_await l.after(t); }(loop, d));
+  loop.block_on([](lev::Loop& l, lev::Duration t) -> lev::Task<> { (void)co_await l.after(t); }(loop, d));
 }
 
 // Runs the loop until `done()` or about two seconds.
@@ -121,7 +121,7 @@ TEST_CASE("recv(fd) on io_uring: one multishot recv serves many messages") {
   auto writer = [](lev::Loop& l, int fd) -> lev::Task<> {
     for (int i = 0; i < 50; ++i) {
       REQUIRE(::write(fd, "x", 1) == 1);
-      co_await l.after(0ms);  // one message per round
+      (void)co_await l.after(0ms);  // one message per round
     }
     ::shutdown(fd, SHUT_WR);
   };
@@ -176,11 +176,11 @@ TEST_CASE("an exhausted pool makes recv wait for a buffer, losing nothing") {
             n += b->size();
             held.push_back(std::move(*b));
           }
-          co_await l.after(30ms);  // task 2 finds the pool empty meanwhile
+          (void)co_await l.after(30ms);  // task 2 finds the pool empty meanwhile
           co_return n;
         };
         auto taker = [](lev::Loop& l, int fd, std::size_t want, std::string& out) -> lev::Task<> {
-          co_await l.after(5ms);
+          (void)co_await l.after(5ms);
           out = co_await recv_bytes(l, fd, want);
         };
         int a2fd = a2.get();
@@ -209,7 +209,7 @@ TEST_CASE("results nobody reads pause the multishot; all arrive in order") {
         auto reader = [](lev::Loop& l, int fd, std::size_t want, std::string& out) -> lev::Task<> {
           auto first = co_await l.recv(fd);  // arms
           if (first) out.append(first->view());
-          co_await l.after(20ms);  // meanwhile results pile up
+          (void)co_await l.after(20ms);  // meanwhile results pile up
           out += co_await recv_bytes(l, fd, want - out.size());
         };
         int afd = a.get();
@@ -253,7 +253,7 @@ TEST_CASE("recv(fd) stops on its token; the connection stays usable") {
       co_return r ? std::error_code{} : r.error().code;
     };
     auto stopper = [](lev::Loop& l, std::stop_source& s) -> lev::Task<> {
-      co_await l.after(10ms);
+      (void)co_await l.after(10ms);
       s.request_stop();
     };
     loop.spawn(stopper(loop, src));
@@ -295,7 +295,7 @@ TEST_CASE("a Buffer may outlive its loop; a loop torn down mid-recv settles") {
     }(loop, a.get()));
     write_str(b.get(), "queued and never read");
     auto pending = [](lev::Loop& l, int fd) -> lev::Task<> {
-      co_await l.after(1h);
+      (void)co_await l.after(1h);
       (void)co_await l.recv(fd);
     };
     auto waiting = [](lev::Loop& l, int fd) -> lev::Task<> { (void)co_await l.recv(fd); };
