@@ -9,6 +9,7 @@
 #include <system_error>
 
 #include "lev/loop.hpp"
+#include "lev/net/listen.hpp"
 #include "support.hpp"
 
 using lev::test::Engine;
@@ -155,5 +156,35 @@ TEST_SUITE("errors") {
       };
       loop.block_on(t());
     });
+  }
+
+  // Regression: value() on a failed bind threw "bind(fd 6): Address already in
+  // use: Address already in use": raise() gave std::system_error the whole
+  // message(), and system_error appends the code's message once more.
+  TEST_CASE("value() on a failed bind says what went wrong once") {
+    auto [taken, addr] = lev::test::tcp_listener();
+    auto second = lev::net::Listener::tcp("127.0.0.1", addr.port());
+    REQUIRE_FALSE(second);
+    const std::string reason = std::system_category().message(EADDRINUSE);
+    try {
+      (void)second.value();
+      FAIL("value() did not throw");
+    } catch (const std::system_error& e) {
+      const std::string what = e.what();
+      CHECK(e.code() == std::errc::address_in_use);
+      CHECK(what == second.error().message());
+      CHECK(what.rfind("bind(fd ", 0) == 0);
+      CHECK(what.find(reason) == what.size() - reason.size());
+      CHECK(what.find(reason) == what.rfind(reason));
+    }
+  }
+
+  TEST_CASE("what() of a raised error reads like message(), bytes transferred included") {
+    const auto e = lev::Error::from_errno(EPIPE, "send", 7, 12);
+    CHECK(e.message() == "send(fd 7) after 12 bytes: Broken pipe");
+    CHECK_THROWS_WITH_AS(e.raise(), "send(fd 7) after 12 bytes: Broken pipe", std::system_error);
+    const auto bare = lev::Error::from_errno(EBADF, "close");
+    CHECK(bare.message() == "close: Bad file descriptor");
+    CHECK_THROWS_WITH_AS(bare.raise(), "close: Bad file descriptor", std::system_error);
   }
 }

@@ -5,7 +5,9 @@
 ///     auto n = co_await loop.recv(fd, buf);
 ///     if (!n) std::puts(n.error().message().c_str());
 
+#include <cassert>
 #include <cstddef>
+#include <functional>
 #include <new>
 #include <string>
 #include <system_error>
@@ -40,12 +42,13 @@ struct Error {
   int fd = -1;
   std::size_t transferred = 0;
 
-  /// "recv(fd 7): Connection reset by peer"
+  /// "recv(fd 7): Connection reset by peer"; with bytes transferred first,
+  /// "send(fd 7) after 12 bytes: Broken pipe".
   [[nodiscard]] std::string message() const;
   [[nodiscard]] bool is_cancelled() const noexcept { return code == std::errc::operation_canceled; }
   [[nodiscard]] bool is_timeout() const noexcept { return code == std::errc::timed_out; }
   [[nodiscard]] bool is_closed() const noexcept { return code == errc::closed; }
-  /// Throws std::system_error carrying code and message().
+  /// Throws std::system_error carrying `code`, whose what() reads as message().
   [[noreturn]] void raise() const;
 
   /// An Error from a negative errno value as io_uring reports it.
@@ -54,16 +57,36 @@ struct Error {
   }
 };
 
-/// Either a T or an Error. `value()` throws std::system_error for those who
-/// prefer exceptions; `*r` and `r->` assume success.
+template <class T>
+class Result;
+
+namespace detail {
+template <class R>
+inline constexpr bool is_result_v = false;
+template <class T>
+inline constexpr bool is_result_v<Result<T>> = true;
+/// What and_then's and or_else's function must return: some lev::Result.
+template <class R>
+concept ResultType = is_result_v<std::remove_cvref_t<R>>;
+}  // namespace detail
+
+/// Either a T or an Error, with std::expected's vocabulary: `value()`
+/// throws std::system_error for those who prefer exceptions; `*r` and `r->`
+/// require a value (asserted in debug builds); `value_or`, `and_then`,
+/// `transform` and `or_else` chain without branching.
+///
+///     auto size = co_await loop.read(fd, buf);
+///     std::size_t n = size.value_or(0);
 template <class T>
 class [[nodiscard]] Result {
  public:
   using value_type = T;
+  /// A success holding `value`.
   Result(T value) noexcept(std::is_nothrow_move_constructible_v<T>)  // NOLINT: implicit on purpose
       : ok_(true) {
     ::new (static_cast<void*>(&value_)) T(std::move(value));
   }
+  /// A failure holding `error`.
   Result(Error error) noexcept : ok_(false) {  // NOLINT: implicit on purpose
     ::new (static_cast<void*>(&error_)) Error(std::move(error));
   }
@@ -90,26 +113,53 @@ class [[nodiscard]] Result {
     }
     return *this;
   }
-  ~Result() requires(std::is_trivially_destructible_v<T>) = default;
-  ~Result() requires(!std::is_trivially_destructible_v<T>) { destroy(); }
+  // One destructor for every T (a pair constrained on triviality is what
+  // clang before 16 rejects); for a trivially destructible T it compiles to
+  // nothing.
+  ~Result() { destroy(); }
 
+  /// True when a value is held.
   [[nodiscard]] bool has_value() const noexcept { return ok_; }
+  /// True when a value is held.
   explicit operator bool() const noexcept { return ok_; }
 
-  T& operator*() & noexcept { return value_; }
-  const T& operator*() const& noexcept { return value_; }
-  T&& operator*() && noexcept { return std::move(value_); }
-  T* operator->() noexcept { return &value_; }
-  const T* operator->() const noexcept { return &value_; }
+  /// The value; requires has_value() (asserted in debug builds).
+  T& operator*() & noexcept {
+    check();
+    return value_;
+  }
+  /// The value; requires has_value() (asserted in debug builds).
+  const T& operator*() const& noexcept {
+    check();
+    return value_;
+  }
+  /// The value, moved out; requires has_value() (asserted in debug builds).
+  T&& operator*() && noexcept {
+    check();
+    return std::move(value_);
+  }
+  /// The value's members; requires has_value() (asserted in debug builds).
+  T* operator->() noexcept {
+    check();
+    return &value_;
+  }
+  /// The value's members; requires has_value() (asserted in debug builds).
+  const T* operator->() const noexcept {
+    check();
+    return &value_;
+  }
 
+  /// The value; throws std::system_error (code and message()) on an error.
   T& value() & {
     if (!ok_) error_.raise();
     return value_;
   }
+  /// The value; throws std::system_error (code and message()) on an error.
   const T& value() const& {
     if (!ok_) error_.raise();
     return value_;
   }
+  /// The value, moved out; throws std::system_error on an error.
   T&& value() && {
     if (!ok_) error_.raise();
     return std::move(value_);
@@ -120,12 +170,105 @@ class [[nodiscard]] Result {
     return ok_ ? none : error_;
   }
 
+  /// The value, or `fallback` converted to T when there is an error.
+  template <class U>
+  [[nodiscard]] T value_or(U&& fallback) const& requires std::is_convertible_v<U, T> {
+    return ok_ ? value_ : static_cast<T>(std::forward<U>(fallback));
+  }
+  /// The value moved out, or `fallback` converted to T when there is an error.
+  template <class U>
+      [[nodiscard]] T value_or(U&& fallback) && requires std::is_convertible_v<U, T> {
+    return ok_ ? std::move(value_) : static_cast<T>(std::forward<U>(fallback));
+  }
+
+  /// `f(value)` (itself a Result<U>) on success; the error, as a Result<U>,
+  /// otherwise.
+  ///
+  ///     Result<int> port = parse(text).and_then(check_range);
+  template <class F>
+  auto and_then(F&& f) & {
+    return bind(*this, std::forward<F>(f));
+  }
+  /// `f(value)` (itself a Result<U>) on success; the error otherwise.
+  template <class F>
+  auto and_then(F&& f) const& {
+    return bind(*this, std::forward<F>(f));
+  }
+  /// `f(std::move(value))` (itself a Result<U>) on success; the error otherwise.
+  template <class F>
+  auto and_then(F&& f) && {
+    return bind(std::move(*this), std::forward<F>(f));
+  }
+
+  /// `Result<U>{f(value)}` on success (Result<void> when f returns void);
+  /// the error otherwise.
+  ///
+  ///     Result<std::string> text = n.transform([](std::size_t k) { return std::to_string(k); });
+  template <class F>
+  auto transform(F&& f) & {
+    return map(*this, std::forward<F>(f));
+  }
+  /// `Result<U>{f(value)}` on success; the error otherwise.
+  template <class F>
+  auto transform(F&& f) const& {
+    return map(*this, std::forward<F>(f));
+  }
+  /// `Result<U>{f(std::move(value))}` on success; the error otherwise.
+  template <class F>
+  auto transform(F&& f) && {
+    return map(std::move(*this), std::forward<F>(f));
+  }
+
+  /// A copy of this on success; `f(error())`, which must return a Result<T>,
+  /// otherwise (to recover, or to replace the error).
+  template <class F>
+  Result or_else(F&& f) const& {
+    static_assert(
+        std::is_same_v<std::remove_cvref_t<std::invoke_result_t<F, const Error&>>, Result>,
+        "or_else: the function must return the same Result<T>");
+    if (ok_) return *this;
+    return std::invoke(std::forward<F>(f), error_);
+  }
+  /// This moved on success; `f(error())`, which must return a Result<T>,
+  /// otherwise.
+  template <class F>
+  Result or_else(F&& f) && {
+    static_assert(
+        std::is_same_v<std::remove_cvref_t<std::invoke_result_t<F, const Error&>>, Result>,
+        "or_else: the function must return the same Result<T>");
+    if (ok_) return std::move(*this);
+    return std::invoke(std::forward<F>(f), error_);
+  }
+
  private:
+  template <class Self, class F>
+  static auto bind(Self&& self, F&& f) {
+    using R =
+        std::remove_cvref_t<std::invoke_result_t<F, decltype((std::forward<Self>(self).value_))>>;
+    static_assert(detail::ResultType<R>, "and_then: the function must return a lev::Result");
+    if (!self.ok_) return R(self.error_);
+    return std::invoke(std::forward<F>(f), std::forward<Self>(self).value_);
+  }
+  template <class Self, class F>
+  static auto map(Self&& self, F&& f) {
+    using U =
+        std::remove_cv_t<std::invoke_result_t<F, decltype((std::forward<Self>(self).value_))>>;
+    if (!self.ok_) return Result<U>(self.error_);
+    if constexpr (std::is_void_v<U>) {
+      std::invoke(std::forward<F>(f), std::forward<Self>(self).value_);
+      return Result<U>();
+    } else {
+      return Result<U>(std::invoke(std::forward<F>(f), std::forward<Self>(self).value_));
+    }
+  }
+  void check() const noexcept { assert(ok_ && "lev::Result: * or -> on an error"); }
   void destroy() noexcept {
-    if (ok_)
-      value_.~T();
-    else
-      error_.~Error();
+    if constexpr (!std::is_trivially_destructible_v<T>) {
+      if (ok_)
+        value_.~T();
+      else
+        error_.~Error();
+    }
   }
   bool ok_;
   union {
@@ -139,14 +282,51 @@ template <>
 class [[nodiscard]] Result<void> {
  public:
   using value_type = void;
+  /// A success.
   Result() noexcept = default;
+  /// A failure holding `error`.
   Result(Error error) noexcept : ok_(false), error_(std::move(error)) {}  // NOLINT
+  /// True on success.
   [[nodiscard]] bool has_value() const noexcept { return ok_; }
+  /// True on success.
   explicit operator bool() const noexcept { return ok_; }
+  /// Nothing on success; throws std::system_error (code and message()) on an error.
   void value() const {
     if (!ok_) error_.raise();
   }
+  /// The error; an empty Error (no code) on success.
   [[nodiscard]] const Error& error() const noexcept { return error_; }
+
+  /// `f()` (itself a Result<U>) on success; the error, as a Result<U>, otherwise.
+  template <class F>
+  auto and_then(F&& f) const {
+    using R = std::remove_cvref_t<std::invoke_result_t<F>>;
+    static_assert(detail::ResultType<R>, "and_then: the function must return a lev::Result");
+    if (!ok_) return R(error_);
+    return std::invoke(std::forward<F>(f));
+  }
+  /// `Result<U>{f()}` on success (Result<void> when f returns void); the
+  /// error otherwise.
+  template <class F>
+  auto transform(F&& f) const {
+    using U = std::remove_cv_t<std::invoke_result_t<F>>;
+    if (!ok_) return Result<U>(error_);
+    if constexpr (std::is_void_v<U>) {
+      std::invoke(std::forward<F>(f));
+      return Result<U>();
+    } else {
+      return Result<U>(std::invoke(std::forward<F>(f)));
+    }
+  }
+  /// Success as is; `f(error())`, which must return a Result<void>, otherwise.
+  template <class F>
+  Result or_else(F&& f) const {
+    static_assert(
+        std::is_same_v<std::remove_cvref_t<std::invoke_result_t<F, const Error&>>, Result>,
+        "or_else: the function must return Result<void>");
+    if (ok_) return *this;
+    return std::invoke(std::forward<F>(f), error_);
+  }
 
  private:
   bool ok_ = true;

@@ -8,14 +8,20 @@
 
 namespace lev {
 
-std::string Error::message() const {
-  std::string m = op && *op ? op : "operation";
-  if (fd >= 0) m += "(fd " + std::to_string(fd) + ")";
-  m += ": ";
-  m += code.message();
-  if (transferred) m += " after " + std::to_string(transferred) + " bytes";
+namespace {
+
+// "send(fd 7) after 12 bytes": what message() and raise() put before the
+// code's own text.
+std::string where(const Error& e) {
+  std::string m = e.op && *e.op ? e.op : "operation";
+  if (e.fd >= 0) m += "(fd " + std::to_string(e.fd) + ")";
+  if (e.transferred) m += " after " + std::to_string(e.transferred) + " bytes";
   return m;
 }
+
+}  // namespace
+
+std::string Error::message() const { return where(*this) + ": " + code.message(); }
 
 const std::error_category& lev_category() noexcept {
   struct Category final : std::error_category {
@@ -32,7 +38,9 @@ const std::error_category& lev_category() noexcept {
   return category;
 }
 
-void Error::raise() const { throw std::system_error(code, message()); }
+// std::system_error appends ": " and the code's message to what it is given,
+// so it gets only the context; what() then reads exactly like message().
+void Error::raise() const { throw std::system_error(code, where(*this)); }
 
 void Fd::reset(int fd) noexcept {
   if (fd_ >= 0 && fd_ != fd) {
