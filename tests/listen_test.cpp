@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "lev/log.hpp"
 #include "lev/loop.hpp"
 #include "lev/net/stream.hpp"
 #include "lev/when.hpp"
@@ -125,6 +126,10 @@ TEST_SUITE("listen") {
     for (const auto& engine : lev::test::real_engines()) {
       CAPTURE(engine.name);
       std::string out = lev::test::run_in_child([engine] {
+        lev::set_log_handler([](lev::LogLevel level, std::string_view text) {
+          std::fprintf(stderr, "hook %s: %.*s\n", lev::to_string(level),
+                       static_cast<int>(text.size()), text.data());
+        });
         lev::Loop loop{engine.model, lev::test::options_for(engine)};
         auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
         std::vector<lev::Fd> clients;
@@ -156,6 +161,7 @@ TEST_SUITE("listen") {
         std::fprintf(stderr, "\nRESULT errors=%s served=%d\n", errors > 0 ? "yes" : "no", served);
       });
       INFO(out);
+      CHECK(out.find("hook warning: accept on fd ") != std::string::npos);  // through the log hook
       CHECK(out.find("backing off") != std::string::npos);
       CHECK(out.find("RESULT errors=yes served=3") != std::string::npos);
     }
@@ -167,7 +173,7 @@ TEST_SUITE("listen") {
     std::vector<std::uint16_t> peers;
     lev::net::Acceptor acc{loop, l, [&](lev::Fd fd, lev::SocketAddress peer) -> lev::Task<> {
                              peers.push_back(peer.port());
-                             co_await loop.close(fd);
+                             (void)co_await loop.close(fd);
                            }};
     loop.spawn(acc.run());
     constexpr int kConns = 100;

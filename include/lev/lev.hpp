@@ -10,6 +10,7 @@
 #include "lev/error.hpp"
 #include "lev/fake.hpp"
 #include "lev/fd.hpp"
+#include "lev/log.hpp"
 #include "lev/loop.hpp"
 #include "lev/net/connect.hpp"
 #include "lev/net/listen.hpp"

@@ -274,7 +274,7 @@ class Loop {
   /// Starts `task`; it first runs from the completion queue. The handle
   /// awaits its value (or rethrows what it threw) and abort() cancels it;
   /// dropping the handle detaches the task (an exception it throws then
-  /// goes to the log hook, and the loop goes on). See lev/join_handle.hpp.
+  /// goes to the log hook (lev/log.hpp, an error), and the loop goes on). See lev/join_handle.hpp.
   template <class T>
   JoinHandle<T> spawn(Task<T> task) {
     auto* st = new detail::JoinState<T>;

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -21,6 +20,7 @@
 #include "core/fd_hooks.hpp"
 #include "core/inbox.hpp"
 #include "lev/fake.hpp"
+#include "lev/log.hpp"
 #include "proactor/uring/uring_backend.hpp"
 #include "reactor/epoll/epoll_backend.hpp"
 
@@ -40,9 +40,9 @@ void post_op_to(Loop& loop, OpBase& op) noexcept { loop.post_op(op); }
 void post_join_wakeup(Loop& loop, OpBase& op) noexcept { loop.start(op); }
 
 void wrong_thread() noexcept {
-  std::fprintf(stderr,
-               "lev: an operation was started on a thread that does not own its Loop (a Loop and "
-               "its operations belong to one thread: from other threads, post() to it)\n");
+  log_message(LogLevel::error,
+              "an operation was started on a thread that does not own its Loop (a Loop and its "
+              "operations belong to one thread: from other threads, post() to it)");
   std::abort();
 }
 
@@ -99,9 +99,10 @@ void report_escaped(std::exception_ptr e) noexcept {
   try {
     std::rethrow_exception(e);
   } catch (const std::exception& ex) {
-    std::fprintf(stderr, "lev: a spawned task ended with an exception: %s\n", ex.what());
+    log_message(LogLevel::error,
+                std::string("a spawned task ended with an exception: ") + ex.what());
   } catch (...) {
-    std::fprintf(stderr, "lev: a spawned task ended with a non-standard exception\n");
+    log_message(LogLevel::error, "a spawned task ended with a non-standard exception");
   }
 }
 
@@ -189,9 +190,11 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
     const char* force = std::getenv("LEV_FORCE_EPOLL");
     try {
       if (!force || !*force) return std::make_shared<UringBackend>(o);
-      std::fprintf(stderr, "lev: LEV_FORCE_EPOLL is set; using the epoll completion backend\n");
+      log_message(LogLevel::info, "LEV_FORCE_EPOLL is set; using the epoll completion backend");
     } catch (const std::system_error& e) {
-      std::fprintf(stderr, "lev: %s; using the epoll completion backend\n", e.what());
+      std::string_view why = e.what();
+      if (why.starts_with("lev: ")) why.remove_prefix(5);
+      log_message(LogLevel::warning, std::string(why) + "; using the epoll completion backend");
     }
     return std::make_shared<EpollBackend>();
   }
@@ -422,8 +425,8 @@ void Loop::cancel(detail::OpBase& op, detail::Cancel why) noexcept {
       } catch (const std::exception& e) {
         // The op will still complete on its own; cancellation is a request,
         // and settle() honours the recorded one at the next step.
-        std::fprintf(stderr, "lev: cancel of %s failed: %s\n", detail::op_name(op.kind),
-                     e.what());
+        log_message(LogLevel::error,
+                    std::string("cancel of ") + detail::op_name(op.kind) + " failed: " + e.what());
       }
       return;
     case OpState::completed:

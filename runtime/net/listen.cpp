@@ -9,10 +9,10 @@
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
-#include <cstdio>
 #include <deque>
 #include <optional>
 
+#include "lev/log.hpp"
 #include "lev/loop.hpp"
 
 namespace lev::net {
@@ -132,8 +132,8 @@ struct AcceptorState {
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return false;
     ++resource_errors;
     if (!reported)
-      std::fprintf(stderr, "lev: accept on fd %d: %s; backing off\n", fd,
-                   std::generic_category().message(err).c_str());
+      log_message(LogLevel::warning, "accept on fd " + std::to_string(fd) + ": " +
+                                         std::generic_category().message(err) + "; backing off");
     reported = true;
     return true;
   }
@@ -201,8 +201,8 @@ Task<> run_single(State s) {
       continue;
     }
     if (err == ECONNABORTED || err == EINTR || err == EPROTO) continue;  // the peer gave up
-    std::fprintf(stderr, "lev: accept on fd %d: %s; accept loop ends\n", s->fd,
-                 conn.error().message().c_str());
+    log_message(LogLevel::error, "accept on fd " + std::to_string(s->fd) + ": " +
+                                     conn.error().code.message() + "; accept loop ends");
     break;
   }
 }
@@ -322,8 +322,8 @@ Task<> run_multishot(State s) {
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     } else if (m.end_res != 0 && err != ECONNABORTED && err != EINTR && err != EPROTO &&
                err != ECANCELED) {
-      std::fprintf(stderr, "lev: accept on fd %d: %s; accept loop ends\n", s->fd,
-                   std::generic_category().message(err).c_str());
+      log_message(LogLevel::error, "accept on fd " + std::to_string(s->fd) + ": " +
+                                       std::generic_category().message(err) + "; accept loop ends");
       break;
     }
     if (s->stopping) break;

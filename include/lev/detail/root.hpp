@@ -25,7 +25,8 @@ using RootHandle = std::coroutine_handle<RootPromise>;
 
 void link_root(Loop& loop, RootPromise& p) noexcept;
 void unlink_root(Loop& loop, RootPromise& p) noexcept;
-/// Prints "lev: a spawned task ended with an exception: <what>" on stderr.
+/// Logs "a spawned task ended with an exception: <what>" (an error, through
+/// lev/log.hpp).
 void report_escaped(std::exception_ptr e) noexcept;
 
 struct RootPromise : PooledFrame {

@@ -66,9 +66,10 @@ struct AcceptorState;
 
 /// Accepts connections and spawns a task running `handler(fd, peer)` for
 /// each, until stop(). Survives EMFILE / ENFILE / ENOBUFS / ENOMEM: reports
-/// once on stderr, backs off (10 ms doubling to 1 s) and keeps serving. On
-/// io_uring (5.19+) one multishot accept serves every connection (re-armed
-/// when the kernel ends it); elsewhere one accept per connection.
+/// once through the log hook (lev/log.hpp), backs off (10 ms doubling to
+/// 1 s) and keeps serving. On io_uring (5.19+) one multishot accept serves
+/// every connection (re-armed when the kernel ends it); elsewhere one
+/// accept per connection.
 ///
 /// Lifetimes. The Acceptor may be destroyed at any time, also right after
 /// stop() or without it (its destructor stops it): run() then ends on its
@@ -80,8 +81,8 @@ struct AcceptorState;
 ///
 /// A handler that throws (when called, before it returns its task, or
 /// later inside the task) fails that connection only: its fd is closed,
-/// the exception is reported where escaped task exceptions are (stderr),
-/// and accepting goes on.
+/// the exception is reported where escaped task exceptions are (the log
+/// hook), and accepting goes on.
 class Acceptor {
  public:
   using Handler = std::function<Task<>(Fd, SocketAddress)>;
