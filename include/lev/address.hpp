@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// `lev::SocketAddress`: an IPv4, IPv6 or unix socket address by value.
 

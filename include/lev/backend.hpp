@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// The completion-backend contract: what the proactor asks of io_uring, of
 /// the fake backend, or of a backend a user plugs in.

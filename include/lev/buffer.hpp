@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Buffer views the operations take: any contiguous range of bytes, chars
 /// or unsigned chars (std::array, std::vector, std::string, std::span, ...).

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// `lev::Channel<T>`: a bounded FIFO between tasks, on one loop or across
 /// loops and threads. send() suspends while the channel is full, receive()

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// The loop's time source. Deadlines are monotonic; the fake backend plugs a
 /// virtual clock in through the same interface.

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// `lev::FakeBackend`: a deterministic completion backend for tests. It
 /// records every submitted operation and completes one only when the test

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// `lev::Fd`, an owning file descriptor, and `lev::FdRef`, the borrowed fd
 /// every operation takes.

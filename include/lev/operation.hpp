@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// The callback form of operations: `lev::Operation`, the handle every
 /// callback-style call returns, with the seed's ABI

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Fork: spawn a child process with pipes, await its exit by pidfd, kill it.
 ///

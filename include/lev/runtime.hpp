@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// `lev::Runtime`: thread-per-core. N threads, each running its own Loop
 /// until the runtime stops; work reaches a loop by posting to it.

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Synchronisation between tasks of one loop: Event, Mutex, Semaphore.
 /// Waiters are released in FIFO order and resume from the loop's

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// `lev::Task<T>`: a lazy, move-only coroutine. It starts when awaited,
 /// resumes its awaiter by symmetric transfer when it ends after having

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// `lev::TaskGroup`, a nursery: child tasks spawned into a scope that
 /// cannot end before they have.

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Timer: a timerfd (CLOCK_MONOTONIC), one-shot or periodic. Awaitable on
 /// either model, or watchable as an fd by a reactor Watcher.

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Long-lived event sources on a Loop (both models): `Watcher` (readiness
 /// of an fd, level-triggered), `Signal` (signalfd), `Waker` (eventfd, wake

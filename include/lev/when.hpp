@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Running tasks concurrently on one loop, and bounding them in time.
 ///

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Connect: resolve a host name off the loop thread, then try each address
 /// in turn under one deadline.

@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Listen: a listening socket from host:port (IPv4 / IPv6, port 0 = any
 /// free port) or a unix path, and an accept loop that spawns a handler

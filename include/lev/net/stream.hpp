@@ -1,4 +1,5 @@
 #pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
 /// \file
 /// Stream: buffered reads and writes on a connected fd, split into messages
 /// by a codec (line, length-prefixed, raw), with write backpressure.
