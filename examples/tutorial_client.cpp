@@ -1,0 +1,57 @@
+// docs/tutorial.md, step 3: a client with timeouts and cancellation.
+//   tutorial_client PORT [QUESTION]
+// Prints "answer: <line>" (exit 0); a timeout exits 3, Ctrl-C exits 130.
+// [client]
+#include <signal.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <lev/lev.hpp>
+#include <stop_token>
+#include <string>
+
+#include "tutorial_ask.hpp"
+
+using namespace std::chrono_literals;
+
+lev::Task<int> run(lev::Loop& loop, std::uint16_t port, std::string question) {
+  auto fd = co_await lev::net::connect(loop, "127.0.0.1", port, {.timeout = 2s});
+  if (!fd) {
+    std::fprintf(stderr, "%s\n", fd.error().message().c_str());
+    co_return fd.error().is_cancelled() ? 130 : 1;
+  }
+  auto answer = co_await ask(loop, *fd, std::move(question), 1s);
+  if (!answer) {
+    const lev::Error& e = answer.error();
+    std::fprintf(stderr, "%s\n", e.message().c_str());
+    if (e.is_timeout()) co_return 3;
+    co_return e.is_cancelled() ? 130 : 1;
+  }
+  std::printf("answer: %s\n", answer->c_str());
+  co_return 0;
+}
+
+// The port in `text`: digits only, 0..65535.
+bool parse_port(const char* text, std::uint16_t& port) {
+  const char* end = text + std::strlen(text);
+  auto [ptr, ec] = std::from_chars(text, end, port);
+  return ec == std::errc{} && ptr == end;
+}
+
+int main(int argc, char** argv) {
+  std::uint16_t port = 0;
+  if (argc < 2 || argc > 3 || !parse_port(argv[1], port)) {
+    std::fprintf(stderr, "usage: tutorial_client PORT [QUESTION]\n");
+    return 2;
+  }
+  lev::Loop loop{lev::Model::proactor, {.backend = "auto"}};
+  // Ctrl-C asks the task to stop: the operation it waits on is cancelled
+  // and ends with errc::operation_canceled.
+  std::stop_source stop;
+  auto on_int = loop.signal(SIGINT, [&](int) { stop.request_stop(); });
+  auto task = run(loop, port, argc == 3 ? argv[2] : "hello");
+  return loop.block_on(std::move(task).with_stop_token(stop.get_token()));
+}
+// [/client]

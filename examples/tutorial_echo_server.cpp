@@ -1,0 +1,50 @@
+// docs/tutorial.md, step 2: a coroutine echo server.
+//   tutorial_echo_server [PORT]     (none or 0: a free port)
+// Prints "listening on 127.0.0.1:PORT"; Ctrl-C stops it.
+// [echo_server]
+#include <signal.h>
+
+#include <array>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <lev/lev.hpp>
+#include <span>
+
+// One coroutine per connection: receive, send it back, until the peer closes.
+lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
+  std::array<std::byte, 4096> buf;
+  for (;;) {
+    auto n = co_await loop.recv(fd, buf);  // lev::Result<std::size_t>
+    if (!n || *n == 0) break;              // an error, or the peer closed
+    if (!co_await loop.send_all(fd, std::span{buf}.first(*n))) break;
+  }
+  (void)co_await loop.close(fd);
+}
+
+// The port in `text`: digits only, 0..65535.
+bool parse_port(const char* text, std::uint16_t& port) {
+  const char* end = text + std::strlen(text);
+  auto [ptr, ec] = std::from_chars(text, end, port);
+  return ec == std::errc{} && ptr == end;
+}
+
+int main(int argc, char** argv) {
+  std::uint16_t port = 0;
+  if (argc > 2 || (argc == 2 && !parse_port(argv[1], port))) {
+    std::fprintf(stderr, "usage: tutorial_echo_server [PORT]\n");
+    return 2;
+  }
+  lev::Loop loop{lev::Model::proactor, {.backend = "auto"}};  // io_uring, else epoll
+  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
+
+  auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();  // throws on error
+  std::printf("listening on %s\n", listener.address().to_string().c_str());
+  std::fflush(stdout);
+
+  lev::net::Acceptor acceptor{
+      loop, listener, [&](lev::Fd fd, lev::SocketAddress) { return echo(loop, std::move(fd)); }};
+  loop.spawn(acceptor.run());
+  loop.run();  // until loop.stop()
+}
+// [/echo_server]

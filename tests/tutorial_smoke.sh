@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs docs/tutorial.md's programs the way the tutorial does:
+#   tutorial_smoke.sh ECHO_SERVER UPPER_SERVER CLIENT
+set -euo pipefail
+echo_server=$1 upper_server=$2 client=$3
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Starts a server, prints its port.
+start() {
+  "$1" >"$work/$2.out" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    if grep -q '^listening on ' "$work/$2.out"; then
+      sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$work/$2.out"
+      return
+    fi
+    sleep 0.05
+  done
+  echo "$2 did not start: $(cat "$work/$2.out")" >&2
+  exit 1
+}
+
+port=$(start "$echo_server" echo)
+[ "$("$client" "$port" hi)" = "answer: hi" ]
+port=$(start "$upper_server" upper)
+[ "$("$client" "$port" 'quiet please')" = "answer: QUIET PLEASE" ]
+# a bad port is a usage error
+status=0
+"$client" 70000 2>/dev/null || status=$?
+[ "$status" -eq 2 ]
+echo "tutorial programs: ok"
