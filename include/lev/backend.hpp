@@ -46,6 +46,7 @@ class CompletionQueue {
       head_ = first;
     tail_ = last;
   }
+  /// Nothing is queued.
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
   /// The newest op queued (nullptr when empty).
   [[nodiscard]] detail::OpBase* back() const noexcept { return tail_; }

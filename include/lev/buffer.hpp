@@ -40,16 +40,20 @@ concept MutableByteRange =
 
 /// A writable byte range the kernel fills (read, recv).
 struct MutableBuffer {
-  void* data = nullptr;
-  std::size_t size = 0;
+  void* data = nullptr;  ///< the first byte
+  std::size_t size = 0;  ///< how many bytes
 
   MutableBuffer() noexcept = default;
+  /// `n` bytes at `d`.
   MutableBuffer(void* d, std::size_t n) noexcept : data(d), size(n) {}
+  /// Any contiguous range of writable bytes (std::array<char, N>,
+  /// std::vector<std::byte>, std::span<char>...).
   template <detail::MutableByteRange R>
   requires(!std::is_same_v<std::remove_cvref_t<R>, MutableBuffer>) MutableBuffer(R&& r)
   noexcept  // NOLINT: implicit on purpose
       : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
 
+  /// The range as bytes.
   [[nodiscard]] std::span<std::byte> bytes() const noexcept {
     return {static_cast<std::byte*>(data), size};
   }
@@ -57,19 +61,26 @@ struct MutableBuffer {
 
 /// A read-only byte range the kernel takes from (write, send).
 struct ConstBuffer {
-  const void* data = nullptr;
-  std::size_t size = 0;
+  const void* data = nullptr;  ///< the first byte
+  std::size_t size = 0;        ///< how many bytes
 
   ConstBuffer() noexcept = default;
+  /// `n` bytes at `d`.
   ConstBuffer(const void* d, std::size_t n) noexcept : data(d), size(n) {}
-  ConstBuffer(MutableBuffer b) noexcept : data(b.data), size(b.size) {}         // NOLINT
+  /// The same bytes, read-only.
+  ConstBuffer(MutableBuffer b) noexcept : data(b.data), size(b.size) {}  // NOLINT
+  /// The characters of `s` (no terminating null).
   ConstBuffer(std::string_view s) noexcept : data(s.data()), size(s.size()) {}  // NOLINT
+  /// Any contiguous range of bytes (std::string, std::vector<char>, a
+  /// lev::Buffer...), except a C array (a string literal would bring its
+  /// null: pass a std::string_view).
   template <detail::ByteRange R>
   requires(!std::is_same_v<std::remove_cvref_t<R>, ConstBuffer> &&
            !std::is_array_v<std::remove_cvref_t<R>>) ConstBuffer(R&& r)
   noexcept  // NOLINT: implicit on purpose
       : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
 
+  /// The range as bytes.
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept {
     return {static_cast<const std::byte*>(data), size};
   }
@@ -89,12 +100,15 @@ struct ConstBuffer {
 ///     }                                             // back to the pool here
 class Buffer {
  public:
+  /// An empty Buffer that holds no pool buffer.
   Buffer() noexcept = default;
+  /// Takes `o`'s pool buffer; `o` is empty after.
   Buffer(Buffer&& o) noexcept
       : pool_(std::exchange(o.pool_, nullptr)),
         data_(std::exchange(o.data_, nullptr)),
         size_(std::exchange(o.size_, 0)),
         id_(o.id_) {}
+  /// Gives the held pool buffer back and takes `o`'s.
   Buffer& operator=(Buffer&& o) noexcept {
     if (this != &o) {
       reset();
@@ -107,17 +121,28 @@ class Buffer {
   }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
+  /// Gives the pool buffer back.
   ~Buffer() { reset(); }
 
+  /// The received bytes (writable: parse in place).
   [[nodiscard]] char* data() noexcept { return data_; }
+  /// The received bytes.
   [[nodiscard]] const char* data() const noexcept { return data_; }
+  /// How many bytes were received (0: end of stream).
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// True at end of stream, or when no buffer is held.
   [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  /// The first byte, for range-for and algorithms.
   [[nodiscard]] char* begin() noexcept { return data_; }
+  /// Past the last byte.
   [[nodiscard]] char* end() noexcept { return data_ + size_; }
+  /// The first byte, for range-for and algorithms.
   [[nodiscard]] const char* begin() const noexcept { return data_; }
+  /// Past the last byte.
   [[nodiscard]] const char* end() const noexcept { return data_ + size_; }
+  /// The bytes as characters; valid while this Buffer holds them.
   [[nodiscard]] std::string_view view() const noexcept { return {data_, size_}; }
+  /// The bytes as std::byte; valid while this Buffer holds them.
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept {
     return {reinterpret_cast<const std::byte*>(data_), size_};
   }

@@ -33,6 +33,8 @@
 
 namespace lev {
 
+/// A bounded FIFO of T between tasks (see the file comment). Not movable;
+/// it must outlive every task waiting on it.
 template <class T>
 class Channel {
   struct Slot : detail::Waiter {
@@ -50,11 +52,14 @@ class Channel {
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
 
+  /// How many items fit without a sender waiting.
   [[nodiscard]] std::size_t capacity() const noexcept { return ring_.size(); }
+  /// Items buffered now (any thread; may change at once).
   [[nodiscard]] std::size_t size() const {
     std::lock_guard lock(mu_);
     return count_;
   }
+  /// close() was called (any thread).
   [[nodiscard]] bool is_closed() const {
     std::lock_guard lock(mu_);
     return closed_;
@@ -82,8 +87,12 @@ class Channel {
     return take();
   }
 
+  /// What send() returns: co_await it for a Result<void>. If it is
+  /// destroyed while parked (its task cancelled by destruction), the item
+  /// leaves the queue with it.
   class [[nodiscard]] SendAwaiter {
    public:
+    /// Holds `item` until the channel takes it.
     SendAwaiter(Channel& c, T item) : c_(&c) { slot_.value.emplace(std::move(item)); }
     SendAwaiter(const SendAwaiter&) = delete;
     SendAwaiter& operator=(const SendAwaiter&) = delete;
@@ -128,8 +137,10 @@ class Channel {
     detail::StopLink stop_;
   };
 
+  /// What receive() returns: co_await it for a Result<T>.
   class [[nodiscard]] ReceiveAwaiter {
    public:
+    /// Receives from `c`.
     explicit ReceiveAwaiter(Channel& c) noexcept : c_(&c) {}
     ReceiveAwaiter(const ReceiveAwaiter&) = delete;
     ReceiveAwaiter& operator=(const ReceiveAwaiter&) = delete;

@@ -8,7 +8,9 @@
 
 namespace lev {
 
+/// Every time span lev takes or gives: nanoseconds.
 using Duration = std::chrono::nanoseconds;
+/// A point on a Clock's time line (steady_clock's epoch, in Duration).
 using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
 
 /// `at + d`, saturated: a deadline past the end of time is TimePoint::max()
@@ -36,12 +38,14 @@ using TimePoint = std::chrono::time_point<std::chrono::steady_clock, Duration>;
 class Clock {
  public:
   virtual ~Clock() = default;
+  /// The current time; never less than a previous call returned.
   [[nodiscard]] virtual TimePoint now() const noexcept = 0;
 };
 
 /// CLOCK_MONOTONIC, through std::chrono::steady_clock.
 class MonotonicClock final : public Clock {
  public:
+  /// std::chrono::steady_clock::now().
   [[nodiscard]] TimePoint now() const noexcept override {
     return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());
   }
@@ -50,12 +54,16 @@ class MonotonicClock final : public Clock {
 /// A clock that moves only when told to: tests advance it by hand.
 class VirtualClock final : public Clock {
  public:
+  /// A clock standing at `start` (one second past the epoch by default).
   explicit VirtualClock(TimePoint start = TimePoint{std::chrono::seconds(1)}) noexcept
       : now_(start) {}
+  /// Where the clock stands.
   [[nodiscard]] TimePoint now() const noexcept override { return now_; }
+  /// Moves the clock `d` forward (saturating); a negative `d` does nothing.
   void advance(Duration d) noexcept {
     if (d > Duration::zero()) now_ = saturating_add(now_, d);
   }
+  /// Moves the clock to `t` if that is later; it never goes back.
   void set(TimePoint t) noexcept {
     if (t > now_) now_ = t;
   }

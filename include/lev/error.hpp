@@ -21,15 +21,19 @@ namespace lev {
 enum class errc {
   closed = 1,  ///< the channel was closed
 };
+/// The category of lev::errc codes (name "lev").
 const std::error_category& lev_category() noexcept;
+/// Makes lev::errc values usable as std::error_code (`code == lev::errc::closed`).
 inline std::error_code make_error_code(errc e) noexcept {
   return {static_cast<int>(e), lev_category()};
 }
 
 }  // namespace lev
 
+/// \cond detail
 template <>
 struct std::is_error_code_enum<lev::errc> : std::true_type {};
+/// \endcond
 
 namespace lev {
 
@@ -38,16 +42,20 @@ namespace lev {
 /// operation had already moved before it failed (send_all / write_all), so
 /// that no byte accepted for sending goes unreported.
 struct Error {
-  std::error_code code;
-  const char* op = "";
-  int fd = -1;
-  std::size_t transferred = 0;
+  std::error_code code;         ///< the reason (an errno value, or lev::errc)
+  const char* op = "";          ///< the operation ("recv", "bind"...), a static string
+  int fd = -1;                  ///< the descriptor it ran on, -1 when none
+  std::size_t transferred = 0;  ///< bytes moved before the failure
 
   /// "recv(fd 7): Connection reset by peer"; with bytes transferred first,
   /// "send(fd 7) after 12 bytes: Broken pipe".
   [[nodiscard]] std::string message() const;
+  /// The operation was cancelled (errc::operation_canceled): a stop
+  /// request, a when_any loser, a loop tearing down.
   [[nodiscard]] bool is_cancelled() const noexcept { return code == std::errc::operation_canceled; }
+  /// A deadline passed first (errc::timed_out).
   [[nodiscard]] bool is_timeout() const noexcept { return code == std::errc::timed_out; }
+  /// The channel was closed (lev::errc::closed).
   [[nodiscard]] bool is_closed() const noexcept { return code == errc::closed; }
   /// Throws std::system_error carrying `code`, whose what() reads as message().
   [[noreturn]] void raise() const;
@@ -81,7 +89,7 @@ concept ResultType = is_result_v<std::remove_cvref_t<R>>;
 template <class T>
 class [[nodiscard]] Result {
  public:
-  using value_type = T;
+  using value_type = T;  ///< what a success holds
   /// A success holding `value`.
   Result(T value) noexcept(std::is_nothrow_move_constructible_v<T>)  // NOLINT: implicit on purpose
       : ok_(true) {
@@ -91,18 +99,21 @@ class [[nodiscard]] Result {
   Result(Error error) noexcept : ok_(false) {  // NOLINT: implicit on purpose
     ::new (static_cast<void*>(&error_)) Error(std::move(error));
   }
+  /// Moves the value or the error out of `other` (which keeps a moved-from one).
   Result(Result&& other) noexcept(std::is_nothrow_move_constructible_v<T>) : ok_(other.ok_) {
     if (ok_)
       ::new (static_cast<void*>(&value_)) T(std::move(other.value_));
     else
       ::new (static_cast<void*>(&error_)) Error(std::move(other.error_));
   }
+  /// Copies the value or the error (when T is copyable).
   Result(const Result& other) requires std::is_copy_constructible_v<T> : ok_(other.ok_) {
     if (ok_)
       ::new (static_cast<void*>(&value_)) T(other.value_);
     else
       ::new (static_cast<void*>(&error_)) Error(other.error_);
   }
+  /// Replaces what this holds with what `other` holds.
   Result& operator=(Result other) noexcept(std::is_nothrow_move_constructible_v<T>) {
     if (this != &other) {
       destroy();
@@ -117,6 +128,7 @@ class [[nodiscard]] Result {
   // One destructor for every T (a pair constrained on triviality is what
   // clang before 16 rejects); for a trivially destructible T it compiles to
   // nothing.
+  /// Destroys the value or the error.
   ~Result() { destroy(); }
 
   /// True when a value is held.
@@ -182,7 +194,7 @@ class [[nodiscard]] Result {
     return ok_ ? std::move(value_) : static_cast<T>(std::forward<U>(fallback));
   }
 
-  /// `f(value)` (itself a Result<U>) on success; the error, as a Result<U>,
+  /// `f(value)` (itself a `Result<U>`) on success; the error, as a `Result<U>`,
   /// otherwise.
   ///
   ///     Result<int> port = parse(text).and_then(check_range);
@@ -190,18 +202,18 @@ class [[nodiscard]] Result {
   auto and_then(F&& f) & {
     return bind(*this, std::forward<F>(f));
   }
-  /// `f(value)` (itself a Result<U>) on success; the error otherwise.
+  /// `f(value)` (itself a `Result<U>`) on success; the error otherwise.
   template <class F>
   auto and_then(F&& f) const& {
     return bind(*this, std::forward<F>(f));
   }
-  /// `f(std::move(value))` (itself a Result<U>) on success; the error otherwise.
+  /// `f(std::move(value))` (itself a `Result<U>`) on success; the error otherwise.
   template <class F>
   auto and_then(F&& f) && {
     return bind(std::move(*this), std::forward<F>(f));
   }
 
-  /// `Result<U>{f(value)}` on success (Result<void> when f returns void);
+  /// `Result<U>{f(value)}` on success (`Result<void>` when f returns void);
   /// the error otherwise.
   ///
   ///     Result<std::string> text = n.transform([](std::size_t k) { return std::to_string(k); });
@@ -220,7 +232,7 @@ class [[nodiscard]] Result {
     return map(std::move(*this), std::forward<F>(f));
   }
 
-  /// A copy of this on success; `f(error())`, which must return a Result<T>,
+  /// A copy of this on success; `f(error())`, which must return a `Result<T>`,
   /// otherwise (to recover, or to replace the error).
   template <class F>
   Result or_else(F&& f) const& {
@@ -230,7 +242,7 @@ class [[nodiscard]] Result {
     if (ok_) return *this;
     return std::invoke(std::forward<F>(f), error_);
   }
-  /// This moved on success; `f(error())`, which must return a Result<T>,
+  /// This moved on success; `f(error())`, which must return a `Result<T>`,
   /// otherwise.
   template <class F>
   Result or_else(F&& f) && {
@@ -282,7 +294,7 @@ class [[nodiscard]] Result {
 template <>
 class [[nodiscard]] Result<void> {
  public:
-  using value_type = void;
+  using value_type = void;  ///< nothing
   /// A success.
   Result() noexcept = default;
   /// A failure holding `error`.
@@ -298,7 +310,7 @@ class [[nodiscard]] Result<void> {
   /// The error; an empty Error (no code) on success.
   [[nodiscard]] const Error& error() const noexcept { return error_; }
 
-  /// `f()` (itself a Result<U>) on success; the error, as a Result<U>, otherwise.
+  /// `f()` (itself a `Result<U>`) on success; the error, as a `Result<U>`, otherwise.
   template <class F>
   auto and_then(F&& f) const {
     using R = std::remove_cvref_t<std::invoke_result_t<F>>;
@@ -306,7 +318,7 @@ class [[nodiscard]] Result<void> {
     if (!ok_) return R(error_);
     return std::invoke(std::forward<F>(f));
   }
-  /// `Result<U>{f()}` on success (Result<void> when f returns void); the
+  /// `Result<U>{f()}` on success (`Result<void>` when f returns void); the
   /// error otherwise.
   template <class F>
   auto transform(F&& f) const {
@@ -319,7 +331,7 @@ class [[nodiscard]] Result<void> {
       return Result<U>(std::invoke(std::forward<F>(f)));
     }
   }
-  /// Success as is; `f(error())`, which must return a Result<void>, otherwise.
+  /// Success as is; `f(error())`, which must return a `Result<void>`, otherwise.
   template <class F>
   Result or_else(F&& f) const {
     static_assert(

@@ -23,8 +23,12 @@
 
 namespace lev {
 
+/// The fake backend (see the file comment). Tests use it on the loop's
+/// thread; ops are the loop's records (lev::detail::OpBase), which a test
+/// reads (kind, fd, buf, len) but should not change.
 class FakeBackend final : public CompletionBackend {
  public:
+  /// How the fake behaves.
   struct Options {
     /// When the loop would block and only timers are pending, move the
     /// virtual clock forward to the earliest one instead of returning.
@@ -49,6 +53,7 @@ class FakeBackend final : public CompletionBackend {
     bool detect_blocking = true;
   };
   FakeBackend();
+  /// A fake with `options`.
   explicit FakeBackend(Options options);
 
   // ---- the backend contract --------------------------------------------
@@ -86,6 +91,7 @@ class FakeBackend final : public CompletionBackend {
   /// Records the result (>= 0, or -errno) and queues the op for delivery.
   /// Throws std::logic_error if `op` is not pending (exactly once).
   void complete(detail::OpBase& op, int res);
+  /// Completes `op` with the errno value `err` (ECONNRESET, EAGAIN...).
   void fail(detail::OpBase& op, int err) { complete(op, -err); }
   /// Copies `data` into a read/recv op's buffer (at most its length) and
   /// completes it with the number of bytes copied. A recv with `select`
@@ -106,10 +112,15 @@ class FakeBackend final : public CompletionBackend {
   /// The deadline of `op`'s linked timeout (linked_timeouts mode), or
   /// TimePoint::max().
   [[nodiscard]] TimePoint linked_deadline(const detail::OpBase& op) const noexcept;
+  /// Operations submitted so far.
   [[nodiscard]] std::size_t submit_count() const noexcept { return submits_; }
+  /// Cancel requests received so far.
   [[nodiscard]] std::size_t cancel_count() const noexcept { return cancels_; }
+  /// Times the loop polled the backend.
   [[nodiscard]] std::size_t poll_count() const noexcept { return polls_; }
+  /// The virtual clock the loop runs on (unless LoopOptions::clock says otherwise).
   [[nodiscard]] VirtualClock& clock() noexcept { return *clock_; }
+  /// Moves the virtual clock `d` forward; timers due fire at the next round.
   void advance(Duration d) noexcept { clock_->advance(d); }
 
  private:

@@ -76,21 +76,31 @@ struct Source {
 }  // namespace detail
 
 /// Completion-based (io_uring, fake) or readiness-based (epoll).
-enum class Model { proactor, reactor };
+enum class Model {
+  proactor,  ///< operations are submitted and their completions reported
+  reactor,   ///< readiness is waited for, then a nonblocking syscall runs
+};
 
 /// A backend by name ("uring", "fake") or a backend object of your own.
 class BackendChoice {
  public:
+  /// The model's default backend.
   BackendChoice() = default;
-  BackendChoice(const char* name) : name_(name) {}             // NOLINT
+  /// A backend by name: "uring", "epoll", "auto" or "fake".
+  BackendChoice(const char* name) : name_(name) {}  // NOLINT
+  /// A backend by name: "uring", "epoll", "auto" or "fake".
   BackendChoice(std::string name) : name_(std::move(name)) {}  // NOLINT
-  BackendChoice(std::shared_ptr<CompletionBackend> b)          // NOLINT
+  /// A backend object (one loop's only: a backend serves one loop).
+  BackendChoice(std::shared_ptr<CompletionBackend> b)  // NOLINT
       : object_(std::move(b)) {}
+  /// A backend object of a type derived from CompletionBackend.
   template <class B>
   requires std::is_base_of_v<CompletionBackend, B> BackendChoice(std::shared_ptr<B> b)
       : object_(std::move(b)) {}  // NOLINT
 
+  /// The name given (empty when an object, or nothing, was).
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  /// The object given (null when a name, or nothing, was).
   [[nodiscard]] const std::shared_ptr<CompletionBackend>& object() const noexcept {
     return object_;
   }
@@ -100,6 +110,7 @@ class BackendChoice {
   std::shared_ptr<CompletionBackend> object_;
 };
 
+/// How a Loop is set up: `lev::Loop loop{lev::Model::proactor, {.queue_size = 1024}}`.
 struct LoopOptions {
   /// "uring" (default for the proactor), "fake", or a backend object.
   BackendChoice backend{};
@@ -125,6 +136,7 @@ struct LoopOptions {
   /// measured best for echo (bench/README.md); a pool run dry only makes
   /// recvs wait (RecvBufferStats::exhausted).
   std::uint32_t recv_buffer_count = 256;
+  /// Bytes per pool buffer (see recv_buffer_count).
   std::uint32_t recv_buffer_size = 4096;
   /// Ignore SIGPIPE process-wide when it is at its default (so a write to a
   /// closed peer is EPIPE, never a dead process).
@@ -142,6 +154,11 @@ struct IoOptions {
   std::optional<Duration> timeout{};
 };
 
+/// The event loop: one thread's operations, timers, tasks and event
+/// sources, over one backend. Every completion is queued first and
+/// delivered (a coroutine resumed, a callback called) only while run(),
+/// run_once(), block_on() or drain_callbacks() drains the queue, on the
+/// loop's thread. Members are for that thread unless they say "any thread".
 class Loop {
  public:
   /// Throws std::invalid_argument for a bad option (queue_size 0, unknown
@@ -168,6 +185,7 @@ class Loop {
   std::size_t run_once();
   /// Makes run() return after the current round. Any thread.
   void stop() noexcept;
+  /// Inside run() or block_on().
   [[nodiscard]] bool is_running() const noexcept { return running_; }
   /// Operations registered and not yet delivered (timers, posts included).
   [[nodiscard]] std::size_t live_op_count() const noexcept { return live_count_; }
@@ -182,24 +200,31 @@ class Loop {
     std::size_t queued = 0;      ///< results recorded, not yet delivered
     std::size_t external = 0;    ///< completed by another thread (offload)
   };
+  /// Where the live operations are now (see Census).
   [[nodiscard]] Census census() const noexcept {
     return {live_count_, backend_->in_flight(), timers_.size(), ready_.size(), external_};
   }
   /// Delivers what is already queued, without polling the backend.
   std::size_t drain_callbacks();
+  /// "uring", "epoll" or "fake" (what "auto" chose, too).
   [[nodiscard]] std::string_view backend_name() const noexcept { return backend_->name(); }
+  /// The backend this loop runs on.
   [[nodiscard]] CompletionBackend& backend() noexcept { return *backend_; }
+  /// The loop's time source (deadlines and timers are on it).
   [[nodiscard]] Clock& clock() noexcept { return *clock_; }
+  /// clock().now().
   [[nodiscard]] TimePoint now() const noexcept { return clock_->now(); }
+  /// The model the loop was made with.
   [[nodiscard]] Model model() const noexcept { return model_; }
   /// The fast paths this loop's backend runs with.
   [[nodiscard]] BackendFeatures features() const noexcept { return backend_->features(); }
   /// How this loop was woken by other threads: MSG_RING from another
   /// io_uring loop, or its eventfd.
   struct WakeupStats {
-    std::uint64_t msg_ring = 0;
-    std::uint64_t eventfd = 0;
+    std::uint64_t msg_ring = 0;  ///< wakeups by IORING_OP_MSG_RING
+    std::uint64_t eventfd = 0;   ///< wakeups through the eventfd
   };
+  /// How often other threads woke this loop, and how.
   [[nodiscard]] WakeupStats wakeup_stats() const noexcept;
   /// Debug builds (NDEBUG unset): an operation started on a thread that
   /// does not own the loop fails at once, saying so (from other threads,
@@ -250,9 +275,13 @@ class Loop {
   /// instead of returning when nothing is live.
   class Hold {
    public:
+    /// Holds nothing.
     Hold() = default;
+    /// Holds `loop` (loop thread).
     explicit Hold(Loop& loop) noexcept : loop_(&loop) { ++loop.holds_; }
+    /// Takes over `o`'s hold.
     Hold(Hold&& o) noexcept : loop_(std::exchange(o.loop_, nullptr)) {}
+    /// Lets go of this hold, then takes over `o`'s.
     Hold& operator=(Hold&& o) noexcept {
       if (this != &o) {
         reset();
@@ -260,7 +289,9 @@ class Loop {
       }
       return *this;
     }
+    /// reset().
     ~Hold() { reset(); }
+    /// Lets go: run() may return again once nothing is live (loop thread).
     void reset() noexcept {
       if (loop_) --std::exchange(loop_, nullptr)->holds_;
     }
@@ -268,6 +299,7 @@ class Loop {
    private:
     Loop* loop_ = nullptr;
   };
+  /// A Hold on this loop.
   [[nodiscard]] Hold hold() noexcept { return Hold(*this); }
 
   // ---- tasks -----------------------------------------------------------
@@ -275,7 +307,8 @@ class Loop {
   /// Starts `task`; it first runs from the completion queue. The handle
   /// awaits its value (or rethrows what it threw) and abort() cancels it;
   /// dropping the handle detaches the task (an exception it throws then
-  /// goes to the log hook (lev/log.hpp, an error), and the loop goes on). See lev/join_handle.hpp.
+  /// goes to the log hook, lev/log.hpp, and the loop goes on). See
+  /// lev/join_handle.hpp.
   template <class T>
   JoinHandle<T> spawn(Task<T> task) {
     auto* st = new detail::JoinState<T>;
@@ -311,12 +344,16 @@ class Loop {
   }
 
   // ---- operations: awaitables -----------------------------------------
+  /// An operation's awaiter: `co_await` gives `Result<T>`.
   template <class T, detail::OpKind K>
   using Op = detail::OpAwaiter<T, K>;
+  /// A byte-moving operation's awaiter: `co_await` gives `Result<std::size_t>`.
   template <detail::OpKind K>
   using Io = detail::OpAwaiter<std::size_t, K>;
+  /// An Io with a time limit (IoOptions::timeout).
   template <detail::OpKind K>
   using Deadline = detail::DeadlineAwaiter<Io<K>>;
+  /// A timer's awaiter: `co_await` gives `Result<Expired>`.
   using Sleep = detail::OpAwaiter<Expired, detail::OpKind::timer>;
   // Each returns an awaiter holding the operation record; `co_await` it
   // once. The buffer must stay valid until the awaiter resumes.
@@ -371,36 +408,43 @@ class Loop {
     return io<detail::OpKind::send>(fd, const_cast<void*>(buf.data), buf.size, 0,
                            flags | detail::kSendFlags, true);
   }
-  // With IoOptions: the same operations, bounded by `.timeout`.
+  /// read(), bounded by `o.timeout` (errc::timed_out when it passes first).
   Deadline<detail::OpKind::read> read(FdRef fd, MutableBuffer buf, IoOptions o,
                              std::uint64_t offset = std::uint64_t(-1)) {
     return io_until<detail::OpKind::read>(o, fd, buf.data, buf.size, offset, 0, false);
   }
+  /// write(), bounded by `o.timeout`.
   Deadline<detail::OpKind::write> write(FdRef fd, ConstBuffer buf, IoOptions o,
                               std::uint64_t offset = std::uint64_t(-1)) {
     return io_until<detail::OpKind::write>(o, fd, const_cast<void*>(buf.data),
                                  buf.size, offset, 0, false);
   }
+  /// write_all(), bounded by `o.timeout` (`transferred`: bytes written first).
   Deadline<detail::OpKind::write> write_all(FdRef fd, ConstBuffer buf, IoOptions o,
                                   std::uint64_t offset = std::uint64_t(-1)) {
     return io_until<detail::OpKind::write>(o, fd, const_cast<void*>(buf.data),
                                  buf.size, offset, 0, true);
   }
+  /// recv() with `o.flags`, bounded by `o.timeout`.
   Deadline<detail::OpKind::recv> recv(FdRef fd, MutableBuffer buf, IoOptions o) {
     return io_until<detail::OpKind::recv>(o, fd, buf.data, buf.size, 0, o.flags,
                                  false);
   }
+  /// send() with `o.flags`, bounded by `o.timeout`.
   Deadline<detail::OpKind::send> send(FdRef fd, ConstBuffer buf, IoOptions o) {
     return io_until<detail::OpKind::send>(o, fd, const_cast<void*>(buf.data), buf.size,
                                  0, o.flags | detail::kSendFlags, false);
   }
+  /// send_all() with `o.flags`, bounded by `o.timeout` (`transferred`: bytes sent first).
   Deadline<detail::OpKind::send> send_all(FdRef fd, ConstBuffer buf, IoOptions o) {
     return io_until<detail::OpKind::send>(o, fd, const_cast<void*>(buf.data), buf.size,
                                  0, o.flags | detail::kSendFlags, true);
   }
+  /// accept(), bounded by `o.timeout`.
   detail::DeadlineAwaiter<detail::AcceptAwaiter> accept(FdRef listener, IoOptions o) {
     return detail::DeadlineAwaiter<detail::AcceptAwaiter>(o.timeout, *this, listener.fd);
   }
+  /// connect(), bounded by `o.timeout`.
   detail::DeadlineAwaiter<detail::ConnectAwaiter> connect(FdRef fd, const SocketAddress& to,
                                                           IoOptions o) {
     return detail::DeadlineAwaiter<detail::ConnectAwaiter>(o.timeout, *this, fd.fd, to);
@@ -408,12 +452,16 @@ class Loop {
 
   /// A new connection (owned, nonblocking, close-on-exec) and its peer.
   detail::AcceptAwaiter accept(FdRef listener) { return detail::AcceptAwaiter(*this, listener.fd); }
+  /// Connects the socket `fd` to `to`; result: success or the connect error
+  /// (ECONNREFUSED...).
   detail::ConnectAwaiter connect(FdRef fd, const SocketAddress& to) {
     return detail::ConnectAwaiter(*this, fd.fd, to);
   }
+  /// Shuts down one or both directions of the socket `fd`.
   Op<void, detail::OpKind::shutdown> shutdown(FdRef fd, Shutdown how) {
     return shutdown(fd, static_cast<int>(how));
   }
+  /// shutdown() with SHUT_RD / SHUT_WR / SHUT_RDWR.
   Op<void, detail::OpKind::shutdown> shutdown(FdRef fd, int how) {
     return Op<void, detail::OpKind::shutdown>(*this, fd.fd,
                                    [how](detail::OpBase& op) { op.flags = how; });
@@ -435,6 +483,7 @@ class Loop {
   /// Suspends the task for `delay`: after(delay) for those who read it so.
   /// Result: Expired, or errc::operation_canceled when its token stops.
   Sleep sleep_for(Duration delay) { return after(delay); }
+  /// Suspends the task until `deadline`: at(deadline).
   Sleep sleep_until(TimePoint deadline) { return at(deadline); }
   /// Expires after `delay` (zero or negative: on the next round).
   Sleep after(Duration delay) { return at(saturating_add(now(), delay)); }
@@ -471,40 +520,48 @@ class Loop {
   // Same operations; `cb(Operation&, Result<T>)` runs once from the queue.
   // For the seed's `on_complete(op, result, data)`, pass lev::bind(fn, data).
 
+  /// nop() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation nop(F&& cb) {
     return launch<void>(std::forward<F>(cb), detail::OpKind::nop, -1);
   }
+  /// read() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation read(FdRef fd, MutableBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
     return launch_io(std::forward<F>(cb), detail::OpKind::read, fd, buf.data, buf.size, offset, 0,
                      false);
   }
+  /// write() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation write(FdRef fd, ConstBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
     return launch_io(std::forward<F>(cb), detail::OpKind::write, fd, const_cast<void*>(buf.data),
                      buf.size, offset, 0, false);
   }
+  /// write_all() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation write_all(FdRef fd, ConstBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
     return launch_io(std::forward<F>(cb), detail::OpKind::write, fd, const_cast<void*>(buf.data),
                      buf.size, offset, 0, true);
   }
+  /// recv() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation recv(FdRef fd, MutableBuffer buf, F&& cb, int flags = 0) {
     return launch_io(std::forward<F>(cb), detail::OpKind::recv, fd, buf.data, buf.size, 0, flags,
                      false);
   }
+  /// send() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation send(FdRef fd, ConstBuffer buf, F&& cb, int flags = 0) {
     return launch_io(std::forward<F>(cb), detail::OpKind::send, fd, const_cast<void*>(buf.data),
                      buf.size, 0, flags | detail::kSendFlags, false);
   }
+  /// send_all() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation send_all(FdRef fd, ConstBuffer buf, F&& cb, int flags = 0) {
     return launch_io(std::forward<F>(cb), detail::OpKind::send, fd, const_cast<void*>(buf.data),
                      buf.size, 0, flags | detail::kSendFlags, true);
   }
+  /// accept() in callback form: `cb(Operation&, Result<Accepted>)`.
   template <detail::CompletionHandler<Accepted> F>
   Operation accept(FdRef listener, F&& cb) {
     detail::CallbackOp& cb_op =
@@ -513,6 +570,7 @@ class Loop {
     cb_op.op.addrlen = sizeof(cb_op.addr);
     return commit(cb_op);
   }
+  /// connect() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation connect(FdRef fd, const SocketAddress& to, F&& cb) {
     detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::connect, fd.fd);
@@ -521,16 +579,19 @@ class Loop {
     cb_op.op.addrlen = to.size();
     return commit(cb_op);
   }
+  /// shutdown() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation shutdown(FdRef fd, Shutdown how, F&& cb) {
     return shutdown(fd, static_cast<int>(how), std::forward<F>(cb));
   }
+  /// shutdown() with SHUT_* in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation shutdown(FdRef fd, int how, F&& cb) {
     detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::shutdown, fd.fd);
     cb_op.op.flags = how;
     return commit(cb_op);
   }
+  /// close() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation close(FdRef fd, F&& cb) {
     closing(fd.fd);
@@ -538,6 +599,7 @@ class Loop {
     cb_op.op.flow = detail::kFlowClose;
     return commit(cb_op);
   }
+  /// after() in callback form: `cb(Operation&, Result<Expired>)`.
   template <detail::CompletionHandler<Expired> F>
   Operation after(Duration delay, F&& cb) {
     return at(saturating_add(now(), delay), std::forward<F>(cb));
@@ -554,18 +616,21 @@ class Loop {
     cb_op.interval = interval;
     return commit(cb_op);
   }
+  /// readable() in callback form: `cb(Operation&, Result<unsigned>)` (revents).
   template <detail::CompletionHandler<unsigned> F>
   Operation readable(FdRef fd, F&& cb) {
     detail::CallbackOp& cb_op = prepare<unsigned>(std::forward<F>(cb), detail::OpKind::poll, fd.fd);
     cb_op.op.flags = POLLIN | POLLRDHUP;
     return commit(cb_op);
   }
+  /// writable() in callback form: `cb(Operation&, Result<unsigned>)` (revents).
   template <detail::CompletionHandler<unsigned> F>
   Operation writable(FdRef fd, F&& cb) {
     detail::CallbackOp& cb_op = prepare<unsigned>(std::forward<F>(cb), detail::OpKind::poll, fd.fd);
     cb_op.op.flags = POLLOUT;
     return commit(cb_op);
   }
+  /// at() in callback form: `cb(Operation&, Result<Expired>)`.
   template <detail::CompletionHandler<Expired> F>
   Operation at(TimePoint deadline, F&& cb) {
     detail::CallbackOp& cb_op = prepare<Expired>(std::forward<F>(cb), detail::OpKind::timer, -1);
@@ -719,6 +784,7 @@ class Loop {
   bool running_ = false;
 };
 
+/// \cond detail
 namespace detail {
 inline void start_op(Loop& loop, OpBase& op) { loop.start(op); }
 
@@ -754,5 +820,6 @@ void OpAwaiter<T, K>::start() {
     loop_->template start<K>(op_);
 }
 }  // namespace detail
+/// \endcond
 
 }  // namespace lev

@@ -14,13 +14,13 @@ namespace lev {
 /// The result of accept: the new connection (owned: closed when dropped)
 /// and the peer's address. The socket is nonblocking and close-on-exec.
 struct Accepted {
-  Fd fd;
-  SocketAddress peer;
+  Fd fd;               ///< the connected socket, owned
+  SocketAddress peer;  ///< who connected
 };
 
 /// The result of after/at: the timer expired at (or after) `deadline`.
 struct Expired {
-  TimePoint deadline;
+  TimePoint deadline;  ///< when the timer was due (on the loop's clock)
 };
 
 /// Which direction shutdown closes. The numeric SHUT_RD / SHUT_WR /

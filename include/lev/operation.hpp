@@ -78,14 +78,19 @@ struct CallbackPool {
 /// valid after completion and after the loop is gone (it then only reports).
 class Operation {
  public:
+  /// A handle to nothing (valid() is false).
   Operation() noexcept = default;
+  /// A handle to `cb` (what the Loop's callback forms return).
   explicit Operation(detail::CallbackOp& cb) noexcept : cb_(&cb) {
     detail::CallbackPool::add_ref(cb);
   }
+  /// Another handle to the same operation.
   Operation(const Operation& o) noexcept : cb_(o.cb_) {
     if (cb_) detail::CallbackPool::add_ref(*cb_);
   }
+  /// Takes `o`'s handle; `o` refers to nothing after.
   Operation(Operation&& o) noexcept : cb_(std::exchange(o.cb_, nullptr)) {}
+  /// Refers to what `o` refers to.
   Operation& operator=(Operation o) noexcept {
     std::swap(cb_, o.cb_);
     return *this;
@@ -94,6 +99,7 @@ class Operation {
     if (cb_) detail::CallbackPool::release(*cb_);
   }
 
+  /// This handle refers to an operation.
   [[nodiscard]] bool valid() const noexcept { return cb_ != nullptr; }
   /// The result has been recorded (it may not have been delivered yet).
   [[nodiscard]] bool is_done() const noexcept {

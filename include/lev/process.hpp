@@ -36,35 +36,50 @@ namespace lev {
 
 class Loop;
 
-enum class Stdio { inherit, pipe, null };
+/// What one of a child's standard streams is connected to.
+enum class Stdio {
+  inherit,  ///< the parent's own stream
+  pipe,     ///< a pipe whose other end the Child holds (stdin_fd() and so on)
+  null,     ///< /dev/null
+};
 
+/// What Child::spawn runs, and how.
 struct SpawnOptions {
   std::vector<std::string> argv;   ///< argv[0] is the program (PATH is searched)
   std::vector<std::string> env{};  ///< "K=V" entries; empty = inherit the parent's
   std::string cwd{};               ///< empty = the parent's
-  Stdio in = Stdio::inherit;
-  Stdio out = Stdio::pipe;
-  Stdio err = Stdio::inherit;
+  Stdio in = Stdio::inherit;       ///< the child's stdin
+  Stdio out = Stdio::pipe;         ///< the child's stdout
+  Stdio err = Stdio::inherit;      ///< the child's stderr
 };
 
+/// A child process started by spawn(), tied to a loop. Move-only; use it
+/// on its loop's thread.
 class Child {
  public:
   /// Errors: an empty argv (invalid_argument), a program that cannot be
   /// executed (the exec errno, e.g. ENOENT), pipe/pidfd failures.
   static Result<Child> spawn(Loop& loop, SpawnOptions options);
 
+  /// No process (reaped() is true).
   Child() = default;
+  /// Takes over `o`'s process and pipes; `o` holds none after.
   Child(Child&& o) noexcept;
+  /// Kills and reaps this one's process if needed, then takes over `o`'s.
   Child& operator=(Child&& o) noexcept;
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
+  /// Kills (SIGKILL) and reaps a process not yet reaped; closes the pipes.
   ~Child();
 
+  /// The process id (-1 when none).
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   /// The parent's ends of the pipes (empty when not Stdio::pipe). Take them
   /// (std::move) into a Stream, or close stdin to send EOF.
   Fd& stdin_fd() noexcept { return in_; }
+  /// The parent's end of the child's stdout pipe (see stdin_fd).
   Fd& stdout_fd() noexcept { return out_; }
+  /// The parent's end of the child's stderr pipe (see stdin_fd).
   Fd& stderr_fd() noexcept { return err_; }
 
   /// Waits for the exit (pidfd readiness on the loop) and reaps the child.
@@ -73,6 +88,7 @@ class Child {
   Task<Result<ExitStatus>> wait_for(Duration timeout, int kill_signal = 9);
   /// Sends a signal through the pidfd (never to a recycled pid).
   Result<void> kill(int signal = 15);
+  /// The exit has been collected (or there never was a process).
   [[nodiscard]] bool reaped() const noexcept { return reaped_; }
 
  private:

@@ -32,9 +32,11 @@
 
 namespace lev {
 
+/// How a Runtime is built.
 struct RuntimeOptions {
   /// Loops (threads); 0 = one per online CPU.
   unsigned threads = 0;
+  /// Every loop's model.
   Model model = Model::proactor;
   /// Options for every loop (a backend object cannot be shared: use names).
   LoopOptions loop{};
@@ -44,6 +46,8 @@ struct RuntimeOptions {
   bool stop_on_signals = true;
 };
 
+/// N threads, each running its own Loop until stop(). Not movable; every
+/// member may be called from any thread unless it says otherwise.
 class Runtime {
  public:
   /// Starts the loops; returns once each is constructed. Throws what a
@@ -54,6 +58,7 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
+  /// How many loops (and threads) there are.
   [[nodiscard]] std::size_t size() const noexcept { return slots_.size(); }
   /// Loop `i`. Use it on its own thread (from a task spawned on it); from
   /// elsewhere, post to it. Valid until that loop has stopped.
@@ -79,6 +84,8 @@ class Runtime {
     return post_to(i,
                    [l, make = std::move(make)]() mutable { l->spawn(keep(std::move(make), *l)); });
   }
+  /// Starts a ready-made `task` on loop `i`. Any thread. False when that
+  /// loop has already stopped (the task is destroyed unstarted).
   template <class T>
   bool spawn_on(std::size_t i, Task<T> task) {
     Loop* l = &loop(i);
@@ -91,6 +98,7 @@ class Runtime {
   /// Blocks until every loop has stopped and its thread ended. Rethrows
   /// the first exception a loop's thread ended with.
   void wait();
+  /// stop() was called (or a signal stopped the loops).
   [[nodiscard]] bool stopped() const noexcept;
 
  private:

@@ -90,21 +90,28 @@ inline void release(Loop& loop, WaitList& list, Waiter& w, WaitStatus status) {
 /// waiter; reset() makes later waits suspend again.
 class Event {
  public:
+  /// An event for tasks on `loop`, set or not.
   explicit Event(Loop& loop, bool initially_set = false) noexcept
       : loop_(&loop), set_(initially_set) {}
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
 
+  /// Sets the event and releases every waiter (each resumes from the
+  /// completion queue). Loop thread only.
   void set() {
     set_ = true;
     while (detail::Waiter* w = waiters_.front())
       detail::release(*loop_, waiters_, *w, detail::WaitStatus::granted);
   }
+  /// Clears the event: later waits suspend until the next set().
   void reset() noexcept { set_ = false; }
+  /// The event is set.
   [[nodiscard]] bool is_set() const noexcept { return set_; }
 
+  /// What wait() returns: co_await it for a Result<void>.
   class [[nodiscard]] WaitAwaiter : public detail::ParkedAwaiter {
    public:
+    /// Waits on `e`.
     explicit WaitAwaiter(Event& e) noexcept : ParkedAwaiter(*e.loop_, e.waiters_), e_(&e) {}
     bool await_ready() const noexcept { return e_->set_; }
     template <class P>
@@ -132,6 +139,7 @@ class Event {
 /// never released to whoever asks next, and only that waiter wakes).
 class Mutex {
  public:
+  /// A mutex for tasks on `loop`, unlocked.
   explicit Mutex(Loop& loop) noexcept : loop_(&loop) {}
   Mutex(const Mutex&) = delete;
   Mutex& operator=(const Mutex&) = delete;
@@ -139,9 +147,13 @@ class Mutex {
   /// Ownership of the lock; unlocks when destroyed or reset.
   class [[nodiscard]] Lock {
    public:
+    /// Owns nothing.
     Lock() = default;
+    /// Adopts `m`, which the caller has locked (try_lock()).
     explicit Lock(Mutex& m) noexcept : m_(&m) {}
+    /// Takes over `o`'s ownership.
     Lock(Lock&& o) noexcept : m_(std::exchange(o.m_, nullptr)) {}
+    /// Unlocks what this owns, then takes over `o`'s ownership.
     Lock& operator=(Lock&& o) noexcept {
       if (this != &o) {
         reset();
@@ -149,21 +161,28 @@ class Mutex {
       }
       return *this;
     }
+    /// reset().
     ~Lock() { reset(); }
+    /// Unlocks now (the longest waiter gets the lock), if this owns it.
     void reset() {
       if (m_) std::exchange(m_, nullptr)->unlock();
     }
+    /// This Lock holds the mutex.
     [[nodiscard]] bool owns_lock() const noexcept { return m_ != nullptr; }
 
    private:
     Mutex* m_ = nullptr;
   };
 
+  /// Locks if nobody holds the lock; true if it did. The caller unlocks
+  /// (or wraps it in a Lock).
   [[nodiscard]] bool try_lock() noexcept {
     if (locked_) return false;
     locked_ = true;
     return true;
   }
+  /// Hands the lock to the longest waiter, or unlocks when none waits.
+  /// Throws std::logic_error when not locked.
   void unlock() {
     if (!locked_) throw std::logic_error("lev::Mutex::unlock: not locked");
     if (detail::Waiter* w = waiters_.front())
@@ -171,11 +190,15 @@ class Mutex {
     else
       locked_ = false;
   }
+  /// Someone holds the lock.
   [[nodiscard]] bool is_locked() const noexcept { return locked_; }
 
+  /// What lock() returns: co_await it for a `Result<Lock>`.
   class [[nodiscard]] LockAwaiter : public detail::ParkedAwaiter {
    public:
+    /// Locks `m`.
     explicit LockAwaiter(Mutex& m) noexcept : ParkedAwaiter(*m.loop_, m.waiters_), m_(&m) {}
+    /// A lock granted to a task destroyed before it resumed passes on.
     ~LockAwaiter() {
       // Granted but never resumed (the frame was destroyed first): pass
       // the lock on rather than leave it held by nobody.
@@ -209,15 +232,18 @@ class Mutex {
 /// A counting semaphore with FIFO acquisition.
 class Semaphore {
  public:
+  /// A semaphore for tasks on `loop` with `initial` units.
   Semaphore(Loop& loop, std::size_t initial) noexcept : loop_(&loop), count_(initial) {}
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
 
+  /// Takes a unit if one is free and nobody waits; true if it did.
   [[nodiscard]] bool try_acquire() noexcept {
     if (count_ == 0 || !waiters_.empty()) return false;  // FIFO: no overtaking
     --count_;
     return true;
   }
+  /// Gives `n` units back: each goes to the longest waiter, or to the count.
   void release(std::size_t n = 1) {
     for (; n > 0; --n) {
       if (detail::Waiter* w = waiters_.front())
@@ -226,11 +252,15 @@ class Semaphore {
         ++count_;
     }
   }
+  /// Units free now.
   [[nodiscard]] std::size_t available() const noexcept { return count_; }
 
+  /// What acquire() returns: co_await it for a Result<void>.
   class [[nodiscard]] AcquireAwaiter : public detail::ParkedAwaiter {
    public:
+    /// Acquires one unit of `s`.
     explicit AcquireAwaiter(Semaphore& s) noexcept : ParkedAwaiter(*s.loop_, s.waiters_), s_(&s) {}
+    /// A unit granted to a task destroyed before it resumed is released.
     ~AcquireAwaiter() {
       if (w_.status == detail::WaitStatus::granted && !resumed_) s_->release();
     }

@@ -105,15 +105,22 @@ struct TaskPromise<void> final : TaskPromiseBase {
 
 }  // namespace detail
 
+/// A coroutine that produces a T (see the file comment). Lazy: it starts
+/// when awaited, spawned or passed to block_on, never at the call. Move-only;
+/// owns its frame. Awaiting it gives its value or rethrows what it threw.
 template <class T>
 class [[nodiscard]] Task {
  public:
-  using promise_type = detail::TaskPromise<T>;
-  using value_type = T;
+  using promise_type = detail::TaskPromise<T>;  ///< for the compiler
+  using value_type = T;                         ///< what co_await gives
 
+  /// No coroutine (valid() is false).
   Task() noexcept = default;
+  /// Owns the coroutine `h` (what the promise hands the compiler).
   explicit Task(std::coroutine_handle<promise_type> h) noexcept : h_(h) {}
+  /// Takes over `o`'s coroutine.
   Task(Task&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  /// Destroys this one's coroutine (see ~Task), then takes over `o`'s.
   Task& operator=(Task&& o) noexcept {
     if (this != &o) {
       if (h_) h_.destroy();
@@ -130,11 +137,16 @@ class [[nodiscard]] Task {
     if (h_) h_.destroy();
   }
 
+  /// There is a coroutine.
   [[nodiscard]] bool valid() const noexcept { return static_cast<bool>(h_); }
+  /// The coroutine has finished (its value or exception is waiting).
   [[nodiscard]] bool done() const noexcept { return h_ && h_.done(); }
 
+  /// What `co_await task` uses: starts the task and resumes the awaiting
+  /// coroutine when it ends (at once, without a nested frame, if it ends
+  /// without suspending).
   struct Awaiter {
-    std::coroutine_handle<promise_type> h;
+    std::coroutine_handle<promise_type> h;  ///< the awaited task
     bool await_ready() const noexcept { return !h || h.done(); }
     template <class P>
     bool await_suspend(std::coroutine_handle<P> caller) {
@@ -149,7 +161,9 @@ class [[nodiscard]] Task {
     }
     T await_resume() { return h.promise().take(); }
   };
+  /// `co_await make_task()`: runs the task, gives its value.
   Awaiter operator co_await() && noexcept { return Awaiter{h_}; }
+  /// `co_await task` on a named task: the same (the Task keeps the frame).
   auto operator co_await() & noexcept { return std::move(*this).operator co_await(); }
 
   /// Binds a cancellation token: every operation the task awaits (and every
@@ -162,6 +176,7 @@ class [[nodiscard]] Task {
 
   /// For the runtime: releases the handle.
   std::coroutine_handle<promise_type> release() noexcept { return std::exchange(h_, {}); }
+  /// The coroutine, still owned by the Task.
   std::coroutine_handle<promise_type> handle() const noexcept { return h_; }
 
  private:

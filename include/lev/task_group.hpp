@@ -29,6 +29,8 @@
 
 namespace lev {
 
+/// A scope for child tasks on one loop: see the file comment. Made by
+/// with_task_group(); use it on its loop's thread only.
 class TaskGroup final : private detail::JoinBase {
  public:
   /// A group on `loop` whose children stop when `parent` does.
@@ -74,8 +76,12 @@ class TaskGroup final : private detail::JoinBase {
 
   /// Cancels every child (and the body of with_task_group).
   void cancel() noexcept { source_.request_stop(); }
+  /// The token every child runs with: stopped by cancel(), by the first
+  /// failure, or by the parent token.
   [[nodiscard]] std::stop_token stop_token() const noexcept { return source_.get_token(); }
+  /// Children that have not ended yet.
   [[nodiscard]] std::size_t running() const noexcept { return running_; }
+  /// The loop the children run on.
   [[nodiscard]] Loop& loop() const noexcept { return *loop_; }
   /// The first failure, or null.
   [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }

@@ -38,9 +38,9 @@ struct PidState;
 
 /// How a process ended.
 struct ExitStatus {
-  bool exited = false;  // true: exit code in `code`; false: killed by `signal`
-  int code = 0;
-  int signal = 0;
+  bool exited = false;  ///< true: it exited (see `code`); false: a signal killed it
+  int code = 0;         ///< the exit code, when `exited`
+  int signal = 0;       ///< the signal that killed it, when not `exited`
   /// "exited with code 3" / "killed by signal 9 (Killed)"
   [[nodiscard]] std::string describe() const;
 };
@@ -50,8 +50,8 @@ struct WatchOptions {
   std::function<void(Watcher&)> read{};                 ///< readable (or hung up)
   std::function<void(Watcher&)> write{};                ///< writable
   std::function<void(Watcher&, const Error&)> error{};  ///< EBADF and friends
-  bool want_read = true;  ///< interest at creation (only where a callback is set)
-  bool want_write = true;
+  bool want_read = true;   ///< interest at creation (only where a callback is set)
+  bool want_write = true;  ///< interest at creation (only where a callback is set)
 };
 
 /// Level-triggered readiness of one fd: the read callback runs as long as
@@ -64,25 +64,35 @@ struct WatchOptions {
 /// one is an error).
 class Watcher {
  public:
+  /// A handle to nothing (what Loop::watch replaces).
   Watcher() noexcept = default;
+  /// Takes over `o`'s watch; `o` is inactive after.
   Watcher(Watcher&& o) noexcept;
+  /// Stops this watch, then takes over `o`'s.
   Watcher& operator=(Watcher&& o) noexcept;
   Watcher(const Watcher&) = delete;
   Watcher& operator=(const Watcher&) = delete;
   /// Stops watching (waits for in-flight readiness ops to settle).
   ~Watcher();
 
+  /// The watched descriptor (-1 once cancelled).
   [[nodiscard]] int fd() const noexcept;
+  /// Still watching: not cancelled, not moved from.
   [[nodiscard]] bool active() const noexcept;
   /// Turns read / write interest on or off. Returns EBADF as an error when
   /// the fd has been closed under the watcher.
   Result<void> want_read(bool on);
+  /// Turns write interest on or off (see want_read).
   Result<void> want_write(bool on);
+  /// Replaces the read callback (an empty one: no read callbacks).
   void on_read(std::function<void(Watcher&)> cb);
+  /// Replaces the write callback (an empty one: no write callbacks).
   void on_write(std::function<void(Watcher&)> cb);
+  /// Replaces the error callback.
   void on_error(std::function<void(Watcher&, const Error&)> cb);
   /// Suspends / resumes both interests without forgetting them.
   void disable();
+  /// Resumes the interests disable() suspended.
   Result<void> enable();
   /// Stops for good and releases the fd's registration.
   void cancel();
@@ -104,13 +114,20 @@ class Watcher {
 /// being dispatched, not that one.
 class Signal {
  public:
+  /// A handle to nothing (what Loop::signal replaces).
   Signal() noexcept = default;
+  /// Takes over `o`'s handler; `o` is inactive after.
   Signal(Signal&& o) noexcept : entry_(std::exchange(o.entry_, nullptr)) {}
+  /// Cancels this handler, then takes over `o`'s.
   Signal& operator=(Signal&& o) noexcept;
   Signal(const Signal&) = delete;
   Signal& operator=(const Signal&) = delete;
+  /// cancel().
   ~Signal() { cancel(); }
+  /// Stops calling the callback; the last Signal for a number restores the
+  /// signal mask. Loop thread only.
   void cancel() noexcept;
+  /// Not cancelled, not moved from.
   [[nodiscard]] bool active() const noexcept { return entry_ != nullptr; }
 
  private:
@@ -123,18 +140,23 @@ class Signal {
 /// eventfd; the callback runs once per batch of wakes (they coalesce).
 class Waker {
  public:
+  /// A handle to nothing (what Loop::waker replaces).
   Waker() noexcept = default;
+  /// Takes over `o`'s eventfd and callback; `o` is inactive after.
   Waker(Waker&& o) noexcept = default;
+  /// Cancels this waker, then takes over `o`'s.
   Waker& operator=(Waker&& o) noexcept;
   Waker(const Waker&) = delete;
   Waker& operator=(const Waker&) = delete;
+  /// cancel().
   ~Waker() { cancel(); }
   /// Thread-safe and async-signal-safe.
   void wake() const noexcept;
   /// A copyable, thread-safe wake-only handle; harmless after cancel().
   [[nodiscard]] std::function<void()> remote() const;
-  /// Loop thread only.
+  /// Stops calling the callback; later wakes do nothing. Loop thread only.
   void cancel() noexcept;
+  /// Not cancelled, not moved from.
   [[nodiscard]] bool active() const noexcept { return state_ != nullptr; }
 
  private:
@@ -149,13 +171,20 @@ class Waker {
 /// elsewhere). A status is never made up. No callback after cancel().
 class PidWatch {
  public:
+  /// A handle to nothing (what Loop::pid replaces).
   PidWatch() noexcept = default;
+  /// Takes over `o`'s watch; `o` is inactive after.
   PidWatch(PidWatch&& o) noexcept : state_(std::exchange(o.state_, nullptr)) {}
+  /// Cancels this watch, then takes over `o`'s.
   PidWatch& operator=(PidWatch&& o) noexcept;
   PidWatch(const PidWatch&) = delete;
   PidWatch& operator=(const PidWatch&) = delete;
+  /// cancel().
   ~PidWatch() { cancel(); }
+  /// Stops watching; the callback will not run, and the process is not
+  /// reaped by lev. Loop thread only.
   void cancel() noexcept;
+  /// Watching: not cancelled, not fired, not moved from.
   [[nodiscard]] bool active() const noexcept;
 
  private:

@@ -35,8 +35,8 @@ namespace lev {
 /// What when_any returns: which child ended first, and its value.
 template <class V>
 struct Winner {
-  std::size_t index;
-  V value;
+  std::size_t index;  ///< which task ended first (its position among the arguments)
+  V value;            ///< its value (std::monostate for a void task)
 };
 
 /// Runs every task concurrently; returns their values as a tuple (void
@@ -149,8 +149,8 @@ inline Error timed_out() {
 /// cancelled and awaited; the result is errc::timed_out if it ended by
 /// cancellation, or whatever it produced if it finished anyway (so a
 /// value it got in the same instant, such as received bytes, is never
-/// dropped). A task returning Result<U> gives Result<U>; any other T gives
-/// Result<T> (Result<void> for void). Exceptions other than cancellation
+/// dropped). A task returning `Result<U>` gives `Result<U>`; any other T gives
+/// `Result<T>` (`Result<void>` for void). Exceptions other than cancellation
 /// are rethrown.
 template <class T>
 Task<typename detail::TimeoutOf<T>::type> with_timeout(Loop& loop, Task<T> task, Duration limit) {

@@ -36,6 +36,7 @@ const std::error_category& resolve_category() noexcept;
 using Resolver =
     std::function<Result<std::vector<SocketAddress>>(const std::string& host, std::uint16_t port)>;
 
+/// How connect() tries.
 struct ConnectOptions {
   /// For the whole attempt, resolution included; zero = no deadline.
   Duration timeout = std::chrono::seconds(30);

@@ -26,8 +26,9 @@ class Loop;
 
 namespace lev::net {
 
+/// How a Listener is set up.
 struct ListenOptions {
-  int backlog = 1024;
+  int backlog = 1024;       ///< listen(2)'s queue of connections not yet accepted
   bool reuse_addr = true;   ///< SO_REUSEADDR
   bool reuse_port = false;  ///< SO_REUSEPORT (several listeners share the port)
 };
@@ -45,14 +46,21 @@ class Listener {
   /// EADDRINUSE, also when its backlog is full (the probe never blocks).
   static Result<Listener> unix_socket(std::string_view path, ListenOptions options = {});
 
+  /// No socket.
   Listener() = default;
+  /// Takes over the socket (and the unix socket file) of the other.
   Listener(Listener&& o) noexcept;
+  /// Closes this one's socket (removing its unix socket file), then takes
+  /// over `o`'s.
   Listener& operator=(Listener&& o) noexcept;
+  /// Closes the socket; a unix socket's file is removed.
   ~Listener();
 
+  /// The listening socket, still owned by the Listener.
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
   /// The bound address (with the port the kernel chose for port 0).
   [[nodiscard]] const SocketAddress& address() const noexcept { return address_; }
+  /// The bound port (0 for a unix socket).
   [[nodiscard]] std::uint16_t port() const noexcept { return address_.port(); }
 
  private:
@@ -86,7 +94,10 @@ struct AcceptorState;
 /// hook), and accepting goes on.
 class Acceptor {
  public:
+  /// Makes the task that serves one connection: it owns the fd, and runs
+  /// detached on the loop (loop.spawn).
   using Handler = std::function<Task<>(Fd, SocketAddress)>;
+  /// Accepts on `listener`, which must outlive the Acceptor's run().
   Acceptor(Loop& loop, const Listener& listener, Handler handler);
   /// On a listening socket the caller owns (and keeps open while run()).
   Acceptor(Loop& loop, int listening_fd, Handler handler);
@@ -100,7 +111,9 @@ class Acceptor {
   /// Cancels the pending accept (or back-off wait); run() ends from the
   /// completion queue. Loop thread only.
   void stop();
+  /// Connections accepted and handed to the handler so far.
   [[nodiscard]] std::size_t accepted() const noexcept;
+  /// Accepts that failed for lack of descriptors or memory (each one backs off).
   [[nodiscard]] std::size_t resource_errors() const noexcept;
   /// Times a multishot accept was (re-)armed; 0 when single accepts are used.
   [[nodiscard]] std::size_t multishot_arms() const noexcept;

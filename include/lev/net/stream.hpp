@@ -45,7 +45,12 @@ namespace lev::net {
 /// How a byte stream splits into messages.
 class Codec {
  public:
-  enum class Kind { line, length_prefixed, raw };
+  /// Which framing a Codec uses.
+  enum class Kind {
+    line,             ///< messages end with a delimiter
+    length_prefixed,  ///< a u32 big-endian length, then the message
+    raw,              ///< no framing: bytes as they arrive
+  };
   /// Messages end with `delimiter` (not included in the message). A line
   /// longer than `max_length` without a delimiter is errc::message_size.
   static Codec line(char delimiter = '\n', std::size_t max_length = 64 * 1024) {
@@ -59,17 +64,26 @@ class Codec {
   /// Whatever bytes arrived, as they arrived.
   static Codec raw() { return Codec{Kind::raw, 0, 0}; }
 
+  /// What decode() found at the front of a buffer.
   struct Decoded {
-    enum class Status { need_more, message, error } status;
-    std::size_t consumed = 0;    // bytes to drop from the buffer
-    std::string_view message{};  // valid until the buffer changes
+    /// Whether a message was found.
+    enum class Status {
+      need_more,                 ///< no whole message yet: read more
+      message,                   ///< `message` is one
+      error,                     ///< the bytes break the framing (too long)
+    } status;                    ///< what was found
+    std::size_t consumed = 0;    ///< bytes to drop from the front of the buffer
+    std::string_view message{};  ///< the message; valid until the buffer changes
   };
   /// Looks for one message at the front of `buffered`.
   [[nodiscard]] Decoded decode(std::string_view buffered) const noexcept;
   /// Appends `message`, framed, to `out`. Errors (message_size for a frame
   /// too large, invalid_argument for a line containing the delimiter).
   [[nodiscard]] Result<void> encode(std::string& out, std::string_view message) const;
+  /// The framing.
   [[nodiscard]] Kind kind() const noexcept { return kind_; }
+  /// The longest message accepted (line: max_length; length_prefixed:
+  /// max_frame; raw: 0, no limit).
   [[nodiscard]] std::size_t max() const noexcept { return max_; }
 
  private:
@@ -93,22 +107,28 @@ struct StreamCallbacks {
   std::function<void(const Error&)> on_error{};
 };
 
+/// How a Stream frames and buffers.
 struct StreamOptions {
-  Codec codec = Codec::line();
-  std::size_t read_chunk = 16 * 1024;
-  std::size_t high_watermark = 1024 * 1024;
-  std::size_t low_watermark = 256 * 1024;
+  Codec codec = Codec::line();               ///< how bytes split into messages
+  std::size_t read_chunk = 16 * 1024;        ///< bytes asked for per receive
+  std::size_t high_watermark = 1024 * 1024;  ///< queued bytes above which writers wait
+  std::size_t low_watermark = 256 * 1024;    ///< queued bytes below which they go on
 };
 
 namespace detail {
 struct StreamState;
 }
 
+/// A connected fd (socket or pipe) with buffered, framed reads and writes
+/// (see the file comment). Move-only; use it on its loop's thread.
 class Stream {
  public:
-  /// Throws std::invalid_argument when low_watermark > high_watermark.
+  /// Takes ownership of `fd`. Throws std::invalid_argument when
+  /// low_watermark > high_watermark.
   Stream(Loop& loop, Fd fd, StreamOptions options = {});
+  /// Takes over the other's connection and queue.
   Stream(Stream&&) noexcept = default;
+  /// Takes over the other's connection and queue.
   Stream& operator=(Stream&&) noexcept = default;
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -147,10 +167,12 @@ class Stream {
   /// send in flight is cancelled and the fd is closed once it has ended.
   Task<Result<void>> close();
 
+  /// Bytes framed and not yet sent.
   [[nodiscard]] std::size_t queued() const noexcept;
   /// Memory the read side holds to gather a message that spans receives:
   /// at most about the longest message plus one receive.
   [[nodiscard]] std::size_t read_buffer_capacity() const noexcept;
+  /// The descriptor, still owned by the Stream (-1 when moved from).
   [[nodiscard]] int fd() const noexcept;
 
  private:
