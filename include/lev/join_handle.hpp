@@ -106,12 +106,18 @@ RootCoroutine root_join(Task<T> task, JoinRef<T> st) {
 
 }  // namespace detail
 
+/// A spawned task's handle: await it for the task's outcome, abort() it,
+/// or drop it to detach the task. Move-only; loop thread only.
 template <class T>
 class JoinHandle {
  public:
+  /// An empty handle (valid() is false), e.g. to assign a spawn() to later.
   JoinHandle() noexcept = default;
+  /// Used by Loop::spawn; takes one reference to the shared state.
   explicit JoinHandle(detail::JoinState<T>* st) noexcept : st_(st) {}
+  /// Takes `o`'s task; `o` is left empty.
   JoinHandle(JoinHandle&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
+  /// Detaches the task this handle had, then takes `o`'s.
   JoinHandle& operator=(JoinHandle&& o) noexcept {
     if (this != &o) {
       detach();
@@ -137,12 +143,15 @@ class JoinHandle {
   void abort() noexcept {
     if (st_) st_->stop.request_stop();
   }
+  /// The handle has a task (not default-constructed, moved from or detached).
   [[nodiscard]] bool valid() const noexcept { return st_ != nullptr; }
   /// The task has ended (its result is waiting for an awaiter).
   [[nodiscard]] bool done() const noexcept { return st_ && st_->done; }
 
+  /// What `co_await handle` returns.
   class Awaiter {
    public:
+    /// Waits on the shared state `st` of the handle's task.
     explicit Awaiter(detail::JoinState<T>* st) noexcept : st_(st) {}
     Awaiter(const Awaiter&) = delete;
     Awaiter& operator=(const Awaiter&) = delete;
@@ -174,6 +183,7 @@ class JoinHandle {
   /// Waits for the task to end: its value (std::monostate for a void
   /// task), or what it threw. Once per handle.
   Awaiter operator co_await() && noexcept { return Awaiter(st_); }
+  /// As above, on a named handle.
   Awaiter operator co_await() & noexcept { return Awaiter(st_); }
 
  private:

@@ -92,8 +92,10 @@ class TaskGroup final : private detail::JoinBase {
     cancel();
   }
 
+  /// What join() returns: resumes the awaiter once no child is running.
   class [[nodiscard]] JoinAwaiter {
    public:
+    /// Waits on group `g`.
     explicit JoinAwaiter(TaskGroup& g) noexcept : g_(&g) {}
     JoinAwaiter(const JoinAwaiter&) = delete;
     JoinAwaiter& operator=(const JoinAwaiter&) = delete;
