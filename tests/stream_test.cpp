@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -505,6 +506,61 @@ TEST_SUITE("stream") {
       CHECK(loop.block_on(t()));
       settle(loop);
       CHECK(seen == std::vector<std::string>{"one"});
+    });
+  }
+
+  TEST_CASE("on_message gets the stream to reply on, also after the Stream was moved") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      std::optional<Stream> first, second;
+      first.emplace(loop, std::move(a));
+      std::vector<const Stream*> got;
+      first->start({.on_message = [&](Stream& s, std::string_view line) {
+        got.push_back(&s);
+        REQUIRE(s.enqueue("echo: " + std::string(line)));
+        if (line == "one") {  // the Stream moves to another object
+          second.emplace(std::move(*first));
+          first.reset();
+        }
+      }});
+      const std::string_view want = "echo: one\necho: two\n";
+      auto t = [&]() -> lev::Task<std::string> {
+        (co_await loop.send_all(b, std::string_view("one\n"))).value();
+        (void)co_await loop.after(20ms);  // "one" is handled (and the Stream moved) first
+        (co_await loop.send_all(b, std::string_view("two\n"))).value();
+        std::string in;
+        char buf[256];
+        while (in.size() < want.size()) {
+          auto n = co_await loop.recv(b, buf, {.timeout = 5s});
+          if (!n || *n == 0) break;
+          in.append(buf, *n);
+        }
+        co_return in;
+      };
+      CHECK(loop.block_on(t()) == want);
+      REQUIRE(got.size() == 2);
+      CHECK(got[1] == &*second);  // the Stream object as it is now, not where it was
+      CHECK(got[0] != got[1]);
+    });
+  }
+
+  TEST_CASE("move-assigning over a started Stream stops its callbacks, as destroying it does") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto [c, d] = lev::test::socket_pair();
+      Stream s{loop, std::move(a)};
+      int old_messages = 0;
+      s.start({.on_message = [&](std::string_view) { ++old_messages; }});
+      s = Stream{loop, std::move(c)};  // the first stream lets go: its fd closes
+      CHECK(::send(b.get(), "late\n", 5, 0) == 5);
+      char byte = 0;
+      settle(loop);
+      const auto r = ::recv(b.get(), &byte, 1, MSG_DONTWAIT);
+      const int err = errno;
+      CHECK(r <= 0);
+      if (r < 0) CHECK(err == ECONNRESET);  // closed with "late" unread; else EOF: not EAGAIN
+      CHECK(old_messages == 0);
+      CHECK(s.fd() >= 0);
     });
   }
 

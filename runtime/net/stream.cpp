@@ -95,6 +95,7 @@ struct StreamState {
   bool closing = false;  // the Stream is gone, or close() gave up: close after the flusher
   std::optional<Error> write_error;
   StreamCallbacks callbacks;
+  Stream* owner = nullptr;  // the Stream object on_message gets (null once it is gone)
   bool above_high = false;  // for on_drain
   bool reading = false;     // the callback-style reader runs
   bool started = false;     // start() was called: errors go to on_error
@@ -297,12 +298,30 @@ Stream::Stream(Loop& loop, Fd fd, StreamOptions options)
   s_->socket = ::fstat(fd.get(), &st) != 0 || S_ISSOCK(st.st_mode);
   s_->fd = std::move(fd);
   s_->o = std::move(options);
+  s_->owner = this;
 }
 
-Stream::~Stream() {
+Stream::Stream(Stream&& other) noexcept : s_(std::move(other.s_)) {
+  if (s_) s_->owner = this;
+}
+
+Stream& Stream::operator=(Stream&& other) noexcept {
+  if (this != &other) {
+    release();
+    s_ = std::move(other.s_);
+    if (s_) s_->owner = this;
+  }
+  return *this;
+}
+
+Stream::~Stream() { release(); }
+
+void Stream::release() noexcept {
   if (!s_) return;
+  s_->owner = nullptr;
   s_->closing = true;  // a running flusher sends the rest, then closes
   s_->stop_reader();   // no callback after this; the reader lets go of the fd
+  s_.reset();
 }
 
 std::size_t Stream::queued() const noexcept { return s_ ? s_->queued() : 0; }
@@ -447,7 +466,7 @@ lev::Task<> callback_reader(std::shared_ptr<detail::StreamState> s) {
       if (s->callbacks.on_close) s->callbacks.on_close();
       break;
     }
-    if (s->callbacks.on_message) s->callbacks.on_message(**m);
+    if (s->callbacks.on_message && s->owner) s->callbacks.on_message(*s->owner, **m);
   }
   s->reading = false;
   detail::close_if_done(*s);

@@ -22,6 +22,7 @@
 /// stays queued and is still sent; a cancelled close() drops what was not
 /// sent yet (the error's `transferred` counts it) and closes the fd.
 
+#include <concepts>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -93,12 +94,46 @@ class Codec {
   std::size_t max_;
 };
 
+class Stream;
+
+/// What on_message holds: a callable taking `(Stream&, std::string_view)`
+/// (the stream that read the message, to reply on: the seed's
+/// `on_message => sub ($stream, $line)`) or just `(std::string_view)`.
+class MessageHandler {
+ public:
+  /// No handler: messages are read and dropped.
+  MessageHandler() = default;
+  /// A handler that gets the stream and the message.
+  template <class F>
+    requires std::invocable<F&, Stream&, std::string_view>
+  MessageHandler(F f) : fn_(std::move(f)) {}  // NOLINT: implicit, for designated initializers
+  /// A handler that gets the message only.
+  template <class F>
+    requires(!std::invocable<F&, Stream&, std::string_view> &&
+             std::invocable<F&, std::string_view>)
+  MessageHandler(F f)  // NOLINT: implicit, for designated initializers
+      : fn_([g = std::move(f)](Stream&, std::string_view m) mutable { g(m); }) {}
+  /// A handler is set.
+  explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+  /// Calls the handler.
+  void operator()(Stream& stream, std::string_view message) const { fn_(stream, message); }
+
+ private:
+  std::function<void(Stream&, std::string_view)> fn_;
+};
+
 /// The seed's callback style, beside the coroutine style. Every callback
 /// runs on the loop thread from the completion queue. No callback runs
 /// after the Stream is destroyed or close() is called (a local close is
 /// reported to neither on_close nor on_error), nor after on_error.
+///
+///     stream.start({.on_message = [](lev::net::Stream& s, std::string_view line) {
+///       (void)s.enqueue("echo: " + std::string(line));   // a reply, no bookkeeping
+///     }});
 struct StreamCallbacks {
-  std::function<void(std::string_view)> on_message{};  ///< one decoded message
+  /// One decoded message, with the Stream it came from (the Stream object
+  /// start() was called on, or the one it was moved to since).
+  MessageHandler on_message{};
   std::function<void()>
       on_drain{};  ///< the queue fell below the low mark after passing the high mark
   std::function<void()> on_close{};  ///< the peer ended the stream cleanly
@@ -126,10 +161,12 @@ class Stream {
   /// Takes ownership of `fd`. Throws std::invalid_argument when
   /// low_watermark > high_watermark.
   Stream(Loop& loop, Fd fd, StreamOptions options = {});
-  /// Takes over the other's connection and queue.
-  Stream(Stream&&) noexcept = default;
-  /// Takes over the other's connection and queue.
-  Stream& operator=(Stream&&) noexcept = default;
+  /// Takes over the other's connection and queue (and its callbacks, which
+  /// then get this Stream).
+  Stream(Stream&& other) noexcept;
+  /// Lets go of this Stream's connection as the destructor does, then takes
+  /// over the other's.
+  Stream& operator=(Stream&& other) noexcept;
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
   /// If bytes are still queued the background flusher finishes sending them
@@ -176,6 +213,8 @@ class Stream {
   [[nodiscard]] int fd() const noexcept;
 
  private:
+  void release() noexcept;
+
   std::shared_ptr<detail::StreamState> s_;
 };
 
