@@ -10,6 +10,7 @@
 /// thread.
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string_view>
@@ -90,6 +91,13 @@ struct BackendFeatures {
   bool multishot_recv = false;      ///< loop.recv(fd): one multishot recv per connection
 };
 
+/// What a backend counts (CompletionBackend::stats(), in Loop::stats()).
+struct BackendStats {
+  std::uint64_t kernel_enters = 0;  ///< io_uring_enter / epoll_wait calls
+  std::uint64_t cq_overflows = 0;   ///< rounds that found the CQ overflowed
+  std::uint64_t cq_dropped = 0;     ///< completions the kernel dropped
+};
+
 /// A completion backend. One instance serves one Loop.
 class CompletionBackend {
  public:
@@ -133,6 +141,8 @@ class CompletionBackend {
   [[nodiscard]] virtual BackendFeatures features() const noexcept { return {}; }
   /// A clock the backend wants the loop to use (the fake's virtual clock).
   [[nodiscard]] virtual std::shared_ptr<Clock> preferred_clock() { return nullptr; }
+  /// What the backend counted (zeros where it counts nothing).
+  [[nodiscard]] virtual BackendStats stats() const noexcept { return {}; }
   /// Ops handed to the backend and not yet pushed.
   [[nodiscard]] virtual std::size_t in_flight() const noexcept = 0;
 };

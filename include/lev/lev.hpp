@@ -20,6 +20,7 @@
 #include "lev/operation.hpp"
 #include "lev/process.hpp"
 #include "lev/runtime.hpp"
+#include "lev/stats.hpp"
 #include "lev/sync.hpp"
 #include "lev/task.hpp"
 #include "lev/task_group.hpp"

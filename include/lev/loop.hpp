@@ -48,6 +48,7 @@
 #include "lev/join_handle.hpp"
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
+#include "lev/stats.hpp"
 #include "lev/task.hpp"
 #include "lev/watchers.hpp"
 
@@ -226,6 +227,13 @@ class Loop {
   };
   /// How often other threads woke this loop, and how.
   [[nodiscard]] WakeupStats wakeup_stats() const noexcept;
+  /// The loop's counters (lev/stats.hpp): operations by kind, kernel
+  /// enters, results per round, CQ overflows, timers, live operations.
+  [[nodiscard]] LoopStats stats() const;
+  /// Calls `hook` for every operation started, every result delivered and
+  /// every coroutine a result resumes (lev/stats.hpp); an empty hook turns
+  /// tracing off. Loop thread only.
+  void set_trace_hook(TraceHook hook);
   /// Debug builds (NDEBUG unset): an operation started on a thread that
   /// does not own the loop fails at once, saying so (from other threads,
   /// post() to the loop instead). Release builds check nothing.
@@ -651,6 +659,9 @@ class Loop {
         backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;
+      ++counters_.submitted[static_cast<std::size_t>(K)];
+      if (trace_) [[unlikely]]
+        trace(TraceEvent::op_submitted, op);
     } else {
       start_local(op);
     }
@@ -664,6 +675,9 @@ class Loop {
         backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;
+      ++counters_.submitted[static_cast<std::size_t>(op.kind)];
+      if (trace_) [[unlikely]]
+        trace(TraceEvent::op_submitted, op);
       return;
     }
     start_local(op);
@@ -674,6 +688,7 @@ class Loop {
     op.state = detail::OpState::submitted;
     ++live_count_;
     ++external_;
+    ++counters_.submitted[static_cast<std::size_t>(op.kind)];
   }
   /// Registers `op` as live and queues it completed with ECANCELED (its
   /// token was stopped before it started).
@@ -756,6 +771,7 @@ class Loop {
   void drop_queued() noexcept;
   void wait_inbox();
   std::size_t fire_timers(TimePoint now);
+  void trace(TraceEvent event, const detail::OpBase& op) const;
 
   Model model_;
   std::shared_ptr<CompletionBackend> backend_;
@@ -764,6 +780,8 @@ class Loop {
   detail::TimerHeap timers_;
   std::uint64_t timer_seq_ = 0;
   std::size_t live_count_ = 0;
+  detail::LoopCounters counters_;
+  std::unique_ptr<TraceHook> trace_;  // null: no tracing (one test per event)
   detail::UringFastPath uring_{};
   std::unordered_set<int> watched_fds_;
   std::shared_ptr<detail::SignalHub> signals_;

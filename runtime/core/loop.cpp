@@ -392,13 +392,18 @@ void Loop::start_cancelled(detail::OpBase& op) noexcept {
   op.state = detail::OpState::submitted;
   op.cancel = detail::Cancel::requested;
   ++live_count_;
+  ++counters_.submitted[static_cast<std::size_t>(op.kind)];
   ready_.push(op, -ECANCELED);
 }
 
 void Loop::start_local(detail::OpBase& op) {
   op.state = detail::OpState::submitted;
   ++live_count_;
+  ++counters_.submitted[static_cast<std::size_t>(op.kind)];
+  if (trace_) [[unlikely]]
+    trace(TraceEvent::op_submitted, op);
   if (op.kind == detail::OpKind::timer) {
+    ++counters_.timers_armed;
     op.seq = timer_seq_++;
     timers_.push(op);
   } else {
@@ -554,13 +559,62 @@ std::size_t Loop::drain_callbacks() {
     }
     op->state = detail::OpState::delivered;
     --live_count_;
+    ++counters_.completed[static_cast<std::size_t>(op->kind)];
+    if (trace_) [[unlikely]] {
+      trace(TraceEvent::op_completed, *op);
+      if (!op->deliver) trace(TraceEvent::task_resumed, *op);
+    }
     if (op->deliver)
       op->deliver(*op);
     else
       std::coroutine_handle<>::from_address(op->ctx).resume();
     if (final) break;
   }
+  if (n) {
+    ++counters_.drains;
+    counters_.drained += n;
+    if (n > counters_.max_per_drain) counters_.max_per_drain = n;
+  }
   return n;
+}
+
+void Loop::trace(TraceEvent event, const detail::OpBase& op) const {
+  TraceRecord r;
+  r.event = event;
+  r.op = detail::op_name(op.kind);
+  r.fd = op.fd;
+  r.result = event == TraceEvent::op_submitted ? 0 : op.res;
+  r.id = &op;
+  (*trace_)(r);
+}
+
+void Loop::set_trace_hook(TraceHook hook) {
+  if (hook)
+    trace_ = std::make_unique<TraceHook>(std::move(hook));
+  else
+    trace_.reset();
+}
+
+static_assert(static_cast<std::size_t>(detail::OpKind::post) < detail::LoopCounters::kKinds);
+
+LoopStats Loop::stats() const {
+  LoopStats st;
+  for (std::size_t k = 0; k <= static_cast<std::size_t>(detail::OpKind::post); ++k) {
+    const std::uint64_t sub = counters_.submitted[k], done = counters_.completed[k];
+    st.submitted += sub;
+    st.completed += done;
+    if (sub || done) st.ops.push_back({detail::op_name(static_cast<detail::OpKind>(k)), sub, done});
+  }
+  const BackendStats b = backend_->stats();
+  st.kernel_enters = b.kernel_enters;
+  st.cq_overflows = b.cq_overflows;
+  st.cq_dropped = b.cq_dropped;
+  st.drains = counters_.drains;
+  st.drained = counters_.drained;
+  st.max_per_drain = counters_.max_per_drain;
+  st.timers_armed = counters_.timers_armed;
+  st.live_ops = live_count_;
+  return st;
 }
 
 std::size_t Loop::fire_timers(TimePoint now) {

@@ -266,6 +266,7 @@ io_uring_sqe* UringBackend::get_sqe_slow() {
 }
 
 void UringBackend::flush() {
+  ++stats_.kernel_enters;
   int r = io_uring_submit(&ring_);
   if (r == -EBUSY || r == -EAGAIN) {  // completions must be reaped first
     reap();
@@ -403,6 +404,8 @@ std::size_t UringBackend::reap() noexcept {
     // Completions the kernel could not post (CQ full) wait in its overflow
     // list; flush them into the ring and go round again.
     if (!(IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW)) break;
+    ++stats_.cq_overflows;
+    ++stats_.kernel_enters;
     io_uring_get_events(&ring_);
   }
   return total;
@@ -440,7 +443,14 @@ int UringBackend::enter(std::optional<Duration> timeout) noexcept {
                          reinterpret_cast<sigset_t*>(&arg), sizeof(arg));
 }
 
+BackendStats UringBackend::stats() const noexcept {
+  BackendStats st = stats_;
+  st.cq_dropped = ring_.cq.koverflow ? IO_URING_READ_ONCE(*ring_.cq.koverflow) : 0;
+  return st;
+}
+
 std::size_t UringBackend::poll(std::optional<Duration> timeout) {
+  ++stats_.kernel_enters;
   int r;
   if (own_enter_) [[likely]] {
     r = enter(timeout);

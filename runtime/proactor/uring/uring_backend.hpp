@@ -32,6 +32,7 @@ class UringBackend final : public CompletionBackend {
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
   void set_wakeup_fd(int fd) override;
   [[nodiscard]] BackendFeatures features() const noexcept override;
+  [[nodiscard]] BackendStats stats() const noexcept override;
   bool provide_buffers(detail::BufferPool& pool) override;
   void withdraw_buffers() noexcept override;
   /// The ring's fd, for other rings' MSG_RING; -1 when MSG_RING is off.
@@ -72,6 +73,7 @@ class UringBackend final : public CompletionBackend {
   std::size_t in_flight_ = 0;
   unsigned batch_ = 0;
   unsigned unflushed_ = 0;
+  BackendStats stats_{};  // kernel_enters, cq_overflows (cq_dropped is the kernel's)
   int wake_fd_ = -1;  // watched by a multishot poll whose user_data is kWakeTag
   bool wake_multishot_ = true;
   bool closing_ = false;   // cancel_all ran: do not re-arm the wakeup poll

@@ -318,6 +318,7 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     ms = static_cast<int>(std::min<long long>((us + 999) / 1000, INT_MAX));
   }
   epoll_event events[128];
+  ++stats_.kernel_enters;
   int got = ::epoll_wait(epfd_, events, 128, ms);
   for (int i = 0; i < got; ++i) {
     const int fd = events[i].data.fd;

@@ -27,6 +27,7 @@ class EpollBackend final : public CompletionBackend {
   void cancel_all() override;
   std::size_t poll(std::optional<Duration> timeout) override;
   [[nodiscard]] std::size_t in_flight() const noexcept override { return held_; }
+  [[nodiscard]] BackendStats stats() const noexcept override { return stats_; }
   void set_wakeup_fd(int fd) override;
   /// `fd` is about to be closed: ops parked on it end with ECANCELED and its
   /// state is forgotten (called through detail::fd_closing).
@@ -66,6 +67,7 @@ class EpollBackend final : public CompletionBackend {
   std::vector<FdState> fds_;
   std::vector<detail::OpBase*> fresh_;  // submitted, not yet attempted
   std::size_t held_ = 0;
+  BackendStats stats_{};  // kernel_enters: epoll_wait calls
   std::size_t finished_ = 0;  // completions pushed since the last poll
 };
 
