@@ -55,8 +55,8 @@ struct LoopStats {
   [[nodiscard]] double mean_per_drain() const noexcept {
     return drains ? static_cast<double>(drained) / static_cast<double>(drains) : 0.0;
   }
-  /// The counters as text, one `name value` per line (per-kind lines as
-  /// `ops.<kind> submitted completed`): for logs and text exporters.
+  /// The counters as text, one "name value" per line (a kind's line:
+  /// "ops.KIND submitted completed"): for logs and text exporters.
   [[nodiscard]] std::string to_string() const;
 };
 
@@ -72,7 +72,7 @@ enum class TraceEvent : std::uint8_t {
 
 /// One event, passed to the trace hook. Valid during the call only.
 struct TraceRecord {
-  TraceEvent event{};
+  TraceEvent event{};      ///< what happened
   const char* op = "";      ///< the operation's kind ("recv", "timer", ...)
   int fd = -1;              ///< its fd, or -1
   int result = 0;           ///< op_completed / task_resumed: bytes or -errno; else 0
