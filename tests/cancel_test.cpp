@@ -255,7 +255,7 @@ TEST_SUITE("cancel") {
   }
 
   TEST_CASE("a post never runs inside the post call, even on the loop thread") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     int ran = 0;
     loop.post([&] { ++ran; });
     CHECK(ran == 0);
@@ -280,7 +280,7 @@ TEST_SUITE("cancel") {
   TEST_CASE("posts still queued when the loop is destroyed are dropped, not leaked or run") {
     int ran = 0;
     {
-      lev::Loop loop{lev::Model::proactor};
+      lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
       std::thread other([&] { loop.post([&] { ++ran; }); });
       other.join();
       loop.post([&] { ++ran; });

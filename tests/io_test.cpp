@@ -360,7 +360,8 @@ TEST_SUITE("io deadlines") {
 }
 
 TEST_SUITE("io zero-copy") {
-  TEST_CASE("zero-copy sends deliver every byte, in order; sockets that refuse it fall back") {
+  TEST_CASE("zero-copy sends deliver every byte, in order; sockets that refuse it fall back" *
+            lev::test::needs_uring()) {
     lev::Loop loop{lev::Model::proactor, {.zero_copy_threshold = 1}};
     auto check_stream = [&](lev::Fd& tx, lev::Fd& rx) {
       std::vector<char> data(3 << 20);

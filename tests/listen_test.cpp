@@ -167,7 +167,8 @@ TEST_SUITE("listen") {
     }
   }
 
-  TEST_CASE("one multishot accept serves a burst of connections on io_uring; peers are reported") {
+  TEST_CASE("one multishot accept serves a burst of connections on io_uring; peers are reported" *
+            lev::test::needs_uring()) {
     lev::Loop loop{lev::Model::proactor};
     auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
     std::vector<std::uint16_t> peers;
@@ -202,7 +203,8 @@ TEST_SUITE("listen") {
     CHECK(loop.live_op_count() == 0);
   }
 
-  TEST_CASE("a loop destroyed with connections queued in a multishot accept closes them") {
+  TEST_CASE("a loop destroyed with connections queued in a multishot accept closes them" *
+            lev::test::needs_uring()) {
     const std::size_t before = lev::test::open_fd_count();
     auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
     std::vector<int> clients;

@@ -88,7 +88,7 @@ TEST_SUITE("process") {
   }
 
   TEST_CASE("a program that cannot run is an error naming the cause") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     auto child = lev::Child::spawn(loop, {.argv = {"/nonexistent/program"}});
     REQUIRE_FALSE(child);
     CHECK(child.error().code == std::errc::no_such_file_or_directory);
@@ -96,7 +96,7 @@ TEST_SUITE("process") {
   }
 
   TEST_CASE("destroying an unreaped Child leaves no zombie") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     pid_t pid;
     {
       auto child = lev::Child::spawn(loop, {.argv = {"sleep", "30"}, .out = lev::Stdio::null});

@@ -22,7 +22,9 @@ TEST_SUITE("runtime") {
     for (unsigned n : {2u, 4u}) {
       for (lev::Model model : {lev::Model::proactor, lev::Model::reactor}) {
         CAPTURE(n);
-        lev::Runtime rt{{.threads = n, .model = model, .stop_on_signals = false}};
+        const lev::LoopOptions o =
+            model == lev::Model::proactor ? lev::test::proactor_options() : lev::LoopOptions{};
+        lev::Runtime rt{{.threads = n, .model = model, .loop = o, .stop_on_signals = false}};
         constexpr int kTotal = 100000;
         const int per_loop = kTotal / static_cast<int>(n);
         std::vector<std::atomic<int>> got(n);
@@ -56,7 +58,8 @@ TEST_SUITE("runtime") {
   }
 
   TEST_CASE("a channel between two loops of a runtime: every item once, in order") {
-    lev::Runtime rt{{.threads = 2, .stop_on_signals = false}};
+    lev::Runtime rt{
+        {.threads = 2, .loop = lev::test::proactor_options(), .stop_on_signals = false}};
     lev::Channel<int> ch{8};
     constexpr int kItems = 50000;
     std::atomic<bool> ok{true};
@@ -79,8 +82,9 @@ TEST_SUITE("runtime") {
     CHECK(received.load() == kItems);
   }
 
-  TEST_CASE(
-      "io_uring loops wake each other by MSG_RING where the kernel has it, by eventfd otherwise") {
+  TEST_CASE("io_uring loops wake each other by MSG_RING where the kernel has it, by eventfd "
+            "otherwise" *
+            lev::test::needs_uring()) {
     for (bool force_eventfd : {false, true}) {
       CAPTURE(force_eventfd);
       if (force_eventfd) ::setenv("LEV_URING_NO_MSG_RING", "1", 1);
@@ -155,7 +159,7 @@ TEST_SUITE("runtime") {
   TEST_CASE("a loop destroyed while an offloaded function runs waits for it") {
     std::atomic<bool> finished{false};
     {
-      lev::Loop loop{lev::Model::proactor};
+      lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
       auto body = [&]() -> lev::Task<> {
         co_await loop.offload([&] {
           std::this_thread::sleep_for(30ms);
@@ -180,7 +184,7 @@ TEST_SUITE("runtime") {
       ~Count() { ++*n; }
     };
     {
-      lev::Runtime rt{{.threads = 2}};
+      lev::Runtime rt{{.threads = 2, .loop = lev::test::proactor_options()}};
       for (std::size_t i = 0; i < 2; ++i)
         rt.spawn_on(i, [&](lev::Loop& loop) -> lev::Task<> {
           Count c{&destroyed};
@@ -199,7 +203,8 @@ TEST_SUITE("runtime") {
   }
 
   TEST_CASE("bad runtime input is a clear error") {
-    lev::Runtime rt{{.threads = 1, .stop_on_signals = false}};
+    lev::Runtime rt{
+        {.threads = 1, .loop = lev::test::proactor_options(), .stop_on_signals = false}};
     CHECK_THROWS_AS((void)rt.loop(5), std::out_of_range);
     CHECK_THROWS_WITH_AS(
         lev::Runtime({.threads = 1, .loop = {.queue_size = 0}, .stop_on_signals = false}),

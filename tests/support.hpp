@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -28,11 +29,46 @@ struct Engine {
   const char* backend;
 };
 
+/// Why this process cannot make an io_uring loop (seccomp, ENOSYS,
+/// kernel.io_uring_disabled...), or empty when it can. Probed once, by
+/// making one; the first time it is unavailable this says so on stderr.
+inline const std::string& uring_unavailable() {
+  static const std::string why = [] {
+    std::string reason;
+    try {
+      Loop probe{Model::proactor, {.backend = "uring"}};
+    } catch (const std::exception& e) {
+      reason = e.what();
+      std::fprintf(stderr, "lev tests: io_uring is unavailable (%s): its cases are skipped\n",
+                   reason.c_str());
+    }
+    return reason;
+  }();
+  return why;
+}
+inline bool has_uring() { return uring_unavailable().empty(); }
+
+/// The decorator of a test case that needs io_uring, for
+/// `TEST_CASE("..." * needs_uring())`: doctest counts it as skipped (and
+/// does not run it) when io_uring is unavailable.
+inline doctest::skip needs_uring() { return doctest::skip(!has_uring()); }
+
 /// Real engines: every I/O test runs once per entry (doctest SUBCASE).
+/// Without io_uring, proactor/uring is left out (uring_unavailable() says
+/// why on stderr) and the others still run.
 inline std::vector<Engine> real_engines() {
-  return {{"proactor/uring", Model::proactor, "uring"},
-          {"reactor/epoll", Model::reactor, "epoll"},
-          {"proactor/epoll", Model::proactor, "epoll"}};
+  std::vector<Engine> all;
+  if (has_uring()) all.push_back({"proactor/uring", Model::proactor, "uring"});
+  all.push_back({"reactor/epoll", Model::reactor, "epoll"});
+  all.push_back({"proactor/epoll", Model::proactor, "epoll"});
+  return all;
+}
+
+/// The proactor's backend for a test that wants "the default proactor":
+/// uring, or epoll when io_uring is unavailable.
+inline LoopOptions proactor_options(LoopOptions o = {}) {
+  o.backend = has_uring() ? "uring" : "epoll";
+  return o;
 }
 
 inline LoopOptions options_for(const Engine& e) {

@@ -122,7 +122,7 @@ TEST_SUITE("task_group") {
   TEST_CASE("a loop destroyed while a group waits destroys the children and settles their ops") {
     auto [a, b] = lev::test::socket_pair();
     {
-      lev::Loop loop{lev::Model::proactor};
+      lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
       auto reader = [&]() -> lev::Task<> {
         std::array<std::byte, 8> buf{};
         (void)co_await loop.recv(a, buf);
@@ -139,7 +139,7 @@ TEST_SUITE("task_group") {
       CHECK(loop.live_op_count() == 3);
     }
     {
-      lev::Loop loop{lev::Model::proactor};
+      lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
       auto reader = [&]() -> lev::Task<> {
         std::array<std::byte, 8> buf{};
         (void)co_await loop.recv(a, buf);

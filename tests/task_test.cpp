@@ -82,7 +82,7 @@ TEST_SUITE("task") {
   }
 
   TEST_CASE("block_on returns the task's value") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     CHECK(loop.block_on(value_of(42)) == 42);
   }
 

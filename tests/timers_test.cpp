@@ -44,7 +44,7 @@ using namespace std::chrono_literals;
 
 TEST_SUITE("timers") {
   TEST_CASE("timers fire in deadline order, equal deadlines in arming order") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     std::vector<int> order;
     const auto start = loop.now();
     auto at = loop.now() + 20ms;
@@ -61,7 +61,7 @@ TEST_SUITE("timers") {
   }
 
   TEST_CASE("an awaited timer resumes no earlier than its deadline and reports it") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     auto t = [&]() -> lev::Task<lev::Duration> {
       auto start = loop.now();
       auto r = co_await loop.after(10ms);
@@ -73,7 +73,7 @@ TEST_SUITE("timers") {
   }
 
   TEST_CASE("a negative or past timer fires on the next round") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     int fired = 0;
     loop.after(-5s, [&](lev::Operation&, auto) { ++fired; });
     loop.at(loop.now() - 1h, [&](lev::Operation&, auto) { ++fired; });
@@ -83,7 +83,7 @@ TEST_SUITE("timers") {
   }
 
   TEST_CASE("a cancelled timer reports ECANCELED and never fires") {
-    lev::Loop loop{lev::Model::proactor};
+    lev::Loop loop{lev::Model::proactor, lev::test::proactor_options()};
     bool expired = false;
     bool cancelled = false;
     auto op = loop.after(10ms, [&](lev::Operation& o, lev::Result<lev::Expired> r) {
