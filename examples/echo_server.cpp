@@ -1,6 +1,7 @@
 // A TCP echo server: one coroutine per connection.
-//   echo_server --port N [--max-seconds S] [--model proactor|reactor] [--threads T]
-//               [--recv own|pool]
+//   echo_server --port N [--max-seconds S] [--model proactor|reactor]
+//               [--backend uring|epoll|auto] [--threads T] [--recv own|pool]
+//               [--timeout IDLE] [--send-timeout T] [--max-clients N]   (--help: all)
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 // With --threads T > 1: T loops (lev::Runtime), each with its own listener
 // on the same port (SO_REUSEPORT), so the kernel spreads connections.
@@ -15,6 +16,8 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "common.hpp"
@@ -22,57 +25,72 @@
 
 namespace {
 
-lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
+/// Per-connection limits: idle (0: none) and send timeouts.
+struct Limits {
+  example::Millis idle{0};
+  example::Millis send{std::chrono::seconds(60)};
+  [[nodiscard]] lev::IoOptions recv_options() const {
+    lev::IoOptions o;
+    if (idle.count() > 0) o.timeout = idle;
+    return o;
+  }
+};
+
+lev::Task<> echo(lev::Loop& loop, lev::Fd fd, Limits limits) {
   std::array<std::byte, 4096> buf;
   for (;;) {
-    auto n = co_await loop.recv(fd, buf);
-    if (!n || *n == 0) break;  // error, or the peer closed
-    if (!co_await loop.send_all(fd, std::span{buf}.first(*n))) break;
+    auto n = co_await loop.recv(fd, buf, limits.recv_options());
+    if (!n || *n == 0) break;  // error, idle too long, or the peer closed
+    const std::string_view got(reinterpret_cast<const char*>(buf.data()), *n);
+    if (!co_await example::send_all_within(loop, fd, got, limits.send)) break;
   }
   (void)co_await loop.close(fd);
 }
 
-lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd) {
+lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd, Limits limits) {
   for (;;) {
-    auto got = co_await loop.recv(fd);  // a lev::Buffer, back to the pool when dropped
-    if (!got || got->empty()) break;    // error, or the peer closed
-    if (!co_await loop.send_all(fd, *got)) break;
+    auto got = co_await loop.recv(fd, limits.recv_options());  // back to the pool when dropped
+    if (!got || got->empty()) break;  // error, idle too long, or the peer closed
+    if (!co_await example::send_all_within(loop, fd, got->view(), limits.send)) break;
   }
   (void)co_await loop.close(fd);
 }
 
-lev::Task<> echo_with_nodelay(lev::Loop& loop, lev::Fd fd) {
+lev::Task<> echo_with_nodelay(lev::Loop& loop, lev::Fd fd, Limits limits) {
   int one = 1;
   ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  return echo(loop, std::move(fd));
+  return echo(loop, std::move(fd), limits);
 }
 
 // Thread-per-core: one loop per thread, one listener per loop.
-int run_threads(long threads, std::uint16_t port, long max_seconds, lev::Model model) {
+int run_threads(long threads, const example::ServerArgs& args, Limits limits) {
   std::vector<lev::net::Listener> listeners;
   const lev::net::ListenOptions shared{.reuse_port = true};
-  listeners.push_back(lev::net::Listener::tcp("127.0.0.1", port, shared).value());
-  port = listeners[0].address().port();  // --port 0: every listener takes the first one's
+  listeners.push_back(lev::net::Listener::tcp("127.0.0.1", args.port, shared).value());
+  const auto port = listeners[0].address().port();  // --port 0: every listener takes the first one's
   for (long i = 1; i < threads; ++i)
     listeners.push_back(lev::net::Listener::tcp("127.0.0.1", port, shared).value());
 
-  lev::Runtime rt{{.threads = static_cast<unsigned>(threads), .model = model, .pin = true}};
+  lev::Runtime rt{{.threads = static_cast<unsigned>(threads),
+                   .model = args.loop.loop_model(),
+                   .loop = args.loop.options(),
+                   .pin = true}};
   std::vector<long> accepted(rt.size(), 0);  // each written by its own loop only
   std::printf("listening on %s\n", listeners[0].address().to_string().c_str());
   std::fflush(stdout);
   for (std::size_t i = 0; i < rt.size(); ++i) {
     const lev::net::Listener* l = &listeners[i];
     long* count = &accepted[i];
-    rt.spawn_on(i, [l, count](lev::Loop& loop) -> lev::Task<> {
-      lev::net::Acceptor acceptor{loop, *l, [&loop, count](lev::Fd fd, lev::SocketAddress) {
+    rt.spawn_on(i, [l, count, limits](lev::Loop& loop) -> lev::Task<> {
+      lev::net::Acceptor acceptor{loop, *l, [&loop, count, limits](lev::Fd fd, lev::SocketAddress) {
                                     ++*count;
-                                    return echo_with_nodelay(loop, std::move(fd));
+                                    return echo_with_nodelay(loop, std::move(fd), limits);
                                   }};
       co_await acceptor.run();
     });
   }
-  if (max_seconds > 0)
-    rt.spawn_on(0, [&rt, max_seconds](lev::Loop& loop) -> lev::Task<> {
+  if (args.max_seconds > 0)
+    rt.spawn_on(0, [&rt, max_seconds = args.max_seconds](lev::Loop& loop) -> lev::Task<> {
       (void)co_await loop.sleep_for(std::chrono::seconds(max_seconds));
       rt.stop();
     });
@@ -87,16 +105,26 @@ int run_threads(long threads, std::uint16_t port, long max_seconds, lev::Model m
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto port = static_cast<std::uint16_t>(example::arg_num(argc, argv, "--port", 0));
-  long max_seconds = example::arg_num(argc, argv, "--max-seconds", 0);
-  long threads = example::arg_num(argc, argv, "--threads", 1);
-  if (threads < 1 || threads > 1024) {
-    std::fprintf(stderr, "echo_server: --threads must be between 1 and 1024\n");
-    return 2;
-  }
-  const bool pooled = example::recv_arg(argc, argv, "own");
-  if (threads > 1) return run_threads(threads, port, max_seconds, example::model_arg(argc, argv));
-  return example::run_server("echo_server", argc, argv, pooled ? echo_pooled : echo);
+  example::ServerArgs args;
+  long threads = 1;
+  std::string recv = "own";
+  Limits limits;
+  example::Cli cli{"echo_server", "A TCP echo server: one coroutine per connection."};
+  args.add_to(cli);
+  cli.integer("--threads", threads, 1, 1024,
+              "loops, one per thread, each with its own listener (SO_REUSEPORT)");
+  cli.choice("--recv", recv, {"own", "pool"},
+             "receive into a buffer per connection, or with loop.recv(fd) from the loop's pool");
+  cli.duration("--timeout", limits.idle, true, std::chrono::hours(24 * 365),
+               "close a connection idle this long (0: never)");
+  cli.parse(argc, argv);
+  args.loop.check(cli);
+  limits.send = args.send_timeout;
+  if (threads > 1) return run_threads(threads, args, limits);
+  const bool pooled = recv == "pool";
+  return example::run_server("echo_server", args, [&](lev::Loop& loop, lev::Fd fd) {
+    return pooled ? echo_pooled(loop, std::move(fd), limits) : echo(loop, std::move(fd), limits);
+  });
 } catch (const std::exception& e) {
   std::fprintf(stderr, "echo_server: %s\n", e.what());
   return 1;

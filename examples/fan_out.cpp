@@ -13,22 +13,28 @@
 
 namespace {
 
-// One connection: send `size` bytes tagged with `id`, read them back.
-lev::Task<std::size_t> exchange(lev::Loop& loop, lev::SocketAddress to, int id, std::size_t size) {
-  lev::Fd s{::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
-  (co_await loop.connect(s, to)).value();  // throws: when_all cancels the others
-  std::string out(size, static_cast<char>('A' + id % 26));
-  (co_await loop.send_all(s, out)).value();
-  std::string in(size, '\0');
+lev::Task<> read_exact(lev::Loop& loop, lev::FdRef s, std::string& in, int id) {
   std::size_t got = 0;
-  while (got < size) {
+  while (got < in.size()) {
     auto n = (co_await loop.recv(s, std::span(in).subspan(got))).value();
     if (n == 0) throw std::runtime_error("connection " + std::to_string(id) + " closed early");
     got += n;
   }
+}
+
+lev::Task<> write_all(lev::Loop& loop, lev::FdRef s, const std::string& out) {
+  (co_await loop.send_all(s, out)).value();
+}
+
+// One connection: send `size` bytes tagged with `id` while reading them back.
+lev::Task<std::size_t> exchange(lev::Loop& loop, lev::SocketAddress to, int id, std::size_t size) {
+  lev::Fd s{::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+  (co_await loop.connect(s, to)).value();  // throws: when_all cancels the others
+  std::string out(size, static_cast<char>('A' + id % 26)), in(size, '\0');
+  co_await lev::when_all(write_all(loop, s, out), read_exact(loop, s, in, id));
   if (in != out) throw std::runtime_error("connection " + std::to_string(id) + ": wrong echo");
   (void)co_await loop.close(s);
-  co_return got;
+  co_return size;
 }
 
 lev::Task<int> run(lev::Loop& loop, lev::SocketAddress to, int connections, std::size_t size) {
@@ -44,15 +50,21 @@ lev::Task<int> run(lev::Loop& loop, lev::SocketAddress to, int connections, std:
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto port = static_cast<std::uint16_t>(example::arg_num(argc, argv, "--port", 0));
-  auto connections = static_cast<int>(example::arg_num(argc, argv, "--connections", 8));
-  auto size = static_cast<std::size_t>(example::arg_num(argc, argv, "--size", 100));
+  std::uint16_t port = 0;
+  long connections = 8;
+  std::size_t size = 100;
+  example::LoopArgs loop_args;
+  example::Cli cli{"fan_out", "Exchanges a message over several connections at once (when_all)."};
+  cli.port("--port", port, "the echo server's port on 127.0.0.1 (required)");
+  cli.integer("--connections", connections, 1, 10000, "connections at once");
+  cli.bytes("--size", size, 1, 64 << 20, "bytes each connection sends");
+  loop_args.add_to(cli);
+  cli.parse(argc, argv);
+  loop_args.check(cli);
+  if (port == 0) cli.fail("--port is required");
   auto to = lev::SocketAddress::ip("127.0.0.1", port);
-  if (!to || port == 0) throw std::invalid_argument("need --port N");
-  if (connections < 1 || connections > 10000)
-    throw std::invalid_argument("--connections must be between 1 and 10000");
-  lev::Loop loop{example::model_arg(argc, argv)};
-  return loop.block_on(run(loop, *to, connections, size));
+  lev::Loop loop{loop_args.loop_model(), loop_args.options()};
+  return loop.block_on(run(loop, *to, static_cast<int>(connections), size));
 } catch (const std::exception& e) {
   std::fprintf(stderr, "fan_out: %s\n", e.what());
   return 1;

@@ -1,13 +1,21 @@
 // An HTTP/1.1 keep-alive server that answers every request with
 // "Hello, World!".
 //   http_hello --port N [--max-seconds S] [--model proactor|reactor]
-//              [--recv pool|own]   (pool, the default: loop.recv(fd))
+//              [--backend uring|epoll|auto] [--recv pool|own]
+//              [--header-timeout T] [--keepalive-timeout T] [--body-timeout T]
+//              [--send-timeout T] [--max-clients N] [--max-line BYTES]
+//              [--max-headers N] [--max-head BYTES]
+//   (--help lists them with their defaults, which are nginx's where nginx has one)
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
 //
 // Pipelined requests are answered in order; a request split across reads
 // waits for the rest; a request body (Content-Length) is skipped; a
 // malformed request gets 400 and the connection is closed; "Connection:
-// close" (and HTTP/1.0 without keep-alive) is honoured.
+// close" (and HTTP/1.0 without keep-alive) is honoured. A request line or
+// header line over --max-line, more than --max-headers header lines or a
+// head over --max-head get 431. A head must arrive whole within
+// --header-timeout of its first byte (one deadline, however slowly it
+// trickles in: 408 then), the next request within --keepalive-timeout.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -34,7 +42,27 @@ constexpr std::string_view kHelloClose =
 constexpr std::string_view kBadRequest =
     "HTTP/1.1 400 Bad Request\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
     "Connection: close\r\n\r\nBad Request\n";
-constexpr std::size_t kMaxHead = 16 * 1024;
+constexpr std::string_view kTooLarge =
+    "HTTP/1.1 431 Request Header Fields Too Large\r\nServer: lev\r\nContent-Type: text/plain\r\n"
+    "Content-Length: 32\r\nConnection: close\r\n\r\nRequest Header Fields Too Large\n";
+constexpr std::string_view kTimeout =
+    "HTTP/1.1 408 Request Timeout\r\nServer: lev\r\nContent-Type: text/plain\r\n"
+    "Content-Length: 16\r\nConnection: close\r\n\r\nRequest Timeout\n";
+constexpr std::string_view kBusy =
+    "HTTP/1.1 503 Service Unavailable\r\nServer: lev\r\nContent-Type: text/plain\r\n"
+    "Content-Length: 20\r\nConnection: close\r\n\r\nService Unavailable\n";
+
+using Millis = example::Millis;
+
+struct Limits {
+  std::size_t max_line = 8 * 1024;  // nginx: large_client_header_buffers 4 8k
+  std::size_t max_headers = 100;    // Apache: LimitRequestFields 100
+  std::size_t max_head = 16 * 1024;
+  Millis header_timeout{std::chrono::seconds(60)};     // nginx: client_header_timeout
+  Millis keepalive_timeout{std::chrono::seconds(75)};  // nginx: keepalive_timeout
+  Millis body_timeout{std::chrono::seconds(60)};       // nginx: client_body_timeout
+  Millis send_timeout{std::chrono::seconds(60)};       // nginx: send_timeout
+};
 
 bool iequals(std::string_view a, std::string_view lower) {
   if (a.size() != lower.size()) return false;
@@ -63,17 +91,52 @@ struct Request {
   bool keep_alive = true;
 };
 
-enum class Parse { complete, incomplete, malformed };
+enum class Parse { complete, incomplete, malformed, too_large };
 
-// Parses the head of one request at the start of `in`.
+/// Finds the end of a request head as its bytes arrive, checking the size
+/// limits on the way. Resumes where the last call stopped, so a head that
+/// trickles in a byte at a time is scanned once.
+class HeadScan {
+ public:
+  /// Over `in` (the head's bytes so far, from its start): complete with
+  /// size() = the head's length through the blank line, incomplete,
+  /// malformed (a line not ended by CRLF) or too_large.
+  Parse scan(std::string_view in, const Limits& limits) {
+    while (scanned_ < in.size()) {
+      const std::size_t nl = in.find('\n', scanned_);
+      if (nl == std::string_view::npos) break;
+      scanned_ = nl + 1;
+      if (nl == line_start_ || in[nl - 1] != '\r') return Parse::malformed;
+      const std::size_t len = nl - 1 - line_start_;
+      line_start_ = nl + 1;
+      if (len == 0) {  // the blank line: the head is complete
+        size_ = nl + 1;
+        return size_ > limits.max_head ? Parse::too_large : Parse::complete;
+      }
+      if (len > limits.max_line || ++lines_ > limits.max_headers + 1) return Parse::too_large;
+    }
+    scanned_ = in.size();
+    if (in.size() - line_start_ > limits.max_line + 1 || in.size() > limits.max_head)
+      return Parse::too_large;
+    return Parse::incomplete;
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// Bytes of the next head seen so far (0: none).
+  [[nodiscard]] std::size_t started() const noexcept { return scanned_; }
+  void reset() noexcept { *this = HeadScan{}; }
+
+ private:
+  std::size_t scanned_ = 0;     // bytes looked at
+  std::size_t line_start_ = 0;  // where the current line starts
+  std::size_t lines_ = 0;       // lines so far, the request line included
+  std::size_t size_ = 0;
+};
+
+// Parses a complete head (`in`: through its blank line).
 Parse parse(std::string_view in, Request& req) {
-  std::size_t end = in.find("\r\n\r\n");
-  if (end == std::string_view::npos)
-    return in.size() > kMaxHead ? Parse::malformed : Parse::incomplete;
-  if (end + 4 > kMaxHead) return Parse::malformed;
   req = Request{};
-  req.head_size = end + 4;
-  std::string_view head = in.substr(0, end);
+  req.head_size = in.size();
+  std::string_view head = in.substr(0, in.size() - 4);
   std::size_t eol = head.find("\r\n");
   std::string_view line = head.substr(0, eol);
   // request line: METHOD SP TARGET SP HTTP/1.x
@@ -123,91 +186,174 @@ Parse parse(std::string_view in, Request& req) {
   return Parse::complete;
 }
 
+/// One connection's progress: the head being received, the body being
+/// skipped, and when the head must be complete.
+struct Conn {
+  HeadScan head;
+  std::size_t skip = 0;          // body bytes still to discard
+  bool served = false;           // a request was answered: waiting is keep-alive
+  lev::TimePoint head_deadline;  // set when a head's first byte arrives
+};
+
 // Answers every complete request at the front of `data` (skipping request
-// bodies, `skip` bytes of which may still be due) and appends the answers
-// to `out`; `pos` ends where an incomplete request starts. False when the
-// connection is to close (a malformed request, or no keep-alive).
-bool answer(std::string_view data, std::size_t& pos, std::size_t& skip, std::string& out) {
+// bodies) and appends the answers to `out`; `pos` ends where an incomplete
+// request starts. False when the connection is to close (a malformed or
+// oversized request, or no keep-alive).
+bool answer(std::string_view data, std::size_t& pos, Conn& c, const Limits& limits,
+            lev::TimePoint now, std::string& out) {
   for (;;) {
-    if (skip) {
-      const std::size_t take = std::min(skip, data.size() - pos);
+    if (c.skip) {
+      const std::size_t take = std::min(c.skip, data.size() - pos);
       pos += take;
-      skip -= take;
-      if (skip) return true;
+      c.skip -= take;
+      if (c.skip) return true;
     }
     if (pos == data.size()) return true;
+    const std::string_view rest = data.substr(pos);
+    const bool fresh = c.head.started() == 0;
+    Parse r = c.head.scan(rest, limits);
     Request req;
-    Parse r = parse(data.substr(pos), req);
-    if (r == Parse::incomplete) return true;
-    if (r == Parse::malformed) {
-      out += kBadRequest;
+    if (r == Parse::complete) r = parse(rest.substr(0, c.head.size()), req);
+    if (r == Parse::incomplete) {
+      // One deadline for the whole head, from its first byte (a new
+      // connection's first head: from the accept).
+      if (fresh && c.served) c.head_deadline = now + limits.header_timeout;
+      return true;
+    }
+    if (r != Parse::complete) {
+      out += r == Parse::too_large ? kTooLarge : kBadRequest;
       return false;
     }
+    c.head.reset();
+    c.served = true;
     pos += req.head_size;
-    skip = req.body_size;
+    c.skip = req.body_size;
     out += req.keep_alive ? kHello : kHelloClose;
     if (!req.keep_alive) return false;
   }
 }
 
+/// How long the next receive may wait, from the connection's state: the
+/// time left of the head's deadline (a fresh connection's first head
+/// included), the body timeout between body reads, or keep-alive idle.
+/// Zero or less: the deadline has passed.
+lev::Duration recv_wait(lev::Loop& loop, const Conn& c, const Limits& limits) {
+  if (c.skip) return limits.body_timeout;
+  if (c.head.started() || !c.served) return c.head_deadline - loop.now();
+  return limits.keepalive_timeout;
+}
+
+// The end of a connection: a head cut off by its deadline gets 408.
+lev::Task<> finish(lev::Loop& loop, lev::Fd& fd, bool head_timed_out, const Limits& limits) {
+  if (head_timed_out) (void)co_await example::send_all_within(loop, fd, kTimeout, limits.send_timeout);
+  co_await loop.shutdown(fd, lev::Shutdown::write);
+  co_await loop.close(fd);
+}
+
 // --recv own: each connection receives into a buffer of its own.
-lev::Task<> serve(lev::Loop& loop, lev::Fd fd) {
+lev::Task<> serve(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
   std::string in(8 * 1024, '\0'), out;
   std::size_t used = 0;
-  std::size_t skip = 0;  // body bytes still to discard
-  bool open = true;
+  Conn c;
+  c.head_deadline = loop.now() + limits.header_timeout;
+  bool open = true, timed_out = false;
   while (open) {
     if (in.size() - used < 2048) {
-      if (in.size() >= 4 * kMaxHead) break;
+      if (in.size() >= 4 * limits.max_head) break;
       in.resize(in.size() * 2);
     }
-    auto n = co_await loop.recv(fd, std::span(in).subspan(used));
-    if (!n || *n == 0) break;
+    const lev::Duration wait = recv_wait(loop, c, limits);
+    if (wait <= lev::Duration::zero()) {
+      timed_out = !c.skip;
+      break;
+    }
+    auto n = co_await loop.recv(fd, std::span(in).subspan(used), lev::IoOptions{.timeout = wait});
+    if (!n || *n == 0) {  // error, timed out, or the peer closed
+      timed_out = !n && n.error().is_timeout() && !c.skip && (c.head.started() || !c.served);
+      break;
+    }
     used += *n;
     std::size_t pos = 0;
-    open = answer(std::string_view(in.data(), used), pos, skip, out);
+    open = answer(std::string_view(in.data(), used), pos, c, limits, loop.now(), out);
     if (pos > 0) {
       std::memmove(in.data(), in.data() + pos, used - pos);
       used -= pos;
     }
     if (!out.empty()) {
-      if (!co_await loop.send_all(fd, out)) break;
+      if (!co_await example::send_all_within(loop, fd, out, limits.send_timeout)) break;
       out.clear();
     }
   }
-  (void)co_await loop.shutdown(fd, lev::Shutdown::write);
-  (void)co_await loop.close(fd);
+  co_await finish(loop, fd, timed_out, limits);
 }
 
 // --recv pool: loop.recv(fd) hands over a buffer of the loop's pool (on
 // io_uring: one multishot recv per connection). Requests are answered in
 // place in that buffer; only a request split across receives is copied.
-lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd) {
+lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
   example::Carry carry;  // the start of a request the next receive ends
   std::string out;
-  std::size_t skip = 0;  // body bytes still to discard
-  bool open = true;
-  while (open && carry.size() < 4 * kMaxHead) {
-    auto got = co_await loop.recv(fd);
-    if (!got || got->empty()) break;
+  Conn c;
+  c.head_deadline = loop.now() + limits.header_timeout;
+  bool open = true, timed_out = false;
+  while (open && carry.size() < 4 * limits.max_head) {
+    const lev::Duration wait = recv_wait(loop, c, limits);
+    if (wait <= lev::Duration::zero()) {
+      timed_out = !c.skip;
+      break;
+    }
+    auto got = co_await loop.recv(fd, lev::IoOptions{.timeout = wait});
+    if (!got || got->empty()) {  // error, timed out, or the peer closed
+      timed_out = !got && got.error().is_timeout() && !c.skip && (c.head.started() || !c.served);
+      break;
+    }
     const std::string_view data = carry.bytes(got->view());
     std::size_t pos = 0;
-    open = answer(data, pos, skip, out);
+    open = answer(data, pos, c, limits, loop.now(), out);
     carry.keep(data, pos);
+    got->reset();
     if (!out.empty()) {
-      if (!co_await loop.send_all(fd, out)) break;
+      if (!co_await example::send_all_within(loop, fd, out, limits.send_timeout)) break;
       out.clear();
     }
   }
-  (void)co_await loop.shutdown(fd, lev::Shutdown::write);
-  (void)co_await loop.close(fd);
+  co_await finish(loop, fd, timed_out, limits);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
-  return example::run_server("http_hello", argc, argv,
-                             example::recv_arg(argc, argv, "pool") ? serve_pooled : serve);
+  example::ServerArgs args;
+  std::string recv = "pool";
+  Limits limits;
+  long max_headers = static_cast<long>(limits.max_headers);
+  example::Cli cli{"http_hello", "An HTTP/1.1 keep-alive server answering \"Hello, World!\"."};
+  args.add_to(cli);
+  cli.choice("--recv", recv, {"pool", "own"},
+             "receive with loop.recv(fd) from the loop's pool, or into a buffer per connection");
+  const auto day = std::chrono::hours(24);
+  cli.duration("--header-timeout", limits.header_timeout, false, day,
+               "a request head must arrive whole within this of its first byte (408 after)");
+  cli.duration("--keepalive-timeout", limits.keepalive_timeout, false, day,
+               "close a keep-alive connection idle this long between requests");
+  cli.duration("--body-timeout", limits.body_timeout, false, day,
+               "close a connection whose request body stalls this long between reads");
+  cli.bytes("--max-line", limits.max_line, 64, 1 << 20,
+            "longest request line or header line (431 past it)");
+  cli.integer("--max-headers", max_headers, 1, 10000, "most header lines (431 past it)");
+  cli.bytes("--max-head", limits.max_head, 64, 1 << 24, "longest request head (431 past it)");
+  cli.parse(argc, argv);
+  args.loop.check(cli);
+  limits.max_headers = static_cast<std::size_t>(max_headers);
+  limits.send_timeout = args.send_timeout;
+  const bool pooled = recv == "pool";
+  return example::run_server(
+      "http_hello", args,
+      [&](lev::Loop& loop, lev::Fd fd) {
+        return pooled ? serve_pooled(loop, std::move(fd), limits)
+                      : serve(loop, std::move(fd), limits);
+      },
+      kBusy);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "http_hello: %s\n", e.what());
   return 1;

@@ -1,6 +1,6 @@
 // Connects by host name, sends each line of stdin, prints each reply
 // (pipelined: lines go out while replies come back).
-//   line_client --port N [--host localhost] [--model proactor|reactor]
+//   line_client --port N [--host localhost] [--model proactor|reactor] [--backend ...]
 #include <unistd.h>
 
 #include <cstdio>
@@ -51,10 +51,17 @@ lev::Task<int> run(lev::Loop& loop, std::string host, std::uint16_t port) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto host = example::arg(argc, argv, "--host", "localhost");
-  auto port = static_cast<std::uint16_t>(example::arg_num(argc, argv, "--port", 0));
-  if (port == 0) throw std::invalid_argument("need --port N");
-  lev::Loop loop{example::model_arg(argc, argv)};
+  std::string host = "localhost";
+  std::uint16_t port = 0;
+  example::LoopArgs loop_args;
+  example::Cli cli{"line_client", "Sends each line of stdin to a line server, prints each reply."};
+  cli.text("--host", host, "the server's host name or address");
+  cli.port("--port", port, "the server's port (required)");
+  loop_args.add_to(cli);
+  cli.parse(argc, argv);
+  loop_args.check(cli);
+  if (port == 0) cli.fail("--port is required");
+  lev::Loop loop{loop_args.loop_model(), loop_args.options()};
   return loop.block_on(run(loop, host, port));
 } catch (const std::exception& e) {
   std::fprintf(stderr, "line_client: %s\n", e.what());

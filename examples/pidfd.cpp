@@ -4,9 +4,12 @@
 
 #include <cstdio>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
-int main() {
+int main(int argc, char** argv) {
+  example::Cli cli{"pidfd", "Forks children and reports their exits through pidfd."};
+  cli.parse(argc, argv);
   lev::Loop loop{lev::Model::reactor};
   pid_t quick = ::fork();
   if (quick == 0) ::_exit(3);

@@ -2,11 +2,14 @@
 #include <chrono>
 #include <cstdio>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
 using namespace std::chrono_literals;
 
-int main() {
+int main(int argc, char** argv) {
+  example::Cli cli{"reactor_timers", "The reactor's timers: after, at, every, and cancelling one from another."};
+  cli.parse(argc, argv);
   lev::Loop loop{lev::Model::reactor};
   int ticks = 0;
   lev::Operation ticker = loop.every(10ms, [&](lev::Operation& self, lev::Result<lev::Expired> r) {

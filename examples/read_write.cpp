@@ -1,4 +1,5 @@
 // read and write: a pipe between two coroutines, then a file at offsets.
+//   read_write [--backend uring|epoll|auto]
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -6,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
 lev::Task<> producer(lev::Loop& loop, lev::Fd w) {
@@ -37,8 +39,12 @@ lev::Task<> file_demo(lev::Loop& loop) {
   std::printf("file at offset 7: %.*s\n", static_cast<int>(n), word.data());
 }
 
-int main() {
-  lev::Loop loop{lev::Model::proactor};
+int main(int argc, char** argv) {
+  example::LoopArgs loop_args;
+  example::Cli cli{"read_write", "A pipe between two coroutines, then a file at offsets."};
+  loop_args.add_to(cli, false);
+  cli.parse(argc, argv);
+  lev::Loop loop{lev::Model::proactor, loop_args.options()};
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return 1;
   loop.spawn(consumer(loop, lev::Fd{p[0]}));

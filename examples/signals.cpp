@@ -7,9 +7,14 @@
 #include <cstdio>
 #include <string>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
 int main(int argc, char** argv) {
+  bool self_test = false;
+  example::Cli cli{"signals", "Counts SIGUSR1s through signalfd and stops on SIGINT."};
+  cli.flag("--self-test", self_test, "send itself 3 x SIGUSR1, then SIGINT");
+  cli.parse(argc, argv);
   lev::Loop loop{lev::Model::reactor};
   int usr1 = 0;
   auto on_usr1 = loop.signal(SIGUSR1, [&](int) { std::printf("SIGUSR1 #%d\n", ++usr1); });
@@ -19,7 +24,7 @@ int main(int argc, char** argv) {
   });
   std::printf("pid %d: waiting for SIGUSR1 / SIGINT\n", static_cast<int>(::getpid()));
   std::fflush(stdout);
-  if (argc > 1 && std::string(argv[1]) == "--self-test") {
+  if (self_test) {
     loop.after(std::chrono::milliseconds(10),
                [](lev::Operation&, auto) { ::kill(::getpid(), SIGUSR1); });
     loop.after(std::chrono::milliseconds(20),

@@ -1,8 +1,10 @@
 // The proactor socket lifecycle, step by step: connect, send, shutdown the
 // write side, read the reply to EOF, close. The peer is an in-process echo.
+//   socket_lifecycle [--backend uring|epoll|auto]
 #include <cstdio>
 #include <string>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
 lev::Task<> peer(lev::Loop& loop, const lev::net::Listener& l) {
@@ -38,8 +40,13 @@ lev::Task<> client(lev::Loop& loop, const lev::SocketAddress& to) {
   std::puts("5. closed");
 }
 
-int main() {
-  lev::Loop loop{lev::Model::proactor};
+int main(int argc, char** argv) {
+  example::LoopArgs loop_args;
+  example::Cli cli{"socket_lifecycle",
+                   "Connect, send, shut down the write side, read to EOF, close."};
+  loop_args.add_to(cli, false);
+  cli.parse(argc, argv);
+  lev::Loop loop{lev::Model::proactor, loop_args.options()};
   auto l = lev::net::Listener::tcp("127.0.0.1", 0).value();
   loop.spawn(peer(loop, l));
   loop.block_on(client(loop, l.address()));

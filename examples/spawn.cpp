@@ -1,9 +1,11 @@
 // Runs a child command, streams its stdout line by line, reports its exit.
-//   spawn [command args...]     (default: sh -c 'echo hello; echo world; exit 7')
+//   spawn [--backend uring|epoll|auto] [--] [command args...]
+//   (default command: sh -c 'echo hello; echo world; exit 7')
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
 lev::Task<int> run(lev::Loop& loop, std::vector<std::string> argv) {
@@ -28,8 +30,15 @@ lev::Task<int> run(lev::Loop& loop, std::vector<std::string> argv) {
 }
 
 int main(int argc, char** argv) {
-  std::vector<std::string> cmd(argv + 1, argv + argc);
+  std::vector<std::string> cmd;
+  example::LoopArgs loop_args;
+  example::Cli cli{"spawn", "Runs a command, streams its stdout line by line, reports its exit."};
+  loop_args.add_to(cli, false);
+  cli.rest("command", cmd,
+           "the command and its arguments (default: sh -c 'echo hello; echo world; exit 7');"
+           " put -- before a command that starts with -");
+  cli.parse(argc, argv);
   if (cmd.empty()) cmd = {"sh", "-c", "echo hello; echo world; exit 7"};
-  lev::Loop loop{lev::Model::proactor};
+  lev::Loop loop{lev::Model::proactor, loop_args.options()};
   return loop.block_on(run(loop, cmd));
 }

@@ -53,13 +53,22 @@ lev::Task<int> run(lev::Loop& loop, std::string host, std::uint16_t port, std::s
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto host = example::arg(argc, argv, "--host", "127.0.0.1");
-  auto port = static_cast<std::uint16_t>(example::arg_num(argc, argv, "--port", 0));
-  auto message = example::arg(argc, argv, "--message", "hello");
-  auto limit = std::chrono::milliseconds(example::arg_num(argc, argv, "--timeout-ms", 1000));
-  if (port == 0) throw std::invalid_argument("need --port N");
-  if (limit.count() <= 0) throw std::invalid_argument("--timeout-ms must be positive");
-  lev::Loop loop{example::model_arg(argc, argv)};
+  std::string host = "127.0.0.1", message = "hello";
+  std::uint16_t port = 0;
+  long timeout_ms = 1000;
+  example::LoopArgs loop_args;
+  example::Cli cli{"timeout_client",
+                   "Sends one line and waits for the reply under a deadline (exit 3: timed out)."};
+  cli.text("--host", host, "the server's host name or address");
+  cli.port("--port", port, "the server's port (required)");
+  cli.text("--message", message, "the line to send");
+  cli.integer("--timeout-ms", timeout_ms, 1, 86'400'000, "the deadline for connect and reply");
+  loop_args.add_to(cli);
+  cli.parse(argc, argv);
+  loop_args.check(cli);
+  if (port == 0) cli.fail("--port is required");
+  const std::chrono::milliseconds limit(timeout_ms);
+  lev::Loop loop{loop_args.loop_model(), loop_args.options()};
   return loop.block_on(run(loop, host, port, message, limit));
 } catch (const std::exception& e) {
   std::fprintf(stderr, "timeout_client: %s\n", e.what());

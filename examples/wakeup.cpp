@@ -6,9 +6,12 @@
 #include <thread>
 #include <vector>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
-int main() {
+int main(int argc, char** argv) {
+  example::Cli cli{"wakeup", "A worker thread hands results to the loop through a Waker."};
+  cli.parse(argc, argv);
   lev::Loop loop{lev::Model::reactor};
   std::mutex mu;
   std::vector<int> inbox;

@@ -6,9 +6,12 @@
 #include <cstdio>
 #include <string>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 
-int main() {
+int main(int argc, char** argv) {
+  example::Cli cli{"watchers", "Readiness callbacks on a socket pair."};
+  cli.parse(argc, argv);
   lev::Loop loop{lev::Model::reactor};
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 1;

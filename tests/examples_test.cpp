@@ -1,138 +1,16 @@
 // Smoke-runs every example: the servers against their own clients over
-// loopback, the rest for their expected output. Bounded in time.
-#include <arpa/inet.h>
+// loopback, the rest for their expected output; and every example's command
+// line. Bounded in time. (Servers under hostile clients: hostile_test.cpp.)
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
-namespace {
+#include "examples_support.hpp"
 
-std::string example_path(const std::string& name) {
-  const char* dir = std::getenv("LEV_EXAMPLES_DIR");
-  REQUIRE_MESSAGE(dir != nullptr, "LEV_EXAMPLES_DIR is not set (run through meson test)");
-  return std::string(dir) + "/" + name;
-}
-
-struct Child {
-  pid_t pid = -1;
-  int out = -1;  // its stdout
-};
-
-Child start(const std::vector<std::string>& args, const std::string& input = {}) {
-  int p[2], in[2];
-  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
-  REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    ::dup2(in[0], 0);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(p[1]);
-  ::close(in[0]);
-  if (!input.empty()) (void)!::write(in[1], input.data(), input.size());
-  ::close(in[1]);
-  return {pid, p[0]};
-}
-
-// Reads until `stop` is seen (or EOF, or the deadline passes).
-std::string read_until(int fd, const std::string& stop, std::chrono::milliseconds limit) {
-  std::string got;
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (got.find(stop) == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd pfd{fd, POLLIN, 0};
-    if (::poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
-    char buf[512];
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n <= 0) break;
-    got.append(buf, static_cast<std::size_t>(n));
-  }
-  return got;
-}
-
-int wait_exit(pid_t pid, std::chrono::milliseconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  int status = 0;
-  while (::waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -1;
-    }
-    ::usleep(10'000);
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-struct Run {
-  int code;
-  std::string out;
-};
-
-Run run(const std::vector<std::string>& args,
-        std::chrono::milliseconds limit = std::chrono::seconds(20), const std::string& input = {}) {
-  Child c = start(args, input);
-  std::string out = read_until(c.out, "\x01never", limit);
-  ::close(c.out);
-  return {wait_exit(c.pid, std::chrono::seconds(5)), out};
-}
-
-/// Starts a server, returns it and its port from "listening on HOST:PORT".
-std::pair<Child, std::string> start_server(std::vector<std::string> args) {
-  Child c = start(args);
-  std::string line = read_until(c.out, "\n", std::chrono::seconds(10));
-  REQUIRE_MESSAGE(line.rfind("listening on 127.0.0.1:", 0) == 0, line);
-  std::string port = line.substr(line.rfind(':') + 1);
-  port.erase(port.find('\n'));
-  return {c, port};
-}
-
-int connect_to(const std::string& port) {
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
-  return fd;
-}
-
-void send_str(int fd, const std::string& s) {
-  REQUIRE(::send(fd, s.data(), s.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(s.size()));
-}
-
-// Everything until the peer closes (or 5 s pass without data).
-std::string read_all(int fd) {
-  std::string got;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<std::size_t>(n));
-  return got;
-}
-
-}  // namespace
+using namespace lev::examples_test;
 
 TEST_SUITE("examples") {
   TEST_CASE("echo_server echoes for echo_client and stops cleanly on SIGINT and SIGTERM") {
@@ -300,7 +178,7 @@ TEST_SUITE("examples") {
 
   TEST_CASE("echo_server rejects a bad --model with a clear message and exit code") {
     Run r = run({example_path("echo_server"), "--port", "0", "--model", "kqueue"});
-    CHECK(r.code == 1);
+    CHECK(r.code == 2);
   }
 
   TEST_CASE("timers prints ticks in deadline order and cancels the hour timer") {
@@ -486,5 +364,84 @@ TEST_SUITE("examples") {
         CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
         ::close(server.out);
       }
+  }
+
+  // Issue 14: no --help anywhere, --port 99999 listened on 34463, unknown
+  // flags and flags without their value were ignored, spawn --help tried
+  // to exec "--help", echo_client --count -5 exited 0.
+  TEST_CASE("every example prints its usage for --help and rejects bad arguments with exit 2") {
+    const std::vector<std::string> all = {
+        "echo_server", "echo_client",      "timers",         "read_write", "reactor_timers",
+        "watchers",    "signals",          "wakeup",         "pidfd",      "line_server",
+        "line_client", "spawn",            "chat_server",    "socket_lifecycle",
+        "timeout_client", "fan_out",       "resp_server",    "http_hello"};
+    for (const auto& name : all) {
+      CAPTURE(name);
+      Run help = run({example_path(name), "--help"}, std::chrono::seconds(5));
+      CHECK(help.code == 0);
+      CHECK(help.out.rfind("usage: " + name, 0) == 0);
+      CHECK(help.out.find("--help") != std::string::npos);
+      CHECK(run({example_path(name), "--no-such-flag"}, std::chrono::seconds(5)).code == 2);
+      CHECK(run({example_path(name), "--help=x"}, std::chrono::seconds(5)).code == 2);
+    }
+    // A flag missing its value, ports out of range, a value that is no number.
+    const std::vector<std::vector<std::string>> bad = {
+        {"echo_server", "--port"},
+        {"echo_server", "--port", "99999"},
+        {"echo_server", "--port", "-1"},
+        {"echo_server", "--port", "80x"},
+        {"echo_server", "--port", "0", "--port", "0"},
+        {"echo_server", "--threads", "0"},
+        {"echo_server", "--model", "reactor", "--backend", "uring"},
+        {"echo_server", "--send-timeout", "0"},
+        {"echo_server", "--timeout", "5 minutes"},
+        {"echo_client", "--port", "7", "--count", "-5"},
+        {"echo_client", "--port", "7", "--size", "0"},
+        {"echo_client", "--count", "5"},  // no port
+        {"echo_client", "--port", "7", "--host", "not-an-address"},
+        {"fan_out", "--port", "7", "--connections", "0"},
+        {"timeout_client", "--port", "7", "--timeout-ms", "-1"},
+        {"line_client", "--port", "65536"},
+        {"resp_server", "--query-buffer-limit", "1x"},
+        {"resp_server", "--output-low", "2mb", "--output-high", "1mb"},
+        {"http_hello", "--max-headers", "0"},
+        {"http_hello", "--recv"},
+        {"chat_server", "--max-queue", "-1"},
+        {"timers", "--backend", "kqueue"},
+        {"signals", "--self-test=yes"},
+        {"watchers", "extra"},
+    };
+    for (auto args : bad) {
+      const std::string joined = [&] {
+        std::string j;
+        for (auto& a : args) j += a + " ";
+        return j;
+      }();
+      CAPTURE(joined);
+      args[0] = example_path(args[0]);
+      CHECK(run(args, std::chrono::seconds(5)).code == 2);
+    }
+  }
+
+  TEST_CASE("spawn --help prints its usage instead of running --help; -- passes a command on") {
+    Run help = run({example_path("spawn"), "--help"});
+    CHECK(help.code == 0);
+    CHECK(help.out.rfind("usage: spawn", 0) == 0);
+    Run cmd = run({example_path("spawn"), "--", "sh", "-c", "echo --help; exit 3"});
+    CHECK(cmd.code == 0);
+    CHECK(cmd.out.find("child says: --help\n") == 0);
+    CHECK(cmd.out.find("exited with code 3") != std::string::npos);
+  }
+
+  // Issue 14: echo_client sent a whole message before reading any of its
+  // echo, so one larger than the socket buffers deadlocked.
+  TEST_CASE("echo_client reads while it writes: a 10 MB message does not deadlock") {
+    auto [server, port] = start_server({example_path("echo_server"), "--port", "0"});
+    Run client = run({example_path("echo_client"), "--port", port, "--count", "2", "--size",
+                      "10000000"},
+                     std::chrono::seconds(30));
+    CHECK(client.code == 0);
+    CHECK(client.out == "echoed 2 messages\n");
+    CHECK(stop_server(server) == 0);
   }
 }

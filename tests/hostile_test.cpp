@@ -1,0 +1,359 @@
+// The example servers under hostile clients (issue 13): expiry overflow,
+// commands split at every receive, clients that never read, slowloris
+// heads, oversized heads, connection caps, and io_uring refused by seccomp.
+// Each case says what broke before. Bounds are generous: a case fails
+// when a server does not do the thing at all, not when the machine is slow.
+#include <doctest/doctest.h>
+
+#include <netinet/tcp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "examples_support.hpp"
+
+using namespace lev::examples_test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string bulk_command(const std::vector<std::string>& words) {
+  std::string c = "*" + std::to_string(words.size()) + "\r\n";
+  for (const auto& w : words) c += "$" + std::to_string(w.size()) + "\r\n" + w + "\r\n";
+  return c;
+}
+
+std::string temp_path(const char* what) {
+  return "/tmp/lev-hostile-" + std::to_string(::getpid()) + "-" + what;
+}
+
+}  // namespace
+
+TEST_SUITE("examples") {
+  // Before: `now + seconds(v)` overflowed (UBSan: signed overflow), the
+  // reply was +OK and the key was gone at once.
+  TEST_CASE("resp_server refuses expiry times out of range, as Redis does") {
+    auto [server, port] = start_server({example_path("resp_server"), "--port", "0"});
+    int fd = connect_to(port);
+    send_str(fd,
+             "SET k v EX 9223372036854775807\r\n"
+             "SET k v PX 9223372036854775807\r\n"
+             "SET k v EX 9300000000\r\n"  // past a nanosecond clock's range, fine in Redis
+             "TTL k\r\n"
+             "SET k v EX 0\r\n"
+             "SET k v PX -5\r\n"
+             "SET k v EX nope\r\n"
+             "EXPIRE k 9223372036854775807\r\n"
+             "TTL k\r\n"
+             "GET k\r\n"
+             "QUIT\r\n");
+    CHECK(read_all(fd) ==
+          "-ERR invalid expire time in 'set' command\r\n"
+          "-ERR invalid expire time in 'set' command\r\n"
+          "+OK\r\n"
+          ":9300000000\r\n"
+          "-ERR invalid expire time in 'set' command\r\n"
+          "-ERR invalid expire time in 'set' command\r\n"
+          "-ERR value is not an integer or out of range\r\n"
+          "-ERR invalid expire time in 'expire' command\r\n"
+          ":9300000000\r\n"
+          "$1\r\nv\r\n"
+          "+OK\r\n");
+    ::close(fd);
+    CHECK(stop_server(server) == 0);
+  }
+
+  // Before: an unfinished multibulk was parsed again from its start on
+  // every receive: this command took 6-10 s of CPU with --recv pool (4 KiB
+  // receives), and --recv own hid it only while its receives grew. INFO's
+  // parser_bytes_examined counts the parser's work: linear parsing looks at
+  // each byte about once, however many receives the command took.
+  TEST_CASE("resp_server parses a 1M-element command split at every receive in linear time") {
+    std::string command = "*1048576\r\n";
+    for (int i = 0; i < 1048576; ++i) command += "$0\r\n\r\n";
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] =
+          start_server({example_path("resp_server"), "--port", "0", "--recv", recv});
+      int fd = connect_to(port);
+      int one = 1;  // no Nagle: each piece leaves at once, and alone
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      const double cpu_before = cpu_seconds(server.pid);
+      // 4 KiB at a time, each given time to arrive alone: one receive each.
+      for (std::size_t at = 0; at < command.size(); at += 4096) {
+        send_str(fd, command.substr(at, 4096));
+        std::this_thread::sleep_for(500us);
+      }
+      send_str(fd, "PING\r\n");
+      CHECK(read_until(fd, "+PONG\r\n", 20s) == "-ERR unknown command ''\r\n+PONG\r\n");
+      const double cpu = cpu_seconds(server.pid) - cpu_before;
+      send_str(fd, "INFO\r\nQUIT\r\n");
+      const std::string info = read_all(fd);
+      auto stat = [&](const std::string& name) {
+        const std::size_t at = info.find(name + ":");
+        return at == std::string::npos ? -1.0 : std::stod(info.substr(at + name.size() + 1));
+      };
+      const double reads = stat("total_reads_processed"), bytes = stat("total_net_input_bytes"),
+                   examined = stat("parser_bytes_examined");
+      MESSAGE(std::string(recv) << ": " << reads << " receives, " << bytes << " bytes, parser looked at "
+                   << examined << " bytes, " << cpu << " s of server CPU");
+      CHECK(reads > 300);  // the command was split across many receives
+      CHECK(bytes >= static_cast<double>(command.size()));
+      CHECK(examined > 0);
+      CHECK(examined < 2 * bytes);  // before: about reads / 2 times the bytes
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  TEST_CASE("resp_server closes a connection whose unfinished command passes the query limit") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] = start_server({example_path("resp_server"), "--port", "0", "--recv",
+                                          recv, "--query-buffer-limit", "64kb"});
+      int fd = connect_to(port);
+      send_str(fd, "*2\r\n$3\r\nSET\r\n$1000000\r\n" + std::string(100000, 'x'));
+      CHECK(read_all(fd) == "-ERR Protocol error: query buffer limit reached\r\n");
+      ::close(fd);
+      fd = connect_to(port);  // the others are still served
+      send_str(fd, "PING\r\nQUIT\r\n");
+      CHECK(read_all(fd) == "+PONG\r\n+OK\r\n");
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  // Before: every GET's reply was queued at once; 400 pipelined GETs of a
+  // 1 MiB value grew the server by 400 MB, and it kept them while the
+  // client did not read (200 such clients: several GB). Now replies above
+  // --output-high stop the parsing, and --send-timeout ends the wait.
+  TEST_CASE("resp_server: a client that pipelines GETs and never reads keeps the RSS bounded") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] = start_server({example_path("resp_server"), "--port", "0", "--recv",
+                                          recv, "--send-timeout", "1s"});
+      int fd = connect_to(port);
+      send_str(fd, bulk_command({"SET", "big", std::string(1 << 20, 'v')}));
+      CHECK(read_until(fd, "\r\n", 5s) == "+OK\r\n");
+      ::close(fd);
+      const long before = rss_kib(server.pid);
+      int sleeper = connect_to(port, 4096);
+      std::string gets;
+      for (int i = 0; i < 400; ++i) gets += "GET big\r\n";
+      send_str(sleeper, gets);
+      long during = 0;  // the most over its first second
+      for (int i = 0; i < 10; ++i) {
+        std::this_thread::sleep_for(100ms);
+        during = std::max(during, rss_kib(server.pid));
+      }
+      MESSAGE(std::string(recv) << ": RSS " << before << " KiB before, " << during << " KiB with the sleeper");
+      CHECK(during - before < 64 * 1024);
+      fd = connect_to(port);  // others are served meanwhile
+      send_str(fd, "PING\r\n");
+      CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
+      ::close(fd);
+      // The send timeout cuts the sleeper off (within 2 x 1 s of its last
+      // read): after that, what the sleeper still holds ends in EOF.
+      std::this_thread::sleep_for(3s);
+      CHECK(closed_within(sleeper, 20s));
+      ::close(sleeper);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  TEST_CASE("resp_server --timeout closes idle connections; 0 (the default) never does") {
+    auto [server, port] =
+        start_server({example_path("resp_server"), "--port", "0", "--timeout", "1s"});
+    int idle = connect_to(port);
+    CHECK(closed_within(idle, 10s));
+    ::close(idle);
+    CHECK(stop_server(server) == 0);
+  }
+
+  // Before: no connection cap; sixty slowloris clients under ulimit -n 64
+  // held every descriptor and new clients were not served.
+  TEST_CASE("resp_server and http_hello refuse connections past --max-clients") {
+    auto [resp, resp_port] =
+        start_server({example_path("resp_server"), "--port", "0", "--max-clients", "2"});
+    int a = connect_to(resp_port), b = connect_to(resp_port);
+    send_str(a, "PING\r\n");
+    CHECK(read_until(a, "\r\n", 5s) == "+PONG\r\n");
+    send_str(b, "PING\r\n");
+    CHECK(read_until(b, "\r\n", 5s) == "+PONG\r\n");
+    int c = connect_to(resp_port);
+    CHECK(read_all(c) == "-ERR max number of clients reached\r\n");
+    ::close(c);
+    ::close(a);
+    std::this_thread::sleep_for(100ms);  // a's slot is free again
+    c = connect_to(resp_port);
+    send_str(c, "PING\r\n");
+    CHECK(read_until(c, "\r\n", 5s) == "+PONG\r\n");
+    ::close(b);
+    ::close(c);
+    CHECK(stop_server(resp) == 0);
+
+    auto [http, http_port] =
+        start_server({example_path("http_hello"), "--port", "0", "--max-clients", "1"});
+    int h1 = connect_to(http_port);
+    send_str(h1, "GET / HTTP/1.1\r\n\r\n");
+    CHECK(read_until(h1, "Hello, World!", 5s).find("200 OK") != std::string::npos);
+    int h2 = connect_to(http_port);
+    CHECK(read_all(h2).rfind("HTTP/1.1 503 Service Unavailable\r\n", 0) == 0);
+    ::close(h1);
+    ::close(h2);
+    CHECK(stop_server(http) == 0);
+  }
+
+  // Before: no timeouts: a head sent a byte at a time held its connection
+  // for as long as the client liked. A per-recv timeout restarts with every
+  // byte; the header timeout is one deadline for the whole head.
+  TEST_CASE("http_hello closes a head that trickles in a byte at a time, at its deadline") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] = start_server({example_path("http_hello"), "--port", "0", "--recv",
+                                          recv, "--header-timeout", "1s"});
+      int fd = connect_to(port);
+      const std::string endless = "GET / HTTP/1.1\r\nX-Slow: " + std::string(10000, 'a');
+      const auto began = std::chrono::steady_clock::now();
+      std::string got;
+      for (char ch : endless) {  // never finishes: a byte every 50 ms
+        if (::send(fd, &ch, 1, MSG_NOSIGNAL) != 1) break;
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 50) > 0) {
+          got = read_all(fd);
+          break;
+        }
+        if (std::chrono::steady_clock::now() - began > 20s) break;
+      }
+      const auto took = std::chrono::steady_clock::now() - began;
+      CHECK(got.rfind("HTTP/1.1 408 Request Timeout\r\n", 0) == 0);
+      CHECK(took < 15s);
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  TEST_CASE("http_hello closes a keep-alive connection idle past --keepalive-timeout") {
+    auto [server, port] =
+        start_server({example_path("http_hello"), "--port", "0", "--keepalive-timeout", "1s"});
+    int fd = connect_to(port);
+    send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+    CHECK(read_until(fd, "Hello, World!", 5s).rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(closed_within(fd, 10s));  // before: never
+    ::close(fd);
+    CHECK(stop_server(server) == 0);
+  }
+
+  TEST_CASE("http_hello answers 431 to an overlong line, too many headers or an overlong head") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] =
+          start_server({example_path("http_hello"), "--port", "0", "--recv", recv});
+      auto ask = [&](const std::string& request) {
+        int fd = connect_to(port);
+        send_str(fd, request);
+        std::string r = read_all(fd);
+        ::close(fd);
+        return r;
+      };
+      const std::string too_large = "HTTP/1.1 431 Request Header Fields Too Large\r\n";
+      CHECK(ask("GET /" + std::string(9000, 'u') + " HTTP/1.1\r\n\r\n").rfind(too_large, 0) == 0);
+      CHECK(ask("GET / HTTP/1.1\r\nX: " + std::string(9000, 'h') + "\r\n\r\n")
+                .rfind(too_large, 0) == 0);
+      // a line over the limit that has not ended yet is refused as it grows
+      CHECK(ask("GET / HTTP/1.1\r\nX: " + std::string(12000, 'h')).rfind(too_large, 0) == 0);
+      std::string many = "GET / HTTP/1.1\r\n";
+      for (int i = 0; i < 101; ++i) many += "H" + std::to_string(i) + ": v\r\n";
+      CHECK(ask(many + "\r\n").rfind(too_large, 0) == 0);
+      std::string big_head = "GET / HTTP/1.1\r\n";
+      for (int i = 0; i < 5; ++i) big_head += "X" + std::to_string(i) + ": " + std::string(4000, 'b') + "\r\n";
+      CHECK(ask(big_head + "\r\n").rfind(too_large, 0) == 0);
+      // within the limits: answered
+      CHECK(ask("GET / HTTP/1.1\r\nX: " + std::string(8000, 'h') + "\r\nConnection: close\r\n\r\n")
+                .rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      CHECK(ask("GET / HTTP/1.1\nHost: a\n\n").rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  // Before: every line broadcast to a member that never read printed
+  // "client N is not reading; disconnecting it" and shut it down again
+  // (1-2 GB of stderr in a minute), and SIGTERM then took 17-27 s.
+  TEST_CASE("chat_server disconnects a member that never reads once, says so once, stops at once") {
+    const std::string err = temp_path("chat.err");
+    auto [server, port] = start_server(
+        {example_path("chat_server"), "--port", "0", "--max-queue", "262144"}, err);
+    int talker = connect_to(port), listener = connect_to(port), sleeper = connect_to(port, 4096);
+    std::this_thread::sleep_for(100ms);  // all three have joined
+    // Bursts of short lines: each burst is read by the listener before the
+    // next goes out (the listener keeps up; the server never has a reason
+    // to cut it), while the sleeper never reads: its queue passes the
+    // limit after a few dozen bursts, and the rest of each burst, and the
+    // bursts after, are broadcast past it.
+    std::string burst;
+    for (int i = 0; i < 2000; ++i) burst += "hi\n";
+    bool listener_kept_up = true;
+    for (int i = 0; i < 150 && listener_kept_up; ++i) {
+      send_str(talker, burst);
+      std::size_t lines = 0;
+      char sink[65536];
+      while (lines < 2000) {
+        ssize_t n = ::recv(listener, sink, sizeof sink, 0);  // SO_RCVTIMEO: 5 s
+        if (n <= 0) {
+          listener_kept_up = false;
+          break;
+        }
+        lines += static_cast<std::size_t>(std::count(sink, sink + n, '\n'));
+      }
+    }
+    CHECK(listener_kept_up);
+    // Every line has been broadcast: the sleeper was cut off meanwhile.
+    CHECK(closed_within(sleeper, 10s));
+    const auto stop_began = std::chrono::steady_clock::now();
+    CHECK(stop_server(server, 10s) == 0);
+    CHECK(std::chrono::steady_clock::now() - stop_began < 5s);
+    const std::string log = slurp(err);
+    INFO(log);
+    CHECK(count_of(log, "is not reading") == 1);
+    ::close(talker);
+    ::close(listener);
+    ::close(sleeper);
+    std::remove(err.c_str());
+  }
+
+  // Before: with io_uring refused (seccomp, kernel.io_uring_disabled) every
+  // server exited 1, and --backend auto was ignored.
+  TEST_CASE("under a seccomp filter refusing io_uring, the servers fall back to epoll and serve") {
+    const std::string err = temp_path("auto.err");
+    for (const char* name : {"echo_server", "line_server", "resp_server", "http_hello",
+                             "chat_server"}) {
+      CAPTURE(name);
+      auto [server, port] =
+          start_server({no_uring_path(), example_path(name), "--port", "0"}, err);
+      int fd = connect_to(port);
+      const std::string name_s = name;
+      if (name_s == "resp_server") {
+        send_str(fd, "PING\r\n");
+        CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
+      } else if (name_s == "http_hello") {
+        send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+        CHECK(read_until(fd, "Hello, World!", 5s).find("200 OK") != std::string::npos);
+      } else if (name_s != "chat_server") {
+        send_str(fd, "ping\n");
+        CHECK(read_until(fd, "\n", 5s).find("ping\n") != std::string::npos);
+      }
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+      const std::string log = slurp(err);
+      CHECK(log.find("using the epoll completion backend") != std::string::npos);
+    }
+    // Asked for io_uring by name: an error naming the cause, no fallback.
+    Run forced = run({no_uring_path(), example_path("resp_server"), "--backend", "uring"});
+    CHECK(forced.code == 1);
+    std::remove(err.c_str());
+  }
+}
