@@ -279,7 +279,8 @@ TEST_SUITE("settle") {
 
   // Broke (io_uring without a buffer ring): the stop was lost when it came
   // after the readiness completion was queued; the reader went on to recv.
-  TEST_CASE("recv(fd) on io_uring without a buffer ring: a stop after readiness leaves the data for the next recv") {
+  TEST_CASE("recv(fd) on io_uring without a buffer ring: a stop after readiness leaves the data for the next recv" *
+            lev::test::needs_uring()) {
     ::setenv("LEV_URING_NO_BUF_RING", "1", 1);
     lev::Loop loop{lev::Model::proactor};
     ::unsetenv("LEV_URING_NO_BUF_RING");
@@ -302,7 +303,7 @@ TEST_SUITE("settle") {
 
   // Broke: a zero-copy send refused by an AF_UNIX socket was resent plain
   // without its linked timeout, to a full peer: it never ended.
-  TEST_CASE("a refused zero-copy send keeps its time limit") {
+  TEST_CASE("a refused zero-copy send keeps its time limit" * lev::test::needs_uring()) {
     lev::LoopOptions o;
     o.zero_copy_threshold = 1;
     lev::Loop loop{lev::Model::proactor, o};
