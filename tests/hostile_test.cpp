@@ -4,7 +4,7 @@
 // Each case says what broke before. Bounds are generous: a case fails
 // when a server does not do the thing at all, not when the machine is slow.
 #include <doctest/doctest.h>
-
+#include <errno.h>
 #include <netinet/tcp.h>
 
 #include <algorithm>
@@ -163,6 +163,30 @@ TEST_SUITE("examples") {
       ::close(sleeper);
       CHECK(stop_server(server) == 0);
     }
+  }
+
+  // Before: a writer parked on the Stream's high watermark waited forever
+  // for a client that sends lines but never reads the replies.
+  TEST_CASE("line_server cuts off a client that never reads, after --send-timeout") {
+    auto [server, port] =
+        start_server({example_path("line_server"), "--port", "0", "--send-timeout", "1s"});
+    int fd = connect_to(port, 4096);
+    const std::string lines = [] {
+      std::string l;
+      for (int i = 0; i < 64; ++i) l += std::string(1000, 'y') + "\n";
+      return l;
+    }();
+    bool cut = false;
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (!cut && std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      cut = ::send(fd, lines.data(), lines.size(), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+            errno != EAGAIN;
+    }
+    CHECK(cut);
+    ::close(fd);
+    CHECK(stop_server(server) == 0);
   }
 
   TEST_CASE("resp_server --timeout closes idle connections; 0 (the default) never does") {
