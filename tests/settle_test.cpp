@@ -416,7 +416,8 @@ TEST_SUITE("settle") {
   // until the walk is done (UringBackend::deferred_cancels_). This case puts
   // many multishot results on tiny rings at once and checks that nothing is
   // lost or repeated; it does not reliably reach the deferral itself.
-  TEST_CASE("many multishot results on tiny rings at once: nothing lost, nothing repeated") {
+  TEST_CASE("many multishot results on tiny rings at once: nothing lost, nothing repeated" *
+            lev::test::needs_uring()) {
     lev::LoopOptions o;
     o.queue_size = 2;
     o.cqe_entries = 16;
