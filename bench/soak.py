@@ -3,7 +3,7 @@
 
   python3 bench/soak.py [--build build] [--seconds 20] [--concurrency 400]
                         [--reset-rate 0.1] [--seed N] [--servers echo,line,resp]
-                        [--models proactor,reactor]
+                        [--models proactor,reactor] [--rounds 1]
 
 For each server (echo_server, line_server, resp_server) on each model, for
 --seconds: connections opened --concurrency at a time, each sending a random
@@ -14,7 +14,8 @@ reply checked byte for byte. A fraction (--reset-rate) of the connections
 is reset (SO_LINGER 0) at a random point, mid-message included. The
 server's RSS and open descriptors are read from /proc before the first
 connection and after the last one has closed (and the server had a moment
-to settle), and once more after malloc_trim(0) (called through gdb when it
+to settle; with --rounds N, after each of N soaks of the same server, so
+that growth from round to round shows), and once more after malloc_trim(0) (called through gdb when it
 is installed: glibc keeps freed memory, which is not a leak). Prints one table; exits 1 when a byte was lost or wrong or an
 fd leaked. Bounded: each run stops starting connections after --seconds
 and gives the ones in flight 30 s more.
@@ -227,13 +228,14 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--servers", default="echo,line,resp")
     ap.add_argument("--models", default="proactor,reactor")
+    ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * a.concurrency + 64)), hard))
     print(f"soak: seed {seed}, {a.seconds:g} s per run, {a.concurrency} connections at a time, "
           f"{a.reset_rate:.0%} reset at a random point")
-    head = (f"{'server':<12} {'model':<9} {'conns':>6} {'resets':>6} {'MiB checked':>11} {'wrong':>5} "
+    head = (f"{'server':<12} {'model':<9} {'round':>5} {'conns':>6} {'resets':>6} {'MiB checked':>11} {'wrong':>5} "
             f"{'RSS KiB before':>14} {'after':>7} {'trimmed':>7} {'fds before':>10} {'after':>5} {'exit':>4}")
     print(head)
     failed = False
@@ -242,18 +244,19 @@ def main():
             server = Server([f"{a.build}/examples/{kind}_server", "--port", "0", "--model", model])
             time.sleep(0.2)
             rss0, fds0 = server.rss_kib(), server.fds()
-            tally = asyncio.run(soak(kind, server.port, a.seconds, a.concurrency, a.reset_rate,
-                                     seed))
-            settle(server, fds0)
-            rss1, fds1 = server.rss_kib(), server.fds()
-            rss2 = server.trim()
-            code = server.stop()
-            print(f"{kind + '_server':<12} {model:<9} {tally.connections:>6} {tally.resets:>6} "
-                  f"{tally.checked / 2**20:>11.1f} {tally.wrong:>5} {rss0:>14} {rss1:>7} {rss2:>7} "
-                  f"{fds0:>10} {fds1:>5} {code:>4}", flush=True)
-            for e in tally.errors:
-                print(f"    {e}")
-            failed |= tally.wrong > 0 or fds1 > fds0 or code != 0
+            for r in range(1, a.rounds + 1):
+                tally = asyncio.run(soak(kind, server.port, a.seconds, a.concurrency, a.reset_rate,
+                                         seed + r))
+                settle(server, fds0)
+                rss1, fds1 = server.rss_kib(), server.fds()
+                rss2 = server.trim()
+                code = server.stop() if r == a.rounds else 0
+                print(f"{kind + '_server':<12} {model:<9} {r:>5} {tally.connections:>6} {tally.resets:>6} "
+                      f"{tally.checked / 2**20:>11.1f} {tally.wrong:>5} {rss0:>14} {rss1:>7} {rss2:>7} "
+                      f"{fds0:>10} {fds1:>5} {code:>4}", flush=True)
+                for e in tally.errors:
+                    print(f"    {e}")
+                failed |= tally.wrong > 0 or fds1 > fds0 or code != 0
     sys.exit(1 if failed else 0)
 
 
