@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "lev/detail/buffer_pool.hpp"
+#include "lev/log.hpp"
 #include "lev/when.hpp"
 
 using namespace std::chrono_literals;
@@ -113,6 +114,8 @@ class Sim final : public Host {
     if (failure_.empty()) failure_ = why;
   }
   bool in_round() const override { return g_in_loop; }
+  std::optional<Fd> listen() override;
+  std::optional<Fd> dial(int listener) override;
 
  private:
   bool step(bool faults);
@@ -122,6 +125,8 @@ class Sim final : public Host {
   bool passthrough(OpBase& op);
   bool complete_send(OpBase& op, Endpoint& ep, bool faults);
   bool complete_recv(OpBase& op, Endpoint& ep, bool faults);
+  bool complete_accept(OpBase& op, bool faults);
+  void drop_backlog(int listener);
   void round();
   void check(const char* when);
   void hang_up(Endpoint& ep);
@@ -148,6 +153,7 @@ class Sim final : public Host {
   World world_;
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
   std::map<int, Endpoint*> by_fd_;
+  std::map<int, std::deque<int>> listeners_;  // listening fd -> server ends not yet accepted
   std::vector<int> to_close_;  // closed through lev: really closed after the run
   std::vector<Operation> ops_;
   std::vector<std::shared_ptr<std::stop_source>> stops_;
@@ -164,10 +170,70 @@ void Sim::hang_up(Endpoint& ep) {
 }
 
 void Sim::sweep_closed() {
+  std::vector<int> closed_listeners;
+  for (auto& [fd, backlog] : listeners_)
+    if (::fcntl(fd, F_GETFD) < 0) closed_listeners.push_back(fd);
+  for (int fd : closed_listeners) drop_backlog(fd);
   std::vector<Endpoint*> gone;
   for (auto& [fd, ep] : by_fd_)
     if (::fcntl(fd, F_GETFD) < 0) gone.push_back(ep);
   for (Endpoint* ep : gone) hang_up(*ep);
+}
+
+// A listener went: the connections nobody accepted are closed, as the
+// kernel closes them (their clients see the end of the stream).
+void Sim::drop_backlog(int listener) {
+  auto it = listeners_.find(listener);
+  if (it == listeners_.end()) return;
+  for (int fd : it->second) {
+    if (Endpoint* ep = endpoint(fd)) hang_up(*ep);
+    ::close(fd);
+  }
+  listeners_.erase(it);
+}
+
+// A listening socket: a real one (unbound: nothing can reach it), so that
+// its number is taken while the simulated backlog lives.
+std::optional<Fd> Sim::listen() {
+  Fd l{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  if (!l) throw std::runtime_error("sim: socket");
+  if (Endpoint* old = endpoint(l.get())) hang_up(*old);
+  drop_backlog(l.get());
+  listeners_[l.get()];
+  return l;
+}
+
+std::optional<Fd> Sim::dial(int listener) {
+  auto it = listeners_.find(listener);
+  if (it == listeners_.end()) throw std::runtime_error("sim: dial to a socket that does not listen");
+  auto [c, s] = connect_pair();
+  listeners_[listener].push_back(s.release());  // owned by the backlog until accepted
+  return std::move(c);
+}
+
+bool Sim::complete_accept(OpBase& op, bool faults) {
+  auto it = listeners_.find(op.fd);
+  if (it == listeners_.end()) {
+    fake_->fail(op, EBADF);
+    return true;
+  }
+  if (faults && rng_.chance(swarm_.p_reset / 2)) {  // out of descriptors: the Acceptor backs off
+    fake_->fail(op, EMFILE);
+    return true;
+  }
+  if (it->second.empty()) return false;  // nobody dialled: the accept waits
+  const int fd = it->second.front();
+  if (faults && rng_.chance(swarm_.p_reset)) {  // the client gave up first
+    it->second.pop_front();
+    if (Endpoint* ep = endpoint(fd)) reset(*ep);
+    if (Endpoint* ep = endpoint(fd)) hang_up(*ep);
+    ::close(fd);
+    fake_->fail(op, ECONNABORTED);
+    return true;
+  }
+  it->second.pop_front();
+  fake_->complete(op, fd);
+  return true;
 }
 
 std::pair<Fd, Fd> Sim::connect_pair() {
@@ -291,6 +357,7 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
     fake_->complete(op, 0);
     return true;
   }
+  if (op.kind == OpKind::accept) return complete_accept(op, faults);
   Endpoint* ep = endpoint(op.fd);
   if (!ep) return passthrough(op);
   switch (op.kind) {
@@ -432,6 +499,13 @@ void Sim::check(const char* when) {
 }
 
 std::string Sim::run(bool verbose) {
+  // The library's warnings (an Acceptor backing off on an injected EMFILE)
+  // are expected here: kept off stderr unless the run is logged.
+  struct Quiet {
+    LogHandler previous = set_log_handler(
+        g_log ? LogHandler{} : LogHandler{[](LogLevel, std::string_view) {}});
+    ~Quiet() { set_log_handler(std::move(previous)); }
+  } quiet;
   const long fds_before = open_fds();
   const long frames_before = FrameToken::live, witnesses_before = Witness::live;
   auto all = workloads();
@@ -491,6 +565,7 @@ std::string Sim::run(bool verbose) {
     fake_.reset();
   }
   for (int fd : to_close_) ::close(fd);
+  while (!listeners_.empty()) drop_backlog(listeners_.begin()->first);
   if (failure_.empty()) {
     if (FrameToken::live != frames_before)
       fail(std::to_string(FrameToken::live - frames_before) + " workload frames left after teardown");

@@ -9,6 +9,7 @@
 // LEV_SIM_SEED=<seed> replays exactly that run.
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -94,6 +95,13 @@ class Host {
   virtual void fail(const std::string& why) = 0;
   /// True while the loop runs a round: the only time a workload may resume.
   [[nodiscard]] virtual bool in_round() const = 0;
+  /// A listening stream socket; nullopt when this host has none.
+  virtual std::optional<Fd> listen() { return std::nullopt; }
+  /// A connection to `listener`, queued for its accept; the client's end.
+  virtual std::optional<Fd> dial(int listener) {
+    (void)listener;
+    return std::nullopt;
+  }
 };
 
 /// What the workloads see of their host.
@@ -106,6 +114,8 @@ struct World {
   /// the simulation, real time (shorter) on a real engine.
   Duration max_wait = std::chrono::milliseconds(400);
   std::pair<Fd, Fd> connect_pair() { return host->connect_pair(); }
+  std::optional<Fd> listen() { return host->listen(); }
+  std::optional<Fd> dial(int listener) { return host->dial(listener); }
   [[nodiscard]] std::optional<std::uint64_t> accepted(int fd) const { return host->accepted(fd); }
   void cancellable(Operation op) { host->cancellable(std::move(op)); }
   void stoppable(std::shared_ptr<std::stop_source> src) { host->stoppable(std::move(src)); }

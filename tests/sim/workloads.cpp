@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "lev/channel.hpp"
+#include "lev/net/listen.hpp"
 #include "lev/net/stream.hpp"
 #include "lev/task_group.hpp"
 #include "lev/when.hpp"
@@ -490,11 +491,96 @@ Task<> sources(World& w) {
   w.resumed("close");
 }
 
+// ---------------------------------------------------------------- acceptor
+// An Acceptor serves clients that dial over time (each sends a few bytes and
+// reads them back, under deadlines); the kernel aborts some accepts and runs
+// out of descriptors now and then (the Acceptor backs off); the Acceptor is
+// stopped, or destroyed without stop(), at a random point, while an accept
+// or a back-off waits. Its run() must end either way; every echo that
+// arrives is exact; what the connection tasks capture outlives the Acceptor.
+Task<> acceptor(World& w) {
+  FrameToken frame;
+  std::optional<Fd> listener = w.listen();
+  if (!listener) co_return;  // a host without listeners
+  const int lfd = listener->get();
+  struct Tally {
+    long served = 0;  // connections whose echo task ended
+    long live = 0;    // connection tasks running (detached: they outlive the Acceptor)
+  };
+  auto tally = std::make_shared<Tally>();
+  auto handler = [&w, tally](Fd fd, SocketAddress) -> Task<> {
+    FrameToken f;
+    ++tally->live;
+    std::array<char, 64> buf{};
+    auto got = co_await receive(w, fd.get(), buf, {}, true);
+    if (got && !got->empty()) (void)co_await send_some(w, fd.get(), *got, {});
+    ++tally->served;
+    --tally->live;
+    (void)co_await w.loop->close(fd);
+    w.resumed("acceptor connection");
+  };
+  auto acc = std::make_unique<net::Acceptor>(*w.loop, lfd, handler);
+  bool run_ended = false;
+  auto runner = [&](Task<> run) -> Task<> {
+    FrameToken f;
+    co_await std::move(run);
+    w.resumed("acceptor run");
+    run_ended = true;
+  };
+  auto client = [&](int id) -> Task<> {
+    FrameToken f;
+    (void)co_await w.loop->sleep_for(some_time(w));
+    w.resumed("client sleep");
+    std::optional<Fd> c = w.dial(lfd);
+    const std::string msg = "client " + std::to_string(id);
+    auto [ok, n] = co_await send_some(w, c->get(), msg, {});
+    std::string echo;
+    std::array<char, 64> buf{};
+    while (ok && echo.size() < msg.size()) {
+      auto got = co_await receive(w, c->get(), buf, {}, true);
+      if (!got || got->empty()) break;
+      echo += *got;
+    }
+    if (!msg.starts_with(echo)) w.fail("acceptor: client " + std::to_string(id) + " got back '" + echo + "'");
+    (void)co_await w.loop->close(*c);
+    w.resumed("client close");
+  };
+  auto ender = [&]() -> Task<> {
+    FrameToken f;
+    (void)co_await w.loop->sleep_for(some_time(w) * 2);
+    w.resumed("acceptor ender");
+    if (w.rng->chance(0.5))
+      acc->stop();
+    else
+      acc.reset();  // without stop(): the destructor stops it
+  };
+  const int clients = static_cast<int>(w.rng->between(1, 4));
+  std::vector<Task<>> tasks;
+  tasks.push_back(runner(acc->run()));
+  tasks.push_back(ender());
+  for (int i = 0; i < clients; ++i) tasks.push_back(client(i));
+  co_await when_all(std::move(tasks));
+  w.resumed("acceptor when_all");
+  if (!run_ended) w.fail("acceptor: run() did not end after stop()");
+  // The connection tasks run detached; each is bounded by its deadlines.
+  // (A round first: a connection just accepted starts in the next one.)
+  int rounds = 0;
+  do {
+    (void)co_await w.loop->sleep_for(10ms);
+    w.resumed("acceptor drain");
+  } while (tally->live > 0 && ++rounds < 10'000);
+  if (tally->live > 0) w.fail("acceptor: a connection task never ended");
+  if (acc && static_cast<long>(acc->accepted()) < tally->served)
+    w.fail("acceptor: more connections served than accepted");
+  acc.reset();
+}
+
 }  // namespace
 
 std::vector<std::pair<const char*, Workload>> workloads() {
   return {{"echo", echo},   {"race", race},       {"stream", stream}, {"group", group},
-          {"channel", channel}, {"timers", timers}, {"sources", sources}};
+          {"channel", channel}, {"timers", timers}, {"sources", sources},
+          {"acceptor", acceptor}};
 }
 
 }  // namespace lev::sim
