@@ -246,8 +246,8 @@ lev::Duration recv_wait(lev::Loop& loop, const Conn& c, const Limits& limits) {
 // The end of a connection: a head cut off by its deadline gets 408.
 lev::Task<> finish(lev::Loop& loop, lev::Fd& fd, bool head_timed_out, const Limits& limits) {
   if (head_timed_out) (void)co_await example::send_all_within(loop, fd, kTimeout, limits.send_timeout);
-  co_await loop.shutdown(fd, lev::Shutdown::write);
-  co_await loop.close(fd);
+  (void)co_await loop.shutdown(fd, lev::Shutdown::write);
+  (void)co_await loop.close(fd);
 }
 
 // --recv own: each connection receives into a buffer of its own.
