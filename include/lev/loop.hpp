@@ -37,7 +37,7 @@
 #include "lev/detail/awaiter.hpp"
 #include "lev/detail/offload.hpp"
 #include "lev/detail/op.hpp"
-#include "lev/detail/ops.hpp"
+#include "lev/detail/ops/all.hpp"
 #include "lev/detail/recv.hpp"
 #include "lev/detail/remote.hpp"
 #include "lev/detail/root.hpp"
@@ -352,44 +352,49 @@ class Loop {
   }
 
   // ---- operations: awaitables -----------------------------------------
+  // Each operation is described once (lev/detail/ops/*.hpp); the forms
+  // below are make<D> (awaitable), make_until<D> (with a time limit) and
+  // launch_op<D> (callback) of its description.
   /// An operation's awaiter: `co_await` gives `Result<T>`.
   template <class T, detail::OpKind K>
   using Op = detail::OpAwaiter<T, K>;
   /// A byte-moving operation's awaiter: `co_await` gives `Result<std::size_t>`.
   template <detail::OpKind K>
   using Io = detail::OpAwaiter<std::size_t, K>;
-  /// An Io with a time limit (IoOptions::timeout).
-  template <detail::OpKind K>
-  using Deadline = detail::DeadlineAwaiter<Io<K>>;
+  /// The awaiter of the operation described by `D` (lev/detail/ops/*.hpp):
+  /// `co_await` gives `Result<D::Result>`.
+  template <class D>
+  using Awaiter = detail::AwaiterOf<D>;
+  /// An Awaiter<D> with a time limit (IoOptions::timeout).
+  template <class D>
+  using Deadline = detail::DeadlineAwaiter<detail::AwaiterOf<D>>;
   /// A timer's awaiter: `co_await` gives `Result<Expired>`.
   using Sleep = detail::OpAwaiter<Expired, detail::OpKind::timer>;
   // Each returns an awaiter holding the operation record; `co_await` it
   // once. The buffer must stay valid until the awaiter resumes.
 
   /// Completes on the next round; result: success.
-  Op<void, detail::OpKind::nop> nop() { return Op<void, detail::OpKind::nop>(*this, -1); }
+  Awaiter<detail::NopOp> nop() { return make<detail::NopOp>(-1); }
   /// Bytes read; 0 = end of file (for a non-empty buffer). offset -1 =
   /// the file position / a stream.
-  Io<detail::OpKind::read> read(FdRef fd, MutableBuffer buf,
-                                      std::uint64_t offset = std::uint64_t(-1)) {
-    return io<detail::OpKind::read>(fd, buf.data, buf.size, offset, 0, false);
+  Awaiter<detail::ReadOp> read(FdRef fd, MutableBuffer buf,
+                               std::uint64_t offset = std::uint64_t(-1)) {
+    return make<detail::ReadOp>(fd, buf.data, buf.size, offset);
   }
   /// Bytes written (may be short; see write_all).
-  Io<detail::OpKind::write> write(FdRef fd, ConstBuffer buf,
-                                       std::uint64_t offset = std::uint64_t(-1)) {
-    return io<detail::OpKind::write>(fd, const_cast<void*>(buf.data), buf.size, offset,
-                           0, false);
+  Awaiter<detail::WriteOp> write(FdRef fd, ConstBuffer buf,
+                                 std::uint64_t offset = std::uint64_t(-1)) {
+    return make<detail::WriteOp>(fd, buf.data, buf.size, offset, false);
   }
   /// Writes every byte or fails; the error's `transferred` tells how many
   /// bytes were written before the failure.
-  Io<detail::OpKind::write> write_all(FdRef fd, ConstBuffer buf,
-                                           std::uint64_t offset = std::uint64_t(-1)) {
-    return io<detail::OpKind::write>(fd, const_cast<void*>(buf.data), buf.size, offset,
-                           0, true);
+  Awaiter<detail::WriteOp> write_all(FdRef fd, ConstBuffer buf,
+                                     std::uint64_t offset = std::uint64_t(-1)) {
+    return make<detail::WriteOp>(fd, buf.data, buf.size, offset, true);
   }
   /// Bytes received; 0 = the peer shut down its side (EOF).
-  Io<detail::OpKind::recv> recv(FdRef fd, MutableBuffer buf, int flags = 0) {
-    return io<detail::OpKind::recv>(fd, buf.data, buf.size, 0, flags, false);
+  Awaiter<detail::RecvOp> recv(FdRef fd, MutableBuffer buf, int flags = 0) {
+    return make<detail::RecvOp>(fd, buf.data, buf.size, flags);
   }
   /// Receives into a buffer of the loop's pool, taken only when data has
   /// arrived, and hands it over: a lev::Buffer, empty at end of stream,
@@ -407,86 +412,75 @@ class Loop {
     return recv_ ? recv_->stats() : RecvBufferStats{};
   }
   /// Bytes sent (may be short). Never raises SIGPIPE.
-  Io<detail::OpKind::send> send(FdRef fd, ConstBuffer buf, int flags = 0) {
-    return io<detail::OpKind::send>(fd, const_cast<void*>(buf.data), buf.size, 0,
-                           flags | detail::kSendFlags, false);
+  Awaiter<detail::SendOp> send(FdRef fd, ConstBuffer buf, int flags = 0) {
+    return make<detail::SendOp>(fd, buf.data, buf.size, flags, false);
   }
   /// Sends every byte or fails (error's `transferred`: bytes sent first).
-  Io<detail::OpKind::send> send_all(FdRef fd, ConstBuffer buf, int flags = 0) {
-    return io<detail::OpKind::send>(fd, const_cast<void*>(buf.data), buf.size, 0,
-                           flags | detail::kSendFlags, true);
+  Awaiter<detail::SendOp> send_all(FdRef fd, ConstBuffer buf, int flags = 0) {
+    return make<detail::SendOp>(fd, buf.data, buf.size, flags, true);
   }
   /// read(), bounded by `o.timeout` (errc::timed_out when it passes first).
-  Deadline<detail::OpKind::read> read(FdRef fd, MutableBuffer buf, IoOptions o,
-                             std::uint64_t offset = std::uint64_t(-1)) {
-    return io_until<detail::OpKind::read>(o, fd, buf.data, buf.size, offset, 0, false);
+  Deadline<detail::ReadOp> read(FdRef fd, MutableBuffer buf, IoOptions o,
+                                std::uint64_t offset = std::uint64_t(-1)) {
+    return make_until<detail::ReadOp>(o.timeout, fd, buf.data, buf.size, offset);
   }
   /// write(), bounded by `o.timeout`.
-  Deadline<detail::OpKind::write> write(FdRef fd, ConstBuffer buf, IoOptions o,
-                              std::uint64_t offset = std::uint64_t(-1)) {
-    return io_until<detail::OpKind::write>(o, fd, const_cast<void*>(buf.data),
-                                 buf.size, offset, 0, false);
+  Deadline<detail::WriteOp> write(FdRef fd, ConstBuffer buf, IoOptions o,
+                                  std::uint64_t offset = std::uint64_t(-1)) {
+    return make_until<detail::WriteOp>(o.timeout, fd, buf.data, buf.size, offset, false);
   }
   /// write_all(), bounded by `o.timeout` (`transferred`: bytes written first).
-  Deadline<detail::OpKind::write> write_all(FdRef fd, ConstBuffer buf, IoOptions o,
-                                  std::uint64_t offset = std::uint64_t(-1)) {
-    return io_until<detail::OpKind::write>(o, fd, const_cast<void*>(buf.data),
-                                 buf.size, offset, 0, true);
+  Deadline<detail::WriteOp> write_all(FdRef fd, ConstBuffer buf, IoOptions o,
+                                      std::uint64_t offset = std::uint64_t(-1)) {
+    return make_until<detail::WriteOp>(o.timeout, fd, buf.data, buf.size, offset, true);
   }
   /// recv() with `o.flags`, bounded by `o.timeout`.
-  Deadline<detail::OpKind::recv> recv(FdRef fd, MutableBuffer buf, IoOptions o) {
-    return io_until<detail::OpKind::recv>(o, fd, buf.data, buf.size, 0, o.flags,
-                                 false);
+  Deadline<detail::RecvOp> recv(FdRef fd, MutableBuffer buf, IoOptions o) {
+    return make_until<detail::RecvOp>(o.timeout, fd, buf.data, buf.size, o.flags);
   }
   /// send() with `o.flags`, bounded by `o.timeout`.
-  Deadline<detail::OpKind::send> send(FdRef fd, ConstBuffer buf, IoOptions o) {
-    return io_until<detail::OpKind::send>(o, fd, const_cast<void*>(buf.data), buf.size,
-                                 0, o.flags | detail::kSendFlags, false);
+  Deadline<detail::SendOp> send(FdRef fd, ConstBuffer buf, IoOptions o) {
+    return make_until<detail::SendOp>(o.timeout, fd, buf.data, buf.size, o.flags, false);
   }
   /// send_all() with `o.flags`, bounded by `o.timeout` (`transferred`: bytes sent first).
-  Deadline<detail::OpKind::send> send_all(FdRef fd, ConstBuffer buf, IoOptions o) {
-    return io_until<detail::OpKind::send>(o, fd, const_cast<void*>(buf.data), buf.size,
-                                 0, o.flags | detail::kSendFlags, true);
+  Deadline<detail::SendOp> send_all(FdRef fd, ConstBuffer buf, IoOptions o) {
+    return make_until<detail::SendOp>(o.timeout, fd, buf.data, buf.size, o.flags, true);
   }
   /// accept(), bounded by `o.timeout`.
-  detail::DeadlineAwaiter<detail::AcceptAwaiter> accept(FdRef listener, IoOptions o) {
-    return detail::DeadlineAwaiter<detail::AcceptAwaiter>(o.timeout, *this, listener.fd);
+  Deadline<detail::AcceptOp> accept(FdRef listener, IoOptions o) {
+    return make_until<detail::AcceptOp>(o.timeout, listener);
   }
   /// connect(), bounded by `o.timeout`.
-  detail::DeadlineAwaiter<detail::ConnectAwaiter> connect(FdRef fd, const SocketAddress& to,
-                                                          IoOptions o) {
-    return detail::DeadlineAwaiter<detail::ConnectAwaiter>(o.timeout, *this, fd.fd, to);
+  Deadline<detail::ConnectOp> connect(FdRef fd, const SocketAddress& to, IoOptions o) {
+    return make_until<detail::ConnectOp>(o.timeout, fd, to);
   }
 
   /// A new connection (owned, nonblocking, close-on-exec) and its peer.
-  detail::AcceptAwaiter accept(FdRef listener) { return detail::AcceptAwaiter(*this, listener.fd); }
+  Awaiter<detail::AcceptOp> accept(FdRef listener) { return make<detail::AcceptOp>(listener); }
   /// Connects the socket `fd` to `to`; result: success or the connect error
   /// (ECONNREFUSED...).
-  detail::ConnectAwaiter connect(FdRef fd, const SocketAddress& to) {
-    return detail::ConnectAwaiter(*this, fd.fd, to);
+  Awaiter<detail::ConnectOp> connect(FdRef fd, const SocketAddress& to) {
+    return make<detail::ConnectOp>(fd, to);
   }
   /// Shuts down one or both directions of the socket `fd`.
-  Op<void, detail::OpKind::shutdown> shutdown(FdRef fd, Shutdown how) {
+  Awaiter<detail::ShutdownOp> shutdown(FdRef fd, Shutdown how) {
     return shutdown(fd, static_cast<int>(how));
   }
   /// shutdown() with SHUT_RD / SHUT_WR / SHUT_RDWR.
-  Op<void, detail::OpKind::shutdown> shutdown(FdRef fd, int how) {
-    return Op<void, detail::OpKind::shutdown>(*this, fd.fd,
-                                   [how](detail::OpBase& op) { op.flags = how; });
+  Awaiter<detail::ShutdownOp> shutdown(FdRef fd, int how) {
+    return make<detail::ShutdownOp>(fd, how);
   }
   /// Closes a borrowed fd. A close is never cancelled (a stop leaves it
   /// alone; one the loop's teardown catches before the kernel closes the
   /// fd itself): whatever happens, the fd is closed.
-  Op<void, detail::OpKind::close> close(FdRef fd) {
+  Awaiter<detail::CloseOp> close(FdRef fd) {
     closing(fd.fd);
-    return Op<void, detail::OpKind::close>(*this, fd.fd,
-                                           [](detail::OpBase& op) { op.flow = detail::kFlowClose; });
+    return make<detail::CloseOp>(fd);
   }
   /// Closes an owned fd: `fd` is empty afterwards, whatever the result.
-  Op<void, detail::OpKind::close> close(Fd& fd) {
+  Awaiter<detail::CloseOp> close(Fd& fd) {
     closing(fd.get());
-    return Op<void, detail::OpKind::close>(*this, fd.release(),
-                                           [](detail::OpBase& op) { op.flow = detail::kFlowClose; });
+    return make<detail::CloseOp>(FdRef{fd.release()});
   }
   /// Suspends the task for `delay`: after(delay) for those who read it so.
   /// Result: Expired, or errc::operation_canceled when its token stops.
@@ -531,61 +525,47 @@ class Loop {
   /// nop() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation nop(F&& cb) {
-    return launch<void>(std::forward<F>(cb), detail::OpKind::nop, -1);
+    return launch_op<detail::NopOp>(std::forward<F>(cb), -1);
   }
   /// read() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation read(FdRef fd, MutableBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
-    return launch_io(std::forward<F>(cb), detail::OpKind::read, fd, buf.data, buf.size, offset, 0,
-                     false);
+    return launch_op<detail::ReadOp>(std::forward<F>(cb), fd, buf.data, buf.size, offset);
   }
   /// write() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation write(FdRef fd, ConstBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
-    return launch_io(std::forward<F>(cb), detail::OpKind::write, fd, const_cast<void*>(buf.data),
-                     buf.size, offset, 0, false);
+    return launch_op<detail::WriteOp>(std::forward<F>(cb), fd, buf.data, buf.size, offset, false);
   }
   /// write_all() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation write_all(FdRef fd, ConstBuffer buf, F&& cb, std::uint64_t offset = std::uint64_t(-1)) {
-    return launch_io(std::forward<F>(cb), detail::OpKind::write, fd, const_cast<void*>(buf.data),
-                     buf.size, offset, 0, true);
+    return launch_op<detail::WriteOp>(std::forward<F>(cb), fd, buf.data, buf.size, offset, true);
   }
   /// recv() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation recv(FdRef fd, MutableBuffer buf, F&& cb, int flags = 0) {
-    return launch_io(std::forward<F>(cb), detail::OpKind::recv, fd, buf.data, buf.size, 0, flags,
-                     false);
+    return launch_op<detail::RecvOp>(std::forward<F>(cb), fd, buf.data, buf.size, flags);
   }
   /// send() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation send(FdRef fd, ConstBuffer buf, F&& cb, int flags = 0) {
-    return launch_io(std::forward<F>(cb), detail::OpKind::send, fd, const_cast<void*>(buf.data),
-                     buf.size, 0, flags | detail::kSendFlags, false);
+    return launch_op<detail::SendOp>(std::forward<F>(cb), fd, buf.data, buf.size, flags, false);
   }
   /// send_all() in callback form: `cb(Operation&, Result<std::size_t>)`.
   template <detail::CompletionHandler<std::size_t> F>
   Operation send_all(FdRef fd, ConstBuffer buf, F&& cb, int flags = 0) {
-    return launch_io(std::forward<F>(cb), detail::OpKind::send, fd, const_cast<void*>(buf.data),
-                     buf.size, 0, flags | detail::kSendFlags, true);
+    return launch_op<detail::SendOp>(std::forward<F>(cb), fd, buf.data, buf.size, flags, true);
   }
   /// accept() in callback form: `cb(Operation&, Result<Accepted>)`.
   template <detail::CompletionHandler<Accepted> F>
   Operation accept(FdRef listener, F&& cb) {
-    detail::CallbackOp& cb_op =
-        prepare<Accepted>(std::forward<F>(cb), detail::OpKind::accept, listener.fd);
-    cb_op.op.addr = reinterpret_cast<sockaddr*>(&cb_op.addr);
-    cb_op.op.addrlen = sizeof(cb_op.addr);
-    return commit(cb_op);
+    return launch_op<detail::AcceptOp>(std::forward<F>(cb), listener);
   }
   /// connect() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation connect(FdRef fd, const SocketAddress& to, F&& cb) {
-    detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::connect, fd.fd);
-    std::memcpy(&cb_op.addr, to.data(), to.size());
-    cb_op.op.addr = reinterpret_cast<sockaddr*>(&cb_op.addr);
-    cb_op.op.addrlen = to.size();
-    return commit(cb_op);
+    return launch_op<detail::ConnectOp>(std::forward<F>(cb), fd, to);
   }
   /// shutdown() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
@@ -595,17 +575,13 @@ class Loop {
   /// shutdown() with SHUT_* in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation shutdown(FdRef fd, int how, F&& cb) {
-    detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::shutdown, fd.fd);
-    cb_op.op.flags = how;
-    return commit(cb_op);
+    return launch_op<detail::ShutdownOp>(std::forward<F>(cb), fd, how);
   }
   /// close() in callback form: `cb(Operation&, Result<void>)`.
   template <detail::CompletionHandler<void> F>
   Operation close(FdRef fd, F&& cb) {
     closing(fd.fd);
-    detail::CallbackOp& cb_op = prepare<void>(std::forward<F>(cb), detail::OpKind::close, fd.fd);
-    cb_op.op.flow = detail::kFlowClose;
-    return commit(cb_op);
+    return launch_op<detail::CloseOp>(std::forward<F>(cb), fd);
   }
   /// after() in callback form: `cb(Operation&, Result<Expired>)`.
   template <detail::CompletionHandler<Expired> F>
@@ -627,16 +603,12 @@ class Loop {
   /// readable() in callback form: `cb(Operation&, Result<unsigned>)` (revents).
   template <detail::CompletionHandler<unsigned> F>
   Operation readable(FdRef fd, F&& cb) {
-    detail::CallbackOp& cb_op = prepare<unsigned>(std::forward<F>(cb), detail::OpKind::poll, fd.fd);
-    cb_op.op.flags = POLLIN | POLLRDHUP;
-    return commit(cb_op);
+    return launch_op<detail::PollOp>(std::forward<F>(cb), fd, unsigned{POLLIN | POLLRDHUP});
   }
   /// writable() in callback form: `cb(Operation&, Result<unsigned>)` (revents).
   template <detail::CompletionHandler<unsigned> F>
   Operation writable(FdRef fd, F&& cb) {
-    detail::CallbackOp& cb_op = prepare<unsigned>(std::forward<F>(cb), detail::OpKind::poll, fd.fd);
-    cb_op.op.flags = POLLOUT;
-    return commit(cb_op);
+    return launch_op<detail::PollOp>(std::forward<F>(cb), fd, unsigned{POLLOUT});
   }
   /// at() in callback form: `cb(Operation&, Result<Expired>)`.
   template <detail::CompletionHandler<Expired> F>
@@ -647,6 +619,38 @@ class Loop {
   }
 
   // ---- for awaiters and extensions (not needed by applications) --------
+
+  /// The awaitable form of the operation described by `D` on `fd`; `a`
+  /// are D::setup's arguments. What every awaitable above returns.
+  template <class D, class... A>
+  Awaiter<D> make(FdRef fd, A&&... a) {
+    if constexpr (std::is_same_v<typename D::Args, detail::NoArgs>)
+      return Awaiter<D>(*this, fd.fd,
+                        [&](detail::OpBase& op) { D::setup(op, std::forward<A>(a)...); });
+    else
+      return Awaiter<D>(*this, fd.fd, std::forward<A>(a)...);
+  }
+  /// make<D> bounded by `timeout` (none: no limit): errc::timed_out when it
+  /// passes first.
+  template <class D, class... A>
+  Deadline<D> make_until(std::optional<Duration> timeout, FdRef fd, A&&... a) {
+    if constexpr (std::is_same_v<typename D::Args, detail::NoArgs>)
+      return Deadline<D>(timeout, *this, fd.fd,
+                         [&](detail::OpBase& op) { D::setup(op, std::forward<A>(a)...); });
+    else
+      return Deadline<D>(timeout, *this, fd.fd, std::forward<A>(a)...);
+  }
+  /// The callback form: `cb(Operation&, Result<D::Result>)` runs once from
+  /// the completion queue. D's Args live in the pooled callback record.
+  template <class D, class F, class... A>
+  Operation launch_op(F&& cb, FdRef fd, A&&... a) {
+    detail::CallbackOp& cb_op = prepare<typename D::Result>(std::forward<F>(cb), D::kind, fd.fd);
+    if constexpr (std::is_same_v<typename D::Args, detail::NoArgs>)
+      D::setup(cb_op.op, std::forward<A>(a)...);
+    else
+      D::setup(cb_op.op, cb_op.template make_args<typename D::Args>(), std::forward<A>(a)...);
+    return commit(cb_op);
+  }
 
   /// start() for a fresh op (never started, so no cancel request on it)
   /// whose kind is known where it is started: on io_uring the SQE is filled
@@ -715,19 +719,6 @@ class Loop {
   friend struct detail::Source;
   friend struct detail::Inbox;
 
-  template <detail::OpKind K>
-  Io<K> io(FdRef fd, void* buf, std::size_t len, std::uint64_t offset, int flags, bool all) {
-    return Io<K>(*this, fd.fd, [&](detail::OpBase& op) {
-      detail::setup_io(op, buf, len, offset, flags, all);
-    });
-  }
-  template <detail::OpKind K>
-  Deadline<K> io_until(const IoOptions& o, FdRef fd, void* buf, std::size_t len,
-                       std::uint64_t offset, int flags, bool all) {
-    return Deadline<K>(o.timeout, *this, fd.fd, [&](detail::OpBase& op) {
-      detail::setup_io(op, buf, len, offset, flags, all);
-    });
-  }
   template <class T, class F>
   detail::CallbackOp& prepare(F&& cb, detail::OpKind kind, int fd) {
     detail::CallbackOp& cb_op = pool_->acquire(*this);
@@ -741,18 +732,6 @@ class Loop {
     start(cb_op.op);
     return handle;
   }
-  template <class T, class F>
-  Operation launch(F&& cb, detail::OpKind kind, int fd) {
-    return commit(prepare<T>(std::forward<F>(cb), kind, fd));
-  }
-  template <class F>
-  Operation launch_io(F&& cb, detail::OpKind kind, FdRef fd, void* buf, std::size_t len,
-                      std::uint64_t offset, int flags, bool all) {
-    detail::CallbackOp& cb_op = prepare<std::size_t>(std::forward<F>(cb), kind, fd.fd);
-    detail::setup_io(cb_op.op, buf, len, offset, flags, all);
-    return commit(cb_op);
-  }
-
   detail::RecvRegistry& recv_registry() {
     if (!recv_) [[unlikely]]
       make_recv_registry();

@@ -49,10 +49,25 @@ struct CallbackOp {
   void (*invoke)(CallbackOp&, Operation&) = nullptr;  // builds the Result and calls
   void (*destroy)(CallbackOp&) noexcept = nullptr;    // destroys the callable
   alignas(std::max_align_t) unsigned char storage[kInline];
-  sockaddr_storage addr{};
+  /// The op's own arguments (its description's Args): here when they fit,
+  /// else in `boxed_args` (freed with the record). Args are trivially
+  /// destructible.
+  static constexpr std::size_t kArgsInline = sizeof(sockaddr_storage) + 16;
+  alignas(std::max_align_t) unsigned char args_storage[kArgsInline];
+  void* boxed_args = nullptr;
 
   template <class T, class F>
   void emplace(F&& f);
+  template <class A>
+  A& make_args() {
+    static_assert(std::is_trivially_destructible_v<A>);
+    static_assert(alignof(A) <= alignof(std::max_align_t));
+    void* at = args_storage;
+    if constexpr (sizeof(A) > kArgsInline) at = boxed_args = ::operator new(sizeof(A));
+    A* a = ::new (at) A{};
+    op.args = a;
+    return *a;
+  }
   void reset_callable() noexcept {
     if (destroy) destroy(*this);
     destroy = nullptr;

@@ -3,6 +3,9 @@
 #include "lev/loop.hpp"
 #include "lev/operation.hpp"
 
+#include <new>
+#include <utility>
+
 namespace lev {
 namespace detail {
 
@@ -58,6 +61,7 @@ CallbackOp& CallbackPool::acquire(Loop& loop) {
 void CallbackPool::release(CallbackOp& cb) noexcept {
   if (--cb.refs != 0) return;
   cb.reset_callable();
+  if (cb.boxed_args) ::operator delete(std::exchange(cb.boxed_args, nullptr));
   CallbackPool* pool = cb.pool;
   if (pool->loop_alive) {
     cb.free_next = pool->free_list;

@@ -4,6 +4,7 @@
 
 #include "core/fd_hooks.hpp"
 #include "lev/detail/op.hpp"
+#include "lev/detail/ops/all.hpp"
 #include "lev/fd.hpp"
 
 namespace lev {
@@ -53,33 +54,8 @@ void Fd::reset(int fd) noexcept {
 namespace detail {
 
 const char* op_name(OpKind kind) noexcept {
-  switch (kind) {
-    case OpKind::nop:
-      return "nop";
-    case OpKind::read:
-      return "read";
-    case OpKind::write:
-      return "write";
-    case OpKind::recv:
-      return "recv";
-    case OpKind::send:
-      return "send";
-    case OpKind::accept:
-      return "accept";
-    case OpKind::connect:
-      return "connect";
-    case OpKind::shutdown:
-      return "shutdown";
-    case OpKind::close:
-      return "close";
-    case OpKind::timer:
-      return "timer";
-    case OpKind::post:
-      return "post";
-    case OpKind::poll:
-      return "poll";
-  }
-  return "operation";
+  if (kind < OpKind::timer) return kind_entry(kind).name;
+  return kind == OpKind::timer ? "timer" : "post";
 }
 
 }  // namespace detail

@@ -225,7 +225,7 @@ struct MultiAccept {
     op.kind = lev::detail::OpKind::accept;
     op.fd = lfd;
     op.flags = lev::detail::kAcceptMultishot;
-    op.addr = nullptr;
+    op.args = nullptr;  // no peer addresses (AcceptOp)
     op.ctx = this;
     op.deliver = &finished;
     op.more = &more;

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "lev/address.hpp"
+#include "lev/detail/describe.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/detail/results.hpp"
 #include "lev/detail/stop.hpp"
@@ -94,42 +95,39 @@ class [[nodiscard]] OpAwaiter {
   StopLink stop_;
 };
 
-/// accept keeps the peer address inside the awaiter.
-class [[nodiscard]] AcceptAwaiter : public OpAwaiter<Accepted, OpKind::accept> {
+/// The awaiter of an op whose description has arguments of its own
+/// (`D::Args`): they live here, beside the record, which points at them.
+/// An Args record that points into itself re-points in its copy
+/// constructor (awaiters move only before they are awaited).
+template <class D>
+class [[nodiscard]] ArgsAwaiter : public OpAwaiter<typename D::Result, D::kind> {
+  using Base = OpAwaiter<typename D::Result, D::kind>;
+
  public:
-  AcceptAwaiter(Loop& loop, int fd) noexcept : OpAwaiter(loop, fd) {
-    op_.addr = reinterpret_cast<sockaddr*>(&peer_);
-    op_.addrlen = sizeof(peer_);
+  template <class... A>
+  explicit ArgsAwaiter(Loop& loop, int fd, A&&... a) noexcept : Base(loop, fd) {
+    this->op_.args = &args_;
+    D::setup(this->op_, args_, std::forward<A>(a)...);
   }
-  AcceptAwaiter(AcceptAwaiter&& o) noexcept : OpAwaiter(std::move(o)) {
-    op_.addr = reinterpret_cast<sockaddr*>(&peer_);
+  ArgsAwaiter(ArgsAwaiter&& o) noexcept : Base(std::move(o)), args_(o.args_) {
+    this->op_.args = &args_;
   }
-  StopOn<AcceptAwaiter> stop_on(std::stop_token token) && noexcept {
+  StopOn<ArgsAwaiter> stop_on(std::stop_token token) && noexcept {
     return {std::move(*this), std::move(token)};
   }
+  /// The op's own arguments (what the kernel filled in, for some).
+  typename D::Args& args() noexcept { return args_; }
 
  private:
-  sockaddr_storage peer_{};
+  typename D::Args args_;
 };
 
-/// connect keeps its own copy of the address.
-class [[nodiscard]] ConnectAwaiter : public OpAwaiter<void, OpKind::connect> {
- public:
-  ConnectAwaiter(Loop& loop, int fd, const SocketAddress& to) noexcept
-      : OpAwaiter(loop, fd), to_(to) {
-    op_.addr = to_.data();
-    op_.addrlen = to_.size();
-  }
-  ConnectAwaiter(ConnectAwaiter&& o) noexcept : OpAwaiter(std::move(o)), to_(o.to_) {
-    op_.addr = to_.data();
-  }
-  StopOn<ConnectAwaiter> stop_on(std::stop_token token) && noexcept {
-    return {std::move(*this), std::move(token)};
-  }
-
- private:
-  SocketAddress to_;
-};
+/// The awaiter `Loop::make<D>` returns: the plain OpAwaiter when the op
+/// has no arguments of its own (the hot path: recv, send, read, write).
+template <class D>
+using AwaiterOf =
+    std::conditional_t<std::is_same_v<typename D::Args, NoArgs>,
+                       OpAwaiter<typename D::Result, D::kind>, ArgsAwaiter<D>>;
 
 void disarm_op(Loop& loop, OpBase& op) noexcept;
 TimePoint loop_now(Loop& loop) noexcept;

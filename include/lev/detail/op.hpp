@@ -33,6 +33,8 @@ enum class OpKind : std::uint8_t {
   shutdown,
   close,
   poll,  // readiness: fd + poll mask
+  // (new kinds go here: each is described in its family's header under
+  // include/lev/detail/ops/ and listed in detail/ops/all.hpp)
   // kinds from here on never reach a backend
   timer,  // handled by the loop's deadline heap
   post,   // already complete when started: a queued resumption
@@ -81,9 +83,6 @@ using MoreFn = void (*)(OpBase&, int res, std::uint32_t cqe_flags) noexcept;
 
 class BufferPool;
 
-/// `flags` bit of an accept op: multishot (one SQE, one CQE per connection).
-inline constexpr int kAcceptMultishot = 1;
-
 /// `select` of a recv op with no buffer of its own: the backend picks one
 /// of `pool`'s buffers when data arrives and reports it in cqe_flags
 /// (IORING_CQE_F_BUFFER | id << IORING_CQE_BUFFER_SHIFT).
@@ -91,9 +90,13 @@ enum : std::uint8_t { kSelectNone = 0, kSelectOnce = 1, kSelectMultishot = 2 };
 
 // Fields without an initializer are written before they are read: `next`
 // by the queue, deliver/ctx when the op is started, res/cqe_flags by push,
-// the I/O fields by setup_io, addr by accept/connect, the timer fields by
+// the I/O fields by the op's description (setup), the timer fields by
 // after/at, the links by the backend that uses them. Keeping them
 // uninitialised keeps an awaiter cheap to build (it is built per op).
+//
+// What only one family needs (an address, a path, a statx buffer, an
+// iovec count) is not here: it lives in the family's own `Args` record
+// (in the awaiter, or in the callback record) and `args` points at it.
 struct OpBase {
   // --- owned by the loop ---
   OpBase* next;       // completion-queue link
@@ -118,10 +121,9 @@ struct OpBase {
   std::uint64_t offset;
   std::size_t total;  // bytes an `all` op must move
   union {
-    sockaddr* addr;    // accept, connect
+    void* args;        // the family's Args record (see the op's description)
     BufferPool* pool;  // a recv with `select`
   };
-  socklen_t addrlen;    // accept: in/out; connect: in
   std::int64_t lt_sec;  // the linked timeout (a __kernel_timespec)
   std::int64_t lt_nsec;
   // --- timers ---

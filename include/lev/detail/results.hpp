@@ -46,18 +46,6 @@ struct ResultOf<unsigned> {
 };
 
 template <>
-struct ResultOf<Accepted> {
-  static Result<Accepted> make(OpBase& op) {
-    if (op.res < 0) return op_error(op);
-    // Ownership moves into the result here; the op no longer holds it.
-    Accepted a{Fd{op.res}, SocketAddress{op.addr, op.addrlen}};
-    op.res = 0;
-    op.kind = OpKind::nop;
-    return a;
-  }
-};
-
-template <>
 struct ResultOf<Expired> {
   static Result<Expired> make(OpBase& op) {
     if (op.res < 0 && op.res != -ETIME) return op_error(op);
@@ -66,7 +54,7 @@ struct ResultOf<Expired> {
 };
 
 /// Releases whatever resource a completed but never delivered op carries
-/// (an accepted fd), so that nothing leaks when nobody will receive it.
+/// (an accepted or opened fd, a pool buffer), so that nothing leaks when nobody will receive it.
 void release_undelivered(OpBase& op) noexcept;
 /// A close that ended ECANCELED never closed its fd: closes it, res 0.
 void close_cancelled(OpBase& op) noexcept;

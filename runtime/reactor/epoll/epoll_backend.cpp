@@ -16,6 +16,7 @@
 
 #include "core/fd_hooks.hpp"
 #include "lev/detail/buffer_pool.hpp"
+#include "lev/detail/ops/all.hpp"
 
 namespace lev {
 
@@ -27,16 +28,16 @@ namespace {
 // The epoll engines living on this thread (a Loop belongs to one thread).
 thread_local std::vector<EpollBackend*> t_engines;
 
-constexpr std::uintptr_t kConnecting = 1u << 4;  // connect: waiting for the result
-
+// Whether `op` waits as a writer (for a poll op: by its mask).
 bool is_writer(const OpBase& op) {
-  switch (op.kind) {
-    case OpKind::write:
-    case OpKind::send:
-    case OpKind::connect:
+  const detail::KindEntry& e = detail::kind_entry(op.kind);
+  switch (e.wait) {
+    case detail::Wait::write:
       return true;
-    case OpKind::poll:
+    case detail::Wait::mask:
       return !(op.flags & (POLLIN | POLLPRI | POLLRDHUP));
+    case detail::Wait::offload:
+      return e.writes;
     default:
       return false;
   }
@@ -87,97 +88,19 @@ void EpollBackend::finish(OpBase& op, int res) {
   queue_->push(op, res, op.kind == OpKind::recv && op.select && res > 0 ? op.cqe_flags : 0);
 }
 
+// Runs the op's syscall (its description's attempt) unless its fd is
+// known not to be ready; false when it must wait for the next edge.
 bool EpollBackend::attempt(OpBase& op, FdState& st) {
+  const detail::KindEntry& e = detail::kind_entry(op.kind);
   const bool writer = is_writer(op);
-  if (op.kind != OpKind::nop && op.kind != OpKind::close && op.kind != OpKind::shutdown &&
-      op.kind != OpKind::poll && !(op.backend_data & kConnecting) &&
+  if ((e.wait == detail::Wait::read || e.wait == detail::Wait::write) &&
       !(writer ? st.writable : st.readable))
     return false;  // known not ready: wait for the next edge
-  long r = 0;
   for (;;) {
-    switch (op.kind) {
-      case OpKind::nop:
-      case OpKind::timer:
-      case OpKind::post:
-        r = 0;
-        break;
-      case OpKind::read:
-        r = op.offset == static_cast<std::uint64_t>(-1)
-                ? ::read(op.fd, op.buf, op.len)
-                : ::pread(op.fd, op.buf, op.len, static_cast<off_t>(op.offset));
-        break;
-      case OpKind::write:
-        r = op.offset == static_cast<std::uint64_t>(-1)
-                ? ::write(op.fd, op.buf, op.len)
-                : ::pwrite(op.fd, op.buf, op.len, static_cast<off_t>(op.offset));
-        break;
-      case OpKind::recv:
-        if (op.select) {  // a buffer of the loop's pool, taken only now data may be there
-          const int id = op.pool->take();
-          if (id < 0) {
-            op.res = -ENOBUFS;
-            return true;
-          }
-          r = ::recv(op.fd, op.pool->data(static_cast<std::uint16_t>(id)), op.pool->size(),
-                     op.flags | MSG_DONTWAIT);
-          if (r > 0) {
-            op.cqe_flags = IORING_CQE_F_BUFFER |
-                           (static_cast<unsigned>(id) << IORING_CQE_BUFFER_SHIFT);
-          } else {
-            op.pool->untake(static_cast<std::uint16_t>(id));
-            op.cqe_flags = 0;
-          }
-          break;
-        }
-        r = ::recv(op.fd, op.buf, op.len, op.flags | MSG_DONTWAIT);
-        break;
-      case OpKind::send:
-        r = ::send(op.fd, op.buf, op.len, op.flags | MSG_DONTWAIT | MSG_NOSIGNAL);
-        break;
-      case OpKind::accept:
-        op.addrlen = sizeof(sockaddr_storage);
-        r = ::accept4(op.fd, op.addr, &op.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        break;
-      case OpKind::connect:
-        if (op.backend_data & kConnecting) {
-          int err = 0;
-          socklen_t len = sizeof(err);
-          if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-          if (err == EINPROGRESS || err == EALREADY) return false;
-          op.res = -err;
-          return true;
-        }
-        r = ::connect(op.fd, op.addr, op.addrlen);
-        if (r < 0 && errno == EINPROGRESS) {
-          op.backend_data |= kConnecting;
-          st.writable = false;
-          return false;
-        }
-        break;
-      case OpKind::shutdown:
-        r = ::shutdown(op.fd, op.flags);
-        break;
-      case OpKind::close:
-        detail::fd_closing(op.fd);  // every engine of this thread forgets it
-        r = ::close(op.fd);
-        break;
-      case OpKind::poll: {
-        pollfd p{op.fd, static_cast<short>(op.flags), 0};
-        r = ::poll(&p, 1, 0);
-        if (r == 0) return false;
-        if (r > 0) {
-          if (p.revents & POLLNVAL) {
-            op.res = -EBADF;
-            return true;
-          }
-          r = p.revents;
-        }
-        break;
-      }
-    }
+    const long r = e.attempt(op);
     if (r >= 0) {
       op.res = static_cast<int>(std::min<long>(r, INT_MAX));
-      if (op.kind == OpKind::accept) forget_fd(op.res, false);  // a fresh fd: no stale state
+      if (e.yields_fd) forget_fd(op.res, false);  // a fresh fd: no stale state
       return true;
     }
     if (errno == EINTR) continue;
@@ -204,7 +127,7 @@ void EpollBackend::park(OpBase& op, FdState& st) {
     st.registered = true;
   }
   OpBase*& head = is_writer(op) ? st.writers : st.readers;
-  op.backend_data = (op.backend_data & kConnecting) | (is_writer(op) ? kWriters : kReaders);
+  op.backend_data = is_writer(op) ? kWriters : kReaders;
   op.link_next = nullptr;
   op.link_prev = nullptr;
   if (!head) {
