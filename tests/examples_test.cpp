@@ -444,4 +444,59 @@ TEST_SUITE("examples") {
     CHECK(client.out == "echoed 2 messages\n");
     CHECK(stop_server(server) == 0);
   }
+
+  TEST_CASE("copy_file copies a file byte for byte on both models, and is strict about its arguments") {
+    CHECK(run({example_path("copy_file"), "--help"}).code == 0);
+    CHECK(run({example_path("copy_file"), "only-one"}).code == 2);
+    CHECK(run({example_path("copy_file"), "a", "b", "--depth", "0"}).code == 2);
+    CHECK(run({example_path("copy_file"), "a", "b", "--bogus", "1"}).code == 2);
+    char dir[] = "/tmp/lev-copy-XXXXXX";
+    REQUIRE(::mkdtemp(dir));
+    const std::string src = std::string(dir) + "/src", dst = std::string(dir) + "/dst";
+    std::string data(3 * 1024 * 1024 + 123, '\0');
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + i / 977);
+    {
+      std::FILE* f = std::fopen(src.c_str(), "wb");
+      REQUIRE(f);
+      std::fwrite(data.data(), 1, data.size(), f);
+      std::fclose(f);
+    }
+    for (const char* model : {"proactor", "reactor"}) {
+      CAPTURE(model);
+      Run r = run({example_path("copy_file"), src, dst, "--depth", "8", "--chunk", "65536",
+                   "--model", model});
+      CHECK(r.code == 0);
+      CHECK(r.out.find("copied " + std::to_string(data.size()) + " bytes") == 0);
+      std::FILE* f = std::fopen(dst.c_str(), "rb");
+      REQUIRE(f);
+      std::string back(data.size() + 1, '\0');
+      back.resize(std::fread(back.data(), 1, back.size(), f));
+      std::fclose(f);
+      CHECK(back == data);
+    }
+    CHECK(run({example_path("copy_file"), std::string(dir) + "/missing", dst}).code == 1);
+    ::unlink(src.c_str());
+    ::unlink(dst.c_str());
+    ::rmdir(dir);
+  }
+
+  TEST_CASE("udp_echo server echoes for udp_echo client on both models, and is strict about its arguments") {
+    CHECK(run({example_path("udp_echo"), "--help"}).code == 0);
+    CHECK(run({example_path("udp_echo")}).code == 2);
+    CHECK(run({example_path("udp_echo"), "server"}).code == 2);
+    CHECK(run({example_path("udp_echo"), "server", "--port", "x"}).code == 2);
+    CHECK(run({example_path("udp_echo"), "client", "--port", "1", "--max-seconds", "1"}).code == 2);
+    for (const char* model : {"proactor", "reactor"}) {
+      CAPTURE(model);
+      auto [server, port] = start_server(
+          {example_path("udp_echo"), "server", "--port", "0", "--max-seconds", "10", "--model", model});
+      Run r = run({example_path("udp_echo"), "client", "--port", port, "--count", "200", "--model",
+                   model});
+      CHECK(r.code == 0);
+      CHECK(r.out == "echoed 200 of 200\n");
+      ::kill(server.pid, SIGTERM);
+      CHECK(wait_exit(server.pid, std::chrono::seconds(10)) == 0);
+      ::close(server.out);
+    }
+  }
 }

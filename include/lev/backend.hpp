@@ -89,6 +89,9 @@ struct BackendFeatures {
   bool zero_copy_send = false;      ///< sends above zero_copy_threshold use SEND_ZC
   bool provided_buffers = false;    ///< loop.recv(fd): the kernel's provided-buffer ring
   bool multishot_recv = false;      ///< loop.recv(fd): one multishot recv per connection
+  /// The backend runs FtruncateOp (io_uring: IORING_OP_FTRUNCATE is in the
+  /// ring's probe); otherwise File::truncate takes the offload pool.
+  bool ftruncate_op = true;
 };
 
 /// What a backend counts (CompletionBackend::stats(), in Loop::stats()).

@@ -13,6 +13,7 @@
 /// the call that starts it. A Loop and its operations belong to one thread.
 
 #include <poll.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -22,6 +23,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -139,6 +141,10 @@ struct LoopOptions {
   std::uint32_t recv_buffer_count = 256;
   /// Bytes per pool buffer (see recv_buffer_count).
   std::uint32_t recv_buffer_size = 4096;
+  /// The epoll engine's file workers: how many file operations (regular
+  /// files, paths) run at once; each is a thread started on demand. Set it
+  /// to the queue depth you want (32 reads in flight: 32). Must be > 0.
+  unsigned file_workers = 4;
   /// Ignore SIGPIPE process-wide when it is at its default (so a write to a
   /// closed peer is EPIPE, never a dead process).
   bool ignore_sigpipe = true;
@@ -418,6 +424,35 @@ class Loop {
   /// Sends every byte or fails (error's `transferred`: bytes sent first).
   Awaiter<detail::SendOp> send_all(FdRef fd, ConstBuffer buf, int flags = 0) {
     return make<detail::SendOp>(fd, buf.data, buf.size, flags, true);
+  }
+  /// Scatter: bytes read into the iovecs, in order (may be short). The
+  /// iovecs and their buffers stay valid until the awaiter resumes.
+  Awaiter<detail::ReadvOp> readv(FdRef fd, std::span<const iovec> iov,
+                                 std::uint64_t offset = std::uint64_t(-1)) {
+    return make<detail::ReadvOp>(fd, iov, offset);
+  }
+  /// Gather: bytes written from the iovecs (may be short).
+  Awaiter<detail::WritevOp> writev(FdRef fd, std::span<const iovec> iov,
+                                   std::uint64_t offset = std::uint64_t(-1)) {
+    return make<detail::WritevOp>(fd, iov, offset, false);
+  }
+  /// Every byte of the iovecs (at most 16; copied, so the array may go
+  /// once started, not the buffers), resubmitting the rest through
+  /// Loop::settle; an error's `transferred` says how many went.
+  Awaiter<detail::WritevOp> writev_all(FdRef fd, std::span<const iovec> iov,
+                                       std::uint64_t offset = std::uint64_t(-1)) {
+    return make<detail::WritevOp>(fd, iov, offset, true, this);
+  }
+  /// writev_all(), bounded by `o.timeout` (`transferred`: bytes written first).
+  Deadline<detail::WritevOp> writev_all(FdRef fd, std::span<const iovec> iov, IoOptions o) {
+    return make_until<detail::WritevOp>(o.timeout, fd, iov, std::uint64_t(-1), true, this);
+  }
+  /// Moves up to `len` bytes from `in` to `out` inside the kernel (one of
+  /// them a pipe); offsets -1: none (pipes, sockets). Bytes moved; 0: `in`
+  /// is at its end.
+  Awaiter<detail::SpliceOp> splice(FdRef in, FdRef out, std::size_t len,
+                                   std::int64_t in_offset = -1, std::int64_t out_offset = -1) {
+    return make<detail::SpliceOp>(in, in_offset, out.fd, out_offset, len);
   }
   /// read(), bounded by `o.timeout` (errc::timed_out when it passes first).
   Deadline<detail::ReadOp> read(FdRef fd, MutableBuffer buf, IoOptions o,

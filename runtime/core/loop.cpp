@@ -177,7 +177,7 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
   if (o.backend.object()) return o.backend.object();
   std::string name = o.backend.name();
   if (model == Model::reactor) {
-    if (name.empty() || name == "epoll") return std::make_shared<EpollBackend>();
+    if (name.empty() || name == "epoll") return std::make_shared<EpollBackend>(o.file_workers);
     if (name == "fake") return std::make_shared<FakeBackend>();
     throw std::invalid_argument("lev::Loop: unknown backend '" + name +
                                 "' for the reactor (known: epoll, fake)");
@@ -185,7 +185,7 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
   if (name.empty()) name = "uring";
   if (name == "uring") return std::make_shared<UringBackend>(o);
   if (name == "fake") return std::make_shared<FakeBackend>();
-  if (name == "epoll") return std::make_shared<EpollBackend>();
+  if (name == "epoll") return std::make_shared<EpollBackend>(o.file_workers);
   if (name == "auto") {
     const char* force = std::getenv("LEV_FORCE_EPOLL");
     try {
@@ -196,7 +196,7 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
       if (why.starts_with("lev: ")) why.remove_prefix(5);
       log_message(LogLevel::warning, std::string(why) + "; using the epoll completion backend");
     }
-    return std::make_shared<EpollBackend>();
+    return std::make_shared<EpollBackend>(o.file_workers);
   }
   throw std::invalid_argument("lev::Loop: unknown backend '" + name +
                               "' for the proactor (known: uring, epoll, auto, fake)");
@@ -221,6 +221,8 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
     throw std::invalid_argument("lev::Loop: queue_size must be at most 32768");
   if (options.cqe_entries != 0 && options.cqe_entries < options.queue_size)
     throw std::invalid_argument("lev::Loop: cqe_entries must be 0 or at least queue_size");
+  if (options.file_workers == 0)
+    throw std::invalid_argument("lev::Loop: file_workers must be greater than 0");
   if (options.recv_buffer_count == 0 || options.recv_buffer_count > 32768)
     throw std::invalid_argument("lev::Loop: recv_buffer_count must be between 1 and 32768");
   if (options.recv_buffer_size == 0 || options.recv_buffer_size > (1u << 30))

@@ -1,6 +1,8 @@
 // The simulated kernel and the seed runner (see sim.hpp).
 #include "sim.hpp"
 
+#include <sys/uio.h>
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -265,15 +267,32 @@ bool Sim::complete_send(OpBase& op, Endpoint& ep, bool faults) {
     fake_->fail(op, ECONNRESET);
     return true;
   }
-  if (faults && swarm_.zero_copy && op.zc == 0 && op.len > 0 && rng_.chance(swarm_.p_refuse)) {
+  if (faults && swarm_.zero_copy && op.kind == OpKind::send && op.zc == 0 && op.len > 0 &&
+      rng_.chance(swarm_.p_refuse)) {
     fake_->refuse_zero_copy(op);  // resent plain by the loop
     return true;
   }
   const std::size_t room =
       ep.peer->inbound.size() < swarm_.peer_buffer ? swarm_.peer_buffer - ep.peer->inbound.size() : 0;
-  if (op.len > 0 && room == 0) return false;  // the peer does not read: the send waits
-  const std::size_t n = chunk(std::min<std::size_t>(op.len, room), faults);
-  ep.peer->inbound.append(static_cast<const char*>(op.buf), n);
+  // writev (writev_all): the iovecs in order; send / write: one buffer.
+  std::size_t want = op.len;
+  if (op.kind == OpKind::writev) {
+    want = 0;
+    for (std::uint32_t i = 0; i < op.len; ++i) want += static_cast<const iovec*>(op.buf)[i].iov_len;
+  }
+  if (want > 0 && room == 0) return false;  // the peer does not read: the send waits
+  const std::size_t n = chunk(std::min<std::size_t>(want, room), faults);
+  if (op.kind == OpKind::writev) {
+    std::size_t left = n;
+    for (std::uint32_t i = 0; left > 0; ++i) {
+      const iovec& v = static_cast<const iovec*>(op.buf)[i];
+      const std::size_t take = std::min(left, v.iov_len);
+      ep.peer->inbound.append(static_cast<const char*>(v.iov_base), take);
+      left -= take;
+    }
+  } else {
+    ep.peer->inbound.append(static_cast<const char*>(op.buf), n);
+  }
   ep.accepted += n;
   fake_->complete(op, static_cast<int>(n));
   return true;
@@ -348,7 +367,8 @@ bool Sim::try_complete(OpBase& op, bool faults) {
 
 bool Sim::try_complete_inner(OpBase& op, bool faults) {
   const bool waits = op.kind == OpKind::recv || op.kind == OpKind::send ||
-                     op.kind == OpKind::poll || op.kind == OpKind::read || op.kind == OpKind::write;
+                     op.kind == OpKind::poll || op.kind == OpKind::read ||
+                     op.kind == OpKind::write || op.kind == OpKind::writev;
   if (faults && waits && endpoint(op.fd) && rng_.chance(swarm_.p_spurious_cancel)) {
     fake_->fail(op, ECANCELED);  // the kernel may end a waiting op early
     return true;
@@ -363,6 +383,7 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
   switch (op.kind) {
     case OpKind::send:
     case OpKind::write:
+    case OpKind::writev:
       return complete_send(op, *ep, faults);
     case OpKind::recv:
     case OpKind::read:

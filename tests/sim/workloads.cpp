@@ -18,6 +18,8 @@
 #include "lev/when.hpp"
 #include "sim.hpp"
 
+#include <sys/uio.h>
+
 using namespace std::chrono_literals;
 
 namespace lev::sim {
@@ -96,11 +98,25 @@ Task<std::optional<std::string>> receive(World& w, int fd, std::span<char> buf,
 Task<std::pair<bool, std::uint64_t>> send_some(World& w, int fd, std::string_view data,
                                                std::stop_token tok) {
   Result<std::size_t> r = std::size_t{0};
-  if (w.rng->chance(0.5))
+  if (w.rng->chance(0.25) && data.size() >= 3) {
+    // writev_all over three pieces: the same accounting through its own
+    // continuation (iovecs advanced by writev_continue).
+    const std::size_t a = w.rng->between(1, data.size() - 2);
+    const std::size_t b = w.rng->between(a + 1, data.size() - 1);
+    char* p = const_cast<char*>(data.data());
+    std::array<iovec, 3> iov{iovec{p, a}, iovec{p + a, b - a}, iovec{p + b, data.size() - b}};
+    if (w.rng->chance(0.5))
+      r = co_await w.loop->writev_all(fd, iov, IoOptions{.timeout = some_time(w)}).stop_on(tok);
+    else
+      r = co_await w.loop->writev_all(fd, iov).stop_on(tok);
+    w.resumed("writev_all");
+  } else if (w.rng->chance(0.5)) {
     r = co_await w.loop->send_all(fd, data, IoOptions{.timeout = some_time(w)}).stop_on(tok);
-  else
+    w.resumed("send_all");
+  } else {
     r = co_await w.loop->send_all(fd, data).stop_on(tok);
-  w.resumed("send_all");
+    w.resumed("send_all");
+  }
   if (r) {
     if (*r != data.size()) w.fail("send_all succeeded short");
     co_return std::pair<bool, std::uint64_t>{true, *r};

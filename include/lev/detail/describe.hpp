@@ -49,6 +49,9 @@ struct OpTraits {
   static constexpr bool yields_fd = false;
   /// For Wait::offload: the op is a write (parks as a writer when polled).
   static constexpr bool writes = false;
+  /// For Wait::read / Wait::write: the fd may be a regular file, which the
+  /// epoll engine hands to its file workers (read, write, readv, writev).
+  static constexpr bool may_be_file = false;
 };
 
 /// Maps a kind to its description; specialised next to each description.

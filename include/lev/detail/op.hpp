@@ -33,6 +33,22 @@ enum class OpKind : std::uint8_t {
   shutdown,
   close,
   poll,  // readiness: fd + poll mask
+  // files and directories (detail/ops/file.hpp)
+  openat,
+  fsync,
+  fallocate,
+  ftruncate,
+  statx,
+  unlinkat,
+  renameat,
+  mkdirat,
+  // vectored and splice (detail/ops/vectored.hpp)
+  readv,
+  writev,
+  splice,
+  // messages (detail/ops/datagram.hpp)
+  sendmsg,
+  recvmsg,
   // (new kinds go here: each is described in its family's header under
   // include/lev/detail/ops/ and listed in detail/ops/all.hpp)
   // kinds from here on never reach a backend

@@ -116,6 +116,7 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
   const bool msg_ring_allowed = !env_flag("LEV_URING_NO_MSG_RING");
   if (io_uring_probe* probe = io_uring_get_probe_ring(&ring_)) {
     msg_ring_ = msg_ring_allowed && io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+    ftruncate_op_ = io_uring_opcode_supported(probe, detail::kUringOpFtruncate);
     if (o.zero_copy_threshold > 0 && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC))
       zc_threshold_ = o.zero_copy_threshold;
     io_uring_free_probe(probe);
@@ -175,6 +176,7 @@ BackendFeatures UringBackend::features() const noexcept {
   f.multishot_accept = cancel_any_;   // both arrived in 5.19; an EINVAL still falls back
   f.provided_buffers = buf_ring_ok_;  // registered by the first recv(fd)
   f.multishot_recv = multishot_recv_;
+  f.ftruncate_op = ftruncate_op_;
   return f;
 }
 

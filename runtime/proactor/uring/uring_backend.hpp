@@ -78,6 +78,7 @@ class UringBackend final : public CompletionBackend {
   bool wake_multishot_ = true;
   bool closing_ = false;   // cancel_all ran: do not re-arm the wakeup poll
   bool msg_ring_ = false;  // IORING_OP_MSG_RING usable between lev rings
+  bool ftruncate_op_ = false;  // IORING_OP_FTRUNCATE in the probe (6.9+)
   unsigned setup_flags_ = 0;
   std::size_t zc_threshold_ = static_cast<std::size_t>(-1);  // -1: zero-copy send off
   bool registered_fd_ = false;

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,12 +46,14 @@ bool is_writer(const OpBase& op) {
 
 }  // namespace
 
-EpollBackend::EpollBackend() : epfd_(::epoll_create1(EPOLL_CLOEXEC)) {
+EpollBackend::EpollBackend(unsigned file_workers)
+    : epfd_(::epoll_create1(EPOLL_CLOEXEC)), file_worker_count_(file_workers) {
   if (epfd_ < 0) throw std::system_error(errno, std::system_category(), "lev: epoll_create1");
   t_engines.push_back(this);
 }
 
 EpollBackend::~EpollBackend() {
+  workers_.reset();  // joins the workers (the loop waited for their ops)
   t_engines.erase(std::find(t_engines.begin(), t_engines.end(), this));
   ::close(epfd_);
 }
@@ -179,8 +182,52 @@ void EpollBackend::forget_fd(int fd, bool deregister) {
   st = FdState{};
 }
 
+bool EpollBackend::offloaded(const OpBase& op) {
+  const detail::KindEntry& e = detail::kind_entry(op.kind);
+  if (e.wait == detail::Wait::offload) return true;
+  if (!e.may_be_file || op.fd < 0) return false;
+  FdState& st = state(op.fd);
+  if (!st.typed) {
+    struct stat sb {};
+    st.unpollable = ::fstat(op.fd, &sb) == 0 &&
+                    (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode) || S_ISBLK(sb.st_mode));
+    st.typed = true;
+  }
+  return st.unpollable;
+}
+
+void EpollBackend::offload(OpBase& op) {
+  if (!workers_) {
+    workers_ = std::make_unique<FileWorkers>(file_worker_count_);
+  }
+  const bool first = workers_->done_fd() < 0;
+  op.backend_data = kWorker;
+  workers_->push(op);
+  if (first) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.fd = -3;  // results of the file workers: collected after every wait
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, workers_->done_fd(), &ev) != 0)
+      throw std::system_error(errno, std::system_category(), "lev: epoll_ctl(file workers)");
+  }
+}
+
+std::size_t EpollBackend::take_worker_results() {
+  if (!workers_) return 0;
+  std::size_t n = 0;
+  for (OpBase* op : workers_->take_done()) {
+    if (op->res >= 0 && detail::kind_entry(op->kind).yields_fd) forget_fd(op->res, false);
+    finish(*op, op->res);
+    ++n;
+  }
+  return n;
+}
+
 void EpollBackend::cancel(OpBase& op) {
   switch (op.backend_data & 0xf) {
+    case kWorker:
+      if (!workers_->cancel(op)) return;  // running: its result comes, and wins
+      break;
     case kNew:
       fresh_.erase(std::find(fresh_.begin(), fresh_.end(), &op));
       break;
@@ -204,6 +251,8 @@ void EpollBackend::set_wakeup_fd(int fd) {
 
 void EpollBackend::cancel_all() {
   for (OpBase* op : std::vector<OpBase*>(fresh_)) cancel(*op);
+  if (workers_)  // those not started; running ones finish on their own
+    for (OpBase* op : workers_->take_queued()) finish(*op, -ECANCELED);
   for (auto& st : fds_) {
     while (OpBase* op = st.readers) cancel(*op);
     while (OpBase* op = st.writers) cancel(*op);
@@ -218,6 +267,10 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     batch.swap(fresh_);
     for (OpBase* op : batch) {
       if (op->backend_data != kNew) continue;  // cancelled meanwhile
+      if (offloaded(*op)) {
+        offload(*op);
+        continue;
+      }
       if (op->kind == OpKind::nop || op->fd < 0) {
         finish(*op, op->kind == OpKind::nop ? 0 : -EBADF);  // what the kernel says of fd -1
         continue;
@@ -231,6 +284,7 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     batch.clear();
     if (fresh_.empty()) fresh_.swap(batch);  // keep the capacity
   }
+  n += take_worker_results();
   n += finished_;
   finished_ = 0;
   int ms = -1;
@@ -253,6 +307,7 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     n += retry(st.readers, st);
     n += retry(st.writers, st);
   }
+  n += take_worker_results();
   n += finished_;
   finished_ = 0;
   return n;

@@ -3,16 +3,19 @@
 // syscall. Serves Model::reactor and the proactor's "auto" fallback.
 // Not a public header.
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "lev/backend.hpp"
+#include "reactor/epoll/file_workers.hpp"
 
 namespace lev {
 
 class EpollBackend final : public CompletionBackend {
  public:
-  /// Throws std::system_error when epoll_create1 fails.
-  EpollBackend();
+  /// Throws std::system_error when epoll_create1 fails. `file_workers`:
+  /// how many file operations run at once (LoopOptions::file_workers).
+  explicit EpollBackend(unsigned file_workers = 4);
   ~EpollBackend() override;
   EpollBackend(const EpollBackend&) = delete;
   EpollBackend& operator=(const EpollBackend&) = delete;
@@ -44,13 +47,14 @@ class EpollBackend final : public CompletionBackend {
   struct FdState {
     bool registered = false;
     bool nonblocking = false;  // O_NONBLOCK set (or checked) on first use
-    bool unpollable = false;   // regular files: epoll refuses them
+    bool unpollable = false;   // regular files, directories: epoll refuses them
+    bool typed = false;        // `unpollable` is known (fstat once per fd)
     bool readable = true;      // unknown counts as ready: try the syscall
     bool writable = true;
     detail::OpBase* readers = nullptr;  // parked ops, FIFO via link_next
     detail::OpBase* writers = nullptr;
   };
-  enum Where : std::uintptr_t { kNew = 1, kReaders = 2, kWriters = 3 };
+  enum Where : std::uintptr_t { kNew = 1, kReaders = 2, kWriters = 3, kWorker = 4 };
 
   FdState& state(int fd);
   /// Runs the op's nonblocking syscall; true when it finished (result
@@ -61,6 +65,10 @@ class EpollBackend final : public CompletionBackend {
   void finish(detail::OpBase& op, int res);
   std::size_t retry(detail::OpBase*& list, FdState& st);
   void forget_fd(int fd, bool deregister = true);
+  /// Whether `op` runs on the file workers rather than by readiness.
+  bool offloaded(const detail::OpBase& op);
+  void offload(detail::OpBase& op);
+  std::size_t take_worker_results();
 
   int epfd_ = -1;
   CompletionQueue* queue_ = nullptr;
@@ -69,6 +77,8 @@ class EpollBackend final : public CompletionBackend {
   std::size_t held_ = 0;
   BackendStats stats_{};  // kernel_enters: epoll_wait calls
   std::size_t finished_ = 0;  // completions pushed since the last poll
+  unsigned file_worker_count_;
+  std::unique_ptr<FileWorkers> workers_;  // made by the first offloaded op
 };
 
 }  // namespace lev

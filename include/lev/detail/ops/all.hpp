@@ -10,7 +10,10 @@
 
 #include "lev/detail/describe.hpp"
 #include "lev/detail/ops/basic.hpp"
+#include "lev/detail/ops/datagram.hpp"
+#include "lev/detail/ops/file.hpp"
 #include "lev/detail/ops/socket.hpp"
+#include "lev/detail/ops/vectored.hpp"
 
 namespace lev::detail {
 
@@ -18,7 +21,9 @@ template <class... D>
 struct OpList {};
 
 using AllOps = OpList<NopOp, ReadOp, WriteOp, RecvOp, SendOp, AcceptOp, ConnectOp, ShutdownOp,
-                      CloseOp, PollOp>;
+                      CloseOp, PollOp, OpenatOp, FsyncOp, FallocateOp, FtruncateOp, StatxOp,
+                      UnlinkatOp, RenameatOp, MkdiratOp, ReadvOp, WritevOp, SpliceOp, SendmsgOp,
+                      RecvmsgOp>;
 
 /// Kinds a backend sees (timer and post never reach one).
 inline constexpr std::size_t kBackendKinds = static_cast<std::size_t>(OpKind::timer);
@@ -31,13 +36,15 @@ struct KindEntry {
   Wait wait = Wait::none;
   bool yields_fd = false;
   bool writes = false;
+  bool may_be_file = false;
 };
 
 template <class... D>
 constexpr std::array<KindEntry, kBackendKinds> make_kind_table(OpList<D...>) {
   std::array<KindEntry, kBackendKinds> t{};
   ((t[static_cast<std::size_t>(D::kind)] =
-        KindEntry{D::name, &D::prep, &D::attempt, D::wait, D::yields_fd, D::writes}),
+        KindEntry{D::name, &D::prep, &D::attempt, D::wait, D::yields_fd, D::writes,
+                  D::may_be_file}),
    ...);
   return t;
 }

@@ -59,6 +59,7 @@ struct ReadOp : OpTraits {
     io_uring_prep_read(sqe, op.fd, op.buf, op.len, op.offset);
   }
   static constexpr Wait wait = Wait::read;
+  static constexpr bool may_be_file = true;
   static long attempt(OpBase& op) noexcept {
     return op.offset == static_cast<std::uint64_t>(-1)
                ? ::read(op.fd, op.buf, op.len)
@@ -79,6 +80,8 @@ struct WriteOp : OpTraits {
     io_uring_prep_write(sqe, op.fd, op.buf, op.len, op.offset);
   }
   static constexpr Wait wait = Wait::write;
+  static constexpr bool may_be_file = true;
+  static constexpr bool writes = true;
   static long attempt(OpBase& op) noexcept {
     return op.offset == static_cast<std::uint64_t>(-1)
                ? ::write(op.fd, op.buf, op.len)

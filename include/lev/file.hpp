@@ -1,0 +1,122 @@
+#pragma once
+/// \file
+/// Files and directories on the loop: `lev::File` owns its fd; every
+/// operation is a loop operation (io_uring: native ops; epoll: the engine's
+/// file workers, LoopOptions::file_workers of them; fake: scripted).
+///
+///     auto f = co_await lev::File::open(loop, "/tmp/x", O_RDWR | O_CREAT, 0644);
+///     if (!f) co_return f.error();            // "openat: No such file or directory"
+///     co_await f->write_all_at(data, 0);
+///     co_await f->fsync();
+///     auto st = co_await f->stat();            // st->size
+///
+/// The contract for cancel and deadlines (docs/files.md): a file op that
+/// has not started yet ends with errc::operation_canceled (timed_out);
+/// one the kernel (io_uring) or a worker (epoll) is already running on a
+/// regular file cannot be interrupted and completes with its result. The
+/// buffer stays borrowed until the awaiter resumes, whatever happened. A
+/// cancelled write may already have written some or all of its bytes: the
+/// result says what was written when it is not an error; `transferred`
+/// counts what write_all_at wrote before a cancel or an error.
+
+#include <fcntl.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "lev/buffer.hpp"
+#include "lev/detail/ops/file.hpp"
+#include "lev/detail/ops/vectored.hpp"
+#include "lev/error.hpp"
+#include "lev/fd.hpp"
+#include "lev/loop.hpp"
+#include "lev/task.hpp"
+
+namespace lev {
+
+/// An open file owned by this object (closed when it is dropped, or by
+/// close()). Operations borrow the Loop given at open; one loop thread.
+class File {
+ public:
+  File() = default;
+  /// Adopts `fd` (owned from now on).
+  File(Loop& loop, Fd fd) noexcept : loop_(&loop), fd_(std::move(fd)) {}
+  File(File&&) noexcept = default;
+  File& operator=(File&&) noexcept = default;
+
+  /// openat(AT_FDCWD, path, flags | O_CLOEXEC, mode). Errors name the op
+  /// ("openat: No such file or directory"); the caller has the path (Error
+  /// carries no owned string: it stays trivially destructible, and so
+  /// does every Result on the I/O path).
+  static Task<Result<File>> open(Loop& loop, std::string path, int flags = O_RDONLY,
+                                 unsigned mode = 0644);
+
+  [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] Loop& loop() const noexcept { return *loop_; }
+
+  /// Bytes read at `offset` (0: end of file). May be short.
+  Loop::Awaiter<detail::ReadOp> read_at(MutableBuffer buf, std::uint64_t offset) {
+    return loop_->read(fd_, buf, offset);
+  }
+  /// The same, bounded by `o.timeout` (only an op not yet running on a
+  /// regular file can be stopped: see the file's contract above).
+  Loop::Deadline<detail::ReadOp> read_at(MutableBuffer buf, std::uint64_t offset, IoOptions o) {
+    return loop_->read(fd_, buf, o, offset);
+  }
+  /// Bytes written at `offset`; may be short.
+  Loop::Awaiter<detail::WriteOp> write_at(ConstBuffer buf, std::uint64_t offset) {
+    return loop_->write(fd_, buf, offset);
+  }
+  /// Every byte at `offset` (resubmitting the rest through Loop::settle),
+  /// or an error whose `transferred` says how many were written.
+  Loop::Awaiter<detail::WriteOp> write_all_at(ConstBuffer buf, std::uint64_t offset) {
+    return loop_->write_all(fd_, buf, offset);
+  }
+  Loop::Deadline<detail::WriteOp> write_all_at(ConstBuffer buf, std::uint64_t offset,
+                                               IoOptions o) {
+    return loop_->write_all(fd_, buf, o, offset);
+  }
+  /// Scatter / gather at `offset` (preadv / pwritev): the iovecs and
+  /// their buffers stay valid until the awaiter resumes.
+  Loop::Awaiter<detail::ReadvOp> readv_at(std::span<const iovec> iov, std::uint64_t offset) {
+    return loop_->make<detail::ReadvOp>(fd_, iov, offset);
+  }
+  Loop::Awaiter<detail::WritevOp> writev_at(std::span<const iovec> iov, std::uint64_t offset) {
+    return loop_->make<detail::WritevOp>(fd_, iov, offset, false);
+  }
+  Loop::Awaiter<detail::FsyncOp> fsync() { return loop_->make<detail::FsyncOp>(fd_, false); }
+  Loop::Awaiter<detail::FsyncOp> fdatasync() { return loop_->make<detail::FsyncOp>(fd_, true); }
+  /// fallocate(2); mode 0 allocates (and extends the size).
+  Loop::Awaiter<detail::FallocateOp> fallocate(std::uint64_t offset, std::uint64_t len,
+                                               int mode = 0) {
+    return loop_->make<detail::FallocateOp>(fd_, mode, offset, len);
+  }
+  /// ftruncate(2): IORING_OP_FTRUNCATE where the ring's probe has it, else
+  /// the loop's offload pool (not cancellable there).
+  Task<Result<void>> truncate(std::uint64_t len);
+  /// statx of the open file: size, mode, mtime, ...
+  Loop::Awaiter<detail::StatxOp> stat() {
+    return loop_->make<detail::StatxOp>(fd_, "", AT_EMPTY_PATH);
+  }
+  /// Closes the file (never cancelled); the File is empty afterwards.
+  Loop::Awaiter<detail::CloseOp> close() { return loop_->close(fd_); }
+
+ private:
+  Loop* loop_ = nullptr;
+  Fd fd_;
+};
+
+/// unlink(path) (`dir`: rmdir). Errors name "unlinkat".
+Task<Result<void>> unlink(Loop& loop, std::string path, bool dir = false);
+/// rename(from, to). Errors name "renameat".
+Task<Result<void>> rename(Loop& loop, std::string from, std::string to);
+/// mkdir(path, mode). Errors name "mkdirat".
+Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode = 0755);
+/// statx(path) (following symlinks). Errors name "statx".
+Task<Result<FileStat>> stat(Loop& loop, std::string path);
+
+}  // namespace lev

@@ -1,0 +1,86 @@
+#pragma once
+/// \file
+/// Datagram sockets: UDP over IPv4 and IPv6, and unix datagram sockets.
+///
+///     auto s = lev::net::DatagramSocket::bind(loop, *lev::SocketAddress::ip("127.0.0.1", 0));
+///     auto d = co_await s->recv_from(buf);        // lev::Datagram: size, peer, truncated
+///     co_await s->send_to(std::span{buf}.first(d->size), d->peer);
+///
+/// A datagram longer than the buffer is cut (Datagram::truncated, MSG_TRUNC);
+/// datagrams that arrive while nobody receives wait in the socket's receive
+/// buffer (SO_RCVBUF) and are dropped by the kernel when it is full, as UDP
+/// may: size the buffer (receive_buffer()) for bursts.
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <span>
+
+#include "lev/address.hpp"
+#include "lev/buffer.hpp"
+#include "lev/detail/ops/datagram.hpp"
+#include "lev/error.hpp"
+#include "lev/fd.hpp"
+#include "lev/loop.hpp"
+
+namespace lev::net {
+
+/// A datagram socket owned by this object (nonblocking, close-on-exec).
+/// Operations run on the Loop it was made with; one loop thread.
+class DatagramSocket {
+ public:
+  DatagramSocket() = default;
+  DatagramSocket(Loop& loop, Fd fd) noexcept : loop_(&loop), fd_(std::move(fd)) {}
+
+  /// A socket of `local`'s family bound to it (port 0: the kernel picks;
+  /// a unix path: bound there). Errors name "bind" or "socket".
+  static Result<DatagramSocket> bind(Loop& loop, const SocketAddress& local);
+  /// An unbound socket of `family` (AF_INET, AF_INET6, AF_UNIX).
+  static Result<DatagramSocket> open(Loop& loop, int family);
+  /// Sets the default peer (and filters what arrives to it). A datagram
+  /// connect never waits, so this is immediate.
+  Result<void> connect(const SocketAddress& peer);
+  /// The address bound (the port the kernel picked).
+  [[nodiscard]] SocketAddress local_address() const;
+  /// Sets SO_RCVBUF (the kernel doubles it); false when refused.
+  bool receive_buffer(int bytes) noexcept;
+
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
+
+  /// One datagram to `to`; bytes sent (all of it, or an error).
+  Loop::Awaiter<lev::detail::SendmsgOp> send_to(ConstBuffer buf, const SocketAddress& to,
+                                           int flags = 0) {
+    const iovec v{const_cast<void*>(buf.data), buf.size};
+    return loop_->make<lev::detail::SendmsgOp>(fd_, std::span<const iovec>(&v, 1), &to, flags);
+  }
+  /// One datagram, its sender, and whether it was cut.
+  Loop::Awaiter<lev::detail::RecvmsgOp> recv_from(MutableBuffer buf, int flags = 0) {
+    const iovec v{buf.data, buf.size};
+    return loop_->make<lev::detail::RecvmsgOp>(fd_, std::span<const iovec>(&v, 1), flags);
+  }
+  Loop::Deadline<lev::detail::RecvmsgOp> recv_from(MutableBuffer buf, IoOptions o) {
+    const iovec v{buf.data, buf.size};
+    return loop_->make_until<lev::detail::RecvmsgOp>(o.timeout, fd_, std::span<const iovec>(&v, 1),
+                                                o.flags);
+  }
+  /// Gather: one datagram from several buffers (the iovecs stay valid until
+  /// the awaiter resumes); `to` null: the connected peer.
+  Loop::Awaiter<lev::detail::SendmsgOp> sendmsg(std::span<const iovec> iov,
+                                           const SocketAddress* to = nullptr, int flags = 0) {
+    return loop_->make<lev::detail::SendmsgOp>(fd_, iov, to, flags);
+  }
+  /// Scatter: one datagram into several buffers.
+  Loop::Awaiter<lev::detail::RecvmsgOp> recvmsg(std::span<const iovec> iov, int flags = 0) {
+    return loop_->make<lev::detail::RecvmsgOp>(fd_, iov, flags);
+  }
+  /// On a connected socket: one datagram to the peer / from it (bytes).
+  Loop::Awaiter<lev::detail::SendOp> send(ConstBuffer buf) { return loop_->send(fd_, buf); }
+  Loop::Awaiter<lev::detail::RecvOp> recv(MutableBuffer buf) { return loop_->recv(fd_, buf); }
+
+ private:
+  Loop* loop_ = nullptr;
+  Fd fd_;
+};
+
+}  // namespace lev::net

@@ -1,0 +1,83 @@
+// lev::File and the directory operations: thin tasks over the file
+// family's descriptions (lev/detail/ops/file.hpp) that keep their path in
+// the task's frame until the op is delivered.
+#include "lev/file.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace lev {
+
+Task<Result<File>> File::open(Loop& loop, std::string path, int flags, unsigned mode) {
+  auto r = co_await loop.make<detail::OpenatOp>(AT_FDCWD, path.c_str(), flags, mode);
+  if (!r) co_return r.error();
+  co_return File(loop, Fd{*r});
+}
+
+Task<Result<void>> File::truncate(std::uint64_t len) {
+  if (loop_->features().ftruncate_op) co_return co_await loop_->make<detail::FtruncateOp>(fd_, len);
+  const int fd = fd_.get();
+  const int err = co_await loop_->offload([fd, len] {
+    return ::ftruncate(fd, static_cast<off_t>(len)) == 0 ? 0 : errno;
+  });
+  if (err) co_return Error::from_errno(err, "ftruncate", fd);
+  co_return Result<void>{};
+}
+
+Task<Result<void>> unlink(Loop& loop, std::string path, bool dir) {
+  auto r = co_await loop.make<detail::UnlinkatOp>(AT_FDCWD, path.c_str(), dir ? AT_REMOVEDIR : 0);
+  co_return r;
+}
+
+Task<Result<void>> rename(Loop& loop, std::string from, std::string to) {
+  auto r = co_await loop.make<detail::RenameatOp>(AT_FDCWD, from.c_str(), to.c_str(), 0);
+  co_return r;
+}
+
+Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode) {
+  auto r = co_await loop.make<detail::MkdiratOp>(AT_FDCWD, path.c_str(), mode);
+  co_return r;
+}
+
+Task<Result<FileStat>> stat(Loop& loop, std::string path) {
+  auto r = co_await loop.make<detail::StatxOp>(AT_FDCWD, path.c_str(), 0);
+  co_return r;
+}
+
+namespace detail {
+
+bool writev_intermediate(const OpBase& op) noexcept {
+  return op.res > 0 && op.done + static_cast<std::size_t>(op.res) < op.total;
+}
+
+// writev_all after a partial write: skip what went, start the rest. Called
+// by Loop::settle with no cancel recorded and the op already unregistered.
+void writev_continue(OpBase& op) noexcept {
+  auto& a = *static_cast<WritevArgs*>(op.args);
+  auto moved = static_cast<std::size_t>(op.res);
+  op.done += moved;
+  if (op.offset != static_cast<std::uint64_t>(-1)) op.offset += moved;
+  auto* v = static_cast<iovec*>(op.buf);
+  std::uint32_t n = op.len;
+  while (n > 0 && moved >= v->iov_len) {
+    moved -= v->iov_len;
+    ++v;
+    --n;
+  }
+  if (n > 0) {
+    v->iov_base = static_cast<char*>(v->iov_base) + moved;
+    v->iov_len -= moved;
+  }
+  op.buf = v;
+  op.len = n;
+  try {
+    a.loop->start(op);
+  } catch (...) {
+    a.loop->start_cancelled(op);  // could not go on: delivered cancelled, with `done`
+  }
+}
+
+}  // namespace detail
+}  // namespace lev
