@@ -41,10 +41,13 @@ namespace lev {
 /// close()). Operations borrow the Loop given at open; one loop thread.
 class File {
  public:
+  /// An empty File (no fd, no loop): assign an opened one to use it.
   File() = default;
   /// Adopts `fd` (owned from now on).
   File(Loop& loop, Fd fd) noexcept : loop_(&loop), fd_(std::move(fd)) {}
+  /// Takes `other`'s fd and loop; `other` is empty afterwards.
   File(File&&) noexcept = default;
+  /// Closes this File's fd (if any) and takes `other`'s.
   File& operator=(File&&) noexcept = default;
 
   /// openat(AT_FDCWD, path, flags | O_CLOEXEC, mode). Errors name the op
@@ -54,8 +57,11 @@ class File {
   static Task<Result<File>> open(Loop& loop, std::string path, int flags = O_RDONLY,
                                  unsigned mode = 0644);
 
+  /// True while the File owns an fd.
   [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
+  /// The fd (borrowed; -1 when empty).
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  /// The Loop its operations run on (a File that is not empty only).
   [[nodiscard]] Loop& loop() const noexcept { return *loop_; }
 
   /// Bytes read at `offset` (0: end of file). May be short.
@@ -76,19 +82,24 @@ class File {
   Loop::Awaiter<detail::WriteOp> write_all_at(ConstBuffer buf, std::uint64_t offset) {
     return loop_->write_all(fd_, buf, offset);
   }
+  /// write_all_at(), bounded by `o.timeout` (`transferred`: bytes written first).
   Loop::Deadline<detail::WriteOp> write_all_at(ConstBuffer buf, std::uint64_t offset,
                                                IoOptions o) {
     return loop_->write_all(fd_, buf, o, offset);
   }
-  /// Scatter / gather at `offset` (preadv / pwritev): the iovecs and
-  /// their buffers stay valid until the awaiter resumes.
+  /// Scatter at `offset` (preadv): bytes read into the iovecs, in order
+  /// (may be short). The iovecs and their buffers stay valid until the
+  /// awaiter resumes (for writev_at too).
   Loop::Awaiter<detail::ReadvOp> readv_at(std::span<const iovec> iov, std::uint64_t offset) {
     return loop_->make<detail::ReadvOp>(fd_, iov, offset);
   }
+  /// Gather at `offset` (pwritev): bytes written from the iovecs (may be short).
   Loop::Awaiter<detail::WritevOp> writev_at(std::span<const iovec> iov, std::uint64_t offset) {
     return loop_->make<detail::WritevOp>(fd_, iov, offset, false);
   }
+  /// fsync(2): data and metadata reach the device.
   Loop::Awaiter<detail::FsyncOp> fsync() { return loop_->make<detail::FsyncOp>(fd_, false); }
+  /// fdatasync(2): the data, and the metadata needed to read it back.
   Loop::Awaiter<detail::FsyncOp> fdatasync() { return loop_->make<detail::FsyncOp>(fd_, true); }
   /// fallocate(2); mode 0 allocates (and extends the size).
   Loop::Awaiter<detail::FallocateOp> fallocate(std::uint64_t offset, std::uint64_t len,

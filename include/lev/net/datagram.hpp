@@ -29,7 +29,9 @@ namespace lev::net {
 /// Operations run on the Loop it was made with; one loop thread.
 class DatagramSocket {
  public:
+  /// An empty socket: assign one from bind() or open().
   DatagramSocket() = default;
+  /// Adopts the datagram socket `fd` (owned from now on; it must be nonblocking).
   DatagramSocket(Loop& loop, Fd fd) noexcept : loop_(&loop), fd_(std::move(fd)) {}
 
   /// A socket of `local`'s family bound to it (port 0: the kernel picks;
@@ -45,7 +47,9 @@ class DatagramSocket {
   /// Sets SO_RCVBUF (the kernel doubles it); false when refused.
   bool receive_buffer(int bytes) noexcept;
 
+  /// The fd (borrowed; -1 when empty).
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  /// True while the socket owns an fd.
   [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
 
   /// One datagram to `to`; bytes sent (all of it, or an error).
@@ -59,6 +63,7 @@ class DatagramSocket {
     const iovec v{buf.data, buf.size};
     return loop_->make<lev::detail::RecvmsgOp>(fd_, std::span<const iovec>(&v, 1), flags);
   }
+  /// recv_from() with `o.flags`, bounded by `o.timeout` (errc::timed_out).
   Loop::Deadline<lev::detail::RecvmsgOp> recv_from(MutableBuffer buf, IoOptions o) {
     const iovec v{buf.data, buf.size};
     return loop_->make_until<lev::detail::RecvmsgOp>(o.timeout, fd_, std::span<const iovec>(&v, 1),
@@ -74,8 +79,10 @@ class DatagramSocket {
   Loop::Awaiter<lev::detail::RecvmsgOp> recvmsg(std::span<const iovec> iov, int flags = 0) {
     return loop_->make<lev::detail::RecvmsgOp>(fd_, iov, flags);
   }
-  /// On a connected socket: one datagram to the peer / from it (bytes).
+  /// On a connected socket: one datagram to the peer (bytes sent).
   Loop::Awaiter<lev::detail::SendOp> send(ConstBuffer buf) { return loop_->send(fd_, buf); }
+  /// On a connected socket: one datagram from the peer (bytes; cut to the
+  /// buffer without telling: use recv_from to learn of truncation).
   Loop::Awaiter<lev::detail::RecvOp> recv(MutableBuffer buf) { return loop_->recv(fd_, buf); }
 
  private:
