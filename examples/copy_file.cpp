@@ -1,5 +1,5 @@
 // Copies a file with N reads in flight, then fsyncs the copy.
-//   copy_file SRC DST [--depth N] [--chunk BYTES] [--model proactor|reactor]
+//   copy_file [--depth N] [--chunk BYTES] [--model proactor|reactor] SRC DST
 // Prints "copied B bytes in S s (M MB/s)". Exit 1 on an I/O error, 2 on a
 // bad command line. On the reactor the copy runs on the epoll engine's
 // file workers (as many as --depth).
@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common.hpp"
 #include "lev/file.hpp"
 #include "lev/lev.hpp"
 
@@ -19,45 +20,9 @@ namespace {
 struct Args {
   std::string src, dst;
   long depth = 8;
-  long chunk = 128 * 1024;
-  lev::Model model = lev::Model::proactor;
+  std::size_t chunk = 128 * 1024;
+  example::LoopArgs loop;
 };
-
-void usage(std::FILE* to) {
-  std::fputs("usage: copy_file SRC DST [--depth N] [--chunk BYTES] [--model proactor|reactor]\n", to);
-}
-
-bool parse(int argc, char** argv, Args& a) {
-  std::vector<std::string> pos;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto number = [&](long& out, long lo, long hi) {
-      if (i + 1 >= argc) return false;
-      char* end = nullptr;
-      out = std::strtol(argv[++i], &end, 10);
-      return end && !*end && out >= lo && out <= hi;
-    };
-    if (k == "--depth") {
-      if (!number(a.depth, 1, 1024)) return false;
-    } else if (k == "--chunk") {
-      if (!number(a.chunk, 512, 64L << 20)) return false;
-    } else if (k == "--model") {
-      if (i + 1 >= argc) return false;
-      const std::string m = argv[++i];
-      if (m == "proactor") a.model = lev::Model::proactor;
-      else if (m == "reactor") a.model = lev::Model::reactor;
-      else return false;
-    } else if (k.rfind("--", 0) == 0) {
-      return false;
-    } else {
-      pos.push_back(k);
-    }
-  }
-  if (pos.size() != 2) return false;
-  a.src = pos[0];
-  a.dst = pos[1];
-  return true;
-}
 
 // One of `depth` workers: takes the next chunk's offset, reads it, writes it.
 lev::Task<lev::Result<void>> worker(lev::File& in, lev::File& out, std::uint64_t& next,
@@ -100,7 +65,7 @@ lev::Task<int> copy(lev::Loop& loop, const Args& a) {
   std::uint64_t next = 0;
   std::vector<lev::Task<lev::Result<void>>> workers;
   for (long i = 0; i < a.depth; ++i)
-    workers.push_back(worker(*in, *out, next, st->size, static_cast<std::size_t>(a.chunk)));
+    workers.push_back(worker(*in, *out, next, st->size, a.chunk));
   auto results = co_await lev::when_all(std::move(workers));
   for (auto& r : results)
     if (!r) {
@@ -122,19 +87,24 @@ lev::Task<int> copy(lev::Loop& loop, const Args& a) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0) {
-      usage(stdout);
-      return 0;
-    }
+int main(int argc, char** argv) try {
   Args a;
-  if (!parse(argc, argv, a)) {
-    usage(stderr);
-    return 2;
-  }
-  lev::LoopOptions o;
+  std::vector<std::string> files;
+  example::Cli cli{"copy_file", "Copies SRC to DST with N reads in flight, then fsyncs DST."};
+  cli.integer("--depth", a.depth, 1, 1024, "reads in flight (on the reactor: file workers)");
+  cli.bytes("--chunk", a.chunk, 512, std::size_t(64) << 20, "bytes per read");
+  a.loop.add_to(cli);
+  cli.rest("SRC DST", files, "the file to copy and its copy (created or truncated)");
+  cli.parse(argc, argv);
+  a.loop.check(cli);
+  if (files.size() != 2) cli.fail("needs SRC and DST");
+  a.src = files[0];
+  a.dst = files[1];
+  lev::LoopOptions o = a.loop.options();
   o.file_workers = static_cast<unsigned>(a.depth);
-  lev::Loop loop{a.model, o};
+  lev::Loop loop{a.loop.loop_model(), o};
   return loop.block_on(copy(loop, a));
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "copy_file: %s\n", e.what());
+  return 1;
 }

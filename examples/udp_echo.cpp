@@ -1,5 +1,5 @@
 // A UDP echo server and its client.
-//   udp_echo server --port N [--max-seconds S] [--model proactor|reactor]
+//   udp_echo server [--port N] [--max-seconds S] [--model proactor|reactor]
 //   udp_echo client --port N [--count C] [--model proactor|reactor]
 // The server's first line on stdout: "listening on 127.0.0.1:PORT"; it
 // sends every datagram back to its sender. The client sends C datagrams
@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "common.hpp"
 #include "lev/lev.hpp"
 #include "lev/net/datagram.hpp"
 
@@ -21,52 +22,11 @@ using namespace std::chrono_literals;
 namespace {
 
 struct Args {
-  bool server = true;
-  long port = -1;
+  std::uint16_t port = 0;
   long max_seconds = 0;
   long count = 100;
-  lev::Model model = lev::Model::proactor;
+  example::LoopArgs loop;
 };
-
-void usage(std::FILE* to) {
-  std::fputs(
-      "usage: udp_echo server --port N [--max-seconds S] [--model proactor|reactor]\n"
-      "       udp_echo client --port N [--count C] [--model proactor|reactor]\n",
-      to);
-}
-
-bool parse(int argc, char** argv, Args& a) {
-  if (argc < 2) return false;
-  const std::string mode = argv[1];
-  if (mode == "server") a.server = true;
-  else if (mode == "client") a.server = false;
-  else return false;
-  for (int i = 2; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto number = [&](long& out, long lo, long hi) {
-      if (i + 1 >= argc) return false;
-      char* end = nullptr;
-      out = std::strtol(argv[++i], &end, 10);
-      return end && !*end && out >= lo && out <= hi;
-    };
-    if (k == "--port") {
-      if (!number(a.port, 0, 65535)) return false;
-    } else if (k == "--max-seconds" && a.server) {
-      if (!number(a.max_seconds, 0, 86400)) return false;
-    } else if (k == "--count" && !a.server) {
-      if (!number(a.count, 1, 10000000)) return false;
-    } else if (k == "--model") {
-      if (i + 1 >= argc) return false;
-      const std::string m = argv[++i];
-      if (m == "proactor") a.model = lev::Model::proactor;
-      else if (m == "reactor") a.model = lev::Model::reactor;
-      else return false;
-    } else {
-      return false;
-    }
-  }
-  return a.port >= 0 && (a.server || a.port > 0);
-}
 
 lev::Task<> serve(lev::net::DatagramSocket& s) {
   std::array<char, 65536> buf;
@@ -81,10 +41,10 @@ lev::Task<> serve(lev::net::DatagramSocket& s) {
 }
 
 int run_server(const Args& a) {
-  lev::Loop loop{a.model};
+  lev::Loop loop{a.loop.loop_model(), a.loop.options()};
   auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
   auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
-  auto addr = lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(a.port));
+  auto addr = lev::SocketAddress::ip("127.0.0.1", a.port);
   auto s = lev::net::DatagramSocket::bind(loop, *addr);
   if (!s) {
     std::fprintf(stderr, "udp_echo: %s\n", s.error().message().c_str());
@@ -104,7 +64,7 @@ int run_server(const Args& a) {
 lev::Task<int> client(lev::Loop& loop, const Args& a) {
   auto s = lev::net::DatagramSocket::bind(loop, *lev::SocketAddress::ip("127.0.0.1", 0));
   if (!s) co_return 1;
-  const auto to = *lev::SocketAddress::ip("127.0.0.1", static_cast<std::uint16_t>(a.port));
+  const auto to = *lev::SocketAddress::ip("127.0.0.1", a.port);
   long echoed = 0;
   std::array<char, 64> buf;
   for (long i = 0; i < a.count; ++i) {
@@ -119,18 +79,33 @@ lev::Task<int> client(lev::Loop& loop, const Args& a) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0) {
-      usage(stdout);
-      return 0;
-    }
-  Args a;
-  if (!parse(argc, argv, a)) {
-    usage(stderr);
-    return 2;
+int main(int argc, char** argv) try {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode != "server" && mode != "client") {
+    example::Cli top{"udp_echo", "A UDP echo server and its client: udp_echo server [options] or\n"
+                                 "udp_echo client [options] (--help after either lists them)."};
+    top.parse(argc, argv);  // --help: exit 0; anything else: exit 2
+    top.fail("needs server or client first");
   }
-  if (a.server) return run_server(a);
-  lev::Loop loop{a.model};
+  Args a;
+  const bool server = mode == "server";
+  example::Cli cli{"udp_echo " + mode, server ? "Sends every datagram back to its sender."
+                                              : "Sends datagrams one at a time, checks each echo."};
+  if (server) {
+    cli.port("--port", a.port, "bind 127.0.0.1:PORT (0: any free port)");
+    cli.integer("--max-seconds", a.max_seconds, 0, 1'000'000'000, "stop after N seconds (0: never)");
+  } else {
+    cli.port("--port", a.port, "the server's port (required)");
+    cli.integer("--count", a.count, 1, 10'000'000, "datagrams to send");
+  }
+  a.loop.add_to(cli);
+  cli.parse(argc - 1, argv + 1);  // argv[1], the mode, stands for the program
+  a.loop.check(cli);
+  if (!server && a.port == 0) cli.fail("--port is required");
+  if (server) return run_server(a);
+  lev::Loop loop{a.loop.loop_model(), a.loop.options()};
   return loop.block_on(client(loop, a));
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "udp_echo: %s\n", e.what());
+  return 1;
 }
