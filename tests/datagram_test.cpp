@@ -6,7 +6,12 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <netinet/in.h>
+
 #include <array>
+#include <cstring>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
@@ -178,5 +183,61 @@ TEST_SUITE("datagram") {
       };
       loop.block_on(t());
     });
+  }
+
+  TEST_CASE("on the fake backend send_to and recv_from are recorded, completed by the test, and cancelled") {
+    lev::test::FakeLoop f;
+    DatagramSocket s{f.loop, lev::Fd{::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)}};
+    REQUIRE(s.is_open());
+    const lev::SocketAddress peer = *lev::SocketAddress::ip("127.0.0.1", 4242);
+    // send_to: the op carries the datagram and its destination.
+    std::optional<lev::Result<std::size_t>> sent;
+    auto send = [&]() -> lev::Task<> { sent = co_await s.send_to(std::string_view("hello"), peer); };
+    f.loop.spawn(send());
+    f.loop.run_once();
+    lev::detail::OpBase* op = f.fake->find(lev::detail::OpKind::sendmsg);
+    REQUIRE(op);
+    const msghdr& out = static_cast<lev::detail::MessageArgs*>(op->args)->msg;
+    REQUIRE(out.msg_iovlen == 1);
+    CHECK(std::string_view(static_cast<const char*>(out.msg_iov[0].iov_base), out.msg_iov[0].iov_len) == "hello");
+    CHECK(lev::SocketAddress(static_cast<const sockaddr*>(out.msg_name), out.msg_namelen).port() == 4242);
+    f.fake->complete(*op, 5);
+    f.loop.run_once();
+    REQUIRE(sent);
+    CHECK(sent->value() == 5);
+    // recv_from: what the "kernel" writes (bytes, sender, MSG_TRUNC) is what
+    // the Datagram says; a length past the buffer is cut to it.
+    std::array<char, 4> buf{};
+    std::optional<lev::Result<lev::Datagram>> got;
+    auto recv = [&]() -> lev::Task<> { got = co_await s.recv_from(buf); };
+    f.loop.spawn(recv());
+    f.loop.run_once();
+    op = f.fake->find(lev::detail::OpKind::recvmsg);
+    REQUIRE(op);
+    msghdr& in = static_cast<lev::detail::MessageArgs*>(op->args)->msg;
+    std::memcpy(in.msg_iov[0].iov_base, "abcd", 4);
+    std::memcpy(in.msg_name, peer.data(), peer.size());
+    in.msg_namelen = peer.size();
+    in.msg_flags = MSG_TRUNC;
+    f.fake->complete(*op, 9);
+    f.loop.run_once();
+    REQUIRE(got);
+    REQUIRE(*got);
+    CHECK((*got)->size == 4);
+    CHECK((*got)->truncated);
+    CHECK((*got)->peer.port() == 4242);
+    CHECK(std::string_view(buf.data(), 4) == "abcd");
+    // A recv_from stopped before anything came ends cancelled.
+    std::stop_source stop;
+    got.reset();
+    auto stopped = [&]() -> lev::Task<> { got = co_await s.recv_from(buf).stop_on(stop.get_token()); };
+    f.loop.spawn(stopped());
+    f.loop.run_once();
+    REQUIRE(f.fake->find(lev::detail::OpKind::recvmsg));
+    stop.request_stop();
+    f.loop.run_once();
+    REQUIRE(got);
+    CHECK(got->error().is_cancelled());
+    CHECK(f.loop.live_op_count() == 0);
   }
 }
