@@ -830,6 +830,7 @@ void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h, const std::stop_token* 
     return;
   }
   if (token->stop_requested()) {
+    loop_->check_thread();  // the one start that does not go through start()
     loop_->start_cancelled(op_);
     return;
   }
