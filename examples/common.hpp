@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -316,10 +317,19 @@ struct ServerArgs {
 /// wait that moved some bytes starts a fresh one, so a client that keeps
 /// reading, however slowly, is never cut off (as with nginx's send_timeout),
 /// and one that stops is cut off one to two times `timeout` after its last
-/// read. (One loop timer per call: a timeout per partial send would cost an
-/// io_uring linked timeout per reply.)
+/// read. The first attempt takes what the socket has room for now, with no
+/// timer (MSG_DONTWAIT): a reply to a client that reads costs one send, as
+/// without a timeout; only a send that must wait arms one (one loop timer
+/// per wait; a timeout per partial send would cost an io_uring linked
+/// timeout per reply).
 inline lev::Task<lev::Result<void>> send_all_within(lev::Loop& loop, lev::FdRef fd,
                                                     std::string_view bytes, Millis timeout) {
+  if (bytes.empty()) co_return lev::Result<void>{};
+  auto now = co_await loop.send(fd, bytes, MSG_DONTWAIT);
+  if (now)
+    bytes.remove_prefix(*now);
+  else if (now.error().code.value() != EAGAIN)
+    co_return now.error();
   while (!bytes.empty()) {
     auto r = co_await loop.send_all(fd, bytes, lev::IoOptions{.timeout = timeout});
     if (r) co_return lev::Result<void>{};
