@@ -129,7 +129,8 @@ class CompletionBackend {
   /// backend only watches it and reports nothing for it. A backend that
   /// ignores it still works: cross-thread posts then wait for its next round.
   virtual void set_wakeup_fd(int fd) { (void)fd; }
-  /// Offers the loop's receive-buffer pool for recv ops with `select`.
+  /// Offers one of the loop's receive-buffer pools (stream recvs: group 0;
+  /// datagrams: group 1, see BufferPool::group) for recv ops with `select`.
   /// Returns true when the backend serves them: it picks one of the pool's
   /// buffers only when data has arrived (io_uring: by registering the pool
   /// as the kernel's provided-buffer ring; epoll, fake: by take()). A
@@ -139,7 +140,7 @@ class CompletionBackend {
     return false;
   }
   /// The pool is going away (the loop is): forget it.
-  virtual void withdraw_buffers() noexcept {}
+  virtual void withdraw_buffers(detail::BufferPool& pool) noexcept { (void)pool; }
   /// What this backend runs with (all false for a backend without io_uring).
   [[nodiscard]] virtual BackendFeatures features() const noexcept { return {}; }
   /// A clock the backend wants the loop to use (the fake's virtual clock).

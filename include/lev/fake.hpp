@@ -15,9 +15,9 @@
 #include <cstddef>
 #include <memory>
 #include <string_view>
-#include <string_view>
 #include <vector>
 
+#include "lev/address.hpp"
 #include "lev/backend.hpp"
 #include "lev/clock.hpp"
 
@@ -95,13 +95,19 @@ class FakeBackend final : public CompletionBackend {
   void fail(detail::OpBase& op, int err) { complete(op, -err); }
   /// Copies `data` into a read/recv op's buffer (at most its length) and
   /// completes it with the number of bytes copied. A recv with `select`
-  /// takes a buffer of the loop's pool now (none free: ENOBUFS).
-  void complete_with_data(detail::OpBase& op, std::string_view data);
+  /// takes a buffer of the loop's pool now (none free: ENOBUFS); a recvmsg
+  /// with `select` (DatagramSocket::receive) takes one of the datagram
+  /// pool and gets `data` as one datagram from `from` (null: no address).
+  void complete_with_data(detail::OpBase& op, std::string_view data,
+                          const SocketAddress* from = nullptr);
   /// A multishot recv's intermediate result: `data` goes into a buffer of
   /// the loop's pool and the op's MoreFn gets it with F_MORE (the op stays
   /// pending). No free buffer: the multishot ends with ENOBUFS, as the
-  /// kernel's does. Returns false when it ended.
-  bool deliver_more(detail::OpBase& op, std::string_view data);
+  /// kernel's does. Returns false when it ended. A multishot recvmsg
+  /// (DatagramSocket::receive) gets `data` as one datagram from `from`;
+  /// an empty datagram is one too (only a recv's empty data is EOF).
+  bool deliver_more(detail::OpBase& op, std::string_view data,
+                    const SocketAddress* from = nullptr);
   /// A send the kernel would not take zero-copy (EOPNOTSUPP, as AF_UNIX
   /// sockets answer IORING_OP_SEND_ZC): queued as a step the loop resends
   /// plain, keeping its time limit and honouring a recorded cancel.

@@ -55,6 +55,9 @@
 #include "lev/watchers.hpp"
 
 namespace lev {
+namespace net {
+class DatagramSocket;
+}
 
 namespace detail {
 struct SignalHub;
@@ -141,6 +144,17 @@ struct LoopOptions {
   std::uint32_t recv_buffer_count = 256;
   /// Bytes per pool buffer (see recv_buffer_count).
   std::uint32_t recv_buffer_size = 4096;
+  /// DatagramSocket::receive (no buffer of yours): its own pool, made on
+  /// first use (on io_uring: buffer group 1, fed to one multishot recvmsg
+  /// per socket). A datagram that arrives while every buffer is out waits
+  /// in the socket's receive buffer, and the kernel drops what does not
+  /// fit there, as UDP may (RecvBufferStats::exhausted counts the times
+  /// the pool ran dry). At most 32768.
+  std::uint32_t datagram_buffer_count = 64;
+  /// The longest datagram payload a pool buffer holds (longer ones are cut:
+  /// ReceivedDatagram::truncated). 65536 holds any UDP datagram. Each
+  /// buffer has room for the sender's address besides.
+  std::uint32_t datagram_buffer_size = 65536;
   /// The epoll engine's file workers: how many file operations (regular
   /// files, paths) run at once; each is a thread started on demand. Set it
   /// to the queue depth you want (32 reads in flight: 32). Must be > 0.
@@ -416,6 +430,11 @@ class Loop {
   /// The pool behind recv(fd) and what it has done (zeros before first use).
   [[nodiscard]] RecvBufferStats recv_buffer_stats() const noexcept {
     return recv_ ? recv_->stats() : RecvBufferStats{};
+  }
+  /// The pool behind DatagramSocket::receive and what it has done (zeros
+  /// before first use).
+  [[nodiscard]] RecvBufferStats datagram_buffer_stats() const noexcept {
+    return dgram_ ? dgram_->stats() : RecvBufferStats{};
   }
   /// Bytes sent (may be short). Never raises SIGPIPE.
   Awaiter<detail::SendOp> send(FdRef fd, ConstBuffer buf, int flags = 0) {
@@ -773,6 +792,14 @@ class Loop {
     return *recv_;
   }
   void make_recv_registry();
+  detail::RecvRegistry& datagram_registry() {
+    if (!dgram_) [[unlikely]]
+      make_datagram_registry();
+    return *dgram_;
+  }
+  void make_datagram_registry();
+  [[nodiscard]] bool only_unread_multishots() const noexcept;
+  friend class net::DatagramSocket;
   /// `fd` is about to be closed by this loop: its multishot recv and epoll
   /// registrations go (same as lev::Fd does).
   void closing(int fd) noexcept;
@@ -804,8 +831,11 @@ class Loop {
   detail::CallbackPool* pool_ = nullptr;
   detail::Inbox* inbox_ = nullptr;  // reference counted (runtime/core/inbox.hpp)
   std::unique_ptr<detail::RecvRegistry> recv_;  // made by the first recv(fd)
+  std::unique_ptr<detail::RecvRegistry> dgram_;  // made by the first DatagramSocket::receive
   std::uint32_t recv_count_ = 0;
   std::uint32_t recv_size_ = 0;
+  std::uint32_t dgram_count_ = 0;
+  std::uint32_t dgram_size_ = 0;
   UringBackend* uring_backend_ = nullptr;  // set when the backend is io_uring
   bool links_timeouts_ = false;            // the backend takes {.timeout} as a linked timeout
   friend bool detail::loop_links_timeouts(Loop&) noexcept;

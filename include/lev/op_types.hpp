@@ -5,7 +5,12 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
 #include "lev/address.hpp"
+#include "lev/buffer.hpp"
 #include "lev/clock.hpp"
 #include "lev/fd.hpp"
 
@@ -26,5 +31,34 @@ struct Expired {
 /// Which direction shutdown closes. The numeric SHUT_RD / SHUT_WR /
 /// SHUT_RDWR constants are accepted too.
 enum class Shutdown : int { read = SHUT_RD, write = SHUT_WR, both = SHUT_RDWR };
+
+/// What statx reports of a file (File::stat, lev::stat).
+struct FileStat {
+  std::uint64_t size = 0;
+  std::uint32_t mode = 0;  ///< type and permission bits (S_ISREG(mode), mode & 0777)
+  std::uint64_t inode = 0;
+  std::uint32_t links = 0;
+  std::uint64_t blocks = 0;  ///< 512-byte blocks allocated
+  std::chrono::system_clock::time_point modified{};
+};
+
+/// One datagram received into the caller's buffer (recv_from, recvmsg):
+/// how many bytes landed there, who sent it, and whether it was longer
+/// than the buffer (the rest is dropped, as UDP does: MSG_TRUNC).
+struct Datagram {
+  std::size_t size = 0;
+  SocketAddress peer;
+  bool truncated = false;
+};
+
+/// One datagram received into a buffer of the loop's datagram pool
+/// (DatagramSocket::receive): the payload (an owned Buffer, back to the
+/// pool when dropped), who sent it, and whether it was longer than a pool
+/// buffer (LoopOptions::datagram_buffer_size; the rest is dropped).
+struct ReceivedDatagram {
+  Buffer data;
+  SocketAddress peer;
+  bool truncated = false;
+};
 
 }  // namespace lev

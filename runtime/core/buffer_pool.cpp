@@ -6,14 +6,17 @@
 
 #include <cerrno>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 
 namespace lev::detail {
 
-BufferPool::BufferPool(std::uint32_t count, std::uint32_t size) : count_(count), size_(size) {
+BufferPool::BufferPool(std::uint32_t count, std::uint32_t size, std::uint16_t group,
+                       const char* what)
+    : count_(count), size_(size), group_(group) {
   if (count == 0 || count > 32768)
-    throw std::invalid_argument("lev: recv_buffer_count must be between 1 and 32768");
-  if (size == 0) throw std::invalid_argument("lev: recv_buffer_size must be > 0");
+    throw std::invalid_argument(std::string("lev: ") + what + "_count must be between 1 and 32768");
+  if (size == 0) throw std::invalid_argument(std::string("lev: ") + what + "_size must be > 0");
   bytes_ = static_cast<std::size_t>(count) * size;
   void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)

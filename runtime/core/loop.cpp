@@ -59,7 +59,7 @@ void release_undelivered(OpBase& op) noexcept {
   }
   if (op.select && op.res > 0 && (op.cqe_flags & IORING_CQE_F_BUFFER)) {
     // A pool buffer nobody will take (a recv op's is not counted yet).
-    if (op.kind == OpKind::recv) op.pool->claim();
+    if (op.kind == OpKind::recv || op.kind == OpKind::recvmsg) op.pool->claim();
     op.pool->give_back(static_cast<std::uint16_t>(op.cqe_flags >> IORING_CQE_BUFFER_SHIFT));
     op.select = kSelectNone;
     return;
@@ -227,8 +227,14 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
     throw std::invalid_argument("lev::Loop: recv_buffer_count must be between 1 and 32768");
   if (options.recv_buffer_size == 0 || options.recv_buffer_size > (1u << 30))
     throw std::invalid_argument("lev::Loop: recv_buffer_size must be between 1 and 2^30");
+  if (options.datagram_buffer_count == 0 || options.datagram_buffer_count > 32768)
+    throw std::invalid_argument("lev::Loop: datagram_buffer_count must be between 1 and 32768");
+  if (options.datagram_buffer_size == 0 || options.datagram_buffer_size > (1u << 30))
+    throw std::invalid_argument("lev::Loop: datagram_buffer_size must be between 1 and 2^30");
   recv_count_ = options.recv_buffer_count;
   recv_size_ = options.recv_buffer_size;
+  dgram_count_ = options.datagram_buffer_count;
+  dgram_size_ = options.datagram_buffer_size;
   backend_ = make_backend(model, options);
   if (options.ignore_sigpipe) ignore_sigpipe_if_default();
   clock_ = options.clock ? options.clock : backend_->preferred_clock();
@@ -300,6 +306,7 @@ Loop::~Loop() {
   }
   // 6. Results no task took; the pool goes once the last Buffer is back.
   recv_.reset();
+  dgram_.reset();
   pool_->close_loop();
   inbox_->release();  // the eventfd closes with the last waker's reference
 }
@@ -325,6 +332,20 @@ void Loop::drop_queued() noexcept {
 
 void Loop::make_recv_registry() {
   recv_ = std::make_unique<detail::RecvRegistry>(*this, *backend_, recv_count_, recv_size_);
+}
+
+void Loop::make_datagram_registry() {
+  dgram_ = std::make_unique<detail::RecvRegistry>(
+      *this, *backend_, dgram_count_,
+      static_cast<std::uint32_t>(dgram_size_ + detail::DatagramLayout::header),
+      detail::RecvRegistry::Flavor::datagram);
+}
+
+// True when the live ops are all multishot receives nobody waits on.
+bool Loop::only_unread_multishots() const noexcept {
+  const std::size_t armed = (recv_ ? recv_->armed() : 0) + (dgram_ ? dgram_->armed() : 0);
+  if (armed == 0 || live_count_ != armed) return false;
+  return !(recv_ && recv_->has_waiter()) && !(dgram_ && dgram_->has_waiter());
 }
 
 void Loop::closing(int fd) noexcept { detail::fd_closing(fd); }
@@ -666,7 +687,7 @@ void Loop::run() {
   while (!stop_.load(std::memory_order_acquire)) {
     // Multishot recvs armed for fds nobody is reading now do not count:
     // they wait for no one.
-    if ((live_count_ == 0 || (recv_ && recv_->only_unread_multishots(live_count_))) &&
+    if ((live_count_ == 0 || only_unread_multishots()) &&
         ready_.empty() && holds_ == 0 && !inbox_->flagged.load(std::memory_order_acquire))
       break;
     run_once();

@@ -46,18 +46,29 @@ void fd_closing(int fd) noexcept {
 // ------------------------------------------------------------- registry
 
 RecvRegistry::RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t count,
-                           std::uint32_t size)
-    : loop_(loop), backend_(backend), pool_(new BufferPool(count, size)) {
+                           std::uint32_t size, Flavor flavor)
+    : loop_(loop),
+      backend_(backend),
+      pool_(new BufferPool(count, size, flavor == Flavor::stream ? 0 : 1,
+                           flavor == Flavor::stream ? "recv_buffer" : "datagram_buffer")),
+      flavor_(flavor) {
+  const BackendFeatures f = backend.features();
+  // A one-shot recvmsg with a kernel-picked buffer does not lay the buffer
+  // out as the multishot does (its sender goes to the msghdr): without
+  // multishot, datagrams take the plain path (readiness, then recvmsg).
+  const bool kernel_once = f.provided_buffers && !f.multishot_recv;
   bool provided = false;
-  try {
-    provided = backend.provide_buffers(*pool_);
-  } catch (...) {
-    delete pool_;
-    throw;
+  if (flavor == Flavor::stream || !kernel_once) {
+    try {
+      provided = backend.provide_buffers(*pool_);
+    } catch (...) {
+      delete pool_;
+      throw;
+    }
   }
   if (!provided)
     mode_ = Mode::plain;
-  else if (backend.features().multishot_recv)
+  else if (f.multishot_recv)
     mode_ = Mode::multishot;
   else
     mode_ = Mode::select;
@@ -77,7 +88,7 @@ RecvRegistry::~RecvRegistry() {
     delete st;
   }
   for (RecvState* st : spare_) delete st;
-  backend_.withdraw_buffers();
+  backend_.withdraw_buffers(*pool_);
   pool_->orphan();  // deleted now, or when the last Buffer held elsewhere comes back
 }
 
@@ -106,9 +117,13 @@ RecvState& RecvRegistry::get(int fd) {
 
 void RecvRegistry::arm(RecvState& st) noexcept {
   OpBase& op = st.op;
-  op.kind = OpKind::recv;
+  op.kind = op_kind();
   op.fd = st.fd;
   op.buf = nullptr;
+  if (flavor_ == Flavor::datagram) {
+    DatagramLayout::arm(st.msg);
+    op.buf = &st.msg;
+  }
   op.len = 0;
   op.flags = 0;
   op.flow = kFlowHook;
@@ -231,11 +246,10 @@ void RecvRegistry::closing(int fd) noexcept {
   spare_.push_back(st);
 }
 
-bool RecvRegistry::unread_scan(std::size_t live) const noexcept {
-  if (live != armed_) return false;
+bool RecvRegistry::has_waiter() const noexcept {
   for (const RecvState* st : by_fd_)
-    if (st && st->waiter) return false;
-  return true;
+    if (st && st->waiter) return true;
+  return false;
 }
 
 RecvBufferStats RecvRegistry::stats() const noexcept {
@@ -303,7 +317,7 @@ void RecvBufferAwaiter::start_one() {
   op_.ctx = this;
   op_.deliver = &on_delivered;
   if (reg_->mode() != RecvRegistry::Mode::plain) {
-    op_.kind = OpKind::recv;
+    op_.kind = reg_->op_kind();
     op_.flags = flags_;
     op_.select = kSelectOnce;
     op_.pool = &reg_->pool();
@@ -328,11 +342,29 @@ void RecvBufferAwaiter::recv_now() {
   }
   taken_ = id;
   pool.claim();
+  if (reg_->flavor() == RecvRegistry::Flavor::datagram) {
+    recvmsg_now(static_cast<std::uint16_t>(id));
+    return;
+  }
   op_.kind = OpKind::recv;
   op_.flags = flags_ | MSG_DONTWAIT;
   op_.buf = pool.data(static_cast<std::uint16_t>(id));
   op_.len = pool.size();
   loop_->start(op_);
+}
+
+// Plain datagrams: the socket was readable, so the recvmsg (laid out as
+// the multishot's) runs now, without waiting; its result ends the wait
+// from the queue. Readiness that did not last waits again.
+void RecvBufferAwaiter::recvmsg_now(std::uint16_t id) noexcept {
+  BufferPool& pool = reg_->pool();
+  const long r = DatagramLayout::receive(fd_, pool.data(id), pool.size(), flags_);
+  if (r < 0 && errno == EAGAIN) {
+    pool.give_back(static_cast<std::uint16_t>(std::exchange(taken_, -1)));
+    go_on(false);
+    return;
+  }
+  post_result(r < 0 ? -errno : static_cast<int>(r), Cancel::none);
 }
 
 // Ends the wait with `res` from the queue, when no op of ours is in flight.
@@ -441,9 +473,10 @@ Result<Buffer> RecvBufferAwaiter::make(int res, std::uint32_t flags) {
     pool.give_back(id);
   }
   if (res < 0) {
+    const char* what = reg_->flavor() == RecvRegistry::Flavor::stream ? "recv" : "recvmsg";
     if (res == -ECANCELED && op_.cancel == Cancel::deadline)
-      return Error{std::make_error_code(std::errc::timed_out), "recv", fd_, 0};
-    return Error::from_errno(-res, "recv", fd_);
+      return Error{std::make_error_code(std::errc::timed_out), what, fd_, 0};
+    return Error::from_errno(-res, what, fd_);
   }
   if (!has_buffer(res, flags)) return Buffer{};  // end of stream
   return Buffer::adopt(pool, buffer_id(flags), static_cast<std::size_t>(res));

@@ -28,15 +28,19 @@ struct BufferWaiter {
 
 class BufferPool {
  public:
-  /// Throws std::invalid_argument (count 0 or above 32768, size 0) or
-  /// std::system_error (the mapping failed).
-  BufferPool(std::uint32_t count, std::uint32_t size);
+  /// Throws std::invalid_argument (count 0 or above 32768, size 0: the
+  /// message names `what`, the LoopOptions field) or std::system_error (the
+  /// mapping failed). `group`: the kernel's buffer group id on io_uring.
+  BufferPool(std::uint32_t count, std::uint32_t size, std::uint16_t group = 0,
+             const char* what = "recv_buffer");
   ~BufferPool();
   BufferPool(const BufferPool&) = delete;
   BufferPool& operator=(const BufferPool&) = delete;
 
   [[nodiscard]] std::uint32_t count() const noexcept { return count_; }
   [[nodiscard]] std::uint32_t size() const noexcept { return size_; }
+  /// The buffer group id the kernel knows this pool by (io_uring).
+  [[nodiscard]] std::uint16_t group() const noexcept { return group_; }
   [[nodiscard]] char* data(std::uint16_t id) const noexcept {
     return base_ + static_cast<std::size_t>(id) * size_;
   }
@@ -94,6 +98,7 @@ class BufferPool {
   std::size_t bytes_ = 0;
   std::uint32_t count_;
   std::uint32_t size_;
+  std::uint16_t group_;
   std::uint32_t in_use_ = 0;
   std::uint32_t peak_ = 0;
   std::vector<std::uint16_t> free_;  // sized count: never grows

@@ -12,6 +12,8 @@
 /// for a buffer to come back and tries again: no data is lost, and each
 /// time is counted in RecvBufferStats::exhausted.
 
+#include <sys/socket.h>
+
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -24,8 +26,10 @@
 #include "lev/clock.hpp"
 #include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/op.hpp"
+#include "lev/detail/ops/datagram.hpp"
 #include "lev/detail/stop.hpp"
 #include "lev/error.hpp"
+#include "lev/op_types.hpp"
 #include "lev/task.hpp"
 
 namespace lev {
@@ -60,6 +64,7 @@ struct RecvState {
   RecvRegistry* reg = nullptr;
   int fd = -1;
   OpBase op;
+  msghdr msg{};  // datagrams: the multishot recvmsg's layout (name room, no control)
   BufferWaiter starved;  // ended with ENOBUFS: re-armed when a buffer is back
   RecvBufferAwaiter* waiter = nullptr;
   std::vector<Item> items;  // capacity kept: no allocation in steady state
@@ -84,13 +89,18 @@ struct RecvState {
 class RecvRegistry {
  public:
   enum class Mode : std::uint8_t { multishot, select, plain };
+  /// What the pool receives: stream bytes (recv, buffer group 0) or whole
+  /// datagrams with their sender (recvmsg, group 1; each buffer laid out as
+  /// io_uring's multishot recvmsg lays it out, see DatagramLayout).
+  enum class Flavor : std::uint8_t { stream, datagram };
   /// Results kept for an fd before its multishot is paused (cancelled,
   /// re-armed by the next recv): a reader that stops reading lets TCP
   /// push back instead of draining the pool. When a quarter of the pool or
   /// less is free, one unread result is enough to pause.
   static constexpr std::size_t kMaxQueued = 16;
 
-  RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t count, std::uint32_t size);
+  RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t count, std::uint32_t size,
+               Flavor flavor = Flavor::stream);
   ~RecvRegistry();
   RecvRegistry(const RecvRegistry&) = delete;
   RecvRegistry& operator=(const RecvRegistry&) = delete;
@@ -104,14 +114,18 @@ class RecvRegistry {
   /// `fd` is being closed: its multishot is cancelled and its state let go.
   void closing(int fd) noexcept;
   [[nodiscard]] Mode mode() const noexcept { return mode_; }
+  [[nodiscard]] Flavor flavor() const noexcept { return flavor_; }
+  /// The op a receive of this registry is (recv or recvmsg).
+  [[nodiscard]] OpKind op_kind() const noexcept {
+    return flavor_ == Flavor::stream ? OpKind::recv : OpKind::recvmsg;
+  }
+  /// Multishots started whose end is not yet delivered.
+  [[nodiscard]] std::size_t armed() const noexcept { return armed_; }
+  /// True when some fd's receive waits for a result.
+  [[nodiscard]] bool has_waiter() const noexcept;
   [[nodiscard]] BufferPool& pool() noexcept { return *pool_; }
   [[nodiscard]] Loop& loop() noexcept { return loop_; }
   [[nodiscard]] RecvBufferStats stats() const noexcept;
-  /// True when the loop's `live` ops are all multishot recvs that nobody
-  /// waits on (Loop::run may return then).
-  [[nodiscard]] bool only_unread_multishots(std::size_t live) const noexcept {
-    return live <= armed_ && unread_scan(live);
-  }
 
   /// Hands a result to the fd's waiter, or keeps it for the next recv.
   void deliver(RecvState& st, int res, std::uint32_t flags) noexcept;
@@ -124,12 +138,12 @@ class RecvRegistry {
   static void on_end(OpBase& op);
   static void on_buffer(BufferWaiter& w) noexcept;
   void release(RecvState& st) noexcept;
-  [[nodiscard]] bool unread_scan(std::size_t live) const noexcept;
 
   Loop& loop_;
   CompletionBackend& backend_;
   BufferPool* pool_;
   Mode mode_;
+  Flavor flavor_;
   std::vector<RecvState*> by_fd_;
   std::vector<RecvState*> spare_;  // recycled states
   std::vector<RecvState*> dying_;  // closed, their multishot not yet ended
@@ -198,7 +212,7 @@ class [[nodiscard]] RecvBufferAwaiter {
     } else {
       res = op_.res;
       flags = op_.cqe_flags;
-      if (op_.select == kSelectOnce && op_.kind == OpKind::recv && res > 0 &&
+      if (op_.select == kSelectOnce && op_.kind != OpKind::poll && res > 0 &&
           (flags & IORING_CQE_F_BUFFER))
         reg_->pool().claim();
       op_.select = kSelectNone;  // the buffer is the result's now
@@ -221,6 +235,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   static void next_step(OpBase& op) noexcept;
   void start_one();  // select: one recv op; plain: wait until readable
   void recv_now();   // plain: readable, so take a buffer and recv
+  void recvmsg_now(std::uint16_t id) noexcept;  // plain datagrams: recvmsg at once
   void go_on(bool recv) noexcept;
   void post_result(int res, Cancel why) noexcept;
   void hand(int res, std::uint32_t flags) noexcept;
@@ -251,6 +266,33 @@ class [[nodiscard]] RecvBufferAwaiter {
   void* coro_ = nullptr;
   int taken_ = -1;  // plain: the buffer given to the op
   bool ready_path_ = false;
+};
+
+/// The awaiter of DatagramSocket::receive: a RecvBufferAwaiter on the
+/// loop's datagram pool whose buffer is read as a DatagramLayout.
+class [[nodiscard]] DatagramReceiveAwaiter : public RecvBufferAwaiter {
+ public:
+  using RecvBufferAwaiter::RecvBufferAwaiter;
+
+  /// Cancels the wait when `token` is stopped (errc::operation_canceled;
+  /// a datagram that arrives later waits for the next receive).
+  StopOn<DatagramReceiveAwaiter> stop_on(std::stop_token token) && noexcept {
+    return {std::move(*this), std::move(token)};
+  }
+  Result<ReceivedDatagram> await_resume() {
+    Result<Buffer> got = RecvBufferAwaiter::await_resume();
+    if (!got) return got.error();
+    Buffer& b = *got;
+    ReceivedDatagram d;
+    io_uring_recvmsg_out out{};
+    if (b.empty()) return d;  // nothing in the pool (a socket shut down)
+    if (!DatagramLayout::parse(b.data(), b.size(), out, d.peer))
+      return Error::from_errno(EPROTO, "recvmsg", -1);
+    d.truncated = (out.flags & MSG_TRUNC) != 0;
+    b.remove_prefix(DatagramLayout::header);
+    d.data = std::move(b);
+    return d;
+  }
 };
 
 }  // namespace lev::detail

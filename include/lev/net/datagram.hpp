@@ -79,6 +79,23 @@ class DatagramSocket {
   Loop::Awaiter<lev::detail::RecvmsgOp> recvmsg(std::span<const iovec> iov, int flags = 0) {
     return loop_->make<lev::detail::RecvmsgOp>(fd_, iov, flags);
   }
+  /// One datagram into a buffer of the loop's datagram pool, taken only
+  /// when it has arrived: the payload (a lev::Buffer, back to the pool when
+  /// dropped), its sender, and whether it was cut to
+  /// LoopOptions::datagram_buffer_size. For servers: on io_uring the first
+  /// receive arms one multishot recvmsg that stays armed while the socket
+  /// is open, so datagrams that come between two receives are taken and
+  /// kept in order (up to 16 per socket, fewer when the pool runs low;
+  /// then the multishot pauses and the kernel's receive buffer holds the
+  /// rest). A datagram for which no pool buffer is free waits in the
+  /// socket's receive buffer, and the kernel drops what does not fit there,
+  /// as UDP may: size the pool (LoopOptions::datagram_buffer_count) and
+  /// receive_buffer() for bursts. `timeout` bounds the wait
+  /// (errc::timed_out); a datagram that comes later waits for the next one.
+  lev::detail::DatagramReceiveAwaiter receive(std::optional<Duration> timeout = std::nullopt) {
+    return lev::detail::DatagramReceiveAwaiter(*loop_, loop_->datagram_registry(), fd_.get(), 0,
+                                               timeout);
+  }
   /// On a connected socket: one datagram to the peer (bytes sent).
   Loop::Awaiter<lev::detail::SendOp> send(ConstBuffer buf) { return loop_->send(fd_, buf); }
   /// On a connected socket: one datagram from the peer (bytes; cut to the

@@ -8,6 +8,7 @@
 #include "lev/fake.hpp"
 
 #include "lev/detail/buffer_pool.hpp"
+#include "lev/detail/ops/datagram.hpp"
 
 namespace lev {
 
@@ -36,26 +37,46 @@ TimePoint FakeBackend::linked_deadline(const detail::OpBase& op) const noexcept 
   return TimePoint::max();
 }
 
-bool FakeBackend::deliver_more(detail::OpBase& op, std::string_view data) {
-  if (op.kind != detail::OpKind::recv || op.select != detail::kSelectMultishot || !op.more)
-    throw std::logic_error("lev::FakeBackend::deliver_more: not a multishot recv");
+namespace {
+// Writes `data` into a free buffer of the op's pool (as a datagram for a
+// recvmsg); the CQE flags naming it, or 0 when the pool is dry.
+unsigned fill_pool_buffer(detail::OpBase& op, std::string_view data, const SocketAddress* from,
+                          int& res) {
+  const int id = op.pool->take();
+  if (id < 0) return 0;
+  const auto bid = static_cast<std::uint16_t>(id);
+  char* dst = op.pool->data(bid);
+  if (op.kind == detail::OpKind::recvmsg) {
+    res = static_cast<int>(detail::DatagramLayout::write(dst, op.pool->size(), data, from));
+  } else {
+    const std::size_t n = std::min<std::size_t>(data.size(), op.pool->size());
+    std::memcpy(dst, data.data(), n);
+    res = static_cast<int>(n);
+  }
+  return IORING_CQE_F_BUFFER | (static_cast<unsigned>(bid) << IORING_CQE_BUFFER_SHIFT);
+}
+bool is_pool_receive(const detail::OpBase& op) noexcept {
+  return (op.kind == detail::OpKind::recv || op.kind == detail::OpKind::recvmsg) && op.select;
+}
+}  // namespace
+
+bool FakeBackend::deliver_more(detail::OpBase& op, std::string_view data,
+                               const SocketAddress* from) {
+  if (!is_pool_receive(op) || op.select != detail::kSelectMultishot || !op.more)
+    throw std::logic_error("lev::FakeBackend::deliver_more: not a multishot recv or recvmsg");
   if (std::find(pending_.begin(), pending_.end(), &op) == pending_.end())
     throw std::logic_error("lev::FakeBackend::deliver_more: the multishot is not in flight");
-  const int id = data.empty() ? -1 : op.pool->take();
-  if (id < 0 && !data.empty()) {
-    settle(op, -ENOBUFS);
-    return false;
-  }
-  if (data.empty()) {  // end of stream ends a multishot
+  if (data.empty() && op.kind == detail::OpKind::recv) {  // end of stream ends a multishot
     settle(op, 0);
     return false;
   }
-  const auto bid = static_cast<std::uint16_t>(id);
-  const std::size_t n = std::min<std::size_t>(data.size(), op.pool->size());
-  std::memcpy(op.pool->data(bid), data.data(), n);
-  op.more(op, static_cast<int>(n),
-          IORING_CQE_F_MORE | IORING_CQE_F_BUFFER |
-              (static_cast<unsigned>(bid) << IORING_CQE_BUFFER_SHIFT));
+  int res = 0;
+  const unsigned flags = fill_pool_buffer(op, data, from, res);
+  if (!flags) {
+    settle(op, -ENOBUFS);
+    return false;
+  }
+  op.more(op, res, IORING_CQE_F_MORE | flags);
   return true;
 }
 
@@ -104,18 +125,16 @@ void FakeBackend::settle(detail::OpBase& op, int res, unsigned cqe_flags) {
 
 void FakeBackend::complete(detail::OpBase& op, int res) { settle(op, res); }
 
-void FakeBackend::complete_with_data(detail::OpBase& op, std::string_view data) {
-  if (op.kind == detail::OpKind::recv && op.select && !data.empty()) {
-    const int id = op.pool->take();
-    if (id < 0) {
+void FakeBackend::complete_with_data(detail::OpBase& op, std::string_view data,
+                                     const SocketAddress* from) {
+  if (is_pool_receive(op) && (!data.empty() || op.kind == detail::OpKind::recvmsg)) {
+    int res = 0;
+    const unsigned flags = fill_pool_buffer(op, data, from, res);
+    if (!flags) {
       settle(op, -ENOBUFS);
       return;
     }
-    const auto bid = static_cast<std::uint16_t>(id);
-    const std::size_t n = std::min<std::size_t>(data.size(), op.pool->size());
-    std::memcpy(op.pool->data(bid), data.data(), n);
-    settle(op, static_cast<int>(n),
-           IORING_CQE_F_BUFFER | (static_cast<unsigned>(bid) << IORING_CQE_BUFFER_SHIFT));
+    settle(op, res, flags);
     return;
   }
   std::size_t n = std::min<std::size_t>(data.size(), op.len);

@@ -181,7 +181,8 @@ BackendFeatures UringBackend::features() const noexcept {
 }
 
 bool UringBackend::provide_buffers(detail::BufferPool& pool) {
-  if (!buf_ring_ok_) return false;
+  const std::uint16_t group = pool.group();
+  if (!buf_ring_ok_ || group >= kBufGroups || buf_rings_[group].ring) return false;
   unsigned entries = 1;
   while (entries < pool.count()) entries <<= 1;
   const std::size_t bytes = entries * sizeof(io_uring_buf);
@@ -190,26 +191,32 @@ bool UringBackend::provide_buffers(detail::BufferPool& pool) {
   io_uring_buf_reg reg{};
   reg.ring_addr = reinterpret_cast<std::uintptr_t>(mem);
   reg.ring_entries = entries;
-  reg.bgid = 0;
+  reg.bgid = group;
   if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) {  // filtered, or out of memory
     ::munmap(mem, bytes);
-    buf_ring_ok_ = multishot_recv_ = false;
+    if (group == 0) buf_ring_ok_ = multishot_recv_ = false;
     return false;
   }
-  buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
-  buf_ring_bytes_ = bytes;
-  pool_ = &pool;
-  pool.attach_ring(buf_ring_, entries);
+  BufRing& r = buf_rings_[group];
+  r.ring = static_cast<io_uring_buf_ring*>(mem);
+  r.bytes = bytes;
+  r.pool = &pool;
+  pool.attach_ring(r.ring, entries);
   return true;
 }
 
-void UringBackend::withdraw_buffers() noexcept {
-  if (!buf_ring_) return;
-  if (pool_) pool_->detach_ring();
-  pool_ = nullptr;
-  (void)io_uring_unregister_buf_ring(&ring_, 0);
-  ::munmap(buf_ring_, buf_ring_bytes_);
-  buf_ring_ = nullptr;
+void UringBackend::withdraw_buffers(detail::BufferPool& pool) noexcept {
+  const std::uint16_t group = pool.group();
+  if (group < kBufGroups && buf_rings_[group].pool == &pool) withdraw_group(group);
+}
+
+void UringBackend::withdraw_group(std::size_t group) noexcept {
+  BufRing& r = buf_rings_[group];
+  if (!r.ring) return;
+  if (r.pool) r.pool->detach_ring();
+  (void)io_uring_unregister_buf_ring(&ring_, static_cast<int>(group));
+  ::munmap(r.ring, r.bytes);
+  r = BufRing{};
 }
 
 void UringBackend::arm_wakeup() {
@@ -253,7 +260,7 @@ void UringBackend::cancel_all() {
 }
 
 UringBackend::~UringBackend() {
-  withdraw_buffers();
+  for (std::size_t g = 0; g < kBufGroups; ++g) withdraw_group(g);
   io_uring_queue_exit(&ring_);
 }
 

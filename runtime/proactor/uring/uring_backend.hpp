@@ -34,7 +34,7 @@ class UringBackend final : public CompletionBackend {
   [[nodiscard]] BackendFeatures features() const noexcept override;
   [[nodiscard]] BackendStats stats() const noexcept override;
   bool provide_buffers(detail::BufferPool& pool) override;
-  void withdraw_buffers() noexcept override;
+  void withdraw_buffers(detail::BufferPool& pool) noexcept override;
   /// The ring's fd, for other rings' MSG_RING; -1 when MSG_RING is off.
   [[nodiscard]] int msg_ring_target() const noexcept { return msg_ring_ ? ring_.ring_fd : -1; }
   /// Wakes the loop whose ring is `target_ring` with a MSG_RING from this
@@ -83,10 +83,16 @@ class UringBackend final : public CompletionBackend {
   std::size_t zc_threshold_ = static_cast<std::size_t>(-1);  // -1: zero-copy send off
   bool registered_fd_ = false;
   bool own_enter_ = false;  // poll() enters itself (see enter()), not through liburing
-  // The provided-buffer ring (group 0) fed from the loop's BufferPool.
-  io_uring_buf_ring* buf_ring_ = nullptr;
-  std::size_t buf_ring_bytes_ = 0;
-  detail::BufferPool* pool_ = nullptr;
+  // The provided-buffer rings, one per buffer group (0: stream recvs, 1:
+  // datagrams), each fed from one of the loop's BufferPools.
+  struct BufRing {
+    io_uring_buf_ring* ring = nullptr;
+    std::size_t bytes = 0;
+    detail::BufferPool* pool = nullptr;
+  };
+  static constexpr std::size_t kBufGroups = 2;
+  BufRing buf_rings_[kBufGroups];
+  void withdraw_group(std::size_t group) noexcept;
   bool multishot_recv_ = false;  // IORING_RECV_MULTISHOT (6.0+)
   bool buf_ring_ok_ = false;     // a provided-buffer ring can be (or is) registered
 };

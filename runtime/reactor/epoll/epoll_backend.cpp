@@ -88,7 +88,10 @@ void EpollBackend::finish(OpBase& op, int res) {
   --held_;
   ++finished_;
   op.backend_data = 0;
-  queue_->push(op, res, op.kind == OpKind::recv && op.select && res > 0 ? op.cqe_flags : 0);
+  queue_->push(op, res,
+               (op.kind == OpKind::recv || op.kind == OpKind::recvmsg) && op.select && res > 0
+                   ? op.cqe_flags
+                   : 0);
 }
 
 // Runs the op's syscall (its description's attempt) unless its fd is

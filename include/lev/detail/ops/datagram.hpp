@@ -14,21 +14,77 @@
 #include "lev/address.hpp"
 #include "lev/detail/ops/basic.hpp"
 #include "lev/detail/results.hpp"
-
-namespace lev {
-
-/// One datagram received: how many bytes landed in the buffer, who sent
-/// it, and whether it was longer than the buffer (the rest is dropped, as
-/// UDP does: MSG_TRUNC).
-struct Datagram {
-  std::size_t size = 0;
-  SocketAddress peer;
-  bool truncated = false;
-};
-
-}  // namespace lev
+#include "lev/op_types.hpp"
 
 namespace lev::detail {
+
+/// How a datagram sits in a pool buffer (DatagramSocket::receive): as
+/// io_uring's multishot recvmsg lays it out (io_uring_recvmsg_out, then
+/// room for the sender's address, no control data, then the payload). The
+/// epoll engine and the fake write the same layout, so one parser serves
+/// every engine.
+struct DatagramLayout {
+  static constexpr std::size_t name_room = sizeof(sockaddr_storage);
+  static constexpr std::size_t header = sizeof(io_uring_recvmsg_out) + name_room;
+
+  /// The msghdr a multishot recvmsg is armed with: only its name and
+  /// control lengths matter (the kernel lays the buffer out by them).
+  static void arm(msghdr& m) noexcept {
+    m = msghdr{};
+    m.msg_namelen = name_room;
+  }
+  /// One nonblocking recvmsg into `buf` (`cap` bytes) in this layout: the
+  /// bytes of the buffer used (header included), or -1 with errno.
+  static long receive(int fd, char* buf, std::size_t cap, int flags) noexcept {
+    if (cap <= header) {
+      errno = EMSGSIZE;
+      return -1;
+    }
+    iovec v{buf + header, cap - header};
+    msghdr m{};
+    m.msg_name = buf + sizeof(io_uring_recvmsg_out);
+    m.msg_namelen = name_room;
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    const long r = ::recvmsg(fd, &m, flags | MSG_DONTWAIT);
+    if (r < 0) return r;
+    io_uring_recvmsg_out out{};
+    out.namelen = m.msg_namelen;
+    out.payloadlen = static_cast<__u32>(r);
+    out.flags = static_cast<__u32>(m.msg_flags);
+    std::memcpy(buf, &out, sizeof(out));
+    return static_cast<long>(header) + r;
+  }
+  /// Writes `payload` from `peer` into `buf` in this layout (the fake's
+  /// side); the bytes used, the payload cut to fit (MSG_TRUNC).
+  static std::size_t write(char* buf, std::size_t cap, std::span<const char> payload,
+                           const SocketAddress* peer) noexcept {
+    io_uring_recvmsg_out out{};
+    const std::size_t room = cap > header ? cap - header : 0;
+    const std::size_t n = payload.size() < room ? payload.size() : room;
+    if (peer) {
+      out.namelen = static_cast<__u32>(peer->size());
+      std::memcpy(buf + sizeof(out), peer->data(), peer->size());
+    }
+    out.payloadlen = static_cast<__u32>(n);
+    out.flags = n < payload.size() ? MSG_TRUNC : 0;
+    std::memcpy(buf, &out, sizeof(out));
+    if (n) std::memcpy(buf + header, payload.data(), n);
+    return header + n;
+  }
+  /// The header of a buffer holding `used` bytes in this layout; false
+  /// when it is too short to be one (then nothing else is read).
+  static bool parse(const char* buf, std::size_t used, io_uring_recvmsg_out& out,
+                    SocketAddress& peer) noexcept {
+    if (used < header) return false;
+    std::memcpy(&out, buf, sizeof(out));
+    const std::size_t namelen = out.namelen < name_room ? out.namelen : name_room;
+    if (namelen > 0)
+      peer = SocketAddress{reinterpret_cast<const sockaddr*>(buf + sizeof(out)),
+                           static_cast<socklen_t>(namelen)};
+    return true;
+  }
+};
 
 /// The msghdr of one message op, the peer's address and one iovec, all in
 /// one record (it re-points into itself when copied).
@@ -101,13 +157,43 @@ struct RecvmsgOp : OpTraits {
     for (const iovec& v : iov) n += v.iov_len;
     return n;
   }
+  // With `select` (DatagramSocket::receive) the op has no Args: `buf`
+  // points at the DatagramLayout msghdr and `pool` names the buffer group.
   static void prep(io_uring_sqe* sqe, OpBase& op, std::size_t) noexcept {
+    if (op.select) [[unlikely]] {
+      auto* m = static_cast<msghdr*>(op.buf);
+      if (op.select == kSelectMultishot)
+        io_uring_prep_recvmsg_multishot(sqe, op.fd, m, static_cast<unsigned>(op.flags));
+      else
+        io_uring_prep_recvmsg(sqe, op.fd, m, static_cast<unsigned>(op.flags));
+      sqe->flags |= IOSQE_BUFFER_SELECT;
+      sqe->buf_group = op.pool->group();
+      return;
+    }
     io_uring_prep_recvmsg(sqe, op.fd, &static_cast<MessageArgs*>(op.args)->msg,
                           static_cast<unsigned>(op.flags));
   }
   static constexpr Wait wait = Wait::read;
   static long attempt(OpBase& op) noexcept {
-    return ::recvmsg(op.fd, &static_cast<MessageArgs*>(op.args)->msg, op.flags | MSG_DONTWAIT);
+    if (!op.select)
+      return ::recvmsg(op.fd, &static_cast<MessageArgs*>(op.args)->msg, op.flags | MSG_DONTWAIT);
+    // A buffer of the loop's datagram pool, taken only now that one may be there.
+    const int id = op.pool->take();
+    if (id < 0) {
+      errno = ENOBUFS;
+      return -1;
+    }
+    const auto bid = static_cast<std::uint16_t>(id);
+    const long r = DatagramLayout::receive(op.fd, op.pool->data(bid), op.pool->size(), op.flags);
+    if (r > 0) {
+      op.cqe_flags = IORING_CQE_F_BUFFER | (static_cast<unsigned>(id) << IORING_CQE_BUFFER_SHIFT);
+    } else {
+      const int e = errno;
+      op.pool->untake(bid);
+      op.cqe_flags = 0;
+      errno = e;
+    }
+    return r;
   }
 };
 

@@ -15,20 +15,7 @@
 
 #include "lev/detail/ops/basic.hpp"
 #include "lev/detail/results.hpp"
-
-namespace lev {
-
-/// What statx reports of a file (File::stat, lev::stat).
-struct FileStat {
-  std::uint64_t size = 0;
-  std::uint32_t mode = 0;  ///< type and permission bits (S_ISREG(mode), mode & 0777)
-  std::uint64_t inode = 0;
-  std::uint32_t links = 0;
-  std::uint64_t blocks = 0;  ///< 512-byte blocks allocated
-  std::chrono::system_clock::time_point modified{};
-};
-
-}  // namespace lev
+#include "lev/op_types.hpp"
 
 namespace lev::detail {
 

@@ -33,9 +33,9 @@ struct RecvOp : OpTraits {
   }
   static void prep(io_uring_sqe* sqe, OpBase& op, std::size_t) noexcept {
     io_uring_prep_recv(sqe, op.fd, op.buf, op.len, op.flags);
-    if (op.select) [[unlikely]] {  // the kernel picks a buffer of ring 0 when data comes
+    if (op.select) [[unlikely]] {  // the kernel picks a buffer of the pool's ring when data comes
       sqe->flags |= IOSQE_BUFFER_SELECT;
-      sqe->buf_group = 0;
+      sqe->buf_group = op.pool->group();
       if (op.select == kSelectMultishot) sqe->ioprio |= IORING_RECV_MULTISHOT;
     }
   }
