@@ -522,4 +522,51 @@ TEST_SUITE("datagram") {
     CHECK(got->error().is_cancelled());
     CHECK(f.loop.live_op_count() == 0);
   }
+
+  TEST_CASE("on the fake backend receive is one multishot recvmsg fed datagram by datagram") {
+    auto fake = std::make_shared<lev::FakeBackend>(
+        lev::FakeBackend::Options{.multishot_recv = true});
+    lev::Loop loop{lev::Model::proactor, {.backend = fake, .datagram_buffer_count = 2,
+                                          .datagram_buffer_size = 8}};
+    DatagramSocket s{loop, lev::Fd{::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)}};
+    const lev::SocketAddress peer = *lev::SocketAddress::ip("127.0.0.1", 4243);
+    std::vector<lev::Result<lev::ReceivedDatagram>> got;
+    auto r = [&]() -> lev::Task<> {
+      for (int i = 0; i < 3; ++i) got.push_back(co_await s.receive());
+    };
+    loop.spawn(r());
+    loop.run_once();
+    lev::detail::OpBase* op = fake->find(lev::detail::OpKind::recvmsg);
+    REQUIRE(op);
+    CHECK(op->select == lev::detail::kSelectMultishot);
+    CHECK(fake->deliver_more(*op, "one", &peer));
+    CHECK(fake->deliver_more(*op, "a longer datagram", &peer));  // cut to 8 bytes
+    loop.run_once();
+    loop.run_once();
+    REQUIRE(got.size() == 2);
+    REQUIRE(got[0]);
+    CHECK(got[0]->data.view() == "one");
+    CHECK(got[0]->peer.port() == 4243);
+    CHECK(!got[0]->truncated);
+    REQUIRE(got[1]);
+    CHECK(got[1]->data.view() == "a longer");
+    CHECK(got[1]->truncated);
+    // Both pool buffers are held by the program: the next datagram finds
+    // the pool dry and the multishot ends (ENOBUFS), to be re-armed when a
+    // buffer comes back. That datagram is the kernel's to keep or drop.
+    CHECK(!fake->deliver_more(*op, "dropped", &peer));
+    loop.run_once();
+    CHECK(loop.datagram_buffer_stats().exhausted == 1);
+    CHECK(fake->find(lev::detail::OpKind::recvmsg) == nullptr);
+    got.clear();  // buffers back: the multishot is armed again
+    loop.run_once();
+    op = fake->find(lev::detail::OpKind::recvmsg);
+    REQUIRE(op);
+    CHECK(fake->deliver_more(*op, "", &peer));  // an empty datagram is not an end
+    loop.run_once();
+    REQUIRE(got.size() == 1);
+    REQUIRE(got[0]);
+    CHECK(got[0]->data.empty());
+    CHECK(loop.datagram_buffer_stats().arms >= 2);  // armed again after the dry pool (and any pause)
+  }
 }

@@ -304,4 +304,102 @@ TEST_SUITE("file") {
     CHECK(synced->error().is_cancelled());
     CHECK(f.loop.live_op_count() == 0);
   }
+
+  TEST_CASE("on the fake backend statx, directory ops, readv and splice carry their arguments and results") {
+    lev::test::FakeLoop f;
+    using lev::detail::OpKind;
+    // statx(path): the path reaches the op; what the "kernel" writes is the FileStat.
+    std::optional<lev::Result<lev::FileStat>> st;
+    auto stat = [&]() -> lev::Task<> { st = co_await lev::stat(f.loop, "/srv/a"); };
+    f.loop.spawn(stat());
+    f.loop.run_once();
+    lev::detail::OpBase* op = f.fake->find(OpKind::statx);
+    REQUIRE(op);
+    auto& sa = *static_cast<lev::detail::StatxArgs*>(op->args);
+    CHECK(std::string(sa.path) == "/srv/a");
+    sa.out = {};
+    sa.out.stx_size = 12345;
+    sa.out.stx_mode = S_IFREG | 0640;
+    sa.out.stx_nlink = 2;
+    sa.out.stx_mtime.tv_sec = 1'000'000'000;
+    f.fake->complete(*op, 0);
+    f.loop.run_once();
+    REQUIRE(st);
+    REQUIRE(*st);
+    CHECK((*st)->size == 12345);
+    CHECK(S_ISREG((*st)->mode));
+    CHECK(((*st)->mode & 0777) == 0640);
+    CHECK((*st)->links == 2);
+    CHECK((*st)->modified.time_since_epoch() == std::chrono::seconds(1'000'000'000));
+    // mkdir, rename, unlink: their paths and flags; each error is the op's.
+    std::optional<lev::Result<void>> made, moved, gone;
+    auto dirs = [&]() -> lev::Task<> {
+      made = co_await lev::mkdir(f.loop, "/srv/d", 0700);
+      moved = co_await lev::rename(f.loop, "/srv/d", "/srv/e");
+      gone = co_await lev::unlink(f.loop, "/srv/e", true);
+    };
+    f.loop.spawn(dirs());
+    f.loop.run_once();
+    op = f.fake->find(OpKind::mkdirat);
+    REQUIRE(op);
+    CHECK(std::string(static_cast<lev::detail::PathArgs*>(op->args)->path) == "/srv/d");
+    CHECK(static_cast<lev::detail::PathArgs*>(op->args)->mode == 0700);
+    f.fake->complete(*op, 0);
+    f.loop.run_once();
+    op = f.fake->find(OpKind::renameat);
+    REQUIRE(op);
+    CHECK(std::string(static_cast<lev::detail::RenameArgs*>(op->args)->from) == "/srv/d");
+    CHECK(std::string(static_cast<lev::detail::RenameArgs*>(op->args)->to) == "/srv/e");
+    f.fake->fail(*op, EXDEV);
+    f.loop.run_once();
+    op = f.fake->find(OpKind::unlinkat);
+    REQUIRE(op);
+    CHECK(std::string(static_cast<lev::detail::PathArgs*>(op->args)->path) == "/srv/e");
+    CHECK(op->flags == AT_REMOVEDIR);
+    f.fake->fail(*op, ENOTEMPTY);
+    f.loop.run_once();
+    REQUIRE((made && moved && gone));
+    CHECK(*made);
+    CHECK(moved->error().code == std::errc::cross_device_link);
+    CHECK(std::string(moved->error().op) == "renameat");
+    CHECK(gone->error().code == std::errc::directory_not_empty);
+    // readv: the iovecs and the offset reach the op; a short result is a short result.
+    std::array<char, 3> a{};
+    std::array<char, 5> b{};
+    std::array<iovec, 2> iov{iovec{a.data(), a.size()}, iovec{b.data(), b.size()}};
+    std::optional<lev::Result<std::size_t>> got;
+    auto rv = [&]() -> lev::Task<> { got = co_await f.loop.readv(7, iov, 4096); };
+    f.loop.spawn(rv());
+    f.loop.run_once();
+    op = f.fake->find(OpKind::readv, 7);
+    REQUIRE(op);
+    CHECK(op->buf == iov.data());
+    CHECK(op->len == 2);
+    CHECK(op->offset == 4096);
+    std::memcpy(a.data(), "abc", 3);
+    std::memcpy(b.data(), "de", 2);
+    f.fake->complete(*op, 5);
+    f.loop.run_once();
+    REQUIRE(got);
+    CHECK(got->value() == 5);
+    // splice: in, out, both offsets and the length; cancelled while staged, it ends cancelled.
+    std::stop_source stop;
+    std::optional<lev::Result<std::size_t>> spliced;
+    auto sp = [&]() -> lev::Task<> {
+      spliced = co_await f.loop.splice(3, 9, 65536, -1, 100).stop_on(stop.get_token());
+    };
+    f.loop.spawn(sp());
+    f.loop.drain_callbacks();
+    op = f.fake->find(OpKind::splice, 3);
+    REQUIRE(op);
+    CHECK(static_cast<lev::detail::SpliceArgs*>(op->args)->fd_out == 9);
+    CHECK(static_cast<lev::detail::SpliceArgs*>(op->args)->off_out == 100);
+    CHECK(op->len == 65536);
+    CHECK(op->offset == static_cast<std::uint64_t>(-1));
+    stop.request_stop();
+    f.loop.run_once();
+    REQUIRE(spliced);
+    CHECK(spliced->error().is_cancelled());
+    CHECK(f.loop.live_op_count() == 0);
+  }
 }
