@@ -1,12 +1,16 @@
 // 64-byte UDP ping-pong over loopback: a blocking client sends a datagram
-// and waits for its echo, against three echo servers on a thread of their
-// own: lev proactor (io_uring), lev reactor (epoll) and a hand-written
-// recvmsg/sendmsg loop. Round trips per second, and each against the loop.
-//   udp_bench [--seconds S]
+// and waits for its echo, against echo servers on a thread of their own:
+// lev proactor (io_uring) and reactor (epoll), each with recv_from into the
+// server's buffer and with receive() from the loop's datagram pool (on
+// io_uring: one multishot recvmsg), and a hand-written recvmsg/sendmsg
+// loop. Round trips per second, each against the loop: the median of
+// ROUNDS rounds, the servers alternated within each round.
+//   udp_bench [--seconds S] [--rounds R]
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -15,6 +19,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "lev/lev.hpp"
 #include "lev/net/datagram.hpp"
@@ -69,6 +74,21 @@ void lev_server(int fd, lev::Model model) {
   loop.block_on(serve());
 }
 
+// The same server on receive(): pool buffers, the sender with each.
+void lev_pool_server(int fd, lev::Model model) {
+  lev::Loop loop{model};
+  lev::net::DatagramSocket s{loop, lev::Fd{fd}};
+  auto serve = [&]() -> lev::Task<> {
+    for (;;) {
+      auto d = co_await s.receive();
+      if (!d) continue;
+      if (d->data.view() == "stop") co_return;
+      (void)co_await s.send_to(d->data, d->peer);
+    }
+  };
+  loop.block_on(serve());
+}
+
 double client(const sockaddr_in& to, double secs) {
   sockaddr_in me{};
   const int fd = bound_socket(me);
@@ -106,23 +126,47 @@ double measure(Server server, double secs) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  double secs = 3;
+  double secs = 2;
+  int rounds = 3;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
       secs = std::atof(argv[++i]);
+    } else if (std::strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
+      rounds = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: udp_bench [--seconds S]\n");
+      std::fprintf(stderr, "usage: udp_bench [--seconds S] [--rounds R]\n");
       return 2;
     }
   }
-  const double raw = measure([](int fd) { raw_server(fd); ::close(fd); }, secs);
-  const double pro = measure([](int fd) { lev_server(fd, lev::Model::proactor); }, secs);
-  const double rea = measure([](int fd) { lev_server(fd, lev::Model::reactor); }, secs);
-  std::printf("\nudp_bench: %zu-byte datagram ping-pong over loopback, %.0f s per row\n", kSize,
-              secs);
-  std::printf("%-22s %14s %10s\n", "server", "round trips/s", "vs raw");
-  std::printf("%-22s %14.0f %9.2fx\n", "recvmsg/sendmsg loop", raw, 1.0);
-  std::printf("%-22s %14.0f %9.2fx\n", "lev proactor", pro, pro / raw);
-  std::printf("%-22s %14.0f %9.2fx\n", "lev reactor", rea, rea / raw);
+  if (secs <= 0 || rounds <= 0) {
+    std::fprintf(stderr, "udp_bench: --seconds and --rounds must be > 0\n");
+    return 2;
+  }
+  struct Row {
+    const char* name;
+    void (*server)(int);
+    std::vector<double> rates;
+  };
+  std::vector<Row> rows = {
+      {"recvmsg/sendmsg loop", [](int fd) { raw_server(fd); ::close(fd); }, {}},
+      {"lev proactor recv_from", [](int fd) { lev_server(fd, lev::Model::proactor); }, {}},
+      {"lev proactor receive", [](int fd) { lev_pool_server(fd, lev::Model::proactor); }, {}},
+      {"lev reactor recv_from", [](int fd) { lev_server(fd, lev::Model::reactor); }, {}},
+      {"lev reactor receive", [](int fd) { lev_pool_server(fd, lev::Model::reactor); }, {}},
+  };
+  for (int r = 0; r < rounds; ++r)
+    for (Row& row : rows) row.rates.push_back(measure(row.server, secs));
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double raw = median(rows[0].rates);
+  std::printf("\nudp_bench: %zu-byte datagram ping-pong over loopback, %.0f s per row, "
+              "median of %d rounds\n", kSize, secs, rounds);
+  std::printf("%-24s %14s %10s\n", "server", "round trips/s", "vs raw");
+  for (const Row& row : rows) {
+    const double m = median(row.rates);
+    std::printf("%-24s %14.0f %9.2fx\n", row.name, m, m / raw);
+  }
   return 0;
 }
