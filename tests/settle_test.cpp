@@ -346,6 +346,30 @@ TEST_SUITE("settle") {
     CHECK(loop.live_op_count() == 0);
   }
 
+  // Broke: writev_all's continuation (its own hook, not Loop::settle's
+  // resubmit) delivered a failed resubmission as cancelled, not as why.
+  TEST_CASE("a writev_all whose resubmission fails is delivered with the error and the bytes written") {
+    auto backend = std::make_shared<RefusingBackend>();
+    lev::Loop loop{lev::Model::proactor, {.backend = backend}};
+    std::string a = "0123", b = "456789";
+    std::array<iovec, 2> iov{iovec{a.data(), a.size()}, iovec{b.data(), b.size()}};
+    std::optional<lev::Result<std::size_t>> got;
+    auto w = [&]() -> lev::Task<> { got = co_await loop.writev_all(7, iov); };
+    loop.spawn(w());
+    loop.run_once();
+    lev::detail::OpBase* op = backend->fake.find(OpKind::writev);
+    REQUIRE(op);
+    backend->fake.complete(*op, 5);  // past the first iovec: the rest must be resubmitted
+    backend->refuse_next = 1;
+    CHECK_NOTHROW(loop.run_once());
+    CHECK_NOTHROW(loop.run_once());
+    REQUIRE(got);
+    REQUIRE(!*got);
+    CHECK(got->error().code == std::errc::not_enough_memory);
+    CHECK(got->error().transferred == 5);
+    CHECK(loop.live_op_count() == 0);
+  }
+
   // Broke: a post made from a frame destroyed at teardown (step 5) went to
   // the queue after it had been drained, and leaked.
   TEST_CASE("a post made while the loop tears down is dropped, not leaked") {

@@ -751,6 +751,9 @@ class Loop {
   /// Registers `op` as live and queues it completed with ECANCELED (its
   /// token was stopped before it started).
   void start_cancelled(detail::OpBase& op) noexcept;
+  /// Registers `op` as live and queues it completed with `res` (a negative
+  /// errno: a continuation that could not be submitted ends with why).
+  void start_failed(detail::OpBase& op, int res) noexcept;
   /// Requests cancellation of a live op; it still completes exactly once.
   /// The request is recorded on the op (the first one wins: `why` says
   /// whether it ends as operation_canceled or timed_out). A final result

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <system_error>
 
 namespace lev {
 
@@ -72,10 +73,14 @@ void writev_continue(OpBase& op) noexcept {
   }
   op.buf = v;
   op.len = n;
+  // Could not go on: delivered with why (and `done`), as Loop::settle
+  // delivers a send_all whose resubmission failed.
   try {
     a.loop->start(op);
+  } catch (const std::system_error& e) {
+    a.loop->start_failed(op, e.code().value() > 0 ? -e.code().value() : -EIO);
   } catch (...) {
-    a.loop->start_cancelled(op);  // could not go on: delivered cancelled, with `done`
+    a.loop->start_failed(op, -EIO);
   }
 }
 

@@ -419,6 +419,13 @@ void Loop::start_cancelled(detail::OpBase& op) noexcept {
   ready_.push(op, -ECANCELED);
 }
 
+void Loop::start_failed(detail::OpBase& op, int res) noexcept {
+  op.state = detail::OpState::submitted;
+  ++live_count_;
+  ++counters_.submitted[static_cast<std::size_t>(op.kind)];
+  ready_.push(op, res);
+}
+
 void Loop::start_local(detail::OpBase& op) {
   op.state = detail::OpState::submitted;
   ++live_count_;
