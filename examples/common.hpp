@@ -312,24 +312,22 @@ struct ServerArgs {
   }
 };
 
-/// Sends every byte of `bytes`, closing nothing itself: fails on an error,
-/// or with errc::timed_out when a timed wait of `timeout` moved no byte. A
-/// wait that moved some bytes starts a fresh one, so a client that keeps
-/// reading, however slowly, is never cut off (as with nginx's send_timeout),
-/// and one that stops is cut off one to two times `timeout` after its last
-/// read. The first attempt takes what the socket has room for now, with no
-/// timer (MSG_DONTWAIT): a reply to a client that reads costs one send, as
-/// without a timeout; only a send that must wait arms one (one loop timer
-/// per wait; a timeout per partial send would cost an io_uring linked
-/// timeout per reply).
-inline lev::Task<lev::Result<void>> send_all_within(lev::Loop& loop, lev::FdRef fd,
-                                                    std::string_view bytes, Millis timeout) {
-  if (bytes.empty()) co_return lev::Result<void>{};
-  auto now = co_await loop.send(fd, bytes, MSG_DONTWAIT);
-  if (now)
-    bytes.remove_prefix(*now);
-  else if (now.error().code.value() != EAGAIN)
-    co_return now.error();
+/// Sends what is left of `bytes` after `first`, the result of a send of
+/// all of `bytes` with MSG_DONTWAIT (EAGAIN: nothing went), closing nothing
+/// itself: fails on an error, or with errc::timed_out when a timed wait of
+/// `timeout` moved no byte. A wait that moved some bytes starts a fresh
+/// one, so a client that keeps reading, however slowly, is never cut off
+/// (as with nginx's send_timeout), and one that stops is cut off one to two
+/// times `timeout` after its last read. One loop timer per wait (a timeout
+/// per partial send would cost an io_uring linked timeout per reply).
+inline lev::Task<lev::Result<void>> send_rest_within(lev::Loop& loop, lev::FdRef fd,
+                                                     std::string_view bytes,
+                                                     lev::Result<std::size_t> first,
+                                                     Millis timeout) {
+  if (first)
+    bytes.remove_prefix(*first);
+  else if (first.error().code.value() != EAGAIN)
+    co_return first.error();
   while (!bytes.empty()) {
     auto r = co_await loop.send_all(fd, bytes, lev::IoOptions{.timeout = timeout});
     if (r) co_return lev::Result<void>{};
@@ -337,6 +335,19 @@ inline lev::Task<lev::Result<void>> send_all_within(lev::Loop& loop, lev::FdRef 
     bytes.remove_prefix(r.error().transferred);
   }
   co_return lev::Result<void>{};
+}
+
+/// Sends every byte of `bytes` (see send_rest_within): the first attempt
+/// takes what the socket has room for now, with no timer (MSG_DONTWAIT);
+/// only a send that must wait arms one. A server's hot path can make that
+/// first send itself and call send_rest_within only when it fell short
+/// (echo_server does): a reply to a client that reads is then one send,
+/// without a coroutine of its own.
+inline lev::Task<lev::Result<void>> send_all_within(lev::Loop& loop, lev::FdRef fd,
+                                                    std::string_view bytes, Millis timeout) {
+  if (bytes.empty()) co_return lev::Result<void>{};
+  auto now = co_await loop.send(fd, bytes, MSG_DONTWAIT);
+  co_return co_await send_rest_within(loop, fd, bytes, std::move(now), timeout);
 }
 
 /// For a server that parses received bytes in place (loop.recv(fd)): the

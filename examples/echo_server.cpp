@@ -42,7 +42,10 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd, Limits limits) {
     auto n = co_await loop.recv(fd, buf, limits.recv_options());
     if (!n || *n == 0) break;  // error, idle too long, or the peer closed
     const std::string_view got(reinterpret_cast<const char*>(buf.data()), *n);
-    if (!co_await example::send_all_within(loop, fd, got, limits.send)) break;
+    // A client that reads takes the whole echo now: one send, no timer.
+    auto sent = co_await loop.send(fd, got, MSG_DONTWAIT);
+    if (sent && *sent == got.size()) continue;
+    if (!co_await example::send_rest_within(loop, fd, got, std::move(sent), limits.send)) break;
   }
   (void)co_await loop.close(fd);
 }
@@ -51,7 +54,10 @@ lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd, Limits limits) {
   for (;;) {
     auto got = co_await loop.recv(fd, limits.recv_options());  // back to the pool when dropped
     if (!got || got->empty()) break;  // error, idle too long, or the peer closed
-    if (!co_await example::send_all_within(loop, fd, got->view(), limits.send)) break;
+    auto sent = co_await loop.send(fd, *got, MSG_DONTWAIT);
+    if (sent && *sent == got->size()) continue;
+    if (!co_await example::send_rest_within(loop, fd, got->view(), std::move(sent), limits.send))
+      break;
   }
   (void)co_await loop.close(fd);
 }
