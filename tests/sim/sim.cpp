@@ -541,6 +541,21 @@ bool Sim::complete_recv(OpBase& op, Endpoint& ep, bool faults) {
     if (op.res > 0) ep.inbound.erase(0, static_cast<std::size_t>(op.res));
     return true;
   }
+  if (op.kind == OpKind::readv) {  // scattered over the iovecs, in order
+    const auto* iov = static_cast<const iovec*>(op.buf);
+    std::size_t cap = 0;
+    for (std::uint32_t i = 0; i < op.len; ++i) cap += iov[i].iov_len;
+    const std::size_t n = chunk(std::min(ep.inbound.size(), cap), faults);
+    std::size_t at = 0;
+    for (std::uint32_t i = 0; at < n; ++i) {
+      const std::size_t k = std::min(n - at, iov[i].iov_len);
+      std::memcpy(iov[i].iov_base, ep.inbound.data() + at, k);
+      at += k;
+    }
+    ep.inbound.erase(0, n);
+    fake_->complete(op, static_cast<int>(n));
+    return true;
+  }
   const std::size_t n = chunk(std::min<std::size_t>(ep.inbound.size(), op.len), faults);
   if (n) std::memcpy(op.buf, ep.inbound.data(), n);
   ep.inbound.erase(0, n);
@@ -561,7 +576,8 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
   const bool waits = op.kind == OpKind::recv || op.kind == OpKind::send ||
                      op.kind == OpKind::poll || op.kind == OpKind::read ||
                      op.kind == OpKind::write || op.kind == OpKind::writev ||
-                     op.kind == OpKind::sendmsg || op.kind == OpKind::recvmsg;
+                     op.kind == OpKind::sendmsg || op.kind == OpKind::recvmsg ||
+                     op.kind == OpKind::readv;
   if (faults && waits && endpoint(op.fd) && rng_.chance(swarm_.p_spurious_cancel)) {
     fake_->fail(op, ECANCELED);  // the kernel may end a waiting op early
     return true;
@@ -581,6 +597,7 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
       return complete_send(op, *ep, faults);
     case OpKind::recv:
     case OpKind::read:
+    case OpKind::readv:
       return complete_recv(op, *ep, faults);
     case OpKind::poll: {
       unsigned revents = 0;
