@@ -6,6 +6,7 @@
 // time: LEV_STRESS_SECONDS per engine (default 2); each iteration's seed is
 // printed on failure, with what it ran.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -44,6 +45,11 @@ class StressHost final : public lev::sim::Host {
     if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
       throw std::runtime_error("stress: datagram socketpair");
     return std::pair<lev::Fd, lev::Fd>{lev::Fd{sv[0]}, lev::Fd{sv[1]}};
+  }
+  std::optional<std::pair<lev::Fd, lev::Fd>> pipe() override {
+    int p[2];
+    if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("stress: pipe");
+    return std::pair<lev::Fd, lev::Fd>{lev::Fd{p[0]}, lev::Fd{p[1]}};
   }
   std::optional<std::uint64_t> accepted(int) const override { return std::nullopt; }
   void cancellable(lev::Operation op) override { ops_.push_back(std::move(op)); }

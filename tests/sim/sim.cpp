@@ -19,6 +19,7 @@
 
 #include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/ops/datagram.hpp"
+#include "lev/detail/ops/vectored.hpp"
 #include "lev/log.hpp"
 #include "lev/when.hpp"
 
@@ -125,6 +126,7 @@ class Sim final : public Host {
   std::optional<Fd> listen() override;
   std::optional<Fd> dial(int listener) override;
   std::optional<std::pair<Fd, Fd>> datagram_pair() override;
+  std::optional<std::pair<Fd, Fd>> pipe() override;
   std::optional<DatagramTally> datagram_tally(int fd) const override {
     const Endpoint* found = nullptr;
     for (const auto& ep : endpoints_)  // the open one, else the last with that number
@@ -143,6 +145,7 @@ class Sim final : public Host {
   bool complete_recv(OpBase& op, Endpoint& ep, bool faults);
   bool complete_accept(OpBase& op, bool faults);
   bool complete_dgram(OpBase& op, Endpoint& ep, bool faults);
+  bool complete_splice(OpBase& op, Endpoint& in, bool faults);
   bool dgram_send(OpBase& op, Endpoint& ep, bool faults);
   bool dgram_recv(OpBase& op, Endpoint& ep, bool faults);
   void reconcile();
@@ -255,6 +258,65 @@ bool Sim::complete_accept(OpBase& op, bool faults) {
   }
   it->second.pop_front();
   fake_->complete(op, fd);
+  return true;
+}
+
+// A pipe is a one-way stream: the write end's bytes go to the read end's
+// `inbound` (up to peer_buffer), closing the write end is the read end's
+// end of stream, and writing with the read end closed is EPIPE.
+std::optional<std::pair<Fd, Fd>> Sim::pipe() {
+  int p[2];
+  if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("sim: pipe");
+  for (int fd : p)
+    if (Endpoint* old = endpoint(fd)) hang_up(*old);
+  auto r = std::make_unique<Endpoint>();
+  auto wr = std::make_unique<Endpoint>();
+  r->fd = p[0];
+  wr->fd = p[1];
+  r->peer = wr.get();
+  wr->peer = r.get();
+  by_fd_[p[0]] = r.get();
+  by_fd_[p[1]] = wr.get();
+  endpoints_.push_back(std::move(r));
+  endpoints_.push_back(std::move(wr));
+  return std::pair<Fd, Fd>{Fd{p[0]}, Fd{p[1]}};
+}
+
+// splice: bytes `in` received, moved to what `out` sends to (a pipe's read
+// end, a socket's peer), as much as the three limits allow; 0 at the end
+// of `in`'s stream.
+bool Sim::complete_splice(OpBase& op, Endpoint& in, bool faults) {
+  Endpoint* out = endpoint(static_cast<const detail::SpliceArgs*>(op.args)->fd_out);
+  if (!out || out->dgram || in.dgram || in.closed) {
+    fake_->fail(op, EBADF);
+    return true;
+  }
+  if (in.reset || out->reset) {
+    fake_->fail(op, ECONNRESET);
+    return true;
+  }
+  if (out->peer->closed) {
+    fake_->fail(op, EPIPE);
+    return true;
+  }
+  if (in.inbound.empty()) {
+    if (!in.eof) return false;
+    fake_->complete(op, 0);
+    return true;
+  }
+  Endpoint& to = *out->peer;
+  const std::size_t room =
+      to.inbound.size() < swarm_.peer_buffer ? swarm_.peer_buffer - to.inbound.size() : 0;
+  if (op.len == 0) {
+    fake_->complete(op, 0);
+    return true;
+  }
+  if (room == 0) return false;  // the reader does not read: the splice waits
+  const std::size_t n = chunk(std::min<std::size_t>({in.inbound.size(), room, op.len}), faults);
+  to.inbound.append(in.inbound, 0, n);
+  in.inbound.erase(0, n);
+  out->accepted += n;
+  fake_->complete(op, static_cast<int>(n));
   return true;
 }
 
@@ -577,7 +639,7 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
                      op.kind == OpKind::poll || op.kind == OpKind::read ||
                      op.kind == OpKind::write || op.kind == OpKind::writev ||
                      op.kind == OpKind::sendmsg || op.kind == OpKind::recvmsg ||
-                     op.kind == OpKind::readv;
+                     op.kind == OpKind::readv || op.kind == OpKind::splice;
   if (faults && waits && endpoint(op.fd) && rng_.chance(swarm_.p_spurious_cancel)) {
     fake_->fail(op, ECANCELED);  // the kernel may end a waiting op early
     return true;
@@ -599,6 +661,8 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
     case OpKind::read:
     case OpKind::readv:
       return complete_recv(op, *ep, faults);
+    case OpKind::splice:
+      return complete_splice(op, *ep, faults);
     case OpKind::poll: {
       unsigned revents = 0;
       if ((op.flags & POLLIN) && (!ep->inbound.empty() || ep->eof || ep->reset)) revents |= POLLIN;

@@ -119,6 +119,9 @@ class Host {
     (void)fd;
     return std::nullopt;
   }
+  /// A pipe: {read end, write end} (nonblocking); nullopt when this host
+  /// has none.
+  virtual std::optional<std::pair<Fd, Fd>> pipe() { return std::nullopt; }
   /// A listening stream socket; nullopt when this host has none.
   virtual std::optional<Fd> listen() { return std::nullopt; }
   /// A connection to `listener`, queued for its accept; the client's end.
@@ -140,6 +143,7 @@ struct World {
   std::pair<Fd, Fd> connect_pair() { return host->connect_pair(); }
   std::optional<Fd> listen() { return host->listen(); }
   std::optional<std::pair<Fd, Fd>> datagram_pair() { return host->datagram_pair(); }
+  std::optional<std::pair<Fd, Fd>> pipe() { return host->pipe(); }
   [[nodiscard]] std::optional<DatagramTally> datagram_tally(int fd) const {
     return host->datagram_tally(fd);
   }

@@ -757,12 +757,105 @@ Task<> datagram(World& w) {
            std::to_string(dropped) + " dropped of " + std::to_string(count) + " sent");
 }
 
+// ---------------------------------------------------------------- splice
+// A proxy moves a client's bytes to a sink without copying them: splice
+// from its socket into a pipe, then from the pipe to the sink's socket,
+// under one stop source the driver may stop. The sink gets a prefix of
+// what the client sent, every byte at its place, and all of it when
+// nothing failed.
+Task<> splice(World& w) {
+  FrameToken frame;
+  std::optional<std::pair<Fd, Fd>> p = w.pipe();
+  if (!p) co_return;  // a host without pipes
+  Fd pr = std::move(p->first), pw = std::move(p->second);
+  auto [c, s] = w.connect_pair();    // client -> proxy
+  auto [d1, d2] = w.connect_pair();  // proxy -> sink
+  auto stop = std::make_shared<std::stop_source>();
+  w.stoppable(stop);
+  const std::stop_token parent = co_await current_stop_token();
+  std::stop_callback<Forward> link(parent, Forward{stop});
+  const std::uint64_t total = w.rng->between(1, 6000);
+  std::uint64_t client_sent = 0, proxied = 0;
+  bool clean = false;  // the proxy forwarded everything up to the client's end
+  Checked sink_in{&w, "splice sink"};
+  bool sink_eof = false;
+
+  auto client = [&]() -> Task<> {
+    FrameToken f;
+    while (client_sent < total) {
+      const std::size_t n = std::min<std::uint64_t>(w.rng->between(1, 2000), total - client_sent);
+      auto [ok, moved] = co_await send_some(w, c.get(), pattern(client_sent, n), stop->get_token());
+      client_sent += moved;
+      if (!ok) {
+        stop->request_stop();
+        break;
+      }
+    }
+    (void)co_await w.loop->shutdown(c, Shutdown::write);
+    w.resumed("splice client shutdown");
+  };
+  auto proxy = [&]() -> Task<> {
+    FrameToken f;
+    const std::stop_token tok = stop->get_token();
+    for (;;) {
+      auto in = co_await w.loop->splice(s, pw, w.rng->between(1, 4096)).stop_on(tok);
+      w.resumed("splice in");
+      if (!in) break;
+      if (*in == 0) {
+        clean = true;
+        break;
+      }
+      std::size_t moved = 0;
+      while (moved < *in) {
+        auto out = co_await w.loop->splice(pr, d1, *in - moved).stop_on(tok);
+        w.resumed("splice out");
+        if (!out || *out == 0) break;
+        moved += *out;
+      }
+      proxied += moved;
+      if (moved < *in) break;
+    }
+    if (!clean) stop->request_stop();
+    (void)co_await w.loop->shutdown(d1, Shutdown::write);  // the sink's end of stream
+    w.resumed("splice proxy shutdown");
+  };
+  auto sink = [&]() -> Task<> {
+    FrameToken f;
+    std::array<char, 700> buf{};
+    for (;;) {
+      auto got = co_await receive(w, d2.get(), buf, stop->get_token(), false);
+      if (!got) break;
+      if (got->empty()) {
+        sink_eof = true;
+        break;
+      }
+      sink_in.take(*got);
+    }
+    stop->request_stop();  // nothing more is read: the others end too
+  };
+  auto ct = client();
+  auto pt = proxy();
+  auto st = sink();
+  co_await when_all(std::move(ct), std::move(pt), std::move(st));
+  w.resumed("splice when_all");
+  conserved(w, "splice client", client_sent, c.get());
+  conserved(w, "splice proxy", proxied, d1.get());
+  if (sink_in.pos > proxied) w.fail("splice: the sink got more than the proxy moved");
+  if (proxied > client_sent) w.fail("splice: the proxy moved more than the client sent");
+  if (clean && sink_eof && sink_in.pos != client_sent)
+    w.fail("splice: " + std::to_string(sink_in.pos) + " of " + std::to_string(client_sent) +
+           " bytes reached the sink though nothing failed");
+  for (Fd* fd : {&c, &s, &d1, &d2, &pr, &pw}) (void)co_await w.loop->close(*fd);
+  w.resumed("close");
+}
+
 }  // namespace
 
 std::vector<std::pair<const char*, Workload>> workloads() {
   return {{"echo", echo},   {"race", race},       {"stream", stream}, {"group", group},
           {"channel", channel}, {"timers", timers}, {"sources", sources},
-          {"acceptor", acceptor}, {"datagram", datagram}};
+          {"acceptor", acceptor}, {"datagram", datagram},
+          {"splice", splice}};
 }
 
 }  // namespace lev::sim
