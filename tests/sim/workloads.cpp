@@ -684,7 +684,41 @@ Task<> datagram(World& w) {
       const bool deadline = w.rng->chance(0.3);
       Error err{};
       bool ok = true;
-      if (pinned || w.rng->chance(0.5)) {
+      if (!pinned && w.rng->chance(0.2)) {
+        // The callback form (a one-shot recvmsg whose Operation the driver
+        // may cancel at any step; the stop cancels it too): its buffer and
+        // result live with the callback, which may outlive this frame.
+        struct Slot {
+          std::array<char, 800> buf{};
+          std::optional<Result<Datagram>> r;
+          Channel<int> done{1};
+        };
+        auto slot = std::make_shared<Slot>();
+        const iovec v{slot->buf.data(), w.rng->between(1, slot->buf.size())};
+        Operation op = w.loop->launch_op<detail::RecvmsgOp>(
+            [slot, wit = Witness{}](Operation&, Result<Datagram> r) {
+              slot->r = std::move(r);
+              int one = 1;
+              (void)slot->done.try_send(one);
+            },
+            b.fd(), std::span<const iovec>(&v, 1), 0);
+        w.cancellable(op);
+        {
+          auto cancel = [&op]() noexcept { op.cancel(); };
+          std::stop_callback<decltype(cancel)> on_stop(tok, cancel);
+          (void)co_await slot->done.receive();
+          w.resumed("datagram recvmsg callback");
+        }
+        if (*slot->r) {
+          const Datagram& d = **slot->r;
+          if (d.size > v.iov_len) w.fail("datagram: recvmsg says more bytes than its buffer");
+          got.assign(slot->buf.data(), std::min(d.size, v.iov_len));
+          cut = d.truncated;
+        } else {
+          ok = false;
+          err = slot->r->error();
+        }
+      } else if (pinned || w.rng->chance(0.5)) {
         std::optional<Duration> t;
         if (deadline) t = some_time(w);
         auto d = co_await b.receive(t).stop_on(tok);
@@ -716,6 +750,8 @@ Task<> datagram(World& w) {
       }
       if (!ok) {
         if (err.code == std::errc::timed_out) continue;
+        // An injected cancel of the callback form's op: receive again.
+        if (err.code == std::errc::operation_canceled && !tok.stop_requested()) continue;
         break;  // stopped (or the socket failed)
       }
       // The first datagram after `last` it can be (smallest id: what it
