@@ -604,8 +604,9 @@ Task<> acceptor(World& w) {
 
 // ---------------------------------------------------------------- datagram
 // One end sends numbered datagrams (connected send, sendmsg gathering 1-3
-// pieces) while the other receives them through recv_from into buffers
-// of random size and through receive() (the loop's datagram pool), some
+// pieces) while the other receives them through recv_from and recvmsg
+// (scatter) into buffers of random size, a callback-form recvmsg the
+// driver may cancel, and receive() (the loop's datagram pool), some
 // under deadlines, all stopped by one stop source the driver may stop.
 // Every datagram received was sent, in order, once, byte-exact (a cut one
 // is a prefix and says so); a gap is a datagram the kernel dropped; a send
@@ -734,10 +735,17 @@ Task<> datagram(World& w) {
       } else {
         const MutableBuffer buf{store.data(), w.rng->between(1, store.size())};
         Result<Datagram> d = Datagram{};
-        if (deadline)
+        if (deadline) {
           d = co_await b.recv_from(buf, IoOptions{.timeout = some_time(w)}).stop_on(tok);
-        else
+        } else if (buf.size >= 2 && w.rng->chance(0.4)) {
+          // Scatter: one datagram over two pieces of the buffer, in order.
+          const std::size_t x = w.rng->between(1, buf.size - 1);
+          const std::array<iovec, 2> iov{iovec{store.data(), x},
+                                         iovec{store.data() + x, buf.size - x}};
+          d = co_await b.recvmsg(iov).stop_on(tok);
+        } else {
           d = co_await b.recv_from(buf).stop_on(tok);
+        }
         w.resumed("datagram recv_from");
         if (d) {
           if (d->size > buf.size) w.fail("datagram: recv_from says more bytes than its buffer");
