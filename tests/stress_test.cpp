@@ -6,6 +6,7 @@
 // time: LEV_STRESS_SECONDS per engine (default 2); each iteration's seed is
 // printed on failure, with what it ran.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -38,6 +39,17 @@ class StressHost final : public lev::sim::Host {
     int one = 1;
     ::setsockopt(c.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return {std::move(c), std::move(s)};
+  }
+  std::optional<std::pair<lev::Fd, lev::Fd>> datagram_pair() override {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+      throw std::runtime_error("stress: datagram socketpair");
+    return std::pair<lev::Fd, lev::Fd>{lev::Fd{sv[0]}, lev::Fd{sv[1]}};
+  }
+  std::optional<std::pair<lev::Fd, lev::Fd>> pipe() override {
+    int p[2];
+    if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("stress: pipe");
+    return std::pair<lev::Fd, lev::Fd>{lev::Fd{p[0]}, lev::Fd{p[1]}};
   }
   std::optional<std::uint64_t> accepted(int) const override { return std::nullopt; }
   void cancellable(lev::Operation op) override { ops_.push_back(std::move(op)); }
@@ -90,6 +102,8 @@ std::string iterate(const StressEngine& e, std::uint64_t seed) {
     o.backend = e.backend;
     o.recv_buffer_count = static_cast<std::uint32_t>(rng.between(8, 256));
     o.recv_buffer_size = static_cast<std::uint32_t>(rng.between(16, 4096));
+    o.datagram_buffer_count = static_cast<std::uint32_t>(rng.between(2, 64));
+    o.datagram_buffer_size = static_cast<std::uint32_t>(rng.between(1, 1024));
     if (e.env) ::setenv(e.env, "1", 1);
     lev::Loop loop{e.model, o};
     if (e.env) ::unsetenv(e.env);
@@ -131,6 +145,8 @@ std::string iterate(const StressEngine& e, std::uint64_t seed) {
       loop.drain_callbacks();
       if (loop.recv_buffer_stats().in_use != 0)
         host.fail("pool buffers still held after every workload ended");
+      if (loop.datagram_buffer_stats().in_use != 0)
+        host.fail("datagram pool buffers still held after every workload ended");
     }
     host.clear();
   }  // teardown: cancels and settles what is left

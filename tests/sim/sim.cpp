@@ -18,6 +18,8 @@
 #include <stdexcept>
 
 #include "lev/detail/buffer_pool.hpp"
+#include "lev/detail/ops/datagram.hpp"
+#include "lev/detail/ops/vectored.hpp"
 #include "lev/log.hpp"
 #include "lev/when.hpp"
 
@@ -71,6 +73,10 @@ Swarm Swarm::pick(Rng& r) {
   s.peer_buffer = r.between(16, 8192);
   s.batch = r.chance(0.3) ? 1 : r.between(2, 8);
   s.teardown_step = r.chance(0.25) ? r.between(1, 400) : 0;
+  s.dgram_count = static_cast<std::uint32_t>(r.between(1, 12));
+  s.dgram_size = static_cast<std::uint32_t>(r.between(1, 700));
+  s.dgram_queue = r.between(1, 16);
+  s.p_drop = p(1.0);
   return s;
 }
 
@@ -81,7 +87,8 @@ std::string Swarm::describe() const {
     << pool_size << " peer_buffer " << peer_buffer << " partial " << p_partial << " reset " << p_reset
     << " enobufs " << p_enobufs << " eagain " << p_eagain << " refuse " << p_refuse << " race "
     << p_race << " time " << p_time << " cancel " << p_cancel << " stop " << p_stop
-    << " batch " << batch << " teardown@" << teardown_step;
+    << " batch " << batch << " teardown@" << teardown_step << " dgram pool " << dgram_count << "x"
+    << dgram_size << " queue " << dgram_queue << " drop " << p_drop;
   return o.str();
 }
 
@@ -118,6 +125,15 @@ class Sim final : public Host {
   bool in_round() const override { return g_in_loop; }
   std::optional<Fd> listen() override;
   std::optional<Fd> dial(int listener) override;
+  std::optional<std::pair<Fd, Fd>> datagram_pair() override;
+  std::optional<std::pair<Fd, Fd>> pipe() override;
+  std::optional<DatagramTally> datagram_tally(int fd) const override {
+    const Endpoint* found = nullptr;
+    for (const auto& ep : endpoints_)  // the open one, else the last with that number
+      if (ep->fd == fd && ep->dgram && (!found || !ep->closed || found->closed)) found = ep.get();
+    if (!found) return std::nullopt;
+    return DatagramTally{found->accepted, found->dropped, found->datagrams.size()};
+  }
 
  private:
   bool step(bool faults);
@@ -128,6 +144,11 @@ class Sim final : public Host {
   bool complete_send(OpBase& op, Endpoint& ep, bool faults);
   bool complete_recv(OpBase& op, Endpoint& ep, bool faults);
   bool complete_accept(OpBase& op, bool faults);
+  bool complete_dgram(OpBase& op, Endpoint& ep, bool faults);
+  bool complete_splice(OpBase& op, Endpoint& in, bool faults);
+  bool dgram_send(OpBase& op, Endpoint& ep, bool faults);
+  bool dgram_recv(OpBase& op, Endpoint& ep, bool faults);
+  void reconcile();
   void drop_backlog(int listener);
   void round();
   void check(const char* when);
@@ -161,6 +182,8 @@ class Sim final : public Host {
   std::vector<std::shared_ptr<std::stop_source>> stops_;
   std::string failure_;
   std::size_t step_ = 0;
+  // The sender's address datagrams carry (an unbound-looking unix name).
+  SocketAddress peer_address_ = *SocketAddress::unix_path("/lev-sim-peer");
 };
 
 // An endpoint whose fd was closed directly (a lev::Fd dropped, not a close
@@ -235,6 +258,237 @@ bool Sim::complete_accept(OpBase& op, bool faults) {
   }
   it->second.pop_front();
   fake_->complete(op, fd);
+  return true;
+}
+
+// A pipe is a one-way stream: the write end's bytes go to the read end's
+// `inbound` (up to peer_buffer), closing the write end is the read end's
+// end of stream, and writing with the read end closed is EPIPE.
+std::optional<std::pair<Fd, Fd>> Sim::pipe() {
+  int p[2];
+  if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("sim: pipe");
+  for (int fd : p)
+    if (Endpoint* old = endpoint(fd)) hang_up(*old);
+  auto r = std::make_unique<Endpoint>();
+  auto wr = std::make_unique<Endpoint>();
+  r->fd = p[0];
+  wr->fd = p[1];
+  r->peer = wr.get();
+  wr->peer = r.get();
+  by_fd_[p[0]] = r.get();
+  by_fd_[p[1]] = wr.get();
+  endpoints_.push_back(std::move(r));
+  endpoints_.push_back(std::move(wr));
+  return std::pair<Fd, Fd>{Fd{p[0]}, Fd{p[1]}};
+}
+
+// splice: bytes `in` received, moved to what `out` sends to (a pipe's read
+// end, a socket's peer), as much as the three limits allow; 0 at the end
+// of `in`'s stream.
+bool Sim::complete_splice(OpBase& op, Endpoint& in, bool faults) {
+  Endpoint* out = endpoint(static_cast<const detail::SpliceArgs*>(op.args)->fd_out);
+  if (!out || out->dgram || in.dgram || in.closed) {
+    fake_->fail(op, EBADF);
+    return true;
+  }
+  if (in.reset || out->reset) {
+    fake_->fail(op, ECONNRESET);
+    return true;
+  }
+  if (out->peer->closed) {
+    fake_->fail(op, EPIPE);
+    return true;
+  }
+  if (in.inbound.empty()) {
+    if (!in.eof) return false;
+    fake_->complete(op, 0);
+    return true;
+  }
+  Endpoint& to = *out->peer;
+  const std::size_t room =
+      to.inbound.size() < swarm_.peer_buffer ? swarm_.peer_buffer - to.inbound.size() : 0;
+  if (op.len == 0) {
+    fake_->complete(op, 0);
+    return true;
+  }
+  if (room == 0) return false;  // the reader does not read: the splice waits
+  const std::size_t n = chunk(std::min<std::size_t>({in.inbound.size(), room, op.len}), faults);
+  to.inbound.append(in.inbound, 0, n);
+  in.inbound.erase(0, n);
+  out->accepted += n;
+  fake_->complete(op, static_cast<int>(n));
+  return true;
+}
+
+std::optional<std::pair<Fd, Fd>> Sim::datagram_pair() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+    throw std::runtime_error("sim: socketpair");
+  for (int fd : sv)
+    if (Endpoint* old = endpoint(fd)) hang_up(*old);
+  auto a = std::make_unique<Endpoint>();
+  auto b = std::make_unique<Endpoint>();
+  a->fd = sv[0];
+  b->fd = sv[1];
+  a->peer = b.get();
+  b->peer = a.get();
+  a->dgram = b->dgram = true;
+  // The plain receive path (a poll, then the loop's own ::recvmsg on the
+  // fd) reads the real socket: the simulator writes a datagram there when
+  // it makes the fd readable, through a dup of the other end (the
+  // workload may have closed that one).
+  a->feeder = ::fcntl(sv[1], F_DUPFD_CLOEXEC, 0);
+  b->feeder = ::fcntl(sv[0], F_DUPFD_CLOEXEC, 0);
+  if (a->feeder < 0 || b->feeder < 0) throw std::runtime_error("sim: dup");
+  by_fd_[sv[0]] = a.get();
+  by_fd_[sv[1]] = b.get();
+  endpoints_.push_back(std::move(a));
+  endpoints_.push_back(std::move(b));
+  return std::pair<Fd, Fd>{Fd{sv[0]}, Fd{sv[1]}};
+}
+
+// The plain receive path took the datagram the simulator had written to
+// the real socket: it is received (then the real socket is empty again).
+void Sim::reconcile() {
+  for (auto& [fd, ep] : by_fd_) {
+    if (!ep->dgram || !ep->in_real) continue;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 0) {
+      ep->in_real = false;
+      ep->datagrams.pop_front();
+    }
+  }
+}
+
+bool Sim::complete_dgram(OpBase& op, Endpoint& ep, bool faults) {
+  switch (op.kind) {
+    case OpKind::send:
+    case OpKind::sendmsg:
+      return dgram_send(op, ep, faults);
+    case OpKind::recvmsg:
+      return dgram_recv(op, ep, faults);
+    case OpKind::poll: {
+      if (!(op.flags & POLLIN)) {
+        fake_->fail(op, EOPNOTSUPP);  // no workload waits for POLLOUT on a datagram socket
+        return true;
+      }
+      if (ep.datagrams.empty()) return false;
+      if (!ep.in_real) {  // for the loop's ::recvmsg that follows
+        const std::string& d = ep.datagrams.front();
+        if (::send(ep.feeder, d.data(), d.size(), MSG_DONTWAIT) != static_cast<ssize_t>(d.size()))
+          throw std::runtime_error("sim: datagram to the real socket");
+        ep.in_real = true;
+      }
+      fake_->complete(op, POLLIN);
+      return true;
+    }
+    case OpKind::close:
+      ep.closed = true;
+      by_fd_.erase(op.fd);
+      to_close_.push_back(op.fd);
+      fake_->complete(op, 0);
+      return true;
+    default:
+      fake_->fail(op, EOPNOTSUPP);
+      return true;
+  }
+}
+
+// One datagram, whole: queued at the peer, dropped when the peer's queue
+// is full (sometimes; else the send waits, as a unix socket's does).
+bool Sim::dgram_send(OpBase& op, Endpoint& ep, bool faults) {
+  if (ep.closed) {
+    fake_->fail(op, EBADF);
+    return true;
+  }
+  if (ep.peer->closed) {
+    fake_->fail(op, ECONNREFUSED);
+    return true;
+  }
+  if (faults && swarm_.zero_copy && op.kind == OpKind::send && op.zc == 0 && op.len > 0 &&
+      rng_.chance(swarm_.p_refuse)) {
+    fake_->refuse_zero_copy(op);
+    return true;
+  }
+  std::string d;
+  if (op.kind == OpKind::send) {
+    d.assign(static_cast<const char*>(op.buf), op.len);
+  } else {
+    const msghdr& m = static_cast<const detail::MessageArgs*>(op.args)->msg;
+    for (std::size_t i = 0; i < m.msg_iovlen; ++i)
+      d.append(static_cast<const char*>(m.msg_iov[i].iov_base), m.msg_iov[i].iov_len);
+  }
+  const int n = static_cast<int>(d.size());
+  Endpoint& to = *ep.peer;
+  if (to.datagrams.size() >= swarm_.dgram_queue) {
+    if (faults && !rng_.chance(swarm_.p_drop)) return false;  // waits for room
+    ++to.dropped;  // without faults the kernel drops: nothing waits for ever
+  } else {
+    to.datagrams.push_back(std::move(d));
+  }
+  ++ep.accepted;
+  fake_->complete(op, n);
+  return true;
+}
+
+bool Sim::dgram_recv(OpBase& op, Endpoint& ep, bool faults) {
+  if (ep.closed) {
+    fake_->fail(op, EBADF);
+    return true;
+  }
+  if (ep.datagrams.empty()) {
+    if (op.flags & MSG_DONTWAIT) {
+      fake_->fail(op, EAGAIN);
+      return true;
+    }
+    return false;
+  }
+  if (faults && op.select && rng_.chance(swarm_.p_enobufs)) {  // the kernel's ring ran dry
+    fake_->fail(op, ENOBUFS);
+    return true;
+  }
+  // Taken from the queue: also from the real socket if it was written there.
+  auto take = [&] {
+    if (ep.in_real) {
+      char c;
+      (void)::recv(ep.fd, &c, 1, MSG_DONTWAIT);  // the rest of it is discarded
+      ep.in_real = false;
+    }
+    ep.datagrams.pop_front();
+  };
+  const std::string& d = ep.datagrams.front();
+  if (op.select == detail::kSelectMultishot) {
+    if (faults && rng_.chance(swarm_.p_end_multishot)) {  // the kernel ends it with data
+      fake_->complete_with_data(op, d, &peer_address_);
+      if (op.res > 0) take();
+      return true;
+    }
+    if (fake_->deliver_more(op, d, &peer_address_)) take();
+    return true;
+  }
+  if (op.select) {
+    fake_->complete_with_data(op, d, &peer_address_);
+    if (op.res > 0) take();
+    return true;
+  }
+  // recv_from / recvmsg into the caller's iovecs: cut to them (MSG_TRUNC).
+  auto& a = *static_cast<detail::MessageArgs*>(op.args);
+  std::size_t left = d.size(), at = 0;
+  for (std::size_t i = 0; i < a.msg.msg_iovlen && left > 0; ++i) {
+    const std::size_t k = std::min(left, a.msg.msg_iov[i].iov_len);
+    std::memcpy(a.msg.msg_iov[i].iov_base, d.data() + at, k);
+    at += k;
+    left -= k;
+  }
+  a.msg.msg_flags = left > 0 ? MSG_TRUNC : 0;
+  if (a.msg.msg_name) {
+    const socklen_t room = a.msg.msg_namelen;
+    a.msg.msg_namelen = std::min<socklen_t>(room, peer_address_.size());
+    std::memcpy(a.msg.msg_name, peer_address_.data(), a.msg.msg_namelen);
+  }
+  const int res = static_cast<int>((op.flags & MSG_TRUNC) ? d.size() : at);
+  take();
+  fake_->complete(op, res);
   return true;
 }
 
@@ -349,6 +603,21 @@ bool Sim::complete_recv(OpBase& op, Endpoint& ep, bool faults) {
     if (op.res > 0) ep.inbound.erase(0, static_cast<std::size_t>(op.res));
     return true;
   }
+  if (op.kind == OpKind::readv) {  // scattered over the iovecs, in order
+    const auto* iov = static_cast<const iovec*>(op.buf);
+    std::size_t cap = 0;
+    for (std::uint32_t i = 0; i < op.len; ++i) cap += iov[i].iov_len;
+    const std::size_t n = chunk(std::min(ep.inbound.size(), cap), faults);
+    std::size_t at = 0;
+    for (std::uint32_t i = 0; at < n; ++i) {
+      const std::size_t k = std::min(n - at, iov[i].iov_len);
+      std::memcpy(iov[i].iov_base, ep.inbound.data() + at, k);
+      at += k;
+    }
+    ep.inbound.erase(0, n);
+    fake_->complete(op, static_cast<int>(n));
+    return true;
+  }
   const std::size_t n = chunk(std::min<std::size_t>(ep.inbound.size(), op.len), faults);
   if (n) std::memcpy(op.buf, ep.inbound.data(), n);
   ep.inbound.erase(0, n);
@@ -368,7 +637,9 @@ bool Sim::try_complete(OpBase& op, bool faults) {
 bool Sim::try_complete_inner(OpBase& op, bool faults) {
   const bool waits = op.kind == OpKind::recv || op.kind == OpKind::send ||
                      op.kind == OpKind::poll || op.kind == OpKind::read ||
-                     op.kind == OpKind::write || op.kind == OpKind::writev;
+                     op.kind == OpKind::write || op.kind == OpKind::writev ||
+                     op.kind == OpKind::sendmsg || op.kind == OpKind::recvmsg ||
+                     op.kind == OpKind::readv || op.kind == OpKind::splice;
   if (faults && waits && endpoint(op.fd) && rng_.chance(swarm_.p_spurious_cancel)) {
     fake_->fail(op, ECANCELED);  // the kernel may end a waiting op early
     return true;
@@ -380,6 +651,7 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
   if (op.kind == OpKind::accept) return complete_accept(op, faults);
   Endpoint* ep = endpoint(op.fd);
   if (!ep) return passthrough(op);
+  if (ep->dgram) return complete_dgram(op, *ep, faults);
   switch (op.kind) {
     case OpKind::send:
     case OpKind::write:
@@ -387,7 +659,10 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
       return complete_send(op, *ep, faults);
     case OpKind::recv:
     case OpKind::read:
+    case OpKind::readv:
       return complete_recv(op, *ep, faults);
+    case OpKind::splice:
+      return complete_splice(op, *ep, faults);
     case OpKind::poll: {
       unsigned revents = 0;
       if ((op.flags & POLLIN) && (!ep->inbound.empty() || ep->eof || ep->reset)) revents |= POLLIN;
@@ -472,6 +747,7 @@ void Sim::round() {
 // one loop round. False when nothing could be done (the run is idle).
 bool Sim::step(bool faults) {
   ++step_;
+  reconcile();
   sweep_closed();
   bool did = false;
   if (g_log) {
@@ -548,6 +824,8 @@ std::string Sim::run(bool verbose) {
     lo.backend = fake_;
     lo.recv_buffer_count = swarm_.pool_count;
     lo.recv_buffer_size = swarm_.pool_size;
+    lo.datagram_buffer_count = swarm_.dgram_count;
+    lo.datagram_buffer_size = swarm_.dgram_size;
     loop_ = std::make_unique<Loop>(Model::proactor, lo);
     world_ = World{this, loop_.get(), &rng_, &swarm_};
     std::vector<char> done(picked.size(), 0);
@@ -578,6 +856,9 @@ std::string Sim::run(bool verbose) {
         if (loop_->recv_buffer_stats().in_use != 0)
           fail("pool buffers still held after every workload ended: " +
                std::to_string(loop_->recv_buffer_stats().in_use));
+        if (loop_->datagram_buffer_stats().in_use != 0)
+          fail("datagram pool buffers still held after every workload ended: " +
+               std::to_string(loop_->datagram_buffer_stats().in_use));
       }
     }
     ops_.clear();
@@ -586,6 +867,8 @@ std::string Sim::run(bool verbose) {
     fake_.reset();
   }
   for (int fd : to_close_) ::close(fd);
+  for (const auto& ep : endpoints_)
+    if (ep->feeder >= 0) ::close(ep->feeder);
   while (!listeners_.empty()) drop_backlog(listeners_.begin()->first);
   if (failure_.empty()) {
     if (FrameToken::live != frames_before)

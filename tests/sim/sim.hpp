@@ -57,6 +57,9 @@ struct Swarm {
   bool zero_copy = false;      // sends may be refused zero-copy (resent plain)
   bool pool_recv = false;      // workloads read through loop.recv(fd)
   std::uint32_t pool_count = 8, pool_size = 64;
+  std::uint32_t dgram_count = 4, dgram_size = 64;  // the datagram pool (receive())
+  std::size_t dgram_queue = 8;  // datagrams a receiver holds before the kernel drops or blocks
+  double p_drop = 0;            // a datagram to a full queue is dropped (else the send waits)
   double p_partial = 0, p_reset = 0, p_enobufs = 0, p_eagain = 0, p_refuse = 0,
          p_spurious_cancel = 0, p_race = 0, p_time = 0, p_cancel = 0, p_stop = 0, p_end_multishot = 0;
   std::size_t peer_buffer = 4096;  // bytes a receiver holds before sends block
@@ -75,7 +78,20 @@ struct Endpoint {
   bool eof = false;         // the peer shut down its write side or closed
   bool reset = false;       // the connection was reset: both ends fail
   bool closed = false;      // closed through lev (a close op)
-  std::uint64_t accepted = 0;  // bytes the kernel took from this end's sends
+  std::uint64_t accepted = 0;  // bytes (datagrams) the kernel took from this end's sends
+  // Datagram endpoints: whole messages, in order, in a bounded queue.
+  bool dgram = false;
+  std::deque<std::string> datagrams;  // sent by the peer, not yet received here
+  std::uint64_t dropped = 0;  // datagrams dropped here (the queue was full)
+  int feeder = -1;            // a dup of the peer's real socket: writes into this end's
+  bool in_real = false;       // the first datagram was also written to the real socket
+};
+
+/// What the simulated kernel did with a datagram endpoint's traffic.
+struct DatagramTally {
+  std::uint64_t sent = 0;     // datagrams the kernel took from sends on this end
+  std::uint64_t dropped = 0;  // datagrams for this end dropped (its queue was full)
+  std::uint64_t queued = 0;   // datagrams waiting at this end
 };
 
 /// What runs the workloads: the simulation (fake backend, simulated
@@ -95,6 +111,17 @@ class Host {
   virtual void fail(const std::string& why) = 0;
   /// True while the loop runs a round: the only time a workload may resume.
   [[nodiscard]] virtual bool in_round() const = 0;
+  /// A connected pair of datagram sockets (nonblocking); nullopt when
+  /// this host has none.
+  virtual std::optional<std::pair<Fd, Fd>> datagram_pair() { return std::nullopt; }
+  /// What the kernel did with `fd`'s datagrams; nullopt when unknown.
+  [[nodiscard]] virtual std::optional<DatagramTally> datagram_tally(int fd) const {
+    (void)fd;
+    return std::nullopt;
+  }
+  /// A pipe: {read end, write end} (nonblocking); nullopt when this host
+  /// has none.
+  virtual std::optional<std::pair<Fd, Fd>> pipe() { return std::nullopt; }
   /// A listening stream socket; nullopt when this host has none.
   virtual std::optional<Fd> listen() { return std::nullopt; }
   /// A connection to `listener`, queued for its accept; the client's end.
@@ -115,6 +142,11 @@ struct World {
   Duration max_wait = std::chrono::milliseconds(400);
   std::pair<Fd, Fd> connect_pair() { return host->connect_pair(); }
   std::optional<Fd> listen() { return host->listen(); }
+  std::optional<std::pair<Fd, Fd>> datagram_pair() { return host->datagram_pair(); }
+  std::optional<std::pair<Fd, Fd>> pipe() { return host->pipe(); }
+  [[nodiscard]] std::optional<DatagramTally> datagram_tally(int fd) const {
+    return host->datagram_tally(fd);
+  }
   std::optional<Fd> dial(int listener) { return host->dial(listener); }
   [[nodiscard]] std::optional<std::uint64_t> accepted(int fd) const { return host->accepted(fd); }
   void cancellable(Operation op) { host->cancellable(std::move(op)); }

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "lev/channel.hpp"
+#include "lev/net/datagram.hpp"
 #include "lev/net/listen.hpp"
 #include "lev/net/stream.hpp"
 #include "lev/task_group.hpp"
@@ -84,7 +85,16 @@ Task<std::optional<std::string>> receive(World& w, int fd, std::span<char> buf,
     co_return std::string(b->view());
   }
   Result<std::size_t> n = std::size_t{0};
-  if (with_deadline)
+  if (!with_deadline && buf.size() >= 3 && w.rng->chance(0.3)) {
+    // readv into three pieces of `buf` (no deadline form): the bytes in order.
+    const std::size_t x = w.rng->between(1, buf.size() - 2);
+    const std::size_t y = w.rng->between(x, buf.size() - 1);
+    char* p = buf.data();
+    const std::array<iovec, 3> iov{iovec{p, x}, iovec{p + x, y - x}, iovec{p + y, buf.size() - y}};
+    n = co_await w.loop->readv(fd, iov).stop_on(tok);
+    w.resumed("readv");
+    if (n && *n > buf.size()) w.fail("readv: more bytes than its iovecs hold");
+  } else if (with_deadline)
     n = co_await w.loop->recv(fd, buf, IoOptions{.timeout = some_time(w)}).stop_on(tok);
   else
     n = co_await w.loop->recv(fd, buf).stop_on(tok);
@@ -591,12 +601,305 @@ Task<> acceptor(World& w) {
   acc.reset();
 }
 
+
+// ---------------------------------------------------------------- datagram
+// One end sends numbered datagrams (connected send, sendmsg gathering 1-3
+// pieces) while the other receives them through recv_from and recvmsg
+// (scatter) into buffers of random size, a callback-form recvmsg the
+// driver may cancel, and receive() (the loop's datagram pool), some
+// under deadlines, all stopped by one stop source the driver may stop.
+// Every datagram received was sent, in order, once, byte-exact (a cut one
+// is a prefix and says so); a gap is a datagram the kernel dropped; a send
+// reported done is one the kernel took; when the last one arrives, every
+// datagram the kernel did not drop arrived.
+Task<> datagram(World& w) {
+  FrameToken frame;
+  std::optional<std::pair<Fd, Fd>> pair = w.datagram_pair();
+  if (!pair) co_return;  // a host without datagram sockets
+  const int afd = pair->first.get(), bfd = pair->second.get();
+  net::DatagramSocket a(*w.loop, std::move(pair->first));
+  net::DatagramSocket b(*w.loop, std::move(pair->second));
+  auto stop = std::make_shared<std::stop_source>();
+  w.stoppable(stop);
+  const std::stop_token parent = co_await current_stop_token();
+  std::stop_callback<Forward> link(parent, Forward{stop});
+  const std::uint64_t count = w.rng->between(1, 60);
+  const std::uint64_t salt = w.rng->below(1000), max_len = w.rng->between(1, 700);
+  // Datagram `id`: its first byte names it (mod 256); some are empty.
+  auto payload = [salt, max_len](std::uint64_t id) {
+    const std::size_t len = (id + salt) % 9 == 0 ? 0 : ((id + 1) * 7919 + salt) % (max_len + 1);
+    std::string s = pattern(id * 101 + salt, len);
+    if (len) s[0] = static_cast<char>(id);
+    return s;
+  };
+  std::uint64_t sent_ok = 0, received = 0;
+  std::int64_t last = -1;  // the id of the last datagram received
+  bool receiver_done = false;
+
+  auto sender = [&]() -> Task<> {
+    FrameToken f;
+    const std::stop_token tok = stop->get_token();
+    for (std::uint64_t id = 0; id < count; ++id) {
+      if (w.rng->chance(0.15)) {
+        (void)co_await w.loop->sleep_for(some_time(w) / 4);
+        w.resumed("datagram sender sleep");
+      }
+      const std::string d = payload(id);
+      Result<std::size_t> r = std::size_t{0};
+      if (w.rng->chance(0.5) || d.size() < 3) {
+        r = co_await a.send(ConstBuffer{d.data(), d.size()}).stop_on(tok);
+        w.resumed("datagram send");
+      } else {
+        const std::size_t x = w.rng->between(1, d.size() - 2);
+        const std::size_t y = w.rng->between(x, d.size() - 1);
+        char* p = const_cast<char*>(d.data());
+        const std::array<iovec, 3> iov{iovec{p, x}, iovec{p + x, y - x}, iovec{p + y, d.size() - y}};
+        r = co_await a.sendmsg(iov).stop_on(tok);
+        w.resumed("datagram sendmsg");
+      }
+      if (!r) break;
+      if (*r != d.size()) w.fail("datagram: a send reported " + std::to_string(*r) + " of " +
+                                 std::to_string(d.size()) + " bytes");
+      ++sent_ok;
+    }
+    // Gives the receiver time, then ends its wait (the last datagram may
+    // have been dropped).
+    for (int i = 0; i < 4 && !receiver_done; ++i) {
+      (void)co_await w.loop->sleep_for(some_time(w));
+      w.resumed("datagram sender wait");
+    }
+    stop->request_stop();
+  };
+
+  auto receiver = [&]() -> Task<> {
+    FrameToken f;
+    const std::stop_token tok = stop->get_token();
+    std::array<char, 800> store{};
+    // Once receive() armed a multishot recvmsg it stays armed and takes
+    // datagrams between receives: a recv_from then would overtake them
+    // (as documented), so this receiver sticks to receive() from then on.
+    bool pinned = false;
+    while (last + 1 < static_cast<std::int64_t>(count)) {
+      std::string got;
+      bool cut = false;
+      const bool deadline = w.rng->chance(0.3);
+      Error err{};
+      bool ok = true;
+      if (!pinned && w.rng->chance(0.2)) {
+        // The callback form (a one-shot recvmsg whose Operation the driver
+        // may cancel at any step; the stop cancels it too): its buffer and
+        // result live with the callback, which may outlive this frame.
+        struct Slot {
+          std::array<char, 800> buf{};
+          std::optional<Result<Datagram>> r;
+          Channel<int> done{1};
+        };
+        auto slot = std::make_shared<Slot>();
+        const iovec v{slot->buf.data(), w.rng->between(1, slot->buf.size())};
+        Operation op = w.loop->launch_op<detail::RecvmsgOp>(
+            [slot, wit = Witness{}](Operation&, Result<Datagram> r) {
+              slot->r = std::move(r);
+              int one = 1;
+              (void)slot->done.try_send(one);
+            },
+            b.fd(), std::span<const iovec>(&v, 1), 0);
+        w.cancellable(op);
+        {
+          auto cancel = [&op]() noexcept { op.cancel(); };
+          std::stop_callback<decltype(cancel)> on_stop(tok, cancel);
+          (void)co_await slot->done.receive();
+          w.resumed("datagram recvmsg callback");
+        }
+        if (*slot->r) {
+          const Datagram& d = **slot->r;
+          if (d.size > v.iov_len) w.fail("datagram: recvmsg says more bytes than its buffer");
+          got.assign(slot->buf.data(), std::min(d.size, v.iov_len));
+          cut = d.truncated;
+        } else {
+          ok = false;
+          err = slot->r->error();
+        }
+      } else if (pinned || w.rng->chance(0.5)) {
+        std::optional<Duration> t;
+        if (deadline) t = some_time(w);
+        auto d = co_await b.receive(t).stop_on(tok);
+        w.resumed("datagram receive");
+        pinned = w.loop->datagram_buffer_stats().multishot;
+        if (d) {
+          got.assign(d->data.view());
+          cut = d->truncated;
+        } else {
+          ok = false;
+          err = d.error();
+        }
+      } else {
+        const MutableBuffer buf{store.data(), w.rng->between(1, store.size())};
+        Result<Datagram> d = Datagram{};
+        if (deadline) {
+          d = co_await b.recv_from(buf, IoOptions{.timeout = some_time(w)}).stop_on(tok);
+        } else if (buf.size >= 2 && w.rng->chance(0.4)) {
+          // Scatter: one datagram over two pieces of the buffer, in order.
+          const std::size_t x = w.rng->between(1, buf.size - 1);
+          const std::array<iovec, 2> iov{iovec{store.data(), x},
+                                         iovec{store.data() + x, buf.size - x}};
+          d = co_await b.recvmsg(iov).stop_on(tok);
+        } else {
+          d = co_await b.recv_from(buf).stop_on(tok);
+        }
+        w.resumed("datagram recv_from");
+        if (d) {
+          if (d->size > buf.size) w.fail("datagram: recv_from says more bytes than its buffer");
+          got.assign(store.data(), std::min(d->size, buf.size));
+          cut = d->truncated;
+        } else {
+          ok = false;
+          err = d.error();
+        }
+      }
+      if (!ok) {
+        if (err.code == std::errc::timed_out) continue;
+        // An injected cancel of the callback form's op: receive again.
+        if (err.code == std::errc::operation_canceled && !tok.stop_requested()) continue;
+        break;  // stopped (or the socket failed)
+      }
+      // The first datagram after `last` it can be (smallest id: what it
+      // matches, by prefix when cut).
+      std::uint64_t id = static_cast<std::uint64_t>(last + 1);
+      for (; id < count; ++id) {
+        const std::string want = payload(id);
+        if (cut ? got.size() < want.size() && want.starts_with(got) : got == want) break;
+      }
+      if (id >= count || id >= sent_ok + 1) {
+        w.fail("datagram: received " + std::to_string(got.size()) + (cut ? " (cut)" : "") +
+               " bytes after datagram " + std::to_string(last) +
+               " that match no datagram sent after it");
+        break;
+      }
+      last = static_cast<std::int64_t>(id);
+      ++received;
+    }
+    receiver_done = true;
+    stop->request_stop();
+  };
+
+  auto st = sender();
+  auto rt = receiver();
+  co_await when_all(std::move(st), std::move(rt));
+  w.resumed("datagram when_all");
+  const auto sent = w.datagram_tally(afd);
+  const auto at_b = w.datagram_tally(bfd);
+  if (sent && sent->sent != sent_ok)
+    w.fail("datagram: " + std::to_string(sent_ok) + " sends reported done, the kernel took " +
+           std::to_string(sent->sent));
+  const std::uint64_t dropped = at_b ? at_b->dropped : 0;
+  const std::uint64_t gaps = static_cast<std::uint64_t>(last + 1) - received;
+  if (gaps > dropped)
+    w.fail("datagram: " + std::to_string(gaps) + " datagrams missing before the last received, " +
+           std::to_string(dropped) + " dropped by the kernel");
+  if (last + 1 == static_cast<std::int64_t>(count) && received + dropped != count)
+    w.fail("datagram: the last datagram arrived, but " + std::to_string(received) + " received + " +
+           std::to_string(dropped) + " dropped of " + std::to_string(count) + " sent");
+}
+
+// ---------------------------------------------------------------- splice
+// A proxy moves a client's bytes to a sink without copying them: splice
+// from its socket into a pipe, then from the pipe to the sink's socket,
+// under one stop source the driver may stop. The sink gets a prefix of
+// what the client sent, every byte at its place, and all of it when
+// nothing failed.
+Task<> splice(World& w) {
+  FrameToken frame;
+  std::optional<std::pair<Fd, Fd>> p = w.pipe();
+  if (!p) co_return;  // a host without pipes
+  Fd pr = std::move(p->first), pw = std::move(p->second);
+  auto [c, s] = w.connect_pair();    // client -> proxy
+  auto [d1, d2] = w.connect_pair();  // proxy -> sink
+  auto stop = std::make_shared<std::stop_source>();
+  w.stoppable(stop);
+  const std::stop_token parent = co_await current_stop_token();
+  std::stop_callback<Forward> link(parent, Forward{stop});
+  const std::uint64_t total = w.rng->between(1, 6000);
+  std::uint64_t client_sent = 0, proxied = 0;
+  bool clean = false;  // the proxy forwarded everything up to the client's end
+  Checked sink_in{&w, "splice sink"};
+  bool sink_eof = false;
+
+  auto client = [&]() -> Task<> {
+    FrameToken f;
+    while (client_sent < total) {
+      const std::size_t n = std::min<std::uint64_t>(w.rng->between(1, 2000), total - client_sent);
+      auto [ok, moved] = co_await send_some(w, c.get(), pattern(client_sent, n), stop->get_token());
+      client_sent += moved;
+      if (!ok) {
+        stop->request_stop();
+        break;
+      }
+    }
+    (void)co_await w.loop->shutdown(c, Shutdown::write);
+    w.resumed("splice client shutdown");
+  };
+  auto proxy = [&]() -> Task<> {
+    FrameToken f;
+    const std::stop_token tok = stop->get_token();
+    for (;;) {
+      auto in = co_await w.loop->splice(s, pw, w.rng->between(1, 4096)).stop_on(tok);
+      w.resumed("splice in");
+      if (!in) break;
+      if (*in == 0) {
+        clean = true;
+        break;
+      }
+      std::size_t moved = 0;
+      while (moved < *in) {
+        auto out = co_await w.loop->splice(pr, d1, *in - moved).stop_on(tok);
+        w.resumed("splice out");
+        if (!out || *out == 0) break;
+        moved += *out;
+      }
+      proxied += moved;
+      if (moved < *in) break;
+    }
+    if (!clean) stop->request_stop();
+    (void)co_await w.loop->shutdown(d1, Shutdown::write);  // the sink's end of stream
+    w.resumed("splice proxy shutdown");
+  };
+  auto sink = [&]() -> Task<> {
+    FrameToken f;
+    std::array<char, 700> buf{};
+    for (;;) {
+      auto got = co_await receive(w, d2.get(), buf, stop->get_token(), false);
+      if (!got) break;
+      if (got->empty()) {
+        sink_eof = true;
+        break;
+      }
+      sink_in.take(*got);
+    }
+    stop->request_stop();  // nothing more is read: the others end too
+  };
+  auto ct = client();
+  auto pt = proxy();
+  auto st = sink();
+  co_await when_all(std::move(ct), std::move(pt), std::move(st));
+  w.resumed("splice when_all");
+  conserved(w, "splice client", client_sent, c.get());
+  conserved(w, "splice proxy", proxied, d1.get());
+  if (sink_in.pos > proxied) w.fail("splice: the sink got more than the proxy moved");
+  if (proxied > client_sent) w.fail("splice: the proxy moved more than the client sent");
+  if (clean && sink_eof && sink_in.pos != client_sent)
+    w.fail("splice: " + std::to_string(sink_in.pos) + " of " + std::to_string(client_sent) +
+           " bytes reached the sink though nothing failed");
+  for (Fd* fd : {&c, &s, &d1, &d2, &pr, &pw}) (void)co_await w.loop->close(*fd);
+  w.resumed("close");
+}
+
 }  // namespace
 
 std::vector<std::pair<const char*, Workload>> workloads() {
   return {{"echo", echo},   {"race", race},       {"stream", stream}, {"group", group},
           {"channel", channel}, {"timers", timers}, {"sources", sources},
-          {"acceptor", acceptor}};
+          {"acceptor", acceptor}, {"datagram", datagram},
+          {"splice", splice}};
 }
 
 }  // namespace lev::sim
