@@ -90,7 +90,9 @@ class DatagramSocket {
   /// rest). A datagram for which no pool buffer is free waits in the
   /// socket's receive buffer, and the kernel drops what does not fit there,
   /// as UDP may: size the pool (LoopOptions::datagram_buffer_count) and
-  /// receive_buffer() for bursts. `timeout` bounds the wait
+  /// receive_buffer() for bursts. Use receive() alone on a socket: once it
+  /// has armed the multishot, a recv_from / recvmsg would overtake the
+  /// datagrams the multishot already took. `timeout` bounds the wait
   /// (errc::timed_out); a datagram that comes later waits for the next one.
   lev::detail::DatagramReceiveAwaiter receive(std::optional<Duration> timeout = std::nullopt) {
     return lev::detail::DatagramReceiveAwaiter(*loop_, loop_->datagram_registry(), fd_.get(), 0,
