@@ -187,4 +187,25 @@ TEST_SUITE("errors") {
     CHECK(bare.message() == "close: Bad file descriptor");
     CHECK_THROWS_WITH_AS(bare.raise(), "close: Bad file descriptor", std::system_error);
   }
+
+  // Last in this file (doctest runs a file's cases in order): it fills the
+  // process-wide store of path texts.
+  TEST_CASE("an error names its path; the store of path texts is bounded and then names the op alone") {
+    const auto e = lev::Error::from_errno(ENOENT, "openat").with_path("/srv/missing");
+    CHECK(e.message() == "openat(/srv/missing): No such file or directory");
+    CHECK(lev::Error::from_errno(ENOENT, "openat").with_path("/srv/missing").path == e.path);
+    const lev::Error copy = e;  // a plain copy: the text is the store's
+    CHECK(copy.message() == e.message());
+    int named = 0;
+    lev::Error last;
+    for (int i = 0; i < 400; ++i) {  // 400 x 4 KiB: past the 1 MiB bound
+      last = lev::Error::from_errno(EACCES, "statx").with_path(std::string(4096, 'a') + std::to_string(i));
+      if (last.path) ++named;
+    }
+    CHECK(named > 200);  // those that fit
+    CHECK(named < 400);
+    CHECK(last.path == nullptr);
+    CHECK(last.message() == "statx: Permission denied");
+    CHECK(lev::Error::from_errno(ENOENT, "openat").with_path("/srv/missing").path == e.path);
+  }
 }

@@ -150,7 +150,7 @@ TEST_SUITE("file") {
     });
   }
 
-  TEST_CASE("errors are values naming the op, and the fd where there is one") {
+  TEST_CASE("errors are values naming the op, and the path or the fd it concerned") {
     for_each_engine([](lev::Loop& loop) {
       TempDir dir;
       auto t = [&]() -> lev::Task<> {
@@ -158,13 +158,26 @@ TEST_SUITE("file") {
         auto f = co_await lev::File::open(loop, missing);
         REQUIRE(!f);
         CHECK(f.error().code == std::errc::no_such_file_or_directory);
-        CHECK(f.error().message().rfind("openat", 0) == 0);
+        CHECK(f.error().message() == "openat(" + missing + "): No such file or directory");
+        REQUIRE(f.error().path);
+        CHECK(std::string(f.error().path) == missing);
         auto d = co_await lev::File::open(loop, dir.path, O_WRONLY);
         REQUIRE(!d);
         CHECK(d.error().code == std::errc::is_a_directory);
+        CHECK(d.error().message().rfind("openat(" + dir.path + ")", 0) == 0);
         auto again = co_await lev::mkdir(loop, dir.path);
         CHECK(again.error().code == std::errc::file_exists);
-        CHECK(again.error().message().rfind("mkdirat", 0) == 0);
+        CHECK(again.error().message().rfind("mkdirat(" + dir.path + ")", 0) == 0);
+        auto gone = co_await lev::unlink(loop, missing);
+        CHECK(gone.error().message().rfind("unlinkat(" + missing + ")", 0) == 0);
+        auto moved = co_await lev::rename(loop, missing, dir.at("elsewhere"));
+        CHECK(moved.error().message().rfind(
+                  "renameat(" + missing + " -> " + dir.at("elsewhere") + ")", 0) == 0);
+        auto st = co_await lev::stat(loop, missing);
+        CHECK(st.error().message().rfind("statx(" + missing + ")", 0) == 0);
+        // The same path twice is kept once: both errors point at one text.
+        auto f2 = co_await lev::File::open(loop, missing);
+        CHECK(f2.error().path == f.error().path);
         // A closed fd: EBADF, named by its number.
         int fds[2];
         REQUIRE(::pipe(fds) == 0);

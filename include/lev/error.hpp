@@ -11,6 +11,7 @@
 #include <functional>
 #include <new>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -46,10 +47,19 @@ struct Error {
   const char* op = "";          ///< the operation ("recv", "bind"...), a static string
   int fd = -1;                  ///< the descriptor it ran on, -1 when none
   std::size_t transferred = 0;  ///< bytes moved before the failure
+  /// The path the operation named (File::open, lev::stat, unlink, mkdir;
+  /// rename: "from -> to"), null when none. Its text lives as long as the
+  /// process, so that Error stays trivially copyable (and every Result on
+  /// the I/O path with it): lev keeps each distinct failed path once, up
+  /// to 1 MiB of them in all; past that, errors name the op only.
+  const char* path = nullptr;
 
   /// "recv(fd 7): Connection reset by peer"; with bytes transferred first,
-  /// "send(fd 7) after 12 bytes: Broken pipe".
+  /// "send(fd 7) after 12 bytes: Broken pipe"; with a path,
+  /// "openat(/srv/x): No such file or directory".
   [[nodiscard]] std::string message() const;
+  /// This error, naming `p` as the path it concerned (see `path`).
+  [[nodiscard]] Error with_path(std::string_view p) const;
   /// The operation was cancelled (errc::operation_canceled): a stop
   /// request, a when_any loser, a loop tearing down.
   [[nodiscard]] bool is_cancelled() const noexcept { return code == std::errc::operation_canceled; }

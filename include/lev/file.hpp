@@ -5,7 +5,7 @@
 /// file workers, LoopOptions::file_workers of them; fake: scripted).
 ///
 ///     auto f = co_await lev::File::open(loop, "/tmp/x", O_RDWR | O_CREAT, 0644);
-///     if (!f) co_return f.error();            // "openat: No such file or directory"
+///     if (!f) co_return f.error();            // "openat(/etc/x): No such file or directory"
 ///     co_await f->write_all_at(data, 0);
 ///     co_await f->fsync();
 ///     auto st = co_await f->stat();            // st->size
@@ -51,9 +51,7 @@ class File {
   File& operator=(File&&) noexcept = default;
 
   /// openat(AT_FDCWD, path, flags | O_CLOEXEC, mode). Errors name the op
-  /// ("openat: No such file or directory"); the caller has the path (Error
-  /// carries no owned string: it stays trivially destructible, and so
-  /// does every Result on the I/O path).
+  /// and the path ("openat(/etc/x): No such file or directory").
   static Task<Result<File>> open(Loop& loop, std::string path, int flags = O_RDONLY,
                                  unsigned mode = 0644);
 
@@ -121,13 +119,13 @@ class File {
   Fd fd_;
 };
 
-/// unlink(path) (`dir`: rmdir). Errors name "unlinkat".
+/// unlink(path) (`dir`: rmdir). Errors name "unlinkat" and the path.
 Task<Result<void>> unlink(Loop& loop, std::string path, bool dir = false);
-/// rename(from, to). Errors name "renameat".
+/// rename(from, to). Errors name "renameat" and both paths.
 Task<Result<void>> rename(Loop& loop, std::string from, std::string to);
-/// mkdir(path, mode). Errors name "mkdirat".
+/// mkdir(path, mode). Errors name "mkdirat" and the path.
 Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode = 0755);
-/// statx(path) (following symlinks). Errors name "statx".
+/// statx(path) (following symlinks). Errors name "statx" and the path.
 Task<Result<FileStat>> stat(Loop& loop, std::string path);
 
 }  // namespace lev

@@ -13,7 +13,7 @@ namespace lev {
 
 Task<Result<File>> File::open(Loop& loop, std::string path, int flags, unsigned mode) {
   auto r = co_await loop.make<detail::OpenatOp>(AT_FDCWD, path.c_str(), flags, mode);
-  if (!r) co_return r.error();
+  if (!r) co_return r.error().with_path(path);
   co_return File(loop, Fd{*r});
 }
 
@@ -29,21 +29,25 @@ Task<Result<void>> File::truncate(std::uint64_t len) {
 
 Task<Result<void>> unlink(Loop& loop, std::string path, bool dir) {
   auto r = co_await loop.make<detail::UnlinkatOp>(AT_FDCWD, path.c_str(), dir ? AT_REMOVEDIR : 0);
+  if (!r) co_return r.error().with_path(path);
   co_return r;
 }
 
 Task<Result<void>> rename(Loop& loop, std::string from, std::string to) {
   auto r = co_await loop.make<detail::RenameatOp>(AT_FDCWD, from.c_str(), to.c_str(), 0);
+  if (!r) co_return r.error().with_path(from + " -> " + to);
   co_return r;
 }
 
 Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode) {
   auto r = co_await loop.make<detail::MkdiratOp>(AT_FDCWD, path.c_str(), mode);
+  if (!r) co_return r.error().with_path(path);
   co_return r;
 }
 
 Task<Result<FileStat>> stat(Loop& loop, std::string path) {
   auto r = co_await loop.make<detail::StatxOp>(AT_FDCWD, path.c_str(), 0);
+  if (!r) co_return r.error().with_path(path);
   co_return r;
 }
 
