@@ -34,21 +34,21 @@ enum class Shutdown : int { read = SHUT_RD, write = SHUT_WR, both = SHUT_RDWR };
 
 /// What statx reports of a file (File::stat, lev::stat).
 struct FileStat {
-  std::uint64_t size = 0;
+  std::uint64_t size = 0;  ///< bytes (stx_size)
   std::uint32_t mode = 0;  ///< type and permission bits (S_ISREG(mode), mode & 0777)
-  std::uint64_t inode = 0;
-  std::uint32_t links = 0;
+  std::uint64_t inode = 0;   ///< inode number (stx_ino)
+  std::uint32_t links = 0;   ///< hard links (stx_nlink)
   std::uint64_t blocks = 0;  ///< 512-byte blocks allocated
-  std::chrono::system_clock::time_point modified{};
+  std::chrono::system_clock::time_point modified{};  ///< last modification (stx_mtime)
 };
 
 /// One datagram received into the caller's buffer (recv_from, recvmsg):
 /// how many bytes landed there, who sent it, and whether it was longer
 /// than the buffer (the rest is dropped, as UDP does: MSG_TRUNC).
 struct Datagram {
-  std::size_t size = 0;
-  SocketAddress peer;
-  bool truncated = false;
+  std::size_t size = 0;    ///< bytes placed in the buffer (at most its size)
+  SocketAddress peer;      ///< the sender (empty when the socket has none to say)
+  bool truncated = false;  ///< the datagram was longer than the buffer (MSG_TRUNC)
 };
 
 /// One datagram received into a buffer of the loop's datagram pool
@@ -56,9 +56,9 @@ struct Datagram {
 /// pool when dropped), who sent it, and whether it was longer than a pool
 /// buffer (LoopOptions::datagram_buffer_size; the rest is dropped).
 struct ReceivedDatagram {
-  Buffer data;
-  SocketAddress peer;
-  bool truncated = false;
+  Buffer data;             ///< the payload, in a pool buffer (may be empty: an empty datagram)
+  SocketAddress peer;      ///< the sender (empty when the socket has none to say)
+  bool truncated = false;  ///< longer than a pool buffer: the rest was dropped (MSG_TRUNC)
 };
 
 }  // namespace lev
