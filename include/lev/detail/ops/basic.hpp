@@ -11,9 +11,35 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/describe.hpp"
 
 namespace lev::detail {
+
+/// The readiness engines' side of `select` (epoll, the fake): takes a
+/// buffer of `op.pool` now that data may be there, runs `receive(buf, cap)`
+/// (a nonblocking syscall: bytes used, or -1 with errno) and reports the
+/// buffer as the kernel would (IORING_CQE_F_BUFFER | id); a buffer nothing
+/// landed in goes back. No free buffer: -1 with ENOBUFS.
+template <class Receive>
+long attempt_into_pool(OpBase& op, Receive receive) noexcept {
+  const int id = op.pool->take();
+  if (id < 0) {
+    errno = ENOBUFS;
+    return -1;
+  }
+  const auto bid = static_cast<std::uint16_t>(id);
+  const long r = receive(op.pool->data(bid), static_cast<std::size_t>(op.pool->size()));
+  if (r > 0) {
+    op.cqe_flags = IORING_CQE_F_BUFFER | (static_cast<unsigned>(id) << IORING_CQE_BUFFER_SHIFT);
+  } else {
+    const int e = errno;
+    op.pool->untake(bid);
+    op.cqe_flags = 0;
+    errno = e;
+  }
+  return r;
+}
 
 /// One submission moves at most this many bytes; longer read/recv/send
 /// complete short, and send_all/write_all continue where they stopped.

@@ -178,22 +178,9 @@ struct RecvmsgOp : OpTraits {
     if (!op.select)
       return ::recvmsg(op.fd, &static_cast<MessageArgs*>(op.args)->msg, op.flags | MSG_DONTWAIT);
     // A buffer of the loop's datagram pool, taken only now that one may be there.
-    const int id = op.pool->take();
-    if (id < 0) {
-      errno = ENOBUFS;
-      return -1;
-    }
-    const auto bid = static_cast<std::uint16_t>(id);
-    const long r = DatagramLayout::receive(op.fd, op.pool->data(bid), op.pool->size(), op.flags);
-    if (r > 0) {
-      op.cqe_flags = IORING_CQE_F_BUFFER | (static_cast<unsigned>(id) << IORING_CQE_BUFFER_SHIFT);
-    } else {
-      const int e = errno;
-      op.pool->untake(bid);
-      op.cqe_flags = 0;
-      errno = e;
-    }
-    return r;
+    return attempt_into_pool(op, [&op](char* buf, std::size_t cap) {
+      return DatagramLayout::receive(op.fd, buf, cap, op.flags);
+    });
   }
 };
 
