@@ -4,12 +4,15 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <chrono>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 
 #include "lev/loop.hpp"
+#include "lev/task_group.hpp"
+#include "lev/when.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -152,5 +155,107 @@ TEST_SUITE("join_handle") {
     CHECK_FALSE(outlives.done());
     CHECK(*witness == 0);  // none ran
     CHECK(witness.use_count() == 1);  // every frame went, with its arguments
+  }
+
+  // abort() works through the task tree's scope, not through a
+  // std::stop_callback per operation: these walk the shapes a tree takes.
+  TEST_CASE("abort() reaches an operation awaited three tasks deep, and later ones start cancelled") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      int cancelled = 0;
+      auto leaf = [&]() -> lev::Task<> {
+        std::array<std::byte, 8> buf{};
+        auto r = co_await loop.recv(a, buf);
+        if (!r && r.error().is_cancelled()) ++cancelled;
+        auto again = co_await loop.recv(a, buf);  // the scope stays stopped
+        if (!again && again.error().is_cancelled()) ++cancelled;
+      };
+      auto mid = [&]() -> lev::Task<> { co_await leaf(); };
+      auto top = [&]() -> lev::Task<> { co_await mid(); };
+      auto h = loop.spawn(top());
+      auto aborter = [&]() -> lev::Task<> {
+        (void)co_await loop.sleep_for(5ms);
+        h.abort();
+        co_await std::move(h);
+      };
+      loop.block_on(aborter());
+      CHECK(cancelled == 2);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("abort() reaches a nested task bound to a token of its own, and its current_stop_token") {
+    FakeLoop f;
+    std::stop_source other;  // never stopped
+    bool token_stopped = false;
+    bool sleep_cancelled = false;
+    auto inner = [&]() -> lev::Task<> {
+      auto r = co_await f.loop.sleep_for(1h);
+      sleep_cancelled = !r && r.error().is_cancelled();
+    };
+    auto outer = [&]() -> lev::Task<> {
+      std::stop_token mine = co_await lev::current_stop_token();
+      co_await inner().with_stop_token(other.get_token());
+      token_stopped = mine.stop_requested();
+    };
+    auto h = f.loop.spawn(outer());
+    f.loop.run_once();
+    h.abort();
+    f.loop.run();
+    CHECK(sleep_cancelled);
+    CHECK(token_stopped);
+    CHECK(h.done());
+  }
+
+  TEST_CASE("abort() before the task first ran: its first operation starts cancelled") {
+    FakeLoop f;
+    const auto t0 = f.loop.now();
+    auto h = f.loop.spawn(answer_after(f.loop, 1h));
+    h.abort();
+    auto waiter = [&]() -> lev::Task<std::string> {
+      try {
+        co_return std::to_string(co_await std::move(h));
+      } catch (const std::system_error& e) {
+        co_return e.code() == std::errc::operation_canceled ? "cancelled" : e.what();
+      }
+    };
+    CHECK(f.loop.block_on(waiter()) == "cancelled");
+    CHECK(f.loop.now() - t0 < 1h);  // the sleep never waited
+  }
+
+  TEST_CASE("abort() of a task waiting in when_all and with_task_group cancels every child") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      int cancelled = 0;
+      auto reader = [&]() -> lev::Task<> {
+        std::array<std::byte, 8> buf{};
+        auto r = co_await loop.recv(a, buf);
+        if (!r && r.error().is_cancelled()) ++cancelled;
+      };
+      auto sleeper = [&]() -> lev::Task<> {
+        auto r = co_await loop.sleep_for(1h);
+        if (!r && r.error().is_cancelled()) ++cancelled;
+      };
+      auto top = [&]() -> lev::Task<> {
+        co_await lev::when_all(reader(), sleeper());
+        co_await lev::with_task_group([&](lev::TaskGroup& g) -> lev::Task<> {
+          g.spawn(sleeper());
+          g.spawn(sleeper());
+          auto r = co_await loop.sleep_for(1h);  // the body too
+          if (!r && r.error().is_cancelled()) ++cancelled;
+        });
+      };
+      auto h = loop.spawn(top());
+      auto aborter = [&]() -> lev::Task<> {
+        (void)co_await loop.sleep_for(5ms);
+        h.abort();
+        co_await std::move(h);
+      };
+      loop.block_on(aborter());
+      // when_all: both children; the group: its body and both children (the
+      // scope is stopped, so everything the group starts starts cancelled)
+      CHECK(cancelled == 5);
+      CHECK(loop.live_op_count() == 0);
+    });
   }
 }

@@ -200,4 +200,71 @@ TEST_SUITE("when") {
       CHECK(loop.live_op_count() == 0);
     });
   }
+
+  // Regression (issue 20, defect 8): with_timeout decided "expired" by which
+  // child ended first, and an outer stop ends the timer first, so a
+  // cancellation from above was reported as a timeout (the tutorial client
+  // exited 3 instead of 130 on Ctrl-C).
+  TEST_CASE("with_timeout cancelled from outside reports a cancellation, not a timeout") {
+    auto check = [](lev::Loop& loop, lev::Fd& a) {
+      std::stop_source src;
+      std::array<std::byte, 8> buf{};
+      auto recv_task = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.recv(a, buf);
+      };
+      auto sleep_task = [&]() -> lev::Task<> { (void)co_await loop.sleep_for(1h); };
+      auto stopper = [&]() -> lev::Task<> {
+        (void)co_await loop.after(20ms);
+        src.request_stop();
+      };
+      auto on_recv = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await lev::with_timeout(recv_task(), 30s);
+      };
+      loop.spawn(stopper());
+      auto r = loop.block_on(on_recv().with_stop_token(src.get_token()));
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_cancelled());
+      CHECK_FALSE(r.error().is_timeout());
+      // a void task (a sleep) and a JoinHandle's abort: the same
+      auto on_sleep = [&]() -> lev::Task<lev::Result<void>> {
+        co_return co_await lev::with_timeout(sleep_task(), 30s);
+      };
+      auto h = loop.spawn(on_sleep());
+      auto aborter = [&]() -> lev::Task<lev::Result<void>> {
+        (void)co_await loop.after(10ms);
+        h.abort();
+        co_return co_await std::move(h);
+      };
+      auto s = loop.block_on(aborter());
+      CHECK(s);  // the sleep ended (cancelled) and the task returned: no timeout
+      CHECK(loop.live_op_count() == 0);
+    };
+    SUBCASE("fake") {
+      FakeLoop f;
+      auto [a, b] = lev::test::socket_pair();
+      check(f.loop, a);
+    }
+    for_each_engine([&](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      check(loop, a);
+    });
+  }
+
+  TEST_CASE("with_timeout whose limit passes first still reports the timeout on every engine") {
+    auto check = [](lev::Loop& loop) {
+      auto sleep_task = [&]() -> lev::Task<> { (void)co_await loop.sleep_for(1h); };
+      auto body = [&]() -> lev::Task<lev::Result<void>> {
+        co_return co_await lev::with_timeout(sleep_task(), 5ms);
+      };
+      auto r = loop.block_on(body());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_timeout());
+      CHECK(loop.live_op_count() == 0);
+    };
+    SUBCASE("fake") {
+      FakeLoop f;
+      check(f.loop);
+    }
+    for_each_engine(check);
+  }
 }

@@ -242,7 +242,7 @@ class Channel {
   }
   template <class P>
   void arm(Slot& s, detail::StopLink& stop, std::coroutine_handle<P> h) {
-    if (const std::stop_token* t = detail::task_token(h)) stop.arm(*s.loop, *t, &on_stop, &s);
+    stop.arm(*s.loop, detail::task_cancel(h), &on_stop, &s);
   }
   // On the waiter's loop thread, when its token stops.
   static void on_stop(void* p) noexcept {

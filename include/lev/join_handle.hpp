@@ -22,6 +22,8 @@
 #include "lev/detail/join.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/detail/root.hpp"
+#include "lev/detail/scope.hpp"
+#include "lev/detail/stop.hpp"
 #include "lev/task.hpp"
 
 namespace lev {
@@ -40,8 +42,8 @@ struct JoinStateBase {
   bool done = false;
   bool taken = false;  // the result went to an awaiter
   std::exception_ptr error;
-  std::stop_source stop;
-  std::optional<std::stop_callback<StopForward>> link;  // spawn(task, token)
+  Scope scope;    // the task tree's cancellation: abort() cancels it
+  StopLink link;  // spawn(task, token): the token cancels the scope
   std::coroutine_handle<> waiter;
   OpBase wake;  // resumes the waiter from the completion queue
 
@@ -53,6 +55,7 @@ struct JoinStateBase {
   /// exception nobody can receive any more.
   void finish() noexcept {
     done = true;
+    link.disarm();
     if (waiter) {
       wake.kind = OpKind::post;
       wake.ctx = std::exchange(waiter, nullptr).address();
@@ -80,7 +83,10 @@ class JoinRef {
   JoinRef(JoinRef&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
   JoinRef& operator=(JoinRef&&) = delete;
   ~JoinRef() {
-    if (st_) st_->release();
+    if (st_) {
+      st_->link.disarm();  // the task is gone: its token no longer matters
+      st_->release();
+    }
   }
   JoinState<T>* operator->() const noexcept { return st_; }
 
@@ -137,11 +143,12 @@ class JoinHandle {
     if (st->done && st->error && !st->taken) detail::report_escaped(st->error);
     st->release();
   }
-  /// Requests the task's cancellation through its stop token. It still
-  /// ends on its own terms (what it returns or throws is what the awaiter
-  /// gets; an operation it awaits ends with operation_canceled).
+  /// Requests the task's cancellation: the operation it awaits now ends
+  /// with operation_canceled, and so does every one it starts later (its
+  /// current_stop_token() is stopped too). It still ends on its own terms
+  /// (what it returns or throws is what the awaiter gets).
   void abort() noexcept {
-    if (st_) st_->stop.request_stop();
+    if (st_ && !st_->done) st_->scope.cancel();
   }
   /// The handle has a task (not default-constructed, moved from or detached).
   [[nodiscard]] bool valid() const noexcept { return st_ != nullptr; }

@@ -344,9 +344,13 @@ class Loop {
     if (task.valid()) {
       detail::TaskPromiseBase& p = task.handle().promise();
       if (!p.loop) p.loop = this;
-      // abort() stops the task; a token it had already still does (forwarded).
-      if (p.stop_token.stop_possible()) st->link.emplace(p.stop_token, detail::StopForward{&st->stop});
-      p.stop_token = st->stop.get_token();
+      // abort() cancels the task's scope; a token it had already does too,
+      // through one link per task (its operations then register nothing).
+      p.scope = &st->scope;
+      if (p.stop_token.stop_possible()) {
+        st->link.arm(*this, p.stop_token, &detail::Scope::cancel_thunk, &st->scope);
+        p.stop_token = {};
+      }
     }
     detail::RootHandle h = detail::root_join<T>(std::move(task), detail::JoinRef<T>(st)).h;
     launch_root(h, true);
@@ -855,21 +859,21 @@ inline void start_op(Loop& loop, OpBase& op) { loop.start(op); }
 
 template <class T, OpKind K>
 template <bool Linked>
-void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h, const std::stop_token* token) {
+void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h, CancelFrom from) {
   op_.ctx = h.address();
   op_.deliver = nullptr;  // the loop resumes ctx directly
-  if (!token) [[likely]] {
+  if (from.none()) {
     start<Linked>();
     return;
   }
-  if (token->stop_requested()) {
+  if (from.stopped()) [[unlikely]] {
     loop_->check_thread();  // the one start that does not go through start()
     loop_->start_cancelled(op_);
     return;
   }
   start<Linked>();
   stop_.arm(
-      *loop_, *token,
+      *loop_, from,
       [](void* self) noexcept {
         auto* a = static_cast<OpAwaiter*>(self);
         a->loop_->cancel(a->op_);

@@ -50,7 +50,7 @@ class ParkedAwaiter {
     w_.op.deliver = nullptr;
     w_.loop = loop_;
     list_->push_back(w_);
-    if (const std::stop_token* t = task_token(h)) stop_.arm(*loop_, *t, &on_stop, this);
+    stop_.arm(*loop_, task_cancel(h), &on_stop, this);
   }
   /// After resumption: the status it was released with.
   WaitStatus resumed() noexcept {

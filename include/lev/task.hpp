@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "lev/detail/frame_pool.hpp"
+#include "lev/detail/scope.hpp"
 
 namespace lev {
 
@@ -36,17 +37,25 @@ struct TaskPromiseBase : PooledFrame {
   std::coroutine_handle<> continuation = std::noop_coroutine();
   bool inline_phase = false;
   // Inherited from the awaiting task unless set before: the loop the task
-  // runs on (set by spawn / block_on) and its cancellation token.
+  // runs on (set by spawn / block_on), its cancellation scope (lev's own:
+  // a spawned task's, a join child's, a task group's; detail/scope.hpp)
+  // and a user's cancellation token (with_stop_token).
   Loop* loop = nullptr;
+  Scope* scope = nullptr;
   std::stop_token stop_token;
 
-  // A task awaited by another task inherits what it has not set itself.
+  // A task awaited by another task inherits what it has not set itself. A
+  // task given a scope of its own (a join's or a group's child) takes no
+  // token from its parent either: whoever gave the scope links the
+  // parent's cancellation to it.
   template <class P>
   void inherit(std::coroutine_handle<P> caller) noexcept {
     if constexpr (std::is_base_of_v<TaskPromiseBase, P>) {
       TaskPromiseBase& parent = caller.promise();
       if (!loop) loop = parent.loop;
-      if (!stop_token.stop_possible() && parent.stop_token.stop_possible())
+      if (scope) return;
+      scope = parent.scope;
+      if (!stop_token.stop_possible() && parent.stop_token.stop_possible()) [[unlikely]]
         stop_token = parent.stop_token;
     }
   }
@@ -65,8 +74,8 @@ struct TaskPromiseBase : PooledFrame {
   FinalAwaiter final_suspend() const noexcept { return {}; }
 };
 
-/// The awaiting task's cancellation token, or null: not a task, or a task
-/// whose token can never be stopped (the common case, one load and a test).
+/// The awaiting task's user cancellation token, or null: not a task, or a
+/// task whose token can never be stopped (the common case).
 template <class P>
 const std::stop_token* task_token(std::coroutine_handle<P> h) noexcept {
   if constexpr (std::is_base_of_v<TaskPromiseBase, P>) {
@@ -74,6 +83,21 @@ const std::stop_token* task_token(std::coroutine_handle<P> h) noexcept {
       return &h.promise().stop_token;
   }
   return nullptr;
+}
+
+/// The awaiting task's cancellation scope, or null.
+template <class P>
+Scope* task_scope(std::coroutine_handle<P> h) noexcept {
+  if constexpr (std::is_base_of_v<TaskPromiseBase, P>)
+    return h.promise().scope;
+  else
+    return nullptr;
+}
+
+/// Everything that may cancel what the awaiting task waits on.
+template <class P>
+CancelFrom task_cancel(std::coroutine_handle<P> h) noexcept {
+  return {task_scope(h), task_token(h)};
 }
 
 template <class T>
@@ -168,7 +192,10 @@ class [[nodiscard]] Task {
 
   /// Binds a cancellation token: every operation the task awaits (and every
   /// task it awaits that has no token of its own) is cancelled when `token`
-  /// is stopped. Without one, a task inherits its awaiter's token.
+  /// is stopped. Without one, a task inherits its awaiter's token. (A
+  /// spawned task's JoinHandle::abort, a join or a task group cancel their
+  /// tasks without a token, at no cost per operation; a token costs a
+  /// std::stop_callback per operation awaited.)
   Task with_stop_token(std::stop_token token) && noexcept {
     if (h_) h_.promise().stop_token = std::move(token);
     return std::move(*this);
@@ -210,11 +237,28 @@ struct PromiseQuery {
 };
 }  // namespace detail
 
-/// `co_await lev::current_stop_token()`: the calling task's token.
+/// `co_await lev::current_stop_token()`: the calling task's token: the one
+/// bound by with_stop_token, else one stopped with the task's own
+/// cancellation (JoinHandle::abort, a join or a task group cancelling it),
+/// else a token that never stops.
 inline auto current_stop_token() noexcept {
-  auto get = [](detail::TaskPromiseBase& p) { return p.stop_token; };
+  auto get = [](detail::TaskPromiseBase& p) -> std::stop_token {
+    if (p.stop_token.stop_possible() || !p.scope) return p.stop_token;
+    return p.scope->token();
+  };
   return detail::PromiseQuery<decltype(get)>{get};
 }
+
+namespace detail {
+inline CancelFrom cancel_of(TaskPromiseBase& p) noexcept {
+  return {p.scope, p.stop_token.stop_possible() ? &p.stop_token : nullptr};
+}
+/// `co_await detail::current_cancel()`: what cancels the calling task (its
+/// scope and token; pointers into its own promise).
+inline auto current_cancel() noexcept {
+  return PromiseQuery<CancelFrom (*)(TaskPromiseBase&) noexcept>{&cancel_of};
+}
+}  // namespace detail
 
 /// `co_await lev::current_loop()`: the loop the calling task runs on (null
 /// for a task not started through spawn / block_on or a task they await).

@@ -9,8 +9,10 @@
 ///       co_return;
 ///     });  // here every child has ended
 ///
-/// The first failure (of the body or of a child) cancels the rest through
-/// the group's stop token and is rethrown once, after all have ended.
+/// The first failure (of the body or of a child) cancels the rest and is
+/// rethrown once, after all have ended. Each child runs in a cancellation
+/// scope of its own, which the group cancels (no std::stop_callback per
+/// operation); stop_token() shows the same cancellation to those who ask.
 
 #include <coroutine>
 #include <cstddef>
@@ -33,16 +35,21 @@ namespace lev {
 /// with_task_group(); use it on its loop's thread only.
 class TaskGroup final : private detail::JoinBase {
  public:
-  /// A group on `loop` whose children stop when `parent` does.
+  /// A group on `loop` whose children stop when `parent` does (a token
+  /// stopped on another thread acts on the loop's thread).
   explicit TaskGroup(Loop& loop, std::stop_token parent = {}) : loop_(&loop) {
-    if (parent.stop_possible()) link_.emplace(parent, detail::StopForward{&source_});
+    if (parent.stop_possible()) {
+      parent_token_ = std::move(parent);
+      link_.arm(loop, parent_token_, &TaskGroup::on_cancel, this);
+    }
   }
   TaskGroup(const TaskGroup&) = delete;
   TaskGroup& operator=(const TaskGroup&) = delete;
   /// A group left with running children (its awaiting frame destroyed, as
   /// at loop teardown) destroys them; their operations are settled first.
   ~TaskGroup() {
-    link_.reset();
+    link_.disarm();
+    join_link_.disarm();
     while (joiners_.pop_front()) {  // parked joiners stay parked, and no longer refer to us
     }
     while (children_) {
@@ -62,7 +69,8 @@ class TaskGroup final : private detail::JoinBase {
     detail::DriverPromise& p = h.promise();
     p.join = this;
     p.loop = loop_;
-    p.stop_token = source_.get_token();
+    p.scope = &p.own_scope;
+    p.own_scope.stopped = cancelled_;  // a group cancelled already: the child starts stopped
     p.prev = nullptr;
     p.next = children_;
     if (children_) children_->prev = &p;
@@ -74,10 +82,20 @@ class TaskGroup final : private detail::JoinBase {
     loop_->start(p.start);
   }
 
-  /// Cancels every child (and the body of with_task_group).
-  void cancel() noexcept { source_.request_stop(); }
-  /// The token every child runs with: stopped by cancel(), by the first
-  /// failure, or by the parent token.
+  /// Cancels every child (and the body of with_task_group); children
+  /// spawned later start cancelled.
+  void cancel() noexcept {
+    if (cancelled_) return;
+    cancelled_ = true;
+    body_scope_.cancel();
+    for (detail::DriverPromise* p = children_; p; p = p->next) p->own_scope.cancel();
+    source_.request_stop();
+  }
+  /// Whether cancel() was called (or a failure or the parent cancelled the group).
+  [[nodiscard]] bool cancelled() const noexcept { return cancelled_; }
+  /// A token stopped when the group is cancelled: by cancel(), by the first
+  /// failure, or by the parent. (Children need not watch it: their
+  /// operations are cancelled directly.)
   [[nodiscard]] std::stop_token stop_token() const noexcept { return source_.get_token(); }
   /// Children that have not ended yet.
   [[nodiscard]] std::size_t running() const noexcept { return running_; }
@@ -107,24 +125,29 @@ class TaskGroup final : private detail::JoinBase {
         w_.loop->abandon(w_.op);
     }
     bool await_ready() const noexcept { return g_->running_ == 0; }
-    void await_suspend(std::coroutine_handle<> h) noexcept {
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h) {
       w_.op.kind = detail::OpKind::post;
       w_.op.ctx = h.address();
       w_.op.deliver = nullptr;
       w_.loop = g_->loop_;
       g_->joiners_.push_back(w_);
+      // The joiner's cancellation cancels the children it waits for.
+      link_.arm(*g_->loop_, detail::task_cancel(h), &TaskGroup::on_cancel, g_);
     }
-    void await_resume() const noexcept {}
+    void await_resume() noexcept { link_.disarm(); }
 
    private:
     TaskGroup* g_;
     detail::Waiter w_;
+    detail::StopLink link_;
   };
   /// `co_await group.join()`: resumes once no child is running. Any number
   /// of tasks may join at once; they resume in the order they joined (the
   /// first directly from the last child's end, the others from the
-  /// completion queue). A join is not cancelled by a stop request: it
-  /// ends when the children have.
+  /// completion queue). A join is not cancelled itself: a joiner's
+  /// cancellation cancels the group, and the join ends when the children
+  /// have.
   JoinAwaiter join() noexcept { return JoinAwaiter(*this); }
 
  private:
@@ -145,9 +168,25 @@ class TaskGroup final : private detail::JoinBase {
     return std::coroutine_handle<>::from_address(first->op.ctx);
   }
 
+  static void on_cancel(void* self) noexcept { static_cast<TaskGroup*>(self)->cancel(); }
+
+ public:
+  /// For with_task_group: its body runs in this scope (the group cancels it).
+  detail::Scope& body_scope() noexcept { return body_scope_; }
+  /// For with_task_group: `from` (its caller's scope and token) cancels the
+  /// group until unlink_caller(); at once if it is stopped already.
+  void link_caller(detail::CancelFrom from) { join_link_.arm(*loop_, from, &on_cancel, this); }
+  /// Ends link_caller().
+  void unlink_caller() noexcept { join_link_.disarm(); }
+
+ private:
   Loop* loop_;
   std::stop_source source_;
-  std::optional<std::stop_callback<detail::StopForward>> link_;
+  std::stop_token parent_token_;
+  detail::StopLink link_;       // the constructor's parent token -> cancel()
+  detail::StopLink join_link_;  // with_task_group: its caller's cancellation -> cancel()
+  detail::Scope body_scope_;
+  bool cancelled_ = false;
   detail::DriverPromise* children_ = nullptr;
   std::size_t running_ = 0;
   std::exception_ptr error_;
@@ -155,27 +194,34 @@ class TaskGroup final : private detail::JoinBase {
 };
 
 /// Runs `body(group)` and then waits for every child it (or they) spawned.
-/// The body runs with the group's stop token, so a failing child cancels
-/// it too. Returns the body's value, or rethrows the first failure.
+/// The body runs in the group's cancellation, so a failing child cancels
+/// it too; cancelling the caller cancels the body and every child. Returns
+/// the body's value, or rethrows the first failure.
 template <class F>
 requires std::is_invocable_v<F&, TaskGroup&>
 auto with_task_group(F body) -> Task<typename std::invoke_result_t<F&, TaskGroup&>::value_type> {
   using V = typename std::invoke_result_t<F&, TaskGroup&>::value_type;
   Loop* loop = co_await current_loop();
   if (!loop) throw std::logic_error("lev::with_task_group: the calling task runs on no loop");
-  TaskGroup group(*loop, co_await current_stop_token());
+  TaskGroup group(*loop);
+  // The caller's cancellation (its scope, its token) cancels the group for
+  // the group's whole life, the body's run and the join alike.
+  group.link_caller(co_await detail::current_cancel());
   std::optional<detail::ValueOf<V>> value;
   try {
+    Task<V> task = std::invoke(body, group);
+    if (task.valid()) task.handle().promise().scope = &group.body_scope();
     if constexpr (std::is_void_v<V>) {
-      co_await std::invoke(body, group).with_stop_token(group.stop_token());
+      co_await std::move(task);
       value.emplace();
     } else {
-      value.emplace(co_await std::invoke(body, group).with_stop_token(group.stop_token()));
+      value.emplace(co_await std::move(task));
     }
   } catch (...) {
     group.fail(std::current_exception());
   }
   co_await group.join();
+  group.unlink_caller();
   if (group.error()) std::rethrow_exception(group.error());
   if constexpr (!std::is_void_v<V>) co_return std::move(*value);
 }

@@ -10,8 +10,9 @@
 /// Nothing is left running behind the caller's back: each combinator
 /// returns only after every child has ended. Children inherit the caller's
 /// loop and are cancelled (their operations end with
-/// errc::operation_canceled) through a stop token of the combinator's own,
-/// which the caller's token feeds.
+/// errc::operation_canceled) when the combinator decides so, or when the
+/// caller is cancelled (its JoinHandle aborted, its token stopped, its own
+/// join or group cancelling it).
 
 #include <cstddef>
 #include <exception>
@@ -127,7 +128,12 @@ struct TimeoutOf<Result<U>> {
   using type = Result<U>;
 };
 
-inline Task<void> sleeper(Loop& loop, Duration d) { (void)co_await loop.after(d); }
+// True when the limit passed; false when it was cancelled first (the task
+// ended, or the caller was cancelled: not a timeout).
+inline Task<bool> sleeper(Loop& loop, Duration d) {
+  auto r = co_await loop.after(d);
+  co_return r.has_value();
+}
 
 inline bool is_cancellation(const std::exception_ptr& e) noexcept {
   try {
@@ -156,11 +162,14 @@ template <class T>
 Task<typename detail::TimeoutOf<T>::type> with_timeout(Loop& loop, Task<T> task, Duration limit) {
   using Out = typename detail::TimeoutOf<T>::type;
   std::optional<detail::ValueOf<T>> value;
+  std::optional<bool> limit_passed;
   detail::Join join(detail::Join::Policy::any);
   join.add(detail::drive(std::move(task), &value));
-  join.add(detail::drive<void>(detail::sleeper(loop, limit), nullptr));
+  join.add(detail::drive(detail::sleeper(loop, limit), &limit_passed));
   co_await join;
-  const bool expired = join.first() == 1;
+  // A timeout only when the limit really passed first: a caller cancelled
+  // from outside cancels the timer too, and that is a cancellation.
+  const bool expired = join.first() == 1 && limit_passed.value_or(false);
   if (const std::exception_ptr& e = join.error(0)) {
     if (expired && detail::is_cancellation(e)) co_return detail::timed_out();
     std::rethrow_exception(e);

@@ -268,11 +268,11 @@ RecvBufferStats RecvRegistry::stats() const noexcept {
 
 // -------------------------------------------------------------- awaiter
 
-void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token* token) {
+void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, CancelFrom from) {
   coro_ = h.address();
   op_.ctx = coro_;
   op_.deliver = nullptr;
-  if (token && token->stop_requested()) {
+  if (from.stopped()) {
     op_.kind = OpKind::post;
     loop_->start_cancelled(op_);
     return;
@@ -289,9 +289,9 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, const std::stop_token
   } else {
     start_one();
   }
-  if (token && waiting())
+  if (!from.none() && waiting())
     stop_.arm(
-        *loop_, *token,
+        *loop_, from,
         [](void* self) noexcept {
           static_cast<RecvBufferAwaiter*>(self)->interrupt(Cancel::requested);
         },

@@ -170,7 +170,7 @@ struct WaitBelow {
     w.op.deliver = nullptr;
     w.below = below;
     s.waiters.push_back(&w);
-    if (const std::stop_token* t = lev::detail::task_token(h)) stop.arm(*s.loop, *t, &on_stop, this);
+    stop.arm(*s.loop, lev::detail::task_cancel(h), &on_stop, this);
   }
   /// False: the wait was cancelled (the queue may still be above the mark).
   bool await_resume() noexcept {

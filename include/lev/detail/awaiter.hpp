@@ -71,22 +71,22 @@ class [[nodiscard]] OpAwaiter {
   bool await_ready() const noexcept { return false; }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    suspend(h, task_token(h));
+    suspend(h, task_cancel(h));
   }
-  // The stop link stays armed until the awaiter dies (at the end of the
-  // co_await expression): a stop in between finds the op delivered and
-  // Loop::cancel leaves it alone.
-  Result<T> await_resume() { return ResultOf<T>::make(op_); }
+  Result<T> await_resume() {
+    stop_.disarm();
+    return ResultOf<T>::make(op_);
+  }
 
   /// The record, for code that extends an operation before it is awaited.
   OpBase& op() noexcept { return op_; }
 
  protected:
-  /// Starts the op; `token` (may be null) cancels it. `Linked`: the op
-  /// carries a linked timeout (DeadlineAwaiter). Defined in lev/loop.hpp,
-  /// where Loop::start is visible for inlining.
+  /// Starts the op; `from` (its scope, its token) cancels it. `Linked`: the
+  /// op carries a linked timeout (DeadlineAwaiter). Defined in
+  /// lev/loop.hpp, where Loop::start is visible for inlining.
   template <bool Linked = false>
-  void suspend(std::coroutine_handle<> h, const std::stop_token* token);
+  void suspend(std::coroutine_handle<> h, CancelFrom from);
   template <bool Linked>
   void start();
 
@@ -161,7 +161,7 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
 
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    suspend(h, task_token(h));
+    suspend(h, task_cancel(h));
   }
   T await_resume() {
     this->stop_.disarm();
@@ -176,8 +176,8 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
   }
 
  protected:
-  void suspend(std::coroutine_handle<> h, const std::stop_token* token) {
-    if (!timeout_) return Base::suspend(h, token);
+  void suspend(std::coroutine_handle<> h, CancelFrom from) {
+    if (!timeout_) return Base::suspend(h, from);
     if (!(this->op_.flow & kFlowAll) && loop_links_timeouts(*this->loop_)) {
       const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::max(*timeout_, Duration::zero()))
@@ -185,9 +185,9 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
       this->op_.linked_timeout = true;
       this->op_.lt_sec = ns / 1000000000;
       this->op_.lt_nsec = ns % 1000000000;
-      return Base::template suspend<true>(h, token);
+      return Base::template suspend<true>(h, from);
     }
-    Base::suspend(h, token);
+    Base::suspend(h, from);
     if (this->op_.state != OpState::submitted) return;  // its token was already stopped
     timer_.deadline = saturating_add(loop_now(*this->loop_), *timeout_);
     timer_.ctx = this;

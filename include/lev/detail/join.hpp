@@ -4,8 +4,9 @@
 /// driver coroutine runs one child task, stores its value in a slot and,
 /// when the child ends, tells its join (which resumes the parent once the
 /// last child has ended, by symmetric transfer from inside the completion
-/// queue's drain). Children inherit the parent's loop and get the join's
-/// own stop token, which the parent's token feeds.
+/// queue's drain). Children inherit the parent's loop; each runs in a
+/// cancellation scope of its own (detail/scope.hpp), which the join cancels
+/// when the parent's scope or token is cancelled, or by its policy.
 
 #include <coroutine>
 #include <cstddef>
@@ -18,6 +19,8 @@
 #include <vector>
 
 #include "lev/detail/op.hpp"
+#include "lev/detail/scope.hpp"
+#include "lev/detail/stop.hpp"
 #include "lev/task.hpp"
 
 namespace lev::detail {
@@ -38,7 +41,8 @@ struct DriverPromise : TaskPromiseBase {
   JoinBase* join = nullptr;
   std::size_t index = 0;
   std::exception_ptr error;
-  OpBase start;  // TaskGroup: the queued post that first resumes the driver
+  Scope own_scope;  // the child's cancellation (its join or group cancels it)
+  OpBase start;     // TaskGroup: the queued post that first resumes the driver
   DriverPromise* prev = nullptr;
   DriverPromise* next = nullptr;
 
@@ -80,12 +84,6 @@ Driver drive(Task<T> task, std::optional<ValueOf<T>>* slot) {
   }
 }
 
-/// Forwards a stop request from one token to a source.
-struct StopForward {
-  std::stop_source* to;
-  void operator()() const noexcept { to->request_stop(); }
-};
-
 /// Starts every driver when awaited and resumes the awaiting coroutine when
 /// all of them have ended. `any`: the first to end stops the rest; `all`:
 /// the first to fail stops the rest.
@@ -98,7 +96,7 @@ class Join final : public JoinBase {
   Join(const Join&) = delete;
   Join& operator=(const Join&) = delete;
   ~Join() {
-    link_.reset();
+    link_.disarm();
     // Only when the awaiting frame is destroyed early (loop teardown) are
     // drivers still suspended here; destroying them settles their ops.
     for (DriverHandle d : drivers_) d.destroy();
@@ -111,23 +109,26 @@ class Join final : public JoinBase {
   bool await_suspend(std::coroutine_handle<P> parent) {
     parent_ = parent;
     Loop* loop = nullptr;
-    if constexpr (std::is_base_of_v<TaskPromiseBase, P>) {
-      loop = parent.promise().loop;
-      if (parent.promise().stop_token.stop_possible())
-        link_.emplace(parent.promise().stop_token, StopForward{&source_});
-    }
+    if constexpr (std::is_base_of_v<TaskPromiseBase, P>) loop = parent.promise().loop;
     remaining_ = drivers_.size() + 1;  // + 1 while starting: no early resume
     for (std::size_t i = 0; i < drivers_.size(); ++i) {
       DriverPromise& p = drivers_[i].promise();
       p.join = this;
       p.index = i;
       p.loop = loop;
-      p.stop_token = source_.get_token();
-      drivers_[i].resume();  // runs the child until it first suspends
+      p.scope = &p.own_scope;
     }
+    // The parent's cancellation cancels every child (at once, if it is
+    // stopped already: the children then start stopped).
+    const CancelFrom from = task_cancel(parent);
+    if (loop)
+      link_.arm(*loop, from, &Join::on_cancel, this);
+    else if (from.scope)
+      link_.arm(*from.scope, &Join::on_cancel, this);
+    for (DriverHandle d : drivers_) d.resume();  // runs the child until it first suspends
     return --remaining_ != 0;
   }
-  void await_resume() noexcept { link_.reset(); }
+  void await_resume() noexcept { link_.disarm(); }
 
   /// Index of the first child to end (npos before any has).
   [[nodiscard]] std::size_t first() const noexcept { return first_; }
@@ -141,15 +142,20 @@ class Join final : public JoinBase {
   std::coroutine_handle<> child_done(DriverPromise& child) noexcept override {
     if (first_ == npos) {
       first_ = child.index;
-      if (policy_ == Policy::any) source_.request_stop();
+      if (policy_ == Policy::any) cancel_all();
     }
     if (child.error && !first_error_) {
       first_error_ = child.error;
-      if (policy_ == Policy::all) source_.request_stop();
+      if (policy_ == Policy::all) cancel_all();
     }
     if (--remaining_ == 0) return parent_;
     return std::noop_coroutine();
   }
+  void cancel_all() noexcept {
+    for (DriverHandle d : drivers_)
+      if (!d.done()) d.promise().own_scope.cancel();
+  }
+  static void on_cancel(void* self) noexcept { static_cast<Join*>(self)->cancel_all(); }
 
   Policy policy_;
   std::vector<DriverHandle> drivers_;
@@ -157,8 +163,7 @@ class Join final : public JoinBase {
   std::size_t first_ = npos;
   std::exception_ptr first_error_;
   std::coroutine_handle<> parent_;
-  std::stop_source source_;
-  std::optional<std::stop_callback<StopForward>> link_;
+  StopLink link_;  // the parent's scope / token -> cancel_all
 };
 
 }  // namespace lev::detail

@@ -196,7 +196,7 @@ class [[nodiscard]] RecvBufferAwaiter {
   }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    suspend(h, task_token(h));
+    suspend(h, task_cancel(h));
   }
   Result<Buffer> await_resume() {
     stop_.disarm();
@@ -225,8 +225,8 @@ class [[nodiscard]] RecvBufferAwaiter {
   }
 
  protected:
-  /// Starts the wait; `token` (may be null) cancels it.
-  void suspend(std::coroutine_handle<> h, const std::stop_token* token);
+  /// Starts the wait; `from` (its scope, its token) cancels it.
+  void suspend(std::coroutine_handle<> h, CancelFrom from);
 
  private:
   friend class RecvRegistry;

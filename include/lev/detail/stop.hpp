@@ -1,9 +1,11 @@
 #pragma once
 /// \file
-/// Ties a std::stop_token to something on a loop (an operation to cancel, a
-/// waiter to release). A stop request made on the loop's thread acts at
-/// once (the target still completes only through the completion queue); a
-/// request made on another thread is posted to the loop and acts there.
+/// Ties what cancels a task (its scope, detail/scope.hpp, and a user's
+/// std::stop_token) to something on a loop (an operation to cancel, a
+/// waiter to release). The scope part is two stores, no std::stop_callback.
+/// A stop request made on the loop's thread acts at once (the target still
+/// completes only through the completion queue); a token stopped on another
+/// thread is posted to the loop and acts there.
 
 #include <atomic>
 #include <coroutine>
@@ -11,6 +13,7 @@
 #include <stop_token>
 #include <utility>
 
+#include "lev/detail/scope.hpp"
 #include "lev/task.hpp"
 
 namespace lev {
@@ -26,7 +29,7 @@ class StopLink {
   using Handler = void (*)(void*) noexcept;
 
   // Cheap to build: an awaiter carries one per operation, and almost all
-  // of them never arm it (only `armed_` is written here).
+  // of them never arm a token (only `scope_` and `armed_` are written here).
   StopLink() noexcept {}  // NOLINT: the other fields are written by arm()
   StopLink(const StopLink&) = delete;
   StopLink& operator=(const StopLink&) = delete;
@@ -35,8 +38,34 @@ class StopLink {
   /// Loop thread only. Calls `handler(arg)` once, on the loop thread, when
   /// `token` is stopped; at once (inside this call) if it already is.
   void arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg);
+  /// Loop thread only. Calls `handler(arg)` when `from`'s scope is
+  /// cancelled or its token stopped (at once if either already is), until
+  /// disarmed. The scope part is the scope's wait slot: two stores.
+  void arm(Loop& loop, CancelFrom from, Handler handler, void* arg) {
+    if (from.scope && !arm(*from.scope, handler, arg)) [[unlikely]]
+      return;
+    if (from.token) [[unlikely]]
+      arm(loop, *from.token, handler, arg);
+  }
+  /// The scope part alone: false when the scope was stopped already (the
+  /// handler has then been called, and nothing is armed).
+  bool arm(Scope& scope, Handler handler, void* arg) noexcept {
+    if (scope.stopped) [[unlikely]] {
+      handler(arg);
+      return false;
+    }
+    scope_ = &scope;
+    scope_arg_ = arg;
+    scope.wait_fn = handler;
+    scope.wait_arg = arg;
+    return true;
+  }
   /// Loop thread only. After it returns, the handler is never called.
   void disarm() noexcept {
+    if (scope_) {
+      if (scope_->wait_arg == scope_arg_) scope_->wait_fn = nullptr;
+      scope_ = nullptr;
+    }
     if (armed_) [[unlikely]]
       disarm_slow();
   }
@@ -52,7 +81,9 @@ class StopLink {
   using Callback = std::stop_callback<Fire>;
   Callback& cb() noexcept { return *std::launder(reinterpret_cast<Callback*>(storage_)); }
 
-  bool armed_ = false;
+  Scope* scope_ = nullptr;  // whose wait slot holds us (null: none)
+  void* scope_arg_;
+  bool armed_ = false;                                         // a token's callback is registered
   alignas(Callback) unsigned char storage_[sizeof(Callback)];  // the callback while armed
   Loop* loop_;
   Handler handler_;
@@ -63,10 +94,11 @@ class StopLink {
 };
 
 /// `awaitable.stop_on(token)`: the awaitable, cancelled when `token` is
-/// stopped instead of when the awaiting task's token is (a token that can
-/// never stop falls back to the task's). A wrapper, so that awaitables
-/// without a token of their own carry none: every awaiter A provides
-/// `suspend(handle, const std::stop_token*)`, and StopOn<A> hands it this one.
+/// stopped (instead of the awaiting task's token; a token that can never
+/// stop falls back to the task's) or when the task's own scope is
+/// cancelled. A wrapper, so that awaitables without a token of their own
+/// carry none: every awaiter A provides `suspend(handle, CancelFrom)`, and
+/// StopOn<A> hands it this token.
 template <class A>
 class [[nodiscard]] StopOn : public A {
  public:
@@ -78,7 +110,7 @@ class [[nodiscard]] StopOn : public A {
   }
   template <class P>
   void await_suspend(std::coroutine_handle<P> h) {
-    A::suspend(h, token_.stop_possible() ? &token_ : task_token(h));
+    A::suspend(h, CancelFrom{task_scope(h), token_.stop_possible() ? &token_ : task_token(h)});
   }
 
  private:
