@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "lev/lev.hpp"
+#include "raw_nop.hpp"
 
 namespace {
 
@@ -15,35 +16,9 @@ using Clock = std::chrono::steady_clock;
 constexpr int kOps = 200'000;
 
 double raw_nop(int batch) {
-  io_uring ring;
-  io_uring_params p{};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (io_uring_queue_init_params(256, &ring, &p) < 0) {
-    p.flags = 0;
-    io_uring_queue_init_params(256, &ring, &p);
-  }
-  io_uring_register_ring_fd(&ring);
   auto t0 = Clock::now();
-  int done = 0;
-  while (done < kOps) {
-    for (int i = 0; i < batch; ++i) io_uring_prep_nop(io_uring_get_sqe(&ring));
-    io_uring_submit_and_wait(&ring, static_cast<unsigned>(batch));
-    io_uring_cqe* cqes[64];
-    int seen = 0;
-    while (seen < batch) {
-      unsigned n = io_uring_peek_batch_cqe(&ring, cqes, 64);
-      if (n == 0) {
-        io_uring_submit_and_wait(&ring, 1);
-        continue;
-      }
-      io_uring_cq_advance(&ring, n);
-      seen += static_cast<int>(n);
-    }
-    done += batch;
-  }
-  double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / done;
-  io_uring_queue_exit(&ring);
-  return ns;
+  raw_nop_loop(batch, kOps);
+  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / kOps;
 }
 
 lev::Task<> nops(lev::Loop& loop, int count) {

@@ -10,7 +10,8 @@
 
 #include "servers.hpp"
 
-void serve_raw_epoll(int lfd, const std::atomic<bool>& stop) {
+void serve_raw_epoll(int lfd, const std::atomic<bool>& stop,
+                     std::chrono::steady_clock::time_point deadline) {
   int ep = ::epoll_create1(EPOLL_CLOEXEC);
   ::fcntl(lfd, F_SETFL, ::fcntl(lfd, F_GETFL) | O_NONBLOCK);
   epoll_event ev{};
@@ -22,6 +23,7 @@ void serve_raw_epoll(int lfd, const std::atomic<bool>& stop) {
   epoll_event events[256];
   while (!stop.load(std::memory_order_relaxed)) {
     int n = ::epoll_wait(ep, events, 256, 20);
+    if (n <= 0 && std::chrono::steady_clock::now() >= deadline) break;  // idle: look at the time
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
       if (fd == lfd) {

@@ -1,12 +1,17 @@
 // The baseline: a hand-written liburing echo server, no runtime at all.
 // SINGLE_ISSUER + DEFER_TASKRUN, registered ring fd, one submit_and_wait
 // per round, batched CQE reaping; one recv/send in flight per connection.
+// With `http`, the same loop answers each HTTP request (a head ending in
+// an empty line; no body) with a fixed "Hello, World!" response: the raw
+// responder http_hello is measured against (bench/cost.py).
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "servers.hpp"
@@ -15,16 +20,41 @@ namespace {
 
 enum Kind : std::uint64_t { kAccept = 0, kRecv = 1, kSend = 2 };
 
+constexpr std::string_view kHello =
+    "HTTP/1.1 200 OK\r\nServer: raw\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
+    "Hello, World!";
+
 struct Conn {
   int fd = -1;
   std::uint32_t len = 0;
   std::uint32_t sent = 0;
+  std::uint32_t matched = 0;  // http: bytes of "\r\n\r\n" seen at the end of the last recv
   char buf[4096];
+  char out[4096];  // http: the responses
 };
+
+// http: how many request heads end in `p[0, n)`, given how much of the
+// terminator the previous bytes had matched (updated).
+std::uint32_t count_heads(const char* p, std::size_t n, std::uint32_t& matched) {
+  static constexpr char kEnd[] = "\r\n\r\n";
+  std::uint32_t heads = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (p[i] == kEnd[matched]) {
+      if (++matched == 4) {
+        ++heads;
+        matched = 0;
+      }
+    } else {
+      matched = p[i] == '\r' ? 1 : 0;
+    }
+  }
+  return heads;
+}
 
 struct Server {
   io_uring ring{};
   int lfd;
+  bool http = false;
   std::vector<Conn*> conns;
   std::vector<std::uint32_t> free_slots;
 
@@ -51,7 +81,7 @@ struct Server {
   void arm_send(std::uint32_t slot) {
     Conn& c = *conns[slot];
     io_uring_sqe* s = sqe();
-    io_uring_prep_send(s, c.fd, c.buf + c.sent, c.len - c.sent, MSG_NOSIGNAL);
+    io_uring_prep_send(s, c.fd, (http ? c.out : c.buf) + c.sent, c.len - c.sent, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(s, tag(slot, kSend));
   }
   void drop(std::uint32_t slot) {
@@ -83,6 +113,19 @@ struct Server {
       case kRecv:
         if (res <= 0) {
           drop(slot);
+        } else if (http) {
+          Conn& c = *conns[slot];
+          std::uint32_t heads = count_heads(c.buf, static_cast<std::size_t>(res), c.matched);
+          if (heads == 0) {
+            arm_recv(slot);
+            break;
+          }
+          if (heads > sizeof(Conn::out) / kHello.size()) heads = sizeof(Conn::out) / kHello.size();
+          for (std::uint32_t i = 0; i < heads; ++i)
+            std::memcpy(c.out + i * kHello.size(), kHello.data(), kHello.size());
+          c.len = static_cast<std::uint32_t>(heads * kHello.size());
+          c.sent = 0;
+          arm_send(slot);
         } else {
           conns[slot]->len = static_cast<std::uint32_t>(res);
           conns[slot]->sent = 0;
@@ -107,9 +150,10 @@ struct Server {
 }  // namespace
 
 void serve_raw_uring(int lfd, const std::atomic<bool>& stop,
-                     std::chrono::steady_clock::time_point deadline) {
+                     std::chrono::steady_clock::time_point deadline, bool http) {
   Server s;
   s.lfd = lfd;
+  s.http = http;
   io_uring_params p{};
   p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
   if (io_uring_queue_init_params(256, &s.ring, &p) < 0) {

@@ -6,7 +6,9 @@
 
 #include "lev/loop.hpp"
 
-void serve_raw_epoll(int lfd, const std::atomic<bool>& stop);
+void serve_raw_epoll(
+    int lfd, const std::atomic<bool>& stop,
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
 /// `pooled`: receive with loop.recv(fd) (the loop's buffer pool; multishot
 /// on io_uring) instead of into a buffer of the connection's own.
 void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model, bool pooled = false);
@@ -15,6 +17,8 @@ void serve_lev_threads(int lfd, const std::atomic<bool>& stop, unsigned threads)
 /// Also returns at `deadline` (the standalone program's --max-seconds:
 /// valgrind cannot wake a thread blocked in io_uring_enter, so no helper
 /// thread may be relied on to set `stop`).
+/// `http`: answer HTTP requests with a fixed response instead of echoing.
 void serve_raw_uring(
     int lfd, const std::atomic<bool>& stop,
-    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
+    bool http = false);
