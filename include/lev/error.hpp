@@ -306,7 +306,7 @@ class [[nodiscard]] Result<void> {
  public:
   using value_type = void;  ///< nothing
   /// A success.
-  Result() noexcept = default;
+  Result() noexcept {}  // NOLINT: error_ is made only for a failure
   /// A failure holding `error`.
   Result(Error error) noexcept : ok_(false), error_(std::move(error)) {}  // NOLINT
   /// True on success.
@@ -318,7 +318,10 @@ class [[nodiscard]] Result<void> {
     if (!ok_) error_.raise();
   }
   /// The error; an empty Error (no code) on success.
-  [[nodiscard]] const Error& error() const noexcept { return error_; }
+  [[nodiscard]] const Error& error() const noexcept {
+    static const Error none{};
+    return ok_ ? none : error_;
+  }
 
   /// `f()` (itself a `Result<U>`) on success; the error, as a `Result<U>`, otherwise.
   template <class F>
@@ -353,7 +356,10 @@ class [[nodiscard]] Result<void> {
 
  private:
   bool ok_ = true;
-  Error error_{};
+  union {
+    Error error_;  // made only for a failure (Error is trivially copyable)
+  };
 };
+static_assert(std::is_trivially_copyable_v<Error>, "Result's unions copy Error as bytes");
 
 }  // namespace lev

@@ -62,6 +62,7 @@ class DatagramSocket;
 namespace detail {
 struct SignalHub;
 struct Inbox;
+TimePoint loop_round_time(const Loop& loop) noexcept;
 /// Reports an operation started off the loop's thread, then aborts.
 [[noreturn]] void wrong_thread() noexcept;
 }  // namespace detail
@@ -816,9 +817,11 @@ class Loop {
   bool settle(detail::OpBase& op) noexcept;
   void resubmit(detail::OpBase& op);
   std::size_t take_inbox();
+  [[gnu::noinline]] std::size_t take_inbox_slow();
   void drop_queued() noexcept;
   void wait_inbox();
   std::size_t fire_timers(TimePoint now);
+  static void deliver_direct(void* self, detail::OpBase& op) noexcept;
   void trace(TraceEvent event, const detail::OpBase& op) const;
 
   Model model_;
@@ -846,39 +849,64 @@ class Loop {
   UringBackend* uring_backend_ = nullptr;  // set when the backend is io_uring
   bool links_timeouts_ = false;            // the backend takes {.timeout} as a linked timeout
   friend bool detail::loop_links_timeouts(Loop&) noexcept;
+  friend TimePoint detail::loop_round_time(const Loop&) noexcept;
+  // The clock as the last round read it (a round reads it when a timer is
+  // armed): IdleDeadline's activity stamps, a load instead of a clock call.
+  TimePoint round_now_{};
   std::size_t holds_ = 0;
   std::size_t external_ = 0;  // begin_external ops not yet back
   std::atomic<std::thread::id> owner_{std::this_thread::get_id()};
   std::atomic<bool> stop_{false};
   bool running_ = false;
+  bool walking_ = false;  // run_once is walking the CQ ring itself (UringBackend::poll_direct)
 };
 
 /// \cond detail
 namespace detail {
 inline void start_op(Loop& loop, OpBase& op) { loop.start(op); }
+inline TimePoint loop_round_time(const Loop& loop) noexcept { return loop.round_now_; }
 
 template <class T, OpKind K>
 template <bool Linked>
 void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h, CancelFrom from) {
   op_.ctx = h.address();
   op_.deliver = nullptr;  // the loop resumes ctx directly
-  if (from.none()) {
+  if (from.scope) {
+    if (from.scope->stopped) [[unlikely]] {
+      loop_->check_thread();  // the one start that does not go through start()
+      loop_->start_cancelled(op_);
+      return;
+    }
+    if (!from.token) [[likely]] {
+      start<Linked>();
+      // The task waits on this op now: its scope's cancel cancels it.
+      scope_ = from.scope;
+      from.scope->wait_fn = &OpAwaiter::on_cancel;
+      from.scope->wait_arg = this;
+      return;
+    }
+  } else if (!from.token) {
     start<Linked>();
     return;
   }
-  if (from.stopped()) [[unlikely]] {
-    loop_->check_thread();  // the one start that does not go through start()
+  suspend_with_token<Linked>(from);
+}
+
+template <class T, OpKind K>
+template <bool Linked>
+void OpAwaiter<T, K>::suspend_with_token(CancelFrom from) {
+  if (from.token->stop_requested()) {
+    loop_->check_thread();
     loop_->start_cancelled(op_);
     return;
   }
   start<Linked>();
-  stop_.arm(
-      *loop_, from,
-      [](void* self) noexcept {
-        auto* a = static_cast<OpAwaiter*>(self);
-        a->loop_->cancel(a->op_);
-      },
-      this);
+  if (from.scope) {
+    scope_ = from.scope;
+    from.scope->wait_fn = &OpAwaiter::on_cancel;
+    from.scope->wait_arg = this;
+  }
+  stop_.arm(*loop_, *from.token, &OpAwaiter::on_cancel, this);
 }
 
 template <class T, OpKind K>

@@ -129,20 +129,20 @@ void deliver_remote(OpBase& op) {
 
 // A stop request made on another thread, carried to the loop thread.
 struct RemoteStop final : RemoteNode {
-  StopLink* link;
-  explicit RemoteStop(StopLink* l) noexcept : link(l) {}
+  TokenLink* link;
+  explicit RemoteStop(TokenLink* l) noexcept : link(l) {}
   ~RemoteStop() override {
     if (link) link->posted_.store(nullptr, std::memory_order_relaxed);
   }
   void run() override {
-    StopLink* l = std::exchange(link, nullptr);
+    TokenLink* l = std::exchange(link, nullptr);
     if (!l) return;  // the link was disarmed first
     l->posted_.store(nullptr, std::memory_order_relaxed);
     l->handler_(l->arg_);
   }
 };
 
-void StopLink::arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg) {
+void TokenLink::arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg) {
   loop_ = &loop;
   handler_ = handler;
   arg_ = arg;
@@ -151,8 +151,8 @@ void StopLink::arm(Loop& loop, const std::stop_token& token, Handler handler, vo
   ::new (static_cast<void*>(storage_)) Callback(token, Fire{this});  // runs Fire now if stopped
 }
 
-void StopLink::Fire::operator()() const noexcept {
-  StopLink* s = self;
+void TokenLink::Fire::operator()() const noexcept {
+  TokenLink* s = self;
   if (s->loop_->in_loop_thread()) {
     s->handler_(s->arg_);
     return;
@@ -163,7 +163,7 @@ void StopLink::Fire::operator()() const noexcept {
   s->loop_->post_node(node);
 }
 
-void StopLink::disarm_slow() noexcept {
+void TokenLink::disarm_slow() noexcept {
   armed_ = false;
   cb().~Callback();  // waits for a Fire running on another thread to return
   if (RemoteStop* n = posted_.exchange(nullptr, std::memory_order_acquire)) n->link = nullptr;
@@ -239,6 +239,7 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   if (options.ignore_sigpipe) ignore_sigpipe_if_default();
   clock_ = options.clock ? options.clock : backend_->preferred_clock();
   if (!clock_) clock_ = std::make_shared<MonotonicClock>();
+  round_now_ = clock_->now();
   const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (efd < 0) throw std::system_error(errno, std::system_category(), "lev::Loop: eventfd");
   inbox_ = new detail::Inbox;
@@ -368,9 +369,13 @@ void Loop::post_op(detail::OpBase& op) noexcept {
 
 bool Loop::retract(detail::OpBase& op) noexcept { return inbox_->remove(op); }
 
-std::size_t Loop::take_inbox() {
+inline std::size_t Loop::take_inbox() {
   if (!inbox_->flagged.load(std::memory_order_acquire)) [[likely]]
     return 0;
+  return take_inbox_slow();
+}
+
+std::size_t Loop::take_inbox_slow() {
   std::size_t n = 0;
   for (detail::OpBase* op = inbox_->take(); op; ++n) {
     detail::OpBase* next = op->link_next;
@@ -658,25 +663,61 @@ std::size_t Loop::fire_timers(TimePoint now) {
   return n;
 }
 
+// poll_direct's delivery: what drain_callbacks does for a plain coroutine
+// completion (no continuation, no callback), straight from the CQE walk.
+void Loop::deliver_direct(void* self, detail::OpBase& op) noexcept {
+  Loop& loop = *static_cast<Loop*>(self);
+  op.state = detail::OpState::delivered;
+  --loop.live_count_;
+  ++loop.counters_.completed[static_cast<std::size_t>(op.kind)];
+  if (loop.trace_) [[unlikely]] {
+    loop.trace(TraceEvent::op_completed, op);
+    loop.trace(TraceEvent::task_resumed, op);
+  }
+  std::coroutine_handle<>::from_address(op.ctx).resume();
+}
+
 std::size_t Loop::run_once() {
   std::optional<Duration> timeout;
   take_inbox();
   const detail::OpBase* t = timers_.top();
   TimePoint now{};
   if (t) now = clock_->now();
-  if (!ready_.empty()) {
+  const bool queued = !ready_.empty();
+  if (queued) {
     timeout = Duration::zero();
   } else if (t) {
     timeout = std::max(Duration::zero(), saturating_sub(t->deadline, now));
   } else if (backend_->in_flight() == 0 && holds_ == 0 && external_ == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
   }
-  std::size_t n = backend_->poll(timeout);
+  std::size_t n;
+  std::size_t direct = 0;
+  if (uring_backend_ && !queued && !walking_) {
+    // One pass: plain completions resume their coroutines from the CQE
+    // walk itself (nothing was queued before them, so the order of
+    // delivery is the one drain_callbacks would have given).
+    UringBackend::DirectSink sink{&Loop::deliver_direct, this};
+    walking_ = true;
+    n = uring_backend_->poll_direct(timeout, sink);
+    walking_ = false;
+    direct = sink.delivered;
+  } else {
+    n = backend_->poll(timeout);
+  }
   n += take_inbox();
   // Only a wait that may have lasted needs a fresh reading of the clock.
-  if (t) n += fire_timers(timeout && *timeout == Duration::zero() ? now : clock_->now());
-  n += drain_callbacks();
-  return n;
+  if (t) {
+    round_now_ = timeout && *timeout == Duration::zero() ? now : clock_->now();
+    n += fire_timers(round_now_);
+  }
+  const std::size_t drained = drain_callbacks();
+  if (direct) [[likely]] {
+    if (!drained) ++counters_.drains;
+    counters_.drained += direct;
+    if (direct + drained > counters_.max_per_drain) counters_.max_per_drain = direct + drained;
+  }
+  return n + direct + drained;
 }
 
 void Loop::run() {
@@ -694,7 +735,7 @@ void Loop::run() {
   while (!stop_.load(std::memory_order_acquire)) {
     // Multishot recvs armed for fds nobody is reading now do not count:
     // they wait for no one.
-    if ((live_count_ == 0 || only_unread_multishots()) &&
+    if ((live_count_ == 0 || ((recv_ || dgram_) && only_unread_multishots())) &&
         ready_.empty() && holds_ == 0 && !inbox_->flagged.load(std::memory_order_acquire))
       break;
     run_once();

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
+#include <new>
 #include <optional>
 #include <stop_token>
 #include <system_error>
@@ -54,10 +55,10 @@ class [[nodiscard]] OpAwaiter {
   OpAwaiter(const OpAwaiter&) = delete;
   OpAwaiter& operator=(const OpAwaiter&) = delete;
   ~OpAwaiter() {
-    stop_.disarm();
     // submitted or completed: still live (idle = 0 and delivered = 3 are not)
     if (static_cast<unsigned>(op_.state) - 1u < 2u) [[unlikely]]
-      abandon_op(*loop_, op_);
+      abandon();
+    stop_.disarm();
   }
 
   /// Cancels the operation when `token` is stopped: it then completes with
@@ -74,12 +75,16 @@ class [[nodiscard]] OpAwaiter {
     suspend(h, task_cancel(h));
   }
   Result<T> await_resume() {
+    leave_scope();
     stop_.disarm();
     return ResultOf<T>::make(op_);
   }
 
   /// The record, for code that extends an operation before it is awaited.
   OpBase& op() noexcept { return op_; }
+  /// Cancels the operation while it is awaited (IdleDeadline: `why` =
+  /// Cancel::deadline, and the result reads errc::timed_out).
+  void cancel_for(Cancel why) noexcept { cancel_op(*loop_, op_, why); }
 
  protected:
   /// Starts the op; `from` (its scope, its token) cancels it. `Linked`: the
@@ -88,11 +93,30 @@ class [[nodiscard]] OpAwaiter {
   template <bool Linked = false>
   void suspend(std::coroutine_handle<> h, CancelFrom from);
   template <bool Linked>
+  [[gnu::noinline]] void suspend_with_token(CancelFrom from);
+  template <bool Linked>
   void start();
+  /// The op is no longer what its task's scope waits on (it resumed).
+  void leave_scope() noexcept {
+    if (scope_) {
+      scope_->wait_fn = nullptr;
+      scope_ = nullptr;
+    }
+  }
+  /// Destroyed while live (its frame went first): cancel, wait, unregister.
+  [[gnu::cold]] void abandon() noexcept {
+    leave_scope();  // the task waited on this op: the slot is ours
+    abandon_op(*loop_, op_);
+  }
+  static void on_cancel(void* self) noexcept {
+    auto* a = static_cast<OpAwaiter*>(self);
+    cancel_op(*a->loop_, a->op_);
+  }
 
   Loop* loop_;
+  Scope* scope_ = nullptr;  // while awaited: the task's scope, whose wait slot holds this op
   OpBase op_;
-  StopLink stop_;
+  TokenLink stop_;  // a user's stop token only
 };
 
 /// The awaiter of an op whose description has arguments of its own
@@ -125,9 +149,8 @@ class [[nodiscard]] ArgsAwaiter : public OpAwaiter<typename D::Result, D::kind> 
 /// The awaiter `Loop::make<D>` returns: the plain OpAwaiter when the op
 /// has no arguments of its own (the hot path: recv, send, read, write).
 template <class D>
-using AwaiterOf =
-    std::conditional_t<std::is_same_v<typename D::Args, NoArgs>,
-                       OpAwaiter<typename D::Result, D::kind>, ArgsAwaiter<D>>;
+using AwaiterOf = std::conditional_t<std::is_same_v<typename D::Args, NoArgs>,
+                                     OpAwaiter<typename D::Result, D::kind>, ArgsAwaiter<D>>;
 
 void disarm_op(Loop& loop, OpBase& op) noexcept;
 TimePoint loop_now(Loop& loop) noexcept;
@@ -149,12 +172,13 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
  public:
   template <class... Args>
   explicit DeadlineAwaiter(std::optional<Duration> timeout, Args&&... args) noexcept
-      : Base(std::forward<Args>(args)...), timeout_(timeout) {
-    timer_.kind = OpKind::timer;
+      : Base(std::forward<Args>(args)...), timeout_(timeout) {}
+  /// Before it is awaited only (no timer exists yet).
+  DeadlineAwaiter(DeadlineAwaiter&& o) noexcept : Base(std::move(o)), timeout_(o.timeout_) {}
+  ~DeadlineAwaiter() {
+    if (timer_made_) [[unlikely]]
+      disarm_timer();
   }
-  DeadlineAwaiter(DeadlineAwaiter&& o) noexcept
-      : Base(std::move(o)), timeout_(o.timeout_), timer_(o.timer_) {}
-  ~DeadlineAwaiter() { disarm_timer(); }
   StopOn<DeadlineAwaiter> stop_on(std::stop_token token) && noexcept {
     return {std::move(*this), std::move(token)};
   }
@@ -164,13 +188,15 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
     suspend(h, task_cancel(h));
   }
   T await_resume() {
+    this->leave_scope();
     this->stop_.disarm();
-    disarm_timer();
+    if (timer_made_) [[unlikely]]
+      disarm_timer();
     const OpBase& op = this->op_;
     // A linked timeout that fired cancels the op without a cancel request;
     // a loop timer records its own. The first request recorded wins.
-    if (op.res == -ECANCELED && (op.cancel == Cancel::deadline ||
-                                 (op.linked_timeout && op.cancel == Cancel::none)))
+    if (op.res == -ECANCELED &&
+        (op.cancel == Cancel::deadline || (op.linked_timeout && op.cancel == Cancel::none)))
       return Error{std::make_error_code(std::errc::timed_out), op_name(op.kind), op.fd, op.done};
     return Base::await_resume();
   }
@@ -189,6 +215,9 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
     }
     Base::suspend(h, from);
     if (this->op_.state != OpState::submitted) return;  // its token was already stopped
+    ::new (static_cast<void*>(&timer_)) OpBase;
+    timer_made_ = true;
+    timer_.kind = OpKind::timer;
     timer_.deadline = saturating_add(loop_now(*this->loop_), *timeout_);
     timer_.ctx = this;
     timer_.deliver = &on_deadline;
@@ -204,7 +233,10 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
     if (static_cast<unsigned>(timer_.state) - 1u < 2u) disarm_op(*this->loop_, timer_);
   }
   std::optional<Duration> timeout_;
-  OpBase timer_;
+  bool timer_made_ = false;  // a loop timer bounds the op (none: no limit, or a linked timeout)
+  union {
+    OpBase timer_;  // made only when a loop timer is armed
+  };
 };
 
 /// readable / writable: a poll op, optionally bounded by a time limit.

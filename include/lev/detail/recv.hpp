@@ -187,6 +187,11 @@ class [[nodiscard]] RecvBufferAwaiter {
   StopOn<RecvBufferAwaiter> stop_on(std::stop_token token) && noexcept {
     return {std::move(*this), std::move(token)};
   }
+  /// Ends the wait while it is awaited (IdleDeadline: Cancel::deadline,
+  /// errc::timed_out); data that arrives later waits for the next recv.
+  void cancel_for(Cancel why) noexcept {
+    if (waiting()) interrupt(why);
+  }
 
   bool await_ready() noexcept {
     if (reg_->mode() != RecvRegistry::Mode::multishot || flags_ != 0) return false;

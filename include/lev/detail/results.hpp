@@ -12,8 +12,11 @@
 
 namespace lev::detail {
 
-inline Error op_error(const OpBase& op) {
-  return Error::from_errno(-op.res, op_name(op.kind), op.fd, op.done);
+/// The error of a failed op; a cancel its deadline recorded (a loop timer,
+/// an IdleDeadline) reads errc::timed_out.
+[[gnu::cold, gnu::noinline]] inline Error op_error(const OpBase& op) {
+  const int err = op.res == -ECANCELED && op.cancel == Cancel::deadline ? ETIMEDOUT : -op.res;
+  return Error::from_errno(err, op_name(op.kind), op.fd, op.done);
 }
 
 template <class T>
@@ -21,8 +24,9 @@ struct ResultOf;
 
 template <>
 struct ResultOf<std::size_t> {
-  static Result<std::size_t> make(OpBase& op) {
-    if (op.res < 0) return op_error(op);
+  [[gnu::always_inline]] static Result<std::size_t> make(OpBase& op) {
+    if (op.res < 0) [[unlikely]]
+      return op_error(op);
     if (op.flow & kFlowAll) return op.done;
     return static_cast<std::size_t>(op.res);
   }
@@ -30,8 +34,9 @@ struct ResultOf<std::size_t> {
 
 template <>
 struct ResultOf<void> {
-  static Result<void> make(OpBase& op) {
-    if (op.res < 0) return op_error(op);
+  [[gnu::always_inline]] static Result<void> make(OpBase& op) {
+    if (op.res < 0) [[unlikely]]
+      return op_error(op);
     return {};
   }
 };

@@ -24,28 +24,72 @@ namespace lev::detail {
 
 struct RemoteStop;
 
-class StopLink {
+/// The token part: a std::stop_callback made only when a user's token is
+/// armed (an operation's awaiter carries one; building it is one store).
+class TokenLink {
  public:
   using Handler = void (*)(void*) noexcept;
 
-  // Cheap to build: an awaiter carries one per operation, and almost all
-  // of them never arm a token (only `scope_` and `armed_` are written here).
-  StopLink() noexcept {}  // NOLINT: the other fields are written by arm()
+  TokenLink() noexcept {}  // NOLINT: the other fields are written by arm()
+  TokenLink(const TokenLink&) = delete;
+  TokenLink& operator=(const TokenLink&) = delete;
+  ~TokenLink() { disarm(); }
+
+  /// Loop thread only. Calls `handler(arg)` once, on the loop thread, when
+  /// `token` is stopped; at once (inside this call) if it already is.
+  void arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg);
+  /// Loop thread only. After it returns, the handler is never called.
+  void disarm() noexcept {
+    if (armed_) [[unlikely]]
+      disarm_slow();
+  }
+
+ private:
+  friend struct RemoteStop;
+  struct Fire {
+    TokenLink* self;
+    void operator()() const noexcept;
+  };
+  void disarm_slow() noexcept;
+
+  using Callback = std::stop_callback<Fire>;
+  Callback& cb() noexcept { return *std::launder(reinterpret_cast<Callback*>(storage_)); }
+
+  bool armed_ = false;                                         // a token's callback is registered
+  alignas(Callback) unsigned char storage_[sizeof(Callback)];  // the callback while armed
+  Loop* loop_;
+  Handler handler_;
+  void* arg_;
+  union {
+    std::atomic<RemoteStop*> posted_;  // made by arm(): a link never armed never touches it
+  };
+};
+
+/// Both parts: the task's scope (its wait slot, two stores) and a user's
+/// token. What waiters other than operations use (Event, Mutex, Channel,
+/// a join, a task group, Stream's watermark wait).
+class StopLink {
+ public:
+  using Handler = TokenLink::Handler;
+
+  StopLink() noexcept = default;
   StopLink(const StopLink&) = delete;
   StopLink& operator=(const StopLink&) = delete;
   ~StopLink() { disarm(); }
 
   /// Loop thread only. Calls `handler(arg)` once, on the loop thread, when
   /// `token` is stopped; at once (inside this call) if it already is.
-  void arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg);
+  void arm(Loop& loop, const std::stop_token& token, Handler handler, void* arg) {
+    token_.arm(loop, token, handler, arg);
+  }
   /// Loop thread only. Calls `handler(arg)` when `from`'s scope is
   /// cancelled or its token stopped (at once if either already is), until
-  /// disarmed. The scope part is the scope's wait slot: two stores.
+  /// disarmed.
   void arm(Loop& loop, CancelFrom from, Handler handler, void* arg) {
     if (from.scope && !arm(*from.scope, handler, arg)) [[unlikely]]
       return;
     if (from.token) [[unlikely]]
-      arm(loop, *from.token, handler, arg);
+      token_.arm(loop, *from.token, handler, arg);
   }
   /// The scope part alone: false when the scope was stopped already (the
   /// handler has then been called, and nothing is armed).
@@ -66,31 +110,13 @@ class StopLink {
       if (scope_->wait_arg == scope_arg_) scope_->wait_fn = nullptr;
       scope_ = nullptr;
     }
-    if (armed_) [[unlikely]]
-      disarm_slow();
+    token_.disarm();
   }
 
  private:
-  friend struct RemoteStop;
-  struct Fire {
-    StopLink* self;
-    void operator()() const noexcept;
-  };
-  void disarm_slow() noexcept;
-
-  using Callback = std::stop_callback<Fire>;
-  Callback& cb() noexcept { return *std::launder(reinterpret_cast<Callback*>(storage_)); }
-
+  TokenLink token_;
   Scope* scope_ = nullptr;  // whose wait slot holds us (null: none)
   void* scope_arg_;
-  bool armed_ = false;                                         // a token's callback is registered
-  alignas(Callback) unsigned char storage_[sizeof(Callback)];  // the callback while armed
-  Loop* loop_;
-  Handler handler_;
-  void* arg_;
-  union {
-    std::atomic<RemoteStop*> posted_;  // made by arm(): a link never armed never touches it
-  };
 };
 
 /// `awaitable.stop_on(token)`: the awaitable, cancelled when `token` is

@@ -29,6 +29,22 @@ class UringBackend final : public CompletionBackend {
   void cancel(detail::OpBase& op) override;
   void cancel_all() override;
   std::size_t poll(std::optional<Duration> timeout) override;
+  /// Where poll_direct hands a completion that needs nothing more than its
+  /// coroutine resumed (no continuation to settle, no callback): the loop's
+  /// delivery, called with the op's result recorded and the ring consistent
+  /// (its CQE consumed, the op no longer in flight), so that what the
+  /// resumed coroutine does, a nested poll included, finds nothing half done.
+  struct DirectSink {
+    void (*deliver)(void* loop, detail::OpBase& op) noexcept;
+    void* loop;
+    std::size_t delivered = 0;
+  };
+  /// poll(), but the loop walks the completions itself (Loop::run_once,
+  /// when nothing is queued before them): each plain coroutine completion
+  /// goes to `sink` at once; the others are queued as poll() queues them.
+  /// At most the CQEs present when the walk starts are taken (a nop loop
+  /// cannot keep one walk going). Returns the CQEs taken.
+  std::size_t poll_direct(std::optional<Duration> timeout, DirectSink& sink);
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
   void set_wakeup_fd(int fd) override;
   [[nodiscard]] BackendFeatures features() const noexcept override;
@@ -53,6 +69,8 @@ class UringBackend final : public CompletionBackend {
   }
   io_uring_sqe* get_sqe_slow();
   std::size_t reap() noexcept;
+  std::size_t reap_direct(DirectSink& sink) noexcept;
+  int wait(std::optional<Duration> timeout);
   int enter(std::optional<Duration> timeout) noexcept;
   void flush();
   bool probe_cancel_any();
