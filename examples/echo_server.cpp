@@ -29,17 +29,15 @@ namespace {
 struct Limits {
   example::Millis idle{0};
   example::Millis send{std::chrono::seconds(60)};
-  [[nodiscard]] lev::IoOptions recv_options() const {
-    lev::IoOptions o;
-    if (idle.count() > 0) o.timeout = idle;
-    return o;
-  }
 };
 
+// The idle limit is one IdleDeadline per connection: one loop timer that
+// looks again when it fires, not a timer (or linked timeout) per recv.
 lev::Task<> echo(lev::Loop& loop, lev::Fd fd, Limits limits) {
   std::array<std::byte, 4096> buf;
+  lev::IdleDeadline idle{loop, limits.idle};
   for (;;) {
-    auto n = co_await loop.recv(fd, buf, limits.recv_options());
+    auto n = co_await idle(loop.recv(fd, buf));
     if (!n || *n == 0) break;  // error, idle too long, or the peer closed
     const std::string_view got(reinterpret_cast<const char*>(buf.data()), *n);
     // A client that reads takes the whole echo now: one send, no timer.
@@ -51,9 +49,10 @@ lev::Task<> echo(lev::Loop& loop, lev::Fd fd, Limits limits) {
 }
 
 lev::Task<> echo_pooled(lev::Loop& loop, lev::Fd fd, Limits limits) {
+  lev::IdleDeadline idle{loop, limits.idle};
   for (;;) {
-    auto got = co_await loop.recv(fd, limits.recv_options());  // back to the pool when dropped
-    if (!got || got->empty()) break;  // error, idle too long, or the peer closed
+    auto got = co_await idle(loop.recv(fd));  // back to the pool when dropped
+    if (!got || got->empty()) break;          // error, idle too long, or the peer closed
     auto sent = co_await loop.send(fd, *got, MSG_DONTWAIT);
     if (sent && *sent == got->size()) continue;
     if (!co_await example::send_rest_within(loop, fd, got->view(), std::move(sent), limits.send))
@@ -73,7 +72,8 @@ int run_threads(long threads, const example::ServerArgs& args, Limits limits) {
   std::vector<lev::net::Listener> listeners;
   const lev::net::ListenOptions shared{.reuse_port = true};
   listeners.push_back(lev::net::Listener::tcp("127.0.0.1", args.port, shared).value());
-  const auto port = listeners[0].address().port();  // --port 0: every listener takes the first one's
+  const auto port =
+      listeners[0].address().port();  // --port 0: every listener takes the first one's
   for (long i = 1; i < threads; ++i)
     listeners.push_back(lev::net::Listener::tcp("127.0.0.1", port, shared).value());
 

@@ -8,6 +8,7 @@
 #include "lev/buffer.hpp"
 #include "lev/channel.hpp"
 #include "lev/clock.hpp"
+#include "lev/deadline.hpp"
 #include "lev/error.hpp"
 #include "lev/fake.hpp"
 #include "lev/fd.hpp"

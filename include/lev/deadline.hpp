@@ -1,0 +1,155 @@
+#pragma once
+#include "lev/detail/config.hpp"  // first: without C++20, one clear error
+/// \file
+/// `lev::IdleDeadline`: a connection's time limits at no cost per message.
+///
+///     lev::IdleDeadline idle{loop, 30s};             // one loop timer, not one per recv
+///     for (;;) {
+///       auto n = co_await idle(loop.recv(fd, buf));  // errc::timed_out after 30 s idle
+///       ...
+///     }
+///
+/// A per-operation `{.timeout}` arms a timer (or an io_uring linked
+/// timeout) for every operation; a server with thousands of connections
+/// and an idle limit would pay that per message. An IdleDeadline instead
+/// keeps one timer per connection: each operation it guards records the
+/// loop's round time when it starts and when it ends (a store), the timer
+/// fires at last activity + limit, looks again, and only re-arms when
+/// there was activity meanwhile; an operation it guards is cancelled, and
+/// ends with errc::timed_out, only when the connection really was idle for
+/// the whole limit (or the absolute limit, limit_until, has passed).
+
+#include <coroutine>
+#include <type_traits>
+#include <utility>
+
+#include "lev/clock.hpp"
+#include "lev/detail/op.hpp"
+#include "lev/loop.hpp"
+
+namespace lev {
+
+/// One connection's idle limit, and optionally an absolute one, over the
+/// operations it guards. Loop thread only; neither copied nor moved (its
+/// timer is on the loop's deadline heap). Must not outlive its loop.
+class IdleDeadline {
+ public:
+  /// A limit of `idle` between activities; zero, negative or
+  /// Duration::max() means none (guarding then costs next to nothing).
+  IdleDeadline(Loop& loop, Duration idle);
+  IdleDeadline(const IdleDeadline&) = delete;
+  IdleDeadline& operator=(const IdleDeadline&) = delete;
+  /// Disarms the timer. An operation it guards must not be pending.
+  ~IdleDeadline();
+
+  /// `co_await deadline(awaitable)`: awaits `awaitable` (an operation's
+  /// awaiter: recv, send, read, write, readable..., or loop.recv(fd)),
+  /// cancelling it with errc::timed_out when the limit passes while it
+  /// waits. Activity is recorded when it starts and when it ends.
+  template <class A>
+  auto operator()(A&& awaitable);
+
+  /// Changes the idle limit from now on (e.g. a keep-alive limit between
+  /// requests, a header limit inside one); the rules of the constructor.
+  void set_idle(Duration idle);
+  /// Also expires at `at` whatever the activity (a total limit for a
+  /// request or a body); TimePoint::max() removes it.
+  void limit_until(TimePoint at);
+  /// Records activity now (work not done through a guarded operation).
+  void touch() noexcept;
+  /// The limit passed: a guarded operation was (or will be, at once)
+  /// cancelled. A later set_idle / limit_until / rearm() starts afresh.
+  [[nodiscard]] bool expired() const noexcept { return expired_; }
+  /// Clears an expiry and counts the limits from now.
+  void rearm();
+  /// The idle limit (Duration::max() for none).
+  [[nodiscard]] Duration idle() const noexcept { return idle_; }
+
+  /// For the guard (not for users): what cancels the guarded operation.
+  struct Pending {
+    void (*cancel)(void* awaiter) noexcept = nullptr;
+    void* awaiter = nullptr;
+  };
+  /// For the guard: the operation starts / ended.
+  void started(Pending p) noexcept {
+    last_ = detail::loop_round_time(*loop_);
+    pending_ = p;
+    if (expired_) [[unlikely]]
+      p.cancel(p.awaiter);
+  }
+  void ended() noexcept {
+    pending_ = {};
+    last_ = detail::loop_round_time(*loop_);
+  }
+
+ private:
+  static void on_timer(detail::OpBase& t);
+  void arm(TimePoint at);
+  void disarm() noexcept;
+
+  Loop* loop_;
+  Duration idle_;
+  TimePoint last_;                      // the last activity (the loop's round time then)
+  TimePoint until_ = TimePoint::max();  // limit_until
+  Pending pending_;                     // the guarded operation waiting now
+  bool expired_ = false;
+  bool armed_ = false;
+  detail::OpBase timer_;
+};
+
+namespace detail {
+
+/// What IdleDeadline::operator() returns: the awaitable, guarded.
+template <class A>
+class [[nodiscard]] Guarded {
+ public:
+  Guarded(IdleDeadline& d, A&& a) noexcept : d_(&d), a_(std::move(a)) {}
+  Guarded(Guarded&& o) noexcept : d_(o.d_), a_(std::move(o.a_)) {}
+  Guarded(const Guarded&) = delete;
+  Guarded& operator=(const Guarded&) = delete;
+  ~Guarded() {
+    if (waiting_) [[unlikely]]
+      d_->ended();  // destroyed while waiting (its frame went first)
+  }
+
+  bool await_ready() noexcept(noexcept(std::declval<A&>().await_ready())) {
+    return a_.await_ready();
+  }
+  template <class P>
+  auto await_suspend(std::coroutine_handle<P> h) {
+    using R = decltype(a_.await_suspend(h));
+    if constexpr (std::is_void_v<R>) {
+      a_.await_suspend(h);
+      watch();
+    } else {
+      static_assert(std::is_same_v<R, bool>, "IdleDeadline guards awaiters that suspend");
+      if (!a_.await_suspend(h)) return false;
+      watch();
+      return true;
+    }
+  }
+  decltype(auto) await_resume() {
+    waiting_ = false;
+    d_->ended();  // also when it never waited (data was there): that is activity too
+    return a_.await_resume();
+  }
+
+ private:
+  void watch() noexcept {
+    waiting_ = true;
+    d_->started({[](void* a) noexcept { static_cast<A*>(a)->cancel_for(Cancel::deadline); }, &a_});
+  }
+  IdleDeadline* d_;
+  A a_;
+  bool waiting_ = false;
+};
+
+}  // namespace detail
+
+template <class A>
+auto IdleDeadline::operator()(A&& awaitable) {
+  static_assert(!std::is_lvalue_reference_v<A>, "pass the awaitable itself: idle(loop.recv(...))");
+  return detail::Guarded<std::remove_cvref_t<A>>(*this, std::move(awaitable));
+}
+
+}  // namespace lev

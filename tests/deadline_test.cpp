@@ -1,0 +1,166 @@
+// IdleDeadline: a connection's idle and absolute limits with one timer per
+// connection, on the fake backend's virtual clock and on every real engine.
+#include "lev/deadline.hpp"
+
+#include <doctest/doctest.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <chrono>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using lev::test::FakeLoop;
+
+TEST_SUITE("deadline") {
+  TEST_CASE("an operation waiting longer than the idle limit ends timed_out, at the limit") {
+    FakeLoop f;
+    lev::IdleDeadline idle{f.loop, 30s};
+    const auto t0 = f.loop.now();
+    auto body = [&]() -> lev::Task<lev::Result<lev::Expired>> {
+      co_return co_await idle(f.loop.sleep_for(1h));
+    };
+    auto r = f.loop.block_on(body());
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is_timeout());
+    CHECK(f.loop.now() - t0 == 30s);
+    CHECK(idle.expired());
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE(
+      "activity keeps a connection alive, and the timer is armed per limit, not per operation") {
+    FakeLoop f;
+    lev::IdleDeadline idle{f.loop, 30s};
+    const auto armed0 = f.loop.stats().timers_armed;
+    int done = 0;
+    auto body = [&]() -> lev::Task<> {
+      for (int i = 0; i < 1000; ++i) {  // 1,000 operations, 1 s each: never 30 s idle
+        auto r = co_await idle(f.loop.sleep_for(1s));
+        if (r) ++done;
+      }
+    };
+    f.loop.block_on(body());
+    CHECK(done == 1000);
+    CHECK_FALSE(idle.expired());
+    // 1,000 sleeps plus the deadline's own timer, re-armed about once per
+    // 29 s of the 1,000 s (a deadline per operation would add 1,000 more)
+    const auto armed = f.loop.stats().timers_armed - armed0;
+    CHECK(armed >= 1000);
+    CHECK(armed <= 1000 + 1000 / 29 + 2);
+  }
+
+  TEST_CASE("limit_until ends a peer that trickles, however active it is") {
+    FakeLoop f;
+    lev::IdleDeadline idle{f.loop, 30s};
+    idle.limit_until(f.loop.now() + 95s);
+    int done = 0;
+    lev::Error last{};
+    auto body = [&]() -> lev::Task<> {
+      for (int i = 0; i < 100; ++i) {
+        auto r = co_await idle(f.loop.sleep_for(10s));
+        if (!r) {
+          last = r.error();
+          co_return;
+        }
+        ++done;
+      }
+    };
+    f.loop.block_on(body());
+    CHECK(done == 9);
+    CHECK(last.is_timeout());
+  }
+
+  TEST_CASE(
+      "once expired, the next guarded operation ends timed_out at once; rearm starts afresh") {
+    FakeLoop f;
+    lev::IdleDeadline idle{f.loop, 5s};
+    auto body = [&]() -> lev::Task<int> {
+      auto a = co_await idle(f.loop.sleep_for(1h));
+      const auto t1 = f.loop.now();
+      auto b = co_await idle(f.loop.sleep_for(1s));
+      const bool at_once = f.loop.now() == t1;
+      idle.rearm();
+      auto c = co_await idle(f.loop.sleep_for(1s));
+      co_return (!a && a.error().is_timeout() ? 1 : 0) + (!b && b.error().is_timeout() ? 2 : 0) +
+          (at_once ? 4 : 0) + (c ? 8 : 0);
+    };
+    CHECK(f.loop.block_on(body()) == 15);
+  }
+
+  TEST_CASE("no limit: zero, negative and Duration::max() arm nothing") {
+    FakeLoop f;
+    for (lev::Duration d : {lev::Duration::zero(), lev::Duration(-5s), lev::Duration::max()}) {
+      lev::IdleDeadline idle{f.loop, d};
+      CHECK(f.loop.live_op_count() == 0);
+      CHECK(idle.idle() == lev::Duration::max());
+      auto body = [&]() -> lev::Task<bool> {
+        auto r = co_await idle(f.loop.sleep_for(10h));
+        co_return r.has_value();
+      };
+      CHECK(f.loop.block_on(body()));
+    }
+  }
+
+  TEST_CASE(
+      "a recv guarded by an idle limit times out on every engine; data sent later is not lost") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      lev::IdleDeadline idle{loop, 50ms};
+      std::array<char, 8> buf{};
+      auto quiet = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await idle(loop.recv(a, buf));
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = loop.block_on(quiet());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_timeout());
+      CHECK(r.error().fd == a.get());
+      CHECK(std::chrono::steady_clock::now() - t0 >= 50ms);
+      REQUIRE(::send(b.get(), "hi", 2, MSG_NOSIGNAL) == 2);
+      idle.rearm();
+      auto again = loop.block_on(quiet());
+      REQUIRE(again);
+      CHECK(*again == 2);
+      // the pool's recv(fd) too
+      auto pooled = [&]() -> lev::Task<lev::Result<lev::Buffer>> {
+        co_return co_await idle(loop.recv(a));
+      };
+      auto p = loop.block_on(pooled());
+      REQUIRE_FALSE(p);
+      CHECK(p.error().is_timeout());
+      REQUIRE(::send(b.get(), "yo", 2, MSG_NOSIGNAL) == 2);
+      idle.rearm();
+      auto q = loop.block_on(pooled());
+      REQUIRE(q);
+      CHECK(q->view() == "yo");
+    });
+  }
+
+  TEST_CASE(
+      "a guarded recv that gets data in time is not cancelled, and a stop still reads as a stop") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      lev::IdleDeadline idle{loop, 5s};
+      std::array<char, 8> buf{};
+      REQUIRE(::send(b.get(), "abc", 3, MSG_NOSIGNAL) == 3);
+      auto talk = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await idle(loop.recv(a, buf));
+      };
+      auto r = loop.block_on(talk());
+      REQUIRE(r);
+      CHECK(*r == 3);
+      std::stop_source stop;
+      auto stopper = [&]() -> lev::Task<> {
+        (void)co_await loop.sleep_for(10ms);
+        stop.request_stop();
+      };
+      loop.spawn(stopper());
+      auto s = loop.block_on(talk().with_stop_token(stop.get_token()));
+      REQUIRE_FALSE(s);
+      CHECK(s.error().is_cancelled());
+      CHECK_FALSE(idle.expired());
+    });
+  }
+}
