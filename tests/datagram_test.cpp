@@ -523,6 +523,51 @@ TEST_SUITE("datagram") {
     CHECK(f.loop.live_op_count() == 0);
   }
 
+  // Regression: complete_with_data on a plain recvmsg copied into op.buf /
+  // op.len, which a recvmsg never sets (its buffers are MessageArgs'
+  // iovecs): a silent 0-byte completion, or a SEGV under ASan.
+  TEST_CASE("the fake completes recv_from and recvmsg with data: the bytes, the sender, the cut") {
+    lev::test::FakeLoop f;
+    DatagramSocket s{f.loop,
+                     lev::Fd{::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)}};
+    REQUIRE(s.is_open());
+    const lev::SocketAddress peer = *lev::SocketAddress::ip("127.0.0.1", 4242);
+    std::array<char, 16> buf{};
+    std::optional<lev::Result<lev::Datagram>> got;
+    auto recv = [&]() -> lev::Task<> { got = co_await s.recv_from(buf); };
+    f.loop.spawn(recv());
+    f.loop.run_once();
+    lev::detail::OpBase* op = f.fake->find(lev::detail::OpKind::recvmsg);
+    REQUIRE(op);
+    f.fake->complete_with_data(*op, "hello", &peer);
+    f.loop.run_once();
+    REQUIRE(got);
+    REQUIRE(*got);
+    CHECK((*got)->size == 5);
+    CHECK_FALSE((*got)->truncated);
+    CHECK((*got)->peer.to_string() == peer.to_string());
+    CHECK(std::string_view(buf.data(), 5) == "hello");
+    // Scattered over three iovecs, cut at their end, no sender given.
+    std::array<char, 3> x{}, y{}, z{};
+    const std::array<iovec, 3> iov{iovec{x.data(), 3}, iovec{y.data(), 3}, iovec{z.data(), 2}};
+    got.reset();
+    auto scatter = [&]() -> lev::Task<> { got = co_await s.recvmsg(iov); };
+    f.loop.spawn(scatter());
+    f.loop.run_once();
+    op = f.fake->find(lev::detail::OpKind::recvmsg);
+    REQUIRE(op);
+    f.fake->complete_with_data(*op, "abcdefghij");
+    f.loop.run_once();
+    REQUIRE(got);
+    REQUIRE(*got);
+    CHECK((*got)->size == 8);
+    CHECK((*got)->truncated);
+    CHECK((*got)->peer.family() == AF_UNSPEC);
+    CHECK(std::string(x.data(), 3) + std::string(y.data(), 3) + std::string(z.data(), 2) ==
+          "abcdefgh");
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
   TEST_CASE("on the fake backend receive is one multishot recvmsg fed datagram by datagram") {
     auto fake = std::make_shared<lev::FakeBackend>(
         lev::FakeBackend::Options{.multishot_recv = true});

@@ -545,6 +545,38 @@ TEST_SUITE("io moved awaiters") {
     CHECK(**got == 2000);
   }
 
+  // Regression: the fake copied a readv's data over its iovec array itself
+  // (op.buf holds the iovecs, op.len counts them), and took a write's data
+  // into the caller's const buffer.
+  TEST_CASE("the fake scatters a readv's data over its iovecs and refuses data for a write") {
+    lev::test::FakeLoop f;
+    std::array<char, 4> x{}, y{};
+    const std::array<iovec, 2> iov{iovec{x.data(), 4}, iovec{y.data(), 4}};
+    std::optional<lev::Result<std::size_t>> got;
+    auto t = [&]() -> lev::Task<> { got = co_await f.loop.readv(5, iov); };
+    f.loop.spawn(t());
+    f.loop.run_once();
+    lev::detail::OpBase* op = f.fake->find(lev::detail::OpKind::readv);
+    REQUIRE(op);
+    f.fake->complete_with_data(*op, "scatter");
+    f.loop.run_once();
+    REQUIRE(got);
+    CHECK(got->value() == 7);
+    CHECK(std::string(x.data(), 4) + std::string(y.data(), 3) == "scatter");
+    CHECK(static_cast<const void*>(iov[1].iov_base) == y.data());  // the iovecs are intact
+    const std::string text = "mine";
+    auto w = [&]() -> lev::Task<> { (void)co_await f.loop.write(5, text); };
+    f.loop.spawn(w());
+    f.loop.run_once();
+    op = f.fake->find(lev::detail::OpKind::write);
+    REQUIRE(op);
+    CHECK_THROWS_AS(f.fake->complete_with_data(*op, "theirs"), std::logic_error);
+    CHECK(text == "mine");
+    f.fake->complete(*op, 4);
+    f.loop.run_once();
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
   // Every other description with arguments of its own (an address, a
   // msghdr and its iovec, a statx buffer, paths): moved before co_await,
   // its first place scribbled over, the op still does what it says.
