@@ -116,6 +116,7 @@ bool cancel_understood(io_uring& ring, unsigned flags, int fd) {
 // disabled: nothing can be submitted on it before a thread runs it).
 struct KernelProbe {
   bool cancel_any = false;  // IORING_ASYNC_CANCEL_ANY (5.19)
+  bool cancel_fd = false;   // IORING_ASYNC_CANCEL_FD | ALL (5.19)
   bool ring_fds = false;    // IORING_REGISTER_RING_FDS (5.18)
 };
 
@@ -125,6 +126,8 @@ const KernelProbe& kernel_probe() {
     io_uring ring{};
     if (io_uring_queue_init(4, &ring, 0) != 0) return p;
     p.cancel_any = cancel_understood(ring, IORING_ASYNC_CANCEL_ANY, -1);
+    p.cancel_fd =
+        cancel_understood(ring, IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL, ring.ring_fd);
     io_uring_rsrc_update up{};
     up.offset = ~0u;
     up.data = static_cast<std::uint64_t>(ring.ring_fd);
@@ -179,6 +182,7 @@ UringBackend::UringBackend(const LoopOptions& o)
   // LEV_URING_NO_CANCEL_ANY=1 forces the fallback registry (tests use it to
   // cover what kernels before 5.19 get).
   cancel_any_ = !env_flag("LEV_URING_NO_CANCEL_ANY") && kernel.cancel_any;
+  cancel_fd_ = kernel.cancel_fd;
   // LEV_URING_NO_BUF_RING=1: recv(fd) takes plain recvs (tests cover the
   // path of kernels before 5.19 and of backends without buffer selection).
   // LEV_URING_NO_MULTISHOT_RECV=1: one-shot recvs that still take the
@@ -304,6 +308,17 @@ void UringBackend::replace_ring() {
   if (wake_fd_ >= 0 && !closing_) arm_wakeup();
 }
 
+void UringBackend::cancel_fd(int fd) noexcept {
+  if (!cancel_fd_ || fd < 0 || !enabled_ || runner_ != thread_serial()) return;
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (!sqe && io_uring_submit(&ring_) >= 0) sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) return;
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  ++stats_.kernel_enters;
+  if (io_uring_submit(&ring_) >= 0) unflushed_ = 0;
+}
+
 void UringBackend::track(detail::OpBase& op) noexcept {
   op.link_prev = nullptr;
   op.link_next = tracked_;
@@ -331,6 +346,7 @@ BackendFeatures UringBackend::features() const noexcept {
   f.sqpoll = (setup_flags_ & IORING_SETUP_SQPOLL) != 0;
   f.registered_ring_fd = reg_ok_;
   f.cancel_any = cancel_any_;
+  f.cancel_fd = cancel_fd_;
   f.msg_ring = msg_ring_;
   f.multishot_poll = wake_fd_ >= 0 && wake_multishot_;
   f.linked_timeouts = true;

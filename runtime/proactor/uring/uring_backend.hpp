@@ -46,6 +46,11 @@ class UringBackend final : public CompletionBackend {
   bool send_wake(int target_ring, detail::Inbox& target) noexcept;
   /// Lets the Loop fill SQEs inline (see UringFastPath).
   detail::UringFastPath fast_path() noexcept;
+  /// IORING_ASYNC_CANCEL_FD | ALL for `fd`, submitted now (before the fd is
+  /// closed: the kernel resolves the number when the request runs). Off
+  /// where the kernel lacks it (before 5.19), and from a thread that is
+  /// not running the loop.
+  void cancel_fd(int fd) noexcept override;
 
  private:
   io_uring_sqe* get_sqe() {
@@ -75,6 +80,7 @@ class UringBackend final : public CompletionBackend {
   // that cancel_all can name each one.
   bool cancel_any_ = false;
   detail::OpBase* tracked_ = nullptr;
+  bool cancel_fd_ = false;  // IORING_ASYNC_CANCEL_FD (5.19+): see cancel_fd()
   CompletionQueue* queue_ = nullptr;
   std::size_t in_flight_ = 0;
   unsigned batch_ = 0;
