@@ -82,7 +82,8 @@ bool env_flag(const char* name) {
 // to one kernel task; std::thread::id values are reused after a join).
 std::uint64_t thread_serial() noexcept {
   static std::atomic<std::uint64_t> next{0};
-  thread_local std::uint64_t mine = 0;
+  // initial-exec: one load per look (checked once per loop round)
+  thread_local std::uint64_t mine [[gnu::tls_model("initial-exec")]] = 0;
   if (mine == 0) [[unlikely]]
     mine = next.fetch_add(1, std::memory_order_relaxed) + 1;
   return mine;
