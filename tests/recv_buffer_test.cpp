@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lev/loop.hpp"
@@ -283,6 +285,62 @@ TEST_CASE("closing the fd through lev lets go of its multishot recv") {
     CHECK(::recv(b.get(), &c, 1, MSG_DONTWAIT) == 0);
     CHECK(loop.live_op_count() == 0);
   });
+}
+
+// Regression: on io_uring without multishot recv (kernels before 6.0, or
+// without a buffer ring) the waiting recv is an op of its own whose
+// request held the socket past the close: it never ended (a documented
+// limit). Now the close cancels it by fd first (IORING_ASYNC_CANCEL_FD).
+TEST_CASE("a socket closed through lev while recv(fd) waits ends that recv with an error") {
+  auto check = [](lev::Loop& loop, bool by_loop) {
+    if (loop.backend_name() == "uring" && !loop.features().cancel_fd &&
+        !loop.features().multishot_recv) {
+      MESSAGE("skipped: this kernel has no IORING_ASYNC_CANCEL_FD");
+      return;
+    }
+    auto [a, b] = lev::test::socket_pair();
+    const std::size_t before = lev::test::open_fd_count();
+    std::optional<lev::Result<lev::Buffer>> got;
+    auto t = [&]() -> lev::Task<> {
+      auto waiter = [&]() -> lev::Task<> { got = co_await loop.recv(a.get()); };
+      loop.spawn(waiter());
+      (void)co_await loop.after(5ms);  // the recv waits
+      if (by_loop)
+        (void)co_await loop.close(a);
+      else
+        a.reset();
+      for (int i = 0; i < 200 && !got; ++i) (void)co_await loop.after(1ms);
+    };
+    loop.block_on(t());
+    REQUIRE(got);
+    CHECK_FALSE(*got);
+    CHECK(loop.live_op_count() == 0);
+    CHECK(loop.recv_buffer_stats().in_use == 0);
+    CHECK(lev::test::open_fd_count() == before - 1);
+  };
+  struct Variant {
+    const char* name;
+    const char* env;
+  };
+  std::vector<Variant> variants{{"defaults", nullptr}};
+  if (lev::test::has_uring()) {
+    variants.push_back({"io_uring one-shot recvs", "LEV_URING_NO_MULTISHOT_RECV"});
+    variants.push_back({"io_uring without a buffer ring", "LEV_URING_NO_BUF_RING"});
+  }
+  for (const Variant& v : variants) {
+    for (const Engine& e : lev::test::real_engines()) {
+      if (v.env && std::string_view(e.backend) != "uring") continue;
+      for (const bool by_loop : {false, true}) {
+        SUBCASE((std::string(v.name) + ", " + e.name + (by_loop ? ", loop.close" : ", lev::Fd"))
+                    .c_str()) {
+          if (v.env) ::setenv(v.env, "1", 1);
+          lev::Loop loop{e.model, {.backend = e.backend}};
+          if (v.env) ::unsetenv(v.env);
+          check(loop, by_loop);
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("a Buffer may outlive its loop; a loop torn down mid-recv settles") {

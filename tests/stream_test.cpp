@@ -439,6 +439,42 @@ TEST_SUITE("stream") {
     });
   }
 
+  // Regression: close() took any operation_canceled from the flush for its
+  // own cancellation, so a send cancelled elsewhere (its fd cancelled, not
+  // this close) made close() give up and report "stream close" cancelled.
+  TEST_CASE("a send cancelled elsewhere is a write error close() reports, and the fd is closed") {
+    lev::test::FakeLoop f;
+    auto [a, b] = lev::test::socket_pair();
+    Stream s{f.loop, std::move(a), {.codec = Codec::raw()}};
+    std::optional<lev::Result<void>> closed;
+    auto t = [&]() -> lev::Task<> {
+      REQUIRE(s.enqueue("hello"));
+      closed = co_await s.close();
+    };
+    f.loop.spawn(t());
+    lev::detail::OpBase* send = nullptr;
+    for (int i = 0; i < 5 && !send; ++i) {
+      f.loop.run_once();
+      send = f.fake->find(lev::detail::OpKind::send);
+    }
+    REQUIRE(send);
+    f.fake->fail(*send, ECANCELED);  // not this close's doing
+    lev::detail::OpBase* close = nullptr;
+    for (int i = 0; i < 5 && !close && !closed; ++i) {
+      f.loop.run_once();
+      close = f.fake->find(lev::detail::OpKind::close);
+    }
+    REQUIRE(close);      // the fd is closed through the loop, as after any write error
+    ::close(close->fd);  // the fake runs no syscall
+    f.fake->complete(*close, 0);
+    for (int i = 0; i < 5 && !closed; ++i) f.loop.run_once();
+    REQUIRE(closed);
+    REQUIRE_FALSE(*closed);
+    CHECK(std::string(closed->error().op) == "stream write (bytes not sent)");
+    CHECK(closed->error().transferred == 5);
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
   TEST_CASE("a cancelled write leaves its message queued and the stream usable") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = small_buffered_pair();

@@ -92,6 +92,9 @@ struct BackendFeatures {
   /// The backend runs FtruncateOp (io_uring: IORING_OP_FTRUNCATE is in the
   /// ring's probe); otherwise File::truncate takes the offload pool.
   bool ftruncate_op = true;
+  /// IORING_ASYNC_CANCEL_FD: closing an fd through lev cancels the ring's
+  /// waiting pool receives on it first (CompletionBackend::cancel_fd).
+  bool cancel_fd = false;
 };
 
 /// What a backend counts (CompletionBackend::stats(), in Loop::stats()).
@@ -141,6 +144,12 @@ class CompletionBackend {
   }
   /// The pool is going away (the loop is): forget it.
   virtual void withdraw_buffers(detail::BufferPool& pool) noexcept { (void)pool; }
+  /// `fd` is about to be closed (it is still open): every op of this
+  /// backend on it is asked to stop, and completes exactly once (with
+  /// -ECANCELED, or with its result if that won the race). For a backend
+  /// whose ops would outlive the close (io_uring's requests hold the
+  /// file); the default does nothing.
+  virtual void cancel_fd(int fd) noexcept { (void)fd; }
   /// What this backend runs with (all false for a backend without io_uring).
   [[nodiscard]] virtual BackendFeatures features() const noexcept { return {}; }
   /// A clock the backend wants the loop to use (the fake's virtual clock).

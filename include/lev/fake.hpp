@@ -93,11 +93,15 @@ class FakeBackend final : public CompletionBackend {
   void complete(detail::OpBase& op, int res);
   /// Completes `op` with the errno value `err` (ECONNRESET, EAGAIN...).
   void fail(detail::OpBase& op, int err) { complete(op, -err); }
-  /// Copies `data` into a read/recv op's buffer (at most its length) and
-  /// completes it with the number of bytes copied. A recv with `select`
+  /// Copies `data` into a read/recv op's buffer (at most its length), or
+  /// over a readv's iovecs in order, and completes it with the number of
+  /// bytes copied. A recvmsg (recv_from, DatagramSocket::recvmsg) gets
+  /// `data` as one datagram from `from` (null: no address) scattered over
+  /// its iovecs, MSG_TRUNC when they are too short. A recv with `select`
   /// takes a buffer of the loop's pool now (none free: ENOBUFS); a recvmsg
   /// with `select` (DatagramSocket::receive) takes one of the datagram
-  /// pool and gets `data` as one datagram from `from` (null: no address).
+  /// pool. Throws std::logic_error for an op that receives no data (a
+  /// write, an accept...: complete() those).
   void complete_with_data(detail::OpBase& op, std::string_view data,
                           const SocketAddress* from = nullptr);
   /// A multishot recv's intermediate result: `data` goes into a buffer of

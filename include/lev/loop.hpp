@@ -130,7 +130,12 @@ struct LoopOptions {
   unsigned submit_batch_size = 0;
   /// Kernel-side submission polling thread (IORING_SETUP_SQPOLL).
   bool sqpoll = false;
-  /// SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them.
+  /// SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them. The kernel
+  /// ties such a ring to the thread that first runs the loop (not the one
+  /// that builds it); run on another thread later, the loop gets a new
+  /// ring, which needs nothing of the old one's in flight and no recv(fd) /
+  /// DatagramSocket::receive pool registered with it (else
+  /// std::logic_error). A loop handed between threads: false.
   bool single_issuer = true;
   /// io_uring: sends of at least this many bytes go zero-copy
   /// (IORING_OP_SEND_ZC, the buffer held until the kernel's notification);
@@ -181,6 +186,17 @@ struct IoOptions {
 /// delivered (a coroutine resumed, a callback called) only while run(),
 /// run_once(), block_on() or drain_callbacks() drains the queue, on the
 /// loop's thread. Members are for that thread unless they say "any thread".
+///
+/// Threads: one thread at a time uses a loop, its owner: the thread that
+/// built it, until another enters run() or block_on(); that thread is the
+/// owner from then on, after the call returns too. A loop changes hands
+/// only between runs, and may be destroyed on any thread no other uses it
+/// from. Hand it over with nothing in flight: timers, tasks and posts move
+/// with the loop, but an io_uring request belongs to the thread that
+/// submitted it (its completion runs there; once that thread has exited
+/// the request ends with operation_canceled when it next has something to
+/// report; with LoopOptions::single_issuer the loop refuses to move while
+/// one is in flight: std::logic_error).
 class Loop {
  public:
   /// Throws std::invalid_argument for a bad option (queue_size 0, unknown
@@ -264,8 +280,8 @@ class Loop {
       detail::wrong_thread();
 #endif
   }
-  /// True on the thread that owns the loop (the one that constructed it, or
-  /// the one that last entered run() / block_on()).
+  /// True on the loop's owner: the thread that built it, or the one that
+  /// last entered run() or block_on() (see the class comment). Any thread.
   [[nodiscard]] bool in_loop_thread() const noexcept {
     return owner_.load(std::memory_order_relaxed) == std::this_thread::get_id();
   }

@@ -231,6 +231,11 @@ void RecvRegistry::release(RecvState& st) noexcept {
 }
 
 void RecvRegistry::closing(int fd) noexcept {
+  // Without multishot a receive waits in an op of its own (a readiness
+  // wait, or a recv whose buffer the backend picks): an io_uring request
+  // holds the file open past the close and would wait on, so the backend
+  // cancels what it has on the fd while the number still names it.
+  if (mode_ != Mode::multishot) backend_.cancel_fd(fd);
   RecvState* st = find(fd);
   if (!st) return;
   by_fd_[static_cast<std::size_t>(fd)] = nullptr;  // a new fd of that number starts afresh

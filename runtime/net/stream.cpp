@@ -500,8 +500,14 @@ Task<Result<void>> Stream::shutdown_write() {
 Task<Result<void>> Stream::close() {
   auto s = s_;
   s->stop_reader();  // a local close is no event for the callbacks
-  auto flushed = co_await flush();
-  if (!flushed && flushed.error().is_cancelled()) co_return detail::give_up(*s);
+  detail::start_flush(s);
+  // Only this close's own wait being cancelled gives up. A send that ended
+  // with ECANCELED for another reason (the fd cancelled elsewhere, a
+  // teardown) is a write error like any other: reported, and the fd closed.
+  const bool drained = co_await detail::WaitBelow{*s, 0};
+  if (!drained) co_return detail::give_up(*s);
+  Result<void> flushed{};
+  if (s->write_error) flushed = detail::unsent(*s);
   if (s->fd) (void)co_await s->loop->close(s->fd);
   co_return flushed;
 }

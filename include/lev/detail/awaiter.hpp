@@ -121,8 +121,11 @@ class [[nodiscard]] OpAwaiter {
 
 /// The awaiter of an op whose description has arguments of its own
 /// (`D::Args`): they live here, beside the record, which points at them.
-/// An Args record that points into itself re-points in its copy
-/// constructor (awaiters move only before they are awaited).
+/// Awaiters move only before they are awaited; a move re-points, in one
+/// place (the move constructor), everything that pointed into the old
+/// awaiter: `op.args`, what the description's `moved` hook names (op.buf
+/// of writev_all), and what an Args record points at inside itself (its
+/// own copy constructor: MessageArgs).
 template <class D>
 class [[nodiscard]] ArgsAwaiter : public OpAwaiter<typename D::Result, D::kind> {
   using Base = OpAwaiter<typename D::Result, D::kind>;
@@ -135,6 +138,7 @@ class [[nodiscard]] ArgsAwaiter : public OpAwaiter<typename D::Result, D::kind> 
   }
   ArgsAwaiter(ArgsAwaiter&& o) noexcept : Base(std::move(o)), args_(o.args_) {
     this->op_.args = &args_;
+    D::moved(this->op_, args_);
   }
   StopOn<ArgsAwaiter> stop_on(std::stop_token token) && noexcept {
     return {std::move(*this), std::move(token)};

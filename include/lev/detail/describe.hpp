@@ -17,7 +17,13 @@
 ///   static void prep(io_uring_sqe*, OpBase&, std::size_t zc_threshold) noexcept;
 ///   static constexpr Wait wait;         how the epoll engine runs it
 ///   static long attempt(OpBase&) noexcept;   the syscall: >= 0, or -1 and errno
-/// and may override OpTraits' defaults (yields_fd).
+/// and may override OpTraits' defaults (yields_fd, moved).
+///
+/// An awaiter moves before it is awaited (into a task, a with_timeout, a
+/// stop_on): anything setup made point into the Args record must follow
+/// it. op.args does by itself; a field of OpBase that points into Args is
+/// re-pointed by the description's `moved` hook; a pointer an Args record
+/// keeps into itself by that record's copy constructor (MessageArgs).
 
 #include <liburing.h>
 
@@ -52,6 +58,14 @@ struct OpTraits {
   /// For Wait::read / Wait::write: the fd may be a regular file, which the
   /// epoll engine hands to its file workers (read, write, readv, writev).
   static constexpr bool may_be_file = false;
+  /// The awaiter holding the op moved (before it was awaited); `args` is
+  /// the Args record's new place, which op.args already points at.
+  /// Re-points whatever else of `op` pointed into the old record.
+  template <class A>
+  static void moved(OpBase& op, A& args) noexcept {
+    (void)op;
+    (void)args;
+  }
 };
 
 /// Maps a kind to its description; specialised next to each description.

@@ -198,9 +198,12 @@ class Stream {
   Task<Result<void>> flush();
   /// Flushes, then shuts down the write side (the peer reads EOF).
   Task<Result<void>> shutdown_write();
-  /// Stops the callback-style reader, flushes and closes. If the flush failed, the error reports the bytes
-  /// that were never sent. Cancelled while flushing: the rest of the queue
-  /// is dropped (operation_canceled, `transferred` = bytes dropped), the
+  /// Stops the callback-style reader, flushes and closes. If a send failed
+  /// (whatever its error, operation_canceled included when something else
+  /// cancelled it), the fd is closed and the error reports the bytes that
+  /// were never sent ("stream write (bytes not sent)"). This task cancelled
+  /// while flushing: the rest of the queue is dropped ("stream close (bytes
+  /// not sent)", operation_canceled, `transferred` = bytes dropped), the
   /// send in flight is cancelled and the fd is closed once it has ended.
   Task<Result<void>> close();
 

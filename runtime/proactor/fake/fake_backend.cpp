@@ -1,3 +1,6 @@
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cerrno>
@@ -54,6 +57,16 @@ unsigned fill_pool_buffer(detail::OpBase& op, std::string_view data, const Socke
     res = static_cast<int>(n);
   }
   return IORING_CQE_F_BUFFER | (static_cast<unsigned>(bid) << IORING_CQE_BUFFER_SHIFT);
+}
+// Copies `data` over the iovecs in order; the bytes copied.
+std::size_t scatter(const iovec* iov, std::size_t count, std::string_view data) noexcept {
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < count && at < data.size(); ++i) {
+    const std::size_t k = std::min(data.size() - at, iov[i].iov_len);
+    if (k) std::memcpy(iov[i].iov_base, data.data() + at, k);
+    at += k;
+  }
+  return at;
 }
 bool is_pool_receive(const detail::OpBase& op) noexcept {
   return (op.kind == detail::OpKind::recv || op.kind == detail::OpKind::recvmsg) && op.select;
@@ -137,9 +150,36 @@ void FakeBackend::complete_with_data(detail::OpBase& op, std::string_view data,
     settle(op, res, flags);
     return;
   }
-  std::size_t n = std::min<std::size_t>(data.size(), op.len);
-  if (n) std::memcpy(op.buf, data.data(), n);
-  settle(op, static_cast<int>(n));
+  switch (op.kind) {
+    case detail::OpKind::read:
+    case detail::OpKind::recv: {
+      const std::size_t n = std::min<std::size_t>(data.size(), op.len);
+      if (n) std::memcpy(op.buf, data.data(), n);
+      settle(op, static_cast<int>(n));
+      return;
+    }
+    case detail::OpKind::readv:  // `buf` holds the iovecs, `len` counts them
+      settle(op, static_cast<int>(scatter(static_cast<const iovec*>(op.buf), op.len, data)));
+      return;
+    case detail::OpKind::recvmsg: {  // one datagram into the MessageArgs' iovecs
+      auto& a = *static_cast<detail::MessageArgs*>(op.args);
+      const std::size_t n = scatter(a.msg.msg_iov, a.msg.msg_iovlen, data);
+      a.msg.msg_flags = n < data.size() ? MSG_TRUNC : 0;
+      if (a.msg.msg_name) {
+        const std::size_t room = a.msg.msg_namelen;
+        const std::size_t len = from ? std::min<std::size_t>(from->size(), room) : 0;
+        if (len) std::memcpy(a.msg.msg_name, from->data(), len);
+        a.msg.msg_namelen = static_cast<socklen_t>(len);
+      }
+      // As recvmsg(2): the bytes copied, or the datagram's length with MSG_TRUNC.
+      settle(op, static_cast<int>((op.flags & MSG_TRUNC) ? data.size() : n));
+      return;
+    }
+    default:
+      throw std::logic_error(std::string("lev::FakeBackend::complete_with_data: ") +
+                             detail::op_name(op.kind) +
+                             " receives no data (complete() it with a result)");
+  }
 }
 
 std::size_t FakeBackend::poll(std::optional<Duration> timeout) {

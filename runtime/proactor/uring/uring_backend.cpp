@@ -1,15 +1,19 @@
 #include "proactor/uring/uring_backend.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 
@@ -73,20 +77,91 @@ bool env_flag(const char* name) {
   return v && *v && *v != '0';
 }
 
+// The calling thread's number, never given to another thread of the
+// process (a ring's registered index and its SINGLE_ISSUER binding belong
+// to one kernel task; std::thread::id values are reused after a join).
+std::uint64_t thread_serial() noexcept {
+  static std::atomic<std::uint64_t> next{0};
+  // initial-exec: one load per look (checked once per loop round)
+  thread_local std::uint64_t mine [[gnu::tls_model("initial-exec")]] = 0;
+  if (mine == 0) [[unlikely]]
+    mine = next.fetch_add(1, std::memory_order_relaxed) + 1;
+  return mine;
+}
+
+int ring_register(int ring_fd, unsigned opcode, void* arg, unsigned n) noexcept {
+  const long r = ::syscall(__NR_io_uring_register, ring_fd, opcode, arg, n);
+  return r < 0 ? -errno : static_cast<int>(r);
+}
+
+// Asks the kernel, on `ring`, to cancel with `flags` (keyed off `fd` with
+// IORING_ASYNC_CANCEL_FD) and waits: a count or ENOENT means the flags are
+// understood, EINVAL that they are not.
+bool cancel_understood(io_uring& ring, unsigned flags, int fd) {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  if (!sqe) return false;
+  if (flags & IORING_ASYNC_CANCEL_FD)
+    io_uring_prep_cancel_fd(sqe, fd, flags & ~IORING_ASYNC_CANCEL_FD);
+  else
+    io_uring_prep_cancel64(sqe, 0, static_cast<int>(flags));
+  io_uring_sqe_set_data64(sqe, kIgnoreTag);
+  io_uring_cqe* cqe = nullptr;
+  if (io_uring_submit_and_wait(&ring, 1) < 0 || io_uring_wait_cqe(&ring, &cqe) < 0) return false;
+  const bool ok = cqe->res >= 0 || cqe->res == -ENOENT;
+  io_uring_cqe_seen(&ring, cqe);
+  return ok;
+}
+
+// What this kernel's io_uring understands beyond its setup flags, probed
+// once per process on a small ring of its own (a loop's own ring starts
+// disabled: nothing can be submitted on it before a thread runs it).
+struct KernelProbe {
+  bool cancel_any = false;  // IORING_ASYNC_CANCEL_ANY (5.19)
+  bool cancel_fd = false;   // IORING_ASYNC_CANCEL_FD | ALL (5.19)
+  bool ring_fds = false;    // IORING_REGISTER_RING_FDS (5.18)
+};
+
+const KernelProbe& kernel_probe() {
+  static const KernelProbe probe = [] {
+    KernelProbe p;
+    io_uring ring{};
+    if (io_uring_queue_init(4, &ring, 0) != 0) return p;
+    p.cancel_any = cancel_understood(ring, IORING_ASYNC_CANCEL_ANY, -1);
+    p.cancel_fd =
+        cancel_understood(ring, IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL, ring.ring_fd);
+    io_uring_rsrc_update up{};
+    up.offset = ~0u;
+    up.data = static_cast<std::uint64_t>(ring.ring_fd);
+    if (ring_register(ring.ring_fd, IORING_REGISTER_RING_FDS, &up, 1) == 1) {
+      p.ring_fds = true;
+      up.data = 0;
+      (void)ring_register(ring.ring_fd, IORING_UNREGISTER_RING_FDS, &up, 1);
+    }
+    io_uring_queue_exit(&ring);
+    return p;
+  }();
+  return probe;
+}
+
 }  // namespace
 
-UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
+UringBackend::UringBackend(const LoopOptions& o)
+    : batch_(o.submit_batch_size), queue_size_(o.queue_size), cqe_entries_(o.cqe_entries) {
   unsigned base = 0;
   if (o.cqe_entries) base |= IORING_SETUP_CQSIZE;
-  // Preferred first; each later entry is what an older kernel accepts.
-  unsigned tries[3] = {base, base, base};
+  // Preferred first; each later entry is what an older kernel accepts. The
+  // ring starts disabled (R_DISABLED, 5.10): the thread that first runs the
+  // loop enables it, and SINGLE_ISSUER binds that thread, not this one.
+  unsigned tries[4] = {base, base, base, base};
   int n = 0;
   if (o.sqpoll) {
-    tries[n++] = base | IORING_SETUP_SQPOLL;
+    tries[n++] = base | IORING_SETUP_SQPOLL | IORING_SETUP_R_DISABLED;
   } else if (o.single_issuer) {
-    tries[n++] = base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-    tries[n++] = base | IORING_SETUP_COOP_TASKRUN;
+    tries[n++] =
+        base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+    tries[n++] = base | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_R_DISABLED;
   }
+  tries[n++] = base | IORING_SETUP_R_DISABLED;
   tries[n++] = base;
   int r = -EINVAL;
   for (int i = 0; i < n; ++i) {
@@ -99,12 +174,16 @@ UringBackend::UringBackend(const LoopOptions& o) : batch_(o.submit_batch_size) {
     if (r != -EINVAL) break;
   }
   if (r < 0) setup_failed(-r);
-  registered_fd_ = io_uring_register_ring_fd(&ring_) == 1;  // one fewer fdget per enter
+  enabled_ = !(setup_flags_ & IORING_SETUP_R_DISABLED);
+  if (enabled_) issuer_ = thread_serial();  // a kernel before 5.10: no binding
+  const KernelProbe& kernel = kernel_probe();
+  reg_ok_ = kernel.ring_fds;  // one fewer fdget per enter, on the thread that registered
   own_enter_ = !(setup_flags_ & IORING_SETUP_SQPOLL) && (ring_.features & IORING_FEAT_EXT_ARG) &&
                !env_flag("LEV_URING_LIBURING_ENTER");
   // LEV_URING_NO_CANCEL_ANY=1 forces the fallback registry (tests use it to
   // cover what kernels before 5.19 get).
-  cancel_any_ = !env_flag("LEV_URING_NO_CANCEL_ANY") && probe_cancel_any();
+  cancel_any_ = !env_flag("LEV_URING_NO_CANCEL_ANY") && kernel.cancel_any;
+  cancel_fd_ = kernel.cancel_fd;
   // LEV_URING_NO_BUF_RING=1: recv(fd) takes plain recvs (tests cover the
   // path of kernels before 5.19 and of backends without buffer selection).
   // LEV_URING_NO_MULTISHOT_RECV=1: one-shot recvs that still take the
@@ -129,17 +208,116 @@ detail::UringFastPath UringBackend::fast_path() noexcept {
   return {&ring_.sq, &in_flight_, zc_threshold_};
 }
 
-// Asks the kernel to cancel "any" request on an empty ring: a count (0) or
-// ENOENT means the flag is understood, EINVAL that it is not.
-bool UringBackend::probe_cancel_any() {
+// One thread at a time runs a loop (lev/loop.hpp), but not always the same
+// one: a loop built in main and run in a std::thread, or handed from one
+// thread to the next between runs. Called before the ring is entered from
+// a thread other than the last one:
+// - a ring still disabled is enabled here (SINGLE_ISSUER binds this thread);
+// - a ring SINGLE_ISSUER bound to another thread is replaced (replace_ring);
+// - the ring fd is registered by the first thread only, and entered by its
+//   index only there. Registering again on each new thread would leave a
+//   reference to the ring in every earlier thread's table (only that
+//   thread can drop it; the kernel does when it exits).
+void UringBackend::here() {
+  if (runner_ != thread_serial()) [[unlikely]]
+    adopt_thread();
+}
+
+void UringBackend::adopt_thread() {
+  const std::uint64_t me = thread_serial();
+  if (!enabled_) {
+    const int r = ring_register(ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+    if (r < 0) throw std::system_error(-r, std::system_category(), "lev: io_uring enable");
+    enabled_ = true;
+    issuer_ = me;
+  } else if ((setup_flags_ & IORING_SETUP_SINGLE_ISSUER) && issuer_ != me) {
+    replace_ring();
+  }
+  runner_ = me;
+  if (reg_ok_ && reg_index_ < 0) register_ring_fd();
+  use_reg_ = reg_index_ >= 0 && reg_thread_ == me;
+}
+
+void UringBackend::register_ring_fd() noexcept {
+  io_uring_rsrc_update up{};
+  up.offset = ~0u;  // any free slot
+  up.data = static_cast<std::uint64_t>(ring_.ring_fd);
+  if (ring_register(ring_.ring_fd, IORING_REGISTER_RING_FDS, &up, 1) != 1) return;  // table full
+  reg_index_ = static_cast<int>(up.offset);
+  reg_thread_ = thread_serial();
+}
+
+// SINGLE_ISSUER ties a ring to the task that enabled it for good: another
+// thread may not submit to it nor reap what it owes (DEFER_TASKRUN). So a
+// loop that moves on gets a new ring, made as the first was and bound to
+// this thread. Possible only when the old ring owes nothing: no request of
+// ours in the kernel (SQEs filled but not yet submitted move over) and no
+// provided-buffer ring registered with it (the kernel alone knows which of
+// its buffers it has taken). The ring's fd number is kept (MSG_RING wakes
+// from other loops name it).
+void UringBackend::replace_ring() {
+  reap();  // completions already posted: read from memory, no syscall
+  io_uring_sq& sq = ring_.sq;
+  const unsigned head = *sq.khead;
+  const unsigned tail = sq.sqe_tail;
+  std::size_t queued_ops = 0;
+  for (unsigned i = head; i != tail; ++i)
+    if ((sq.sqes[i & sq.ring_mask].user_data & 7) == 0) ++queued_ops;
+  const std::size_t owed = in_flight_ - queued_ops;
+  bool buffers = false;
+  for (const BufRing& b : buf_rings_) buffers = buffers || b.ring;
+  if (owed > 0 || buffers) {
+    const std::string why =
+        owed > 0 ? std::to_string(owed) +
+                       " operation(s) it submitted there are still in flight (the kernel "
+                       "completes them only for that thread); let them finish first"
+                 : "its receive buffers are registered with that ring (recv(fd) or "
+                   "DatagramSocket::receive was used)";
+    throw std::logic_error(
+        "lev::Loop: this io_uring loop runs with single_issuer, which binds it to the "
+        "thread that last ran it, and cannot move to this thread: " +
+        why + ". Build it with single_issuer = false to run it on several threads in turn");
+  }
+  io_uring fresh{};
+  io_uring_params p{};
+  p.flags = setup_flags_ & ~unsigned{IORING_SETUP_R_DISABLED};  // enabled by (and bound to) us
+  p.cq_entries = cqe_entries_;
+  int r = io_uring_queue_init_params(queue_size_, &fresh, &p);
+  if (r < 0) throw std::system_error(-r, std::system_category(), "lev: io_uring_setup");
+  // What was filled and not submitted goes over in order (links kept); the
+  // wakeup poll is armed afresh below.
+  for (unsigned i = head; i != tail; ++i) {
+    const io_uring_sqe& old = sq.sqes[i & sq.ring_mask];
+    if (old.user_data == kWakeTag) continue;
+    *io_uring_get_sqe(&fresh) = old;  // fits: the rings are the same size
+  }
+  const int number = ring_.ring_fd;
+  const int spare = fresh.ring_fd;
+  if (::dup3(spare, number, O_CLOEXEC) < 0) {
+    const int err = errno;
+    io_uring_queue_exit(&fresh);
+    throw std::system_error(err, std::system_category(), "lev: dup3 of the new ring");
+  }
+  io_uring old = ring_;
+  old.ring_fd = old.enter_ring_fd = spare;  // its number now names the new ring
+  fresh.ring_fd = fresh.enter_ring_fd = number;
+  ring_ = fresh;
+  io_uring_queue_exit(&old);  // unmaps the old ring, closes the spare number
+  issuer_ = thread_serial();
+  reg_index_ = -1;  // the old registration named the old ring
+  reg_thread_ = 0;
+  if (wake_fd_ >= 0 && !closing_) arm_wakeup();
+}
+
+void UringBackend::cancel_fd(int fd) noexcept {
+  if (!cancel_fd_ || fd < 0 || !enabled_ || runner_ != thread_serial()) return;
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+  if (!sqe && io_uring_submit(&ring_) >= 0) sqe = io_uring_get_sqe(&ring_);
+  if (!sqe) return;
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
   io_uring_sqe_set_data64(sqe, kIgnoreTag);
-  io_uring_cqe* cqe = nullptr;
-  if (io_uring_submit_and_wait(&ring_, 1) < 0 || io_uring_wait_cqe(&ring_, &cqe) < 0) return false;
-  bool ok = cqe->res >= 0 || cqe->res == -ENOENT;
-  io_uring_cqe_seen(&ring_, cqe);
-  return ok;
+  ++stats_.kernel_enters;
+  if (io_uring_submit(&ring_) >= 0) unflushed_ = 0;
 }
 
 void UringBackend::track(detail::OpBase& op) noexcept {
@@ -167,8 +345,9 @@ BackendFeatures UringBackend::features() const noexcept {
   f.single_issuer = (setup_flags_ & IORING_SETUP_SINGLE_ISSUER) != 0;
   f.coop_taskrun = (setup_flags_ & IORING_SETUP_COOP_TASKRUN) != 0;
   f.sqpoll = (setup_flags_ & IORING_SETUP_SQPOLL) != 0;
-  f.registered_ring_fd = registered_fd_;
+  f.registered_ring_fd = reg_ok_;
   f.cancel_any = cancel_any_;
+  f.cancel_fd = cancel_fd_;
   f.msg_ring = msg_ring_;
   f.multishot_poll = wake_fd_ >= 0 && wake_multishot_;
   f.linked_timeouts = true;
@@ -183,6 +362,7 @@ BackendFeatures UringBackend::features() const noexcept {
 bool UringBackend::provide_buffers(detail::BufferPool& pool) {
   const std::uint16_t group = pool.group();
   if (!buf_ring_ok_ || group >= kBufGroups || buf_rings_[group].ring) return false;
+  here();  // registering with a SINGLE_ISSUER ring is its issuer's to do
   unsigned entries = 1;
   while (entries < pool.count()) entries <<= 1;
   const std::size_t bytes = entries * sizeof(io_uring_buf);
@@ -229,7 +409,7 @@ void UringBackend::arm_wakeup() {
 }
 
 bool UringBackend::send_wake(int target_ring, detail::Inbox& target) noexcept {
-  if (!msg_ring_ || closing_ || reaping_) return false;
+  if (!msg_ring_ || closing_ || reaping_ || runner_ != thread_serial()) return false;
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (!sqe) {
     if (io_uring_submit(&ring_) < 0 || !(sqe = io_uring_get_sqe(&ring_))) return false;
@@ -261,6 +441,13 @@ void UringBackend::cancel_all() {
 
 UringBackend::~UringBackend() {
   for (std::size_t g = 0; g < kBufGroups; ++g) withdraw_group(g);
+  // The registration is in its thread's table: only that thread can drop
+  // it (elsewhere the index may name another ring of that thread's).
+  if (reg_index_ >= 0 && reg_thread_ == thread_serial()) {
+    io_uring_rsrc_update up{};
+    up.offset = static_cast<unsigned>(reg_index_);
+    (void)ring_register(ring_.ring_fd, IORING_UNREGISTER_RING_FDS, &up, 1);
+  }
   io_uring_queue_exit(&ring_);
 }
 
@@ -275,6 +462,7 @@ io_uring_sqe* UringBackend::get_sqe_slow() {
 }
 
 void UringBackend::flush() {
+  here();
   ++stats_.kernel_enters;
   int r = io_uring_submit(&ring_);
   if (r == -EBUSY || r == -EAGAIN) {  // completions must be reaped first
@@ -436,9 +624,9 @@ int UringBackend::enter(std::optional<Duration> timeout) noexcept {
   const unsigned to_submit = tail - *sq.khead;
   unsigned flags = IORING_ENTER_GETEVENTS;  // also runs deferred task work
   int fd = ring_.ring_fd;
-  if (registered_fd_) {
+  if (use_reg_) {
     flags |= IORING_ENTER_REGISTERED_RING;
-    fd = ring_.enter_ring_fd;
+    fd = reg_index_;
   }
   if (timeout && *timeout <= Duration::zero())
     return io_uring_enter(static_cast<unsigned>(fd), to_submit, 0, flags, nullptr);
@@ -460,6 +648,7 @@ BackendStats UringBackend::stats() const noexcept {
 
 // Submits what is filled and waits for a completion (see enter()).
 int UringBackend::wait(std::optional<Duration> timeout) {
+  here();
   ++stats_.kernel_enters;
   int r;
   if (own_enter_) [[likely]] {

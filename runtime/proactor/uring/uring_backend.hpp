@@ -3,6 +3,7 @@
 #include <liburing.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "lev/backend.hpp"
@@ -61,6 +62,11 @@ class UringBackend final : public CompletionBackend {
   bool send_wake(int target_ring, detail::Inbox& target) noexcept;
   /// Lets the Loop fill SQEs inline (see UringFastPath).
   detail::UringFastPath fast_path() noexcept;
+  /// IORING_ASYNC_CANCEL_FD | ALL for `fd`, submitted now (before the fd is
+  /// closed: the kernel resolves the number when the request runs). Off
+  /// where the kernel lacks it (before 5.19), and from a thread that is
+  /// not running the loop.
+  void cancel_fd(int fd) noexcept override;
 
  private:
   io_uring_sqe* get_sqe() {
@@ -73,7 +79,12 @@ class UringBackend final : public CompletionBackend {
   int wait(std::optional<Duration> timeout);
   int enter(std::optional<Duration> timeout) noexcept;
   void flush();
-  bool probe_cancel_any();
+  /// Before anything enters the ring: the calling thread becomes the one
+  /// that runs it (see adopt_thread).
+  void here();
+  void adopt_thread();
+  void replace_ring();
+  void register_ring_fd() noexcept;
   void track(detail::OpBase& op) noexcept;
   void untrack(detail::OpBase& op) noexcept;
   void arm_wakeup();
@@ -87,6 +98,7 @@ class UringBackend final : public CompletionBackend {
   // that cancel_all can name each one.
   bool cancel_any_ = false;
   detail::OpBase* tracked_ = nullptr;
+  bool cancel_fd_ = false;  // IORING_ASYNC_CANCEL_FD (5.19+): see cancel_fd()
   CompletionQueue* queue_ = nullptr;
   std::size_t in_flight_ = 0;
   unsigned batch_ = 0;
@@ -98,9 +110,24 @@ class UringBackend final : public CompletionBackend {
   bool msg_ring_ = false;  // IORING_OP_MSG_RING usable between lev rings
   bool ftruncate_op_ = false;  // IORING_OP_FTRUNCATE in the probe (6.9+)
   unsigned setup_flags_ = 0;
+  unsigned queue_size_ = 0;
+  unsigned cqe_entries_ = 0;
   std::size_t zc_threshold_ = static_cast<std::size_t>(-1);  // -1: zero-copy send off
-  bool registered_fd_ = false;
   bool own_enter_ = false;  // poll() enters itself (see enter()), not through liburing
+
+  // Threads (see adopt_thread). The ring is made disabled (R_DISABLED) and
+  // enabled by the first thread that enters it, which SINGLE_ISSUER then
+  // binds; its fd is registered in that thread's table of registered
+  // rings (a per-task table: the index means nothing on another thread).
+  // Threads are told apart by a serial number of their own (0: none): a
+  // std::thread::id is given again to a thread made after one was joined.
+  bool enabled_ = true;
+  std::uint64_t runner_ = 0;  // the thread that last entered the ring
+  std::uint64_t issuer_ = 0;  // the thread that enabled it (SINGLE_ISSUER binds it)
+  bool reg_ok_ = false;       // registered ring fds work here (probed)
+  int reg_index_ = -1;        // the ring fd's index in reg_thread_'s table
+  std::uint64_t reg_thread_ = 0;
+  bool use_reg_ = false;  // enter() passes the registered index (runner_ == reg_thread_)
   // The provided-buffer rings, one per buffer group (0: stream recvs, 1:
   // datagrams), each fed from one of the loop's BufferPools.
   struct BufRing {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 #include "lev/detail/ops/basic.hpp"
@@ -52,10 +53,21 @@ struct ReadvOp : OpTraits {
 };
 
 /// writev_all's own record: a copy of the iovecs it advances as bytes go.
+/// Left unwritten past the iovecs given (it is built per op); copied
+/// bytewise, so that a move copies those unwritten slots without reading
+/// them as values.
 struct WritevArgs {
   static constexpr std::size_t kMax = 16;
   iovec iov[kMax];
   Loop* loop;
+  WritevArgs() noexcept {}  // NOLINT: written by WritevOp::setup
+  WritevArgs(const WritevArgs& o) noexcept {
+    std::memcpy(static_cast<void*>(this), &o, sizeof(*this));
+  }
+  WritevArgs& operator=(const WritevArgs& o) noexcept {
+    std::memcpy(static_cast<void*>(this), &o, sizeof(*this));
+    return *this;
+  }
 };
 
 /// Advances writev_all past `moved` bytes and starts it again (its
@@ -88,6 +100,10 @@ struct WritevOp : OpTraits {
     op.buf = a.iov;
     op.flow = kFlowAll | kFlowHook;
     op.cont = &kWritevAll;
+  }
+  /// writev_all walks its own copy of the iovecs: `buf` follows the copy.
+  static void moved(OpBase& op, WritevArgs& a) noexcept {
+    if (op.flow & kFlowHook) op.buf = a.iov;
   }
   static void prep(io_uring_sqe* sqe, OpBase& op, std::size_t) noexcept {
     io_uring_prep_writev(sqe, op.fd, static_cast<const iovec*>(op.buf), op.len, op.offset);
