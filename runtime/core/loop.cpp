@@ -231,6 +231,7 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
     throw std::invalid_argument("lev::Loop: datagram_buffer_count must be between 1 and 32768");
   if (options.datagram_buffer_size == 0 || options.datagram_buffer_size > (1u << 30))
     throw std::invalid_argument("lev::Loop: datagram_buffer_size must be between 1 and 2^30");
+  auto link = std::make_unique<detail::CloseLink>(*this);  // first: nothing to undo if it throws
   recv_count_ = options.recv_buffer_count;
   recv_size_ = options.recv_buffer_size;
   dgram_count_ = options.datagram_buffer_count;
@@ -257,6 +258,12 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
     uring_backend_ = uring;
     inbox_->ring_fd = uring->msg_ring_target();
   }
+  if (auto* epoll = dynamic_cast<EpollBackend*>(backend_.get())) {
+    link->epoll = epoll;
+    epoll->set_marks(link->marks);
+  }
+  close_link_ = link.release();
+  close_link_->enlist();  // from here on, closes on any thread reach this loop
 }
 
 namespace {
@@ -277,6 +284,9 @@ void drop_undelivered(detail::OpBase& op) noexcept {
 }  // namespace
 
 Loop::~Loop() {
+  // 0. The destroying thread owns the loop now: its closes (a task's Fd
+  //    destroyed below) reach it at once.
+  adopt_thread();
   // 1. Ask every live operation to stop: the backend's, then the timers.
   backend_->cancel_all();
   while (detail::OpBase* t = timers_.pop()) ready_.push(*t, -ECANCELED);
@@ -309,6 +319,8 @@ Loop::~Loop() {
   dgram_.reset();
   pool_->close_loop();
   inbox_->release();  // the eventfd closes with the last waker's reference
+  close_link_->delist();
+  delete close_link_;
 }
 
 // Teardown: drops the completion queue and the inbox until both are empty.
@@ -661,6 +673,10 @@ std::size_t Loop::fire_timers(TimePoint now) {
 std::size_t Loop::run_once() {
   std::optional<Duration> timeout;
   take_inbox();
+  // Closes made on other threads: before the backend tries an op on a
+  // reused number, and again before anything is delivered.
+  if (close_link_->pending.load(std::memory_order_relaxed)) [[unlikely]]
+    close_link_->apply();
   const detail::OpBase* t = timers_.top();
   TimePoint now{};
   if (t) now = clock_->now();
@@ -673,6 +689,8 @@ std::size_t Loop::run_once() {
   }
   std::size_t n = backend_->poll(timeout);
   n += take_inbox();
+  if (close_link_->pending.load(std::memory_order_relaxed)) [[unlikely]]
+    close_link_->apply();
   // Only a wait that may have lasted needs a fresh reading of the clock.
   if (t) n += fire_timers(timeout && *timeout == Duration::zero() ? now : clock_->now());
   n += drain_callbacks();
@@ -680,7 +698,7 @@ std::size_t Loop::run_once() {
 }
 
 void Loop::run() {
-  owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  adopt_thread();
   running_ = true;
   struct Reset {
     Loop& loop;
