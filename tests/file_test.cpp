@@ -492,6 +492,76 @@ TEST_SUITE("file") {
     });
   }
 
+  TEST_CASE(
+      "opening a FIFO with no writer returns at once on every engine, so deadlines and teardown "
+      "never wait for one") {
+    // Regression (issue 20, item 7): on epoll File::open ran a blocking
+    // openat in a file worker: with_timeout(open, 200ms) returned after
+    // the writer came (3 s; never without one) and ~Loop waited as long.
+    // io_uring opened it at once. A writer comes after 2 s here, so that
+    // the old behaviour fails the timing checks rather than hangs.
+    for_each_engine([](lev::Loop& loop) {
+      TempDir dir;
+      const std::string fifo = dir.at("fifo");
+      REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+      std::atomic<bool> done{false};
+      std::thread late_partner([&] {
+        for (int i = 0; i < 2000 && !done; ++i) std::this_thread::sleep_for(1ms);
+        while (!done) {  // unblocks an open still waiting for a writer, or a reader
+          const int in = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+          const int out = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+          if (out >= 0) ::close(out);
+          if (in >= 0) ::close(in);
+          std::this_thread::sleep_for(10ms);
+        }
+      });
+      struct Stop {
+        std::atomic<bool>& done;
+        std::thread& thread;
+        ~Stop() {
+          done = true;
+          thread.join();
+        }
+      } stop_partner{done, late_partner};
+      // Teardown with an open of the FIFO under way does not wait for a writer.
+      const auto t0 = std::chrono::steady_clock::now();
+      {
+        lev::Loop other{loop.model(), {.backend = std::string(loop.backend_name())}};
+        std::optional<lev::Result<lev::File>> opened;
+        auto open = [&]() -> lev::Task<> {
+          opened = co_await lev::File::open(other, fifo, O_RDONLY);
+        };
+        other.spawn(open());
+        other.run_once();
+        other.run_once();
+      }
+      CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+      auto t = [&]() -> lev::Task<> {
+        const lev::TimePoint t1 = loop.now();
+        auto rd = co_await lev::with_timeout(loop, lev::File::open(loop, fifo, O_RDONLY), 200ms);
+        CHECK(loop.now() - t1 < 150ms);
+        REQUIRE_MESSAGE(rd, rd.error().message());
+        CHECK((::fcntl(rd->fd(), F_GETFL) & O_NONBLOCK) == 0);  // the flags asked for
+        // With a reader there, a writer opens and the bytes go through.
+        auto wr = co_await lev::File::open(loop, fifo, O_WRONLY);
+        REQUIRE_MESSAGE(wr, wr.error().message());
+        CHECK((co_await wr->write_at(std::string_view("fifo"), std::uint64_t(-1))).value() == 4);
+        std::array<char, 8> buf{};
+        CHECK((co_await rd->read_at(buf, std::uint64_t(-1))).value() == 4);
+        CHECK(std::string(buf.data(), 4) == "fifo");
+        CHECK(co_await wr->close());
+        CHECK(co_await rd->close());
+        // No reader: a writer is refused at once (ENXIO), on every engine.
+        const lev::TimePoint t2 = loop.now();
+        auto lone = co_await lev::with_timeout(loop, lev::File::open(loop, fifo, O_WRONLY), 200ms);
+        CHECK(loop.now() - t2 < 150ms);
+        REQUIRE_FALSE(lone);
+        CHECK(lone.error().code == std::errc::no_such_device_or_address);
+      };
+      loop.block_on(t());
+    });
+  }
+
   TEST_CASE("on the fake backend a file op is recorded, completed by the test, and cancelled before it runs") {
     lev::test::FakeLoop f;
     std::optional<lev::Result<lev::File>> opened;
