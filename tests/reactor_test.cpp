@@ -692,4 +692,51 @@ TEST_SUITE("reactor") {
       }
     }
   }
+
+  TEST_CASE("a waker whose eventfd read fails goes on waking, and a lasting failure is reported") {
+    // Regression (issue 20): the waker's read callback returned on any
+    // error: after one failed read (EAGAIN from a backend that reports it,
+    // ECANCELED from a close of its number) it was never re-armed and no
+    // wake reached the callback again, silently.
+    lev::test::FakeLoop f;
+    using lev::detail::OpKind;
+    int calls = 0;
+    auto k = f.loop.waker([&] { ++calls; });
+    f.loop.run_once();
+    lev::detail::OpBase* op = f.fake->find(OpKind::read);
+    REQUIRE(op);
+    const int fd = op->fd;
+    f.fake->fail(*op, EAGAIN);
+    f.loop.run_once();
+    op = f.fake->find(OpKind::read);
+    REQUIRE(op);  // read again
+    f.fake->complete(*op, 8);
+    f.loop.run_once();
+    CHECK(calls == 1);
+    op = f.fake->find(OpKind::read);
+    REQUIRE(op);
+    f.fake->fail(*op, ECANCELED);
+    f.loop.run_once();
+    op = f.fake->find(OpKind::read);
+    REQUIRE(op);
+    f.fake->complete(*op, 8);
+    f.loop.run_once();
+    CHECK(calls == 2);
+    // A failure that would only repeat (EBADF) is said, naming the read and its fd.
+    std::vector<std::string> logged;
+    auto old = lev::set_log_handler(
+        [&](lev::LogLevel, std::string_view text) { logged.emplace_back(text); });
+    op = f.fake->find(OpKind::read);
+    REQUIRE(op);
+    f.fake->fail(*op, EBADF);
+    f.loop.run_once();
+    lev::set_log_handler(std::move(old));
+    REQUIRE(logged.size() == 1);
+    CHECK(logged[0].find("read(fd " + std::to_string(fd) + ")") != std::string::npos);
+    CHECK(logged[0].find("waker") != std::string::npos);
+    CHECK(f.fake->find(OpKind::read) == nullptr);  // not re-armed into a spin
+    k.cancel();
+    f.loop.run_once();
+    CHECK(f.loop.live_op_count() == 0);
+  }
 }
