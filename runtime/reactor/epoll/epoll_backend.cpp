@@ -51,13 +51,12 @@ bool uses_fd(const OpBase& op, int fd) noexcept {
   return op.fd == fd || (op.kind == OpKind::splice && splice_out(op) == fd);
 }
 
-// The errno of an exception thrown while an op was being started.
-int error_of(const std::exception& e) noexcept {
-  if (const auto* se = dynamic_cast<const std::system_error*>(&e))
-    if (se->code().category() == std::system_category() && se->code().value() > 0)
-      return se->code().value();
-  if (dynamic_cast<const std::bad_alloc*>(&e)) return ENOMEM;
-  return EIO;
+// The errno a failed start of an op reports.
+int error_of(const std::system_error& e) noexcept {
+  const std::error_code c = e.code();
+  const bool errno_value =
+      c.category() == std::system_category() || c.category() == std::generic_category();
+  return errno_value && c.value() > 0 ? c.value() : EIO;
 }
 
 }  // namespace
@@ -408,12 +407,16 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     batch.swap(fresh_);
     for (OpBase* op : batch) {
       if (op->backend_data != kNew) continue;  // cancelled meanwhile
+      // An op that cannot be started (no file worker, no memory) fails
+      // alone, saying why; the rest of the batch goes on.
       try {
         start(*op);
-      } catch (const std::exception& e) {
-        // It could not be started (no file worker, no memory): it alone
-        // fails, with why; the rest of the batch goes on.
+      } catch (const std::system_error& e) {
         finish(*op, -error_of(e));
+      } catch (const std::bad_alloc&) {
+        finish(*op, -ENOMEM);
+      } catch (const std::exception&) {
+        finish(*op, -EIO);
       }
     }
     batch.clear();
