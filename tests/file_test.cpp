@@ -562,6 +562,28 @@ TEST_SUITE("file") {
     });
   }
 
+  TEST_CASE("a file opened for a task that is never resumed is closed, not leaked") {
+    // Regression: release_undelivered closed an accepted fd nobody took
+    // but not an opened one: a Loop destroyed with File::open's result
+    // queued (or an awaiter abandoned after it) leaked the fd.
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    {
+      lev::test::FakeLoop f;
+      std::optional<lev::Result<lev::File>> opened;
+      auto open = [&]() -> lev::Task<> {
+        opened = co_await lev::File::open(f.loop, "/x", O_RDONLY);
+      };
+      f.loop.spawn(open());
+      f.loop.run_once();
+      lev::detail::OpBase* op = f.fake->find(lev::detail::OpKind::openat);
+      REQUIRE(op);
+      f.fake->complete(*op, fd);  // queued, never delivered: the loop goes first
+    }
+    CHECK(::fcntl(fd, F_GETFD) < 0);
+    CHECK(errno == EBADF);
+  }
+
   TEST_CASE("on the fake backend a file op is recorded, completed by the test, and cancelled before it runs") {
     lev::test::FakeLoop f;
     std::optional<lev::Result<lev::File>> opened;

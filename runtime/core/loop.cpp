@@ -64,7 +64,7 @@ void release_undelivered(OpBase& op) noexcept {
     op.select = kSelectNone;
     return;
   }
-  if (op.kind == OpKind::accept && op.res >= 0) {
+  if ((op.kind == OpKind::accept || op.kind == OpKind::openat) && op.res >= 0) {
     fd_closing(op.res);
     ::close(op.res);
     op.res = -ECANCELED;
