@@ -218,7 +218,9 @@ TEST_SUITE("runtime") {
     // Regression (issue 20, item 4): a close reached only the engines of
     // the thread that made it. Loop 1 waited on fd N (registered, not
     // readable); loop 0's thread closed N; the next socket took N, and
-    // loop 1's recv on it, with bytes waiting, timed out.
+    // loop 1's recv on it, with bytes waiting, timed out. (Applying that
+    // close at loop 1's next round must also leave alone the recv loop 1
+    // submitted on the new N meanwhile: a first fix cancelled it.)
     for (const std::string backend : {"reactor", "proactor/epoll"}) {
       CAPTURE(backend);
       const bool reactor = backend == "reactor";
@@ -238,7 +240,10 @@ TEST_SUITE("runtime") {
           f.reset();
           closed = true;
         });
-        for (int i = 0; i < 2000 && !closed; ++i) (void)co_await loop.after(1ms);
+        // Waits inside this round (the loop thread blocked), so that the
+        // close lands after the round began and the recv below is submitted
+        // before the loop's next round applies it.
+        for (int i = 0; i < 2000 && !closed; ++i) std::this_thread::sleep_for(1ms);
         auto [c, d] = lev::test::socket_pair();
         reused = c.get();
         (void)::send(d.get(), "hello", 5, 0);

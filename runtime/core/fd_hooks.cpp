@@ -103,9 +103,9 @@ void CloseLink::adopt(Loop& loop) noexcept {
 
 CloseLink& CloseLink::loop_link(Loop& loop) noexcept { return *loop.close_link_; }
 
-void CloseLink::forget(int fd, bool workers) noexcept {
+void CloseLink::forget(int fd, bool here) noexcept {
   marks.take(fd);
-  if (epoll) epoll->closing(fd, workers);
+  if (epoll) epoll->closing(fd, here);
   if (loop.recv_) loop.recv_->closing(fd);
   if (loop.dgram_) loop.dgram_->closing(fd);
 }
@@ -136,7 +136,7 @@ void CloseLink::apply() noexcept {
     fds.swap(closed);
     pending.store(false, std::memory_order_relaxed);
   }
-  for (int fd : fds) forget(fd, false);  // the workers' part was done by the closing thread
+  for (int fd : fds) forget(fd, false);  // its workers' part was done by the closing thread
 }
 
 void fd_closing(int fd) noexcept {

@@ -13,7 +13,13 @@
 // - A loop owned by another thread is not touched from here: when it had
 //   marked the number (it keeps state for it), the number goes to that
 //   loop's close inbox, applied at its next round, before its backend
-//   tries anything and before anything is delivered.
+//   tries anything and before anything is delivered. Ops parked on the
+//   number then end with ECANCELED; ops submitted since are left alone
+//   (the loop may already use a new file with the number). A loop that
+//   learns of such a close through itself (a post, a completion) has it
+//   applied before that reaches its code; one that learns of it another
+//   way (a flag it polls) may find its multishot recv of the old file
+//   still in its receive registry until its next round (io_uring only).
 // - File-worker ops on the fd are settled at once, from any thread (their
 //   queue is thread-safe): queued ones end with ECANCELED, a running one is
 //   waited for, so that no worker syscall reaches the next file with the
@@ -95,9 +101,10 @@ struct CloseLink {
 
  private:
   static CloseLink& loop_link(Loop& loop) noexcept;
-  /// The loop forgets `fd` (its owner thread); `workers`: the file
-  /// workers' ops on it too.
-  void forget(int fd, bool workers) noexcept;
+  /// The loop forgets `fd` (its owner thread). `here`: closed now, on
+  /// this thread (see EpollBackend::closing); not `here`: applying a
+  /// close made on another thread.
+  void forget(int fd, bool here) noexcept;
 };
 
 }  // namespace lev::detail

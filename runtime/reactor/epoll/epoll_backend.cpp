@@ -266,11 +266,11 @@ void EpollBackend::forget_fd(int fd, bool deregister) {
   st = FdState{};
 }
 
-void EpollBackend::closing(int fd, bool workers) noexcept {
+void EpollBackend::closing(int fd, bool here) noexcept {
   if (fd < 0) return;
   // Submitted and not yet tried: tried later, they would act on whatever
   // file takes the number next. (A close op is left alone: it is the close.)
-  for (std::size_t i = 0; i < fresh_.size();) {
+  for (std::size_t i = 0; here && i < fresh_.size();) {
     OpBase* op = fresh_[i];
     if (op->kind != OpKind::close && uses_fd(*op, fd)) {
       fresh_.erase(fresh_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -290,7 +290,7 @@ void EpollBackend::closing(int fd, bool workers) noexcept {
     }
   }
   forget_fd(fd, false);
-  if (workers) workers_->closing(fd);
+  if (here) workers_->closing(fd);
 }
 
 bool EpollBackend::offloaded(const OpBase& op) {

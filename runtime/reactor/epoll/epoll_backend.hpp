@@ -37,10 +37,13 @@ class EpollBackend final : public CompletionBackend {
   [[nodiscard]] BackendStats stats() const noexcept override { return stats_; }
   void set_wakeup_fd(int fd) override;
   /// `fd` is about to be closed (loop thread, through detail::fd_closing):
-  /// ops waiting on it (parked, submitted and not yet tried, a splice
-  /// writing to it) end with ECANCELED and its state is forgotten;
-  /// `workers`: closing_workers(fd) too.
-  void closing(int fd, bool workers = true) noexcept;
+  /// ops waiting on it for readiness (a splice writing to it too) end with
+  /// ECANCELED and its state is forgotten. `here`: the close is made on
+  /// this thread, now: ops submitted and not yet tried end with ECANCELED
+  /// too, and closing_workers(fd) runs. Not `here`: a close made earlier
+  /// on another thread, applied at a round's start (ops submitted since
+  /// may be for a new file with the number: they stay).
+  void closing(int fd, bool here = true) noexcept;
   /// The file workers' part of closing, from any thread: ops on `fd` still
   /// queued for a worker end with ECANCELED; one a worker runs is waited
   /// for (its syscall may not have begun: the number must stay this file's
