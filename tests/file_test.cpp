@@ -3,16 +3,20 @@
 #include "lev/file.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support.hpp"
@@ -37,6 +41,38 @@ struct TempDir {
   }
   [[nodiscard]] std::string at(const char* name) const { return path + "/" + name; }
 };
+
+// The whole content of a file, read with plain syscalls.
+std::string slurp(const std::string& path) {
+  std::string out;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "<cannot open>";
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;)
+    out.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+// Fills the pipe or socket behind `fd` until it would block; the bytes written.
+std::size_t fill(int fd) {
+  const int fl = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  static const std::string chunk(4096, 'x');
+  std::size_t total = 0;
+  for (ssize_t n; (n = ::write(fd, chunk.data(), chunk.size())) > 0;)
+    total += static_cast<std::size_t>(n);
+  ::fcntl(fd, F_SETFL, fl);
+  return total;
+}
+
+// The first file write a worker takes waits until `release` (a slow disk).
+std::atomic<bool> g_release{false};
+std::atomic<int> g_held{0};
+void hold_first_write(const lev::detail::OpBase& op) {
+  if (op.kind != lev::detail::OpKind::write || g_held.fetch_add(1) != 0) return;
+  for (int i = 0; i < 5000 && !g_release.load(); ++i) std::this_thread::sleep_for(1ms);
+}
 
 std::string pattern(std::size_t n) {
   std::string s(n, '\0');
@@ -287,6 +323,265 @@ TEST_SUITE("file") {
       };
       loop.block_on(t());
     });
+  }
+
+  TEST_CASE(
+      "closing a file while a worker runs a write on it and another waits lets no byte reach the "
+      "file that reuses its number") {
+    // Regression (issue 20, item 2): on epoll a write queued for the file
+    // workers survived loop.close(fd) and, once the worker got to it,
+    // pwrote into whatever file had taken the number since ("file one
+    // holds "", file two holds "meant-for-file-one"). A worker is held
+    // in its first write here, as a slow disk would; the close comes while
+    // that write runs and the second waits, and file two is opened at once.
+    for (const lev::test::Engine& e : lev::test::real_engines()) {
+      SUBCASE(e.name) {
+        lev::LoopOptions o = lev::test::options_for(e);
+        o.file_workers = 1;
+        lev::Loop loop{e.model, o};
+        TempDir dir;
+        g_release = false;
+        g_held = 0;
+        lev::detail::before_file_work.store(&hold_first_write);
+        std::thread releaser;
+        struct Unhook {
+          std::thread& releaser;
+          ~Unhook() {
+            g_release = true;
+            if (releaser.joinable()) releaser.join();
+            lev::detail::before_file_work.store(nullptr);
+          }
+        } unhook{releaser};
+        std::optional<lev::Result<std::size_t>> running, queued;
+        int two = -1, number = -1;
+        auto t = [&]() -> lev::Task<> {
+          auto one =
+              co_await lev::File::open(loop, dir.at("one"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+          REQUIRE(one);
+          number = one->fd();
+          auto first = [&]() -> lev::Task<> {
+            running = co_await one->write_at(std::string_view("running"), 0);
+          };
+          auto second = [&]() -> lev::Task<> {
+            queued = co_await one->write_at(std::string_view("queued"), 100);
+          };
+          loop.spawn(first());
+          loop.spawn(second());
+          (void)co_await loop.nop();  // both writes are submitted
+          for (int i = 0; i < 200 && g_held.load() == 0 && loop.backend_name() == "epoll"; ++i)
+            (void)co_await loop.after(1ms);  // until the worker holds the first write
+          releaser = std::thread([] {
+            std::this_thread::sleep_for(100ms);
+            g_release = true;
+          });
+          CHECK(co_await one->close());
+          two = ::open(dir.at("two").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+          for (int i = 0; i < 3000 && !(running && queued); ++i) (void)co_await loop.after(1ms);
+        };
+        loop.block_on(t());
+        REQUIRE(two >= 0);
+        CHECK(two == number);  // the number was reused at once
+        ::close(two);
+        REQUIRE(running);
+        REQUIRE(queued);
+        CHECK(slurp(dir.at("two")).empty());  // nothing meant for file one
+        const std::string one = slurp(dir.at("one"));
+        // A write either happened in file one or ended cancelled, nothing else.
+        CHECK(running->value() == 7);
+        CHECK(one.substr(0, 7) == "running");
+        if (*queued) {
+          CHECK(one.size() == 106);
+          CHECK(one.substr(100) == "queued");
+        } else {
+          CHECK(queued->error().is_cancelled());
+          CHECK(one.size() == 7);
+        }
+        CHECK(loop.live_op_count() == 0);
+      }
+    }
+  }
+
+  TEST_CASE("splice into a full pipe moves the bytes once the reader drains it") {
+    // Regression (issue 20, item 6a): on epoll, EAGAIN from a full output
+    // pipe marked the *input* not readable; the op waited for an input edge
+    // that never came, and never moved the bytes after the output drained.
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();  // input: bytes waiting in a socket
+      auto [r, w] = lev::test::pipe_pair();    // output: a full pipe
+      const std::size_t filled = fill(w.get());
+      REQUIRE(::send(b.get(), "spliced!", 8, 0) == 8);
+      std::string tail;
+      auto drain = [&]() -> lev::Task<> {
+        (void)co_await loop.after(30ms);
+        std::string sink(filled, '\0');
+        std::size_t got = 0;
+        while (got < filled) {
+          const ssize_t n = ::read(r.get(), sink.data() + got, filled - got);
+          REQUIRE(n > 0);
+          got += static_cast<std::size_t>(n);
+        }
+      };
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        std::stop_source watchdog;
+        auto bite = loop.after(2s, [&](lev::Operation&, lev::Result<lev::Expired> x) {
+          if (x) watchdog.request_stop();
+        });
+        loop.spawn(drain());
+        auto n = co_await loop.splice(a, w, 8).stop_on(watchdog.get_token());
+        bite.cancel();
+        co_return n;
+      };
+      auto n = loop.block_on(t());
+      loop.run_once();  // delivers the cancelled watchdog
+      REQUIRE_MESSAGE(n, n.error().message());
+      CHECK(*n == 8);
+      char buf[8];
+      REQUIRE(::read(r.get(), buf, 8) == 8);
+      CHECK(std::string(buf, 8) == "spliced!");
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("splice into a blocking socket whose buffer is full waits without blocking the loop") {
+    // Regression (issue 20, item 6b): on epoll only the splice's input was
+    // put in O_NONBLOCK mode; into a full blocking socket the splice blocked
+    // the loop thread until a reader drained it (a 50 ms timer fired at 301 ms).
+    for_each_engine([](lev::Loop& loop) {
+      auto [r, w] = lev::test::pipe_pair();    // input: a pipe with bytes
+      auto [a, b] = lev::test::socket_pair();  // output: a blocking socket, full
+      const std::size_t filled = fill(a.get());
+      const std::string msg = pattern(1000);
+      REQUIRE(::write(w.get(), msg.data(), msg.size()) == 1000);
+      timeval limit{3, 0};
+      ::setsockopt(b.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+      std::string received;
+      std::thread reader([&, fd = b.get()] {
+        std::this_thread::sleep_for(300ms);
+        std::string buf(65536, '\0');
+        while (received.size() < filled + msg.size()) {
+          const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+          if (n <= 0) break;
+          received.append(buf.data(), static_cast<std::size_t>(n));
+        }
+      });
+      bool spliced = false, pending_at_timer = false;
+      lev::Duration timer_at{};
+      const lev::TimePoint start = loop.now();
+      auto timer = [&]() -> lev::Task<> {
+        (void)co_await loop.after(50ms);
+        timer_at = loop.now() - start;
+        pending_at_timer = !spliced;
+      };
+      auto t = [&]() -> lev::Task<> {
+        loop.spawn(timer());
+        std::size_t moved = 0;
+        while (moved < msg.size()) {
+          auto n = co_await loop.splice(r, a, msg.size() - moved);
+          if (!n) break;
+          moved += *n;
+        }
+        spliced = moved == msg.size();
+      };
+      loop.block_on(t());
+      reader.join();
+      CHECK(spliced);
+      CHECK(pending_at_timer);  // the loop ran its timer while the splice waited
+      CHECK(timer_at < 250ms);
+      CHECK(received.size() == filled + msg.size());
+      CHECK(received.substr(filled) == msg);
+    });
+  }
+
+  TEST_CASE(
+      "opening a FIFO with no writer returns at once on every engine, so deadlines and teardown "
+      "never wait for one") {
+    // Regression (issue 20, item 7): on epoll File::open ran a blocking
+    // openat in a file worker: with_timeout(open, 200ms) returned after
+    // the writer came (3 s; never without one) and ~Loop waited as long.
+    // io_uring opened it at once. A writer comes after 2 s here, so that
+    // the old behaviour fails the timing checks rather than hangs.
+    for_each_engine([](lev::Loop& loop) {
+      TempDir dir;
+      const std::string fifo = dir.at("fifo");
+      REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+      std::atomic<bool> done{false};
+      std::thread late_partner([&] {
+        for (int i = 0; i < 2000 && !done; ++i) std::this_thread::sleep_for(1ms);
+        while (!done) {  // unblocks an open still waiting for a writer, or a reader
+          const int in = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+          const int out = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+          if (out >= 0) ::close(out);
+          if (in >= 0) ::close(in);
+          std::this_thread::sleep_for(10ms);
+        }
+      });
+      struct Stop {
+        std::atomic<bool>& done;
+        std::thread& thread;
+        ~Stop() {
+          done = true;
+          thread.join();
+        }
+      } stop_partner{done, late_partner};
+      // Teardown with an open of the FIFO under way does not wait for a writer.
+      const auto t0 = std::chrono::steady_clock::now();
+      {
+        lev::Loop other{loop.model(), {.backend = std::string(loop.backend_name())}};
+        std::optional<lev::Result<lev::File>> opened;
+        auto open = [&]() -> lev::Task<> {
+          opened = co_await lev::File::open(other, fifo, O_RDONLY);
+        };
+        other.spawn(open());
+        other.run_once();
+        other.run_once();
+      }
+      CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+      auto t = [&]() -> lev::Task<> {
+        const lev::TimePoint t1 = loop.now();
+        auto rd = co_await lev::with_timeout(loop, lev::File::open(loop, fifo, O_RDONLY), 200ms);
+        CHECK(loop.now() - t1 < 150ms);
+        REQUIRE_MESSAGE(rd, rd.error().message());
+        CHECK((::fcntl(rd->fd(), F_GETFL) & O_NONBLOCK) == 0);  // the flags asked for
+        // With a reader there, a writer opens and the bytes go through.
+        auto wr = co_await lev::File::open(loop, fifo, O_WRONLY);
+        REQUIRE_MESSAGE(wr, wr.error().message());
+        CHECK((co_await wr->write_at(std::string_view("fifo"), std::uint64_t(-1))).value() == 4);
+        std::array<char, 8> buf{};
+        CHECK((co_await rd->read_at(buf, std::uint64_t(-1))).value() == 4);
+        CHECK(std::string(buf.data(), 4) == "fifo");
+        CHECK(co_await wr->close());
+        CHECK(co_await rd->close());
+        // No reader: a writer is refused at once (ENXIO), on every engine.
+        const lev::TimePoint t2 = loop.now();
+        auto lone = co_await lev::with_timeout(loop, lev::File::open(loop, fifo, O_WRONLY), 200ms);
+        CHECK(loop.now() - t2 < 150ms);
+        REQUIRE_FALSE(lone);
+        CHECK(lone.error().code == std::errc::no_such_device_or_address);
+      };
+      loop.block_on(t());
+    });
+  }
+
+  TEST_CASE("a file opened for a task that is never resumed is closed, not leaked") {
+    // Regression: release_undelivered closed an accepted fd nobody took
+    // but not an opened one: a Loop destroyed with File::open's result
+    // queued (or an awaiter abandoned after it) leaked the fd.
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    {
+      lev::test::FakeLoop f;
+      std::optional<lev::Result<lev::File>> opened;
+      auto open = [&]() -> lev::Task<> {
+        opened = co_await lev::File::open(f.loop, "/x", O_RDONLY);
+      };
+      f.loop.spawn(open());
+      f.loop.run_once();
+      lev::detail::OpBase* op = f.fake->find(lev::detail::OpKind::openat);
+      REQUIRE(op);
+      f.fake->complete(*op, fd);  // queued, never delivered: the loop goes first
+    }
+    CHECK(::fcntl(fd, F_GETFD) < 0);
+    CHECK(errno == EBADF);
   }
 
   TEST_CASE("on the fake backend a file op is recorded, completed by the test, and cancelled before it runs") {

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -209,5 +211,52 @@ TEST_SUITE("runtime") {
     CHECK_THROWS_WITH_AS(
         lev::Runtime({.threads = 1, .loop = {.queue_size = 0}, .stop_on_signals = false}),
         "lev::Loop: queue_size must be greater than 0", std::invalid_argument);
+  }
+  TEST_CASE(
+      "an fd one loop of a runtime used, closed on another loop's thread, is watched afresh when "
+      "its number comes back") {
+    // Regression (issue 20, item 4): a close reached only the engines of
+    // the thread that made it. Loop 1 waited on fd N (registered, not
+    // readable); loop 0's thread closed N; the next socket took N, and
+    // loop 1's recv on it, with bytes waiting, timed out. (Applying that
+    // close at loop 1's next round must also leave alone the recv loop 1
+    // submitted on the new N meanwhile: a first fix cancelled it.)
+    for (const std::string backend : {"reactor", "proactor/epoll"}) {
+      CAPTURE(backend);
+      const bool reactor = backend == "reactor";
+      lev::Runtime rt{{.threads = 2,
+                       .model = reactor ? lev::Model::reactor : lev::Model::proactor,
+                       .loop = {.backend = "epoll"},
+                       .stop_on_signals = false}};
+      std::atomic<bool> closed{false};
+      int number = -1, reused = -1;
+      std::optional<lev::Result<std::size_t>> got;
+      rt.spawn_on(1, [&](lev::Loop& loop) -> lev::Task<> {
+        auto [a, b] = lev::test::socket_pair();
+        (void)co_await loop.readable(a, 20ms);  // registers a's number, then times out
+        number = a.release();
+        rt.post_to(0, [&, n = number] {
+          lev::Fd f{n};  // closed through lev on loop 0's thread
+          f.reset();
+          closed = true;
+        });
+        // Waits inside this round (the loop thread blocked), so that the
+        // close lands after the round began and the recv below is submitted
+        // before the loop's next round applies it.
+        for (int i = 0; i < 2000 && !closed; ++i) std::this_thread::sleep_for(1ms);
+        auto [c, d] = lev::test::socket_pair();
+        reused = c.get();
+        (void)::send(d.get(), "hello", 5, 0);
+        char buf[16];
+        got = co_await loop.recv(c, buf, {.timeout = 1s});
+        rt.stop();
+      });
+      rt.wait();
+      REQUIRE(closed);
+      REQUIRE(reused == number);  // the kernel reuses the lowest free number
+      REQUIRE(got);
+      REQUIRE_MESSAGE(*got, got->error().message());
+      CHECK(**got == 5);
+    }
   }
 }

@@ -63,6 +63,7 @@ namespace detail {
 struct SignalHub;
 struct Inbox;
 TimePoint loop_round_time(const Loop& loop) noexcept;
+struct CloseLink;
 /// Reports an operation started off the loop's thread, then aborts.
 [[noreturn]] void wrong_thread() noexcept;
 }  // namespace detail
@@ -382,7 +383,7 @@ class Loop {
   /// Throws std::logic_error if the task waits on nothing that can complete.
   template <class T>
   T block_on(Task<T> task) {
-    owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    adopt_thread();
     if (task.valid() && !task.handle().promise().loop) task.handle().promise().loop = this;
     detail::BlockResult<T> out;
     detail::RootHandle h = detail::root_body<T>(std::move(task), &out).h;
@@ -796,6 +797,7 @@ class Loop {
   friend struct detail::SignalHub;
   friend struct detail::Source;
   friend struct detail::Inbox;
+  friend struct detail::CloseLink;
 
   template <class T, class F>
   detail::CallbackOp& prepare(F&& cb, detail::OpKind kind, int fd) {
@@ -827,6 +829,9 @@ class Loop {
   /// `fd` is about to be closed by this loop: its multishot recv and epoll
   /// registrations go (same as lev::Fd does).
   void closing(int fd) noexcept;
+  /// Makes the calling thread the owner (run, block_on, ~Loop): closes
+  /// made on it reach this loop at once from now on (core/fd_hooks.hpp).
+  void adopt_thread() noexcept;
   void launch_root(detail::RootHandle h, bool detached);
   void run_root(detail::RootHandle h);
   void start_local(detail::OpBase& op);
@@ -856,6 +861,7 @@ class Loop {
   detail::RootPromise* roots_ = nullptr;
   detail::CallbackPool* pool_ = nullptr;
   detail::Inbox* inbox_ = nullptr;  // reference counted (runtime/core/inbox.hpp)
+  detail::CloseLink* close_link_ = nullptr;     // what closes elsewhere tell this loop
   std::unique_ptr<detail::RecvRegistry> recv_;  // made by the first recv(fd)
   std::unique_ptr<detail::RecvRegistry> dgram_;  // made by the first DatagramSocket::receive
   std::uint32_t recv_count_ = 0;

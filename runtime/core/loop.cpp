@@ -64,7 +64,7 @@ void release_undelivered(OpBase& op) noexcept {
     op.select = kSelectNone;
     return;
   }
-  if (op.kind == OpKind::accept && op.res >= 0) {
+  if ((op.kind == OpKind::accept || op.kind == OpKind::openat) && op.res >= 0) {
     fd_closing(op.res);
     ::close(op.res);
     op.res = -ECANCELED;
@@ -231,6 +231,7 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
     throw std::invalid_argument("lev::Loop: datagram_buffer_count must be between 1 and 32768");
   if (options.datagram_buffer_size == 0 || options.datagram_buffer_size > (1u << 30))
     throw std::invalid_argument("lev::Loop: datagram_buffer_size must be between 1 and 2^30");
+  auto link = std::make_unique<detail::CloseLink>(*this);  // first: nothing to undo if it throws
   recv_count_ = options.recv_buffer_count;
   recv_size_ = options.recv_buffer_size;
   dgram_count_ = options.datagram_buffer_count;
@@ -258,6 +259,12 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
     uring_backend_ = uring;
     inbox_->ring_fd = uring->msg_ring_target();
   }
+  if (auto* epoll = dynamic_cast<EpollBackend*>(backend_.get())) {
+    link->epoll = epoll;
+    epoll->set_marks(link->marks);
+  }
+  close_link_ = link.release();
+  close_link_->enlist();  // from here on, closes on any thread reach this loop
 }
 
 namespace {
@@ -278,6 +285,9 @@ void drop_undelivered(detail::OpBase& op) noexcept {
 }  // namespace
 
 Loop::~Loop() {
+  // 0. The destroying thread owns the loop now: its closes (a task's Fd
+  //    destroyed below) reach it at once.
+  adopt_thread();
   // 1. Ask every live operation to stop: the backend's, then the timers.
   backend_->cancel_all();
   while (detail::OpBase* t = timers_.pop()) ready_.push(*t, -ECANCELED);
@@ -310,6 +320,8 @@ Loop::~Loop() {
   dgram_.reset();
   pool_->close_loop();
   inbox_->release();  // the eventfd closes with the last waker's reference
+  close_link_->delist();
+  delete close_link_;
 }
 
 // Teardown: drops the completion queue and the inbox until both are empty.
@@ -680,6 +692,10 @@ void Loop::deliver_direct(void* self, detail::OpBase& op) noexcept {
 std::size_t Loop::run_once() {
   std::optional<Duration> timeout;
   take_inbox();
+  // Closes made on other threads: before the backend tries an op on a
+  // reused number, and again before anything is delivered.
+  if (close_link_->pending.load(std::memory_order_relaxed)) [[unlikely]]
+    close_link_->apply();
   const detail::OpBase* t = timers_.top();
   TimePoint now{};
   if (t) now = clock_->now();
@@ -706,6 +722,8 @@ std::size_t Loop::run_once() {
     n = backend_->poll(timeout);
   }
   n += take_inbox();
+  if (close_link_->pending.load(std::memory_order_relaxed)) [[unlikely]]
+    close_link_->apply();
   // Only a wait that may have lasted needs a fresh reading of the clock.
   if (t) {
     round_now_ = timeout && *timeout == Duration::zero() ? now : clock_->now();
@@ -721,7 +739,7 @@ std::size_t Loop::run_once() {
 }
 
 void Loop::run() {
-  owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  adopt_thread();
   running_ = true;
   struct Reset {
     Loop& loop;

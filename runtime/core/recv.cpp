@@ -16,10 +16,6 @@
 namespace lev::detail {
 
 namespace {
-// Registries of this thread's loops: closing an fd through lev lets go of
-// its multishot recv (the kernel's request holds the file open).
-thread_local std::vector<RecvRegistry*> t_registries;
-
 std::uint16_t buffer_id(std::uint32_t flags) noexcept {
   return static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
 }
@@ -37,11 +33,6 @@ const Continuation RecvRegistry::kSteps{&RecvRegistry::starved_end, &RecvRegistr
 // pool run dry (ENOBUFS: wait for a buffer, then recv again).
 const Continuation RecvBufferAwaiter::kSteps{&RecvBufferAwaiter::is_step,
                                              &RecvBufferAwaiter::next_step};
-
-void fd_closing(int fd) noexcept {
-  epoll_fd_closing(fd);
-  for (RecvRegistry* r : t_registries) r->closing(fd);
-}
 
 // ------------------------------------------------------------- registry
 
@@ -72,11 +63,9 @@ RecvRegistry::RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t
     mode_ = Mode::multishot;
   else
     mode_ = Mode::select;
-  t_registries.push_back(this);
 }
 
 RecvRegistry::~RecvRegistry() {
-  t_registries.erase(std::find(t_registries.begin(), t_registries.end(), this));
   // The loop has settled every op by now (teardown): only results remain.
   for (RecvState* st : by_fd_)
     if (st) {
@@ -106,6 +95,7 @@ RecvState& RecvRegistry::get(int fd) {
     st->items.reserve(kMaxQueued + 4);
     st->starved.retry = &on_buffer;
   }
+  CloseLink::mark(loop_, fd);  // a close of the number, on any thread, reaches closing()
   st->reg = this;
   st->fd = fd;
   st->closing = false;

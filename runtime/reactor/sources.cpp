@@ -22,6 +22,7 @@
 #include <system_error>
 
 #include "core/fd_hooks.hpp"
+#include "lev/log.hpp"
 #include "lev/loop.hpp"
 #include "lev/watchers.hpp"
 
@@ -408,8 +409,22 @@ struct WakerState final : Source {
   }
   static void on_read(OpBase& op) {
     auto* self = static_cast<WakerState*>(op.ctx);
-    if (op.res < 0) return;  // cancelled: the Waker is going away
+    if (!self->loop) return;  // the Waker is going away
     const std::shared_ptr<WakerState> keep = self->self.lock();
+    if (op.res < 0) {
+      // No wake was taken: read again. EAGAIN (a backend that reports it
+      // rather than waiting), EINTR, ECANCELED (the engine let the read go:
+      // Waker::cancel never delivers one) pass; anything else would only
+      // repeat, so it is said, once, rather than spun on or kept silent.
+      const int err = -op.res;
+      if (err == EAGAIN || err == EINTR || err == ECANCELED) {
+        self->arm();
+        return;
+      }
+      log_message(LogLevel::error, "waker: " + errno_error(err, "read", op.fd).message() +
+                                       "; its callback is not called again");
+      return;
+    }
     self->arm();  // re-armed first: a wake() from the callback counts
     if (self->cb) self->cb();
   }

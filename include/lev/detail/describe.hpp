@@ -27,6 +27,7 @@
 
 #include <liburing.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -43,6 +44,11 @@ enum class Wait : std::uint8_t {
   offload,  // blocking work (a regular file, a path): the engine's file workers,
             // or readiness like `read`/`write` when the fd can be polled (a pipe)
 };
+
+/// Test hook: an epoll engine's file worker calls it with each op just
+/// before running it (a test makes a worker slow with it, as a slow disk
+/// would). Null in normal use.
+extern std::atomic<void (*)(const OpBase&)> before_file_work;
 
 /// The record of an op that needs nothing beyond OpBase's I/O fields.
 struct NoArgs {};

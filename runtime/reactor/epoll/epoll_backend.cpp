@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <new>
 #include <system_error>
 
 #include "core/fd_hooks.hpp"
@@ -25,9 +26,6 @@ using detail::OpBase;
 using detail::OpKind;
 
 namespace {
-
-// The epoll engines living on this thread (a Loop belongs to one thread).
-thread_local std::vector<EpollBackend*> t_engines;
 
 // Whether `op` waits as a writer (for a poll op: by its mask).
 bool is_writer(const OpBase& op) {
@@ -44,27 +42,33 @@ bool is_writer(const OpBase& op) {
   }
 }
 
+int splice_out(const OpBase& op) noexcept {
+  return static_cast<const detail::SpliceArgs*>(op.args)->fd_out;
+}
+
+// Whether `op` would act on `fd`: its own, or the output of a splice.
+bool uses_fd(const OpBase& op, int fd) noexcept {
+  return op.fd == fd || (op.kind == OpKind::splice && splice_out(op) == fd);
+}
+
+// The errno a failed start of an op reports.
+int error_of(const std::system_error& e) noexcept {
+  const std::error_code c = e.code();
+  const bool errno_value =
+      c.category() == std::system_category() || c.category() == std::generic_category();
+  return errno_value && c.value() > 0 ? c.value() : EIO;
+}
+
 }  // namespace
 
 EpollBackend::EpollBackend(unsigned file_workers)
-    : epfd_(::epoll_create1(EPOLL_CLOEXEC)), file_worker_count_(file_workers) {
+    : epfd_(::epoll_create1(EPOLL_CLOEXEC)), workers_(std::make_unique<FileWorkers>(file_workers)) {
   if (epfd_ < 0) throw std::system_error(errno, std::system_category(), "lev: epoll_create1");
-  t_engines.push_back(this);
 }
 
 EpollBackend::~EpollBackend() {
-  workers_.reset();  // joins the workers (the loop waited for their ops)
-  t_engines.erase(std::find(t_engines.begin(), t_engines.end(), this));
-  ::close(epfd_);
+  ::close(epfd_);  // workers_ joins its threads next (the loop waited for their ops)
 }
-
-void EpollBackend::closing(int fd) noexcept { forget_fd(fd, false); }
-
-namespace detail {
-void epoll_fd_closing(int fd) noexcept {
-  for (EpollBackend* e : t_engines) e->closing(fd);
-}
-}  // namespace detail
 
 EpollBackend::FdState& EpollBackend::state(int fd) {
   auto i = static_cast<std::size_t>(fd);
@@ -74,6 +78,7 @@ EpollBackend::FdState& EpollBackend::state(int fd) {
     int fl = ::fcntl(fd, F_GETFL);
     if (fl >= 0 && !(fl & O_NONBLOCK)) ::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     st.nonblocking = true;
+    if (marks_) marks_->mark(fd);  // once per fd: a close on any thread reaches closing()
   }
   return st;
 }
@@ -119,12 +124,51 @@ bool EpollBackend::attempt(OpBase& op, FdState& st) {
   }
 }
 
-void EpollBackend::park(OpBase& op, FdState& st) {
+// A splice moves bytes from op.fd to its fd_out: it needs the input
+// readable and the output writable, and an EAGAIN may come from either
+// (both are in O_NONBLOCK mode and SPLICE_F_NONBLOCK is set: it never
+// blocks the loop). poll(2) says which side to wait for.
+EpollBackend::Side EpollBackend::attempt_splice(OpBase& op) {
+  const int in = op.fd, out = splice_out(op);
+  // Both states exist: made when the splice was first tried (start()).
+  if (!fds_[static_cast<std::size_t>(in)].readable) return Side::input;
+  if (!fds_[static_cast<std::size_t>(out)].writable) return Side::output;
+  const detail::KindEntry& e = detail::kind_entry(op.kind);
+  for (int tries = 0;; ++tries) {
+    const long r = e.attempt(op);
+    if (r >= 0) {
+      op.res = static_cast<int>(std::min<long>(r, INT_MAX));
+      return Side::done;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      op.res = -errno;
+      return Side::done;
+    }
+    pollfd p[2] = {{in, POLLIN | POLLRDHUP, 0}, {out, POLLOUT, 0}};
+    if (::poll(p, 2, 0) < 0) p[0].revents = p[1].revents = 0;
+    const bool out_ready = p[1].revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL);
+    const bool in_ready = p[0].revents & (POLLIN | POLLRDHUP | POLLERR | POLLHUP | POLLNVAL);
+    if (!out_ready) {
+      fds_[static_cast<std::size_t>(out)].writable = false;
+      return Side::output;
+    }
+    if (!in_ready || tries > 0) {  // both looked ready twice: wait for the input
+      fds_[static_cast<std::size_t>(in)].readable = false;
+      return Side::input;
+    }
+  }
+}
+
+// Parks `op` on `fd`'s readers or writers, registering the fd with epoll
+// on first use; an fd epoll refuses ends the op with the error.
+void EpollBackend::park(OpBase& op, int fd, bool writer, Where where) {
+  FdState& st = fds_[static_cast<std::size_t>(fd)];
   if (!st.registered) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.fd = op.fd;
-    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, op.fd, &ev) != 0) {
+    ev.data.fd = fd;
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
       if (errno != EEXIST) {
         finish(op, -errno);  // EBADF, or EPERM for a file epoll cannot watch
         return;
@@ -132,8 +176,8 @@ void EpollBackend::park(OpBase& op, FdState& st) {
     }
     st.registered = true;
   }
-  OpBase*& head = is_writer(op) ? st.writers : st.readers;
-  op.backend_data = is_writer(op) ? kWriters : kReaders;
+  OpBase*& head = writer ? st.writers : st.readers;
+  op.backend_data = where;
   op.link_next = nullptr;
   op.link_prev = nullptr;
   if (!head) {
@@ -146,21 +190,58 @@ void EpollBackend::park(OpBase& op, FdState& st) {
   op.link_prev = tail;
 }
 
+void EpollBackend::park_splice(OpBase& op, Side side) {
+  if (side == Side::output) {
+    park(op, splice_out(op), true, kSpliceOut);
+    return;
+  }
+  // On its input: remembered, so that a close of its output finds it.
+  try {
+    splices_.push_back(&op);
+  } catch (const std::bad_alloc&) {
+    finish(op, -ENOMEM);
+    return;
+  }
+  park(op, op.fd, false, kReaders);
+  if (op.backend_data != kReaders) splices_.pop_back();  // refused by epoll: finished
+}
+
 void EpollBackend::unpark(OpBase& op) noexcept {
-  FdState& st = fds_[static_cast<std::size_t>(op.fd)];
-  OpBase*& head = (op.backend_data & 0xf) == kWriters ? st.writers : st.readers;
+  const std::uintptr_t where = op.backend_data & 0xf;
+  const int fd = where == kSpliceOut ? splice_out(op) : op.fd;
+  FdState& st = fds_[static_cast<std::size_t>(fd)];
+  OpBase*& head = where == kReaders ? st.readers : st.writers;
   if (op.link_prev)
     op.link_prev->link_next = op.link_next;
   else
     head = op.link_next;
   if (op.link_next) op.link_next->link_prev = op.link_prev;
   op.link_prev = op.link_next = nullptr;
+  if (op.kind == OpKind::splice && where == kReaders)
+    splices_.erase(std::find(splices_.begin(), splices_.end(), &op));
 }
 
-// Retries the parked ops of one list in order until one would block.
-std::size_t EpollBackend::retry(OpBase*& list, FdState& st) {
+// Retries the parked ops of one of `fd`'s lists in order until one would
+// block. A splice that now waits for its other side (another fd: splice
+// refuses in == out) moves there.
+std::size_t EpollBackend::retry(int fd, bool writers) {
   std::size_t n = 0;
-  while (OpBase* op = list) {
+  for (;;) {
+    FdState& st = fds_[static_cast<std::size_t>(fd)];
+    OpBase* op = writers ? st.writers : st.readers;
+    if (!op) break;
+    if (op->kind == OpKind::splice) {
+      const Side side = attempt_splice(*op);
+      if (side != Side::done && (side == Side::output) == writers) break;  // still this side
+      unpark(*op);
+      if (side == Side::done) {
+        finish(*op, op->res);
+        ++n;
+      } else {
+        park_splice(*op, side);
+      }
+      continue;
+    }
     if (!attempt(*op, st)) break;
     unpark(*op);
     finish(*op, op->res);
@@ -185,6 +266,33 @@ void EpollBackend::forget_fd(int fd, bool deregister) {
   st = FdState{};
 }
 
+void EpollBackend::closing(int fd, bool here) noexcept {
+  if (fd < 0) return;
+  // Submitted and not yet tried: tried later, they would act on whatever
+  // file takes the number next. (A close op is left alone: it is the close.)
+  for (std::size_t i = 0; here && i < fresh_.size();) {
+    OpBase* op = fresh_[i];
+    if (op->kind != OpKind::close && uses_fd(*op, fd)) {
+      fresh_.erase(fresh_.begin() + static_cast<std::ptrdiff_t>(i));
+      finish(*op, -ECANCELED);
+    } else {
+      ++i;
+    }
+  }
+  // Splices waiting for their input would write to the closed output.
+  for (std::size_t i = 0; i < splices_.size();) {
+    OpBase* op = splices_[i];
+    if (splice_out(*op) == fd) {
+      unpark(*op);  // takes it out of splices_
+      finish(*op, -ECANCELED);
+    } else {
+      ++i;
+    }
+  }
+  forget_fd(fd, false);
+  if (here) workers_->closing(fd);
+}
+
 bool EpollBackend::offloaded(const OpBase& op) {
   const detail::KindEntry& e = detail::kind_entry(op.kind);
   if (e.wait == detail::Wait::offload) return true;
@@ -199,31 +307,28 @@ bool EpollBackend::offloaded(const OpBase& op) {
   return st.unpollable;
 }
 
+// Throws (std::system_error, std::bad_alloc) only with `op` not queued.
 void EpollBackend::offload(OpBase& op) {
-  if (!workers_) {
-    workers_ = std::make_unique<FileWorkers>(file_worker_count_);
-  }
-  const bool first = workers_->done_fd() < 0;
-  op.backend_data = kWorker;
-  workers_->push(op);
-  if (first) {
+  if (!workers_watched_) {
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLET;
     ev.data.fd = -3;  // results of the file workers: collected after every wait
-    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, workers_->done_fd(), &ev) != 0)
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, workers_->open_done_fd(), &ev) != 0)
       throw std::system_error(errno, std::system_category(), "lev: epoll_ctl(file workers)");
+    workers_watched_ = true;
   }
+  op.backend_data = kWorker;
+  workers_->push(op);
 }
 
 std::size_t EpollBackend::take_worker_results() {
-  if (!workers_) return 0;
-  std::size_t n = 0;
-  for (OpBase* op : workers_->take_done()) {
+  if (!workers_watched_) return 0;
+  workers_->take_done(taken_);
+  for (OpBase* op : taken_) {
     if (op->res >= 0 && detail::kind_entry(op->kind).yields_fd) forget_fd(op->res, false);
     finish(*op, op->res);
-    ++n;
   }
-  return n;
+  return taken_.size();
 }
 
 void EpollBackend::cancel(OpBase& op) {
@@ -236,6 +341,7 @@ void EpollBackend::cancel(OpBase& op) {
       break;
     case kReaders:
     case kWriters:
+    case kSpliceOut:
       unpark(op);
       break;
     default:
@@ -254,12 +360,43 @@ void EpollBackend::set_wakeup_fd(int fd) {
 
 void EpollBackend::cancel_all() {
   for (OpBase* op : std::vector<OpBase*>(fresh_)) cancel(*op);
-  if (workers_)  // those not started; running ones finish on their own
-    for (OpBase* op : workers_->take_queued()) finish(*op, -ECANCELED);
+  // Those not started; running ones finish on their own.
+  for (OpBase* op : workers_->take_queued()) finish(*op, -ECANCELED);
   for (auto& st : fds_) {
     while (OpBase* op = st.readers) cancel(*op);
     while (OpBase* op = st.writers) cancel(*op);
   }
+}
+
+void EpollBackend::start(OpBase& op) {
+  if (offloaded(op)) {
+    offload(op);
+    return;
+  }
+  if (op.kind == OpKind::nop || op.fd < 0) {
+    finish(op, op.kind == OpKind::nop ? 0 : -EBADF);  // what the kernel says of fd -1
+    return;
+  }
+  if (op.kind == OpKind::splice) {
+    const int out = splice_out(op);
+    if (out < 0) {
+      finish(op, -EBADF);
+      return;
+    }
+    state(out);  // both in O_NONBLOCK mode, both states made (attempt_splice)
+    state(op.fd);
+    const Side side = attempt_splice(op);
+    if (side == Side::done)
+      finish(op, op.res);
+    else
+      park_splice(op, side);
+    return;
+  }
+  FdState& st = state(op.fd);
+  if (attempt(op, st))
+    finish(op, op.res);
+  else
+    park(op, op.fd, is_writer(op), is_writer(op) ? kWriters : kReaders);
 }
 
 std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
@@ -270,19 +407,17 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     batch.swap(fresh_);
     for (OpBase* op : batch) {
       if (op->backend_data != kNew) continue;  // cancelled meanwhile
-      if (offloaded(*op)) {
-        offload(*op);
-        continue;
+      // An op that cannot be started (no file worker, no memory) fails
+      // alone, saying why; the rest of the batch goes on.
+      try {
+        start(*op);
+      } catch (const std::system_error& e) {
+        finish(*op, -error_of(e));
+      } catch (const std::bad_alloc&) {
+        finish(*op, -ENOMEM);
+      } catch (const std::exception&) {
+        finish(*op, -EIO);
       }
-      if (op->kind == OpKind::nop || op->fd < 0) {
-        finish(*op, op->kind == OpKind::nop ? 0 : -EBADF);  // what the kernel says of fd -1
-        continue;
-      }
-      FdState& st = state(op->fd);
-      if (attempt(*op, st))
-        finish(*op, op->res);
-      else
-        park(*op, st);
     }
     batch.clear();
     if (fresh_.empty()) fresh_.swap(batch);  // keep the capacity
@@ -307,8 +442,8 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     const std::uint32_t ev = events[i].events;
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) st.readable = true;
     if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) st.writable = true;
-    n += retry(st.readers, st);
-    n += retry(st.writers, st);
+    n += retry(fd, false);
+    n += retry(fd, true);
   }
   n += take_worker_results();
   n += finished_;

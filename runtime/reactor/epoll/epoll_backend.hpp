@@ -10,6 +10,9 @@
 #include "reactor/epoll/file_workers.hpp"
 
 namespace lev {
+namespace detail {
+class FdMarks;
+}
 
 class EpollBackend final : public CompletionBackend {
  public:
@@ -23,8 +26,9 @@ class EpollBackend final : public CompletionBackend {
   void attach(CompletionQueue& queue) override { queue_ = &queue; }
   [[nodiscard]] std::string_view name() const noexcept override { return "epoll"; }
   /// Queues `op`; its syscall is first tried at the next poll(). The
-  /// first op on an fd puts it in O_NONBLOCK mode (the syscalls must never
-  /// block the loop); this changes the open file description's flags.
+  /// first op on an fd (for a splice: on its input and on its output) puts
+  /// it in O_NONBLOCK mode (the syscalls must never block the loop); this
+  /// changes the open file description's flags.
   void submit(detail::OpBase& op) override;
   void cancel(detail::OpBase& op) override;
   void cancel_all() override;
@@ -32,9 +36,21 @@ class EpollBackend final : public CompletionBackend {
   [[nodiscard]] std::size_t in_flight() const noexcept override { return held_; }
   [[nodiscard]] BackendStats stats() const noexcept override { return stats_; }
   void set_wakeup_fd(int fd) override;
-  /// `fd` is about to be closed: ops parked on it end with ECANCELED and its
-  /// state is forgotten (called through detail::fd_closing).
-  void closing(int fd) noexcept;
+  /// `fd` is about to be closed (loop thread, through detail::fd_closing):
+  /// ops waiting on it for readiness (a splice writing to it too) end with
+  /// ECANCELED and its state is forgotten. `here`: the close is made on
+  /// this thread, now: ops submitted and not yet tried end with ECANCELED
+  /// too, and closing_workers(fd) runs. Not `here`: a close made earlier
+  /// on another thread, applied at a round's start (ops submitted since
+  /// may be for a new file with the number: they stay).
+  void closing(int fd, bool here = true) noexcept;
+  /// The file workers' part of closing, from any thread: ops on `fd` still
+  /// queued for a worker end with ECANCELED; one a worker runs is waited
+  /// for (its syscall may not have begun: the number must stay this file's
+  /// until it returns).
+  void closing_workers(int fd) noexcept { workers_->closing(fd); }
+  /// Where the engine marks the fds it keeps state for (the loop's).
+  void set_marks(detail::FdMarks& marks) noexcept { marks_ = &marks; }
   /// Recv ops with `select` take a pool buffer when the socket is readable.
   bool provide_buffers(detail::BufferPool& pool) override {
     (void)pool;
@@ -54,16 +70,32 @@ class EpollBackend final : public CompletionBackend {
     detail::OpBase* readers = nullptr;  // parked ops, FIFO via link_next
     detail::OpBase* writers = nullptr;
   };
-  enum Where : std::uintptr_t { kNew = 1, kReaders = 2, kWriters = 3, kWorker = 4 };
+  // Where a held op is (backend_data): kSpliceOut is a splice parked as a
+  // writer on its output fd (SpliceArgs::fd_out), not on op.fd.
+  enum Where : std::uintptr_t {
+    kNew = 1,
+    kReaders = 2,
+    kWriters = 3,
+    kWorker = 4,
+    kSpliceOut = 5,
+  };
+  // What a splice waits for after EAGAIN.
+  enum class Side { done, input, output };
 
   FdState& state(int fd);
+  /// Tries a fresh op: done, parked, or handed to the file workers.
+  void start(detail::OpBase& op);
   /// Runs the op's nonblocking syscall; true when it finished (result
   /// recorded in op.res), false on EAGAIN.
   bool attempt(detail::OpBase& op, FdState& st);
-  void park(detail::OpBase& op, FdState& st);
+  /// A splice waits for its input to be readable and its output writable:
+  /// done, or the side that said EAGAIN.
+  Side attempt_splice(detail::OpBase& op);
+  void park(detail::OpBase& op, int fd, bool writer, Where where);
+  void park_splice(detail::OpBase& op, Side side);
   void unpark(detail::OpBase& op) noexcept;
   void finish(detail::OpBase& op, int res);
-  std::size_t retry(detail::OpBase*& list, FdState& st);
+  std::size_t retry(int fd, bool writers);
   void forget_fd(int fd, bool deregister = true);
   /// Whether `op` runs on the file workers rather than by readiness.
   bool offloaded(const detail::OpBase& op);
@@ -77,8 +109,13 @@ class EpollBackend final : public CompletionBackend {
   std::size_t held_ = 0;
   BackendStats stats_{};  // kernel_enters: epoll_wait calls
   std::size_t finished_ = 0;  // completions pushed since the last poll
-  unsigned file_worker_count_;
-  std::unique_ptr<FileWorkers> workers_;  // made by the first offloaded op
+  std::vector<detail::OpBase*> splices_;  // splices parked on their input
+  std::vector<detail::OpBase*> taken_;    // take_worker_results' scratch
+  detail::FdMarks* marks_ = nullptr;
+  // Made with the engine (its threads start on first use) so that a close
+  // on any thread can reach it; registered in the epoll set on first use.
+  const std::unique_ptr<FileWorkers> workers_;
+  bool workers_watched_ = false;
 };
 
 }  // namespace lev

@@ -29,10 +29,20 @@ inline constexpr int kUringOpFtruncate = 55;
 struct PathArgs {
   const char* path;
   unsigned mode;  // openat: creation mode; mkdirat: the directory's
+  bool blocking = false;  // openat: O_NONBLOCK goes once the file is open
 };
 
 /// A new fd (close-on-exec); `fd` is the directory (AT_FDCWD), `flags` the
 /// open flags.
+///
+/// The open itself never waits, on any engine: it runs with O_NONBLOCK, as
+/// io_uring's own first try does, and unless the caller asked for
+/// O_NONBLOCK the flag is taken off the new file (ResultOf<int>). So a FIFO
+/// opens at once for reading with no writer (and a read before one comes
+/// sees end of file), and for writing with no reader it fails with ENXIO,
+/// rather than holding an epoll file worker (or an io-wq thread) for as
+/// long as it takes: a deadline or teardown never waits for a FIFO's peer.
+/// A file under a lease being broken fails with EWOULDBLOCK likewise.
 struct OpenatOp : OpTraits {
   static constexpr OpKind kind = OpKind::openat;
   static constexpr const char* name = "openat";
@@ -42,7 +52,8 @@ struct OpenatOp : OpTraits {
   static void setup(OpBase& op, PathArgs& a, const char* path, int flags, unsigned mode) noexcept {
     a.path = path;
     a.mode = mode;
-    op.flags = flags | O_CLOEXEC;
+    a.blocking = !(flags & O_NONBLOCK);
+    op.flags = flags | O_CLOEXEC | O_NONBLOCK;
   }
   static void prep(io_uring_sqe* sqe, OpBase& op, std::size_t) noexcept {
     const auto& a = *static_cast<PathArgs*>(op.args);
@@ -56,12 +67,20 @@ struct OpenatOp : OpTraits {
 };
 
 /// A new fd as a plain int: released (closed) by release_undelivered when
-/// nobody takes it.
+/// nobody takes it. An openat's fd loses the O_NONBLOCK the open ran with
+/// unless the caller asked for it (one fcntl; the flags F_SETFL sets are
+/// those the caller gave open).
 template <>
 struct ResultOf<int> {
   static Result<int> make(OpBase& op) {
     if (op.res < 0) return op_error(op);
     const int fd = op.res;
+    if (op.kind == OpKind::openat && static_cast<const PathArgs*>(op.args)->blocking) {
+      if (::fcntl(fd, F_SETFL, op.flags & (O_APPEND | O_DIRECT | O_NOATIME)) != 0) {
+        const int fl = ::fcntl(fd, F_GETFL);
+        if (fl >= 0) ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+      }
+    }
     op.res = 0;  // handed over: nothing left to release
     op.kind = OpKind::nop;
     return fd;
