@@ -1,9 +1,11 @@
 #include <doctest/doctest.h>
-
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -161,9 +163,10 @@ TEST_SUITE("timers") {
   TEST_CASE("Duration::max() as a delay means never, and other timers still fire") {
     lev::test::for_each_engine([](lev::Loop& loop) {
       bool never = false, soon = false;
-      auto forever = loop.after(lev::Duration::max(), [&](lev::Operation&, lev::Result<lev::Expired> r) {
-        if (r) never = true;
-      });
+      auto forever =
+          loop.after(lev::Duration::max(), [&](lev::Operation&, lev::Result<lev::Expired> r) {
+            if (r) never = true;
+          });
       loop.after(10ms, [&](lev::Operation&, auto) {
         soon = true;
         loop.stop();
@@ -179,7 +182,9 @@ TEST_SUITE("timers") {
     });
   }
 
-  TEST_CASE("deadlines saturate: at(TimePoint::min()) fires at once, every() near the end of time does not wrap") {
+  TEST_CASE(
+      "deadlines saturate: at(TimePoint::min()) fires at once, every() near the end of time does "
+      "not wrap") {
     lev::Loop loop{lev::Model::proactor, {.backend = "fake"}};
     int fired = 0;
     loop.at(lev::TimePoint::min(), [&](lev::Operation&, auto) { ++fired; });
@@ -187,7 +192,8 @@ TEST_SUITE("timers") {
     CHECK(fired == 1);
     CHECK(lev::saturating_add(lev::TimePoint::max(), 1s) == lev::TimePoint::max());
     CHECK(lev::saturating_add(lev::TimePoint::min(), -1s) == lev::TimePoint::min());
-    CHECK(lev::saturating_sub(lev::TimePoint::max(), lev::TimePoint::min()) == lev::Duration::max());
+    CHECK(lev::saturating_sub(lev::TimePoint::max(), lev::TimePoint::min()) ==
+          lev::Duration::max());
   }
 
   TEST_CASE("with_timeout(task, Duration::max()) waits for the task") {
@@ -220,10 +226,11 @@ TEST_SUITE("timers") {
       auto r = loop.block_on(reader());
       REQUIRE(r);
       CHECK(*r == 2);
-      auto pooled = loop.block_on([](lev::Loop& l, int fd, int peer) -> lev::Task<lev::Result<lev::Buffer>> {
-        (void)::write(peer, "yo", 2);
-        co_return co_await l.recv(fd, {.timeout = lev::Duration::max()});
-      }(loop, a.get(), b.get()));
+      auto pooled =
+          loop.block_on([](lev::Loop& l, int fd, int peer) -> lev::Task<lev::Result<lev::Buffer>> {
+            (void)::write(peer, "yo", 2);
+            co_return co_await l.recv(fd, {.timeout = lev::Duration::max()});
+          }(loop, a.get(), b.get()));
       REQUIRE(pooled);
       CHECK(pooled->view() == "yo");
     });
@@ -238,5 +245,129 @@ TEST_SUITE("timers") {
       REQUIRE(fd);
       CHECK(fd->get() >= 0);
     });
+  }
+
+  // Callback timers are 40-byte nodes of a per-loop slab (issue 19): these
+  // walk their lifecycle.
+  TEST_CASE(
+      "a callback timer armed from a callback with no delay fires in the next round, not this "
+      "one") {
+    lev::test::FakeLoop f;
+    int fired = 0;
+    std::size_t round_of_second = 0, round = 0;
+    f.loop.after(0ms, [&](lev::Operation&, lev::Result<lev::Expired> r) {
+      CHECK(r);
+      ++fired;
+      f.loop.after(0ms, [&](lev::Operation&, lev::Result<lev::Expired>) {
+        ++fired;
+        round_of_second = round;
+      });
+    });
+    while (f.loop.live_op_count() > 0 && round < 10) {
+      f.loop.run_once();
+      ++round;
+    }
+    CHECK(fired == 2);
+    CHECK(round_of_second == 1);
+  }
+
+  TEST_CASE(
+      "a callback timer's captures go right after its call, a large callable is boxed, both run "
+      "once") {
+    lev::test::FakeLoop f;
+    auto token = std::make_shared<int>(7);
+    struct Big {
+      std::shared_ptr<int> keep;
+      char pad[64] = {};
+      int* calls;
+      void operator()(lev::Operation&, lev::Result<lev::Expired>) const { ++*calls; }
+    };
+    int small_calls = 0, big_calls = 0;
+    f.loop.after(1ms, [keep = token, &small_calls](lev::Operation&, lev::Result<lev::Expired>) {
+      ++small_calls;
+    });
+    f.loop.after(2ms, Big{token, {}, &big_calls});
+    CHECK(token.use_count() == 3);
+    f.loop.run();
+    CHECK(small_calls == 1);
+    CHECK(big_calls == 1);
+    CHECK(token.use_count() == 1);
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE("a handle to a callback timer reports its end, also after the loop is gone") {
+    lev::Operation fired, cancelled, never;
+    {
+      lev::test::FakeLoop f;
+      fired = f.loop.after(1ms, [](lev::Operation& o, lev::Result<lev::Expired>) {
+        CHECK(o.is_done());
+        CHECK_FALSE(o.is_cancelled());
+      });
+      cancelled = f.loop.after(1h, [](lev::Operation& o, lev::Result<lev::Expired> r) {
+        CHECK(o.is_cancelled());
+        CHECK(o.failed());
+        REQUIRE_FALSE(r);
+        CHECK(r.error().is_cancelled());
+      });
+      never =
+          f.loop.after(2h, [](lev::Operation&, lev::Result<lev::Expired>) { FAIL("teardown"); });
+      CHECK_FALSE(cancelled.is_done());
+      cancelled.cancel();
+      CHECK(cancelled.is_done());  // recorded at once, delivered from the loop
+      f.loop.run_once();
+      f.loop.run_once();
+      CHECK(fired.is_done());
+      CHECK(cancelled.is_cancelled());
+      CHECK(cancelled.error().is_cancelled());
+      CHECK_FALSE(never.is_done());
+    }  // the loop goes with `never` armed: its callback is never called
+    CHECK(fired.is_done());
+    CHECK_FALSE(fired.failed());
+    CHECK(cancelled.is_cancelled());
+    never.cancel();  // harmless after the loop
+    lev::Operation copy = never;
+    CHECK(copy.valid());
+  }  // the slab goes with the last handle (ASan: no leak)
+
+  TEST_CASE(
+      "a callback timer that throws: the exception leaves run_once, later timers still fire") {
+    lev::test::FakeLoop f;
+    int later = 0;
+    f.loop.after(1ms, [](lev::Operation&, lev::Result<lev::Expired>) {
+      throw std::runtime_error("timer callback failed");
+    });
+    f.loop.after(1ms, [&](lev::Operation&, lev::Result<lev::Expired>) { ++later; });
+    f.loop.after(2ms, [&](lev::Operation&, lev::Result<lev::Expired>) { ++later; });
+    CHECK_THROWS_AS(f.loop.run(), std::runtime_error);
+    f.loop.run();
+    CHECK(later == 2);
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE(
+      "ten thousand callback timers with random deadlines fire once each, in deadline order") {
+    lev::test::FakeLoop f;
+    std::vector<lev::TimePoint> seen;
+    std::vector<lev::Operation> kept;
+    unsigned x = 7;
+    int cancelled = 0;
+    for (int i = 0; i < 10000; ++i) {
+      x = x * 1103515245u + 12345u;
+      auto op = f.loop.after(std::chrono::microseconds(x % 100000),
+                             [&](lev::Operation& o, lev::Result<lev::Expired> r) {
+                               if (r)
+                                 seen.push_back(r->deadline);
+                               else if (o.is_cancelled())
+                                 ++cancelled;
+                             });
+      if (i % 3 == 0) kept.push_back(op);
+    }
+    for (std::size_t i = 0; i < kept.size(); i += 2) kept[i].cancel();
+    CHECK(f.loop.census().timers + f.loop.census().queued == f.loop.live_op_count());
+    f.loop.run();
+    CHECK(static_cast<int>(seen.size()) + cancelled == 10000);
+    CHECK(cancelled == static_cast<int>((kept.size() + 1) / 2));
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+    CHECK(f.loop.live_op_count() == 0);
   }
 }

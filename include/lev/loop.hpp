@@ -44,6 +44,7 @@
 #include "lev/detail/remote.hpp"
 #include "lev/detail/root.hpp"
 #include "lev/detail/timer_heap.hpp"
+#include "lev/detail/timer_slab.hpp"
 #include "lev/detail/uring_prep.hpp"
 #include "lev/error.hpp"
 #include "lev/fd.hpp"
@@ -241,7 +242,8 @@ class Loop {
   };
   /// Where the live operations are now (see Census).
   [[nodiscard]] Census census() const noexcept {
-    return {live_count_, backend_->in_flight(), timers_.size(), ready_.size(), external_};
+    return {live_count_, backend_->in_flight(), timers_.size() + (tslab_ ? tslab_->armed() : 0),
+            ready_.size(), external_};
   }
   /// Delivers what is already queued, without polling the backend.
   std::size_t drain_callbacks();
@@ -659,10 +661,14 @@ class Loop {
     closing(fd.fd);
     return launch_op<detail::CloseOp>(std::forward<F>(cb), fd);
   }
-  /// after() in callback form: `cb(Operation&, Result<Expired>)`.
+  /// after() in callback form: `cb(Operation&, Result<Expired>)`. The delay
+  /// counts from the loop's round time (the clock as this round read it,
+  /// as libuv's timers do; outside a round, now()), so arming reads no
+  /// clock. A 40-byte node of a per-loop slab: a callable of up to 24 bytes
+  /// is kept inline, a larger one boxed.
   template <detail::CompletionHandler<Expired> F>
   Operation after(Duration delay, F&& cb) {
-    return at(saturating_add(now(), delay), std::forward<F>(cb));
+    return at(saturating_add(arm_time(), delay), std::forward<F>(cb));
   }
   /// Calls `cb` every `interval` (first at now + interval) until the
   /// Operation is cancelled. A tick that falls behind is skipped, not
@@ -686,12 +692,25 @@ class Loop {
   Operation writable(FdRef fd, F&& cb) {
     return launch_op<detail::PollOp>(std::forward<F>(cb), fd, unsigned{POLLOUT});
   }
-  /// at() in callback form: `cb(Operation&, Result<Expired>)`.
+  /// at() in callback form: `cb(Operation&, Result<Expired>)` (see after()).
   template <detail::CompletionHandler<Expired> F>
   Operation at(TimePoint deadline, F&& cb) {
-    detail::CallbackOp& cb_op = prepare<Expired>(std::forward<F>(cb), detail::OpKind::timer, -1);
-    cb_op.op.deadline = deadline;
-    return commit(cb_op);
+    check_thread();
+    detail::TimerSlab& slab = timer_slab();
+    detail::TimerNode& n = slab.acquire();
+    try {
+      n.emplace(std::forward<F>(cb));
+      slab.arm(n, deadline, timer_seq_++);
+    } catch (...) {
+      detail::TimerSlab::release(n);
+      throw;
+    }
+    ++live_count_;
+    ++counters_.submitted[static_cast<std::size_t>(detail::OpKind::timer)];
+    ++counters_.timers_armed;
+    if (trace_) [[unlikely]]
+      trace_timer(n);
+    return Operation(n);
   }
 
   // ---- for awaiters and extensions (not needed by applications) --------
@@ -812,6 +831,23 @@ class Loop {
     start(cb_op.op);
     return handle;
   }
+  detail::TimerSlab& timer_slab() {
+    if (!tslab_) [[unlikely]] {
+      tslab_ = new detail::TimerSlab;
+      tslab_->queue = &ready_;
+    }
+    return *tslab_;
+  }
+  // The clock for arming a callback timer: the round's reading when this
+  // round took one, else a fresh one.
+  TimePoint arm_time() {
+    if (stamp_round_ != rounds_) [[unlikely]] {
+      round_now_ = clock_->now();
+      stamp_round_ = rounds_;
+    }
+    return round_now_;
+  }
+  void trace_timer(const detail::TimerNode& n) const;
   detail::RecvRegistry& recv_registry() {
     if (!recv_) [[unlikely]]
       make_recv_registry();
@@ -875,6 +911,9 @@ class Loop {
   // The clock as the last round read it (a round reads it when a timer is
   // armed): IdleDeadline's activity stamps, a load instead of a clock call.
   TimePoint round_now_{};
+  std::uint64_t rounds_ = 0;                  // run_once calls ended
+  std::uint64_t stamp_round_ = UINT64_MAX;    // round_now_ is this round's (== rounds_)
+  detail::TimerSlab* tslab_ = nullptr;        // callback timers (after/at), made on first use
   std::size_t holds_ = 0;
   std::size_t external_ = 0;  // begin_external ops not yet back
   std::atomic<std::thread::id> owner_{std::this_thread::get_id()};

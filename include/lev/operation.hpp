@@ -19,13 +19,16 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <new>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 
 #include "lev/clock.hpp"
 #include "lev/detail/op.hpp"
 #include "lev/detail/results.hpp"
+#include "lev/detail/timer_slab.hpp"
 #include "lev/error.hpp"
 
 namespace lev {
@@ -89,47 +92,57 @@ struct CallbackPool {
 
 }  // namespace detail
 
-/// A handle to a callback-form operation. Copyable (reference counted);
-/// valid after completion and after the loop is gone (it then only reports).
+/// A handle to a callback-form operation (or a callback timer, `after` /
+/// `at`). Copyable (reference counted); valid after completion and after the
+/// loop is gone (it then only reports).
 class Operation {
  public:
   /// A handle to nothing (valid() is false).
   Operation() noexcept = default;
   /// A handle to `cb` (what the Loop's callback forms return).
-  explicit Operation(detail::CallbackOp& cb) noexcept : cb_(&cb) {
+  explicit Operation(detail::CallbackOp& cb) noexcept : p_(reinterpret_cast<std::uintptr_t>(&cb)) {
     detail::CallbackPool::add_ref(cb);
   }
-  /// Another handle to the same operation.
-  Operation(const Operation& o) noexcept : cb_(o.cb_) {
-    if (cb_) detail::CallbackPool::add_ref(*cb_);
+  /// A handle to the callback timer `n` (what after / at return).
+  explicit Operation(detail::TimerNode& n) noexcept
+      : p_(reinterpret_cast<std::uintptr_t>(&n) | kTimer) {
+    add_ref(n);
   }
+  /// Another handle to the same operation.
+  Operation(const Operation& o) noexcept : p_(o.p_) { acquire(); }
   /// Takes `o`'s handle; `o` refers to nothing after.
-  Operation(Operation&& o) noexcept : cb_(std::exchange(o.cb_, nullptr)) {}
+  Operation(Operation&& o) noexcept : p_(std::exchange(o.p_, 0)) {}
   /// Refers to what `o` refers to.
   Operation& operator=(Operation o) noexcept {
-    std::swap(cb_, o.cb_);
+    std::swap(p_, o.p_);
     return *this;
   }
-  ~Operation() {
-    if (cb_) detail::CallbackPool::release(*cb_);
-  }
+  ~Operation() { release(); }
 
   /// This handle refers to an operation.
-  [[nodiscard]] bool valid() const noexcept { return cb_ != nullptr; }
+  [[nodiscard]] bool valid() const noexcept { return p_ != 0; }
   /// The result has been recorded (it may not have been delivered yet).
   [[nodiscard]] bool is_done() const noexcept {
-    return cb_ && cb_->op.state >= detail::OpState::completed;
+    if (const detail::TimerNode* n = node())
+      return n->state >= detail::TimerNode::kDue;  // or zombie
+    return cb() && cb()->op.state >= detail::OpState::completed;
   }
   /// Completed because it was cancelled (ECANCELED).
   [[nodiscard]] bool is_cancelled() const noexcept {
-    return is_done() && cb_->op.res == -ECANCELED;
+    if (const detail::TimerNode* n = node())
+      return is_done() && (n->cancelled & detail::TimerNode::kResultCancelled);
+    return is_done() && cb()->op.res == -ECANCELED;
   }
   /// Completed with an error (including cancellation).
-  [[nodiscard]] bool failed() const noexcept { return is_done() && cb_->op.res < 0; }
+  [[nodiscard]] bool failed() const noexcept {
+    if (node()) return is_cancelled();
+    return is_done() && cb()->op.res < 0;
+  }
   /// The error of a failed operation (an empty code otherwise).
   [[nodiscard]] Error error() const {
     if (!failed()) return Error{};
-    return detail::op_error(cb_->op);
+    if (node()) return Error{std::make_error_code(std::errc::operation_canceled), "timer"};
+    return detail::op_error(cb()->op);
   }
   /// Asks the loop to cancel the operation. Harmless when it is done, when
   /// called twice, or after the loop is gone. The callback still runs
@@ -138,7 +151,32 @@ class Operation {
   void cancel() noexcept;
 
  private:
-  detail::CallbackOp* cb_ = nullptr;
+  static constexpr std::uintptr_t kTimer = 1;
+  [[nodiscard]] detail::TimerNode* node() const noexcept {
+    return (p_ & kTimer) ? reinterpret_cast<detail::TimerNode*>(p_ & ~kTimer) : nullptr;
+  }
+  [[nodiscard]] detail::CallbackOp* cb() const noexcept {
+    return (p_ & kTimer) ? nullptr : reinterpret_cast<detail::CallbackOp*>(p_);
+  }
+  static void add_ref(detail::TimerNode& n) noexcept {
+    if (n.refs == UINT16_MAX) [[unlikely]]
+      std::terminate();  // 65,535 live handles to one timer
+    ++n.refs;
+  }
+  void acquire() const noexcept {
+    if (detail::TimerNode* n = node())
+      add_ref(*n);
+    else if (detail::CallbackOp* c = cb())
+      detail::CallbackPool::add_ref(*c);
+  }
+  void release() noexcept {
+    if (detail::TimerNode* n = node())
+      detail::TimerSlab::release(*n);
+    else if (detail::CallbackOp* c = cb())
+      detail::CallbackPool::release(*c);
+  }
+
+  std::uintptr_t p_ = 0;  // a CallbackOp, or a TimerNode with the low bit set
 };
 
 /// Adapts the seed's `on_complete(op, result, data)` C-style callback.

@@ -85,9 +85,15 @@ void CallbackPool::close_loop() noexcept {
 }  // namespace detail
 
 void Operation::cancel() noexcept {
+  if (detail::TimerNode* n = node()) {
+    detail::TimerSlab& slab = detail::TimerSlab::of(*n);
+    if (slab.loop_alive) slab.cancel(*n);  // queued: the callback runs from the loop
+    return;
+  }
   // Recorded on the op whatever its state: a queued or running every()
   // is never re-armed after it (deliver_callback asks op.cancel).
-  if (cb_ && cb_->pool->loop_alive && cb_->loop) cb_->loop->cancel(cb_->op);
+  detail::CallbackOp* c = cb();
+  if (c && c->pool->loop_alive && c->loop) c->loop->cancel(c->op);
 }
 
 }  // namespace lev

@@ -315,7 +315,13 @@ Loop::~Loop() {
     drop_undelivered(*op);
     op = next;
   }
-  // 6. Results no task took; the pool goes once the last Buffer is back.
+  // 6. Callback timers never delivered: dropped, their callbacks never
+  //    called (the queue, which lent their markers, is empty for good).
+  if (tslab_) {
+    tslab_->close_loop();
+    tslab_ = nullptr;
+  }
+  //    Results no task took; the pool goes once the last Buffer is back.
   recv_.reset();
   dgram_.reset();
   pool_->close_loop();
@@ -566,7 +572,7 @@ bool Loop::settle(detail::OpBase& op) noexcept {
   }
   if (op.flow & kFlowRetry) {
     op.flow &= static_cast<std::uint8_t>(~kFlowRetry);  // once: it goes out plain now
-  } else {  // kFlowAll: the rest of the buffer
+  } else {                                              // kFlowAll: the rest of the buffer
     const auto moved = static_cast<std::size_t>(op.res);
     op.done += moved;
     op.buf = static_cast<char*>(op.buf) + moved;
@@ -664,15 +670,35 @@ LoopStats Loop::stats() const {
   return st;
 }
 
+// Queues every expiry due at `now`, awaited timers (and deadlines) and
+// callback timers (after / at) merged in one order: deadline, then arming
+// order (both take their order from timer_seq_).
 std::size_t Loop::fire_timers(TimePoint now) {
   std::size_t n = 0;
-  detail::OpBase* top = nullptr;
-  while ((top = timers_.top()) && top->deadline <= now) {
-    timers_.pop();
-    ready_.push(*top, 0);
+  const std::int64_t t = now.time_since_epoch().count();
+  for (;;) {
+    detail::OpBase* op = timers_.top();
+    const detail::TimerSlab::Entry* e = tslab_ ? tslab_->top() : nullptr;
+    if (op && op->deadline > now) op = nullptr;
+    if (e && e->deadline > t) e = nullptr;
+    if (!op && !e) return n;
+    bool node_first = e != nullptr;
+    if (op && e) {
+      const std::int64_t od = op->deadline.time_since_epoch().count();
+      // same deadline: the earlier arming (32-bit orders compared wrapped)
+      node_first =
+          e->deadline < od ||
+          (e->deadline == od && static_cast<std::int32_t>(static_cast<std::uint32_t>(
+                                    (e->key >> 32) - static_cast<std::uint32_t>(op->seq))) < 0);
+    }
+    if (node_first) {
+      tslab_->fire_top();
+    } else {
+      timers_.pop();
+      ready_.push(*op, 0);
+    }
     ++n;
   }
-  return n;
 }
 
 // poll_direct's delivery: what drain_callbacks does for a plain coroutine
@@ -696,14 +722,17 @@ std::size_t Loop::run_once() {
   // reused number, and again before anything is delivered.
   if (close_link_->pending.load(std::memory_order_relaxed)) [[unlikely]]
     close_link_->apply();
-  const detail::OpBase* t = timers_.top();
+  const detail::OpBase* top = timers_.top();
+  TimePoint next = top ? top->deadline : TimePoint::max();
+  if (tslab_) next = std::min(next, tslab_->next_deadline());
+  const bool t = next != TimePoint::max() || (top != nullptr);
   TimePoint now{};
   if (t) now = clock_->now();
   const bool queued = !ready_.empty();
   if (queued) {
     timeout = Duration::zero();
   } else if (t) {
-    timeout = std::max(Duration::zero(), saturating_sub(t->deadline, now));
+    timeout = std::max(Duration::zero(), saturating_sub(next, now));
   } else if (backend_->in_flight() == 0 && holds_ == 0 && external_ == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
   }
@@ -714,9 +743,12 @@ std::size_t Loop::run_once() {
     // walk itself (nothing was queued before them, so the order of
     // delivery is the one drain_callbacks would have given).
     UringBackend::DirectSink sink{&Loop::deliver_direct, this};
-    walking_ = true;
+    struct Walk {
+      bool& on;
+      explicit Walk(bool& b) noexcept : on(b) { on = true; }
+      ~Walk() { on = false; }
+    } walk{walking_};
     n = uring_backend_->poll_direct(timeout, sink);
-    walking_ = false;
     direct = sink.delivered;
   } else {
     n = backend_->poll(timeout);
@@ -727,8 +759,13 @@ std::size_t Loop::run_once() {
   // Only a wait that may have lasted needs a fresh reading of the clock.
   if (t) {
     round_now_ = timeout && *timeout == Duration::zero() ? now : clock_->now();
+    stamp_round_ = rounds_;
     n += fire_timers(round_now_);
   }
+  struct EndRound {
+    std::uint64_t& rounds;
+    ~EndRound() { ++rounds; }  // the round's clock reading is stale from here
+  } end_round{rounds_};
   const std::size_t drained = drain_callbacks();
   if (direct) [[likely]] {
     if (!drained) ++counters_.drains;
@@ -736,6 +773,16 @@ std::size_t Loop::run_once() {
     if (direct + drained > counters_.max_per_drain) counters_.max_per_drain = direct + drained;
   }
   return n + direct + drained;
+}
+
+void Loop::trace_timer(const detail::TimerNode& n) const {
+  TraceRecord r;
+  r.event = TraceEvent::op_submitted;
+  r.op = "timer";
+  r.fd = -1;
+  r.result = 0;
+  r.id = &n;
+  (*trace_)(r);
 }
 
 void Loop::run() {
@@ -753,8 +800,8 @@ void Loop::run() {
   while (!stop_.load(std::memory_order_acquire)) {
     // Multishot recvs armed for fds nobody is reading now do not count:
     // they wait for no one.
-    if ((live_count_ == 0 || ((recv_ || dgram_) && only_unread_multishots())) &&
-        ready_.empty() && holds_ == 0 && !inbox_->flagged.load(std::memory_order_acquire))
+    if ((live_count_ == 0 || ((recv_ || dgram_) && only_unread_multishots())) && ready_.empty() &&
+        holds_ == 0 && !inbox_->flagged.load(std::memory_order_acquire))
       break;
     run_once();
   }
@@ -787,8 +834,9 @@ void Loop::run_root(detail::RootHandle h) {
   } cleanup{*this, h};
   while (!h.done()) {
     std::size_t n = run_once();
-    if (n == 0 && !h.done() && ready_.empty() && timers_.empty() && backend_->in_flight() == 0 &&
-        holds_ == 0 && external_ == 0)
+    if (n == 0 && !h.done() && ready_.empty() && timers_.empty() &&
+        (!tslab_ || tslab_->armed() == 0) && backend_->in_flight() == 0 && holds_ == 0 &&
+        external_ == 0)
       throw std::logic_error(
           "lev::Loop::block_on: the task is waiting on nothing that can complete");
   }
