@@ -11,13 +11,19 @@
 #include "servers.hpp"
 
 void serve_raw_epoll(int lfd, const std::atomic<bool>& stop,
-                     std::chrono::steady_clock::time_point deadline) {
+                     std::chrono::steady_clock::time_point deadline, int stop_fd) {
   int ep = ::epoll_create1(EPOLL_CLOEXEC);
   ::fcntl(lfd, F_SETFL, ::fcntl(lfd, F_GETFL) | O_NONBLOCK);
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = lfd;
   ::epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+  if (stop_fd >= 0) {  // a signalfd: epoll wakes for it (a signal alone may not, under valgrind)
+    epoll_event sev{};
+    sev.events = EPOLLIN;
+    sev.data.fd = stop_fd;
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, stop_fd, &sev);
+  }
   std::vector<int> open_fds;
   char buf[4096];
   epoll_event events[256];
@@ -26,6 +32,7 @@ void serve_raw_epoll(int lfd, const std::atomic<bool>& stop,
     if (n <= 0 && std::chrono::steady_clock::now() >= deadline) break;  // idle: look at the time
     for (int i = 0; i < n; ++i) {
       int fd = events[i].data.fd;
+      if (fd == stop_fd) goto done;
       if (fd == lfd) {
         for (;;) {
           int c = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -54,6 +61,7 @@ void serve_raw_epoll(int lfd, const std::atomic<bool>& stop,
       }
     }
   }
+done:
   for (int fd : open_fds) ::close(fd);
   ::close(ep);
 }

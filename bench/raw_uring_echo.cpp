@@ -7,6 +7,7 @@
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -18,7 +19,7 @@
 
 namespace {
 
-enum Kind : std::uint64_t { kAccept = 0, kRecv = 1, kSend = 2 };
+enum Kind : std::uint64_t { kAccept = 0, kRecv = 1, kSend = 2, kStop = 3 };
 
 constexpr std::string_view kHello =
     "HTTP/1.1 200 OK\r\nServer: raw\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
@@ -55,6 +56,7 @@ struct Server {
   io_uring ring{};
   int lfd;
   bool http = false;
+  bool stopped = false;  // the stop fd became readable
   std::vector<Conn*> conns;
   std::vector<std::uint32_t> free_slots;
 
@@ -92,6 +94,9 @@ struct Server {
   void on_cqe(std::uint64_t data, int res) {
     auto slot = static_cast<std::uint32_t>(data >> 2);
     switch (static_cast<Kind>(data & 3)) {
+      case kStop:
+        stopped = true;
+        break;
       case kAccept: {
         if (res >= 0) {
           int one = 1;
@@ -150,7 +155,7 @@ struct Server {
 }  // namespace
 
 void serve_raw_uring(int lfd, const std::atomic<bool>& stop,
-                     std::chrono::steady_clock::time_point deadline, bool http) {
+                     std::chrono::steady_clock::time_point deadline, bool http, int stop_fd) {
   Server s;
   s.lfd = lfd;
   s.http = http;
@@ -163,8 +168,14 @@ void serve_raw_uring(int lfd, const std::atomic<bool>& stop,
   io_uring_register_ring_fd(&s.ring);
   s.conns.push_back(new Conn);  // slot 0 reserved for the accept tag
   s.arm_accept();
+  if (stop_fd >= 0) {  // a signalfd: the ring wakes for it (a signal alone may not, under valgrind)
+    io_uring_sqe* q = s.sqe();
+    io_uring_prep_poll_add(q, stop_fd, POLLIN);
+    io_uring_sqe_set_data64(q, Server::tag(0, kStop));
+  }
   __kernel_timespec ts{0, 20'000'000};
-  while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < deadline) {
+  while (!s.stopped && !stop.load(std::memory_order_relaxed) &&
+         std::chrono::steady_clock::now() < deadline) {
     io_uring_cqe* cqe;
     io_uring_submit_and_wait_timeout(&s.ring, &cqe, 1, &ts, nullptr);
     io_uring_cqe* cqes[64];

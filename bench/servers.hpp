@@ -6,9 +6,11 @@
 
 #include "lev/loop.hpp"
 
+/// `stop_fd` (>= 0): a descriptor that becomes readable to stop (a signalfd).
 void serve_raw_epoll(
     int lfd, const std::atomic<bool>& stop,
-    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
+    int stop_fd = -1);
 /// `pooled`: receive with loop.recv(fd) (the loop's buffer pool; multishot
 /// on io_uring) instead of into a buffer of the connection's own.
 void serve_lev(int lfd, const std::atomic<bool>& stop, lev::Model model, bool pooled = false);
@@ -21,4 +23,4 @@ void serve_lev_threads(int lfd, const std::atomic<bool>& stop, unsigned threads)
 void serve_raw_uring(
     int lfd, const std::atomic<bool>& stop,
     std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
-    bool http = false);
+    bool http = false, int stop_fd = -1);
