@@ -227,6 +227,9 @@ class [[nodiscard]] Op {
     return std::move(*this);
   }
 
+  /// The operation as a plain Task (for when_all, when_any, spawn).
+  Task<Result<T>> task() && noexcept { return std::move(task_); }
+
   bool await_ready() const noexcept { return false; }
   template <class P>
   bool await_suspend(std::coroutine_handle<P> h) {
