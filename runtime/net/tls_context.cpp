@@ -126,11 +126,12 @@ Result<void> use_identity(SSL_CTX* ctx, const Identity& id) {
 
 // What every context of ours has: versions, ciphers, no renegotiation,
 // buffers released when idle.
-Result<SSL_CTX*> new_ctx(bool server, Version min, const std::string& ciphers,
+Result<SSL_CTX*> new_ctx(bool server, Version min, Version max, const std::string& ciphers,
                          const std::string& suites) {
   SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   if (!ctx) return config_error("SSL_CTX_new", take_ssl_error());
   SSL_CTX_set_min_proto_version(ctx, min == Version::tls1_3 ? TLS1_3_VERSION : TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, max == Version::tls1_3 ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                (server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
   // An idle connection keeps no record buffers; no partial write is
@@ -258,12 +259,12 @@ Result<Context> Context::server(ServerConfig c) {
   auto wire = detail::alpn_wire(c.alpn);
   if (!wire) return wire.error();
   st->alpn = std::move(*wire);
-  auto ctx = detail::new_ctx(true, c.min_version, c.ciphers, c.ciphersuites);
+  auto ctx = detail::new_ctx(true, c.min_version, c.max_version, c.ciphers, c.ciphersuites);
   if (!ctx) return ctx.error();
   st->ctx = *ctx;
   if (auto r = detail::setup_server(st->ctx, *st, c, c.identity); !r) return r.error();
   for (const NamedIdentity& n : c.by_name) {
-    auto named = detail::new_ctx(true, c.min_version, c.ciphers, c.ciphersuites);
+    auto named = detail::new_ctx(true, c.min_version, c.max_version, c.ciphers, c.ciphersuites);
     if (!named) return named.error();
     st->by_name.emplace_back(detail::lower(n.name), *named);
     if (auto r = detail::setup_server(*named, *st, c, n.identity); !r) return r.error();
@@ -280,7 +281,7 @@ Result<Context> Context::client(ClientConfig c) {
   auto wire = detail::alpn_wire(c.alpn);
   if (!wire) return wire.error();
   st->alpn = std::move(*wire);
-  auto ctx = detail::new_ctx(false, c.min_version, c.ciphers, c.ciphersuites);
+  auto ctx = detail::new_ctx(false, c.min_version, c.max_version, c.ciphers, c.ciphersuites);
   if (!ctx) return ctx.error();
   st->ctx = *ctx;
   SSL_CTX* x = st->ctx;

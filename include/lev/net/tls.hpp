@@ -82,10 +82,10 @@ struct std::is_error_code_enum<lev::tls::errc> : std::true_type {};
 
 namespace lev::tls {
 
-/// The lowest protocol version a context accepts.
+/// A protocol version (the lowest and highest a context accepts).
 enum class Version {
-  tls1_2,  ///< TLS 1.2 and 1.3 (the default)
-  tls1_3,  ///< TLS 1.3 only
+  tls1_2,  ///< TLS 1.2
+  tls1_3,  ///< TLS 1.3
 };
 
 /// A certificate chain (leaf first) and its private key, from PEM files or
@@ -129,6 +129,7 @@ struct ServerConfig {
   /// (Connection::alpn() is empty).
   std::vector<std::string> alpn{};
   Version min_version = Version::tls1_2;  ///< the lowest version accepted
+  Version max_version = Version::tls1_3;  ///< the highest version accepted
   /// Session resumption with tickets (stateless: nothing kept per session
   /// on the server). TLS 1.3 servers send `tickets` tickets after each
   /// full handshake.
@@ -152,6 +153,7 @@ struct ClientConfig {
   std::optional<Identity> identity{};
   std::vector<std::string> alpn{};        ///< ALPN protocols offered, in order
   Version min_version = Version::tls1_2;  ///< the lowest version accepted
+  Version max_version = Version::tls1_3;  ///< the highest version accepted
   /// Resume sessions: tickets the server sends are kept per host (and
   /// port, when connect() made the connection) and offered on the next
   /// connection to it (each TLS 1.3 ticket once).
