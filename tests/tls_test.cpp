@@ -19,6 +19,8 @@
 #include "lev/deadline.hpp"
 #include "lev/fake.hpp"
 #include "lev/loop.hpp"
+#include "lev/net/stream.hpp"
+#include "lev/process.hpp"
 #include "lev/when.hpp"
 #include "support.hpp"
 #include "tls_support.hpp"
@@ -850,5 +852,107 @@ TEST_SUITE("net") {
     // The client gave up with a fatal alert: the server's next recv says so.
     REQUIRE_FALSE(next);
     CHECK(next.error().code == lev::tls::errc::protocol_error);
+  }
+
+  TEST_CASE("a lev client talks to openssl s_server (TLS 1.2 and 1.3, every engine)") {
+    const Context cctx = client_ctx();
+    for_each_engine([&](Loop& loop) {
+      for (const char* version : {"-tls1_2", "-tls1_3"}) {
+        CAPTURE(version);
+        auto child = lev::Child::spawn(
+            loop, {.argv = {"openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", pki().cert,
+                            "-key", pki().key, "-naccept", "1", "-rev", version},
+                   .in = lev::Stdio::null,
+                   .out = lev::Stdio::pipe,
+                   .err = lev::Stdio::null});
+        REQUIRE(child);
+        auto body = [&]() -> Task<> {
+          lev::net::Stream out{loop, std::move(child->stdout_fd())};
+          std::uint16_t port = 0;
+          for (int i = 0; i < 20 && port == 0; ++i) {  // "ACCEPT 127.0.0.1:PORT"
+            auto line = co_await lev::with_timeout(out.read_message(), 5s);
+            REQUIRE(line);
+            REQUIRE(*line);
+            const std::string& l = **line;
+            if (l.rfind("ACCEPT", 0) == 0)
+              port = static_cast<std::uint16_t>(std::stoi(l.substr(l.rfind(':') + 1)));
+          }
+          REQUIRE(port != 0);
+          // (g++ 12: no braced temporary inside a co_await expression)
+          lev::tls::ConnectOptions opts{.timeout = 5s, .server_name = "localhost"};
+          auto connecting = lev::tls::connect(loop, "127.0.0.1", port, cctx, std::move(opts));
+          auto c = co_await connecting;
+          REQUIRE_MESSAGE(c, c.error().message());
+          CHECK(c->version() == (std::string_view(version) == "-tls1_2" ? "TLSv1.2" : "TLSv1.3"));
+          (co_await c->send_all(std::string_view("hello\n"))).value();
+          std::string got;
+          char buf[64];
+          while (got.find('\n') == std::string::npos) {
+            auto n = co_await c->recv(buf, {.timeout = 5s});
+            REQUIRE_MESSAGE(n, n.error().message());
+            REQUIRE(*n > 0);
+            got.append(buf, *n);
+          }
+          CHECK(got == "olleh\n");
+          (co_await c->shutdown({.timeout = 5s})).value();
+        };
+        loop.block_on(body());
+        auto done = [&]() -> Task<lev::Result<lev::ExitStatus>> {
+          co_return co_await child->wait_for(5s);
+        };
+        auto st = loop.block_on(done());
+        REQUIRE(st);
+        CHECK(st->exited);
+      }
+    });
+  }
+
+  TEST_CASE("openssl s_client talks to a lev server (every engine)") {
+    const Context sctx = server_ctx({.alpn = {"lev/1"}});
+    for_each_engine([&](Loop& loop) {
+      auto [listener, addr] = lev::test::tcp_listener();
+      auto child = lev::Child::spawn(
+          loop,
+          {.argv = {"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(addr.port()),
+                    "-CAfile", pki().ca, "-servername", "localhost", "-verify_return_error",
+                    "-alpn", "lev/1", "-quiet"},
+           .in = lev::Stdio::pipe,
+           .out = lev::Stdio::pipe,
+           .err = lev::Stdio::null});
+      REQUIRE(child);
+      auto body = [&]() -> Task<> {
+        auto acc = co_await loop.accept(listener, {.timeout = 5s});
+        REQUIRE(acc);
+        Connection server = Connection::server(loop, std::move(acc->fd), sctx);
+        REQUIRE(co_await server.handshake({.timeout = 5s}));
+        CHECK(server.alpn() == "lev/1");
+        CHECK(server.server_name() == "localhost");
+        (co_await loop.write_all(child->stdin_fd(), std::string_view("ping from s_client\n")))
+            .value();
+        std::string got;
+        char buf[256];
+        while (got.find('\n') == std::string::npos) {
+          auto n = co_await server.recv(buf, {.timeout = 5s});
+          REQUIRE_MESSAGE(n, n.error().message());
+          REQUIRE(*n > 0);
+          got.append(buf, *n);
+        }
+        CHECK(got == "ping from s_client\n");
+        (co_await server.send_all(std::string_view("pong from lev\n"))).value();
+        (co_await server.shutdown({.timeout = 5s})).value();
+        lev::net::Stream out{loop, std::move(child->stdout_fd())};
+        auto line = co_await lev::with_timeout(out.read_message(), 5s);
+        REQUIRE(line);
+        REQUIRE(*line);
+        CHECK(**line == "pong from lev");
+      };
+      loop.block_on(body());
+      auto done = [&]() -> Task<lev::Result<lev::ExitStatus>> {
+        co_return co_await child->wait_for(5s);
+      };
+      auto st = loop.block_on(done());
+      REQUIRE(st);
+      CHECK(st->exited);
+    });
   }
 }

@@ -465,7 +465,9 @@ Task<Result<Connection>> connect(Loop& loop, std::string host, std::uint16_t por
                                  ConnectOptions options) {
   const TimePoint start = loop.now();
   const bool limited = options.timeout > Duration::zero();
-  auto fd = co_await net::connect(loop, host, port, {.timeout = options.timeout});
+  net::ConnectOptions tcp{.timeout = options.timeout};
+  auto connecting = net::connect(loop, host, port, std::move(tcp));
+  auto fd = co_await connecting;
   if (!fd) co_return fd.error();
   std::string name = options.server_name.empty() ? host : options.server_name;
   std::string key = name + ":" + std::to_string(port);
