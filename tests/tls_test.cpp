@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -19,6 +21,7 @@
 #include "lev/deadline.hpp"
 #include "lev/fake.hpp"
 #include "lev/loop.hpp"
+#include "lev/net/listen.hpp"
 #include "lev/net/stream.hpp"
 #include "lev/process.hpp"
 #include "lev/when.hpp"
@@ -954,5 +957,160 @@ TEST_SUITE("net") {
       REQUIRE(st);
       CHECK(st->exited);
     });
+  }
+
+  TEST_CASE(
+      "a Stream over TLS: an Acceptor hands out TLS connections, codecs and callbacks work "
+      "unchanged") {
+    const Context sctx = server_ctx();
+    const Context cctx = client_ctx();
+    for_each_engine([&](Loop& loop) {
+      auto listener = lev::net::Listener::tcp("127.0.0.1", 0).value();
+      std::vector<std::string> seen;
+      bool closed_cleanly = false;
+      int handshakes_failed = 0;
+      // The server: callback style, one reply per line.
+      auto serve = [&](Connection c, lev::SocketAddress) -> Task<> {
+        auto stream = std::make_shared<lev::net::Stream>(loop, std::move(c));
+        stream->start({.on_message =
+                           [&](lev::net::Stream& st, std::string_view line) {
+                             seen.emplace_back(line);
+                             (void)st.enqueue("echo: " + std::string(line));
+                           },
+                       .on_close = [&] { closed_cleanly = true; }});
+        while (!closed_cleanly) (void)co_await loop.after(2ms);  // keep the stream for the test
+        (void)co_await stream->close();
+      };
+      lev::net::Acceptor acc{
+          loop, listener,
+          lev::tls::accept_handler(
+              sctx, serve,
+              {.handshake_timeout = 5s,
+               .on_handshake_error = [&](const lev::Error&, const lev::SocketAddress&) {
+                 ++handshakes_failed;
+               }})};
+      loop.spawn(acc.run());
+      auto client = [&]() -> Task<> {
+        lev::tls::ConnectOptions opts{.timeout = 5s, .server_name = "localhost"};
+        auto connecting =
+            lev::tls::connect(loop, "127.0.0.1", listener.port(), cctx, std::move(opts));
+        auto c = co_await connecting;
+        REQUIRE_MESSAGE(c, c.error().message());
+        lev::net::Stream st{loop, std::move(*c)};
+        for (int i = 0; i < 50; ++i)
+          (co_await st.write_message("line " + std::to_string(i))).value();
+        for (int i = 0; i < 50; ++i) {
+          auto m = co_await st.read_message();
+          REQUIRE_MESSAGE(m, m.error().message());
+          REQUIRE(*m);
+          CHECK(**m == "echo: line " + std::to_string(i));
+        }
+        // A raw socket that speaks no TLS: the acceptor drops it.
+        auto raw = lev::test::tcp_socket();
+        (co_await loop.connect(raw, listener.address())).value();
+        (co_await loop.send_all(raw, std::string_view("hello?\r\n\r\n"))).value();
+        char buf[64];
+        (void)co_await loop.recv(raw, buf, {.timeout = 5s});
+        (co_await st.close()).value();
+        for (int i = 0; i < 500 && !closed_cleanly; ++i) (void)co_await loop.after(2ms);
+        acc.stop();
+      };
+      loop.block_on(client());
+      CHECK(seen.size() == 50);
+      CHECK(closed_cleanly);
+      CHECK(handshakes_failed == 1);
+    });
+  }
+
+  TEST_CASE(
+      "a Stream over TLS keeps its watermarks: the writer waits while the peer does not read") {
+    const Context sctx = server_ctx();
+    const Context cctx = client_ctx();
+    for_each_engine([&](Loop& loop) {
+      auto [cfd, sfd] = tcp_pair();
+      int small = 16 * 1024;
+      ::setsockopt(cfd.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+      ::setsockopt(sfd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+      Connection server = Connection::server(loop, std::move(sfd), sctx);
+      Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
+      auto [hc, hs] = handshake_both(loop, client, server);
+      REQUIRE(hc);
+      REQUIRE(hs);
+      lev::net::Stream writer{loop,
+                              std::move(client),
+                              {.codec = lev::net::Codec::length_prefixed(),
+                               .high_watermark = 64 * 1024,
+                               .low_watermark = 16 * 1024}};
+      lev::net::Stream reader{
+          loop, std::move(server), {.codec = lev::net::Codec::length_prefixed()}};
+      const std::string msg = pattern(8 * 1024);
+      std::size_t written = 0;
+      std::size_t peak = 0;
+      bool writer_done = false;
+      auto write = [&]() -> Task<> {
+        for (int i = 0; i < 400; ++i) {
+          (co_await writer.write_message(msg)).value();
+          ++written;
+          peak = std::max(peak, writer.queued());
+        }
+        writer_done = true;
+      };
+      auto read = [&]() -> Task<std::size_t> {
+        (void)co_await loop.after(50ms);  // the writer runs into its high mark first
+        const std::size_t before = written;
+        CHECK(before < 400);
+        CHECK_FALSE(writer_done);
+        std::size_t got = 0;
+        while (got < 400) {
+          auto m = co_await reader.read_message();
+          REQUIRE_MESSAGE(m, m.error().message());
+          REQUIRE(*m);
+          CHECK(**m == msg);
+          ++got;
+        }
+        co_return got;
+      };
+      auto both = [&]() -> Task<std::size_t> {
+        auto [w, r] = co_await lev::when_all(write(), read());
+        (void)w;
+        co_return r;
+      };
+      CHECK(loop.block_on(both()) == 400);
+      CHECK(writer_done);
+      CHECK(peak <= 64 * 1024 + 8 * 1024 + 4);
+      auto end = [&]() -> Task<> {
+        (co_await writer.close()).value();
+        auto eof = co_await reader.read_message();
+        REQUIRE(eof);
+        CHECK_FALSE(*eof);  // close_notify: a clean end
+      };
+      loop.block_on(end());
+    });
+  }
+
+  TEST_CASE("a Stream over TLS whose peer closes without close_notify reports a truncation") {
+    const Context sctx = server_ctx();
+    const Context cctx = client_ctx();
+    Loop loop{lev::Model::reactor};
+    auto [cfd, sfd] = tcp_pair();
+    Connection server = Connection::server(loop, std::move(sfd), sctx);
+    Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
+    auto [hc, hs] = handshake_both(loop, client, server);
+    REQUIRE(hc);
+    REQUIRE(hs);
+    lev::net::Stream reader{loop, std::move(client)};
+    std::optional<lev::Error> failed;
+    bool closed = false;
+    reader.start(
+        {.on_close = [&] { closed = true; }, .on_error = [&](const lev::Error& e) { failed = e; }});
+    auto body = [&]() -> Task<> {
+      (co_await server.send_all(std::string_view("partial line"))).value();
+      ::shutdown(server.fd(), SHUT_WR);
+      for (int i = 0; i < 500 && !failed && !closed; ++i) (void)co_await loop.after(2ms);
+    };
+    loop.block_on(body());
+    CHECK_FALSE(closed);
+    REQUIRE(failed);
+    CHECK(failed->code == lev::tls::errc::truncated);
   }
 }
