@@ -1113,4 +1113,48 @@ TEST_SUITE("net") {
     REQUIRE(failed);
     CHECK(failed->code == lev::tls::errc::truncated);
   }
+
+  TEST_CASE(
+      "kTLS: the kernel's answer is probed once and named once, and connections go on in user "
+      "space") {
+    // In a child: the probe and its log line are once per process.
+    (void)pki();  // made here, so that this process removes it
+    const std::string err = lev::test::run_in_child([] {
+      const Context sctx = server_ctx();
+      const Context cctx = client_ctx();
+      Loop loop{lev::Model::reactor};
+      for (int i = 0; i < 3; ++i) {
+        auto [cfd, sfd] = tcp_pair();
+        Connection server = Connection::server(loop, std::move(sfd), sctx);
+        Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
+        auto [c, s] = handshake_both(loop, client, server);
+        if (!c || !s) std::fprintf(stderr, "handshake failed\n");
+      }
+      std::fprintf(stderr, "probe said: [%s]\n", lev::tls::ktls_unavailable().c_str());
+    });
+    CHECK(err.find("handshake failed") == std::string::npos);
+    std::size_t lines = 0;
+    for (std::size_t at = 0; (at = err.find("lev: tls: ", at)) != std::string::npos; ++at) ++lines;
+    CHECK_MESSAGE(lines == 1, err);
+    if (err.find("probe said: []") == std::string::npos) {  // refused: the reason is named
+      CHECK_MESSAGE(
+          err.find("kTLS unavailable, TLS records stay in user space") != std::string::npos, err);
+      CHECK_MESSAGE(err.find("setsockopt(TCP_ULP, \"tls\")") != std::string::npos, err);
+    }
+  }
+
+  TEST_CASE("kTLS off: no probe, no line") {
+    (void)pki();
+    const std::string err = lev::test::run_in_child([] {
+      const Context sctx = server_ctx({.ktls = false});
+      const Context cctx = client_ctx({.ktls = false});
+      Loop loop{lev::Model::reactor};
+      auto [cfd, sfd] = tcp_pair();
+      Connection server = Connection::server(loop, std::move(sfd), sctx);
+      Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
+      auto [c, s] = handshake_both(loop, client, server);
+      if (!c || !s) std::fprintf(stderr, "handshake failed\n");
+    });
+    CHECK_MESSAGE(err.empty(), err);
+  }
 }

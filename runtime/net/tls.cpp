@@ -224,6 +224,7 @@ Task<Result<void>> run_handshake(std::shared_ptr<ConnState> sp, std::optional<Du
     }
     if (st == Status::ok) {
       s.established = true;
+      if (s.ctx->ktls) (void)ktls_unavailable();  // probed (and named) once per process
       const unsigned char* proto = nullptr;
       unsigned len = 0;
       SSL_get0_alpn_selected(s.engine.ssl(), &proto, &len);
@@ -527,7 +528,12 @@ const std::string& ktls_unavailable() {
       reason += std::strerror(err);
     }
     if (!reason.empty())
-      log_message(LogLevel::info, "tls: kTLS unavailable, records stay in user space: " + reason);
+      log_message(LogLevel::info,
+                  "tls: kTLS unavailable, TLS records stay in user space: " + reason);
+    else
+      log_message(LogLevel::info,
+                  "tls: the kernel offers kTLS, but lev keeps TLS records in user space (its "
+                  "kernel record path is not built)");
     return reason;
   }();
   return why;

@@ -256,6 +256,7 @@ Result<Context> Context::server(ServerConfig c) {
     return detail::config_error("server", "a server context needs a certificate (identity)");
   auto st = std::make_shared<detail::ContextState>();
   st->server = true;
+  st->ktls = c.ktls;
   auto wire = detail::alpn_wire(c.alpn);
   if (!wire) return wire.error();
   st->alpn = std::move(*wire);
@@ -278,6 +279,7 @@ Result<Context> Context::server(ServerConfig c) {
 
 Result<Context> Context::client(ClientConfig c) {
   auto st = std::make_shared<detail::ContextState>();
+  st->ktls = c.ktls;
   auto wire = detail::alpn_wire(c.alpn);
   if (!wire) return wire.error();
   st->alpn = std::move(*wire);

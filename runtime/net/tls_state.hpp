@@ -23,6 +23,7 @@ namespace lev::tls::detail {
 struct ContextState {
   SSL_CTX* ctx = nullptr;
   bool server = false;
+  bool ktls = false;  // the config asked for kTLS: the first handshake probes
   // Server: contexts chosen by SNI (name lower-cased; "*.x" a wildcard).
   std::vector<std::pair<std::string, SSL_CTX*>> by_name;
   std::vector<unsigned char> alpn;  // wire format: the server's preferences, the client's offer

@@ -135,6 +135,8 @@ struct ServerConfig {
   /// full handshake.
   bool session_tickets = true;
   unsigned tickets = 2;  ///< TLS 1.3 tickets per full handshake
+  /// Ask for kTLS (see ktls_unavailable()).
+  bool ktls = true;
   /// OpenSSL cipher strings; empty = OpenSSL's defaults.
   std::string ciphers{};       ///< TLS 1.2 cipher list
   std::string ciphersuites{};  ///< TLS 1.3 cipher suites
@@ -158,6 +160,8 @@ struct ClientConfig {
   /// port, when connect() made the connection) and offered on the next
   /// connection to it (each TLS 1.3 ticket once).
   bool session_resumption = true;
+  /// Ask for kTLS (see ktls_unavailable()).
+  bool ktls = true;
   std::string ciphers{};       ///< TLS 1.2 cipher list; empty = OpenSSL's defaults
   std::string ciphersuites{};  ///< TLS 1.3 cipher suites; empty = OpenSSL's defaults
 };
@@ -359,10 +363,15 @@ struct AcceptOptions {
 std::function<Task<>(Fd, SocketAddress)> accept_handler(Context ctx, Handler handler,
                                                         AcceptOptions options = {});
 
-/// Whether the kernel can take over the record layer (kTLS) on this
-/// machine: empty when it can, else why not ("the kernel has no TLS
-/// upper-layer protocol (CONFIG_TLS): ..."). Probed once, on a loopback
-/// socket pair; the first refusal is logged once (lev/log.hpp, info).
+/// Whether the kernel can take over the record layer (kTLS: TCP_ULP "tls")
+/// on this machine: empty when it can, else why not ("the kernel has no
+/// TLS upper-layer protocol (CONFIG_TLS): ..."). Probed once per process,
+/// on a loopback TCP connection, by the first handshake of a context with
+/// `ktls` set (or by this call); what it found is logged once (lev/log.hpp,
+/// info). lev keeps the records in user space either way for now: its
+/// kernel path (the keys handed over after the handshake, records of other
+/// types sent with a control message, never with zero-copy send) is not
+/// built, so a kernel that has kTLS is named in that one line too.
 const std::string& ktls_unavailable();
 
 }  // namespace lev::tls
