@@ -480,28 +480,35 @@ Task<Result<Connection>> connect(Loop& loop, std::string host, std::uint16_t por
   co_return std::move(c);
 }
 
+namespace {
+struct AcceptShared {
+  Context ctx;
+  Handler handler;
+  AcceptOptions options;
+};
+
+// One accepted socket: the handshake, then the user's handler. The shared
+// state comes by value: the frame never points into a closure.
+Task<> accept_one(std::shared_ptr<AcceptShared> sh, Fd fd, SocketAddress peer) {
+  Loop* loop = co_await current_loop();
+  Connection c = Connection::server(*loop, std::move(fd), sh->ctx);
+  std::optional<Duration> limit;
+  if (sh->options.handshake_timeout > Duration::zero()) limit = sh->options.handshake_timeout;
+  auto hs = co_await c.handshake({.timeout = limit});
+  if (!hs) {
+    if (sh->options.on_handshake_error) sh->options.on_handshake_error(hs.error(), peer);
+    co_return;
+  }
+  Task<> serve = sh->handler(std::move(c), std::move(peer));
+  co_await serve;
+}
+}  // namespace
+
 std::function<Task<>(Fd, SocketAddress)> accept_handler(Context ctx, Handler handler,
                                                         AcceptOptions options) {
-  struct Shared {
-    Context ctx;
-    Handler handler;
-    AcceptOptions options;
-  };
-  auto sh =
-      std::make_shared<Shared>(Shared{std::move(ctx), std::move(handler), std::move(options)});
-  return [sh](Fd fd, SocketAddress peer) -> Task<> {
-    Loop* loop = co_await current_loop();
-    Connection c = Connection::server(*loop, std::move(fd), sh->ctx);
-    std::optional<Duration> limit;
-    if (sh->options.handshake_timeout > Duration::zero()) limit = sh->options.handshake_timeout;
-    auto hs = co_await c.handshake({.timeout = limit});
-    if (!hs) {
-      if (sh->options.on_handshake_error) sh->options.on_handshake_error(hs.error(), peer);
-      co_return;
-    }
-    Task<> serve = sh->handler(std::move(c), std::move(peer));
-    co_await serve;
-  };
+  auto sh = std::make_shared<AcceptShared>(
+      AcceptShared{std::move(ctx), std::move(handler), std::move(options)});
+  return [sh](Fd fd, SocketAddress peer) { return accept_one(sh, std::move(fd), std::move(peer)); };
 }
 
 // ------------------------------------------------------------------ kTLS

@@ -71,7 +71,9 @@ std::string take_ssl_error() {
   unsigned long e = ERR_get_error();
   if (e != 0) {
     const char* r = ERR_reason_error_string(e);
-    if (r) {
+    if (ERR_SYSTEM_ERROR(e)) {
+      reason = std::strerror(ERR_GET_REASON(e));
+    } else if (r) {
       reason = r;
     } else {
       char buf[256];
