@@ -27,7 +27,7 @@ namespace example {
 /// Carries decrypted bytes from `c` to `plain` until the peer's end, then
 /// shuts `plain`'s write side (the handler reads EOF).
 inline lev::Task<> tls_to_plain(lev::Loop& loop, lev::tls::Connection& c, lev::FdRef plain) {
-  char buf[16 * 1024];
+  char buf[4096];  // an idle connection holds its frame: keep it small
   for (;;) {
     auto n = co_await c.recv(buf);
     if (!n || *n == 0) break;
