@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <chrono>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "fake_wire.hpp"
 #include "lev/deadline.hpp"
 #include "lev/fake.hpp"
 #include "lev/loop.hpp"
@@ -123,64 +125,69 @@ std::pair<lev::Result<void>, lev::Result<void>> handshake_both(Loop& loop, Conne
   return loop.block_on(both());
 }
 
-// Carries bytes between two fds' operations on a fake backend, as a kernel
-// would: a send completes whole at once, and its bytes wait for the other
-// end's receives, handed over as `plan` says (at most a pool buffer each).
-struct FakeWire {
-  lev::FakeBackend& fake;
-  int a, b;
-  std::string to_b{}, to_a{};  // bytes in flight towards b, towards a
-  bool a_closed = false, b_closed = false;
-  // How many bytes the next receive gets out of `waiting` (0: none now).
-  std::function<std::size_t(std::size_t waiting)> plan = [](std::size_t w) { return w; };
-
-  // Completes what can complete now; true when something was.
-  bool pump() {
-    bool did = false;
-    const std::vector<lev::detail::OpBase*> ops = fake.pending();
-    for (lev::detail::OpBase* op : ops) {
-      if (op->kind == lev::detail::OpKind::send && (op->fd == a || op->fd == b)) {
-        (op->fd == a ? to_b : to_a).append(static_cast<const char*>(op->buf), op->len);
-        fake.complete(*op, static_cast<int>(op->len));
-        did = true;
-      } else if (op->kind == lev::detail::OpKind::recv && (op->fd == a || op->fd == b)) {
-        std::string& q = op->fd == b ? to_b : to_a;
-        const bool closed = op->fd == b ? a_closed : b_closed;
-        if (q.empty()) {
-          if (closed) {
-            fake.complete_with_data(*op, "");
-            did = true;
-          }
-          continue;
-        }
-        const std::size_t n = std::min(plan(q.size()), q.size());
-        if (n == 0) continue;
-        fake.complete_with_data(*op, std::string_view(q).substr(0, n));
-        q.erase(0, static_cast<std::size_t>(op->res));
-        did = true;
-      }
-    }
-    return did;
-  }
-};
-
-// Runs `loop` (on a fake backend) with `wire` pumped before each round
-// until `done()`, at most `rounds` rounds; false when it never got there.
-template <class Done>
-bool run_wire(Loop& loop, FakeWire& wire, Done done, int rounds = 200000) {
-  for (int i = 0; i < rounds; ++i) {
-    if (done()) return true;
-    wire.pump();
-    loop.run_once();
-  }
-  return done();
-}
-
 lev::FakeBackend::Options quiet_fake() {
   lev::FakeBackend::Options o;
   o.detect_blocking = false;
   return o;
 }
+
+// LEV_TLS_PROBE_CHILD=on|off: this binary, started afresh by the kTLS
+// tests, makes three connections with kTLS asked for (or not), says what
+// the probe said (on) or "done" (off) on stderr, and exits.
+const bool g_probe_child = [] {
+  const char* mode = std::getenv("LEV_TLS_PROBE_CHILD");
+  if (!mode) return false;
+  const bool on = std::string_view(mode) == "on";
+  lev::tls::ServerConfig sc{};
+  sc.ktls = on;
+  lev::tls::ClientConfig cc{};
+  cc.ktls = on;
+  const Context sctx = server_ctx(std::move(sc));
+  const Context cctx = client_ctx(std::move(cc));
+  Loop loop{lev::Model::reactor};
+  for (int i = 0; i < 3; ++i) {
+    // (No doctest assertion here: this runs before any test does.)
+    auto [cfd, sfd] = lev::test::socket_pair();
+    Connection server = Connection::server(loop, std::move(sfd), sctx);
+    Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
+    auto both = [&]() -> Task<bool> {
+      auto [c, s] = co_await lev::when_all(client.handshake({.timeout = 5s}).task(),
+                                           server.handshake({.timeout = 5s}).task());
+      co_return c&& s;
+    };
+    if (!loop.block_on(both())) std::fprintf(stderr, "handshake failed\n");
+  }
+  if (on)
+    std::fprintf(stderr, "probe said: [%s]\n", lev::tls::ktls_unavailable().c_str());
+  else
+    std::fprintf(stderr, "done\n");
+  std::exit(0);
+}();
+
+// Runs this binary afresh with LEV_TLS_PROBE_CHILD=mode; its stderr.
+std::string run_probe_child(const char* mode) {
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(p[1], 2);
+    ::setenv("LEV_TLS_PROBE_CHILD", mode, 1);
+    ::execl("/proc/self/exe", "tls_test", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof(buf))) > 0;)
+    out.append(buf, static_cast<std::size_t>(n));
+  ::close(p[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  return out;
+}
+
 }  // namespace
 
 TEST_SUITE("net") {
@@ -223,7 +230,7 @@ TEST_SUITE("net") {
     Loop loop{lev::Model::proactor, {.backend = fake}};
     auto [a, b] =
         lev::test::socket_pair();  // descriptors for identity only: the fake moves the bytes
-    FakeWire wire{*fake, a.get(), b.get(), {}, {}};
+    lev::test::FakeWire wire{*fake, a.get(), b.get(), {}, {}};
     wire.plan = [](std::size_t) { return std::size_t{1}; };
     const Context sctx = server_ctx();
     const Context cctx = client_ctx();
@@ -265,7 +272,7 @@ TEST_SUITE("net") {
     auto fake = std::make_shared<lev::FakeBackend>(quiet_fake());
     Loop loop{lev::Model::proactor, {.backend = fake}};
     auto [a, b] = lev::test::socket_pair();
-    FakeWire wire{*fake, a.get(), b.get(), {}, {}};
+    lev::test::FakeWire wire{*fake, a.get(), b.get(), {}, {}};
     const Context sctx = server_ctx();
     const Context cctx = client_ctx();
     Connection client = Connection::client(loop, std::move(a), cctx, "localhost");
@@ -1114,25 +1121,11 @@ TEST_SUITE("net") {
     CHECK(failed->code == lev::tls::errc::truncated);
   }
 
-  TEST_CASE(
-      "kTLS: the kernel's answer is probed once and named once, and connections go on in user "
-      "space") {
-    // In a child: the probe and its log line are once per process.
-    (void)pki();  // made here, so that this process removes it
-    const std::string err = lev::test::run_in_child([] {
-      const Context sctx = server_ctx();
-      const Context cctx = client_ctx();
-      Loop loop{lev::Model::reactor};
-      for (int i = 0; i < 3; ++i) {
-        auto [cfd, sfd] = tcp_pair();
-        Connection server = Connection::server(loop, std::move(sfd), sctx);
-        Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-        auto [c, s] = handshake_both(loop, client, server);
-        if (!c || !s) std::fprintf(stderr, "handshake failed\n");
-      }
-      std::fprintf(stderr, "probe said: [%s]\n", lev::tls::ktls_unavailable().c_str());
-    });
-    CHECK(err.find("handshake failed") == std::string::npos);
+  TEST_CASE("kTLS: the kernel's answer is probed once and named once, connections go on") {
+    // In a fresh process (this one probed long ago): three connections.
+    const std::string err = run_probe_child("on");
+    CHECK_MESSAGE(err.find("handshake failed") == std::string::npos, err);
+    CHECK_MESSAGE(err.find("probe said") != std::string::npos, err);
     std::size_t lines = 0;
     for (std::size_t at = 0; (at = err.find("lev: tls: ", at)) != std::string::npos; ++at) ++lines;
     CHECK_MESSAGE(lines == 1, err);
@@ -1144,17 +1137,7 @@ TEST_SUITE("net") {
   }
 
   TEST_CASE("kTLS off: no probe, no line") {
-    (void)pki();
-    const std::string err = lev::test::run_in_child([] {
-      const Context sctx = server_ctx({.ktls = false});
-      const Context cctx = client_ctx({.ktls = false});
-      Loop loop{lev::Model::reactor};
-      auto [cfd, sfd] = tcp_pair();
-      Connection server = Connection::server(loop, std::move(sfd), sctx);
-      Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-      auto [c, s] = handshake_both(loop, client, server);
-      if (!c || !s) std::fprintf(stderr, "handshake failed\n");
-    });
-    CHECK_MESSAGE(err.empty(), err);
+    const std::string err = run_probe_child("off");
+    CHECK_MESSAGE(err == "done\n", err);
   }
 }
