@@ -25,6 +25,8 @@ struct FakeWire {
   bool a_closed = false, b_closed = false;
   // How many bytes the next receive gets out of `waiting` (0: none now).
   std::function<std::size_t(std::size_t waiting)> plan = [](std::size_t w) { return w; };
+  // Sees (and may change) the bytes of each send as they enter the wire.
+  std::function<void(std::string& bytes, bool towards_b)> tamper{};
 
   // Completes what can complete now; true when something was.
   bool pump() {
@@ -32,7 +34,9 @@ struct FakeWire {
     const std::vector<detail::OpBase*> ops = fake.pending();
     for (detail::OpBase* op : ops) {
       if (op->kind == detail::OpKind::send && (op->fd == a || op->fd == b)) {
-        (op->fd == a ? to_b : to_a).append(static_cast<const char*>(op->buf), op->len);
+        std::string bytes(static_cast<const char*>(op->buf), op->len);
+        if (tamper) tamper(bytes, op->fd == a);
+        (op->fd == a ? to_b : to_a).append(bytes);
         fake.complete(*op, static_cast<int>(op->len));
         did = true;
       } else if (op->kind == detail::OpKind::recv && (op->fd == a || op->fd == b)) {
