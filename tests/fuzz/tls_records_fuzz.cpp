@@ -17,9 +17,6 @@
 // Built with clang's -fsanitize=fuzzer by scripts/fuzz.sh; the ordinary
 // build runs the seed corpus and generated inputs through it
 // (tests/fuzz/replay.cpp).
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 #include <sys/socket.h>
 
 #include <cstddef>
@@ -31,6 +28,7 @@
 #include <string_view>
 
 #include "../fake_wire.hpp"
+#include "../tls_keys.hpp"
 #include "lev/fake.hpp"
 #include "lev/loop.hpp"
 #include "lev/net/tls.hpp"
@@ -42,53 +40,6 @@ void check(bool ok, const char* what) {
     std::fprintf(stderr, "tls_records_fuzz: %s\n", what);
     std::abort();
   }
-}
-
-// A throw-away P-256 key and self-signed certificate, made in memory once.
-struct Keys {
-  lev::tls::Context server, client;
-};
-const Keys& keys() {
-  static const Keys k = [] {
-    EVP_PKEY* key = EVP_EC_gen("P-256");
-    X509* cert = X509_new();
-    X509_set_version(cert, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
-    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(cert), 3600L * 24 * 365);
-    X509_set_pubkey(cert, key);
-    X509_NAME* name = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                               reinterpret_cast<const unsigned char*>("fuzz"), -1, -1, 0);
-    X509_set_issuer_name(cert, name);
-    X509_sign(cert, key, EVP_sha256());
-    auto pem = [](auto write) {
-      BIO* b = BIO_new(BIO_s_mem());
-      write(b);
-      char* data = nullptr;
-      const long n = BIO_get_mem_data(b, &data);
-      std::string out(data, static_cast<std::size_t>(n));
-      BIO_free(b);
-      return out;
-    };
-    const std::string cert_pem = pem([&](BIO* b) { PEM_write_bio_X509(b, cert); });
-    const std::string key_pem = pem(
-        [&](BIO* b) { PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr); });
-    X509_free(cert);
-    EVP_PKEY_free(key);
-    Keys out;
-    lev::tls::ServerConfig sc{};
-    sc.identity = lev::tls::Identity::pem(cert_pem, key_pem);
-    sc.ktls = false;
-    out.server = lev::tls::Context::server(std::move(sc)).value();
-    lev::tls::ClientConfig cc{};
-    cc.verify_peer = false;
-    cc.session_resumption = false;
-    cc.ktls = false;
-    out.client = lev::tls::Context::client(std::move(cc)).value();
-    return out;
-  }();
-  return k;
 }
 
 struct Rng {
@@ -138,7 +89,8 @@ void hostile_client(std::string_view bytes, Rng rng) {
     wire.to_b.assign(bytes);
     wire.a_closed = true;  // after its bytes, the client's end of stream
     wire.plan = [&rng](std::size_t w) { return 1 + rng.next() % w; };
-    lev::tls::Connection server = lev::tls::Connection::server(loop, lev::Fd{sv[1]}, keys().server);
+    lev::tls::Connection server =
+        lev::tls::Connection::server(loop, lev::Fd{sv[1]}, lev::test::memory_tls().server);
     bool done = false;
     auto serve = [&]() -> lev::Task<> {
       if (co_await server.handshake()) {
@@ -178,8 +130,9 @@ void conversation(std::string_view plain, Rng rng, std::uint16_t flip_at, std::u
       seen += bytes.size();
     };
     lev::tls::Connection client =
-        lev::tls::Connection::client(loop, lev::Fd{a[0]}, keys().client, "fuzz");
-    lev::tls::Connection server = lev::tls::Connection::server(loop, lev::Fd{b[0]}, keys().server);
+        lev::tls::Connection::client(loop, lev::Fd{a[0]}, lev::test::memory_tls().client, "fuzz");
+    lev::tls::Connection server =
+        lev::tls::Connection::server(loop, lev::Fd{b[0]}, lev::test::memory_tls().server);
     std::string at_server, at_client;
     bool server_ok = false, client_ok = false, server_done = false, client_done = false;
     auto serve = [&]() -> lev::Task<> {
