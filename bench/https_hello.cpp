@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "common.hpp"
+#include "lev/deadline.hpp"
 #include "lev/lev.hpp"
 #include "lev/net/tls.hpp"
 
@@ -44,12 +45,15 @@ bool asks_close(std::string_view head) {
 lev::Task<> serve(lev::Loop& loop, lev::Fd fd, const lev::tls::Context& ctx) {
   lev::tls::Connection c = lev::tls::Connection::server(loop, std::move(fd), ctx);
   if (!co_await c.handshake({.timeout = std::chrono::seconds(10)})) co_return;
+  // One timer per connection for its limits (60 s without progress, as
+  // nginx's keepalive and send timeouts), not one per operation.
+  lev::IdleDeadline idle{loop, std::chrono::seconds(60)};
   char in[4096];
   std::size_t used = 0;
   std::string out;
   bool close = false;
   while (!close) {
-    auto n = co_await c.recv(std::span(in + used, sizeof(in) - used));
+    auto n = co_await idle(c.recv(std::span(in + used, sizeof(in) - used)));
     if (!n || *n == 0) co_return;
     used += *n;
     std::size_t pos = 0;
@@ -66,7 +70,7 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, const lev::tls::Context& ctx) {
     std::memmove(in, in + pos, used - pos);
     used -= pos;
     if (!out.empty()) {
-      if (!co_await c.send_all(out, {.timeout = std::chrono::seconds(60)})) co_return;
+      if (!co_await idle(c.send_all(out))) co_return;
       out.clear();
     }
   }

@@ -257,8 +257,13 @@ Task<Result<std::size_t>> run_recv(std::shared_ptr<ConnState> sp, MutableBuffer 
   s.rx_wait = {};
   Result<std::size_t> out = std::size_t{0};
   const Limit lim(*s.loop, timeout);
+  // Usually nothing is buffered between requests: receive first then,
+  // rather than ask OpenSSL for a read that can only want more.
+  bool starved = s.engine.starved() && !s.sending && s.engine.output_size() == 0;
   for (;;) {
-    const Step st = s.engine.read({static_cast<char*>(buf.data), buf.size});
+    Step st{Status::want_read};
+    if (!starved) st = s.engine.read({static_cast<char*>(buf.data), buf.size});
+    starved = false;
     if (st.status == Status::failed) {
       out = tls_error(errc::protocol_error, op, s.fd.get(), s.engine.failure().reason);
       co_await send_alert(s, s.rx_wait, lim, op);

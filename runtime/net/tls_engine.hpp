@@ -79,8 +79,12 @@ class Engine {
   /// What the last `failed` step was.
   [[nodiscard]] const Failure& failure() const noexcept { return failure_; }
   [[nodiscard]] SSL* ssl() const noexcept { return ssl_; }
-  /// Plaintext OpenSSL has decrypted and not yet handed out.
-  [[nodiscard]] bool has_plaintext() const noexcept { return SSL_pending(ssl_) > 0; }
+  /// Nothing to read without receiving first: no ciphertext waiting here
+  /// and none buffered (or decrypted) inside OpenSSL. A read now could
+  /// only say want_read.
+  [[nodiscard]] bool starved() const noexcept {
+    return input_empty() && SSL_has_pending(ssl_) == 0;
+  }
 
   // The BIO's side (tls_engine.cpp).
   int bio_read(char* out, int len) noexcept;
