@@ -4,6 +4,7 @@
 // the server's memory per connection. Needs the openssl and curl commands
 // (exit 77, saying which, when one is missing).
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -64,9 +65,108 @@ bool hold_idle(const std::string& port, int n, F during) {
   return ok;
 }
 
+// nginx with TLS on the test PKI's localhost certificate, on a free port
+// (nginx is not required: the case that needs it is skipped without it).
+bool have_nginx() {
+  static const bool yes = [] {
+    const bool found = lev::test::have_program("nginx") || ::access("/usr/sbin/nginx", X_OK) == 0;
+    if (!found)
+      std::fprintf(stderr,
+                   "tls_examples_test: nginx is missing (Debian: apt install nginx-light): "
+                   "its case is skipped\n");
+    return found;
+  }();
+  return yes;
+}
+
+struct Nginx {
+  Child proc;
+  std::uint16_t port = 0;
+};
+
+Nginx start_nginx() {
+  Nginx n;
+  {
+    lev::Fd probe{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    REQUIRE(::bind(probe.get(), reinterpret_cast<sockaddr*>(&a), len) == 0);
+    REQUIRE(::getsockname(probe.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    n.port = ntohs(a.sin_port);
+  }
+  const std::string d = pki().dir;
+  const std::string conf = d + "/nginx.conf";
+  std::FILE* f = std::fopen(conf.c_str(), "w");
+  REQUIRE(f);
+  std::fprintf(f,
+               "worker_processes 1; master_process off; daemon off;\n"
+               "error_log %s/nginx-error.log; pid %s/nginx.pid;\n"
+               "events { worker_connections 64; }\n"
+               "http { access_log off; client_body_temp_path %s/body; proxy_temp_path %s/proxy;\n"
+               "  fastcgi_temp_path %s/fastcgi; uwsgi_temp_path %s/uwsgi; scgi_temp_path %s/scgi;\n"
+               "  server { listen 127.0.0.1:%u ssl; ssl_certificate %s; ssl_certificate_key %s;\n"
+               "    location / { default_type text/plain; return 200 \"Hello from nginx\"; } } }\n",
+               d.c_str(), d.c_str(), d.c_str(), d.c_str(), d.c_str(), d.c_str(), d.c_str(), n.port,
+               pki().cert.c_str(), pki().key.c_str());
+  std::fclose(f);
+  n.proc = start({"/usr/sbin/nginx", "-c", conf, "-p", d}, {}, d + "/nginx.stderr");
+  for (int i = 0; i < 200; ++i) {  // until it listens
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(n.port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    ::close(fd);
+    if (up) break;
+    ::usleep(20'000);
+  }
+  return n;
+}
+
 }  // namespace
 
 TEST_SUITE("examples") {
+  TEST_CASE(
+      "a lev client verifies nginx's certificate, refuses a wrong name, and fetches over HTTPS" *
+      doctest::skip(!have_nginx())) {
+    Nginx nginx = start_nginx();
+    lev::Loop loop{lev::Model::proactor};
+    const auto ctx = lev::tls::Context::client({.ca_file = pki().ca}).value();
+    auto body = [&]() -> lev::Task<> {
+      lev::tls::ConnectOptions good{.timeout = 5s, .server_name = "localhost"};
+      auto connecting = lev::tls::connect(loop, "127.0.0.1", nginx.port, ctx, std::move(good));
+      auto c = co_await connecting;
+      REQUIRE_MESSAGE(c, c.error().message());
+      (co_await c->send_all(
+           std::string_view("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")))
+          .value();
+      std::string reply;
+      char buf[4096];
+      for (int i = 0; i < 100; ++i) {
+        auto n = co_await c->recv(buf, {.timeout = 5s});
+        if (!n || *n == 0) break;  // nginx may close without close_notify after Connection: close
+        reply.append(buf, *n);
+      }
+      CHECK(reply.rfind("HTTP/1.1 200 OK", 0) == 0);
+      CHECK(reply.find("Hello from nginx") != std::string::npos);
+      lev::tls::ConnectOptions bad{.timeout = 5s, .server_name = "wrong.test"};
+      auto refusing = lev::tls::connect(loop, "127.0.0.1", nginx.port, ctx, std::move(bad));
+      auto refused = co_await refusing;
+      REQUIRE_FALSE(refused);
+      CHECK(refused.error().code == lev::tls::errc::verify_failed);
+      CHECK_MESSAGE(
+          refused.error().message().find("wrong.test: hostname mismatch") != std::string::npos,
+          refused.error().message());
+    };
+    loop.block_on(body());
+    ::kill(nginx.proc.pid, SIGTERM);
+    CHECK(wait_exit(nginx.proc.pid, 10s) == 0);
+    ::close(nginx.proc.out);
+  }
+
   TEST_CASE(
       "tls_echo: its client and server on both models; a wrong name and an unknown CA refused") {
     for (const char* model : {"proactor", "reactor"}) {
