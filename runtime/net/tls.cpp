@@ -35,6 +35,7 @@ using lev::detail::Cancel;
 
 constexpr std::size_t kWriteChunk = 64 * 1024;  // plaintext per SSL_write: output stays bounded
 constexpr Duration kAlertLimit = std::chrono::seconds(1);  // a fatal alert's send, at most
+constexpr std::size_t kKeepOutput = 16 * 1024;  // output buffer kept between sends, at most
 
 Error tls_error(errc code, const char* op, int fd, std::string_view detail = {}) {
   Error e{make_error_code(code), op, fd};
@@ -155,6 +156,7 @@ Task<Result<void>> flush(ConnState& s, Waiting& w, Limit lim, const char* op) {
     }
     s.engine.output_sent(*n);
   }
+  s.engine.trim_output(kKeepOutput);
   wake_senders(s);
   co_return Result<void>{};
 }
@@ -224,6 +226,7 @@ Task<Result<void>> run_handshake(std::shared_ptr<ConnState> sp, std::optional<Du
     }
     if (st == Status::ok) {
       s.established = true;
+      s.engine.trim_output(0);  // the flight is sent: an idle connection keeps none of it
       if (s.ctx->ktls) (void)ktls_unavailable();  // probed (and named) once per process
       const unsigned char* proto = nullptr;
       unsigned len = 0;

@@ -67,6 +67,16 @@ class Engine {
   [[nodiscard]] std::size_t output_size() const noexcept {
     return sending_.size() - opos_ + out_.size();
   }
+  /// With nothing left to send, gives back output buffers of more than
+  /// `keep` bytes (0: all of them): an idle connection holds no memory for
+  /// the handshake's flight or the last large send.
+  void trim_output(std::size_t keep) noexcept {
+    if (output_size() != 0) return;
+    opos_ = 0;
+    sending_.clear();  // all of it was sent
+    if (sending_.capacity() > keep) std::string().swap(sending_);
+    if (out_.capacity() > keep) std::string().swap(out_);
+  }
 
   // ---- TLS -----------------------------------------------------------------
   Status handshake();
