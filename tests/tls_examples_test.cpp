@@ -192,7 +192,7 @@ TEST_SUITE("examples") {
       auto sc = shell(
           "(printf 'from s_client\\n'; sleep 0.5) | openssl s_client -connect 127.0.0.1:" + port +
           " -CAfile " + pki().ca +
-          " -servername localhost -verify_return_error -quiet 2>/dev/null");
+          " -servername localhost -verify_return_error -brief 2>/dev/null");
       CHECK(sc.out == "from s_client\n");
       CHECK(stop_server(srv) == 0);
       const std::string err = slurp(pki().dir + "/tls_echo.err");
