@@ -6,6 +6,9 @@ users' own load tools. Run through bench/compare.sh (which installs them).
   persistence) under redis-benchmark -P 1 and -P 16, 50 clients;
   http_hello (lev proactor, lev reactor) vs nginx (one worker, `return 200`)
   under wrk, 50 connections;
+  bench/https_hello (lev::tls) vs nginx with TLS, both TLS 1.3 with
+  AES-128-GCM on one EC P-256 certificate, under wrk over https: keep-alive,
+  and "Connection: close" (a new connection and handshake per request);
   then the echo bench (lev vs raw liburing / raw epoll) at 64 B and 4 KiB,
   50 and 1,000 connections.
 
@@ -115,6 +118,62 @@ http {{
     return Server(["nginx", "-c", conf, "-p", tmp], port=port)
 
 
+def make_cert(tmp):
+    """One throw-away EC P-256 certificate for localhost / 127.0.0.1: the
+    same for lev and nginx."""
+    cert, key = os.path.join(tmp, "https.pem"), os.path.join(tmp, "https.key")
+    if not os.path.exists(cert):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True)
+    return cert, key
+
+
+TLS_SUITE = "TLS_AES_128_GCM_SHA256"  # TLS 1.3 only, AES-128-GCM, on both sides
+
+
+def start_nginx_tls(tmp):
+    """nginx, one worker, TLS 1.3 with TLS_SUITE on make_cert's certificate."""
+    port = free_port()
+    cert, key = make_cert(tmp)
+    conf = os.path.join(tmp, "nginx-tls.conf")
+    with open(conf, "w") as f:
+        f.write(f"""
+worker_processes 1;
+master_process off;
+daemon off;
+error_log {tmp}/nginx-tls-error.log;
+pid {tmp}/nginx-tls.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites {TLS_SUITE};
+    location / {{ default_type text/plain; return 200 "Hello, World!"; }}
+  }}
+}}
+""")
+    return Server(["nginx", "-c", conf, "-p", tmp], port=port)
+
+
+def start_lev_https(build, tmp, model):
+    cert, key = make_cert(tmp)
+    return Server([f"{build}/bench/https_hello", "--port", "0", "--model", model, "--cert", cert,
+                   "--key", key, "--tls13-only", "--ciphersuites", TLS_SUITE])
+
+
 def client(argv, timeout):
     return subprocess.run(["taskset", "-c", "1"] + argv, capture_output=True, text=True,
                           timeout=timeout)
@@ -141,11 +200,14 @@ def to_ms(text):
     return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
 
 
-def wrk_load(server, seconds):
-    """wrk, 50 connections; returns (req/s, p99 ms, cpu us/req)."""
+def wrk_load(server, seconds, scheme="http", close=False):
+    """wrk, 50 connections (close: "Connection: close", a new connection,
+    and over https a full handshake, per request); returns (req/s, p99 ms,
+    cpu us/req)."""
     c0 = server.cpu()
-    r = client(["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency",
-                f"http://127.0.0.1:{server.port}/"], timeout=seconds + 60)
+    extra = ["-H", "Connection: close"] if close else []
+    r = client(["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency"] + extra +
+               [f"{scheme}://127.0.0.1:{server.port}/"], timeout=seconds + 60)
     c1 = server.cpu()
     out = r.stdout
     if r.returncode != 0 or "Socket errors" in out or "Non-2xx" in out:
@@ -177,13 +239,16 @@ def main():
     ap.add_argument("--requests", type=int, default=100000,
                     help="redis-benchmark requests per test at -P 1 (x10 at -P 16)")
     ap.add_argument("--skip-echo", action="store_true")
+    ap.add_argument("--only-https", action="store_true",
+                    help="only the https rows (lev's https_hello vs nginx with TLS)")
     a = ap.parse_args()
     b = a.build
     tmp = tempfile.mkdtemp(prefix="lev-compare-")
 
-    ok, bad = check_resp(b, tmp)
-    print(f"resp_server under redis-benchmark -t ping,set,get,incr,mset: "
-          f"{'no errors' if ok else 'ERRORS: ' + '; '.join(bad[:3])}")
+    if not a.only_https:
+        ok, bad = check_resp(b, tmp)
+        print(f"resp_server under redis-benchmark -t ping,set,get,incr,mset: "
+              f"{'no errors' if ok else 'ERRORS: ' + '; '.join(bad[:3])}")
 
     resp_servers = [
         ("lev proactor", lambda: Server([f"{b}/examples/resp_server", "--port", "0", "--model", "proactor"])),
@@ -195,11 +260,21 @@ def main():
         ("lev reactor", lambda: Server([f"{b}/examples/http_hello", "--port", "0", "--model", "reactor"])),
         ("nginx", lambda: start_nginx(tmp)),
     ]
+    https_servers = [
+        ("lev proactor", lambda: start_lev_https(b, tmp, "proactor")),
+        ("lev reactor", lambda: start_lev_https(b, tmp, "reactor")),
+        ("nginx", lambda: start_nginx_tls(tmp)),
+    ]
     benches = [
         ("resp -P 1", resp_servers, lambda s: redis_load(s, 1, a.requests)),
         ("resp -P 16", resp_servers, lambda s: redis_load(s, 16, a.requests * 10)),
         ("http (wrk)", http_servers, lambda s: wrk_load(s, a.seconds)),
+        ("https k-a", https_servers, lambda s: wrk_load(s, a.seconds, "https")),
+        ("https conn", https_servers, lambda s: wrk_load(s, a.seconds, "https", close=True)),
     ]
+    if a.only_https:
+        benches = [row for row in benches if row[0].startswith("https")]
+        a.skip_echo = True
     results = {}
     for name, servers, load in benches:
         for rnd in range(a.rounds):

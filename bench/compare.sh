@@ -2,7 +2,8 @@
 # Side-by-side with what a user would otherwise pick, under the users' own
 # load tools: lev's resp_server vs redis-server (redis-benchmark), lev's
 # http_hello vs nginx (wrk), and the echo bench (lev vs raw liburing / epoll
-# and Boost.Asio coroutines on its epoll and io_uring backends).
+# and Boost.Asio coroutines on its epoll and io_uring backends); https rows:
+# bench/https_hello vs nginx with TLS (--only-https runs just those).
 # Installs what it needs, builds build-release/, prints one table.
 #   bash bench/compare.sh [--rounds 3] [--seconds 3]
 set -euo pipefail

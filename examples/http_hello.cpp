@@ -4,9 +4,10 @@
 //              [--backend uring|epoll|auto] [--recv pool|own]
 //              [--header-timeout T] [--keepalive-timeout T] [--body-timeout T]
 //              [--send-timeout T] [--max-clients N] [--max-line BYTES]
-//              [--max-headers N] [--max-head BYTES]
+//              [--max-headers N] [--max-head BYTES] [--tls-cert FILE --tls-key FILE]
 //   (--help lists them with their defaults, which are nginx's where nginx has one)
 // First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
+// With --tls-cert and --tls-key it serves HTTPS (examples/tls_common.hpp).
 //
 // Pipelined requests are answered in order; a request split across reads
 // waits for the rest; a request body (Content-Length) is skipped; a
@@ -30,6 +31,7 @@
 
 #include "common.hpp"
 #include "lev/lev.hpp"
+#include "tls_common.hpp"
 
 namespace {
 
@@ -324,11 +326,13 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
 
 int main(int argc, char** argv) try {
   example::ServerArgs args;
+  example::TlsArgs tls;  // --tls-cert FILE --tls-key FILE: HTTPS
   std::string recv = "pool";
   Limits limits;
   long max_headers = static_cast<long>(limits.max_headers);
   example::Cli cli{"http_hello", "An HTTP/1.1 keep-alive server answering \"Hello, World!\"."};
   args.add_to(cli);
+  tls.add_to(cli);
   cli.choice("--recv", recv, {"pool", "own"},
              "receive with loop.recv(fd) from the loop's pool, or into a buffer per connection");
   const auto day = std::chrono::hours(24);
@@ -347,13 +351,10 @@ int main(int argc, char** argv) try {
   limits.max_headers = static_cast<std::size_t>(max_headers);
   limits.send_timeout = args.send_timeout;
   const bool pooled = recv == "pool";
-  return example::run_server(
-      "http_hello", args,
-      [&](lev::Loop& loop, lev::Fd fd) {
-        return pooled ? serve_pooled(loop, std::move(fd), limits)
-                      : serve(loop, std::move(fd), limits);
-      },
-      kBusy);
+  auto plain = [&](lev::Loop& loop, lev::Fd fd) {
+    return pooled ? serve_pooled(loop, std::move(fd), limits) : serve(loop, std::move(fd), limits);
+  };
+  return example::run_server("http_hello", args, tls.wrap(plain), kBusy);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "http_hello: %s\n", e.what());
   return 1;

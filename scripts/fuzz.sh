@@ -13,8 +13,8 @@ if [ ! -f build-fuzz/build.ninja ]; then
     -Dexamples=disabled -Db_sanitize=address,undefined -Db_lundef=false \
     -Dcpp_args=-fsanitize=fuzzer-no-link -Dwerror=false >/dev/null
 fi
-ninja -C build-fuzz -j2 tests/stream_codec_fuzz
-for t in stream_codec; do
+ninja -C build-fuzz -j2 tests/stream_codec_fuzz tests/tls_records_fuzz
+for t in stream_codec tls_records; do
   corpus=build-fuzz/corpus-$t
   mkdir -p "$corpus"
   cp -n tests/fuzz/corpus/$t/* "$corpus"/

@@ -19,6 +19,7 @@
 #include "lev/net/datagram.hpp"
 #include "lev/net/listen.hpp"
 #include "lev/net/stream.hpp"
+#include "lev/net/tls.hpp"
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
 #include "lev/process.hpp"

@@ -4,13 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <utility>
-
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
 #include <deque>
 #include <optional>
+#include <utility>
 
 #include "lev/log.hpp"
 #include "lev/loop.hpp"
@@ -215,8 +214,8 @@ Task<> run_single(State s) {
 struct MultiAccept {
   Loop& loop;
   lev::detail::OpBase op;
-  lev::detail::OpBase wake;    // resumes `waiter` from the queue
-  std::deque<int> ready;  // accepted fds (or -errno) not yet handed out
+  lev::detail::OpBase wake;  // resumes `waiter` from the queue
+  std::deque<int> ready;     // accepted fds (or -errno) not yet handed out
   std::coroutine_handle<> waiter;
   bool ended = true;
   int end_res = 0;

@@ -13,6 +13,7 @@
 
 #include "lev/detail/stop.hpp"
 #include "lev/loop.hpp"
+#include "lev/net/tls.hpp"
 
 namespace lev::net {
 
@@ -80,7 +81,8 @@ namespace detail {
 struct StreamState {
   Loop* loop;
   Fd fd;
-  bool socket = true;  // recv/send for sockets; read/write for pipes and ttys
+  tls::Connection tls;  // valid: the bytes go through TLS (fd is then empty)
+  bool socket = true;   // recv/send for sockets; read/write for pipes and ttys
   StreamOptions o;
   std::string rbuf;  // a message spanning receives (and non-socket reads)
   std::size_t rpos = 0;
@@ -90,7 +92,8 @@ struct StreamState {
   std::string sending;
   std::size_t spos = 0;  // bytes of `sending` already sent
   std::string wbuf;
-  lev::detail::OpBase* in_flight = nullptr;  // the flusher's send, while it waits
+  lev::detail::OpBase* in_flight = nullptr;       // the flusher's send, while it waits
+  tls::Op<std::size_t>* tls_in_flight = nullptr;  // the same over TLS
   bool flushing = false;
   bool closing = false;  // the Stream is gone, or close() gave up: close after the flusher
   std::optional<Error> write_error;
@@ -129,6 +132,7 @@ struct StreamState {
   std::deque<Waiter*> waiters;
 
   std::size_t queued() const { return sending.size() - spos + wbuf.size(); }
+  int fd_number() const noexcept { return tls.valid() ? tls.fd() : fd.get(); }
 
   void wake_waiters() {
     for (auto it = waiters.begin(); it != waiters.end();) {
@@ -211,7 +215,10 @@ Error unsent(const StreamState& s) {
 // Once the Stream is gone (or close() gave up), the fd closes when neither
 // the flusher nor the callback reader uses it any more.
 void close_if_done(StreamState& s) noexcept {
-  if (s.closing && !s.flushing && !s.reading) s.fd.reset();
+  if (s.closing && !s.flushing && !s.reading) {
+    s.fd.reset();
+    s.tls = {};  // its socket closes once no operation of it runs
+  }
 }
 
 // Sends the queue until it is empty (or the stream fails); wakes writers
@@ -226,7 +233,12 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
     }
     std::string_view rest(s->sending.data() + s->spos, s->sending.size() - s->spos);
     Result<std::size_t> n = std::size_t{0};
-    if (s->socket) {  // no co_await inside ?: (GCC 12)
+    if (s->tls.valid()) [[unlikely]] {
+      auto&& send = s->tls.send(rest);
+      s->tls_in_flight = &send;
+      n = co_await send;
+      s->tls_in_flight = nullptr;
+    } else if (s->socket) {  // no co_await inside ?: (GCC 12)
       auto&& send = s->loop->send(s->fd, rest);
       s->in_flight = &send.op();
       n = co_await send;
@@ -238,7 +250,7 @@ lev::Task<> flusher(std::shared_ptr<StreamState> s) {
     s->in_flight = nullptr;
     if (!n) {
       if (!s->write_error) {
-        s->write_error = Error{n.error().code, "stream write", s->fd.get(), 0};
+        s->write_error = Error{n.error().code, "stream write", s->fd_number(), 0};
         failed = true;
       }
       break;
@@ -267,7 +279,7 @@ void start_flush(const std::shared_ptr<StreamState>& s) {
 }
 
 Error cancelled(const StreamState& s, const char* op) {
-  return Error{std::make_error_code(std::errc::operation_canceled), op, s.fd.get(), 0};
+  return Error{std::make_error_code(std::errc::operation_canceled), op, s.fd_number(), 0};
 }
 
 // close() was cancelled while the queue drained: drop what is left (the
@@ -280,6 +292,7 @@ Error give_up(StreamState& s) {
   s.closing = true;
   s.wbuf.clear();  // `sending` stays: the kernel may be reading it
   if (s.in_flight) s.loop->cancel(*s.in_flight);
+  if (s.tls_in_flight) s.tls_in_flight->cancel_for(lev::detail::Cancel::requested);
   s.wake_waiters();
   close_if_done(s);
   return e;
@@ -299,6 +312,13 @@ Stream::Stream(Loop& loop, Fd fd, StreamOptions options)
   s_->fd = std::move(fd);
   s_->o = std::move(options);
   s_->owner = this;
+}
+
+Stream::Stream(Loop& loop, tls::Connection connection, StreamOptions options)
+    : Stream(loop, Fd{}, std::move(options)) {
+  if (!connection.valid()) throw std::invalid_argument("lev::net::Stream: no TLS connection");
+  s_->tls = std::move(connection);
+  s_->socket = true;
 }
 
 Stream::Stream(Stream&& other) noexcept : s_(std::move(other.s_)) {
@@ -326,7 +346,7 @@ void Stream::release() noexcept {
 
 std::size_t Stream::queued() const noexcept { return s_ ? s_->queued() : 0; }
 std::size_t Stream::read_buffer_capacity() const noexcept { return s_ ? s_->rbuf.capacity() : 0; }
-int Stream::fd() const noexcept { return s_ ? s_->fd.get() : -1; }
+int Stream::fd() const noexcept { return s_ ? s_->fd_number() : -1; }
 
 namespace detail {
 namespace {
@@ -352,9 +372,30 @@ void consume(StreamState& s, std::size_t n) noexcept {
   if (s.rcur.empty()) s.rcur.reset();  // the buffer goes back to the pool
 }
 
+// TLS: decrypted bytes straight into rbuf (0 at the peer's close_notify).
+Task<Result<std::size_t>> fill_tls(StreamState& s) {
+  if (s.rpos > 0) {
+    s.rbuf.erase(0, s.rpos);
+    s.rpos = 0;
+  }
+  const std::size_t old = s.rbuf.size();
+  s.rbuf.resize(old + s.o.read_chunk);
+  std::span<char> room(s.rbuf.data() + old, s.o.read_chunk);
+  auto n = co_await s.tls.recv(room);
+  s.rbuf.resize(old + (n ? *n : 0));
+  co_return n;
+}
+Task<Result<std::size_t>> fill_plain(StreamState& s);
+
 // Receives more: sockets take a pool buffer (loop.recv(fd)), other fds
 // read into rbuf. 0 at end of stream.
 Task<Result<std::size_t>> fill(StreamState& s) {
+  if (s.tls.valid()) [[unlikely]]
+    return fill_tls(s);
+  return fill_plain(s);
+}
+
+Task<Result<std::size_t>> fill_plain(StreamState& s) {
   if (s.socket) {
     if (!s.rcur.empty()) {  // a message spans buffers: gather in rbuf
       s.rbuf.erase(0, s.rpos);
@@ -404,9 +445,9 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
       co_return Error{std::make_error_code(std::errc::message_size),
                       s->o.codec.kind() == Codec::Kind::line ? "stream read: line too long"
                                                              : "stream read: frame too large",
-                      s->fd.get(), 0};
+                      s->fd_number(), 0};
     auto n = co_await fill(*s);
-    if (!n) co_return Error{n.error().code, "stream read", s->fd.get(), 0};
+    if (!n) co_return Error{n.error().code, "stream read", s->fd_number(), 0};
     if (*n == 0) {  // end of stream
       const std::string_view rest = unread(*s);
       if (rest.empty()) co_return std::optional<std::string>{};
@@ -416,7 +457,7 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
         co_return last;
       }
       co_return Error{std::make_error_code(std::errc::connection_aborted),
-                      "stream read: stream ended inside a frame", s->fd.get(), rest.size()};
+                      "stream read: stream ended inside a frame", s->fd_number(), rest.size()};
     }
   }
 }
@@ -434,7 +475,8 @@ Task<Result<void>> Stream::write_message(std::string_view message) {
   detail::start_flush(s);
   if (s->queued() > s->o.high_watermark) {
     const bool below = co_await detail::WaitBelow{*s, s->o.low_watermark};
-    if (!below) co_return detail::cancelled(*s, "stream write (cancelled; the message stays queued)");
+    if (!below)
+      co_return detail::cancelled(*s, "stream write (cancelled; the message stays queued)");
   }
   if (s->write_error) co_return detail::unsent(*s);
   co_return Result<void>{};
@@ -494,6 +536,10 @@ Task<Result<void>> Stream::flush() {
 Task<Result<void>> Stream::shutdown_write() {
   auto s = s_;
   if (auto r = co_await flush(); !r) co_return r;
+  if (s->tls.valid()) {  // close_notify, then the socket's own end of stream
+    if (auto r = co_await s->tls.shutdown(); !r) co_return r;
+    co_return co_await s->loop->shutdown(s->tls.fd(), Shutdown::write);
+  }
   co_return co_await s->loop->shutdown(s->fd, Shutdown::write);
 }
 
@@ -508,6 +554,12 @@ Task<Result<void>> Stream::close() {
   if (!drained) co_return detail::give_up(*s);
   Result<void> flushed{};
   if (s->write_error) flushed = detail::unsent(*s);
+  if (s->tls.valid()) {
+    // close_notify after the queue (a failed stream has none to send); the
+    // socket closes with the connection.
+    if (flushed && !s->tls.unusable()) flushed = co_await s->tls.shutdown();
+    s->tls = {};
+  }
   if (s->fd) (void)co_await s->loop->close(s->fd);
   co_return flushed;
 }

@@ -184,6 +184,9 @@ struct Witness {
 using Workload = std::function<Task<>(World&)>;
 /// The workloads a seed picks from (tests/sim/workloads.cpp).
 std::vector<std::pair<const char*, Workload>> workloads();
+/// lev::tls client and server echoing over a simulated connection
+/// (tests/sim/tls_workload.cpp).
+Task<> tls_echo(World& w);
 /// Runs `wl` bounded by `limit` (reaching it is a failure: every workload
 /// bounds its own waits), then sets `*done`.
 Task<> run_workload(World& w, Workload wl, const char* name, Duration limit, char* done);

@@ -899,7 +899,7 @@ std::vector<std::pair<const char*, Workload>> workloads() {
   return {{"echo", echo},   {"race", race},       {"stream", stream}, {"group", group},
           {"channel", channel}, {"timers", timers}, {"sources", sources},
           {"acceptor", acceptor}, {"datagram", datagram},
-          {"splice", splice}};
+          {"splice", splice}, {"tls", tls_echo}};
 }
 
 }  // namespace lev::sim

@@ -40,6 +40,9 @@
 namespace lev {
 class Loop;
 }
+namespace lev::tls {
+class Connection;
+}
 
 namespace lev::net {
 
@@ -105,13 +108,12 @@ class MessageHandler {
   MessageHandler() = default;
   /// A handler that gets the stream and the message.
   template <class F>
-    requires std::invocable<F&, Stream&, std::string_view>
-  MessageHandler(F f) : fn_(std::move(f)) {}  // NOLINT: implicit, for designated initializers
+  requires std::invocable<F&, Stream&, std::string_view> MessageHandler(F f)
+      : fn_(std::move(f)) {}  // NOLINT: implicit, for designated initializers
   /// A handler that gets the message only.
   template <class F>
-    requires(!std::invocable<F&, Stream&, std::string_view> &&
-             std::invocable<F&, std::string_view>)
-  MessageHandler(F f)  // NOLINT: implicit, for designated initializers
+  requires(!std::invocable<F&, Stream&, std::string_view> && std::invocable<F&, std::string_view>)
+      MessageHandler(F f)  // NOLINT: implicit, for designated initializers
       : fn_([g = std::move(f)](Stream&, std::string_view m) mutable { g(m); }) {}
   /// A handler is set.
   explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
@@ -161,6 +163,12 @@ class Stream {
   /// Takes ownership of `fd`. Throws std::invalid_argument when
   /// low_watermark > high_watermark.
   Stream(Loop& loop, Fd fd, StreamOptions options = {});
+  /// Over an established TLS connection (lev/net/tls.hpp: tls::connect,
+  /// tls::accept_handler), which it takes over: codecs, watermarks,
+  /// callbacks and close() work as on a socket; reads end at the peer's
+  /// close_notify (a close without one is an error, tls::errc::truncated);
+  /// shutdown_write() and close() send close_notify after the queue.
+  Stream(Loop& loop, tls::Connection connection, StreamOptions options = {});
   /// Takes over the other's connection and queue (and its callbacks, which
   /// then get this Stream).
   Stream(Stream&& other) noexcept;
