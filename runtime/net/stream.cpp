@@ -11,6 +11,7 @@
 #include <deque>
 #include <stdexcept>
 
+#include "lev/deadline.hpp"
 #include "lev/detail/stop.hpp"
 #include "lev/loop.hpp"
 
@@ -353,8 +354,9 @@ void consume(StreamState& s, std::size_t n) noexcept {
 }
 
 // Receives more: sockets take a pool buffer (loop.recv(fd)), other fds
-// read into rbuf. 0 at end of stream.
-Task<Result<std::size_t>> fill(StreamState& s) {
+// read into rbuf, guarded by `deadline` when there is one. 0 at end of
+// stream.
+Task<Result<std::size_t>> fill(StreamState& s, IdleDeadline* deadline) {
   if (s.socket) {
     if (!s.rcur.empty()) {  // a message spans buffers: gather in rbuf
       s.rbuf.erase(0, s.rpos);
@@ -362,7 +364,11 @@ Task<Result<std::size_t>> fill(StreamState& s) {
       s.rbuf.append(s.rcur.view());
       s.rcur.reset();
     }
-    auto got = co_await s.loop->recv(s.fd);
+    Result<Buffer> got = Error{};
+    if (deadline)
+      got = co_await (*deadline)(s.loop->recv(s.fd));
+    else
+      got = co_await s.loop->recv(s.fd);
     if (!got) co_return got.error();
     const std::size_t n = got->size();
     if (s.rpos == s.rbuf.size()) {
@@ -386,12 +392,17 @@ Task<Result<std::size_t>> fill(StreamState& s) {
   const std::size_t old = s.rbuf.size();
   s.rbuf.resize(old + s.o.read_chunk);
   std::span<char> room(s.rbuf.data() + old, s.o.read_chunk);
-  auto n = co_await s.loop->read(s.fd, room);
+  Result<std::size_t> n = Error{};
+  if (deadline)
+    n = co_await (*deadline)(s.loop->read(s.fd, room));
+  else
+    n = co_await s.loop->read(s.fd, room);
   s.rbuf.resize(old + (n ? *n : 0));
   co_return n;
 }
 
-Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s) {
+Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s,
+                                                  IdleDeadline* deadline) {
   using S = Codec::Decoded::Status;
   for (;;) {
     Codec::Decoded d = s->o.codec.decode(unread(*s));
@@ -405,7 +416,7 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
                       s->o.codec.kind() == Codec::Kind::line ? "stream read: line too long"
                                                              : "stream read: frame too large",
                       s->fd.get(), 0};
-    auto n = co_await fill(*s);
+    auto n = co_await fill(*s, deadline);
     if (!n) co_return Error{n.error().code, "stream read", s->fd.get(), 0};
     if (*n == 0) {  // end of stream
       const std::string_view rest = unread(*s);
@@ -424,7 +435,13 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
 }  // namespace
 }  // namespace detail
 
-Task<Result<std::optional<std::string>>> Stream::read_message() { return detail::read_one(s_); }
+Task<Result<std::optional<std::string>>> Stream::read_message() {
+  return detail::read_one(s_, nullptr);
+}
+
+Task<Result<std::optional<std::string>>> Stream::read_message(IdleDeadline& deadline) {
+  return detail::read_one(s_, &deadline);
+}
 
 Task<Result<void>> Stream::write_message(std::string_view message) {
   auto s = s_;
@@ -456,7 +473,7 @@ namespace {
 lev::Task<> callback_reader(std::shared_ptr<detail::StreamState> s) {
   const std::stop_token stop = s->reader_stop.get_token();
   while (!stop.stop_requested()) {
-    auto m = co_await detail::read_one(s);
+    auto m = co_await detail::read_one(s, nullptr);
     if (stop.stop_requested()) break;
     if (!m) {
       s->report(m.error());
