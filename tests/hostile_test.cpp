@@ -5,7 +5,9 @@
 // when a server does not do the thing at all, not when the machine is slow.
 #include <doctest/doctest.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
@@ -346,6 +348,139 @@ TEST_SUITE("examples") {
     ::close(talker);
     ::close(listener);
     ::close(sleeper);
+    std::remove(err.c_str());
+  }
+
+  // Before: 500 members talking and SIGTERM: the proactor went on reading
+  // and broadcasting the lines already received (each copied into 499
+  // queues) for seconds, RSS growing after the signal (12-14 s, 190 -> 680
+  // MB, in the campaign); the reactor stopped in under 1 s. Now the stop cuts
+  // every member at once: no more reading or broadcasting.
+  TEST_CASE("chat_server stops at once on SIGTERM while 500 members talk, on both models") {
+    for (const char* model : {"proactor", "reactor"}) {
+      CAPTURE(model);
+      auto [server, port] =
+          start_server({example_path("chat_server"), "--port", "0", "--model", model});
+      std::vector<int> members;
+      for (int i = 0; i < 500; ++i) {
+        members.push_back(connect_to(port));
+        ::fcntl(members.back(), F_SETFL, O_NONBLOCK);
+      }
+      std::string burst;
+      for (int i = 0; i < 20; ++i) burst += std::string(100, 'x') + "\n";
+      // Three seconds of talk: every member sends a burst a round and
+      // reads what it can (the server sees a steady flood of lines).
+      char sink[65536];
+      const auto talk_until = std::chrono::steady_clock::now() + 3s;
+      while (std::chrono::steady_clock::now() < talk_until) {
+        for (int fd : members) {
+          (void)!::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+          while (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+          }
+        }
+      }
+      const long rss_at_signal = rss_kib(server.pid);
+      const auto stop_began = std::chrono::steady_clock::now();
+      ::kill(server.pid, SIGTERM);
+      long rss_after = rss_at_signal;  // the most while it stops
+      int status = -1;
+      while (::waitpid(server.pid, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() - stop_began > 30s) {
+          ::kill(server.pid, SIGKILL);
+          ::waitpid(server.pid, &status, 0);
+          break;
+        }
+        for (int fd : members)  // the members go on reading
+          while (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+          }
+        rss_after = std::max(rss_after, rss_kib(server.pid));
+        std::this_thread::sleep_for(5ms);
+      }
+      const auto took = std::chrono::steady_clock::now() - stop_began;
+      ::close(server.out);
+      CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+      MESSAGE(std::string(model) << ": stopped in "
+                    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                    << " ms, RSS " << rss_at_signal << " KiB at the signal, at most " << rss_after
+                    << " KiB after");
+      CHECK(took < 1s);
+      CHECK(rss_after <= rss_at_signal + 16 * 1024);
+      for (int fd : members) ::close(fd);
+    }
+  }
+
+  // Before: each line was copied into every member's queue: 200 members
+  // that never read and one client sending 4 MB took the server to 228 MB
+  // (the ceiling was max-clients x 1 MiB = 10 GB). Now one shared message
+  // per line: the members hold references, and are cut by what they hold.
+  TEST_CASE("chat_server shares each line among its members: 200 sleepers cost no copies") {
+    const std::string err = temp_path("chat-share.err");
+    auto [server, port] =
+        start_server({example_path("chat_server"), "--port", "0"}, err);
+    std::vector<int> sleepers;
+    for (int i = 0; i < 200; ++i) sleepers.push_back(connect_to(port, 4096));
+    int talker = connect_to(port);
+    std::this_thread::sleep_for(200ms);  // all have joined
+    const long before = rss_kib(server.pid);
+    std::string lines;
+    for (int i = 0; i < 4000; ++i) lines += std::string(999, 'a' + i % 26) + "\n";
+    send_str(talker, lines);  // 4 MB
+    long most = before;
+    for (int i = 0; i < 30; ++i) {
+      std::this_thread::sleep_for(50ms);
+      most = std::max(most, rss_kib(server.pid));
+    }
+    MESSAGE("RSS " << before << " KiB before, at most " << most << " KiB with 200 sleepers");
+    CHECK(most - before < 48 * 1024);  // before: ~228 MB
+    // Each sleeper passed --max-queue (1 MiB) and was cut off once.
+    std::size_t closed = 0;
+    for (int fd : sleepers) closed += closed_within(fd, 10s);
+    CHECK(closed == sleepers.size());
+    CHECK(stop_server(server) == 0);
+    CHECK(count_of(slurp(err), "is not reading") == 200);
+    for (int fd : sleepers) ::close(fd);
+    ::close(talker);
+    std::remove(err.c_str());
+  }
+
+  TEST_CASE("chat_server caps the whole room's memory, cutting the members that hold the most") {
+    const std::string err = temp_path("chat-cap.err");
+    auto [server, port] = start_server({example_path("chat_server"), "--port", "0", "--max-queue",
+                                        "100mb", "--max-memory", "2mb"},
+                                       err);
+    int reader = connect_to(port);
+    std::vector<int> sleepers;
+    for (int i = 0; i < 3; ++i) sleepers.push_back(connect_to(port, 4096));
+    int talker = connect_to(port);
+    std::this_thread::sleep_for(200ms);
+    // 40 bursts of 100 lines of 1 KB, each read by the reader before the
+    // next: the reader never holds much, the sleepers hold everything.
+    const std::string burst = [] {
+      std::string b;
+      for (int i = 0; i < 100; ++i) b += std::string(999, 'b') + "\n";
+      return b;
+    }();
+    bool reader_kept_up = true;
+    for (int i = 0; i < 40 && reader_kept_up; ++i) {
+      send_str(talker, burst);
+      std::size_t lines = 0;
+      char buf[65536];
+      while (lines < 100) {
+        const ssize_t n = ::recv(reader, buf, sizeof buf, 0);  // SO_RCVTIMEO: 5 s
+        if (n <= 0) {
+          reader_kept_up = false;
+          break;
+        }
+        lines += static_cast<std::size_t>(std::count(buf, buf + n, '\n'));
+      }
+    }
+    CHECK(reader_kept_up);
+    for (int fd : sleepers) CHECK(closed_within(fd, 10s));
+    CHECK(stop_server(server) == 0);
+    CHECK(count_of(slurp(err), "over --max-memory") == 3);
+    for (int fd : sleepers) ::close(fd);
+    ::close(reader);
+    ::close(talker);
     std::remove(err.c_str());
   }
 
