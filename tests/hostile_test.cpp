@@ -225,7 +225,7 @@ TEST_SUITE("examples") {
     auto [http, http_port] =
         start_server({example_path("http_hello"), "--port", "0", "--max-clients", "1"});
     int h1 = connect_to(http_port);
-    send_str(h1, "GET / HTTP/1.1\r\n\r\n");
+    send_str(h1, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     CHECK(read_until(h1, "Hello, World!", 5s).find("200 OK") != std::string::npos);
     int h2 = connect_to(http_port);
     CHECK(read_all(h2).rfind("HTTP/1.1 503 Service Unavailable\r\n", 0) == 0);
@@ -267,11 +267,86 @@ TEST_SUITE("examples") {
     auto [server, port] =
         start_server({example_path("http_hello"), "--port", "0", "--keepalive-timeout", "1s"});
     int fd = connect_to(port);
-    send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+    send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     CHECK(read_until(fd, "Hello, World!", 5s).rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
     CHECK(closed_within(fd, 10s));  // before: never
     ::close(fd);
     CHECK(stop_server(server) == 0);
+  }
+
+  // Before: --body-timeout bounded each receive of a body only, so a
+  // client declaring a 1 GiB body and sending a byte every 2 s held its
+  // connection for ever (40 of them held 40 slots, even with
+  // --body-timeout 3s). Now a body must also average --body-min-rate bytes
+  // a second after its first --body-timeout.
+  TEST_CASE("http_hello cuts a body that trickles in, however regularly, after its deadline") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] = start_server({example_path("http_hello"), "--port", "0", "--recv",
+                                          recv, "--body-timeout", "2s"});
+      int fd = connect_to(port);
+      send_str(fd, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n");
+      CHECK(read_until(fd, "Hello, World!", 5s).rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      const auto began = std::chrono::steady_clock::now();
+      bool closed = false;
+      while (!closed && std::chrono::steady_clock::now() - began < 15s) {
+        // a byte every 500 ms: well inside the 2 s between reads
+        if (::send(fd, "x", 1, MSG_NOSIGNAL) != 1) break;
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 500) > 0) closed = closed_within(fd, 1s);
+      }
+      const auto took = std::chrono::steady_clock::now() - began;
+      CHECK(closed);
+      CHECK(took < 8s);
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  // Before: a bare CR, NUL or another control byte in a header value or the
+  // target was taken; a request without Host, or with two, was answered;
+  // an HTTP/1.0 keep-alive request was kept alive without being told so.
+  TEST_CASE("http_hello refuses control bytes, a missing or doubled Host; tells 1.0 keep-alive") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] =
+          start_server({example_path("http_hello"), "--port", "0", "--recv", recv});
+      auto ask = [&](const std::string& request) {
+        int fd = connect_to(port);
+        send_str(fd, request);
+        std::string r = read_until(fd, "\r\n\r\n", 5s);
+        ::close(fd);
+        return r;
+      };
+      const std::string bad = "HTTP/1.1 400 Bad Request\r\n";
+      using namespace std::string_literals;
+      for (const std::string& req :
+           {"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"s,       // a bare CR in a value
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"s,       // NUL
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n"s,     // another control byte
+            "GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n"s,                // DEL
+            "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n"s,                // a bare CR in the target
+            "GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"s,                // NUL in the target
+            "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"s,                // a tab in the target
+            "GET / HTTP/1.1\r\n\r\n"s,                                // no Host
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"s,       // two
+            "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"s}) {    // two, in 1.0 too
+        CAPTURE(req);
+        CHECK(ask(req).rfind(bad, 0) == 0);
+      }
+      // a tab inside a value is allowed; HTTP/1.0 needs no Host
+      CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n").rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      int fd = connect_to(port);
+      send_str(fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+      const std::string first = read_until(fd, "Hello, World!", 5s);
+      CHECK(first.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      CHECK(first.find("\r\nConnection: keep-alive\r\n") != std::string::npos);
+      send_str(fd, "GET / HTTP/1.0\r\n\r\n");  // kept alive: a second request is answered
+      const std::string second = read_all(fd);
+      CHECK(second.find("\r\nConnection: close\r\n") != std::string::npos);
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
   }
 
   TEST_CASE("http_hello answers 431 to an overlong line, too many headers or an overlong head") {
@@ -299,7 +374,8 @@ TEST_SUITE("examples") {
       for (int i = 0; i < 5; ++i) big_head += "X" + std::to_string(i) + ": " + std::string(4000, 'b') + "\r\n";
       CHECK(ask(big_head + "\r\n").rfind(too_large, 0) == 0);
       // within the limits: answered
-      CHECK(ask("GET / HTTP/1.1\r\nX: " + std::string(8000, 'h') + "\r\nConnection: close\r\n\r\n")
+      CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(8000, 'h') +
+                "\r\nConnection: close\r\n\r\n")
                 .rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
       CHECK(ask("GET / HTTP/1.1\nHost: a\n\n").rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
       CHECK(stop_server(server) == 0);
@@ -499,7 +575,7 @@ TEST_SUITE("examples") {
         send_str(fd, "PING\r\n");
         CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
       } else if (name_s == "http_hello") {
-        send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+        send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         CHECK(read_until(fd, "Hello, World!", 5s).find("200 OK") != std::string::npos);
       } else if (name_s != "chat_server") {
         send_str(fd, "ping\n");
