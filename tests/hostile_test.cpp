@@ -191,13 +191,155 @@ TEST_SUITE("examples") {
     CHECK(stop_server(server) == 0);
   }
 
-  TEST_CASE("resp_server --timeout closes idle connections; 0 (the default) never does") {
+  TEST_CASE("resp_server --timeout closes idle connections") {
     auto [server, port] =
         start_server({example_path("resp_server"), "--port", "0", "--timeout", "1s"});
     int idle = connect_to(port);
     CHECK(closed_within(idle, 10s));
     ::close(idle);
     CHECK(stop_server(server) == 0);
+  }
+
+  // Before: --timeout restarted with every byte, so a command sent a byte
+  // a second held its connection (and its slot) for ever.
+  TEST_CASE("resp_server cuts a command that trickles in at its deadline, whatever --timeout is") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] = start_server({example_path("resp_server"), "--port", "0", "--recv",
+                                          recv, "--timeout", "1s", "--command-timeout", "2s"});
+      int fd = connect_to(port);
+      send_str(fd, "PING\r\n");
+      CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
+      send_str(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n");
+      const auto began = std::chrono::steady_clock::now();
+      bool closed = false;
+      while (!closed && std::chrono::steady_clock::now() - began < 15s) {
+        if (::send(fd, "v", 1, MSG_NOSIGNAL) != 1) break;  // a byte every 300 ms
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 300) > 0) closed = closed_within(fd, 1s);
+      }
+      const auto took = std::chrono::steady_clock::now() - began;
+      CHECK(closed);
+      CHECK(took < 8s);
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  // Before: an expired key went only when a command touched it: 200k keys
+  // of 1 KiB set with PX 1 and never read again kept 238 MB while EXISTS
+  // answered 0. Now an expiry cycle samples keys with an expiry, as Redis
+  // does, and removes them (INFO: expired_keys, and no db0 line once empty).
+  TEST_CASE("resp_server removes expired keys nobody reads again") {
+    auto [server, port] = start_server({example_path("resp_server"), "--port", "0"});
+    int fd = connect_to(port);
+    std::string sets;
+    for (int i = 0; i < 20000; ++i)
+      sets += bulk_command({"SET", "key:" + std::to_string(i), std::string(1024, 'v'), "PX", "1"});
+    sets += bulk_command({"SET", "kept", "forever"});
+    send_str(fd, sets);
+    std::string replies;
+    for (int i = 0; i <= 20000; ++i) replies += "+OK\r\n";
+    CHECK(read_until(fd, replies, 20s) == replies);
+    std::string info;
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    do {
+      std::this_thread::sleep_for(200ms);
+      send_str(fd, "INFO\r\n");
+      info = read_until(fd, "\r\n\r\n", 5s);  // the bulk ends with a blank line
+    } while (info.find("db0:keys=1,expires=0") == std::string::npos &&
+             std::chrono::steady_clock::now() < until);
+    INFO(info);
+    CHECK(info.find("expired_keys:20000\r\n") != std::string::npos);
+    CHECK(info.find("db0:keys=1,expires=0") != std::string::npos);
+    send_str(fd, "GET kept\r\nQUIT\r\n");
+    CHECK(read_all(fd).rfind("$7\r\nforever\r\n+OK\r\n") != std::string::npos);
+    ::close(fd);
+    CHECK(stop_server(server) == 0);
+  }
+
+  // Before: echo, line, resp and chat had no idle limit unless asked
+  // (--timeout 0), so the old slowloris (connections that send nothing)
+  // held every slot.
+  TEST_CASE("echo, line, resp and chat ship with idle limits, as production servers do") {
+    const std::vector<std::pair<std::string, std::string>> want = {
+        {"echo_server", "(default 60s)"},
+        {"line_server", "(default 60s)"},
+        {"resp_server", "(default 300s)"},
+        {"chat_server", "(default 300s)"}};
+    for (const auto& [name, text] : want) {
+      CAPTURE(name);
+      const Run help = run({example_path(name), "--help"}, 5s);
+      const std::size_t at = help.out.find("--timeout");
+      REQUIRE(at != std::string::npos);
+      CHECK(help.out.substr(at, help.out.find('\n', at) - at).find(text) != std::string::npos);
+    }
+  }
+
+  // Before: chat's --timeout wrapped each read in with_timeout: a member
+  // that only listened was cut as idle, and the limit was off by default.
+  // Now a member that takes deliveries is not idle; one that neither
+  // sends a whole line nor takes a delivery is, trickling or not.
+  TEST_CASE("chat_server --timeout keeps a member that listens and cuts one that only trickles") {
+    auto [server, port] =
+        start_server({example_path("chat_server"), "--port", "0", "--timeout", "1s"});
+    int talker = connect_to(port), listener = connect_to(port);
+    std::this_thread::sleep_for(100ms);
+    bool listener_ok = true;
+    for (int i = 0; i < 12 && listener_ok; ++i) {  // 3.6 s of talk: a line every 300 ms
+      send_str(talker, "hello\n");
+      listener_ok = read_until(listener, "hello\n", 2s).find("hello\n") != std::string::npos;
+      std::this_thread::sleep_for(300ms);
+    }
+    CHECK(listener_ok);  // it never sent a line, and was kept: it listened
+    // A quiet room now: a member that trickles a byte every 200 ms and
+    // never ends a line is cut.
+    int trickler = connect_to(port);
+    const auto began = std::chrono::steady_clock::now();
+    bool closed = false;
+    while (!closed && std::chrono::steady_clock::now() - began < 10s) {
+      if (::send(trickler, "x", 1, MSG_NOSIGNAL) != 1) break;
+      pollfd p{trickler, POLLIN, 0};
+      if (::poll(&p, 1, 200) > 0) closed = closed_within(trickler, 1s);
+    }
+    CHECK(closed);
+    CHECK(std::chrono::steady_clock::now() - began < 6s);
+    ::close(trickler);
+    ::close(talker);
+    ::close(listener);
+    CHECK(stop_server(server) == 0);
+  }
+
+  // Before: SIGHUP and SIGUSR1 ended every server by their default action,
+  // with no "stopped" line.
+  TEST_CASE("the servers ignore SIGUSR1 and stop gracefully on SIGHUP") {
+    const std::string err = temp_path("signals.err");
+    for (const char* name :
+         {"echo_server", "line_server", "resp_server", "http_hello", "chat_server"}) {
+      CAPTURE(name);
+      auto [server, port] = start_server({example_path(name), "--port", "0"}, err);
+      ::kill(server.pid, SIGUSR1);
+      ::kill(server.pid, SIGUSR2);
+      std::this_thread::sleep_for(200ms);
+      int fd = connect_to(port);  // still serving
+      const std::string name_s = name;
+      if (name_s == "resp_server") {
+        send_str(fd, "PING\r\n");
+        CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
+      } else if (name_s == "http_hello") {
+        send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        CHECK(read_until(fd, "Hello, World!", 5s).find("200 OK") != std::string::npos);
+      } else if (name_s != "chat_server") {
+        send_str(fd, "ping\n");
+        CHECK(read_until(fd, "\n", 5s).find("ping\n") != std::string::npos);
+      }
+      ::close(fd);
+      ::kill(server.pid, SIGHUP);
+      CHECK(wait_exit(server.pid, 10s) == 0);
+      ::close(server.out);
+      CHECK(slurp(err).find(name_s + ": stopped\n") != std::string::npos);
+    }
+    std::remove(err.c_str());
   }
 
   // Before: no connection cap; sixty slowloris clients under ulimit -n 64
