@@ -342,7 +342,9 @@ TEST_SUITE("examples") {
                  "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: "
                  "4\r\n\r\nbodyGET / HT");
         ::usleep(20'000);
-        send_str(fd, "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        send_str(
+            fd,
+            "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         CHECK(read_all(fd) == ok + ok + ok + ok_close);
         ::close(fd);
         fd = connect_to(port);  // a body split across receives

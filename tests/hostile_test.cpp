@@ -424,8 +424,8 @@ TEST_SUITE("examples") {
   TEST_CASE("http_hello cuts a body that trickles in, however regularly, after its deadline") {
     for (const char* recv : {"pool", "own"}) {
       CAPTURE(recv);
-      auto [server, port] = start_server({example_path("http_hello"), "--port", "0", "--recv",
-                                          recv, "--body-timeout", "2s"});
+      auto [server, port] = start_server(
+          {example_path("http_hello"), "--port", "0", "--recv", recv, "--body-timeout", "2s"});
       int fd = connect_to(port);
       send_str(fd, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n");
       CHECK(read_until(fd, "Hello, World!", 5s).rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
@@ -463,21 +463,22 @@ TEST_SUITE("examples") {
       const std::string bad = "HTTP/1.1 400 Bad Request\r\n";
       using namespace std::string_literals;
       for (const std::string& req :
-           {"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"s,       // a bare CR in a value
-            "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"s,       // NUL
-            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n"s,     // another control byte
-            "GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n"s,                // DEL
-            "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n"s,                // a bare CR in the target
-            "GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"s,                // NUL in the target
-            "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"s,                // a tab in the target
-            "GET / HTTP/1.1\r\n\r\n"s,                                // no Host
-            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"s,       // two
-            "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"s}) {    // two, in 1.0 too
+           {"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"s,     // a bare CR in a value
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"s,     // NUL
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n"s,   // another control byte
+            "GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n"s,            // DEL
+            "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n"s,            // a bare CR in the target
+            "GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"s,            // NUL in the target
+            "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"s,            // a tab in the target
+            "GET / HTTP/1.1\r\n\r\n"s,                           // no Host
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"s,     // two
+            "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"s}) {  // two, in 1.0 too
         CAPTURE(req);
         CHECK(ask(req).rfind(bad, 0) == 0);
       }
       // a tab inside a value is allowed; HTTP/1.0 needs no Host
-      CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n").rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n").rfind("HTTP/1.1 200 OK\r\n", 0) ==
+            0);
       int fd = connect_to(port);
       send_str(fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
       const std::string first = read_until(fd, "Hello, World!", 5s);
@@ -617,10 +618,11 @@ TEST_SUITE("examples") {
       const auto took = std::chrono::steady_clock::now() - stop_began;
       ::close(server.out);
       CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-      MESSAGE(std::string(model) << ": stopped in "
-                    << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-                    << " ms, RSS " << rss_at_signal << " KiB at the signal, at most " << rss_after
-                    << " KiB after");
+      MESSAGE(
+          std::string(model) << ": stopped in "
+                             << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                             << " ms, RSS " << rss_at_signal << " KiB at the signal, at most "
+                             << rss_after << " KiB after");
       CHECK(took < 1s);
       CHECK(rss_after <= rss_at_signal + 16 * 1024);
       for (int fd : members) ::close(fd);
@@ -633,8 +635,7 @@ TEST_SUITE("examples") {
   // per line: the members hold references, and are cut by what they hold.
   TEST_CASE("chat_server shares each line among its members: 200 sleepers cost no copies") {
     const std::string err = temp_path("chat-share.err");
-    auto [server, port] =
-        start_server({example_path("chat_server"), "--port", "0"}, err);
+    auto [server, port] = start_server({example_path("chat_server"), "--port", "0"}, err);
     std::vector<int> sleepers;
     for (int i = 0; i < 200; ++i) sleepers.push_back(connect_to(port, 4096));
     int talker = connect_to(port);
@@ -663,9 +664,9 @@ TEST_SUITE("examples") {
 
   TEST_CASE("chat_server caps the whole room's memory, cutting the members that hold the most") {
     const std::string err = temp_path("chat-cap.err");
-    auto [server, port] = start_server({example_path("chat_server"), "--port", "0", "--max-queue",
-                                        "100mb", "--max-memory", "2mb"},
-                                       err);
+    auto [server, port] = start_server(
+        {example_path("chat_server"), "--port", "0", "--max-queue", "100mb", "--max-memory", "2mb"},
+        err);
     int reader = connect_to(port);
     std::vector<int> sleepers;
     for (int i = 0; i < 3; ++i) sleepers.push_back(connect_to(port, 4096));
