@@ -193,7 +193,15 @@ TEST_SUITE("examples") {
     // is well under way when the source is cut to 1 MB.
     Child c = start({example_path("copy_file"), "--depth", "1", "--chunk", "512", src, dst}, {},
                     dir.path + ".stderr");
-    std::this_thread::sleep_for(50ms);
+    // Its temporary copy appears once it has looked at the source: cut it then.
+    const auto began = std::chrono::steady_clock::now();
+    auto started = [&] {
+      for (const std::string& n : dir.names())
+        if (n.rfind(".copy.copy_file-", 0) == 0) return true;
+      return false;
+    };
+    while (!started() && std::chrono::steady_clock::now() - began < 20s)
+      std::this_thread::sleep_for(1ms);
     REQUIRE(::truncate(src.c_str(), 1'000'000) == 0);
     const std::string out = read_until(c.out, "\x01never", 30s);
     ::close(c.out);
