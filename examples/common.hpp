@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lev/lev.hpp"
@@ -395,20 +396,38 @@ inline long fit_max_clients(const char* name, long max_clients) {
   return max_clients;
 }
 
+/// Signals that would end a server by their default action although it
+/// has no use for them (SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE) are ignored.
+inline void ignore_unused_signals() {
+  for (int sig : {SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE}) ::signal(sig, SIG_IGN);
+}
+
 /// The one-loop TCP server every example server is: listens on
 /// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
 /// runs `serve(loop, fd)` per connection (TCP_NODELAY set), at most
 /// --max-clients at once (a connection past the cap gets `busy_reply`, if
-/// any, and is closed), stops on SIGINT / SIGTERM or after --max-seconds.
+/// any, and is closed), stops on SIGINT / SIGTERM / SIGHUP or after
+/// --max-seconds (calling `on_stop`, if any, first), and says "NAME:
+/// stopped" on stderr.
 /// Returns the exit code.
 template <class Serve>
 int run_server(const char* name, const ServerArgs& args, Serve serve,
-               std::string_view busy_reply = {}) {
+               std::string_view busy_reply = {}, std::function<void()> on_stop = {}) {
   const long max_clients = fit_max_clients(name, args.max_clients);
   lev::Loop loop{args.loop.loop_model(), args.loop.options()};
-  // SIGINT / SIGTERM stop the loop; its destructor then cancels the rest.
-  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
-  auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
+  // SIGINT / SIGTERM / SIGHUP stop the loop (a server with no configuration
+  // to reload stops on a hang-up, gracefully): `on_stop` first, at once (the
+  // rest of this round runs before run() returns), then the loop, whose
+  // destructor cancels the rest. Signals a server does not use are ignored
+  // rather than left to kill it without its "stopped" line.
+  auto stop = [&](int) {
+    if (on_stop) std::exchange(on_stop, nullptr)();
+    loop.stop();
+  };
+  auto on_int = loop.signal(SIGINT, stop);
+  auto on_term = loop.signal(SIGTERM, stop);
+  auto on_hup = loop.signal(SIGHUP, stop);
+  ignore_unused_signals();
 
   auto listener = lev::net::Listener::tcp("127.0.0.1", args.port, {.backlog = 4096}).value();
   std::printf("listening on %s\n", listener.address().to_string().c_str());
@@ -443,7 +462,7 @@ int run_server(const char* name, const ServerArgs& args, Serve serve,
                               }};
   loop.spawn(acceptor.run());
   if (args.max_seconds > 0)
-    loop.after(std::chrono::seconds(args.max_seconds), [&](lev::Operation&, auto) { loop.stop(); });
+    loop.after(std::chrono::seconds(args.max_seconds), [&](lev::Operation&, auto) { stop(0); });
   loop.run();
   std::fprintf(stderr, "%s: stopped\n", name);
   return 0;

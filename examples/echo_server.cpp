@@ -2,7 +2,10 @@
 //   echo_server --port N [--max-seconds S] [--model proactor|reactor]
 //               [--backend uring|epoll|auto] [--threads T] [--recv own|pool]
 //               [--timeout IDLE] [--send-timeout T] [--max-clients N]   (--help: all)
-// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
+// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT, SIGTERM and
+// SIGHUP stop it. A connection idle for --timeout (60 s, nginx's
+// client_body_timeout; 0: never) is closed: an echo serves every byte, so
+// any byte is activity.
 // With --threads T > 1: T loops (lev::Runtime), each with its own listener
 // on the same port (SO_REUSEPORT), so the kernel spreads connections.
 // --recv pool receives with loop.recv(fd): buffers from the loop's pool,
@@ -27,7 +30,7 @@ namespace {
 
 /// Per-connection limits: idle (0: none) and send timeouts.
 struct Limits {
-  example::Millis idle{0};
+  example::Millis idle{std::chrono::seconds(60)};
   example::Millis send{std::chrono::seconds(60)};
 };
 
@@ -77,6 +80,14 @@ int run_threads(long threads, const example::ServerArgs& args, Limits limits) {
   for (long i = 1; i < threads; ++i)
     listeners.push_back(lev::net::Listener::tcp("127.0.0.1", port, shared).value());
 
+  // SIGHUP stops the loops too: blocked here, so that every loop thread
+  // inherits the block, and watched on loop 0 (the Runtime does the same
+  // for SIGINT and SIGTERM).
+  sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &hup, nullptr);
+  example::ignore_unused_signals();
   lev::Runtime rt{{.threads = static_cast<unsigned>(threads),
                    .model = args.loop.loop_model(),
                    .loop = args.loop.options(),
@@ -95,6 +106,10 @@ int run_threads(long threads, const example::ServerArgs& args, Limits limits) {
       co_await acceptor.run();
     });
   }
+  rt.spawn_on(0, [&rt](lev::Loop& loop) -> lev::Task<> {
+    auto on_hup = loop.signal(SIGHUP, [&rt](int) { rt.stop(); });
+    (void)co_await loop.sleep_for(std::chrono::hours(24 * 365));  // ended by the stop
+  });
   if (args.max_seconds > 0)
     rt.spawn_on(0, [&rt, max_seconds = args.max_seconds](lev::Loop& loop) -> lev::Task<> {
       (void)co_await loop.sleep_for(std::chrono::seconds(max_seconds));

@@ -3,20 +3,32 @@
 //   http_hello --port N [--max-seconds S] [--model proactor|reactor]
 //              [--backend uring|epoll|auto] [--recv pool|own]
 //              [--header-timeout T] [--keepalive-timeout T] [--body-timeout T]
-//              [--send-timeout T] [--max-clients N] [--max-line BYTES]
-//              [--max-headers N] [--max-head BYTES] [--tls-cert FILE --tls-key FILE]
+//              [--body-min-rate BYTES] [--send-timeout T] [--max-clients N]
+//              [--max-line BYTES] [--max-headers N] [--max-head BYTES]
+//              [--tls-cert FILE --tls-key FILE]
 //   (--help lists them with their defaults, which are nginx's where nginx has one)
-// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
-// With --tls-cert and --tls-key it serves HTTPS (examples/tls_common.hpp).
+// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT, SIGTERM and
+// SIGHUP stop it. With --tls-cert and --tls-key it serves HTTPS
+// (examples/tls_common.hpp).
 //
 // Pipelined requests are answered in order; a request split across reads
 // waits for the rest; a request body (Content-Length) is skipped; a
-// malformed request gets 400 and the connection is closed; "Connection:
-// close" (and HTTP/1.0 without keep-alive) is honoured. A request line or
-// header line over --max-line, more than --max-headers header lines or a
-// head over --max-head get 431. A head must arrive whole within
+// malformed request gets 400 and the connection is closed (a control byte
+// or a bare CR in the target or a header value, an HTTP/1.1 request
+// without exactly one Host header); "Connection: close" (and HTTP/1.0
+// without keep-alive) is honoured, an HTTP/1.0 keep-alive request is
+// answered with "Connection: keep-alive". A request line or header line
+// over --max-line, more than --max-headers header lines or a head over
+// --max-head get 431.
+//
+// Time limits (docs/servers.md), on one IdleDeadline per connection (no
+// timer or linked timeout per receive): a head must arrive whole within
 // --header-timeout of its first byte (one deadline, however slowly it
-// trickles in: 408 then), the next request within --keepalive-timeout.
+// trickles in: 408 then), the next request within --keepalive-timeout; a
+// body may pause at most --body-timeout between reads and must average
+// --body-min-rate bytes a second after a first --body-timeout (as Apache's
+// mod_reqtimeout body=60,MinRate=500), so that trickling cannot hold a
+// connection for ever.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -38,6 +50,9 @@ namespace {
 constexpr std::string_view kHello =
     "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
     "Hello, World!";
+constexpr std::string_view kHelloKeepAlive =
+    "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
+    "Connection: keep-alive\r\n\r\nHello, World!";
 constexpr std::string_view kHelloClose =
     "HTTP/1.1 200 OK\r\nServer: lev\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
     "Connection: close\r\n\r\nHello, World!";
@@ -63,7 +78,8 @@ struct Limits {
   Millis header_timeout{std::chrono::seconds(60)};     // nginx: client_header_timeout
   Millis keepalive_timeout{std::chrono::seconds(75)};  // nginx: keepalive_timeout
   Millis body_timeout{std::chrono::seconds(60)};       // nginx: client_body_timeout
-  Millis send_timeout{std::chrono::seconds(60)};       // nginx: send_timeout
+  std::size_t body_min_rate = 500;  // bytes/s after body_timeout (Apache: MinRate=500)
+  Millis send_timeout{std::chrono::seconds(60)};  // nginx: send_timeout
 };
 
 bool iequals(std::string_view a, std::string_view lower) {
@@ -91,7 +107,18 @@ struct Request {
   std::size_t head_size = 0;  // through the blank line
   std::size_t body_size = 0;
   bool keep_alive = true;
+  bool http10 = false;  // an HTTP/1.0 request (keep-alive only when it asks)
 };
+
+/// A control byte (NUL, a bare CR, ...) in a target or a header value:
+/// HTAB is the only one a header value may hold (RFC 9110 field-value).
+bool has_control(std::string_view s, bool tab_ok) {
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && !(tab_ok && c == '\t')) || c == 0x7f) return true;
+  }
+  return false;
+}
 
 enum class Parse { complete, incomplete, malformed, too_large };
 
@@ -148,14 +175,16 @@ Parse parse(std::string_view in, Request& req) {
     if (!is_token_char(c)) return Parse::malformed;
   std::size_t sp2 = line.find(' ', sp1 + 1);
   if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return Parse::malformed;
+  if (has_control(line.substr(sp1 + 1, sp2 - sp1 - 1), false)) return Parse::malformed;
   std::string_view version = line.substr(sp2 + 1);
   if (version == "HTTP/1.1")
     req.keep_alive = true;
   else if (version == "HTTP/1.0")
-    req.keep_alive = false;
+    req.keep_alive = false, req.http10 = true;
   else
     return Parse::malformed;
   bool saw_length = false;
+  int hosts = 0;
   std::size_t pos = eol == std::string_view::npos ? head.size() : eol + 2;
   while (pos < head.size()) {
     std::size_t next = head.find("\r\n", pos);
@@ -168,7 +197,10 @@ Parse parse(std::string_view in, Request& req) {
     for (char c : name)
       if (!is_token_char(c)) return Parse::malformed;
     std::string_view value = trim(h.substr(colon + 1));
-    if (iequals(name, "content-length")) {
+    if (has_control(value, true)) return Parse::malformed;  // NUL, a bare CR...
+    if (iequals(name, "host")) {
+      ++hosts;
+    } else if (iequals(name, "content-length")) {
       std::size_t n = 0;
       auto r = std::from_chars(value.data(), value.data() + value.size(), n);
       if (r.ec != std::errc{} || r.ptr != value.data() + value.size() || saw_length)
@@ -185,6 +217,8 @@ Parse parse(std::string_view in, Request& req) {
         req.keep_alive = true;
     }
   }
+  // HTTP/1.1: exactly one Host (RFC 9112 3.2); never two.
+  if (hosts > 1 || (!req.http10 && hosts == 0)) return Parse::malformed;
   return Parse::complete;
 }
 
@@ -193,8 +227,10 @@ Parse parse(std::string_view in, Request& req) {
 struct Conn {
   HeadScan head;
   std::size_t skip = 0;          // body bytes still to discard
+  std::size_t body = 0;          // the body being discarded: its declared size
   bool served = false;           // a request was answered: waiting is keep-alive
   lev::TimePoint head_deadline;  // set when a head's first byte arrives
+  lev::TimePoint body_start;     // when the body being discarded began
 };
 
 // Answers every complete request at the front of `data` (skipping request
@@ -229,25 +265,59 @@ bool answer(std::string_view data, std::size_t& pos, Conn& c, const Limits& limi
     c.head.reset();
     c.served = true;
     pos += req.head_size;
-    c.skip = req.body_size;
-    out += req.keep_alive ? kHello : kHelloClose;
+    c.skip = c.body = req.body_size;
+    c.body_start = now;
+    out += !req.keep_alive ? kHelloClose : req.http10 ? kHelloKeepAlive : kHello;
     if (!req.keep_alive) return false;
   }
 }
 
-/// How long the next receive may wait, from the connection's state: the
-/// time left of the head's deadline (a fresh connection's first head
-/// included), the body timeout between body reads, or keep-alive idle.
-/// Zero or less: the deadline has passed.
-lev::Duration recv_wait(lev::Loop& loop, const Conn& c, const Limits& limits) {
-  if (c.skip) return limits.body_timeout;
-  if (c.head.started() || !c.served) return c.head_deadline - loop.now();
-  return limits.keepalive_timeout;
-}
+/// A connection's time limits on one IdleDeadline, set from its state
+/// after each receive: the head's deadline (a fresh connection's first head
+/// included: from the accept), keep-alive idle between requests, or a body's
+/// pause limit with its total (--body-timeout + the bytes so far at
+/// --body-min-rate). It calls the deadline only when a limit changes, and a
+/// limit moved later is a store (lev/deadline.hpp): a connection whose
+/// requests each arrive whole in one receive calls it never.
+class Timing {
+ public:
+  Timing(lev::Loop& loop, const Limits& limits, const Conn& c)
+      : limits_(limits), deadline_(loop, lev::Duration::max()) {
+    update(c);
+  }
+  lev::IdleDeadline& deadline() noexcept { return deadline_; }
+  /// The limits for what the connection waits for now.
+  void update(const Conn& c) {
+    lev::Duration idle = lev::Duration::max();
+    lev::TimePoint until = lev::TimePoint::max();
+    if (c.skip) {
+      idle = limits_.body_timeout;
+      if (const std::size_t rate = limits_.body_min_rate) {
+        const std::size_t got = c.body - c.skip;
+        until = c.body_start + limits_.body_timeout + std::chrono::milliseconds(got * 1000 / rate);
+      }
+    } else if (waiting_for_head(c)) {
+      until = c.head_deadline;
+    } else {
+      idle = limits_.keepalive_timeout;
+    }
+    if (idle != idle_) deadline_.set_idle(idle_ = idle);
+    if (until != until_) deadline_.limit_until(until_ = until);
+  }
+  /// A head is due (408 when its deadline passes).
+  static bool waiting_for_head(const Conn& c) { return !c.skip && (c.head.started() || !c.served); }
+
+ private:
+  const Limits& limits_;
+  lev::IdleDeadline deadline_;
+  lev::Duration idle_ = lev::Duration::max();
+  lev::TimePoint until_ = lev::TimePoint::max();
+};
 
 // The end of a connection: a head cut off by its deadline gets 408.
 lev::Task<> finish(lev::Loop& loop, lev::Fd& fd, bool head_timed_out, const Limits& limits) {
-  if (head_timed_out) (void)co_await example::send_all_within(loop, fd, kTimeout, limits.send_timeout);
+  if (head_timed_out)
+    (void)co_await example::send_all_within(loop, fd, kTimeout, limits.send_timeout);
   (void)co_await loop.shutdown(fd, lev::Shutdown::write);
   (void)co_await loop.close(fd);
 }
@@ -258,25 +328,22 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
   std::size_t used = 0;
   Conn c;
   c.head_deadline = loop.now() + limits.header_timeout;
+  Timing timing{loop, limits, c};
   bool open = true, timed_out = false;
   while (open) {
     if (in.size() - used < 2048) {
       if (in.size() >= 4 * limits.max_head) break;
       in.resize(in.size() * 2);
     }
-    const lev::Duration wait = recv_wait(loop, c, limits);
-    if (wait <= lev::Duration::zero()) {
-      timed_out = !c.skip;
-      break;
-    }
-    auto n = co_await loop.recv(fd, std::span(in).subspan(used), lev::IoOptions{.timeout = wait});
-    if (!n || *n == 0) {  // error, timed out, or the peer closed
-      timed_out = !n && n.error().is_timeout() && !c.skip && (c.head.started() || !c.served);
+    auto n = co_await timing.deadline()(loop.recv(fd, std::span(in).subspan(used)));
+    if (!n || *n == 0) {  // error, a limit passed, or the peer closed
+      timed_out = !n && n.error().is_timeout() && Timing::waiting_for_head(c);
       break;
     }
     used += *n;
     std::size_t pos = 0;
     open = answer(std::string_view(in.data(), used), pos, c, limits, loop.now(), out);
+    timing.update(c);
     if (pos > 0) {
       std::memmove(in.data(), in.data() + pos, used - pos);
       used -= pos;
@@ -297,21 +364,18 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
   std::string out;
   Conn c;
   c.head_deadline = loop.now() + limits.header_timeout;
+  Timing timing{loop, limits, c};
   bool open = true, timed_out = false;
   while (open && carry.size() < 4 * limits.max_head) {
-    const lev::Duration wait = recv_wait(loop, c, limits);
-    if (wait <= lev::Duration::zero()) {
-      timed_out = !c.skip;
-      break;
-    }
-    auto got = co_await loop.recv(fd, lev::IoOptions{.timeout = wait});
-    if (!got || got->empty()) {  // error, timed out, or the peer closed
-      timed_out = !got && got.error().is_timeout() && !c.skip && (c.head.started() || !c.served);
+    auto got = co_await timing.deadline()(loop.recv(fd));
+    if (!got || got->empty()) {  // error, a limit passed, or the peer closed
+      timed_out = !got && got.error().is_timeout() && Timing::waiting_for_head(c);
       break;
     }
     const std::string_view data = carry.bytes(got->view());
     std::size_t pos = 0;
     open = answer(data, pos, c, limits, loop.now(), out);
+    timing.update(c);
     carry.keep(data, pos);
     got->reset();
     if (!out.empty()) {
@@ -342,6 +406,8 @@ int main(int argc, char** argv) try {
                "close a keep-alive connection idle this long between requests");
   cli.duration("--body-timeout", limits.body_timeout, false, day,
                "close a connection whose request body stalls this long between reads");
+  cli.bytes("--body-min-rate", limits.body_min_rate, 0, std::size_t(1) << 40,
+            "after --body-timeout, a body must average this many bytes a second (0: no minimum)");
   cli.bytes("--max-line", limits.max_line, 64, 1 << 20,
             "longest request line or header line (431 past it)");
   cli.integer("--max-headers", max_headers, 1, 10000, "most header lines (431 past it)");

@@ -1,10 +1,14 @@
 // The seed's TCP server: replies "echo: <line>" to each line.
 //   line_server --port N [--model proactor|reactor] [--backend uring|epoll|auto]
-//               [--max-seconds S] [--timeout IDLE] [--send-timeout T]
+//               [--max-seconds S] [--timeout T] [--send-timeout T]
 //               [--max-clients N]   (--help: all, with defaults)
-// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
-// A client that stops reading while lines queue up for it is cut off after
-// --send-timeout; one that sends nothing for --timeout (when set) too.
+// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT, SIGTERM and
+// SIGHUP stop it. Limits (docs/servers.md): a client must send each line
+// whole within --timeout (60 s, nginx's client_header_timeout) of the
+// server asking for it, so a client that sends nothing and one that
+// trickles a line a byte at a time are both cut off; a client that stops
+// reading while more than 1 MiB of replies wait for it is cut off after
+// --send-timeout.
 #include <sys/socket.h>
 
 #include <cstdio>
@@ -15,22 +19,21 @@
 namespace {
 
 struct Limits {
-  example::Millis idle{0};  // 0: none
+  example::Millis line{std::chrono::seconds(60)};  // 0: none
   example::Millis send{std::chrono::seconds(60)};
 };
 
-lev::Task<lev::Result<std::optional<std::string>>> next_line(lev::Loop& loop,
-                                                              lev::net::Stream& stream,
-                                                              example::Millis idle) {
-  if (idle.count() == 0) co_return co_await stream.read_message();
-  co_return co_await lev::with_timeout(loop, stream.read_message(), idle);
-}
-
+// The line limit is one IdleDeadline per connection: its timer is moved
+// later with each line (a store) and fires about once per limit, rather
+// than a timer (or a with_timeout task) per line.
 lev::Task<> session(lev::Loop& loop, lev::Fd fd, Limits limits) {
-  lev::net::Stream stream{loop, std::move(fd), {.codec = lev::net::Codec::line()}};
+  const lev::net::StreamOptions options{.codec = lev::net::Codec::line()};
+  lev::net::Stream stream{loop, std::move(fd), options};
+  lev::IdleDeadline deadline{loop, lev::Duration::max()};
   bool cut = false;  // cut off: what is still queued is dropped
   for (;;) {
-    auto line = co_await next_line(loop, stream, limits.idle);
+    if (limits.line.count() > 0) deadline.limit_until(loop.now() + limits.line);
+    auto line = co_await stream.read_message(deadline);
     if (!line) {
       if (!line.error().is_timeout())
         std::fprintf(stderr, "line_server: %s\n", line.error().message().c_str());
@@ -38,10 +41,14 @@ lev::Task<> session(lev::Loop& loop, lev::Fd fd, Limits limits) {
       break;
     }
     if (!*line) break;  // the client closed
-    // Waits while more than the Stream's high watermark is queued for a
-    // client that does not read; --send-timeout bounds that wait.
-    auto w = co_await lev::with_timeout(loop, stream.write_message("echo: " + **line), limits.send);
-    if (!w) {
+    if (!stream.enqueue("echo: " + **line)) {
+      cut = true;
+      break;
+    }
+    // A client that does not read: above the high watermark, wait for the
+    // queue to drain, within --send-timeout (only then is a timer armed).
+    if (stream.queued() > options.high_watermark &&
+        !co_await lev::with_timeout(loop, stream.flush(), limits.send)) {
       cut = true;
       break;
     }
@@ -59,8 +66,8 @@ int main(int argc, char** argv) try {
   Limits limits;
   example::Cli cli{"line_server", "Replies \"echo: <line>\" to each line (lev::net::Stream)."};
   args.add_to(cli);
-  cli.duration("--timeout", limits.idle, true, std::chrono::hours(24 * 365),
-               "close a connection idle this long (0: never)");
+  cli.duration("--timeout", limits.line, true, std::chrono::hours(24 * 365),
+               "close a connection that sends no whole line for this long (0: never)");
   cli.parse(argc, argv);
   args.loop.check(cli);
   limits.send = args.send_timeout;

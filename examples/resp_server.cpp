@@ -1,22 +1,31 @@
 // A Redis-protocol (RESP2) key-value server on one loop.
 //   resp_server --port N [--max-seconds S] [--model proactor|reactor]
 //               [--backend uring|epoll|auto] [--recv pool|own] [--timeout IDLE]
+//               [--command-timeout T] [--command-min-rate BYTES]
 //               [--send-timeout T] [--max-clients N] [--query-buffer-limit BYTES]
 //               [--proto-max-bulk-len BYTES] [--output-high BYTES] [--output-low BYTES]
 //   (--help lists them with their defaults, which are Redis's where Redis has one)
-// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT/SIGTERM stop it.
+// First line on stdout: "listening on 127.0.0.1:PORT". SIGINT, SIGTERM and
+// SIGHUP stop it.
 //
 // RESP2 arrays and inline commands, pipelining; PING, ECHO, SET (EX/PX,
 // NX/XX), GET, DEL, EXISTS, INCR, DECR, MSET, MGET, EXPIRE, TTL, CONFIG GET
-// (empty answer), COMMAND (empty answer), INFO (a few stats), QUIT. Unknown commands get an
-// error; malformed input gets an error and the connection is closed.
+// (empty answer), COMMAND (empty answer), INFO (a few stats, the keyspace),
+// QUIT. Unknown commands get an error; malformed input gets an error and
+// the connection is closed. Keys past their expiry go when touched and, as
+// in Redis, by an expiry cycle (10 times a second: samples of 20 keys with
+// an expiry, at most 25 ms a round), so that keys nobody reads again do not
+// stay.
 //
-// Hostile clients: a command split across receives is parsed on from where
-// the last receive stopped (resp_parser.hpp); a connection's unfinished
-// command may hold at most --query-buffer-limit bytes; replies queued for a
-// client above --output-high stop its parsing until they are sent down to
-// --output-low; a send that makes no progress for --send-timeout, or (with
-// --timeout) a client idle that long, closes the connection.
+// Hostile clients (limits: docs/servers.md): a command split across
+// receives is parsed on from where the last receive stopped
+// (resp_parser.hpp); a connection's unfinished command may hold at most
+// --query-buffer-limit bytes and must be whole within --command-timeout of
+// its first byte (plus a second per --command-min-rate bytes), however it
+// trickles in; replies queued for a client above --output-high stop its
+// parsing until they are sent down to --output-low; a send that makes no
+// progress for --send-timeout, or a client idle for --timeout (300 s)
+// between commands, closes the connection.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -27,6 +36,7 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -64,9 +74,13 @@ std::optional<long long> expiry_from(std::optional<long long> amount, bool secon
   return expiry_in(seconds ? *amount * 1000 : *amount);
 }
 
+constexpr std::size_t kNoSlot = std::numeric_limits<std::size_t>::max();
+
 struct Entry {
   std::string value;
-  long long expires = kNever;  // ms, on now_ms()'s clock
+  long long expires = kNever;        // ms, on now_ms()'s clock
+  const std::string* key = nullptr;  // its key in the map (a node's key does not move)
+  std::size_t slot = kNoSlot;        // where it is in Store's list of keys with an expiry
 };
 
 // Transparent hashing: look keys up by string_view without building strings.
@@ -79,11 +93,12 @@ struct Hash {
 
 /// What INFO reports (Redis's names where Redis has the figure).
 struct Stats {
-  std::size_t connections = 0;  // total_connections_received
-  std::size_t commands = 0;     // total_commands_processed
-  std::size_t reads = 0;        // total_reads_processed
-  std::size_t input_bytes = 0;  // total_net_input_bytes
-  std::size_t parsed = 0;       // bytes the parsers looked at (linear: about input_bytes)
+  std::size_t connections = 0;   // total_connections_received
+  std::size_t commands = 0;      // total_commands_processed
+  std::size_t reads = 0;         // total_reads_processed
+  std::size_t input_bytes = 0;   // total_net_input_bytes
+  std::size_t parsed = 0;        // bytes the parsers looked at (linear: about input_bytes)
+  std::size_t expired_keys = 0;  // expired_keys: on access and by the expiry cycle
 };
 
 class Store {
@@ -94,26 +109,88 @@ class Store {
     auto it = map_.find(key);
     if (it == map_.end()) return nullptr;
     if (it->second.expires != kNever && it->second.expires <= now_ms()) {
-      map_.erase(it);  // expired: gone on first touch
+      ++stats.expired_keys;
+      remove(it);  // expired: gone on first touch
       return nullptr;
     }
     return &it->second;
   }
   Entry& put(std::string_view key, std::string_view value) {
     auto it = map_.find(key);
-    if (it == map_.end()) it = map_.emplace(std::string(key), Entry{}).first;
+    if (it == map_.end()) {
+      it = map_.emplace(std::string(key), Entry{}).first;
+      it->second.key = &it->first;
+    }
     it->second.value.assign(value);
-    it->second.expires = kNever;
+    set_expiry(it->second, kNever);
     return it->second;
   }
   bool erase(std::string_view key) {
     if (!find(key)) return false;
-    map_.erase(map_.find(key));
+    remove(map_.find(key));
     return true;
+  }
+  /// Sets (or, with kNever, clears) an entry's expiry.
+  void set_expiry(Entry& e, long long when) {
+    e.expires = when;
+    if (when != kNever && e.slot == kNoSlot) {
+      e.slot = volatile_.size();
+      volatile_.push_back(&e);
+    } else if (when == kNever && e.slot != kNoSlot) {
+      unlist(e);
+    }
+  }
+
+  /// One round of active expiry, as Redis's: samples 20 keys that have an
+  /// expiry, removes those past it, and samples again while more than a
+  /// quarter of a sample had expired, until `budget` has passed. Expired
+  /// keys nobody reads again go, a few thousand per round at most.
+  void expire_cycle(std::chrono::steady_clock::duration budget) {
+    const auto until = std::chrono::steady_clock::now() + budget;
+    for (;;) {
+      const long long now = now_ms();
+      int sampled = 0, expired = 0;
+      for (; sampled < 20 && !volatile_.empty(); ++sampled) {
+        Entry* e = volatile_[rng_() % volatile_.size()];
+        if (e->expires > now) continue;
+        ++expired;
+        ++stats.expired_keys;
+        remove(map_.find(*e->key));
+      }
+      if (expired * 4 <= sampled || std::chrono::steady_clock::now() >= until) break;
+    }
+  }
+  [[nodiscard]] std::size_t keys() const noexcept { return map_.size(); }
+  [[nodiscard]] std::size_t expiring() const noexcept { return volatile_.size(); }
+
+  /// Starts the expiry cycle on `loop` (once: the first connection does).
+  void start_expiry(lev::Loop& loop) {
+    if (cycle_) return;
+    // Redis: hz 10, at most 25% of each 100 ms period.
+    cycle_ = loop.every(std::chrono::milliseconds(100),
+                        [this](lev::Operation&, lev::Result<lev::Expired>) {
+                          expire_cycle(std::chrono::milliseconds(25));
+                        });
   }
 
  private:
-  std::unordered_map<std::string, Entry, Hash, std::equal_to<>> map_;
+  using Map = std::unordered_map<std::string, Entry, Hash, std::equal_to<>>;
+  void unlist(Entry& e) {
+    Entry* last = volatile_.back();
+    volatile_[e.slot] = last;
+    last->slot = e.slot;
+    volatile_.pop_back();
+    e.slot = kNoSlot;
+  }
+  void remove(Map::iterator it) {
+    if (it->second.slot != kNoSlot) unlist(it->second);
+    map_.erase(it);
+  }
+
+  Map map_;
+  std::vector<Entry*> volatile_;  // the entries with an expiry, to sample from
+  std::minstd_rand rng_{12345};
+  std::optional<lev::Operation> cycle_;
 };
 
 // ---- replies ----------------------------------------------------------
@@ -237,7 +314,7 @@ After execute(Store& store, const std::vector<std::string_view>& a, std::string&
     const bool exists = store.find(a[1]) != nullptr;
     if ((nx && exists) || (xx && !exists)) return nil(out), After::keep_going;
     Entry& e = store.put(a[1], a[2]);
-    if (expires) e.expires = *expires;
+    if (expires) store.set_expiry(e, *expires);
     simple(out, "OK");
   } else if (iequals(cmd, "PING")) {
     if (n > 2) return wrong_arity(out, cmd), After::keep_going;
@@ -283,7 +360,7 @@ After execute(Store& store, const std::vector<std::string_view>& a, std::string&
     if (!expires)
       store.erase(a[1]);  // a time not in the future deletes, as in Redis
     else
-      e->expires = *expires;
+      store.set_expiry(*e, *expires);
     integer(out, 1);
   } else if (iequals(cmd, "TTL")) {
     if (n != 2) return wrong_arity(out, cmd), After::keep_going;
@@ -304,7 +381,11 @@ After execute(Store& store, const std::vector<std::string_view>& a, std::string&
                   "\r\ntotal_commands_processed:" + std::to_string(s.commands) +
                   "\r\ntotal_reads_processed:" + std::to_string(s.reads) +
                   "\r\ntotal_net_input_bytes:" + std::to_string(s.input_bytes) +
-                  "\r\nparser_bytes_examined:" + std::to_string(s.parsed) + "\r\n");
+                  "\r\nexpired_keys:" + std::to_string(s.expired_keys) +
+                  "\r\nparser_bytes_examined:" + std::to_string(s.parsed) + "\r\n" +
+                  (store.keys() ? "\r\n# Keyspace\r\ndb0:keys=" + std::to_string(store.keys()) +
+                                      ",expires=" + std::to_string(store.expiring()) + "\r\n"
+                                : std::string()));
   } else if (iequals(cmd, "COMMAND")) {
     out += "*0\r\n";
   } else if (iequals(cmd, "QUIT")) {
@@ -324,14 +405,47 @@ struct Limits {
   std::size_t max_bulk = 512 << 20;                 // Redis: proto-max-bulk-len 512mb
   std::size_t output_high = 1 << 20;                // lev::net::Stream's watermarks
   std::size_t output_low = 256 << 10;
-  example::Millis idle{0};  // Redis: timeout 0 (never)
+  example::Millis idle{std::chrono::seconds(300)};    // Redis: timeout 0 (never); 300 is common
+  example::Millis command{std::chrono::seconds(60)};  // a started command: whole within this...
+  std::size_t command_rate = 64 << 10;                // ...plus a second per this many bytes
   example::Millis send{std::chrono::seconds(60)};
+};
 
-  [[nodiscard]] lev::IoOptions recv_options() const {
-    lev::IoOptions o;
-    if (idle.count() > 0) o.timeout = idle;
-    return o;
+/// A connection's time limits on one IdleDeadline (no timer or linked
+/// timeout per receive): --timeout between commands; once a command has
+/// started, it must be whole within --command-timeout of its first byte
+/// plus a second per --command-min-rate bytes of it, however it trickles
+/// in (each byte is activity for the idle limit, not for this one). A
+/// limit moved later is a store (lev/deadline.hpp).
+class Timing {
+ public:
+  Timing(lev::Loop& loop, const Limits& limits)
+      : loop_(loop), limits_(limits), deadline_(loop, limits.idle) {}
+  lev::IdleDeadline& deadline() noexcept { return deadline_; }
+  /// After a receive was run: `pending` bytes of an unfinished command are
+  /// kept; `ran` says whether a command ended in this receive (the pending
+  /// one, if any, started in it then).
+  void update(std::size_t pending, bool ran) {
+    if (limits_.command.count() == 0) return;
+    if (!pending) {
+      if (started_) deadline_.limit_until(lev::TimePoint::max());
+      started_ = false;
+      return;
+    }
+    if (!started_ || ran) start_ = loop_.now();
+    started_ = true;
+    lev::TimePoint until = start_ + limits_.command;
+    if (limits_.command_rate)
+      until += std::chrono::milliseconds(pending * 1000 / limits_.command_rate);
+    deadline_.limit_until(until);
   }
+
+ private:
+  lev::Loop& loop_;
+  const Limits& limits_;
+  lev::IdleDeadline deadline_;
+  bool started_ = false;  // an unfinished command is kept
+  lev::TimePoint start_;  // when it started
 };
 
 enum class Step {
@@ -386,13 +500,16 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store, const Limits& limit
   constexpr std::size_t kInitial = 16 * 1024;
   resp::Parser parser{limits.max_bulk};
   ++store.stats.connections;
+  store.start_expiry(loop);
+  Timing timing{loop, limits};
   std::string in(kInitial, '\0'), out;
   std::size_t used = 0;  // bytes of `in` holding data
   bool open = true;
   while (open) {
     if (in.size() - used < 4096) in.resize(std::min(in.size() * 2, limits.query_buffer + 8192));
-    auto n = co_await loop.recv(fd, std::span(in).subspan(used), limits.recv_options());
-    if (!n || *n == 0) break;  // error, idle too long, or the peer closed
+    auto n = co_await timing.deadline()(loop.recv(fd, std::span(in).subspan(used)));
+    if (!n || *n == 0) break;  // error, a time limit passed, or the peer closed
+    const std::size_t commands_before = store.stats.commands;
     used += *n;
     ++store.stats.reads;
     store.stats.input_bytes += *n;
@@ -411,6 +528,7 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store, const Limits& limit
       used -= pos;
     }
     if (open && over_query_limit(used, limits, out)) open = false;
+    timing.update(used, store.stats.commands != commands_before);
     if (used < kInitial && in.size() > 4 * kInitial) {  // a big command is gone: shrink back
       in.resize(kInitial);
       in.shrink_to_fit();
@@ -427,11 +545,14 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store, const Limits
   example::Carry carry;  // the start of a command the next receive ends
   resp::Parser parser{limits.max_bulk};
   ++store.stats.connections;
+  store.start_expiry(loop);
+  Timing timing{loop, limits};
   std::string out;
   bool open = true;
   while (open) {
-    auto got = co_await loop.recv(fd, limits.recv_options());
-    if (!got || got->empty()) break;  // error, idle too long, or the peer closed
+    auto got = co_await timing.deadline()(loop.recv(fd));
+    if (!got || got->empty()) break;  // error, a time limit passed, or the peer closed
+    const std::size_t commands_before = store.stats.commands;
     ++store.stats.reads;
     store.stats.input_bytes += got->size();
     std::string_view data = carry.bytes(got->view());
@@ -451,6 +572,7 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store, const Limits
     carry.keep(data, pos);
     got->reset();
     if (open && over_query_limit(carry.size(), limits, out)) open = false;
+    timing.update(carry.size(), store.stats.commands != commands_before);
     if (!co_await send_down_to(loop, fd, out, 0, limits)) break;
   }
   (void)co_await loop.close(fd);
@@ -467,7 +589,11 @@ int main(int argc, char** argv) try {
   cli.choice("--recv", recv, {"pool", "own"},
              "receive with loop.recv(fd) from the loop's pool, or into a buffer per connection");
   cli.duration("--timeout", limits.idle, true, std::chrono::hours(24 * 365),
-               "close a connection idle this long (0: never; Redis: timeout)");
+               "close a connection idle this long between commands (0: never; Redis: timeout)");
+  cli.duration("--command-timeout", limits.command, true, std::chrono::hours(24),
+               "a command must arrive whole within this of its first byte... (0: no limit)");
+  cli.bytes("--command-min-rate", limits.command_rate, 0, std::size_t(1) << 40,
+            "...plus a second per this many bytes of it (0: no allowance for size)");
   cli.bytes("--query-buffer-limit", limits.query_buffer, 1024, std::size_t(1) << 40,
             "most bytes an unfinished command may hold (Redis: client-query-buffer-limit)");
   cli.bytes("--proto-max-bulk-len", limits.max_bulk, 1, std::size_t(1) << 40,
@@ -478,7 +604,8 @@ int main(int argc, char** argv) try {
             "...until they are sent down to this");
   cli.parse(argc, argv);
   args.loop.check(cli);
-  if (limits.output_low > limits.output_high) cli.fail("--output-low must not exceed --output-high");
+  if (limits.output_low > limits.output_high)
+    cli.fail("--output-low must not exceed --output-high");
   limits.send = args.send_timeout;
   Store store;
   const bool pooled = recv == "pool";

@@ -72,6 +72,54 @@ TEST_SUITE("deadline") {
     CHECK(last.is_timeout());
   }
 
+  // Before: every limit_until re-armed the timer (a heap removal and
+  // insertion), so a server giving each line its own limit ("the next line
+  // within 30 s") paid a timer per message after all.
+  TEST_CASE("moving limit_until later with every operation arms no timer per operation") {
+    FakeLoop f;
+    lev::IdleDeadline idle{f.loop, lev::Duration::max()};
+    const auto armed0 = f.loop.stats().timers_armed;
+    int done = 0;
+    auto body = [&]() -> lev::Task<lev::Result<lev::Expired>> {
+      for (int i = 0; i < 1000; ++i) {  // a message a second, each with 30 s to come
+        idle.limit_until(f.loop.now() + 30s);
+        auto r = co_await idle(f.loop.sleep_for(1s));
+        if (!r) co_return r;
+        ++done;
+      }
+      idle.limit_until(f.loop.now() + 30s);  // then silence: cut 30 s later
+      co_return co_await idle(f.loop.sleep_for(1h));
+    };
+    const auto began = f.loop.now();
+    auto last = f.loop.block_on(body());
+    CHECK(done == 1000);
+    REQUIRE_FALSE(last);
+    CHECK(last.error().is_timeout());
+    CHECK(f.loop.now() - began == 1030s);
+    // 1,001 sleeps plus the deadline's timer about once per 30 s
+    const auto armed = f.loop.stats().timers_armed - armed0;
+    CHECK(armed >= 1001);
+    CHECK(armed <= 1001 + 1030 / 29 + 2);
+  }
+
+  TEST_CASE("a limit moved sooner takes effect at once, a shorter idle limit too") {
+    FakeLoop f;
+    lev::IdleDeadline idle{f.loop, 1h};
+    idle.limit_until(f.loop.now() + 50s);
+    idle.limit_until(f.loop.now() + 20s);
+    const auto began = f.loop.now();
+    auto body = [&]() -> lev::Task<lev::Result<lev::Expired>> {
+      co_return co_await idle(f.loop.sleep_for(10h));
+    };
+    CHECK_FALSE(f.loop.block_on(body()));
+    CHECK(f.loop.now() - began == 20s);
+    idle.limit_until(lev::TimePoint::max());
+    idle.set_idle(5s);
+    const auto again = f.loop.now();
+    CHECK_FALSE(f.loop.block_on(body()));
+    CHECK(f.loop.now() - again == 5s);
+  }
+
   TEST_CASE(
       "once expired, the next guarded operation ends timed_out at once; rearm starts afresh") {
     FakeLoop f;

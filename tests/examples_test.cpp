@@ -339,16 +339,18 @@ TEST_SUITE("examples") {
             "Connection: close\r\n\r\nHello, World!";
         int fd = connect_to(port);
         send_str(fd,
-                 "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nContent-Length: "
+                 "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: "
                  "4\r\n\r\nbodyGET / HT");
         ::usleep(20'000);
-        send_str(fd, "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nConnection: close\r\n\r\n");
+        send_str(
+            fd,
+            "TP/1.1\r\nHost: a\r\n\r\nGET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         CHECK(read_all(fd) == ok + ok + ok + ok_close);
         ::close(fd);
         fd = connect_to(port);  // a body split across receives
-        send_str(fd, "POST /y HTTP/1.1\r\nContent-Length: 8\r\n\r\nabcd");
+        send_str(fd, "POST /y HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\nabcd");
         ::usleep(20'000);
-        send_str(fd, "efghGET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        send_str(fd, "efghGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         CHECK(read_all(fd) == ok + ok_close);
         ::close(fd);
         fd = connect_to(port);

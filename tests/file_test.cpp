@@ -163,6 +163,29 @@ TEST_SUITE("file") {
     });
   }
 
+  // Before: FileStat had the inode but not the device, so "are these two
+  // the same file?" (copy_file onto itself) could not be answered from it.
+  TEST_CASE("stat names a file by device and inode, as fstat does, through a link too") {
+    for_each_engine([](lev::Loop& loop) {
+      TempDir dir;
+      auto t = [&]() -> lev::Task<> {
+        auto f = co_await lev::File::open(loop, dir.at("one"), O_RDWR | O_CREAT, 0600);
+        REQUIRE(f);
+        REQUIRE(::link(dir.at("one").c_str(), dir.at("two").c_str()) == 0);
+        struct stat want {};
+        REQUIRE(::fstat(f->fd(), &want) == 0);
+        auto by_fd = (co_await f->stat()).value();
+        auto by_link = (co_await lev::stat(loop, dir.at("two"))).value();
+        CHECK(by_fd.device == want.st_dev);
+        CHECK(by_fd.inode == want.st_ino);
+        CHECK(by_link.device == want.st_dev);
+        CHECK(by_link.inode == want.st_ino);
+        CHECK(by_fd.links == 2);
+      };
+      loop.block_on(t());
+    });
+  }
+
   TEST_CASE("directories are made, files renamed and removed") {
     for_each_engine([](lev::Loop& loop) {
       TempDir dir;

@@ -5,7 +5,9 @@
 // when a server does not do the thing at all, not when the machine is slow.
 #include <doctest/doctest.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <chrono>
@@ -189,13 +191,155 @@ TEST_SUITE("examples") {
     CHECK(stop_server(server) == 0);
   }
 
-  TEST_CASE("resp_server --timeout closes idle connections; 0 (the default) never does") {
+  TEST_CASE("resp_server --timeout closes idle connections") {
     auto [server, port] =
         start_server({example_path("resp_server"), "--port", "0", "--timeout", "1s"});
     int idle = connect_to(port);
     CHECK(closed_within(idle, 10s));
     ::close(idle);
     CHECK(stop_server(server) == 0);
+  }
+
+  // Before: --timeout restarted with every byte, so a command sent a byte
+  // a second held its connection (and its slot) for ever.
+  TEST_CASE("resp_server cuts a command that trickles in at its deadline, whatever --timeout is") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] = start_server({example_path("resp_server"), "--port", "0", "--recv",
+                                          recv, "--timeout", "1s", "--command-timeout", "2s"});
+      int fd = connect_to(port);
+      send_str(fd, "PING\r\n");
+      CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
+      send_str(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n");
+      const auto began = std::chrono::steady_clock::now();
+      bool closed = false;
+      while (!closed && std::chrono::steady_clock::now() - began < 15s) {
+        if (::send(fd, "v", 1, MSG_NOSIGNAL) != 1) break;  // a byte every 300 ms
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 300) > 0) closed = closed_within(fd, 1s);
+      }
+      const auto took = std::chrono::steady_clock::now() - began;
+      CHECK(closed);
+      CHECK(took < 8s);
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  // Before: an expired key went only when a command touched it: 200k keys
+  // of 1 KiB set with PX 1 and never read again kept 238 MB while EXISTS
+  // answered 0. Now an expiry cycle samples keys with an expiry, as Redis
+  // does, and removes them (INFO: expired_keys, and no db0 line once empty).
+  TEST_CASE("resp_server removes expired keys nobody reads again") {
+    auto [server, port] = start_server({example_path("resp_server"), "--port", "0"});
+    int fd = connect_to(port);
+    std::string sets;
+    for (int i = 0; i < 20000; ++i)
+      sets += bulk_command({"SET", "key:" + std::to_string(i), std::string(1024, 'v'), "PX", "1"});
+    sets += bulk_command({"SET", "kept", "forever"});
+    send_str(fd, sets);
+    std::string replies;
+    for (int i = 0; i <= 20000; ++i) replies += "+OK\r\n";
+    CHECK(read_until(fd, replies, 20s) == replies);
+    std::string info;
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    do {
+      std::this_thread::sleep_for(200ms);
+      send_str(fd, "INFO\r\n");
+      info = read_until(fd, "\r\n\r\n", 5s);  // the bulk ends with a blank line
+    } while (info.find("db0:keys=1,expires=0") == std::string::npos &&
+             std::chrono::steady_clock::now() < until);
+    INFO(info);
+    CHECK(info.find("expired_keys:20000\r\n") != std::string::npos);
+    CHECK(info.find("db0:keys=1,expires=0") != std::string::npos);
+    send_str(fd, "GET kept\r\nQUIT\r\n");
+    CHECK(read_all(fd).rfind("$7\r\nforever\r\n+OK\r\n") != std::string::npos);
+    ::close(fd);
+    CHECK(stop_server(server) == 0);
+  }
+
+  // Before: echo, line, resp and chat had no idle limit unless asked
+  // (--timeout 0), so the old slowloris (connections that send nothing)
+  // held every slot.
+  TEST_CASE("echo, line, resp and chat ship with idle limits, as production servers do") {
+    const std::vector<std::pair<std::string, std::string>> want = {
+        {"echo_server", "(default 60s)"},
+        {"line_server", "(default 60s)"},
+        {"resp_server", "(default 300s)"},
+        {"chat_server", "(default 300s)"}};
+    for (const auto& [name, text] : want) {
+      CAPTURE(name);
+      const Run help = run({example_path(name), "--help"}, 5s);
+      const std::size_t at = help.out.find("--timeout");
+      REQUIRE(at != std::string::npos);
+      CHECK(help.out.substr(at, help.out.find('\n', at) - at).find(text) != std::string::npos);
+    }
+  }
+
+  // Before: chat's --timeout wrapped each read in with_timeout: a member
+  // that only listened was cut as idle, and the limit was off by default.
+  // Now a member that takes deliveries is not idle; one that neither
+  // sends a whole line nor takes a delivery is, trickling or not.
+  TEST_CASE("chat_server --timeout keeps a member that listens and cuts one that only trickles") {
+    auto [server, port] =
+        start_server({example_path("chat_server"), "--port", "0", "--timeout", "1s"});
+    int talker = connect_to(port), listener = connect_to(port);
+    std::this_thread::sleep_for(100ms);
+    bool listener_ok = true;
+    for (int i = 0; i < 12 && listener_ok; ++i) {  // 3.6 s of talk: a line every 300 ms
+      send_str(talker, "hello\n");
+      listener_ok = read_until(listener, "hello\n", 2s).find("hello\n") != std::string::npos;
+      std::this_thread::sleep_for(300ms);
+    }
+    CHECK(listener_ok);  // it never sent a line, and was kept: it listened
+    // A quiet room now: a member that trickles a byte every 200 ms and
+    // never ends a line is cut.
+    int trickler = connect_to(port);
+    const auto began = std::chrono::steady_clock::now();
+    bool closed = false;
+    while (!closed && std::chrono::steady_clock::now() - began < 10s) {
+      if (::send(trickler, "x", 1, MSG_NOSIGNAL) != 1) break;
+      pollfd p{trickler, POLLIN, 0};
+      if (::poll(&p, 1, 200) > 0) closed = closed_within(trickler, 1s);
+    }
+    CHECK(closed);
+    CHECK(std::chrono::steady_clock::now() - began < 6s);
+    ::close(trickler);
+    ::close(talker);
+    ::close(listener);
+    CHECK(stop_server(server) == 0);
+  }
+
+  // Before: SIGHUP and SIGUSR1 ended every server by their default action,
+  // with no "stopped" line.
+  TEST_CASE("the servers ignore SIGUSR1 and stop gracefully on SIGHUP") {
+    const std::string err = temp_path("signals.err");
+    for (const char* name :
+         {"echo_server", "line_server", "resp_server", "http_hello", "chat_server"}) {
+      CAPTURE(name);
+      auto [server, port] = start_server({example_path(name), "--port", "0"}, err);
+      ::kill(server.pid, SIGUSR1);
+      ::kill(server.pid, SIGUSR2);
+      std::this_thread::sleep_for(200ms);
+      int fd = connect_to(port);  // still serving
+      const std::string name_s = name;
+      if (name_s == "resp_server") {
+        send_str(fd, "PING\r\n");
+        CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
+      } else if (name_s == "http_hello") {
+        send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        CHECK(read_until(fd, "Hello, World!", 5s).find("200 OK") != std::string::npos);
+      } else if (name_s != "chat_server") {
+        send_str(fd, "ping\n");
+        CHECK(read_until(fd, "\n", 5s).find("ping\n") != std::string::npos);
+      }
+      ::close(fd);
+      ::kill(server.pid, SIGHUP);
+      CHECK(wait_exit(server.pid, 10s) == 0);
+      ::close(server.out);
+      CHECK(slurp(err).find(name_s + ": stopped\n") != std::string::npos);
+    }
+    std::remove(err.c_str());
   }
 
   // Before: no connection cap; sixty slowloris clients under ulimit -n 64
@@ -223,7 +367,7 @@ TEST_SUITE("examples") {
     auto [http, http_port] =
         start_server({example_path("http_hello"), "--port", "0", "--max-clients", "1"});
     int h1 = connect_to(http_port);
-    send_str(h1, "GET / HTTP/1.1\r\n\r\n");
+    send_str(h1, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     CHECK(read_until(h1, "Hello, World!", 5s).find("200 OK") != std::string::npos);
     int h2 = connect_to(http_port);
     CHECK(read_all(h2).rfind("HTTP/1.1 503 Service Unavailable\r\n", 0) == 0);
@@ -265,11 +409,87 @@ TEST_SUITE("examples") {
     auto [server, port] =
         start_server({example_path("http_hello"), "--port", "0", "--keepalive-timeout", "1s"});
     int fd = connect_to(port);
-    send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+    send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
     CHECK(read_until(fd, "Hello, World!", 5s).rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
     CHECK(closed_within(fd, 10s));  // before: never
     ::close(fd);
     CHECK(stop_server(server) == 0);
+  }
+
+  // Before: --body-timeout bounded each receive of a body only, so a
+  // client declaring a 1 GiB body and sending a byte every 2 s held its
+  // connection for ever (40 of them held 40 slots, even with
+  // --body-timeout 3s). Now a body must also average --body-min-rate bytes
+  // a second after its first --body-timeout.
+  TEST_CASE("http_hello cuts a body that trickles in, however regularly, after its deadline") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] = start_server(
+          {example_path("http_hello"), "--port", "0", "--recv", recv, "--body-timeout", "2s"});
+      int fd = connect_to(port);
+      send_str(fd, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n");
+      CHECK(read_until(fd, "Hello, World!", 5s).rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      const auto began = std::chrono::steady_clock::now();
+      bool closed = false;
+      while (!closed && std::chrono::steady_clock::now() - began < 15s) {
+        // a byte every 500 ms: well inside the 2 s between reads
+        if (::send(fd, "x", 1, MSG_NOSIGNAL) != 1) break;
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 500) > 0) closed = closed_within(fd, 1s);
+      }
+      const auto took = std::chrono::steady_clock::now() - began;
+      CHECK(closed);
+      CHECK(took < 8s);
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
+  }
+
+  // Before: a bare CR, NUL or another control byte in a header value or the
+  // target was taken; a request without Host, or with two, was answered;
+  // an HTTP/1.0 keep-alive request was kept alive without being told so.
+  TEST_CASE("http_hello refuses control bytes, a missing or doubled Host; tells 1.0 keep-alive") {
+    for (const char* recv : {"pool", "own"}) {
+      CAPTURE(recv);
+      auto [server, port] =
+          start_server({example_path("http_hello"), "--port", "0", "--recv", recv});
+      auto ask = [&](const std::string& request) {
+        int fd = connect_to(port);
+        send_str(fd, request);
+        std::string r = read_until(fd, "\r\n\r\n", 5s);
+        ::close(fd);
+        return r;
+      };
+      const std::string bad = "HTTP/1.1 400 Bad Request\r\n";
+      using namespace std::string_literals;
+      for (const std::string& req :
+           {"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"s,     // a bare CR in a value
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"s,     // NUL
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n"s,   // another control byte
+            "GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n"s,            // DEL
+            "GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n"s,            // a bare CR in the target
+            "GET /a\0b HTTP/1.1\r\nHost: a\r\n\r\n"s,            // NUL in the target
+            "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n"s,            // a tab in the target
+            "GET / HTTP/1.1\r\n\r\n"s,                           // no Host
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"s,     // two
+            "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"s}) {  // two, in 1.0 too
+        CAPTURE(req);
+        CHECK(ask(req).rfind(bad, 0) == 0);
+      }
+      // a tab inside a value is allowed; HTTP/1.0 needs no Host
+      CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n").rfind("HTTP/1.1 200 OK\r\n", 0) ==
+            0);
+      int fd = connect_to(port);
+      send_str(fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+      const std::string first = read_until(fd, "Hello, World!", 5s);
+      CHECK(first.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+      CHECK(first.find("\r\nConnection: keep-alive\r\n") != std::string::npos);
+      send_str(fd, "GET / HTTP/1.0\r\n\r\n");  // kept alive: a second request is answered
+      const std::string second = read_all(fd);
+      CHECK(second.find("\r\nConnection: close\r\n") != std::string::npos);
+      ::close(fd);
+      CHECK(stop_server(server) == 0);
+    }
   }
 
   TEST_CASE("http_hello answers 431 to an overlong line, too many headers or an overlong head") {
@@ -297,7 +517,8 @@ TEST_SUITE("examples") {
       for (int i = 0; i < 5; ++i) big_head += "X" + std::to_string(i) + ": " + std::string(4000, 'b') + "\r\n";
       CHECK(ask(big_head + "\r\n").rfind(too_large, 0) == 0);
       // within the limits: answered
-      CHECK(ask("GET / HTTP/1.1\r\nX: " + std::string(8000, 'h') + "\r\nConnection: close\r\n\r\n")
+      CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(8000, 'h') +
+                "\r\nConnection: close\r\n\r\n")
                 .rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
       CHECK(ask("GET / HTTP/1.1\nHost: a\n\n").rfind("HTTP/1.1 400 Bad Request\r\n", 0) == 0);
       CHECK(stop_server(server) == 0);
@@ -349,6 +570,139 @@ TEST_SUITE("examples") {
     std::remove(err.c_str());
   }
 
+  // Before: 500 members talking and SIGTERM: the proactor went on reading
+  // and broadcasting the lines already received (each copied into 499
+  // queues) for seconds, RSS growing after the signal (12-14 s, 190 -> 680
+  // MB, in the campaign); the reactor stopped in under 1 s. Now the stop cuts
+  // every member at once: no more reading or broadcasting.
+  TEST_CASE("chat_server stops at once on SIGTERM while 500 members talk, on both models") {
+    for (const char* model : {"proactor", "reactor"}) {
+      CAPTURE(model);
+      auto [server, port] =
+          start_server({example_path("chat_server"), "--port", "0", "--model", model});
+      std::vector<int> members;
+      for (int i = 0; i < 500; ++i) {
+        members.push_back(connect_to(port));
+        ::fcntl(members.back(), F_SETFL, O_NONBLOCK);
+      }
+      std::string burst;
+      for (int i = 0; i < 20; ++i) burst += std::string(100, 'x') + "\n";
+      // Three seconds of talk: every member sends a burst a round and
+      // reads what it can (the server sees a steady flood of lines).
+      char sink[65536];
+      const auto talk_until = std::chrono::steady_clock::now() + 3s;
+      while (std::chrono::steady_clock::now() < talk_until) {
+        for (int fd : members) {
+          (void)!::send(fd, burst.data(), burst.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+          while (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+          }
+        }
+      }
+      const long rss_at_signal = rss_kib(server.pid);
+      const auto stop_began = std::chrono::steady_clock::now();
+      ::kill(server.pid, SIGTERM);
+      long rss_after = rss_at_signal;  // the most while it stops
+      int status = -1;
+      while (::waitpid(server.pid, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() - stop_began > 30s) {
+          ::kill(server.pid, SIGKILL);
+          ::waitpid(server.pid, &status, 0);
+          break;
+        }
+        for (int fd : members)  // the members go on reading
+          while (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+          }
+        rss_after = std::max(rss_after, rss_kib(server.pid));
+        std::this_thread::sleep_for(5ms);
+      }
+      const auto took = std::chrono::steady_clock::now() - stop_began;
+      ::close(server.out);
+      CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+      MESSAGE(
+          std::string(model) << ": stopped in "
+                             << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                             << " ms, RSS " << rss_at_signal << " KiB at the signal, at most "
+                             << rss_after << " KiB after");
+      CHECK(took < 1s);
+      CHECK(rss_after <= rss_at_signal + 16 * 1024);
+      for (int fd : members) ::close(fd);
+    }
+  }
+
+  // Before: each line was copied into every member's queue: 200 members
+  // that never read and one client sending 4 MB took the server to 228 MB
+  // (the ceiling was max-clients x 1 MiB = 10 GB). Now one shared message
+  // per line: the members hold references, and are cut by what they hold.
+  TEST_CASE("chat_server shares each line among its members: 200 sleepers cost no copies") {
+    const std::string err = temp_path("chat-share.err");
+    auto [server, port] = start_server({example_path("chat_server"), "--port", "0"}, err);
+    std::vector<int> sleepers;
+    for (int i = 0; i < 200; ++i) sleepers.push_back(connect_to(port, 4096));
+    int talker = connect_to(port);
+    std::this_thread::sleep_for(200ms);  // all have joined
+    const long before = rss_kib(server.pid);
+    std::string lines;
+    for (int i = 0; i < 4000; ++i) lines += std::string(999, 'a' + i % 26) + "\n";
+    send_str(talker, lines);  // 4 MB
+    long most = before;
+    for (int i = 0; i < 30; ++i) {
+      std::this_thread::sleep_for(50ms);
+      most = std::max(most, rss_kib(server.pid));
+    }
+    MESSAGE("RSS " << before << " KiB before, at most " << most << " KiB with 200 sleepers");
+    CHECK(most - before < 48 * 1024);  // before: ~228 MB
+    // Each sleeper passed --max-queue (1 MiB) and was cut off once.
+    std::size_t closed = 0;
+    for (int fd : sleepers) closed += closed_within(fd, 10s);
+    CHECK(closed == sleepers.size());
+    CHECK(stop_server(server) == 0);
+    CHECK(count_of(slurp(err), "is not reading") == 200);
+    for (int fd : sleepers) ::close(fd);
+    ::close(talker);
+    std::remove(err.c_str());
+  }
+
+  TEST_CASE("chat_server caps the whole room's memory, cutting the members that hold the most") {
+    const std::string err = temp_path("chat-cap.err");
+    auto [server, port] = start_server(
+        {example_path("chat_server"), "--port", "0", "--max-queue", "100mb", "--max-memory", "2mb"},
+        err);
+    int reader = connect_to(port);
+    std::vector<int> sleepers;
+    for (int i = 0; i < 3; ++i) sleepers.push_back(connect_to(port, 4096));
+    int talker = connect_to(port);
+    std::this_thread::sleep_for(200ms);
+    // 40 bursts of 100 lines of 1 KB, each read by the reader before the
+    // next: the reader never holds much, the sleepers hold everything.
+    const std::string burst = [] {
+      std::string b;
+      for (int i = 0; i < 100; ++i) b += std::string(999, 'b') + "\n";
+      return b;
+    }();
+    bool reader_kept_up = true;
+    for (int i = 0; i < 40 && reader_kept_up; ++i) {
+      send_str(talker, burst);
+      std::size_t lines = 0;
+      char buf[65536];
+      while (lines < 100) {
+        const ssize_t n = ::recv(reader, buf, sizeof buf, 0);  // SO_RCVTIMEO: 5 s
+        if (n <= 0) {
+          reader_kept_up = false;
+          break;
+        }
+        lines += static_cast<std::size_t>(std::count(buf, buf + n, '\n'));
+      }
+    }
+    CHECK(reader_kept_up);
+    for (int fd : sleepers) CHECK(closed_within(fd, 10s));
+    CHECK(stop_server(server) == 0);
+    CHECK(count_of(slurp(err), "over --max-memory") == 3);
+    for (int fd : sleepers) ::close(fd);
+    ::close(reader);
+    ::close(talker);
+    std::remove(err.c_str());
+  }
+
   // Before: with io_uring refused (seccomp, kernel.io_uring_disabled) every
   // server exited 1, and --backend auto was ignored.
   TEST_CASE("under a seccomp filter refusing io_uring, the servers fall back to epoll and serve") {
@@ -364,7 +718,7 @@ TEST_SUITE("examples") {
         send_str(fd, "PING\r\n");
         CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
       } else if (name_s == "http_hello") {
-        send_str(fd, "GET / HTTP/1.1\r\n\r\n");
+        send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         CHECK(read_until(fd, "Hello, World!", 5s).find("200 OK") != std::string::npos);
       } else if (name_s != "chat_server") {
         send_str(fd, "ping\n");

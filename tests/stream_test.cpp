@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "lev/deadline.hpp"
 #include "lev/fake.hpp"
 #include "lev/loop.hpp"
 #include "lev/net/listen.hpp"
@@ -114,6 +115,39 @@ TEST_SUITE("stream") {
         CHECK(std::string(r.error().op).find("line too long") != std::string::npos);
       };
       loop.block_on(t());
+    });
+  }
+
+  // Before: a Stream's reads could be bounded only by with_timeout around
+  // each read_message (a sleeper task and a timer per message): the line
+  // and chat servers paid that per line.
+  TEST_CASE("read_message guarded by an IdleDeadline ends timed_out and keeps what it received") {
+    for_each_engine([](lev::Loop& loop) {
+      for (bool socket : {true, false}) {
+        CAPTURE(socket);
+        auto [a, b] = socket ? lev::test::socket_pair() : lev::test::pipe_pair();
+        Stream s{loop, std::move(a)};
+        lev::IdleDeadline idle{loop, lev::Duration::max()};
+        auto t = [&]() -> lev::Task<> {
+          (co_await loop.write(b, std::string_view("one\ntw"))).value();
+          idle.limit_until(loop.now() + 50ms);
+          auto first = co_await s.read_message(idle);
+          REQUIRE(first);
+          CHECK(**first == "one");
+          const auto began = loop.now();
+          auto second = co_await s.read_message(idle);  // "tw" and then nothing
+          REQUIRE_FALSE(second);
+          CHECK(second.error().is_timeout());
+          CHECK(loop.now() - began < 5s);
+          idle.limit_until(lev::TimePoint::max());
+          idle.rearm();
+          (co_await loop.write(b, std::string_view("o\n"))).value();
+          auto third = co_await s.read_message(idle);
+          REQUIRE(third);
+          CHECK(**third == "two");  // the bytes received before the timeout were kept
+        };
+        loop.block_on(t());
+      }
     });
   }
 

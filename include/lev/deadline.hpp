@@ -51,9 +51,13 @@ class IdleDeadline {
 
   /// Changes the idle limit from now on (e.g. a keep-alive limit between
   /// requests, a header limit inside one); the rules of the constructor.
+  /// Re-arms the timer only when the new limit comes sooner than the armed
+  /// one (a later one is seen when that timer fires).
   void set_idle(Duration idle);
   /// Also expires at `at` whatever the activity (a total limit for a
-  /// request or a body); TimePoint::max() removes it.
+  /// request or a body); TimePoint::max() removes it. As cheap as a store
+  /// when `at` is no sooner than the armed timer: moving it later with
+  /// every message ("the next line within 60 s") arms no timer per message.
   void limit_until(TimePoint at);
   /// Records activity now (work not done through a guarded operation).
   void touch() noexcept;

@@ -37,6 +37,7 @@ struct FileStat {
   std::uint64_t size = 0;  ///< bytes (stx_size)
   std::uint32_t mode = 0;  ///< type and permission bits (S_ISREG(mode), mode & 0777)
   std::uint64_t inode = 0;   ///< inode number (stx_ino)
+  std::uint64_t device = 0;  ///< the device holding it, as st_dev (makedev of stx_dev_major/minor)
   std::uint32_t links = 0;   ///< hard links (stx_nlink)
   std::uint64_t blocks = 0;  ///< 512-byte blocks allocated
   std::chrono::system_clock::time_point modified{};  ///< last modification (stx_mtime)

@@ -47,7 +47,12 @@ void IdleDeadline::touch() noexcept { last_ = loop_->now(); }
 void IdleDeadline::rearm() {
   expired_ = false;
   last_ = loop_->now();
-  arm(std::min(saturating_add(last_, idle_), until_));
+  const TimePoint want = std::min(saturating_add(last_, idle_), until_);
+  // A limit that comes no sooner than the armed timer is seen when that
+  // timer fires (it looks again then): moving a limit later, as a server
+  // does per message, costs a few stores and no timer.
+  if (armed_ && timer_.deadline <= want) return;
+  arm(want);
 }
 
 // The timer fired: the connection expired when an operation waits and it

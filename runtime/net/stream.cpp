@@ -11,6 +11,7 @@
 #include <deque>
 #include <stdexcept>
 
+#include "lev/deadline.hpp"
 #include "lev/detail/stop.hpp"
 #include "lev/loop.hpp"
 #include "lev/net/tls.hpp"
@@ -372,8 +373,9 @@ void consume(StreamState& s, std::size_t n) noexcept {
   if (s.rcur.empty()) s.rcur.reset();  // the buffer goes back to the pool
 }
 
-// TLS: decrypted bytes straight into rbuf (0 at the peer's close_notify).
-Task<Result<std::size_t>> fill_tls(StreamState& s) {
+// TLS: decrypted bytes straight into rbuf (0 at the peer's close_notify),
+// guarded by `deadline` when there is one.
+Task<Result<std::size_t>> fill_tls(StreamState& s, IdleDeadline* deadline) {
   if (s.rpos > 0) {
     s.rbuf.erase(0, s.rpos);
     s.rpos = 0;
@@ -381,21 +383,26 @@ Task<Result<std::size_t>> fill_tls(StreamState& s) {
   const std::size_t old = s.rbuf.size();
   s.rbuf.resize(old + s.o.read_chunk);
   std::span<char> room(s.rbuf.data() + old, s.o.read_chunk);
-  auto n = co_await s.tls.recv(room);
+  Result<std::size_t> n{std::size_t{0}};
+  if (deadline)
+    n = co_await (*deadline)(s.tls.recv(room));
+  else
+    n = co_await s.tls.recv(room);
   s.rbuf.resize(old + (n ? *n : 0));
   co_return n;
 }
-Task<Result<std::size_t>> fill_plain(StreamState& s);
+Task<Result<std::size_t>> fill_plain(StreamState& s, IdleDeadline* deadline);
 
 // Receives more: sockets take a pool buffer (loop.recv(fd)), other fds
-// read into rbuf. 0 at end of stream.
-Task<Result<std::size_t>> fill(StreamState& s) {
+// read into rbuf, guarded by `deadline` when there is one. 0 at end of
+// stream.
+Task<Result<std::size_t>> fill(StreamState& s, IdleDeadline* deadline) {
   if (s.tls.valid()) [[unlikely]]
-    return fill_tls(s);
-  return fill_plain(s);
+    return fill_tls(s, deadline);
+  return fill_plain(s, deadline);
 }
 
-Task<Result<std::size_t>> fill_plain(StreamState& s) {
+Task<Result<std::size_t>> fill_plain(StreamState& s, IdleDeadline* deadline) {
   if (s.socket) {
     if (!s.rcur.empty()) {  // a message spans buffers: gather in rbuf
       s.rbuf.erase(0, s.rpos);
@@ -403,7 +410,11 @@ Task<Result<std::size_t>> fill_plain(StreamState& s) {
       s.rbuf.append(s.rcur.view());
       s.rcur.reset();
     }
-    auto got = co_await s.loop->recv(s.fd);
+    Result<Buffer> got = Error{};
+    if (deadline)
+      got = co_await (*deadline)(s.loop->recv(s.fd));
+    else
+      got = co_await s.loop->recv(s.fd);
     if (!got) co_return got.error();
     const std::size_t n = got->size();
     if (s.rpos == s.rbuf.size()) {
@@ -427,12 +438,17 @@ Task<Result<std::size_t>> fill_plain(StreamState& s) {
   const std::size_t old = s.rbuf.size();
   s.rbuf.resize(old + s.o.read_chunk);
   std::span<char> room(s.rbuf.data() + old, s.o.read_chunk);
-  auto n = co_await s.loop->read(s.fd, room);
+  Result<std::size_t> n = Error{};
+  if (deadline)
+    n = co_await (*deadline)(s.loop->read(s.fd, room));
+  else
+    n = co_await s.loop->read(s.fd, room);
   s.rbuf.resize(old + (n ? *n : 0));
   co_return n;
 }
 
-Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s) {
+Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s,
+                                                  IdleDeadline* deadline) {
   using S = Codec::Decoded::Status;
   for (;;) {
     Codec::Decoded d = s->o.codec.decode(unread(*s));
@@ -446,7 +462,7 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
                       s->o.codec.kind() == Codec::Kind::line ? "stream read: line too long"
                                                              : "stream read: frame too large",
                       s->fd_number(), 0};
-    auto n = co_await fill(*s);
+    auto n = co_await fill(*s, deadline);
     if (!n) co_return Error{n.error().code, "stream read", s->fd_number(), 0};
     if (*n == 0) {  // end of stream
       const std::string_view rest = unread(*s);
@@ -465,7 +481,13 @@ Task<Result<std::optional<std::string>>> read_one(std::shared_ptr<StreamState> s
 }  // namespace
 }  // namespace detail
 
-Task<Result<std::optional<std::string>>> Stream::read_message() { return detail::read_one(s_); }
+Task<Result<std::optional<std::string>>> Stream::read_message() {
+  return detail::read_one(s_, nullptr);
+}
+
+Task<Result<std::optional<std::string>>> Stream::read_message(IdleDeadline& deadline) {
+  return detail::read_one(s_, &deadline);
+}
 
 Task<Result<void>> Stream::write_message(std::string_view message) {
   auto s = s_;
@@ -498,7 +520,7 @@ namespace {
 lev::Task<> callback_reader(std::shared_ptr<detail::StreamState> s) {
   const std::stop_token stop = s->reader_stop.get_token();
   while (!stop.stop_requested()) {
-    auto m = co_await detail::read_one(s);
+    auto m = co_await detail::read_one(s, nullptr);
     if (stop.stop_requested()) break;
     if (!m) {
       s->report(m.error());

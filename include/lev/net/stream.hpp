@@ -39,6 +39,7 @@
 
 namespace lev {
 class Loop;
+class IdleDeadline;
 }
 namespace lev::tls {
 class Connection;
@@ -187,6 +188,12 @@ class Stream {
   /// The next message; nullopt at a clean end of stream. A peer reset,
   /// an over-long line or a truncated frame is an error.
   Task<Result<std::optional<std::string>>> read_message();
+  /// read_message() with its receives guarded by `deadline` (one timer per
+  /// connection, not one per receive: lev/deadline.hpp): errc::timed_out
+  /// once the deadline's limit passes while it waits; what was received
+  /// stays buffered. A server's "next line within 60 s" is
+  /// `deadline.limit_until(loop.now() + 60s)` before each call.
+  Task<Result<std::optional<std::string>>> read_message(IdleDeadline& deadline);
   /// Frames and queues `message`; suspends while the queue is above the
   /// high watermark. An error once the stream has failed (the error says
   /// how many queued bytes were not sent); operation_canceled when the

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -179,6 +180,7 @@ struct ResultOf<FileStat> {
     f.size = s.stx_size;
     f.mode = s.stx_mode;
     f.inode = s.stx_ino;
+    f.device = makedev(s.stx_dev_major, s.stx_dev_minor);
     f.links = s.stx_nlink;
     f.blocks = s.stx_blocks;
     f.modified = std::chrono::system_clock::time_point{
