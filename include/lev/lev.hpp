@@ -22,6 +22,7 @@
 #include "lev/op_types.hpp"
 #include "lev/operation.hpp"
 #include "lev/process.hpp"
+#include "lev/run.hpp"
 #include "lev/runtime.hpp"
 #include "lev/stats.hpp"
 #include "lev/sync.hpp"

@@ -77,9 +77,14 @@ struct Source {
   Loop* loop = nullptr;
   Source* src_prev = nullptr;
   Source* src_next = nullptr;
+  bool keeps_alive = true;  // false: its ops alone do not keep run() going
   virtual ~Source() { detach(); }
   void attach(Loop& l) noexcept;
   void detach() noexcept;
+  /// Turns keeps_alive on or off (the loop counts the sources that are off).
+  void set_keeps_alive(bool on) noexcept;
+  /// How many of the loop's live ops are this source's now.
+  [[nodiscard]] virtual std::size_t live_ops() const noexcept = 0;
 };
 }  // namespace detail
 
@@ -215,7 +220,10 @@ class Loop {
   // ---- lifecycle -------------------------------------------------------
 
   /// Runs rounds until stop() is called, or until nothing is live and
-  /// nothing is queued (no completion could ever arrive).
+  /// nothing is queued (no completion could ever arrive). An event source
+  /// told not to keep the loop alive (`keep_alive(false)` on a Watcher,
+  /// Signal, Waker or PidWatch) does not count: run() returns once only
+  /// such sources are left (they stay armed, for the next run()).
   void run();
   /// One round: flush submissions, wait for completions (not when something
   /// is already queued; at most until the earliest timer), fire due timers,
@@ -824,7 +832,9 @@ class Loop {
     return *dgram_;
   }
   void make_datagram_registry();
-  [[nodiscard]] bool only_unread_multishots() const noexcept;
+  // Every live op waits for no one run() waits for: unread multishots, and
+  // the ops of sources that do not keep the loop alive.
+  [[nodiscard]] bool only_idle_ops() const noexcept;
   friend class net::DatagramSocket;
   /// `fd` is about to be closed by this loop: its multishot recv and epoll
   /// registrations go (same as lev::Fd does).
@@ -876,7 +886,8 @@ class Loop {
   // armed): IdleDeadline's activity stamps, a load instead of a clock call.
   TimePoint round_now_{};
   std::size_t holds_ = 0;
-  std::size_t external_ = 0;  // begin_external ops not yet back
+  std::size_t external_ = 0;      // begin_external ops not yet back
+  std::size_t weak_sources_ = 0;  // attached sources with keeps_alive off
   std::atomic<std::thread::id> owner_{std::this_thread::get_id()};
   std::atomic<bool> stop_{false};
   bool running_ = false;
