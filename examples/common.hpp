@@ -19,6 +19,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -395,21 +396,11 @@ inline long fit_max_clients(const char* name, long max_clients) {
   return max_clients;
 }
 
-/// The one-loop TCP server every example server is: listens on
-/// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
-/// runs `serve(loop, fd)` per connection (TCP_NODELAY set), at most
-/// --max-clients at once (a connection past the cap gets `busy_reply`, if
-/// any, and is closed), stops on SIGINT / SIGTERM or after --max-seconds.
-/// Returns the exit code.
+/// run_server's main task: serves on `loop` until `stop` (or --max-seconds).
 template <class Serve>
-int run_server(const char* name, const ServerArgs& args, Serve serve,
-               std::string_view busy_reply = {}) {
-  const long max_clients = fit_max_clients(name, args.max_clients);
-  lev::Loop loop{args.loop.loop_model(), args.loop.options()};
-  // SIGINT / SIGTERM stop the loop; its destructor then cancels the rest.
-  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
-  auto on_term = loop.signal(SIGTERM, [&](int) { loop.stop(); });
-
+lev::Task<int> serve_until_stopped(lev::Loop& loop, std::stop_token stop, const char* name,
+                                   const ServerArgs& args, Serve& serve,
+                                   std::string_view busy_reply, long max_clients) {
   auto listener = lev::net::Listener::tcp("127.0.0.1", args.port, {.backlog = 4096}).value();
   std::printf("listening on %s\n", listener.address().to_string().c_str());
   std::fflush(stdout);
@@ -443,10 +434,31 @@ int run_server(const char* name, const ServerArgs& args, Serve serve,
                               }};
   loop.spawn(acceptor.run());
   if (args.max_seconds > 0)
-    loop.after(std::chrono::seconds(args.max_seconds), [&](lev::Operation&, auto) { loop.stop(); });
-  loop.run();
+    (void)co_await lev::when_any(lev::until_stopped(stop),
+                                 loop.sleep_for(std::chrono::seconds(args.max_seconds)));
+  else
+    co_await lev::until_stopped(stop);
+  co_return 0;  // the acceptor stops; lev::run's loop cancels the connections still open
+}
+
+/// The one-loop TCP server every example server is: listens on
+/// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
+/// runs `serve(loop, fd)` per connection (TCP_NODELAY set), at most
+/// --max-clients at once (a connection past the cap gets `busy_reply`, if
+/// any, and is closed), stops on SIGINT / SIGTERM / SIGHUP (lev::run) or
+/// after --max-seconds. Returns the exit code.
+template <class Serve>
+int run_server(const char* name, const ServerArgs& args, Serve serve,
+               std::string_view busy_reply = {}) {
+  const long max_clients = fit_max_clients(name, args.max_clients);
+  const int code = lev::run(
+      [&](lev::Loop& loop, std::stop_token stop) {
+        return serve_until_stopped(loop, std::move(stop), name, args, serve, busy_reply,
+                                   max_clients);
+      },
+      {.model = args.loop.loop_model(), .loop = args.loop.options()});
   std::fprintf(stderr, "%s: stopped\n", name);
-  return 0;
+  return code;
 }
 
 }  // namespace example

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -102,8 +103,10 @@ int main(int argc, char** argv) try {
   a.dst = files[1];
   lev::LoopOptions o = a.loop.options();
   o.file_workers = static_cast<unsigned>(a.depth);
-  lev::Loop loop{a.loop.loop_model(), o};
-  return loop.block_on(copy(loop, a));
+  // Ctrl-C (or SIGTERM) cancels the copy: the reads and writes under way end.
+  return lev::run(
+      [&](lev::Loop& loop, std::stop_token stop) { return copy(loop, a).with_stop_token(stop); },
+      {.model = a.loop.loop_model(), .loop = o});
 } catch (const std::exception& e) {
   std::fprintf(stderr, "copy_file: %s\n", e.what());
   return 1;
