@@ -150,4 +150,26 @@ TEST_SUITE("fake") {
                          doctest::Contains("no send operation came"), std::logic_error);
     CHECK(f.loop.live_op_count() == 0);
   }
+  TEST_CASE("a FakeOp reports its linked timeout's deadline and can refuse a zero-copy send") {
+    auto fake = std::make_shared<lev::FakeBackend>(lev::FakeBackend::Options{.linked_timeouts = true});
+    lev::Loop loop{lev::Model::proactor, {.backend = fake}};
+    std::array<char, 4> buf{};
+    std::optional<lev::Result<std::size_t>> got, sent;
+    auto t = [&]() -> lev::Task<> {
+      got = co_await loop.recv(3, buf, lev::IoOptions{.timeout = 2s});
+      sent = co_await loop.send(3, std::string_view("hi"));
+    };
+    const lev::TimePoint t0 = loop.now();
+    loop.spawn(t());
+    lev::FakeOp recv = fake->run_until(loop, "recv");
+    CHECK(recv.linked_deadline() == t0 + 2s);
+    recv.complete_with_data("ok");
+    lev::FakeOp send = fake->run_until(loop, "send");
+    CHECK(send.linked_deadline() == lev::TimePoint::max());  // no limit
+    send.refuse_zero_copy();                      // the loop sends it again, plain
+    fake->run_until(loop, "send").complete();
+    while (!sent) loop.run_once();
+    CHECK(got->value() == 2);
+    CHECK(sent->value() == 2);
+  }
 }

@@ -95,15 +95,24 @@ class FakeOp {
   /// A multishot recv's next result (see FakeBackend::deliver_more);
   /// false when the multishot ended.
   bool deliver_more(std::string_view data, const SocketAddress* from = nullptr) const;
+  /// A send the kernel would not take zero-copy (EOPNOTSUPP, as AF_UNIX
+  /// sockets answer IORING_OP_SEND_ZC): the loop resends it plain, keeping
+  /// its time limit and honouring a recorded cancel.
+  void refuse_zero_copy() const;
+  /// The deadline of its linked timeout (Options::linked_timeouts), or
+  /// TimePoint::max().
+  [[nodiscard]] TimePoint linked_deadline() const noexcept;
   /// An accept gets the new connection `fd` (now owned by the loop's
   /// code) from `peer`.
   void complete_accept(int fd, const SocketAddress& peer) const;
   /// A statx (File::stat, lev::stat) reports `st`.
   void complete_stat(const FileStat& st) const;
 
+  /// \cond extension
   /// The loop's own record of the op (lev::detail::OpBase): for lev's own
   /// tests, which look further inside; its layout may change in any release.
   [[nodiscard]] detail::OpBase& record() const noexcept { return *op_; }
+  /// \endcond
 
  private:
   friend class FakeBackend;
@@ -187,6 +196,9 @@ class FakeBackend final : public CompletionBackend {
   /// Every pending operation, oldest first.
   [[nodiscard]] std::vector<FakeOp> pending_ops();
 
+  /// \cond extension
+  // The same on lev's records (lev::detail::OpBase), for lev's own tests;
+  // FakeOp's members say what each does.
   /// Operations submitted and not completed, oldest first (lev's records;
   /// pending_ops() is the public view).
   [[nodiscard]] const std::vector<detail::OpBase*>& pending() const noexcept { return pending_; }
@@ -227,6 +239,7 @@ class FakeBackend final : public CompletionBackend {
   /// The deadline of `op`'s linked timeout (linked_timeouts mode), or
   /// TimePoint::max().
   [[nodiscard]] TimePoint linked_deadline(const detail::OpBase& op) const noexcept;
+  /// \endcond
   /// Operations submitted so far.
   [[nodiscard]] std::size_t submit_count() const noexcept { return submits_; }
   /// Cancel requests received so far.

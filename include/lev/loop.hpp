@@ -306,6 +306,8 @@ class Loop {
   void post(F&& fn) {
     post_node(new detail::RemoteFn<std::decay_t<F>>(std::forward<F>(fn)));
   }
+  /// \cond extension
+  // For lev's own awaiters (on lev::detail records): left out of the reference.
   /// Hands a node to the loop (what post() does after boxing). Any thread.
   void post_node(detail::RemoteNode* node) noexcept;
   /// Queues a `post` op (kind, ctx and deliver set) for delivery on the
@@ -315,6 +317,7 @@ class Loop {
   /// Takes back an op given to post_op from another thread that the loop
   /// has not picked up yet; false when it is not waiting there.
   bool retract(detail::OpBase& op) noexcept;
+  /// \endcond
 
   /// `co_await loop.offload(fn)`: runs the blocking `fn()` on a shared
   /// worker pool and resumes the caller on this loop (from its completion
@@ -405,6 +408,9 @@ class Loop {
   // Each operation is described once (lev/detail/ops/*.hpp); the forms
   // below are make<D> (awaitable), make_until<D> (with a time limit) and
   // launch_op<D> (callback) of its description.
+  /// \cond extension
+  // The awaiter types, named by lev's headers; the reference shows each
+  // operation's as Awaitable<Result<T>> (docs/doxygen_filter.py).
   /// An operation's awaiter: `co_await` gives `Result<T>`.
   template <class T, detail::OpKind K>
   using Op = detail::OpAwaiter<T, K>;
@@ -420,6 +426,7 @@ class Loop {
   using Deadline = detail::DeadlineAwaiter<detail::AwaiterOf<D>>;
   /// A timer's awaiter: `co_await` gives `Result<Expired>`.
   using Sleep = detail::OpAwaiter<Expired, detail::OpKind::timer>;
+  /// \endcond
   // Each returns an awaiter holding the operation record; `co_await` it
   // once. The buffer must stay valid until the awaiter resumes.
 
@@ -703,6 +710,7 @@ class Loop {
   }
 
   // ---- for awaiters and extensions (not needed by applications) --------
+  /// \cond extension
 
   /// The awaitable form of the operation described by `D` on `fd`; `a`
   /// are D::setup's arguments. What every awaitable above returns.
@@ -797,6 +805,8 @@ class Loop {
   /// Like abandon, for an op whose owner no longer wants it (a deadline
   /// timer whose operation finished first): O(log n) for an armed timer.
   void disarm(detail::OpBase& op) noexcept;
+
+  /// \endcond
 
  private:
   friend void detail::link_root(Loop&, detail::RootPromise&) noexcept;

@@ -21,7 +21,7 @@
 /// | combinator | result | a child cancelled by it |
 /// |---|---|---|
 /// | when_all(a, b) | a tuple of every value (void: std::monostate) | only after another threw: the first exception is rethrown |
-/// | when_any(a, b) | Winner: `index` of the first to end, `value` a std::variant (get_if<I>, get<I>, won<I>) | every loser: what a loser returns or throws is dropped |
+/// | when_any(a, b) | Winner: `index` of the first to end, `value` a std::variant (`get_if<I>`, `get<I>`, `won<I>`) | every loser: what a loser returns or throws is dropped |
 /// | with_timeout(t, d) | Result: the task's value, or errc::timed_out | the task, when `d` passes first: a value it still produced is kept |
 ///
 /// with_timeout and tokio's `timeout` differ where a task is cancelled by
@@ -55,6 +55,11 @@
 #include "lev/task.hpp"
 
 namespace lev {
+
+/// What a task's value becomes in a combinator's result: T, and
+/// std::monostate for a void task.
+template <class T>
+using ValueOf = detail::ValueOf<T>;
 
 namespace detail {
 template <class V>
@@ -148,7 +153,7 @@ concept AwaitablesNotAllTasks =
 /// tasks give std::monostate). The first exception cancels the other
 /// tasks; it is rethrown once all have ended.
 template <class... T>
-Task<std::tuple<detail::ValueOf<T>...>> when_all(Task<T>... tasks) {
+Task<std::tuple<ValueOf<T>...>> when_all(Task<T>... tasks) {
   std::tuple<std::optional<detail::ValueOf<T>>...> slots;
   detail::Join join(detail::Join::Policy::all);
   std::apply([&](auto&... slot) { (join.add(detail::drive(std::move(tasks), &slot)), ...); },
@@ -161,7 +166,7 @@ Task<std::tuple<detail::ValueOf<T>...>> when_all(Task<T>... tasks) {
 
 /// when_all over a range: the values in the tasks' order (void: nothing).
 template <class T>
-Task<std::conditional_t<std::is_void_v<T>, void, std::vector<detail::ValueOf<T>>>> when_all(
+Task<std::conditional_t<std::is_void_v<T>, void, std::vector<ValueOf<T>>>> when_all(
     std::vector<Task<T>> tasks) {
   std::vector<std::optional<detail::ValueOf<T>>> slots(tasks.size());
   detail::Join join(detail::Join::Policy::all);
@@ -189,7 +194,7 @@ void take_winner(std::optional<V>& out, std::size_t index, Slots& slots) {
 /// and waits for them, then returns its index and value (or rethrows what
 /// it threw). What the cancelled tasks return or throw is dropped.
 template <class... T>
-Task<Winner<std::variant<detail::ValueOf<T>...>>> when_any(Task<T>... tasks) {
+Task<Winner<std::variant<ValueOf<T>...>>> when_any(Task<T>... tasks) {
   static_assert(sizeof...(T) > 0, "lev::when_any needs at least one task");
   using V = std::variant<detail::ValueOf<T>...>;
   std::tuple<std::optional<detail::ValueOf<T>>...> slots;
@@ -224,7 +229,7 @@ auto when_any(A... awaitables) {
 
 /// when_any over a non-empty range.
 template <class T>
-Task<Winner<detail::ValueOf<T>>> when_any(std::vector<Task<T>> tasks) {
+Task<Winner<ValueOf<T>>> when_any(std::vector<Task<T>> tasks) {
   if (tasks.empty()) throw std::invalid_argument("lev::when_any: no task to wait for");
   std::vector<std::optional<detail::ValueOf<T>>> slots(tasks.size());
   detail::Join join(detail::Join::Policy::any);
@@ -276,6 +281,11 @@ inline Error timed_out(Error cancelled) {
 
 }  // namespace detail
 
+/// What with_timeout gives for a `Task<T>`: `Result<T>`, or T itself when
+/// it is a Result already (`Result<void>` for void).
+template <class T>
+using TimeoutResult = typename detail::TimeoutOf<T>::type;
+
 /// Runs `task` with a time limit. A task returning `Result<U>` gives
 /// `Result<U>`; any other T gives `Result<T>` (`Result<void>` for void).
 ///
@@ -295,8 +305,8 @@ inline Error timed_out(Error cancelled) {
 ///
 /// Exceptions other than cancellation are rethrown.
 template <class T>
-Task<typename detail::TimeoutOf<T>::type> with_timeout(Loop& loop, Task<T> task, Duration limit) {
-  using Out = typename detail::TimeoutOf<T>::type;
+Task<TimeoutResult<T>> with_timeout(Loop& loop, Task<T> task, Duration limit) {
+  using Out = TimeoutResult<T>;
   std::optional<detail::ValueOf<T>> value;
   std::optional<bool> limit_passed;
   detail::Join join(detail::Join::Policy::any);
@@ -334,7 +344,7 @@ auto with_timeout(Loop& loop, A awaitable, Duration limit) {
 
 /// with_timeout on the loop the calling task runs on.
 template <class T>
-Task<typename detail::TimeoutOf<T>::type> with_timeout(Task<T> task, Duration limit) {
+Task<TimeoutResult<T>> with_timeout(Task<T> task, Duration limit) {
   Loop* loop = co_await current_loop();
   if (!loop) throw std::logic_error("lev::with_timeout: the calling task runs on no loop");
   co_return co_await with_timeout(*loop, std::move(task), limit);

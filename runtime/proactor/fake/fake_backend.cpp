@@ -350,6 +350,9 @@ bool FakeOp::deliver_more(std::string_view data, const SocketAddress* from) cons
   return fake_->deliver_more(*op_, data, from);
 }
 
+void FakeOp::refuse_zero_copy() const { fake_->refuse_zero_copy(*op_); }
+TimePoint FakeOp::linked_deadline() const noexcept { return fake_->linked_deadline(*op_); }
+
 void FakeOp::complete_accept(int fd, const SocketAddress& peer) const {
   if (op_->kind != OpKind::accept)
     throw std::logic_error("lev::FakeOp::complete_accept: " + std::string(name()) +
