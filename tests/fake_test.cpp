@@ -32,7 +32,8 @@ struct Fake {
 }  // namespace
 
 TEST_SUITE("fake") {
-  TEST_CASE("find names operations as errors do; an unknown name is an error that lists the names") {
+  TEST_CASE(
+      "find names operations as errors do; an unknown name is an error that lists the names") {
     Fake f;
     CHECK_FALSE(f.fake->find("recv"));  // nothing pending: an empty FakeOp
     CHECK_THROWS_WITH_AS((void)f.fake->find("recieve"),
@@ -73,8 +74,9 @@ TEST_SUITE("fake") {
       CHECK((co_await f.loop.writev(6, iov)).value() == 5);
       lev::net::DatagramSocket s{
           f.loop, lev::Fd{::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)}};
-      CHECK((co_await s.send_to(std::string_view("dgram"), *lev::SocketAddress::ip("127.0.0.1", 53)))
-                .value() == 5);
+      CHECK(
+          (co_await s.send_to(std::string_view("dgram"), *lev::SocketAddress::ip("127.0.0.1", 53)))
+              .value() == 5);
     };
     f.loop.spawn(t());
     lev::FakeOp send = f.fake->run_until(f.loop, "send");
@@ -97,7 +99,8 @@ TEST_SUITE("fake") {
     while (f.loop.live_op_count() > 0) f.loop.run_once();
   }
 
-  TEST_CASE("a FakeOp completes an accept with its peer, a statx with a FileStat, an open by path") {
+  TEST_CASE(
+      "a FakeOp completes an accept with its peer, a statx with a FileStat, an open by path") {
     Fake f;
     const int conn = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     REQUIRE(conn >= 0);
@@ -112,8 +115,8 @@ TEST_SUITE("fake") {
       CHECK(c.error().code == std::errc::connection_refused);
     };
     f.loop.spawn(t());
-    f.fake->run_until(f.loop, "accept").complete_accept(conn,
-                                                        *lev::SocketAddress::ip("10.0.0.2", 4000));
+    f.fake->run_until(f.loop, "accept")
+        .complete_accept(conn, *lev::SocketAddress::ip("10.0.0.2", 4000));
     lev::FakeOp statx = f.fake->run_until(f.loop, "statx");
     CHECK(statx.path() == "/srv/data");
     const auto mtime = std::chrono::system_clock::time_point{} + 1'000'000'000s + 5ns;
@@ -151,7 +154,8 @@ TEST_SUITE("fake") {
     CHECK(f.loop.live_op_count() == 0);
   }
   TEST_CASE("a FakeOp reports its linked timeout's deadline and can refuse a zero-copy send") {
-    auto fake = std::make_shared<lev::FakeBackend>(lev::FakeBackend::Options{.linked_timeouts = true});
+    auto fake =
+        std::make_shared<lev::FakeBackend>(lev::FakeBackend::Options{.linked_timeouts = true});
     lev::Loop loop{lev::Model::proactor, {.backend = fake}};
     std::array<char, 4> buf{};
     std::optional<lev::Result<std::size_t>> got, sent;
@@ -166,7 +170,7 @@ TEST_SUITE("fake") {
     recv.complete_with_data("ok");
     lev::FakeOp send = fake->run_until(loop, "send");
     CHECK(send.linked_deadline() == lev::TimePoint::max());  // no limit
-    send.refuse_zero_copy();                      // the loop sends it again, plain
+    send.refuse_zero_copy();                                 // the loop sends it again, plain
     fake->run_until(loop, "send").complete();
     while (!sent) loop.run_once();
     CHECK(got->value() == 2);

@@ -587,8 +587,8 @@ TEST_SUITE("file") {
         } unhook;
         const bool queued = loop.backend_name() == "epoll";
         auto t = [&]() -> lev::Task<> {
-          auto f = co_await lev::File::open(loop, dir.at("a"), O_RDWR | O_CREAT, 0600,
-                                            {.timeout = 10s});
+          auto f =
+              co_await lev::File::open(loop, dir.at("a"), O_RDWR | O_CREAT, 0600, {.timeout = 10s});
           REQUIRE_MESSAGE(f, f.error().message());
           std::optional<lev::Result<std::size_t>> written;
           auto slow = [&]() -> lev::Task<> {
@@ -644,7 +644,9 @@ TEST_SUITE("file") {
     }
   }
 
-  TEST_CASE("on the fake backend open, fsync and stat end timed out at their deadline, by loop timer or linked timeout") {
+  TEST_CASE(
+      "on the fake backend open, fsync and stat end timed out at their deadline, by loop timer or "
+      "linked timeout") {
     for (const bool linked : {false, true}) {
       SUBCASE(linked ? "linked timeouts" : "loop timers") {
         auto fake = std::make_shared<lev::FakeBackend>(

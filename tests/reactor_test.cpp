@@ -746,10 +746,11 @@ TEST_SUITE("reactor") {
       auto [in, out] = lev::test::pipe_pair();
       int ticks = 0, usr2 = 0, wakes = 0, reads = 0;
       auto sig = loop.signal(SIGUSR2, [&](int) { ++usr2; });
-      auto watch = loop.watch(in, {.read = [&](lev::Watcher& w) {
-                                     char c;
-                                     if (::read(w.fd(), &c, 1) == 1) ++reads;
-                                   },
+      auto watch = loop.watch(in, {.read =
+                                       [&](lev::Watcher& w) {
+                                         char c;
+                                         if (::read(w.fd(), &c, 1) == 1) ++reads;
+                                       },
                                    .keep_alive = false});
       auto waker = loop.waker([&] { ++wakes; });
       int ready[2];
@@ -764,7 +765,8 @@ TEST_SUITE("reactor") {
       }
       ::close(ready[0]);
       std::optional<lev::ExitStatus> exit;
-      auto pid = loop.pid(child, [&](pid_t, lev::Result<lev::ExitStatus> st) { exit = st.value(); });
+      auto pid =
+          loop.pid(child, [&](pid_t, lev::Result<lev::ExitStatus> st) { exit = st.value(); });
       CHECK(watch.keeps_alive() == false);
       sig.keep_alive(false);
       waker.keep_alive(false);

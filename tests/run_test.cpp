@@ -73,7 +73,9 @@ TEST_SUITE("run") {
     CHECK(ran);
   }
 
-  TEST_CASE("run's loop has the model and options asked for; a proactor with no backend named gets auto") {
+  TEST_CASE(
+      "run's loop has the model and options asked for; a proactor with no backend named gets "
+      "auto") {
     std::string backend;
     lev::Model model{};
     auto probe = [&](lev::Loop& loop) -> lev::Task<> {
@@ -147,7 +149,9 @@ TEST_SUITE("run") {
     CHECK(log.has("SIGUSR2 again: cancelling the main task"));
   }
 
-  TEST_CASE("an escaped exception exits 1 and is logged; a cancellation after a hard stop exits 128 + the signal") {
+  TEST_CASE(
+      "an escaped exception exits 1 and is logged; a cancellation after a hard stop exits 128 + "
+      "the signal") {
     LogCapture log;
     CHECK(lev::run([](lev::Loop&) -> lev::Task<int> {
             throw std::runtime_error("boom");
@@ -177,7 +181,7 @@ TEST_SUITE("run") {
     };
     CHECK(lev::run([&](lev::Loop& loop) -> lev::Task<int> {
             loop.spawn(background(loop, ended));
-            co_await loop.nop();
+            (void)co_await loop.nop();
             co_return 0;
           }) == 0);
     CHECK(*ended == 1);

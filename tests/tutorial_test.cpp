@@ -54,8 +54,8 @@ TEST_SUITE("tutorial") {
     f.start_ask("hello", 1s);
     f.fake->run_until(f.loop, "send").complete();
     lev::FakeOp recv = f.fake->run_until(f.loop, "recv");  // no answer will come
-    while (!recv.cancel_requested()) f.loop.run_once();  // the clock jumps to the deadline
-    CHECK(f.loop.now() - start == 1s);                   // virtual time: no second was waited
+    while (!recv.cancel_requested()) f.loop.run_once();    // the clock jumps to the deadline
+    CHECK(f.loop.now() - start == 1s);                     // virtual time: no second was waited
     while (!f.answer) f.loop.run_once();  // the receive ends cancelled, then ask returns
     REQUIRE_FALSE(*f.answer);
     CHECK(f.answer->error().is_timeout());

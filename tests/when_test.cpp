@@ -7,10 +7,10 @@
 #include <array>
 #include <chrono>
 #include <optional>
-#include <string_view>
-#include <variant>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <variant>
 #include <vector>
 
 #include "support.hpp"
@@ -274,11 +274,13 @@ TEST_SUITE("when") {
   // bare with_timeout error: "with_timeout: Connection timed out", its op,
   // fd and `transferred` gone, so a send_all cut short by the deadline no
   // longer said how many bytes had gone.
-  TEST_CASE("with_timeout keeps the op, the fd and the bytes a send_all moved before the deadline") {
+  TEST_CASE(
+      "with_timeout keeps the op, the fd and the bytes a send_all moved before the deadline") {
     FakeLoop f;
     std::optional<lev::Result<std::size_t>> r;
     auto body = [&]() -> lev::Task<> {
-      r = co_await lev::with_timeout(f.loop, f.loop.send_all(7, std::string_view("0123456789")), 1s);
+      r = co_await lev::with_timeout(f.loop, f.loop.send_all(7, std::string_view("0123456789")),
+                                     1s);
     };
     f.loop.spawn(body());
     while (!f.fake->find(lev::detail::OpKind::send)) f.loop.run_once();
@@ -292,7 +294,9 @@ TEST_SUITE("when") {
     CHECK(f.loop.live_op_count() == 0);
   }
 
-  TEST_CASE("with_timeout gives the value a task returns after catching its cancellation, and timed_out for its cancellation error") {
+  TEST_CASE(
+      "with_timeout gives the value a task returns after catching its cancellation, and timed_out "
+      "for its cancellation error") {
     FakeLoop f;
     // The task turns its cancellation into a value: with_timeout keeps it.
     auto fallback = [&]() -> lev::Task<int> {
@@ -319,7 +323,8 @@ TEST_SUITE("when") {
     CHECK(f.loop.live_op_count() == 0);
   }
 
-  TEST_CASE("when_any takes operation awaitables beside tasks, and its winner is read by position") {
+  TEST_CASE(
+      "when_any takes operation awaitables beside tasks, and its winner is read by position") {
     FakeLoop f;
     auto body = [&]() -> lev::Task<> {
       auto w = co_await lev::when_any(nap(f.loop, 1h, 0), f.loop.sleep_for(10ms));

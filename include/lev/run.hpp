@@ -105,16 +105,18 @@ inline constexpr bool is_main_task = std::is_same_v<R, Task<int>> || std::is_sam
 /// calling thread only, and threads started later inherit the mask; a
 /// thread started earlier would take them with their default action.
 template <class F>
-requires(std::invocable<F&, Loop&, std::stop_token> || std::invocable<F&, Loop&>)
-int run(F&& main, RunOptions options = {}) {
+requires(std::invocable<F&, Loop&, std::stop_token> ||
+         std::invocable<F&, Loop&>) int run(F&& main, RunOptions options = {}) {
   return detail::run_main(std::move(options), [&main](Loop& loop, std::stop_token stop) {
     if constexpr (std::invocable<F&, Loop&, std::stop_token>) {
       using R = std::invoke_result_t<F&, Loop&, std::stop_token>;
-      static_assert(detail::is_main_task<R>, "lev::run: main must return lev::Task<int> or lev::Task<void>");
+      static_assert(detail::is_main_task<R>,
+                    "lev::run: main must return lev::Task<int> or lev::Task<void>");
       return detail::exit_code_of(std::invoke(main, loop, std::move(stop)));
     } else {
       using R = std::invoke_result_t<F&, Loop&>;
-      static_assert(detail::is_main_task<R>, "lev::run: main must return lev::Task<int> or lev::Task<void>");
+      static_assert(detail::is_main_task<R>,
+                    "lev::run: main must return lev::Task<int> or lev::Task<void>");
       return detail::exit_code_of(std::invoke(main, loop));
     }
   });

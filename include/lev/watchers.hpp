@@ -111,7 +111,6 @@ class Watcher {
   /// Whether it keeps Loop::run() going (false once cancelled).
   [[nodiscard]] bool keeps_alive() const noexcept;
 
-
  private:
   friend class Loop;
   friend struct detail::WatcherState;
@@ -152,7 +151,6 @@ class Signal {
   /// Whether it keeps Loop::run() going (false once cancelled).
   [[nodiscard]] bool keeps_alive() const noexcept;
 
-
  private:
   friend class Loop;
   explicit Signal(detail::SignalEntry* e) noexcept : entry_(e) {}
@@ -189,7 +187,6 @@ class Waker {
   /// Whether it keeps Loop::run() going (false once cancelled).
   [[nodiscard]] bool keeps_alive() const noexcept;
 
-
  private:
   friend class Loop;
   explicit Waker(std::shared_ptr<detail::WakerState> s) noexcept : state_(std::move(s)) {}
@@ -224,7 +221,6 @@ class PidWatch {
   void keep_alive(bool on) noexcept;
   /// Whether it keeps Loop::run() going (false once cancelled).
   [[nodiscard]] bool keeps_alive() const noexcept;
-
 
  private:
   friend class Loop;

@@ -18,11 +18,16 @@
 ///
 /// What each gives back:
 ///
-/// | combinator | result | a child cancelled by it |
-/// |---|---|---|
-/// | when_all(a, b) | a tuple of every value (void: std::monostate) | only after another threw: the first exception is rethrown |
-/// | when_any(a, b) | Winner: `index` of the first to end, `value` a std::variant (`get_if<I>`, `get<I>`, `won<I>`) | every loser: what a loser returns or throws is dropped |
-/// | with_timeout(t, d) | Result: the task's value, or errc::timed_out | the task, when `d` passes first: a value it still produced is kept |
+/// - when_all(a, b): a tuple of every value (void: std::monostate). A
+///   child is cancelled only after another threw; the first exception is
+///   rethrown.
+/// - when_any(a, b): a Winner, the `index` of the first to end and its
+///   `value`, a std::variant (read it with `get_if<I>`, `get<I>`,
+///   `won<I>`). Every loser is cancelled; what a loser returns or throws is
+///   dropped.
+/// - with_timeout(t, d): a Result, the task's value or errc::timed_out.
+///   The task is cancelled when `d` passes first; a value it still
+///   produced is kept.
 ///
 /// with_timeout and tokio's `timeout` differ where a task is cancelled by
 /// the deadline and still produces a value (an operation that completed in
@@ -145,8 +150,8 @@ auto to_task(A a) {
 }
 /// Arguments when_all / when_any take beside tasks: awaitables, at least one.
 template <class... A>
-concept AwaitablesNotAllTasks =
-    (sizeof...(A) > 0) && ((is_task<A> || DirectAwaitable<A>)&&...) && !(is_task<A> && ...);
+concept AwaitablesNotAllTasks = (sizeof...(A) > 0) && ((is_task<A> || DirectAwaitable<A>)&&...) &&
+                                !(is_task<A> && ...);
 }  // namespace detail
 
 /// Runs every task concurrently; returns their values as a tuple (void
@@ -217,15 +222,11 @@ Task<Winner<std::variant<ValueOf<T>...>>> when_any(Task<T>... tasks) {
 /// awaited in a task of its own (its value: the `Result` it gives).
 template <class... A>
 requires detail::AwaitablesNotAllTasks<A...>
-auto when_all(A... awaitables) {
-  return when_all(detail::to_task(std::move(awaitables))...);
-}
+auto when_all(A... awaitables) { return when_all(detail::to_task(std::move(awaitables))...); }
 /// when_any with operation awaitables among the tasks (see when_all above).
 template <class... A>
 requires detail::AwaitablesNotAllTasks<A...>
-auto when_any(A... awaitables) {
-  return when_any(detail::to_task(std::move(awaitables))...);
-}
+auto when_any(A... awaitables) { return when_any(detail::to_task(std::move(awaitables))...); }
 
 /// when_any over a non-empty range.
 template <class T>
@@ -331,7 +332,6 @@ Task<TimeoutResult<T>> with_timeout(Loop& loop, Task<T> task, Duration limit) {
     co_return Out(std::move(*value));
   }
 }
-
 
 /// with_timeout for any awaitable, not only a Task: an operation's
 /// awaitable (`loop.recv(fd, buf)`, `loop.readable(fd)`...) is awaited in a

@@ -12,8 +12,7 @@
 namespace lev {
 
 // With no timeout (o.timeout empty) a Deadline awaiter is the plain one.
-Task<Result<File>> File::open(Loop& loop, std::string path, int flags, unsigned mode,
-                              IoOptions o) {
+Task<Result<File>> File::open(Loop& loop, std::string path, int flags, unsigned mode, IoOptions o) {
   auto r =
       co_await loop.make_until<detail::OpenatOp>(o.timeout, AT_FDCWD, path.c_str(), flags, mode);
   if (!r) co_return r.error().with_path(path);

@@ -1,20 +1,20 @@
+// The fake backend: ops recorded, completed by the test (lev/fake.hpp).
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
-
-#include "lev/fake.hpp"
 
 #include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/ops/datagram.hpp"
 #include "lev/detail/ops/file.hpp"
 #include "lev/detail/ops/socket.hpp"
 #include "lev/detail/ops/vectored.hpp"
+#include "lev/fake.hpp"
 #include "lev/loop.hpp"
 
 namespace lev {
@@ -235,7 +235,8 @@ bool writes(OpKind k) noexcept {
 
 std::string append_iovecs(const iovec* v, std::size_t n) {
   std::string out;
-  for (std::size_t i = 0; i < n; ++i) out.append(static_cast<const char*>(v[i].iov_base), v[i].iov_len);
+  for (std::size_t i = 0; i < n; ++i)
+    out.append(static_cast<const char*>(v[i].iov_base), v[i].iov_len);
   return out;
 }
 
@@ -367,7 +368,8 @@ void FakeOp::complete_accept(int fd, const SocketAddress& peer) const {
 
 void FakeOp::complete_stat(const FileStat& st) const {
   if (op_->kind != OpKind::statx)
-    throw std::logic_error("lev::FakeOp::complete_stat: " + std::string(name()) + " is not a statx");
+    throw std::logic_error("lev::FakeOp::complete_stat: " + std::string(name()) +
+                           " is not a statx");
   struct statx& out = static_cast<detail::StatxArgs*>(op_->args)->out;
   out = {};
   out.stx_size = st.size;
