@@ -19,6 +19,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -402,33 +403,13 @@ inline void ignore_unused_signals() {
   for (int sig : {SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE}) ::signal(sig, SIG_IGN);
 }
 
-/// The one-loop TCP server every example server is: listens on
-/// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
-/// runs `serve(loop, fd)` per connection (TCP_NODELAY set), at most
-/// --max-clients at once (a connection past the cap gets `busy_reply`, if
-/// any, and is closed), stops on SIGINT / SIGTERM / SIGHUP or after
-/// --max-seconds (calling `on_stop`, if any, first), and says "NAME:
-/// stopped" on stderr.
-/// Returns the exit code.
+/// run_server's main task: serves on `loop` until `stop` (or --max-seconds),
+/// then calls `on_stop` (if any) before it returns.
 template <class Serve>
-int run_server(const char* name, const ServerArgs& args, Serve serve,
-               std::string_view busy_reply = {}, std::function<void()> on_stop = {}) {
-  const long max_clients = fit_max_clients(name, args.max_clients);
-  lev::Loop loop{args.loop.loop_model(), args.loop.options()};
-  // SIGINT / SIGTERM / SIGHUP stop the loop (a server with no configuration
-  // to reload stops on a hang-up, gracefully): `on_stop` first, at once (the
-  // rest of this round runs before run() returns), then the loop, whose
-  // destructor cancels the rest. Signals a server does not use are ignored
-  // rather than left to kill it without its "stopped" line.
-  auto stop = [&](int) {
-    if (on_stop) std::exchange(on_stop, nullptr)();
-    loop.stop();
-  };
-  auto on_int = loop.signal(SIGINT, stop);
-  auto on_term = loop.signal(SIGTERM, stop);
-  auto on_hup = loop.signal(SIGHUP, stop);
-  ignore_unused_signals();
-
+lev::Task<int> serve_until_stopped(lev::Loop& loop, std::stop_token stop, const char* name,
+                                   const ServerArgs& args, Serve& serve,
+                                   std::string_view busy_reply, long max_clients,
+                                   std::function<void()>& on_stop) {
   auto listener = lev::net::Listener::tcp("127.0.0.1", args.port, {.backlog = 4096}).value();
   std::printf("listening on %s\n", listener.address().to_string().c_str());
   std::fflush(stdout);
@@ -462,10 +443,39 @@ int run_server(const char* name, const ServerArgs& args, Serve serve,
                               }};
   loop.spawn(acceptor.run());
   if (args.max_seconds > 0)
-    loop.after(std::chrono::seconds(args.max_seconds), [&](lev::Operation&, auto) { stop(0); });
-  loop.run();
+    (void)co_await lev::when_any(lev::until_stopped(stop),
+                                 loop.sleep_for(std::chrono::seconds(args.max_seconds)));
+  else
+    co_await lev::until_stopped(stop);
+  // At once, before the loop goes: what a server must stop doing now (chat
+  // stops reading and broadcasting); lev::run's loop then cancels the
+  // acceptor and the connections still open.
+  if (on_stop) std::exchange(on_stop, nullptr)();
+  co_return 0;
+}
+
+/// The one-loop TCP server every example server is: listens on
+/// 127.0.0.1:--port (0: any), prints "listening on 127.0.0.1:PORT" first,
+/// runs `serve(loop, fd)` per connection (TCP_NODELAY set), at most
+/// --max-clients at once (a connection past the cap gets `busy_reply`, if
+/// any, and is closed), stops on SIGINT / SIGTERM / SIGHUP (lev::run: a
+/// server with no configuration to reload stops on a hang-up, gracefully)
+/// or after --max-seconds, calling `on_stop` (if any) first, and says
+/// "NAME: stopped" on stderr. Signals a server does not use are ignored
+/// rather than left to kill it without that line. Returns the exit code.
+template <class Serve>
+int run_server(const char* name, const ServerArgs& args, Serve serve,
+               std::string_view busy_reply = {}, std::function<void()> on_stop = {}) {
+  const long max_clients = fit_max_clients(name, args.max_clients);
+  ignore_unused_signals();
+  const int code = lev::run(
+      [&](lev::Loop& loop, std::stop_token stop) {
+        return serve_until_stopped(loop, std::move(stop), name, args, serve, busy_reply,
+                                   max_clients, on_stop);
+      },
+      {.model = args.loop.loop_model(), .loop = args.loop.options()});
   std::fprintf(stderr, "%s: stopped\n", name);
-  return 0;
+  return code;
 }
 
 }  // namespace example

@@ -33,6 +33,7 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -344,8 +345,13 @@ int main(int argc, char** argv) try {
   ::umask(mask);
   lev::LoopOptions o = a.loop.options();
   o.file_workers = static_cast<unsigned>(a.depth);
-  lev::Loop loop{a.loop.loop_model(), o};
-  return loop.block_on(copy(loop, a, mask));
+  // Ctrl-C (or SIGTERM) cancels the copy: the reads and writes under way
+  // end, the temporary file goes, the destination is untouched.
+  return lev::run(
+      [&](lev::Loop& loop, std::stop_token stop) {
+        return copy(loop, a, mask).with_stop_token(stop);
+      },
+      {.model = a.loop.loop_model(), .loop = o});
 } catch (const std::exception& e) {
   std::fprintf(stderr, "copy_file: %s\n", e.what());
   return 1;

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <stop_token>
 #include <string>
 
 #include "common.hpp"
@@ -61,8 +62,12 @@ int main(int argc, char** argv) try {
   cli.parse(argc, argv);
   loop_args.check(cli);
   if (port == 0) cli.fail("--port is required");
-  lev::Loop loop{loop_args.loop_model(), loop_args.options()};
-  return loop.block_on(run(loop, host, port));
+  // Ctrl-C (or SIGTERM) cancels what the client waits on: it ends at once.
+  return lev::run(
+      [&](lev::Loop& loop, std::stop_token stop) {
+        return run(loop, host, port).with_stop_token(std::move(stop));
+      },
+      {.model = loop_args.loop_model(), .loop = loop_args.options()});
 } catch (const std::exception& e) {
   std::fprintf(stderr, "line_client: %s\n", e.what());
   return 1;

@@ -3,6 +3,7 @@
 // Prints "reply: <line>" (exit 0), or says clearly what timed out (exit 3).
 #include <chrono>
 #include <cstdio>
+#include <stop_token>
 #include <string>
 
 #include "common.hpp"
@@ -68,8 +69,12 @@ int main(int argc, char** argv) try {
   loop_args.check(cli);
   if (port == 0) cli.fail("--port is required");
   const std::chrono::milliseconds limit(timeout_ms);
-  lev::Loop loop{loop_args.loop_model(), loop_args.options()};
-  return loop.block_on(run(loop, host, port, message, limit));
+  // Ctrl-C (or SIGTERM) cancels what the client waits on: it ends at once.
+  return lev::run(
+      [&](lev::Loop& loop, std::stop_token stop) {
+        return run(loop, host, port, message, limit).with_stop_token(std::move(stop));
+      },
+      {.model = loop_args.loop_model(), .loop = loop_args.options()});
 } catch (const std::exception& e) {
   std::fprintf(stderr, "timeout_client: %s\n", e.what());
   return 1;

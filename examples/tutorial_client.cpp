@@ -2,8 +2,6 @@
 //   tutorial_client PORT [QUESTION]
 // Prints "answer: <line>" (exit 0); a timeout exits 3, Ctrl-C exits 130.
 // [client]
-#include <signal.h>
-
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +14,7 @@
 
 using namespace std::chrono_literals;
 
-lev::Task<int> run(lev::Loop& loop, std::uint16_t port, std::string question) {
+lev::Task<int> ask_once(lev::Loop& loop, std::uint16_t port, std::string question) {
   auto fd = co_await lev::net::connect(loop, "127.0.0.1", port, {.timeout = 2s});
   if (!fd) {
     std::fprintf(stderr, "%s\n", fd.error().message().c_str());
@@ -46,12 +44,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: tutorial_client PORT [QUESTION]\n");
     return 2;
   }
-  lev::Loop loop{lev::Model::proactor, {.backend = "auto"}};
-  // Ctrl-C asks the task to stop: the operation it waits on is cancelled
-  // and ends with errc::operation_canceled.
-  std::stop_source stop;
-  auto on_int = loop.signal(SIGINT, [&](int) { stop.request_stop(); });
-  auto task = run(loop, port, argc == 3 ? argv[2] : "hello");
-  return loop.block_on(std::move(task).with_stop_token(stop.get_token()));
+  std::string question = argc == 3 ? argv[2] : "hello";
+  return lev::run([&](lev::Loop& loop, std::stop_token stop) {
+    // The task carries the token: Ctrl-C cancels the operation it waits
+    // on, which ends with errc::operation_canceled.
+    return ask_once(loop, port, question).with_stop_token(stop);
+  });
 }
 // [/client]

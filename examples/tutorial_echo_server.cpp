@@ -2,14 +2,13 @@
 //   tutorial_echo_server [PORT]     (none or 0: a free port)
 // Prints "listening on 127.0.0.1:PORT"; Ctrl-C stops it.
 // [echo_server]
-#include <signal.h>
-
 #include <array>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <lev/lev.hpp>
 #include <span>
+#include <stop_token>
 
 // One coroutine per connection: receive, send it back, until the peer closes.
 lev::Task<> echo(lev::Loop& loop, lev::Fd fd) {
@@ -35,16 +34,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: tutorial_echo_server [PORT]\n");
     return 2;
   }
-  lev::Loop loop{lev::Model::proactor, {.backend = "auto"}};  // io_uring, else epoll
-  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
+  // A loop (io_uring, else epoll) running this coroutine; Ctrl-C or SIGTERM
+  // stops `stop`, and the coroutine's value is the exit code.
+  return lev::run([port](lev::Loop& loop, std::stop_token stop) -> lev::Task<int> {
+    auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();  // throws on error
+    std::printf("listening on %s\n", listener.address().to_string().c_str());
+    std::fflush(stdout);
 
-  auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();  // throws on error
-  std::printf("listening on %s\n", listener.address().to_string().c_str());
-  std::fflush(stdout);
-
-  lev::net::Acceptor acceptor{
-      loop, listener, [&](lev::Fd fd, lev::SocketAddress) { return echo(loop, std::move(fd)); }};
-  loop.spawn(acceptor.run());
-  loop.run();  // until loop.stop()
+    lev::net::Acceptor acceptor{
+        loop, listener, [&](lev::Fd fd, lev::SocketAddress) { return echo(loop, std::move(fd)); }};
+    loop.spawn(acceptor.run());
+    co_await lev::until_stopped(stop);  // Ctrl-C
+    co_return 0;  // the acceptor stops; lev::run cancels the connections still open
+  });
 }
 // [/echo_server]

@@ -2,14 +2,13 @@
 // sends comes back in capitals.
 //   tutorial_upper_server [PORT]     (none or 0: a free port)
 // Prints "listening on 127.0.0.1:PORT"; Ctrl-C stops it.
-#include <signal.h>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <lev/lev.hpp>
+#include <stop_token>
 #include <string>
 
 // [upper]
@@ -39,13 +38,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: tutorial_upper_server [PORT]\n");
     return 2;
   }
-  lev::Loop loop{lev::Model::proactor, {.backend = "auto"}};
-  auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });
-  auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();
-  std::printf("listening on %s\n", listener.address().to_string().c_str());
-  std::fflush(stdout);
-  lev::net::Acceptor acceptor{
-      loop, listener, [&](lev::Fd fd, lev::SocketAddress) { return shout(loop, std::move(fd)); }};
-  loop.spawn(acceptor.run());
-  loop.run();
+  return lev::run([port](lev::Loop& loop, std::stop_token stop) -> lev::Task<int> {
+    auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();
+    std::printf("listening on %s\n", listener.address().to_string().c_str());
+    std::fflush(stdout);
+    lev::net::Acceptor acceptor{
+        loop, listener, [&](lev::Fd fd, lev::SocketAddress) { return shout(loop, std::move(fd)); }};
+    loop.spawn(acceptor.run());
+    co_await lev::until_stopped(stop);
+    co_return 0;
+  });
 }

@@ -115,11 +115,36 @@ TEST_SUITE("connect") {
       gate->set_value();
       REQUIRE_FALSE(fd);
       CHECK(fd.error().code == std::errc::timed_out);
+      CHECK(fd.error().message().find("slow.invalid") != std::string::npos);
       CHECK_FALSE(lookup_done_first);  // it returned while the lookup still ran
       // The abandoned lookup ends by itself, with its own copy of the host.
       for (int i = 0; i < 2000 && !finished->load(); ++i) std::this_thread::sleep_for(1ms);
       CHECK(finished->load());
       CHECK(loop.live_op_count() == 0);
+    });
+  }
+
+  TEST_CASE("a host that cannot be resolved is named in the error") {
+    // Regression (issue 22, item 5): an unknown host said "resolve: Name or
+    // service not known", without the host.
+    for_each_engine([](lev::Loop& loop) {
+      lev::net::ConnectOptions o;
+      o.resolver = [](const std::string&,
+                      std::uint16_t) -> lev::Result<std::vector<lev::SocketAddress>> {
+        return lev::Error{std::error_code(EAI_NONAME, lev::net::resolve_category()), "resolve"};
+      };
+      auto t = [&]() -> lev::Task<> {
+        auto addrs = co_await lev::net::resolve(loop, "nosuch.invalid", 80, o.resolver);
+        REQUIRE_FALSE(addrs);
+        CHECK(addrs.error().message() ==
+              "resolve(nosuch.invalid): " + std::string(::gai_strerror(EAI_NONAME)));
+        auto fd = co_await lev::net::connect(loop, "other.invalid", 80, std::move(o));
+        REQUIRE_FALSE(fd);
+        CHECK(fd.error().code == std::error_code(EAI_NONAME, lev::net::resolve_category()));
+        CHECK(fd.error().message() ==
+              "resolve(other.invalid): " + std::string(::gai_strerror(EAI_NONAME)));
+      };
+      loop.block_on(t());
     });
   }
 

@@ -209,6 +209,42 @@ TEST_SUITE("datagram") {
     });
   }
 
+  TEST_CASE("a send_to with a deadline ends timed out while the peer's queue stays full") {
+    // Regression (issue 22, item 5): send_to took no {.timeout}. A unix
+    // datagram peer that does not read fills up (net.unix.max_dgram_qlen)
+    // and a sender connected to it waits for room; the deadline ends the wait.
+    for_each_engine([](lev::Loop& loop) {
+      auto t = [&]() -> lev::Task<> {
+        const std::string base = "/tmp/lev-dgram-full-" + std::to_string(::getpid());
+        ::unlink((base + "-a").c_str());
+        ::unlink((base + "-b").c_str());
+        auto a = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(base + "-a"));
+        auto b = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(base + "-b"));
+        REQUIRE((a && b));
+        REQUIRE(a->connect(b->local_address()));
+        int queued = 0;
+        while (::send(a->fd(), "x", 1, MSG_DONTWAIT) == 1 && queued < 100000) ++queued;
+        REQUIRE(errno == EAGAIN);
+        const lev::TimePoint t0 = loop.now();
+        auto sent = co_await a->send_to(std::string_view("late"), b->local_address(),
+                                        lev::IoOptions{.timeout = 50ms});
+        REQUIRE_FALSE(sent);
+        CHECK(sent.error().is_timeout());
+        CHECK(loop.now() - t0 >= 45ms);
+        // Room again: the same send goes.
+        std::array<char, 4> buf{};
+        for (int i = 0; i < queued; ++i) REQUIRE(co_await b->recv_from(buf));
+        auto again = co_await a->send_to(std::string_view("late"), b->local_address(),
+                                         lev::IoOptions{.timeout = 5s});
+        CHECK(again.value() == 4);
+        ::unlink((base + "-a").c_str());
+        ::unlink((base + "-b").c_str());
+      };
+      loop.block_on(t());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
   TEST_CASE("a server receives 1000 datagrams from a windowed sender with none lost") {
     for_each_engine([](lev::Loop& loop) {
       auto t = [&]() -> lev::Task<> {

@@ -585,6 +585,123 @@ TEST_SUITE("file") {
     });
   }
 
+  TEST_CASE("open, fsync, stat and the directory ops take a deadline on every engine") {
+    // Regression (issue 22, item 5): File::open, fsync, stat and the
+    // directory ops took no {.timeout}; each had to be wrapped in
+    // with_timeout. On epoll the one file worker is held in a write here,
+    // as a slow disk would hold it: each op waits in the queue and its
+    // deadline ends it timed_out (it never runs). On io_uring an op on a
+    // local file completes before any deadline (a running one is never
+    // interrupted): each gives its own result, and nothing stays behind.
+    for (const lev::test::Engine& e : lev::test::real_engines()) {
+      SUBCASE(e.name) {
+        lev::LoopOptions o = lev::test::options_for(e);
+        o.file_workers = 1;
+        lev::Loop loop{e.model, o};
+        TempDir dir;
+        g_release = false;
+        g_held = 0;
+        lev::detail::before_file_work.store(&hold_first_write);
+        struct Unhook {
+          ~Unhook() {
+            g_release = true;
+            lev::detail::before_file_work.store(nullptr);
+          }
+        } unhook;
+        const bool queued = loop.backend_name() == "epoll";
+        auto t = [&]() -> lev::Task<> {
+          auto f =
+              co_await lev::File::open(loop, dir.at("a"), O_RDWR | O_CREAT, 0600, {.timeout = 10s});
+          REQUIRE_MESSAGE(f, f.error().message());
+          std::optional<lev::Result<std::size_t>> written;
+          auto slow = [&]() -> lev::Task<> {
+            written = co_await f->write_at(std::string_view("slow"), 0);
+          };
+          loop.spawn(slow());
+          (void)co_await loop.nop();
+          for (int i = 0; i < 2000 && queued && g_held.load() == 0; ++i)
+            (void)co_await loop.after(1ms);  // until the worker holds the write
+          const lev::IoOptions limit{.timeout = 50ms};
+          const lev::TimePoint t0 = loop.now();
+          auto opened = co_await lev::File::open(loop, dir.at("b"), O_RDWR | O_CREAT, 0600, limit);
+          auto synced = co_await f->fsync(limit);
+          auto datasynced = co_await f->fdatasync(limit);
+          auto fst = co_await f->stat(limit);
+          auto pst = co_await lev::stat(loop, dir.at("a"), limit);
+          auto made = co_await lev::mkdir(loop, dir.at("d"), 0755, limit);
+          auto moved = co_await lev::rename(loop, dir.at("a"), dir.at("c"), limit);
+          auto gone = co_await lev::unlink(loop, dir.at("a"), false, limit);
+          const lev::Duration took = loop.now() - t0;
+          if (queued) {
+            CHECK(opened.error().is_timeout());
+            CHECK(synced.error().is_timeout());
+            CHECK(datasynced.error().is_timeout());
+            CHECK(fst.error().is_timeout());
+            CHECK(pst.error().is_timeout());
+            CHECK(made.error().is_timeout());
+            CHECK(moved.error().is_timeout());
+            CHECK(gone.error().is_timeout());
+            CHECK(std::string(opened.error().op) == "openat");
+            CHECK(took >= 8 * 50ms);
+            CHECK(::access(dir.at("b").c_str(), F_OK) != 0);  // never ran
+            CHECK(::access(dir.at("d").c_str(), F_OK) != 0);
+          } else {
+            CHECK_MESSAGE(opened, opened.error().message());
+            CHECK(synced);
+            CHECK(datasynced);
+            CHECK(fst);
+            CHECK(pst);
+            CHECK(made);
+            CHECK(moved);
+            CHECK(gone.error().code == std::errc::no_such_file_or_directory);  // moved already
+          }
+          g_release = true;
+          for (int i = 0; i < 5000 && !written; ++i) (void)co_await loop.after(1ms);
+          REQUIRE(written);
+          CHECK(written->value() == 4);
+          CHECK(co_await f->close());
+        };
+        loop.block_on(t());
+        CHECK(loop.live_op_count() == 0);
+      }
+    }
+  }
+
+  TEST_CASE(
+      "on the fake backend open, fsync and stat end timed out at their deadline, by loop timer or "
+      "linked timeout") {
+    for (const bool linked : {false, true}) {
+      SUBCASE(linked ? "linked timeouts" : "loop timers") {
+        auto fake = std::make_shared<lev::FakeBackend>(
+            lev::FakeBackend::Options{.linked_timeouts = linked, .detect_blocking = false});
+        lev::Loop loop{lev::Model::proactor, {.backend = fake}};
+        lev::File file{loop, lev::Fd{::open("/dev/null", O_RDONLY | O_CLOEXEC)}};
+        std::optional<lev::Result<lev::File>> opened;
+        std::optional<lev::Result<void>> synced;
+        std::optional<lev::Result<lev::FileStat>> fst, pst;
+        auto t = [&]() -> lev::Task<> {
+          const lev::IoOptions limit{.timeout = 2s};
+          opened = co_await lev::File::open(loop, "/x", O_RDONLY, 0, limit);
+          synced = co_await file.fsync(limit);
+          fst = co_await file.stat(limit);
+          pst = co_await lev::stat(loop, "/y", limit);
+        };
+        const lev::TimePoint t0 = fake->clock().now();
+        loop.spawn(t());
+        for (int i = 0; i < 100 && !pst; ++i)
+          if (loop.run_once() == 0) fake->advance(1s);  // nothing completes but the deadlines
+        REQUIRE(pst);
+        CHECK(opened->error().is_timeout());
+        CHECK(synced->error().is_timeout());
+        CHECK(fst->error().is_timeout());
+        CHECK(pst->error().is_timeout());
+        CHECK(std::string(pst->error().path) == "/y");
+        CHECK(fake->clock().now() - t0 == 8s);
+        CHECK(loop.live_op_count() == 0);
+      }
+    }
+  }
+
   TEST_CASE("a file opened for a task that is never resumed is closed, not leaked") {
     // Regression: release_undelivered closed an accepted fd nobody took
     // but not an opened one: a Loop destroyed with File::open's result

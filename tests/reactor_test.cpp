@@ -738,4 +738,70 @@ TEST_SUITE("reactor") {
     f.loop.run_once();
     CHECK(f.loop.live_op_count() == 0);
   }
+  // Regression (issue 22, item 2): loop.run() never returned while a
+  // Signal (or any event source) was alive; nothing could say that a
+  // source should not keep the loop running (libuv: uv_unref).
+  TEST_CASE("sources told not to keep the loop alive let run() return, and still work") {
+    for_each_engine([](lev::Loop& loop) {
+      auto [in, out] = lev::test::pipe_pair();
+      int ticks = 0, usr2 = 0, wakes = 0, reads = 0;
+      auto sig = loop.signal(SIGUSR2, [&](int) { ++usr2; });
+      auto watch = loop.watch(in, {.read =
+                                       [&](lev::Watcher& w) {
+                                         char c;
+                                         if (::read(w.fd(), &c, 1) == 1) ++reads;
+                                       },
+                                   .keep_alive = false});
+      auto waker = loop.waker([&] { ++wakes; });
+      int ready[2];
+      REQUIRE(::pipe2(ready, O_CLOEXEC) == 0);
+      const pid_t child = ::fork();
+      REQUIRE(child >= 0);
+      if (child == 0) {  // exits once the test closes its end of the pipe
+        char c;
+        ::close(ready[1]);
+        (void)!::read(ready[0], &c, 1);
+        ::_exit(0);
+      }
+      ::close(ready[0]);
+      std::optional<lev::ExitStatus> exit;
+      auto pid =
+          loop.pid(child, [&](pid_t, lev::Result<lev::ExitStatus> st) { exit = st.value(); });
+      CHECK(watch.keeps_alive() == false);
+      sig.keep_alive(false);
+      waker.keep_alive(false);
+      pid.keep_alive(false);
+      CHECK_FALSE(sig.keeps_alive());
+      // A rescue that keeps nothing alive either: without the fix run()
+      // returns only when it stops the loop, 2 s later.
+      std::atomic<bool> returned{false};
+      auto rescue = loop.waker([&] { loop.stop(); });
+      rescue.keep_alive(false);
+      std::thread rescuer([&returned, wake = rescue.remote()] {
+        for (int i = 0; i < 2000 && !returned; ++i) std::this_thread::sleep_for(1ms);
+        if (!returned) wake();
+      });
+      auto tick = loop.after(5ms, [&](lev::Operation&, auto) { ++ticks; });
+      const auto t0 = std::chrono::steady_clock::now();
+      loop.run();  // returns once only the sources are left
+      returned = true;
+      rescuer.join();
+      CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+      CHECK(ticks >= 1);
+      // Still armed: each works whenever the loop runs.
+      ::kill(::getpid(), SIGUSR2);
+      waker.wake();
+      REQUIRE(::write(out.get(), "x", 1) == 1);
+      ::close(ready[1]);
+      CHECK(run_until(loop, [&] { return usr2 == 1 && wakes == 1 && reads == 1 && exit; }));
+      CHECK(exit->exited);
+      // Back on: the loop is kept alive again (run() would not return; run_once waits).
+      waker.keep_alive(true);
+      CHECK(waker.keeps_alive());
+      auto bounded = loop.after(30ms, [&](lev::Operation&, auto) { loop.stop(); });
+      const auto t1 = std::chrono::steady_clock::now();
+      loop.run();
+      CHECK(std::chrono::steady_clock::now() - t1 >= 25ms);  // ran until the stop
+    });
+  }
 }

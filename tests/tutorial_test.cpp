@@ -1,6 +1,7 @@
 // docs/tutorial.md, step 5: the client's ask() on the fake backend. The
 // test decides when each operation completes and with what; time is
-// virtual, so a one-second timeout costs no wall-clock time.
+// virtual, so a one-second timeout costs no wall-clock time. It uses only
+// lev's public names (nothing in lev::detail): tests/meson.build checks.
 // [test]
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -28,11 +29,6 @@ struct Fixture {
     };
     loop.spawn(client(*this, std::move(question), limit));
   }
-  // Runs the loop until an operation of `kind` waits for the test.
-  lev::detail::OpBase& pending(lev::detail::OpKind kind) {
-    while (!fake->find(kind)) loop.run_once();
-    return *fake->find(kind);
-  }
 };
 
 }  // namespace
@@ -41,11 +37,12 @@ TEST_SUITE("tutorial") {
   TEST_CASE("ask returns the answer line, even when it arrives in pieces") {
     Fixture f;
     f.start_ask("hello", 1s);
-    auto& send = f.pending(lev::detail::OpKind::send);
-    CHECK(std::string(static_cast<const char*>(send.buf), send.len) == "hello\n");
-    f.fake->complete(send, static_cast<int>(send.len));
-    f.fake->complete_with_data(f.pending(lev::detail::OpKind::recv), "HEL");
-    f.fake->complete_with_data(f.pending(lev::detail::OpKind::recv), "LO\n");
+    lev::FakeOp send = f.fake->run_until(f.loop, "send");  // runs the loop until ask sends
+    CHECK(send.fd() == 7);
+    CHECK(send.data() == "hello\n");
+    send.complete();  // every byte went
+    f.fake->run_until(f.loop, "recv").complete_with_data("HEL");
+    f.fake->run_until(f.loop, "recv").complete_with_data("LO\n");
     while (!f.answer) f.loop.run_once();
     REQUIRE(*f.answer);
     CHECK(**f.answer == "HELLO");
@@ -53,15 +50,15 @@ TEST_SUITE("tutorial") {
 
   TEST_CASE("ask gives up after its limit, and the receive is cancelled") {
     Fixture f;
-    const auto start = f.fake->clock().now();
+    const lev::TimePoint start = f.loop.now();
     f.start_ask("hello", 1s);
-    auto& send = f.pending(lev::detail::OpKind::send);
-    f.fake->complete(send, static_cast<int>(send.len));
-    (void)f.pending(lev::detail::OpKind::recv);  // no answer will come
-    while (!f.answer) f.loop.run_once();         // the clock jumps to the deadline
+    f.fake->run_until(f.loop, "send").complete();
+    lev::FakeOp recv = f.fake->run_until(f.loop, "recv");  // no answer will come
+    while (!recv.cancel_requested()) f.loop.run_once();    // the clock jumps to the deadline
+    CHECK(f.loop.now() - start == 1s);                     // virtual time: no second was waited
+    while (!f.answer) f.loop.run_once();  // the receive ends cancelled, then ask returns
     REQUIRE_FALSE(*f.answer);
     CHECK(f.answer->error().is_timeout());
-    CHECK(f.fake->clock().now() - start == 1s);
     CHECK(f.loop.live_op_count() == 0);  // nothing left behind
   }
 }

@@ -6,8 +6,11 @@
 
 #include <array>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <variant>
 #include <vector>
 
 #include "support.hpp"
@@ -266,5 +269,76 @@ TEST_SUITE("when") {
       check(f.loop);
     }
     for_each_engine(check);
+  }
+  // Regression (issue 22, item 6): a task's cancellation error became a
+  // bare with_timeout error: "with_timeout: Connection timed out", its op,
+  // fd and `transferred` gone, so a send_all cut short by the deadline no
+  // longer said how many bytes had gone.
+  TEST_CASE(
+      "with_timeout keeps the op, the fd and the bytes a send_all moved before the deadline") {
+    FakeLoop f;
+    std::optional<lev::Result<std::size_t>> r;
+    auto body = [&]() -> lev::Task<> {
+      r = co_await lev::with_timeout(f.loop, f.loop.send_all(7, std::string_view("0123456789")),
+                                     1s);
+    };
+    f.loop.spawn(body());
+    while (!f.fake->find(lev::detail::OpKind::send)) f.loop.run_once();
+    f.fake->complete(*f.fake->find(lev::detail::OpKind::send), 4);  // a partial send
+    while (!r) f.loop.run_once();  // the rest is resubmitted; the clock jumps to the deadline
+    REQUIRE_FALSE(*r);
+    CHECK(r->error().is_timeout());
+    CHECK(std::string(r->error().op) == "send");
+    CHECK(r->error().fd == 7);
+    CHECK(r->error().transferred == 4);
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE(
+      "with_timeout gives the value a task returns after catching its cancellation, and timed_out "
+      "for its cancellation error") {
+    FakeLoop f;
+    // The task turns its cancellation into a value: with_timeout keeps it.
+    auto fallback = [&]() -> lev::Task<int> {
+      auto slept = co_await f.loop.sleep_for(1h);
+      co_return slept ? 1 : 2;
+    };
+    auto kept = [&]() -> lev::Task<lev::Result<int>> {
+      co_return co_await lev::with_timeout(fallback(), 5ms);
+    };
+    auto v = f.loop.block_on(kept());
+    REQUIRE(v);
+    CHECK(*v == 2);
+    // The task hands its cancellation error back: that is the timeout.
+    auto passes_on = [&]() -> lev::Task<lev::Result<lev::Expired>> {
+      co_return co_await f.loop.sleep_for(1h);
+    };
+    auto reported = [&]() -> lev::Task<lev::Result<lev::Expired>> {
+      co_return co_await lev::with_timeout(passes_on(), 5ms);
+    };
+    auto e = f.loop.block_on(reported());
+    REQUIRE_FALSE(e);
+    CHECK(e.error().is_timeout());
+    CHECK(std::string(e.error().op) == "timer");
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  TEST_CASE(
+      "when_any takes operation awaitables beside tasks, and its winner is read by position") {
+    FakeLoop f;
+    auto body = [&]() -> lev::Task<> {
+      auto w = co_await lev::when_any(nap(f.loop, 1h, 0), f.loop.sleep_for(10ms));
+      CHECK(w.won<1>());
+      CHECK_FALSE(w.won<0>());
+      CHECK(w.get_if<0>() == nullptr);
+      REQUIRE(w.get_if<1>() != nullptr);
+      CHECK(w.get<1>().has_value());  // the sleep's Result<Expired>
+      CHECK_THROWS_AS((void)w.get<0>(), std::bad_variant_access);
+      auto both = co_await lev::when_all(f.loop.sleep_for(1ms), nap(f.loop, 2ms, 7));
+      CHECK(std::get<0>(both).has_value());
+      CHECK(std::get<1>(both) == 7);
+    };
+    f.loop.block_on(body());
+    CHECK(f.loop.live_op_count() == 0);
   }
 }

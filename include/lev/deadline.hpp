@@ -71,16 +71,17 @@ class IdleDeadline {
 
   /// For the guard (not for users): what cancels the guarded operation.
   struct Pending {
-    void (*cancel)(void* awaiter) noexcept = nullptr;
-    void* awaiter = nullptr;
+    void (*cancel)(void* awaiter) noexcept = nullptr;  ///< cancels the awaiter's operation
+    void* awaiter = nullptr;                           ///< what `cancel` is called with
   };
-  /// For the guard: the operation starts / ended.
+  /// For the guard: the operation starts.
   void started(Pending p) noexcept {
     last_ = detail::loop_round_time(*loop_);
     pending_ = p;
     if (expired_) [[unlikely]]
       p.cancel(p.awaiter);
   }
+  /// For the guard: the operation ended.
   void ended() noexcept {
     pending_ = {};
     last_ = detail::loop_round_time(*loop_);

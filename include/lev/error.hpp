@@ -48,7 +48,8 @@ struct Error {
   int fd = -1;                  ///< the descriptor it ran on, -1 when none
   std::size_t transferred = 0;  ///< bytes moved before the failure
   /// The path the operation named (File::open, lev::stat, unlink, mkdir;
-  /// rename: "from -> to"), null when none. Its text lives as long as the
+  /// rename: "from -> to"), or the host name it looked up (net::resolve,
+  /// net::connect), null when none. Its text lives as long as the
   /// process, so that Error stays trivially copyable (and every Result on
   /// the I/O path with it): lev keeps each distinct failed path once, up
   /// to 1 MiB of them in all; past that, errors name the op only.

@@ -8,20 +8,118 @@
 ///
 ///     auto fake = std::make_shared<lev::FakeBackend>();
 ///     lev::Loop loop{lev::Model::proactor, {.backend = fake}};
-///     auto op = loop.recv(fd, buf, cb);
-///     fake->complete_with_data(*fake->find(lev::detail::OpKind::recv), "hi");
-///     loop.run_once();   // cb runs here, never earlier
+///     loop.spawn(client(loop));                  // the code under test
+///     lev::FakeOp send = fake->run_until(loop, "send");   // it is waiting to send
+///     CHECK(send.data() == "hello\n");
+///     send.complete();                           // every byte went
+///     fake->run_until(loop, "recv").complete_with_data("HELLO\n");
+///     loop.run_once();   // the client resumes here, never earlier
+///
+/// The test's side is public: a FakeOp names its operation as errors and
+/// stats do ("recv", "send", "openat", "statx", "sendmsg"...), says what it
+/// asks for (fd, data, size, path, peer) and completes it; nothing in
+/// `lev::detail` need be named.
+///
+/// Time: the loop's clock is the fake's VirtualClock (unless
+/// LoopOptions::clock says otherwise), so deadlines, sleeps and
+/// `{.timeout}`s run in virtual time, in microseconds. Code under test
+/// must therefore read time from the loop (`loop.now()`, `loop.clock()`)
+/// and wait with the loop's timers (`loop.sleep_for`, `{.timeout}`,
+/// with_timeout): `std::chrono::steady_clock::now()` and
+/// `std::this_thread::sleep_for` know nothing of the virtual clock.
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "lev/address.hpp"
 #include "lev/backend.hpp"
 #include "lev/clock.hpp"
+#include "lev/op_types.hpp"
 
 namespace lev {
+
+class Loop;
+class FakeBackend;
+
+/// A pending operation on the fake backend, as a test sees it (see the
+/// file comment): what it asks for, and the ways to complete it. A small
+/// copyable handle; it refers to the operation only while that is pending
+/// (a completion, or the loop's own cancel, ends it). Loop thread only.
+class FakeOp {
+ public:
+  /// No operation (what find() returns when none matches): false.
+  FakeOp() noexcept = default;
+  /// An operation is there.
+  explicit operator bool() const noexcept { return op_ != nullptr; }
+  /// Its name as errors, stats and traces spell it: "read", "write",
+  /// "recv", "send", "accept", "connect", "close", "poll", "openat",
+  /// "fsync", "statx", "sendmsg", "recvmsg"...
+  [[nodiscard]] std::string_view name() const noexcept;
+  /// The fd it is on (AT_FDCWD for a path op, -1 for none).
+  [[nodiscard]] int fd() const noexcept;
+  /// The bytes a write-type op carries (write, send, writev, sendmsg), in
+  /// order; empty for any other.
+  [[nodiscard]] std::string data() const;
+  /// The room a read-type op has (read, recv, readv, recvmsg: the bytes its
+  /// buffers hold; a recv from the loop's pool: one pool buffer); for a
+  /// write-type op, data().size().
+  [[nodiscard]] std::size_t size() const noexcept;
+  /// The file offset of a read / write at an offset; -1 for none (a
+  /// stream, or the file position).
+  [[nodiscard]] std::uint64_t offset() const noexcept;
+  /// The path of a path op (openat, statx by path, mkdirat, unlinkat;
+  /// renameat: the old path), empty for any other.
+  [[nodiscard]] std::string_view path() const noexcept;
+  /// The address a connect or a sendmsg (send_to) goes to; empty for any other.
+  [[nodiscard]] SocketAddress peer() const;
+  /// Whether the loop asked to cancel it (it completes with
+  /// operation_canceled at the next round unless the test completes it first).
+  [[nodiscard]] bool cancel_requested() const noexcept;
+
+  /// Completes it with `res`: a byte count, an fd, 0 for success.
+  void complete(int res) const;
+  /// Completes a write-type op with all of data(), any other with 0.
+  void complete() const;
+  /// Fails it with the errno value `err` (ECONNRESET, EAGAIN, ENOENT...).
+  void fail(int err) const;
+  /// Fails it with `err` (std::errc::connection_reset...).
+  void fail(std::errc err) const { fail(static_cast<int>(err)); }
+  /// A read-type op receives `data` (cut to its room); a recvmsg gets it as
+  /// one datagram from `from` (see FakeBackend::complete_with_data).
+  void complete_with_data(std::string_view data, const SocketAddress* from = nullptr) const;
+  /// A multishot recv's next result (see FakeBackend::deliver_more);
+  /// false when the multishot ended.
+  bool deliver_more(std::string_view data, const SocketAddress* from = nullptr) const;
+  /// A send the kernel would not take zero-copy (EOPNOTSUPP, as AF_UNIX
+  /// sockets answer IORING_OP_SEND_ZC): the loop resends it plain, keeping
+  /// its time limit and honouring a recorded cancel.
+  void refuse_zero_copy() const;
+  /// The deadline of its linked timeout (Options::linked_timeouts), or
+  /// TimePoint::max().
+  [[nodiscard]] TimePoint linked_deadline() const noexcept;
+  /// An accept gets the new connection `fd` (now owned by the loop's
+  /// code) from `peer`.
+  void complete_accept(int fd, const SocketAddress& peer) const;
+  /// A statx (File::stat, lev::stat) reports `st`.
+  void complete_stat(const FileStat& st) const;
+
+  /// \cond extension
+  /// The loop's own record of the op (lev::detail::OpBase): for lev's own
+  /// tests, which look further inside; its layout may change in any release.
+  [[nodiscard]] detail::OpBase& record() const noexcept { return *op_; }
+  /// \endcond
+
+ private:
+  friend class FakeBackend;
+  FakeOp(FakeBackend* fake, detail::OpBase* op) noexcept : fake_(fake), op_(op) {}
+  FakeBackend* fake_ = nullptr;
+  detail::OpBase* op_ = nullptr;
+};
 
 /// The fake backend (see the file comment). Tests use it on the loop's
 /// thread; ops are the loop's records (lev::detail::OpBase), which a test
@@ -84,9 +182,28 @@ class FakeBackend final : public CompletionBackend {
   }
 
   // ---- the test's side ---------------------------------------------------
-  /// Operations submitted and not completed, oldest first.
+  /// The oldest pending operation called `name` ("recv", "send", "openat";
+  /// see FakeOp::name), on `fd` when fd >= 0; an empty FakeOp when none
+  /// is. Throws std::invalid_argument for a name no operation has (a
+  /// timer is never a backend operation: advance() the clock instead).
+  [[nodiscard]] FakeOp find(std::string_view name, int fd = -1);
+  /// Runs rounds of `loop` (the loop this fake serves) until an operation
+  /// called `name` (on `fd` when fd >= 0) is pending, and returns it.
+  /// Throws std::logic_error when the loop has nothing left to do and none
+  /// came (the code under test waits on something else), or after a
+  /// million rounds.
+  FakeOp run_until(Loop& loop, std::string_view name, int fd = -1);
+  /// Every pending operation, oldest first.
+  [[nodiscard]] std::vector<FakeOp> pending_ops();
+
+  /// \cond extension
+  // The same on lev's records (lev::detail::OpBase), for lev's own tests;
+  // FakeOp's members say what each does.
+  /// Operations submitted and not completed, oldest first (lev's records;
+  /// pending_ops() is the public view).
   [[nodiscard]] const std::vector<detail::OpBase*>& pending() const noexcept { return pending_; }
-  /// The oldest pending op of `kind` (on `fd` when fd >= 0), or nullptr.
+  /// The oldest pending op of `kind` (on `fd` when fd >= 0), or nullptr
+  /// (lev's own tests; find(name) is the public form).
   [[nodiscard]] detail::OpBase* find(detail::OpKind kind, int fd = -1) const noexcept;
   /// Records the result (>= 0, or -errno) and queues the op for delivery.
   /// Throws std::logic_error if `op` is not pending (exactly once).
@@ -122,6 +239,7 @@ class FakeBackend final : public CompletionBackend {
   /// The deadline of `op`'s linked timeout (linked_timeouts mode), or
   /// TimePoint::max().
   [[nodiscard]] TimePoint linked_deadline(const detail::OpBase& op) const noexcept;
+  /// \endcond
   /// Operations submitted so far.
   [[nodiscard]] std::size_t submit_count() const noexcept { return submits_; }
   /// Cancel requests received so far.

@@ -51,9 +51,10 @@ class File {
   File& operator=(File&&) noexcept = default;
 
   /// openat(AT_FDCWD, path, flags | O_CLOEXEC, mode). Errors name the op
-  /// and the path ("openat(/etc/x): No such file or directory").
+  /// and the path ("openat(/etc/x): No such file or directory"). `o.timeout`
+  /// bounds it (errc::timed_out; see the file's contract above).
   static Task<Result<File>> open(Loop& loop, std::string path, int flags = O_RDONLY,
-                                 unsigned mode = 0644);
+                                 unsigned mode = 0644, IoOptions o = {});
 
   /// True while the File owns an fd.
   [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(fd_); }
@@ -95,14 +96,38 @@ class File {
   Loop::Awaiter<detail::WritevOp> writev_at(std::span<const iovec> iov, std::uint64_t offset) {
     return loop_->make<detail::WritevOp>(fd_, iov, offset, false);
   }
+  /// Scatter at `offset`, bounded by `o.timeout`.
+  Loop::Deadline<detail::ReadvOp> readv_at(std::span<const iovec> iov, std::uint64_t offset,
+                                           IoOptions o) {
+    return loop_->make_until<detail::ReadvOp>(o.timeout, fd_, iov, offset);
+  }
+  /// Gather at `offset`, bounded by `o.timeout`.
+  Loop::Deadline<detail::WritevOp> writev_at(std::span<const iovec> iov, std::uint64_t offset,
+                                             IoOptions o) {
+    return loop_->make_until<detail::WritevOp>(o.timeout, fd_, iov, offset, false);
+  }
   /// fsync(2): data and metadata reach the device.
   Loop::Awaiter<detail::FsyncOp> fsync() { return loop_->make<detail::FsyncOp>(fd_, false); }
+  /// fsync(), bounded by `o.timeout` (errc::timed_out when it has not
+  /// started by then; one already running completes: see above).
+  Loop::Deadline<detail::FsyncOp> fsync(IoOptions o) {
+    return loop_->make_until<detail::FsyncOp>(o.timeout, fd_, false);
+  }
   /// fdatasync(2): the data, and the metadata needed to read it back.
   Loop::Awaiter<detail::FsyncOp> fdatasync() { return loop_->make<detail::FsyncOp>(fd_, true); }
+  /// fdatasync(), bounded by `o.timeout`.
+  Loop::Deadline<detail::FsyncOp> fdatasync(IoOptions o) {
+    return loop_->make_until<detail::FsyncOp>(o.timeout, fd_, true);
+  }
   /// fallocate(2); mode 0 allocates (and extends the size).
   Loop::Awaiter<detail::FallocateOp> fallocate(std::uint64_t offset, std::uint64_t len,
                                                int mode = 0) {
     return loop_->make<detail::FallocateOp>(fd_, mode, offset, len);
+  }
+  /// fallocate(), bounded by `o.timeout`.
+  Loop::Deadline<detail::FallocateOp> fallocate(std::uint64_t offset, std::uint64_t len, int mode,
+                                                IoOptions o) {
+    return loop_->make_until<detail::FallocateOp>(o.timeout, fd_, mode, offset, len);
   }
   /// ftruncate(2): IORING_OP_FTRUNCATE where the ring's probe has it, else
   /// the loop's offload pool (not cancellable there).
@@ -110,6 +135,10 @@ class File {
   /// statx of the open file: size, mode, mtime, ...
   Loop::Awaiter<detail::StatxOp> stat() {
     return loop_->make<detail::StatxOp>(fd_, "", AT_EMPTY_PATH);
+  }
+  /// stat(), bounded by `o.timeout`.
+  Loop::Deadline<detail::StatxOp> stat(IoOptions o) {
+    return loop_->make_until<detail::StatxOp>(o.timeout, fd_, "", AT_EMPTY_PATH);
   }
   /// Closes the file (never cancelled); the File is empty afterwards.
   Loop::Awaiter<detail::CloseOp> close() { return loop_->close(fd_); }
@@ -119,13 +148,16 @@ class File {
   Fd fd_;
 };
 
+// Each takes `{.timeout}` as its last argument: errc::timed_out when the
+// operation has not started by then (see the file's contract above).
+
 /// unlink(path) (`dir`: rmdir). Errors name "unlinkat" and the path.
-Task<Result<void>> unlink(Loop& loop, std::string path, bool dir = false);
+Task<Result<void>> unlink(Loop& loop, std::string path, bool dir = false, IoOptions o = {});
 /// rename(from, to). Errors name "renameat" and both paths.
-Task<Result<void>> rename(Loop& loop, std::string from, std::string to);
+Task<Result<void>> rename(Loop& loop, std::string from, std::string to, IoOptions o = {});
 /// mkdir(path, mode). Errors name "mkdirat" and the path.
-Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode = 0755);
+Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode = 0755, IoOptions o = {});
 /// statx(path) (following symlinks). Errors name "statx" and the path.
-Task<Result<FileStat>> stat(Loop& loop, std::string path);
+Task<Result<FileStat>> stat(Loop& loop, std::string path, IoOptions o = {});
 
 }  // namespace lev

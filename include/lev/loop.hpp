@@ -78,9 +78,14 @@ struct Source {
   Loop* loop = nullptr;
   Source* src_prev = nullptr;
   Source* src_next = nullptr;
+  bool keeps_alive = true;  // false: its ops alone do not keep run() going
   virtual ~Source() { detach(); }
   void attach(Loop& l) noexcept;
   void detach() noexcept;
+  /// Turns keeps_alive on or off (the loop counts the sources that are off).
+  void set_keeps_alive(bool on) noexcept;
+  /// How many of the loop's live ops are this source's now.
+  [[nodiscard]] virtual std::size_t live_ops() const noexcept = 0;
 };
 }  // namespace detail
 
@@ -216,7 +221,10 @@ class Loop {
   // ---- lifecycle -------------------------------------------------------
 
   /// Runs rounds until stop() is called, or until nothing is live and
-  /// nothing is queued (no completion could ever arrive).
+  /// nothing is queued (no completion could ever arrive). An event source
+  /// told not to keep the loop alive (`keep_alive(false)` on a Watcher,
+  /// Signal, Waker or PidWatch) does not count: run() returns once only
+  /// such sources are left (they stay armed, for the next run()).
   void run();
   /// One round: flush submissions, wait for completions (not when something
   /// is already queued; at most until the earliest timer), fire due timers,
@@ -300,6 +308,8 @@ class Loop {
   void post(F&& fn) {
     post_node(new detail::RemoteFn<std::decay_t<F>>(std::forward<F>(fn)));
   }
+  /// \cond extension
+  // For lev's own awaiters (on lev::detail records): left out of the reference.
   /// Hands a node to the loop (what post() does after boxing). Any thread.
   void post_node(detail::RemoteNode* node) noexcept;
   /// Queues a `post` op (kind, ctx and deliver set) for delivery on the
@@ -309,6 +319,7 @@ class Loop {
   /// Takes back an op given to post_op from another thread that the loop
   /// has not picked up yet; false when it is not waiting there.
   bool retract(detail::OpBase& op) noexcept;
+  /// \endcond
 
   /// `co_await loop.offload(fn)`: runs the blocking `fn()` on a shared
   /// worker pool and resumes the caller on this loop (from its completion
@@ -399,6 +410,9 @@ class Loop {
   // Each operation is described once (lev/detail/ops/*.hpp); the forms
   // below are make<D> (awaitable), make_until<D> (with a time limit) and
   // launch_op<D> (callback) of its description.
+  /// \cond extension
+  // The awaiter types, named by lev's headers; the reference shows each
+  // operation's as Awaitable<Result<T>> (docs/doxygen_filter.py).
   /// An operation's awaiter: `co_await` gives `Result<T>`.
   template <class T, detail::OpKind K>
   using Op = detail::OpAwaiter<T, K>;
@@ -414,6 +428,7 @@ class Loop {
   using Deadline = detail::DeadlineAwaiter<detail::AwaiterOf<D>>;
   /// A timer's awaiter: `co_await` gives `Result<Expired>`.
   using Sleep = detail::OpAwaiter<Expired, detail::OpKind::timer>;
+  /// \endcond
   // Each returns an awaiter holding the operation record; `co_await` it
   // once. The buffer must stay valid until the awaiter resumes.
 
@@ -714,6 +729,7 @@ class Loop {
   }
 
   // ---- for awaiters and extensions (not needed by applications) --------
+  /// \cond extension
 
   /// The awaitable form of the operation described by `D` on `fd`; `a`
   /// are D::setup's arguments. What every awaitable above returns.
@@ -809,6 +825,8 @@ class Loop {
   /// timer whose operation finished first): O(log n) for an armed timer.
   void disarm(detail::OpBase& op) noexcept;
 
+  /// \endcond
+
  private:
   friend void detail::link_root(Loop&, detail::RootPromise&) noexcept;
   friend void detail::unlink_root(Loop&, detail::RootPromise&) noexcept;
@@ -860,7 +878,9 @@ class Loop {
     return *dgram_;
   }
   void make_datagram_registry();
-  [[nodiscard]] bool only_unread_multishots() const noexcept;
+  // Every live op waits for no one run() waits for: unread multishots, and
+  // the ops of sources that do not keep the loop alive.
+  [[nodiscard]] bool only_idle_ops() const noexcept;
   friend class net::DatagramSocket;
   /// `fd` is about to be closed by this loop: its multishot recv and epoll
   /// registrations go (same as lev::Fd does).
@@ -915,7 +935,8 @@ class Loop {
   std::uint64_t stamp_round_ = UINT64_MAX;    // round_now_ is this round's (== rounds_)
   detail::TimerSlab* tslab_ = nullptr;        // callback timers (after/at), made on first use
   std::size_t holds_ = 0;
-  std::size_t external_ = 0;  // begin_external ops not yet back
+  std::size_t external_ = 0;      // begin_external ops not yet back
+  std::size_t weak_sources_ = 0;  // attached sources with keeps_alive off
   std::atomic<std::thread::id> owner_{std::this_thread::get_id()};
   std::atomic<bool> stop_{false};
   bool running_ = false;

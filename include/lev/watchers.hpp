@@ -15,6 +15,11 @@
 ///     auto s = loop.signal(SIGINT, [&](int) { loop.stop(); });
 ///     auto k = loop.waker([] { ... });   k.wake();  // from any thread
 ///     auto p = loop.pid(child, [](pid_t, lev::Result<lev::ExitStatus> st) { ... });
+///
+/// Each keeps Loop::run() going while it is armed, unless told otherwise
+/// (`s.keep_alive(false)`, `WatchOptions::keep_alive`): a Signal that
+/// should only stop a server need not keep an otherwise finished loop
+/// running.
 
 #include <sys/types.h>
 
@@ -52,6 +57,8 @@ struct WatchOptions {
   std::function<void(Watcher&, const Error&)> error{};  ///< EBADF and friends
   bool want_read = true;   ///< interest at creation (only where a callback is set)
   bool want_write = true;  ///< interest at creation (only where a callback is set)
+  /// false: the watch alone does not keep Loop::run() going (Watcher::keep_alive).
+  bool keep_alive = true;
 };
 
 /// Level-triggered readiness of one fd: the read callback runs as long as
@@ -96,6 +103,13 @@ class Watcher {
   Result<void> enable();
   /// Stops for good and releases the fd's registration.
   void cancel();
+  /// false: this watch alone does not keep Loop::run() going (run() returns
+  /// once nothing else is live, as with libuv's uv_unref); it stays armed
+  /// and works whenever the loop runs. true (the default) undoes it. Loop
+  /// thread only.
+  void keep_alive(bool on) noexcept;
+  /// Whether it keeps Loop::run() going (false once cancelled).
+  [[nodiscard]] bool keeps_alive() const noexcept;
 
  private:
   friend class Loop;
@@ -129,6 +143,13 @@ class Signal {
   void cancel() noexcept;
   /// Not cancelled, not moved from.
   [[nodiscard]] bool active() const noexcept { return entry_ != nullptr; }
+  /// false: this handler alone does not keep Loop::run() going (run() returns
+  /// once nothing else is live, as with libuv's uv_unref); it stays armed
+  /// and works whenever the loop runs. true (the default) undoes it. Loop
+  /// thread only.
+  void keep_alive(bool on) noexcept;
+  /// Whether it keeps Loop::run() going (false once cancelled).
+  [[nodiscard]] bool keeps_alive() const noexcept;
 
  private:
   friend class Loop;
@@ -158,6 +179,13 @@ class Waker {
   void cancel() noexcept;
   /// Not cancelled, not moved from.
   [[nodiscard]] bool active() const noexcept { return state_ != nullptr; }
+  /// false: this waker alone does not keep Loop::run() going (run() returns
+  /// once nothing else is live, as with libuv's uv_unref); it stays armed
+  /// and works whenever the loop runs. true (the default) undoes it. Loop
+  /// thread only.
+  void keep_alive(bool on) noexcept;
+  /// Whether it keeps Loop::run() going (false once cancelled).
+  [[nodiscard]] bool keeps_alive() const noexcept;
 
  private:
   friend class Loop;
@@ -186,6 +214,13 @@ class PidWatch {
   void cancel() noexcept;
   /// Watching: not cancelled, not fired, not moved from.
   [[nodiscard]] bool active() const noexcept;
+  /// false: this watch alone does not keep Loop::run() going (run() returns
+  /// once nothing else is live, as with libuv's uv_unref); it stays armed
+  /// and works whenever the loop runs. true (the default) undoes it. Loop
+  /// thread only.
+  void keep_alive(bool on) noexcept;
+  /// Whether it keeps Loop::run() going (false once cancelled).
+  [[nodiscard]] bool keeps_alive() const noexcept;
 
  private:
   friend class Loop;

@@ -11,8 +11,10 @@
 
 namespace lev {
 
-Task<Result<File>> File::open(Loop& loop, std::string path, int flags, unsigned mode) {
-  auto r = co_await loop.make<detail::OpenatOp>(AT_FDCWD, path.c_str(), flags, mode);
+// With no timeout (o.timeout empty) a Deadline awaiter is the plain one.
+Task<Result<File>> File::open(Loop& loop, std::string path, int flags, unsigned mode, IoOptions o) {
+  auto r =
+      co_await loop.make_until<detail::OpenatOp>(o.timeout, AT_FDCWD, path.c_str(), flags, mode);
   if (!r) co_return r.error().with_path(path);
   co_return File(loop, Fd{*r});
 }
@@ -27,26 +29,28 @@ Task<Result<void>> File::truncate(std::uint64_t len) {
   co_return Result<void>{};
 }
 
-Task<Result<void>> unlink(Loop& loop, std::string path, bool dir) {
-  auto r = co_await loop.make<detail::UnlinkatOp>(AT_FDCWD, path.c_str(), dir ? AT_REMOVEDIR : 0);
+Task<Result<void>> unlink(Loop& loop, std::string path, bool dir, IoOptions o) {
+  auto r = co_await loop.make_until<detail::UnlinkatOp>(o.timeout, AT_FDCWD, path.c_str(),
+                                                        dir ? AT_REMOVEDIR : 0);
   if (!r) co_return r.error().with_path(path);
   co_return r;
 }
 
-Task<Result<void>> rename(Loop& loop, std::string from, std::string to) {
-  auto r = co_await loop.make<detail::RenameatOp>(AT_FDCWD, from.c_str(), to.c_str(), 0);
+Task<Result<void>> rename(Loop& loop, std::string from, std::string to, IoOptions o) {
+  auto r = co_await loop.make_until<detail::RenameatOp>(o.timeout, AT_FDCWD, from.c_str(),
+                                                        to.c_str(), 0);
   if (!r) co_return r.error().with_path(from + " -> " + to);
   co_return r;
 }
 
-Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode) {
-  auto r = co_await loop.make<detail::MkdiratOp>(AT_FDCWD, path.c_str(), mode);
+Task<Result<void>> mkdir(Loop& loop, std::string path, unsigned mode, IoOptions o) {
+  auto r = co_await loop.make_until<detail::MkdiratOp>(o.timeout, AT_FDCWD, path.c_str(), mode);
   if (!r) co_return r.error().with_path(path);
   co_return r;
 }
 
-Task<Result<FileStat>> stat(Loop& loop, std::string path) {
-  auto r = co_await loop.make<detail::StatxOp>(AT_FDCWD, path.c_str(), 0);
+Task<Result<FileStat>> stat(Loop& loop, std::string path, IoOptions o) {
+  auto r = co_await loop.make_until<detail::StatxOp>(o.timeout, AT_FDCWD, path.c_str(), 0);
   if (!r) co_return r.error().with_path(path);
   co_return r;
 }

@@ -360,10 +360,13 @@ void Loop::make_datagram_registry() {
       detail::RecvRegistry::Flavor::datagram);
 }
 
-// True when the live ops are all multishot receives nobody waits on.
-bool Loop::only_unread_multishots() const noexcept {
-  const std::size_t armed = (recv_ ? recv_->armed() : 0) + (dgram_ ? dgram_->armed() : 0);
-  if (armed == 0 || live_count_ != armed) return false;
+bool Loop::only_idle_ops() const noexcept {
+  std::size_t idle = (recv_ ? recv_->armed() : 0) + (dgram_ ? dgram_->armed() : 0);
+  if (weak_sources_) [[unlikely]]
+    for (const detail::Source* s = sources_; s; s = s->src_next)
+      if (!s->keeps_alive) idle += s->live_ops();
+  if (idle != live_count_) return false;
+  // A multishot someone waits on is not idle.
   return !(recv_ && recv_->has_waiter()) && !(dgram_ && dgram_->has_waiter());
 }
 
@@ -800,8 +803,8 @@ void Loop::run() {
   while (!stop_.load(std::memory_order_acquire)) {
     // Multishot recvs armed for fds nobody is reading now do not count:
     // they wait for no one.
-    if ((live_count_ == 0 || ((recv_ || dgram_) && only_unread_multishots())) && ready_.empty() &&
-        holds_ == 0 && !inbox_->flagged.load(std::memory_order_acquire))
+    if ((live_count_ == 0 || ((recv_ || dgram_ || weak_sources_) && only_idle_ops())) &&
+        ready_.empty() && holds_ == 0 && !inbox_->flagged.load(std::memory_order_acquire))
       break;
     run_once();
   }

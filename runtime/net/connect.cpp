@@ -65,6 +65,7 @@ struct Answer {
 Task<Result<std::vector<SocketAddress>>> resolve([[maybe_unused]] Loop& loop, std::string host,
                                                  std::uint16_t port, Resolver resolver) {
   if (auto numeric = SocketAddress::ip(host, port)) co_return std::vector<SocketAddress>{*numeric};
+  const std::string name = host;
   auto channel = std::make_shared<Channel<Answer>>(1);
   lev::detail::offload_run([channel, host = std::move(host), port, resolver = std::move(resolver)] {
     Answer a{Error{std::error_code(EAI_FAIL, resolve_category()), "resolve", -1, 0}};
@@ -75,7 +76,11 @@ Task<Result<std::vector<SocketAddress>>> resolve([[maybe_unused]] Loop& loop, st
     (void)channel->try_send(a);  // capacity 1, one send: always taken
   });
   auto got = co_await channel->receive();
-  if (!got) co_return Error{got.error().code, "resolve", -1, 0};  // cancelled
+  // Every error names the host ("resolve(nosuch.example): Name or service
+  // not known"), a resolver's own too (unless it named something itself).
+  if (!got) co_return Error{got.error().code, "resolve", -1, 0}.with_path(name);  // cancelled
+  if (!got->addresses && !got->addresses.error().path)
+    co_return got->addresses.error().with_path(name);
   co_return std::move(got->addresses);
 }
 
@@ -83,11 +88,13 @@ Task<Result<Fd>> connect(Loop& loop, std::string host, std::uint16_t port, Conne
   const bool bounded = o.timeout > Duration::zero();
   const TimePoint deadline = saturating_add(loop.now(), o.timeout);
   Result<std::vector<SocketAddress>> addrs = std::vector<SocketAddress>{};
+  const std::string name = host;
   if (bounded) {  // the deadline covers the lookup (no co_await inside ?: with GCC 12)
     addrs = co_await with_timeout(loop, resolve(loop, std::move(host), port, std::move(o.resolver)),
                                   o.timeout);
     if (!addrs && addrs.error().is_timeout())
-      co_return Error{std::make_error_code(std::errc::timed_out), "connect (resolving)", -1, 0};
+      co_return Error{std::make_error_code(std::errc::timed_out), "connect (resolving)", -1, 0}
+          .with_path(name);
   } else {
     addrs = co_await resolve(loop, std::move(host), port, std::move(o.resolver));
   }

@@ -61,14 +61,22 @@ namespace detail {
 
 void Source::attach(Loop& l) noexcept {
   loop = &l;
+  if (!keeps_alive) ++l.weak_sources_;
   src_prev = nullptr;
   src_next = l.sources_;
   if (l.sources_) l.sources_->src_prev = this;
   l.sources_ = this;
 }
 
+void Source::set_keeps_alive(bool on) noexcept {
+  if (on == keeps_alive) return;
+  keeps_alive = on;
+  if (loop) on ? --loop->weak_sources_ : ++loop->weak_sources_;
+}
+
 void Source::detach() noexcept {
   if (!loop) return;
+  if (!keeps_alive) --loop->weak_sources_;
   if (src_prev)
     src_prev->src_next = src_next;
   else
@@ -114,6 +122,9 @@ struct WatcherState final : Source {
   }
   void unregister() {
     if (loop) loop->watched_fds_.erase(fd);
+  }
+  std::size_t live_ops() const noexcept override {
+    return std::size_t{live(rop)} + std::size_t{live(wop)};
   }
   static void on_ready(OpBase& op) {
     auto* self = static_cast<WatcherState*>(op.ctx);
@@ -196,6 +207,10 @@ void Watcher::on_write(std::function<void(Watcher&)> cb) {
 void Watcher::on_error(std::function<void(Watcher&, const Error&)> cb) {
   if (state_) state_->opts.error = std::move(cb);
 }
+void Watcher::keep_alive(bool on) noexcept {
+  if (state_) state_->set_keeps_alive(on);
+}
+bool Watcher::keeps_alive() const noexcept { return state_ && state_->keeps_alive; }
 void Watcher::disable() {
   if (!state_) return;
   state_->enabled = false;
@@ -239,6 +254,7 @@ Watcher Loop::watch(FdRef fd, WatchOptions options) {
   s->opts = std::move(options);
   s->prepare(s->rop, POLLIN | POLLRDHUP);
   s->prepare(s->wop, POLLOUT);
+  s->keeps_alive = s->opts.keep_alive;
   s->attach(*this);
   Watcher w(s);
   s->arm();
@@ -255,6 +271,7 @@ struct SignalEntry {
   std::function<void(int)> cb;
   std::uint64_t seq = 0;  // creation order: a delivery reaches entries older than it
   bool dead = false;
+  bool keep_alive = true;
 };
 
 struct SignalHub final : Source {
@@ -328,6 +345,13 @@ struct SignalHub final : Source {
   void sweep() {
     entries.remove_if([](const SignalEntry& e) { return e.dead; });
   }
+  std::size_t live_ops() const noexcept override { return live(op) ? 1 : 0; }
+  // The hub's one read keeps the loop alive while any live Signal does.
+  void update_keep_alive() noexcept {
+    bool any = false;
+    for (const SignalEntry& e : entries) any = any || (!e.dead && e.keep_alive);
+    set_keeps_alive(any);
+  }
   static void on_read(OpBase& op) {
     auto* hub = static_cast<SignalHub*>(op.ctx);
     auto keep = hub->self.lock();  // a callback may drop the last Signal
@@ -365,7 +389,15 @@ void Signal::cancel() noexcept {
   e->dead = true;  // its callback (maybe running now) goes with the sweep after the dispatch
   hub->remove(e->signo);
   if (!hub->dispatching) hub->sweep();
+  hub->update_keep_alive();
 }
+
+void Signal::keep_alive(bool on) noexcept {
+  if (!entry_) return;
+  entry_->keep_alive = on;
+  entry_->hub->update_keep_alive();
+}
+bool Signal::keeps_alive() const noexcept { return entry_ && entry_->keep_alive; }
 
 Signal Loop::signal(int signo, std::function<void(int)> cb) {
   if (signo <= 0 || signo >= NSIG || signo == SIGKILL || signo == SIGSTOP)
@@ -379,6 +411,7 @@ Signal Loop::signal(int signo, std::function<void(int)> cb) {
   signals_->entries.push_back({signals_, signo, std::move(cb), signals_->next_seq++, false});
   detail::SignalEntry* e = &signals_->entries.back();
   signals_->add(signo);
+  signals_->update_keep_alive();
   return Signal(e);
 }
 
@@ -400,6 +433,8 @@ struct WakerState final : Source {
   OpBase op;
   std::uint64_t count = 0;
   std::weak_ptr<WakerState> self;  // held while the callback runs: it may drop the Waker
+
+  std::size_t live_ops() const noexcept override { return live(op) ? 1 : 0; }
 
   void arm() {
     if (!loop) return;
@@ -455,6 +490,11 @@ std::function<void()> Waker::remote() const {
   };
 }
 
+void Waker::keep_alive(bool on) noexcept {
+  if (state_) state_->set_keeps_alive(on);
+}
+bool Waker::keeps_alive() const noexcept { return state_ && state_->keeps_alive; }
+
 void Waker::cancel() noexcept {
   if (!state_) return;
   if (state_->loop && live(state_->op)) state_->loop->abandon(state_->op);
@@ -493,6 +533,7 @@ struct PidState final : Source {
   ~PidState() override {
     if (pidfd >= 0) close_fd(pidfd);
   }
+  std::size_t live_ops() const noexcept override { return live(op) ? 1 : 0; }
   // The exit status, by waitid on the pidfd (which reaps the child); an
   // error when it cannot be had (ECHILD: not our child, or reaped already).
   Result<ExitStatus> collect() const {
@@ -533,6 +574,11 @@ PidWatch& PidWatch::operator=(PidWatch&& o) noexcept {
 }
 
 bool PidWatch::active() const noexcept { return state_ && !state_->done && state_->loop; }
+
+void PidWatch::keep_alive(bool on) noexcept {
+  if (state_) state_->set_keeps_alive(on);
+}
+bool PidWatch::keeps_alive() const noexcept { return state_ && state_->keeps_alive; }
 
 void PidWatch::cancel() noexcept {
   detail::PidState* s = std::exchange(state_, nullptr);

@@ -58,6 +58,14 @@ class DatagramSocket {
     const iovec v{const_cast<void*>(buf.data), buf.size};
     return loop_->make<lev::detail::SendmsgOp>(fd_, std::span<const iovec>(&v, 1), &to, flags);
   }
+  /// send_to() with `o.flags`, bounded by `o.timeout` (errc::timed_out: a
+  /// send waits only while the socket's buffer, or a unix peer's queue, is full).
+  Loop::Deadline<lev::detail::SendmsgOp> send_to(ConstBuffer buf, const SocketAddress& to,
+                                                 IoOptions o) {
+    const iovec v{const_cast<void*>(buf.data), buf.size};
+    return loop_->make_until<lev::detail::SendmsgOp>(o.timeout, fd_, std::span<const iovec>(&v, 1),
+                                                     &to, o.flags);
+  }
   /// One datagram, its sender, and whether it was cut.
   Loop::Awaiter<lev::detail::RecvmsgOp> recv_from(MutableBuffer buf, int flags = 0) {
     const iovec v{buf.data, buf.size};
@@ -75,9 +83,18 @@ class DatagramSocket {
                                            const SocketAddress* to = nullptr, int flags = 0) {
     return loop_->make<lev::detail::SendmsgOp>(fd_, iov, to, flags);
   }
+  /// sendmsg() with `o.flags`, bounded by `o.timeout`.
+  Loop::Deadline<lev::detail::SendmsgOp> sendmsg(std::span<const iovec> iov,
+                                                 const SocketAddress* to, IoOptions o) {
+    return loop_->make_until<lev::detail::SendmsgOp>(o.timeout, fd_, iov, to, o.flags);
+  }
   /// Scatter: one datagram into several buffers.
   Loop::Awaiter<lev::detail::RecvmsgOp> recvmsg(std::span<const iovec> iov, int flags = 0) {
     return loop_->make<lev::detail::RecvmsgOp>(fd_, iov, flags);
+  }
+  /// recvmsg() with `o.flags`, bounded by `o.timeout`.
+  Loop::Deadline<lev::detail::RecvmsgOp> recvmsg(std::span<const iovec> iov, IoOptions o) {
+    return loop_->make_until<lev::detail::RecvmsgOp>(o.timeout, fd_, iov, o.flags);
   }
   /// One datagram into a buffer of the loop's datagram pool, taken only
   /// when it has arrived: the payload (a lev::Buffer, back to the pool when
@@ -103,6 +120,14 @@ class DatagramSocket {
   /// On a connected socket: one datagram from the peer (bytes; cut to the
   /// buffer without telling: use recv_from to learn of truncation).
   Loop::Awaiter<lev::detail::RecvOp> recv(MutableBuffer buf) { return loop_->recv(fd_, buf); }
+  /// send() with `o.flags`, bounded by `o.timeout`.
+  Loop::Deadline<lev::detail::SendOp> send(ConstBuffer buf, IoOptions o) {
+    return loop_->send(fd_, buf, o);
+  }
+  /// recv() with `o.flags`, bounded by `o.timeout`.
+  Loop::Deadline<lev::detail::RecvOp> recv(MutableBuffer buf, IoOptions o) {
+    return loop_->recv(fd_, buf, o);
+  }
 
  private:
   Loop* loop_ = nullptr;

@@ -1,17 +1,21 @@
+// The fake backend: ops recorded, completed by the test (lev/fake.hpp).
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
-#include "lev/fake.hpp"
-
 #include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/ops/datagram.hpp"
+#include "lev/detail/ops/file.hpp"
+#include "lev/detail/ops/socket.hpp"
+#include "lev/detail/ops/vectored.hpp"
+#include "lev/fake.hpp"
+#include "lev/loop.hpp"
 
 namespace lev {
 
@@ -214,6 +218,194 @@ std::size_t FakeBackend::poll(std::optional<Duration> timeout) {
         "lev::FakeBackend: the loop would block forever: " + std::to_string(pending_.size()) +
         " operation(s) in flight and none completed by the test");
   return n;
+}
+
+// ---------------------------------------------------------------- FakeOp
+
+namespace {
+
+using detail::OpKind;
+
+// The kinds a backend sees, by the names errors and stats use.
+constexpr OpKind kLast = OpKind::timer;  // the first kind that never reaches a backend
+
+bool writes(OpKind k) noexcept {
+  return k == OpKind::write || k == OpKind::send || k == OpKind::writev || k == OpKind::sendmsg;
+}
+
+std::string append_iovecs(const iovec* v, std::size_t n) {
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i)
+    out.append(static_cast<const char*>(v[i].iov_base), v[i].iov_len);
+  return out;
+}
+
+std::size_t iovec_room(const iovec* v, std::size_t n) noexcept {
+  std::size_t room = 0;
+  for (std::size_t i = 0; i < n; ++i) room += v[i].iov_len;
+  return room;
+}
+
+OpKind kind_named(std::string_view name) {
+  for (auto k = static_cast<unsigned>(OpKind::nop); k < static_cast<unsigned>(kLast); ++k)
+    if (name == detail::op_name(static_cast<OpKind>(k))) return static_cast<OpKind>(k);
+  std::string known;
+  for (auto k = static_cast<unsigned>(OpKind::nop); k < static_cast<unsigned>(kLast); ++k)
+    known += std::string(known.empty() ? "" : ", ") + detail::op_name(static_cast<OpKind>(k));
+  std::string why = "lev::FakeBackend: no backend operation is called '" + std::string(name) + "'";
+  if (name == "timer" || name == "post")
+    why += " (timers and posts stay in the loop: advance() the clock instead)";
+  throw std::invalid_argument(why + "; the names are: " + known);
+}
+
+}  // namespace
+
+std::string_view FakeOp::name() const noexcept { return detail::op_name(op_->kind); }
+int FakeOp::fd() const noexcept { return op_->fd; }
+
+std::string FakeOp::data() const {
+  switch (op_->kind) {
+    case OpKind::write:
+    case OpKind::send:
+      return std::string(static_cast<const char*>(op_->buf), op_->len);
+    case OpKind::writev:  // `buf` holds the iovecs, `len` counts them
+      return append_iovecs(static_cast<const iovec*>(op_->buf), op_->len);
+    case OpKind::sendmsg: {
+      const msghdr& m = static_cast<const detail::MessageArgs*>(op_->args)->msg;
+      return append_iovecs(m.msg_iov, m.msg_iovlen);
+    }
+    default:
+      return {};
+  }
+}
+
+std::size_t FakeOp::size() const noexcept {
+  switch (op_->kind) {
+    case OpKind::read:
+    case OpKind::recv:
+      if (op_->kind == OpKind::recv && op_->select) return op_->pool->size();
+      return op_->len;
+    case OpKind::write:
+    case OpKind::send:
+      return op_->len;
+    case OpKind::readv:
+    case OpKind::writev:
+      return iovec_room(static_cast<const iovec*>(op_->buf), op_->len);
+    case OpKind::recvmsg:
+    case OpKind::sendmsg: {
+      if (op_->kind == OpKind::recvmsg && op_->select) return op_->pool->size();
+      const msghdr& m = static_cast<const detail::MessageArgs*>(op_->args)->msg;
+      return iovec_room(m.msg_iov, m.msg_iovlen);
+    }
+    default:
+      return 0;
+  }
+}
+
+std::uint64_t FakeOp::offset() const noexcept {
+  switch (op_->kind) {
+    case OpKind::read:
+    case OpKind::write:
+    case OpKind::readv:
+    case OpKind::writev:
+      return op_->offset;
+    default:
+      return static_cast<std::uint64_t>(-1);
+  }
+}
+
+std::string_view FakeOp::path() const noexcept {
+  switch (op_->kind) {
+    case OpKind::openat:
+    case OpKind::unlinkat:
+    case OpKind::mkdirat:
+      return static_cast<const detail::PathArgs*>(op_->args)->path;
+    case OpKind::statx:
+      return static_cast<const detail::StatxArgs*>(op_->args)->path;
+    case OpKind::renameat:
+      return static_cast<const detail::RenameArgs*>(op_->args)->from;
+    default:
+      return {};
+  }
+}
+
+SocketAddress FakeOp::peer() const {
+  if (op_->kind == OpKind::connect) return static_cast<const detail::ConnectArgs*>(op_->args)->to;
+  if (op_->kind == OpKind::sendmsg) {
+    const msghdr& m = static_cast<const detail::MessageArgs*>(op_->args)->msg;
+    if (m.msg_name) return SocketAddress(static_cast<const sockaddr*>(m.msg_name), m.msg_namelen);
+  }
+  return {};
+}
+
+bool FakeOp::cancel_requested() const noexcept { return fake_->cancel_requested(*op_); }
+void FakeOp::complete(int res) const { fake_->complete(*op_, res); }
+void FakeOp::complete() const {
+  fake_->complete(*op_, writes(op_->kind) ? static_cast<int>(size()) : 0);
+}
+void FakeOp::fail(int err) const { fake_->fail(*op_, err); }
+void FakeOp::complete_with_data(std::string_view data, const SocketAddress* from) const {
+  fake_->complete_with_data(*op_, data, from);
+}
+bool FakeOp::deliver_more(std::string_view data, const SocketAddress* from) const {
+  return fake_->deliver_more(*op_, data, from);
+}
+
+void FakeOp::refuse_zero_copy() const { fake_->refuse_zero_copy(*op_); }
+TimePoint FakeOp::linked_deadline() const noexcept { return fake_->linked_deadline(*op_); }
+
+void FakeOp::complete_accept(int fd, const SocketAddress& peer) const {
+  if (op_->kind != OpKind::accept)
+    throw std::logic_error("lev::FakeOp::complete_accept: " + std::string(name()) +
+                           " is not an accept");
+  if (auto* a = static_cast<detail::AcceptArgs*>(op_->args)) {  // null: a multishot (no address)
+    const std::size_t n = std::min<std::size_t>(peer.size(), sizeof(a->peer));
+    std::memcpy(&a->peer, peer.data(), n);
+    a->len = static_cast<socklen_t>(n);
+  }
+  fake_->complete(*op_, fd);
+}
+
+void FakeOp::complete_stat(const FileStat& st) const {
+  if (op_->kind != OpKind::statx)
+    throw std::logic_error("lev::FakeOp::complete_stat: " + std::string(name()) +
+                           " is not a statx");
+  struct statx& out = static_cast<detail::StatxArgs*>(op_->args)->out;
+  out = {};
+  out.stx_size = st.size;
+  out.stx_mode = static_cast<std::uint16_t>(st.mode);
+  out.stx_ino = st.inode;
+  out.stx_nlink = st.links;
+  out.stx_blocks = st.blocks;
+  const auto since = st.modified.time_since_epoch();
+  const auto secs = std::chrono::floor<std::chrono::seconds>(since);
+  out.stx_mtime.tv_sec = secs.count();
+  out.stx_mtime.tv_nsec =
+      static_cast<std::uint32_t>(std::chrono::nanoseconds(since - secs).count());
+  fake_->complete(*op_, 0);
+}
+
+FakeOp FakeBackend::find(std::string_view name, int fd) {
+  return FakeOp(this, find(kind_named(name), fd));
+}
+
+std::vector<FakeOp> FakeBackend::pending_ops() {
+  std::vector<FakeOp> out;
+  out.reserve(pending_.size());
+  for (detail::OpBase* op : pending_) out.push_back(FakeOp(this, op));
+  return out;
+}
+
+FakeOp FakeBackend::run_until(Loop& loop, std::string_view name, int fd) {
+  const OpKind kind = kind_named(name);
+  for (long round = 0; round < 1'000'000; ++round) {
+    if (detail::OpBase* op = find(kind, fd)) return FakeOp(this, op);
+    if (loop.run_once() == 0 && !find(kind, fd))
+      throw std::logic_error("lev::FakeBackend::run_until: no " + std::string(name) +
+                             " operation came, and the loop has nothing left to do");
+  }
+  throw std::logic_error("lev::FakeBackend::run_until: no " + std::string(name) +
+                         " operation came in a million rounds");
 }
 
 }  // namespace lev
