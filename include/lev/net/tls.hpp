@@ -223,6 +223,7 @@ class [[nodiscard]] Op {
   /// For the runtime: the operation's coroutine, and what it waits on.
   Op(Task<Result<T>> task, detail::Waiting* waiting) noexcept
       : task_(std::move(task)), waiting_(waiting) {}
+  /// Moves the operation (before it is awaited).
   Op(Op&&) noexcept = default;
   Op(const Op&) = delete;
   Op& operator=(const Op&) = delete;
@@ -272,7 +273,9 @@ class Connection {
 
   /// No connection.
   Connection() = default;
+  /// Moves the connection; the source is left empty.
   Connection(Connection&&) noexcept = default;
+  /// Releases this connection (as the destructor does), then takes the other.
   Connection& operator=(Connection&&) noexcept = default;
   /// Closes the socket (no close_notify: call shutdown() first for one).
   ~Connection();
