@@ -13,6 +13,7 @@
 /// the call that starts it. A Loop and its operations belong to one thread.
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/uio.h>
 #include <sys/types.h>
 
@@ -27,8 +28,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <unordered_set>
 #include <utility>
 #include <variant>
 
@@ -62,6 +61,7 @@ class DatagramSocket;
 namespace detail {
 struct SignalHub;
 struct Inbox;
+struct FdSet;
 TimePoint loop_round_time(const Loop& loop) noexcept;
 struct CloseLink;
 /// Reports an operation started off the loop's thread, then aborts.
@@ -284,7 +284,7 @@ class Loop {
   /// True on the loop's owner: the thread that built it, or the one that
   /// last entered run() or block_on() (see the class comment). Any thread.
   [[nodiscard]] bool in_loop_thread() const noexcept {
-    return owner_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+    return ::pthread_equal(owner_.load(std::memory_order_relaxed), ::pthread_self()) != 0;
   }
 
   // ---- from any thread -------------------------------------------------
@@ -855,7 +855,7 @@ class Loop {
   detail::LoopCounters counters_;
   std::unique_ptr<TraceHook> trace_;  // null: no tracing (one test per event)
   detail::UringFastPath uring_{};
-  std::unordered_set<int> watched_fds_;
+  std::unique_ptr<detail::FdSet> watched_fds_;  // fds with a Watcher (made by the first)
   std::shared_ptr<detail::SignalHub> signals_;
   detail::Source* sources_ = nullptr;  // live event sources, detached at teardown
   detail::RootPromise* roots_ = nullptr;
@@ -877,7 +877,8 @@ class Loop {
   TimePoint round_now_{};
   std::size_t holds_ = 0;
   std::size_t external_ = 0;  // begin_external ops not yet back
-  std::atomic<std::thread::id> owner_{std::this_thread::get_id()};
+  // pthread_self() of the owner (std::thread::id would need <thread>).
+  std::atomic<pthread_t> owner_{::pthread_self()};
   std::atomic<bool> stop_{false};
   bool running_ = false;
   bool walking_ = false;  // run_once is walking the CQ ring itself (UringBackend::poll_direct)

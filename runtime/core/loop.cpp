@@ -23,6 +23,7 @@
 #include "lev/log.hpp"
 #include "proactor/uring/uring_backend.hpp"
 #include "reactor/epoll/epoll_backend.hpp"
+#include "reactor/watched_fds.hpp"
 
 namespace lev {
 
