@@ -35,9 +35,10 @@ bool parse_port(const char* text, std::uint16_t& port) {
 
 int main(int argc, char** argv) {
   std::uint16_t port = 0;
-  if (argc > 2 || (argc == 2 && !parse_port(argv[1], port))) {
-    std::fprintf(stderr, "usage: tutorial_upper_server [PORT]\n");
-    return 2;
+  const bool help = argc == 2 && std::strcmp(argv[1], "--help") == 0;
+  if (help || argc > 2 || (argc == 2 && !parse_port(argv[1], port))) {
+    std::fprintf(help ? stdout : stderr, "usage: tutorial_upper_server [PORT]\n");
+    return help ? 0 : 2;
   }
   lev::Loop loop{lev::Model::proactor, {.backend = "auto"}};
   auto on_int = loop.signal(SIGINT, [&](int) { loop.stop(); });

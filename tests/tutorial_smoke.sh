@@ -34,6 +34,11 @@ start "$echo_server" echo
 [ "$("$client" "$port" hi)" = "answer: hi" ]
 start "$upper_server" upper
 [ "$("$client" "$port" 'quiet please')" = "answer: QUIET PLEASE" ]
+# --help prints the usage and exits 0, as every other example does (the
+# tutorial's programs exited 2, a usage error)
+for prog in "$echo_server" "$upper_server" "$client"; do
+  "$prog" --help | grep -q '^usage: '
+done
 # a bad port is a usage error
 status=0
 "$client" 70000 2>/dev/null || status=$?
