@@ -40,9 +40,10 @@ bool parse_port(const char* text, std::uint16_t& port) {
 
 int main(int argc, char** argv) {
   std::uint16_t port = 0;
-  if (argc < 2 || argc > 3 || !parse_port(argv[1], port)) {
-    std::fprintf(stderr, "usage: tutorial_client PORT [QUESTION]\n");
-    return 2;
+  const bool help = argc == 2 && std::strcmp(argv[1], "--help") == 0;
+  if (help || argc < 2 || argc > 3 || !parse_port(argv[1], port)) {
+    std::fprintf(help ? stdout : stderr, "usage: tutorial_client PORT [QUESTION]\n");
+    return help ? 0 : 2;
   }
   std::string question = argc == 3 ? argv[2] : "hello";
   return lev::run([&](lev::Loop& loop, std::stop_token stop) {

@@ -30,9 +30,10 @@ bool parse_port(const char* text, std::uint16_t& port) {
 
 int main(int argc, char** argv) {
   std::uint16_t port = 0;
-  if (argc > 2 || (argc == 2 && !parse_port(argv[1], port))) {
-    std::fprintf(stderr, "usage: tutorial_echo_server [PORT]\n");
-    return 2;
+  const bool help = argc == 2 && std::strcmp(argv[1], "--help") == 0;
+  if (help || argc > 2 || (argc == 2 && !parse_port(argv[1], port))) {
+    std::fprintf(help ? stdout : stderr, "usage: tutorial_echo_server [PORT]\n");
+    return help ? 0 : 2;
   }
   // A loop (io_uring, else epoll) running this coroutine; Ctrl-C or SIGTERM
   // stops `stop`, and the coroutine's value is the exit code.

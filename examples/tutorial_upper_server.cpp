@@ -34,9 +34,10 @@ bool parse_port(const char* text, std::uint16_t& port) {
 
 int main(int argc, char** argv) {
   std::uint16_t port = 0;
-  if (argc > 2 || (argc == 2 && !parse_port(argv[1], port))) {
-    std::fprintf(stderr, "usage: tutorial_upper_server [PORT]\n");
-    return 2;
+  const bool help = argc == 2 && std::strcmp(argv[1], "--help") == 0;
+  if (help || argc > 2 || (argc == 2 && !parse_port(argv[1], port))) {
+    std::fprintf(help ? stdout : stderr, "usage: tutorial_upper_server [PORT]\n");
+    return help ? 0 : 2;
   }
   return lev::run([port](lev::Loop& loop, std::stop_token stop) -> lev::Task<int> {
     auto listener = lev::net::Listener::tcp("127.0.0.1", port).value();

@@ -6,10 +6,15 @@ In the Markdown, a code block preceded by a marker line
     <!-- snippet: examples/tutorial_ask.hpp#ask -->
 
 must hold exactly the lines of that file between `// [ask]` and
-`// [/ask]` (the whole file when no #region is given).
+`// [/ask]` (`# [ask]` and `# [/ask]` in a shell, CMake or Meson file; the
+whole file when no #region is given).
 
     snippets.py --check docs/tutorial.md    exit 1 and a diff when any differs
     snippets.py --update docs/tutorial.md   rewrite the blocks from the sources
+    snippets.py --extract README.md tests/consumer/commands.sh#install
+                                            print that block as the Markdown
+                                            shows it (CI runs the README's
+                                            commands this way, verbatim)
 """
 import argparse
 import difflib
@@ -24,11 +29,25 @@ def region_lines(root, path, region):
     lines = (root / path).read_text().splitlines()
     if region is None:
         return lines
-    begin, end = f"// [{region}]", f"// [/{region}]"
     stripped = [line.strip() for line in lines]
-    if begin not in stripped or end not in stripped:
-        raise SystemExit(f"{path}: no region [{region}]")
-    return lines[stripped.index(begin) + 1 : stripped.index(end)]
+    for comment in ("//", "#"):
+        begin, end = f"{comment} [{region}]", f"{comment} [/{region}]"
+        if begin in stripped and end in stripped:
+            return lines[stripped.index(begin) + 1 : stripped.index(end)]
+    raise SystemExit(f"{path}: no region [{region}]")
+
+
+def blocks(doc):
+    """(snippet name, code lines) for each marked block of `doc`."""
+    lines = doc.read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = MARKER.match(line)
+        if m and i + 1 < len(lines) and lines[i + 1].startswith("```"):
+            end = i + 2
+            while end < len(lines) and lines[end] != "```":
+                end += 1
+            name = m["path"] + (f"#{m['region']}" if m["region"] else "")
+            yield name, lines[i + 2 : end]
 
 
 def process(doc, root, update):
@@ -64,9 +83,19 @@ def main():
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true")
     mode.add_argument("--update", action="store_true")
+    mode.add_argument("--extract", metavar="PATH#REGION")
     ap.add_argument("docs", nargs="+", type=pathlib.Path)
     ap.add_argument("--root", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent.parent)
     args = ap.parse_args()
+    if args.extract:
+        for doc in args.docs:
+            for name, code in blocks(doc):
+                if name == args.extract:
+                    print("\n".join(code))
+                    return 0
+        print(f"no block marked '<!-- snippet: {args.extract} -->' in {' '.join(map(str, args.docs))}",
+              file=sys.stderr)
+        return 1
     failed = False
     for doc in args.docs:
         out, problems = process(doc, args.root, args.update)

@@ -23,9 +23,19 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// The pieces appended in order. Not `"literal" + std::string(...)`: g++ 12
+// at -O3 (a release build) reports a false -Wrestrict in that operator+'s
+// insert at the front (GCC bug 105651), and -Werror stops the build.
+template <class... Piece>
+std::string cat(const Piece&... pieces) {
+  std::string s;
+  (s += ... += pieces);
+  return s;
+}
+
 std::string bulk_command(const std::vector<std::string>& words) {
-  std::string c = "*" + std::to_string(words.size()) + "\r\n";
-  for (const auto& w : words) c += "$" + std::to_string(w.size()) + "\r\n" + w + "\r\n";
+  std::string c = cat("*", std::to_string(words.size()), "\r\n");
+  for (const auto& w : words) c += cat("$", std::to_string(w.size()), "\r\n", w, "\r\n");
   return c;
 }
 
@@ -511,10 +521,11 @@ TEST_SUITE("examples") {
       // a line over the limit that has not ended yet is refused as it grows
       CHECK(ask("GET / HTTP/1.1\r\nX: " + std::string(12000, 'h')).rfind(too_large, 0) == 0);
       std::string many = "GET / HTTP/1.1\r\n";
-      for (int i = 0; i < 101; ++i) many += "H" + std::to_string(i) + ": v\r\n";
+      for (int i = 0; i < 101; ++i) many += cat("H", std::to_string(i), ": v\r\n");
       CHECK(ask(many + "\r\n").rfind(too_large, 0) == 0);
       std::string big_head = "GET / HTTP/1.1\r\n";
-      for (int i = 0; i < 5; ++i) big_head += "X" + std::to_string(i) + ": " + std::string(4000, 'b') + "\r\n";
+      for (int i = 0; i < 5; ++i)
+        big_head += cat("X", std::to_string(i), ": ", std::string(4000, 'b'), "\r\n");
       CHECK(ask(big_head + "\r\n").rfind(too_large, 0) == 0);
       // within the limits: answered
       CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(8000, 'h') +

@@ -64,6 +64,31 @@ TEST_SUITE("loop") {
                          doctest::Contains("cqe_entries"), std::invalid_argument);
   }
 
+  // Regression: the counts were unsigned / std::uint32_t, so clang 19
+  // rejected `{.file_workers = n}` with a std::size_t n (narrowing in a
+  // braced initializer; g++ warned), and a count above 2^32 was cut to its
+  // low bits without a word (queue_size 2^32 + 1 was 1).
+  TEST_CASE("counts are taken as std::size_t, and one beyond a backend's range is rejected") {
+    const std::vector<int> workers(3);
+    const std::size_t depth = 64, big = (std::size_t{1} << 32) + 1;
+    lev::Loop loop{
+        lev::Model::reactor,
+        {.queue_size = depth, .recv_buffer_count = depth, .file_workers = workers.size()}};
+    CHECK(loop.backend_name() == "epoll");
+    CHECK_THROWS_WITH_AS((lev::Loop{lev::Model::proactor, {.backend = "fake", .queue_size = big}}),
+                         "lev::Loop: queue_size must be between 1 and 32768 (got 4294967297)",
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS((lev::Loop{lev::Model::reactor, {.file_workers = big}}),
+                         doctest::Contains("file_workers must be between 1 and 65536"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS((lev::Loop{lev::Model::reactor, {.submit_batch_size = big}}),
+                         doctest::Contains("submit_batch_size"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS((lev::Loop{lev::Model::reactor, {.cqe_entries = 65537}}),
+                         doctest::Contains("cqe_entries"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS((lev::Loop{lev::Model::reactor, {.datagram_buffer_size = big}}),
+                         doctest::Contains("datagram_buffer_size"), std::invalid_argument);
+  }
+
   TEST_CASE("backend_name says which backend runs") {
     lev::Loop proactor{lev::Model::proactor, lev::test::proactor_options()};
     CHECK(proactor.backend_name() == (lev::test::has_uring() ? "uring" : "epoll"));

@@ -1,6 +1,9 @@
-// The doctest main every suite links, with one check for all of them: a
+// The doctest main every suite links, with two checks for all of them: a
 // test case must leave as many descriptors open as it found (counted in
-// /proc/self/fd before and after). A leak fails the run, naming the case.
+// /proc/self/fd before and after), and no process it started may outlive it
+// (the run is a child subreaper, so a process whose parent exited, a
+// daemon's double fork, is found too: tests/children.hpp). A leak fails the
+// run, naming the case; a process left running is killed.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <dirent.h>
 #include <doctest/doctest.h>
@@ -10,6 +13,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "children.hpp"
 
 namespace {
 
@@ -25,14 +30,15 @@ long open_fds() {
 
 std::vector<std::string> g_leaks;
 
-struct FdCheck final : doctest::IReporter {
-  explicit FdCheck(const doctest::ContextOptions&) {}
+struct LeakCheck final : doctest::IReporter {
+  explicit LeakCheck(const doctest::ContextOptions&) {}
   void report_query(const doctest::QueryData&) override {}
   void test_run_start() override {}
   void test_run_end(const doctest::TestRunStats&) override {}
   void test_case_start(const doctest::TestCaseData& tc) override {
     name_ = tc.m_name;
     before_ = open_fds();
+    children_ = lev::test::child_pids();
   }
   void test_case_reenter(const doctest::TestCaseData&) override {}
   void test_case_end(const doctest::CurrentTestCaseStats&) override {
@@ -44,8 +50,12 @@ struct FdCheck final : doctest::IReporter {
       after = open_fds();
     }
     if (after != before_)
-      g_leaks.push_back(name_ + ": " + std::to_string(before_) + " descriptors before, " +
-                        std::to_string(after) + " after");
+      g_leaks.push_back("fd leak: " + name_ + ": " + std::to_string(before_) +
+                        " descriptors before, " + std::to_string(after) + " after");
+    // A child may be exiting still (killed at the end of the case): 1 s.
+    for (const std::string& p : lev::test::reap_leftovers(children_, std::chrono::seconds(1)))
+      g_leaks.push_back("process leak: " + name_ + ": process " + p +
+                        " outlived the test case (killed)");
   }
   void test_case_exception(const doctest::TestCaseException&) override {}
   void subcase_start(const doctest::SubcaseSignature&) override {}
@@ -57,17 +67,18 @@ struct FdCheck final : doctest::IReporter {
  private:
   std::string name_;
   long before_ = 0;
+  std::vector<pid_t> children_;
 };
 
 }  // namespace
 
-REGISTER_LISTENER("fd_check", 1, FdCheck);
+REGISTER_LISTENER("leak_check", 1, LeakCheck);
 
 int main(int argc, char** argv) {
+  if (!lev::test::become_subreaper()) std::perror("tests: PR_SET_CHILD_SUBREAPER");
   doctest::Context context(argc, argv);
   const int rc = context.run();
   if (context.shouldExit()) return rc;
-  for (const std::string& leak : g_leaks)
-    std::fprintf(stderr, "fd leak: %s\n", leak.c_str());
+  for (const std::string& leak : g_leaks) std::fprintf(stderr, "%s\n", leak.c_str());
   return g_leaks.empty() ? rc : 1;
 }

@@ -519,6 +519,7 @@ TEST_SUITE("reactor") {
       int gate[2], report[2];
       REQUIRE(::pipe2(gate, O_CLOEXEC) == 0);
       REQUIRE(::pipe2(report, O_CLOEXEC) == 0);
+      const lev::test::NotSubreaper to_init;  // the orphan must not become ours
       pid_t middle = ::fork();
       if (middle == 0) {  // forks the process we watch, then leaves it to init
         pid_t grandchild = ::fork();

@@ -210,7 +210,7 @@ TEST_SUITE("runtime") {
     CHECK_THROWS_AS((void)rt.loop(5), std::out_of_range);
     CHECK_THROWS_WITH_AS(
         lev::Runtime({.threads = 1, .loop = {.queue_size = 0}, .stop_on_signals = false}),
-        "lev::Loop: queue_size must be greater than 0", std::invalid_argument);
+        "lev::Loop: queue_size must be between 1 and 32768 (got 0)", std::invalid_argument);
   }
   TEST_CASE(
       "an fd one loop of a runtime used, closed on another loop's thread, is watched afresh when "

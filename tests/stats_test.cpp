@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,27 @@ TEST_SUITE("stats") {
     const std::string text = st.to_string();
     CHECK(text.find("ops.recv 2 2\n") != std::string::npos);
     CHECK(text.find("timers_armed 1\n") != std::string::npos);
+  }
+
+  // What each counts (a user saw `timers_armed 2` beside `ops.timer 3`):
+  // ops.timer counts every timer operation started, timers_armed the ones
+  // that went on the loop's deadline heap. A sleep started in a task whose
+  // stop was already requested ends at once, cancelled, never armed.
+  TEST_CASE("a sleep started in a cancelled task counts in ops.timer but is never armed") {
+    FakeLoop f;
+    std::stop_source stop;
+    auto sleeper = [&]() -> lev::Task<> {
+      (void)co_await f.loop.sleep_for(5ms);  // armed: stop not yet requested
+      stop.request_stop();
+      auto r = co_await f.loop.sleep_for(5ms);  // started cancelled
+      CHECK(r.error().is_cancelled());
+    };
+    f.loop.block_on(sleeper().with_stop_token(stop.get_token()));
+    const lev::LoopStats st = f.loop.stats();
+    REQUIRE(find_kind(st, "timer"));
+    CHECK(find_kind(st, "timer")->submitted == 2);
+    CHECK(find_kind(st, "timer")->completed == 2);
+    CHECK(st.timers_armed == 1);
   }
 
   TEST_CASE("kernel enters and per-kind counts on the real engines") {

@@ -155,6 +155,24 @@ inline std::string to_string(std::span<const std::byte> b) {
 
 namespace lev::test {
 
+/// While alive, a process orphaned here goes to init, as outside the
+/// tests: the harness (tests/main.cpp) makes the run a child subreaper, so
+/// that a process a test leaves behind comes back to it. For a test that
+/// needs a process that is not its child.
+class NotSubreaper {
+ public:
+  NotSubreaper() {
+    ::prctl(PR_GET_CHILD_SUBREAPER, &was_);
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+  }
+  ~NotSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, was_); }
+  NotSubreaper(const NotSubreaper&) = delete;
+  NotSubreaper& operator=(const NotSubreaper&) = delete;
+
+ private:
+  int was_ = 0;
+};
+
 /// Installs a seccomp filter that makes syscall `nr` fail with `err`.
 /// Irreversible: call it only in a forked child.
 inline bool deny_syscall(long nr, int err) {

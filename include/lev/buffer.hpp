@@ -10,7 +10,6 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <ranges>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -29,13 +28,22 @@ concept ByteLike =
 char > || std::same_as<std::remove_cv_t<T>, unsigned char> ||
     std::same_as<std::remove_cv_t<T>, signed char>;
 
+// Contiguous and sized: std::data and std::size (from <span>; <ranges>,
+// whose concepts say the same for these types, costs every includer a
+// fifth of a second to parse).
 template <class R>
-concept ByteRange = std::ranges::contiguous_range<R> && std::ranges::sized_range<R> &&
-    ByteLike<std::ranges::range_value_t<R>>;
+concept HasData = requires(R& r) {
+  std::data(r);
+  { std::size(r) } -> std::convertible_to<std::size_t>;
+};
+template <class R>
+using DataElement = std::remove_pointer_t<decltype(std::data(std::declval<R&>()))>;
 
 template <class R>
-concept MutableByteRange =
-    ByteRange<R> && !std::is_const_v<std::remove_reference_t<std::ranges::range_reference_t<R>>>;
+concept ByteRange = HasData<R> && ByteLike<DataElement<R>>;
+
+template <class R>
+concept MutableByteRange = ByteRange<R> && !std::is_const_v<DataElement<R>>;
 }  // namespace detail
 
 /// A writable byte range the kernel fills (read, recv).
@@ -51,7 +59,7 @@ struct MutableBuffer {
   template <detail::MutableByteRange R>
   requires(!std::is_same_v<std::remove_cvref_t<R>, MutableBuffer>) MutableBuffer(R&& r)
   noexcept  // NOLINT: implicit on purpose
-      : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
+      : data(std::data(r)), size(std::size(r)) {}
 
   /// The range as bytes.
   [[nodiscard]] std::span<std::byte> bytes() const noexcept {
@@ -78,7 +86,7 @@ struct ConstBuffer {
   requires(!std::is_same_v<std::remove_cvref_t<R>, ConstBuffer> &&
            !std::is_array_v<std::remove_cvref_t<R>>) ConstBuffer(R&& r)
   noexcept  // NOLINT: implicit on purpose
-      : data(std::ranges::data(r)), size(std::ranges::size(r)) {}
+      : data(std::data(r)), size(std::size(r)) {}
 
   /// The range as bytes.
   [[nodiscard]] std::span<const std::byte> bytes() const noexcept {

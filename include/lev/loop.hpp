@@ -13,6 +13,7 @@
 /// the call that starts it. A Loop and its operations belong to one thread.
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/uio.h>
 #include <sys/types.h>
 
@@ -27,8 +28,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <unordered_set>
 #include <utility>
 #include <variant>
 
@@ -63,6 +62,7 @@ class DatagramSocket;
 namespace detail {
 struct SignalHub;
 struct Inbox;
+struct FdSet;
 TimePoint loop_round_time(const Loop& loop) noexcept;
 struct CloseLink;
 /// Reports an operation started off the loop's thread, then aborts.
@@ -125,16 +125,20 @@ class BackendChoice {
 };
 
 /// How a Loop is set up: `lev::Loop loop{lev::Model::proactor, {.queue_size = 1024}}`.
+/// Counts and sizes are std::size_t, the type a program holds them in
+/// (`{.file_workers = v.size()}` needs no cast); the Loop constructor checks
+/// each against its range (std::invalid_argument names the option).
 struct LoopOptions {
   /// "uring" (default for the proactor), "fake", or a backend object.
   BackendChoice backend{};
-  /// Submission queue entries (io_uring); must be > 0.
-  unsigned queue_size = 256;
-  /// Completion queue entries; 0 = the kernel's default (2 x queue_size).
-  unsigned cqe_entries = 0;
+  /// Submission queue entries (io_uring): 1 to 32768.
+  std::size_t queue_size = 256;
+  /// Completion queue entries; 0 = the kernel's default (2 x queue_size);
+  /// else queue_size to 65536.
+  std::size_t cqe_entries = 0;
   /// Flush submissions once this many are queued; 0 = once per loop round
-  /// (or when the submission queue is full).
-  unsigned submit_batch_size = 0;
+  /// (or when the submission queue is full); at most 32768.
+  std::size_t submit_batch_size = 0;
   /// Kernel-side submission polling thread (IORING_SETUP_SQPOLL).
   bool sqpoll = false;
   /// SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them. The kernel
@@ -154,24 +158,24 @@ struct LoopOptions {
   /// order, so the whole pool is the cache working set: 256 x 4 KiB
   /// measured best for echo (bench/README.md); a pool run dry only makes
   /// recvs wait (RecvBufferStats::exhausted).
-  std::uint32_t recv_buffer_count = 256;
-  /// Bytes per pool buffer (see recv_buffer_count).
-  std::uint32_t recv_buffer_size = 4096;
+  std::size_t recv_buffer_count = 256;
+  /// Bytes per pool buffer (see recv_buffer_count): 1 to 2^30.
+  std::size_t recv_buffer_size = 4096;
   /// DatagramSocket::receive (no buffer of yours): its own pool, made on
   /// first use (on io_uring: buffer group 1, fed to one multishot recvmsg
   /// per socket). A datagram that arrives while every buffer is out waits
   /// in the socket's receive buffer, and the kernel drops what does not
   /// fit there, as UDP may (RecvBufferStats::exhausted counts the times
-  /// the pool ran dry). At most 32768.
-  std::uint32_t datagram_buffer_count = 64;
+  /// the pool ran dry). 1 to 32768.
+  std::size_t datagram_buffer_count = 64;
   /// The longest datagram payload a pool buffer holds (longer ones are cut:
   /// ReceivedDatagram::truncated). 65536 holds any UDP datagram. Each
-  /// buffer has room for the sender's address besides.
-  std::uint32_t datagram_buffer_size = 65536;
+  /// buffer has room for the sender's address besides. 1 to 2^30.
+  std::size_t datagram_buffer_size = 65536;
   /// The epoll engine's file workers: how many file operations (regular
   /// files, paths) run at once; each is a thread started on demand. Set it
-  /// to the queue depth you want (32 reads in flight: 32). Must be > 0.
-  unsigned file_workers = 4;
+  /// to the queue depth you want (32 reads in flight: 32). 1 to 65536.
+  std::size_t file_workers = 4;
   /// Ignore SIGPIPE process-wide when it is at its default (so a write to a
   /// closed peer is EPIPE, never a dead process).
   bool ignore_sigpipe = true;
@@ -294,7 +298,7 @@ class Loop {
   /// True on the loop's owner: the thread that built it, or the one that
   /// last entered run() or block_on() (see the class comment). Any thread.
   [[nodiscard]] bool in_loop_thread() const noexcept {
-    return owner_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+    return ::pthread_equal(owner_.load(std::memory_order_relaxed), ::pthread_self()) != 0;
   }
 
   // ---- from any thread -------------------------------------------------
@@ -911,7 +915,7 @@ class Loop {
   detail::LoopCounters counters_;
   std::unique_ptr<TraceHook> trace_;  // null: no tracing (one test per event)
   detail::UringFastPath uring_{};
-  std::unordered_set<int> watched_fds_;
+  std::unique_ptr<detail::FdSet> watched_fds_;  // fds with a Watcher (made by the first)
   std::shared_ptr<detail::SignalHub> signals_;
   detail::Source* sources_ = nullptr;  // live event sources, detached at teardown
   detail::RootPromise* roots_ = nullptr;
@@ -937,7 +941,8 @@ class Loop {
   std::size_t holds_ = 0;
   std::size_t external_ = 0;      // begin_external ops not yet back
   std::size_t weak_sources_ = 0;  // attached sources with keeps_alive off
-  std::atomic<std::thread::id> owner_{std::this_thread::get_id()};
+  // pthread_self() of the owner (std::thread::id would need <thread>).
+  std::atomic<pthread_t> owner_{::pthread_self()};
   std::atomic<bool> stop_{false};
   bool running_ = false;
   bool walking_ = false;  // run_once is walking the CQ ring itself (UringBackend::poll_direct)

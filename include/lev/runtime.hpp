@@ -34,8 +34,8 @@ namespace lev {
 
 /// How a Runtime is built.
 struct RuntimeOptions {
-  /// Loops (threads); 0 = one per online CPU.
-  unsigned threads = 0;
+  /// Loops (threads); 0 = one per online CPU; at most 65536.
+  std::size_t threads = 0;
   /// Every loop's model.
   Model model = Model::proactor;
   /// Options for every loop (a backend object cannot be shared: use names).

@@ -21,7 +21,13 @@
 
 namespace lev {
 
-/// One kind of operation's counts (LoopStats::ops).
+/// One kind of operation's counts (LoopStats::ops). Kind "timer": every
+/// timer operation started (sleeps, after / at / every, IdleDeadline's
+/// timer each time it is armed, and the loop timer that bounds an
+/// operation's `{.timeout}` on epoll and the fake: io_uring bounds it with
+/// a linked timeout in the kernel, counted nowhere), including one that
+/// ended at once because its task was already cancelled; timers_armed
+/// counts the ones that went on the loop's deadline heap.
 struct OpCount {
   const char* kind = "";        ///< "recv", "send", "timer", ...
   std::uint64_t submitted = 0;  ///< operations started
@@ -48,7 +54,9 @@ struct LoopStats {
   /// Completions the kernel dropped because even its backlog was full
   /// (io_uring's cq.koverflow; should stay 0).
   std::uint64_t cq_dropped = 0;
-  std::uint64_t timers_armed = 0;  ///< timers started (sleeps, deadlines on the loop's heap)
+  /// Timers put on the loop's deadline heap: ops "timer" submitted, less
+  /// those that ended before being armed (started in a cancelled task).
+  std::uint64_t timers_armed = 0;
   std::size_t live_ops = 0;        ///< operations live now (Loop::live_op_count())
 
   /// Results per round that delivered any (0 before the first).

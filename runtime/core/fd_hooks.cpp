@@ -93,8 +93,8 @@ void CloseLink::delist() noexcept {
 }
 
 void CloseLink::adopt(Loop& loop) noexcept {
-  const std::thread::id me = std::this_thread::get_id();
-  if (loop.owner_.load(std::memory_order_relaxed) == me) return;
+  const pthread_t me = ::pthread_self();
+  if (::pthread_equal(loop.owner_.load(std::memory_order_relaxed), me)) return;
   // Exclusive: no close on another thread is reaching this loop as its
   // owner's while it changes hands.
   std::unique_lock lock(loops().mu);
@@ -111,7 +111,7 @@ void CloseLink::forget(int fd, bool here) noexcept {
 }
 
 void CloseLink::closing(int fd) noexcept {
-  if (loop.owner_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+  if (loop.in_loop_thread()) {
     forget(fd, true);
     return;
   }

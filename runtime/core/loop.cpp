@@ -23,6 +23,7 @@
 #include "lev/log.hpp"
 #include "proactor/uring/uring_backend.hpp"
 #include "reactor/epoll/epoll_backend.hpp"
+#include "reactor/watched_fds.hpp"
 
 namespace lev {
 
@@ -177,7 +178,7 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
   if (o.backend.object()) return o.backend.object();
   std::string name = o.backend.name();
   if (model == Model::reactor) {
-    if (name.empty() || name == "epoll") return std::make_shared<EpollBackend>(o.file_workers);
+    if (name.empty() || name == "epoll") return std::make_shared<EpollBackend>(static_cast<unsigned>(o.file_workers));
     if (name == "fake") return std::make_shared<FakeBackend>();
     throw std::invalid_argument("lev::Loop: unknown backend '" + name +
                                 "' for the reactor (known: epoll, fake)");
@@ -185,7 +186,7 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
   if (name.empty()) name = "uring";
   if (name == "uring") return std::make_shared<UringBackend>(o);
   if (name == "fake") return std::make_shared<FakeBackend>();
-  if (name == "epoll") return std::make_shared<EpollBackend>(o.file_workers);
+  if (name == "epoll") return std::make_shared<EpollBackend>(static_cast<unsigned>(o.file_workers));
   if (name == "auto") {
     const char* force = std::getenv("LEV_FORCE_EPOLL");
     try {
@@ -196,7 +197,7 @@ std::shared_ptr<CompletionBackend> make_backend(Model model, const LoopOptions& 
       if (why.starts_with("lev: ")) why.remove_prefix(5);
       log_message(LogLevel::warning, std::string(why) + "; using the epoll completion backend");
     }
-    return std::make_shared<EpollBackend>(o.file_workers);
+    return std::make_shared<EpollBackend>(static_cast<unsigned>(o.file_workers));
   }
   throw std::invalid_argument("lev::Loop: unknown backend '" + name +
                               "' for the proactor (known: uring, epoll, auto, fake)");
@@ -215,27 +216,30 @@ void ignore_sigpipe_if_default() {
 }  // namespace
 
 Loop::Loop(Model model, LoopOptions options) : model_(model) {
-  if (options.queue_size == 0)
-    throw std::invalid_argument("lev::Loop: queue_size must be greater than 0");
-  if (options.queue_size > 32768)
-    throw std::invalid_argument("lev::Loop: queue_size must be at most 32768");
-  if (options.cqe_entries != 0 && options.cqe_entries < options.queue_size)
-    throw std::invalid_argument("lev::Loop: cqe_entries must be 0 or at least queue_size");
-  if (options.file_workers == 0)
-    throw std::invalid_argument("lev::Loop: file_workers must be greater than 0");
-  if (options.recv_buffer_count == 0 || options.recv_buffer_count > 32768)
-    throw std::invalid_argument("lev::Loop: recv_buffer_count must be between 1 and 32768");
-  if (options.recv_buffer_size == 0 || options.recv_buffer_size > (1u << 30))
-    throw std::invalid_argument("lev::Loop: recv_buffer_size must be between 1 and 2^30");
-  if (options.datagram_buffer_count == 0 || options.datagram_buffer_count > 32768)
-    throw std::invalid_argument("lev::Loop: datagram_buffer_count must be between 1 and 32768");
-  if (options.datagram_buffer_size == 0 || options.datagram_buffer_size > (1u << 30))
-    throw std::invalid_argument("lev::Loop: datagram_buffer_size must be between 1 and 2^30");
+  // Each count in its range (std::size_t holds what no backend takes).
+  auto check = [](const char* name, std::size_t v, std::size_t lo, std::size_t hi,
+                  const char* range) {
+    if (v < lo || v > hi)
+      throw std::invalid_argument(std::string("lev::Loop: ") + name + " must be " + range +
+                                  " (got " + std::to_string(v) + ")");
+  };
+  check("queue_size", options.queue_size, 1, 32768, "between 1 and 32768");
+  if (options.cqe_entries != 0)
+    check("cqe_entries", options.cqe_entries, options.queue_size, 65536,
+          "0 or between queue_size and 65536");
+  check("submit_batch_size", options.submit_batch_size, 0, 32768, "at most 32768");
+  check("file_workers", options.file_workers, 1, 65536, "between 1 and 65536");
+  check("recv_buffer_count", options.recv_buffer_count, 1, 32768, "between 1 and 32768");
+  check("recv_buffer_size", options.recv_buffer_size, 1, std::size_t{1} << 30,
+        "between 1 and 2^30");
+  check("datagram_buffer_count", options.datagram_buffer_count, 1, 32768, "between 1 and 32768");
+  check("datagram_buffer_size", options.datagram_buffer_size, 1, std::size_t{1} << 30,
+        "between 1 and 2^30");
   auto link = std::make_unique<detail::CloseLink>(*this);  // first: nothing to undo if it throws
-  recv_count_ = options.recv_buffer_count;
-  recv_size_ = options.recv_buffer_size;
-  dgram_count_ = options.datagram_buffer_count;
-  dgram_size_ = options.datagram_buffer_size;
+  recv_count_ = static_cast<std::uint32_t>(options.recv_buffer_count);  // checked above
+  recv_size_ = static_cast<std::uint32_t>(options.recv_buffer_size);
+  dgram_count_ = static_cast<std::uint32_t>(options.datagram_buffer_count);
+  dgram_size_ = static_cast<std::uint32_t>(options.datagram_buffer_size);
   backend_ = make_backend(model, options);
   if (options.ignore_sigpipe) ignore_sigpipe_if_default();
   clock_ = options.clock ? options.clock : backend_->preferred_clock();

@@ -14,6 +14,7 @@
 #include "lev/log.hpp"
 #include "lev/sync.hpp"
 #include "lev/watchers.hpp"
+#include "lev/when.hpp"  // detail::is_cancellation
 
 namespace lev {
 
@@ -28,16 +29,6 @@ std::string seconds(Duration d) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
   if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
   return std::to_string(ms) + "ms";
-}
-
-bool is_cancellation(const std::exception_ptr& e) noexcept {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::system_error& se) {
-    return se.code() == std::errc::operation_canceled;
-  } catch (...) {
-    return false;
-  }
 }
 
 std::string what_of(const std::exception_ptr& e) {
@@ -112,7 +103,7 @@ int run_main(RunOptions o, const RunMain& main) {
     code = loop->block_on(join(task));
   } catch (...) {
     const std::exception_ptr e = std::current_exception();
-    if (hard && is_cancellation(e)) {
+    if (hard && detail::is_cancellation(e)) {
       code = 128 + signalled;
     } else {
       log_message(LogLevel::error, "lev::run: the main task threw: " + what_of(e));

@@ -15,7 +15,11 @@ namespace lev {
 Runtime::Runtime(RuntimeOptions o) {
   if (o.loop.backend.object())
     throw std::invalid_argument("lev::Runtime: loops need a backend by name, not a shared object");
-  unsigned n = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  if (o.threads > 65536)
+    throw std::invalid_argument("lev::Runtime: threads must be at most 65536 (got " +
+                                std::to_string(o.threads) + ")");
+  const auto n = static_cast<unsigned>(
+      o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency()));
   if (o.stop_on_signals) {
     sigset_t set;
     ::sigemptyset(&set);

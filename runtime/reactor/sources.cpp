@@ -25,6 +25,7 @@
 #include "lev/log.hpp"
 #include "lev/loop.hpp"
 #include "lev/watchers.hpp"
+#include "reactor/watched_fds.hpp"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -121,7 +122,7 @@ struct WatcherState final : Source {
     if (loop && live(op)) loop->cancel(op);
   }
   void unregister() {
-    if (loop) loop->watched_fds_.erase(fd);
+    if (loop && loop->watched_fds_) loop->watched_fds_->erase(fd);
   }
   std::size_t live_ops() const noexcept override {
     return std::size_t{live(rop)} + std::size_t{live(wop)};
@@ -246,7 +247,8 @@ void Watcher::cancel() {
 Watcher Loop::watch(FdRef fd, WatchOptions options) {
   if (!fd_open(fd.fd))
     throw std::invalid_argument("lev::Loop::watch: fd " + std::to_string(fd.fd) + " is not open");
-  if (!watched_fds_.insert(fd.fd).second)
+  if (!watched_fds_) watched_fds_ = std::make_unique<detail::FdSet>();
+  if (!watched_fds_->insert(fd.fd).second)
     throw std::invalid_argument("lev::Loop::watch: fd " + std::to_string(fd.fd) +
                                 " already has a watcher on this loop");
   auto* s = new detail::WatcherState;

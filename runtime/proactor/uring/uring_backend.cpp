@@ -145,8 +145,11 @@ const KernelProbe& kernel_probe() {
 
 }  // namespace
 
+// The counts are in range: Loop's constructor checked them.
 UringBackend::UringBackend(const LoopOptions& o)
-    : batch_(o.submit_batch_size), queue_size_(o.queue_size), cqe_entries_(o.cqe_entries) {
+    : batch_(static_cast<unsigned>(o.submit_batch_size)),
+      queue_size_(static_cast<unsigned>(o.queue_size)),
+      cqe_entries_(static_cast<unsigned>(o.cqe_entries)) {
   unsigned base = 0;
   if (o.cqe_entries) base |= IORING_SETUP_CQSIZE;
   // Preferred first; each later entry is what an older kernel accepts. The
@@ -167,9 +170,9 @@ UringBackend::UringBackend(const LoopOptions& o)
   for (int i = 0; i < n; ++i) {
     io_uring_params p{};
     p.flags = tries[i];
-    p.cq_entries = o.cqe_entries;
+    p.cq_entries = cqe_entries_;
     if (p.flags & IORING_SETUP_SQPOLL) p.sq_thread_idle = 1000;
-    r = io_uring_queue_init_params(o.queue_size, &ring_, &p);
+    r = io_uring_queue_init_params(queue_size_, &ring_, &p);
     setup_flags_ = p.flags;
     if (r != -EINVAL) break;
   }

@@ -1,6 +1,9 @@
-// A program outside lev's tree. scripts/consumer.sh builds it against an
-// installed lev (pkg-config, CMake find_package) and against lev as a Meson
-// subproject, then runs it: it must print "consumer: hello" and exit 0.
+// A program outside lev's tree: the app.cpp of the README's and the
+// tutorial's "use it in your project" (tests/consumer/commands.sh). lev's
+// build compiles and runs it; scripts/consumer.sh builds it against an
+// installed lev (pkg-config, CMake find_package, Meson) and against lev as
+// a Meson subproject, then runs it: it must print "consumer: hello" and
+// exit 0.
 #include <lev/lev.hpp>
 #include <unistd.h>
 
