@@ -165,6 +165,7 @@ std::string not_applicable(const EngineSpec& e, Event ev) {
       return pends ? "" : "n/a: it completes at once on a real engine (never held in flight)";
     case Event::stop_worker_queued:
     case Event::timeout_worker_queued:
+    case Event::with_timeout_worker_queued:
     case Event::teardown_worker_queued:
       if (!e.epoll()) return "n/a: no file workers on this engine";
       return Fx::on_worker ? "" : "n/a: not a file-worker op";
@@ -173,6 +174,7 @@ std::string not_applicable(const EngineSpec& e, Event ev) {
       if (!Fx::on_worker) return "n/a: not a file-worker op";
       return Fx::has_fd ? "" : "n/a: no fd of its own to close";
     case Event::stop_worker_running:
+    case Event::timeout_worker_running:
     case Event::with_timeout_worker_running:
     case Event::teardown_worker_running:
       if (!e.epoll()) return "n/a: no file workers on this engine";
@@ -213,7 +215,17 @@ class Driver {
             std::to_string(std::chrono::milliseconds(kWatchdogAfter).count()) + " ms)");
     }
     // Loop first (it may still reference the form's buffers), then the form.
+    // A worker still held by the blocker's FIFO open (a row that failed
+    // before releasing it) is released while ~Loop waits for it.
+    std::atomic<bool> gone{false};
+    std::thread releaser;
+    if (blocker_)
+      releaser = std::thread([this, &gone] {
+        while (!gone.load() && !blocker_->open_writer()) std::this_thread::sleep_for(2ms);
+      });
     rig_.reset();
+    gone.store(true);
+    if (releaser.joinable()) releaser.join();
     watchdog_.reset();
     fx_.reset();
   }
@@ -367,7 +379,8 @@ class Driver {
   void body() {
     const bool worker_queue =
         event_ == Event::stop_worker_queued || event_ == Event::timeout_worker_queued ||
-        event_ == Event::close_reuse_worker_queued || event_ == Event::teardown_worker_queued;
+        event_ == Event::with_timeout_worker_queued || event_ == Event::close_reuse_worker_queued ||
+        event_ == Event::teardown_worker_queued;
     rig_.emplace(spec_, worker_queue ? 1u : 4u);
     fx_.emplace(env_);
     if (std::string why = fx_->skip(loop()); !why.empty() && spec_.uring()) {
@@ -381,19 +394,21 @@ class Driver {
       case Event::moved:
         return moved();
       case Event::stop_queued:
-        return queued(false);
       case Event::timeout_queued:
-        return queued(true);
+      case Event::with_timeout_queued:
+        return queued();
       case Event::stop_pending:
       case Event::abort_pending:
       case Event::timeout_pending:
       case Event::with_timeout_pending:
       case Event::with_timeout_stopped:
       case Event::stop_worker_running:
+      case Event::timeout_worker_running:
       case Event::with_timeout_worker_running:
         return pending();
       case Event::stop_worker_queued:
       case Event::timeout_worker_queued:
+      case Event::with_timeout_worker_queued:
       case Event::close_reuse_worker_queued:
       case Event::teardown_worker_queued:
         return worker_queued();
@@ -447,12 +462,15 @@ class Driver {
   }
 #pragma GCC diagnostic pop
 
-  void queued(bool deadline) {
+  void queued() {
     if (Fx::never_cancelled) feed_fake_ = true;  // the fake's "kernel" closes it anyway
     Probe p;
     std::stop_source src;
-    if (deadline) {
+    const bool deadline = event_ != Event::stop_queued;
+    if (event_ == Event::timeout_queued) {
       loop().spawn(op_task(*fx_, loop(), Timeout{Duration::zero()}, p));
+    } else if (event_ == Event::with_timeout_queued) {
+      loop().spawn(with_timeout_task(*fx_, loop(), Duration::zero(), p));
     } else {
       loop().spawn(op_task(*fx_, loop(), std::nullopt, p), src.get_token());
       loop().drain_callbacks();  // the task runs to its co_await: started, not yet polled
@@ -483,6 +501,10 @@ class Driver {
         loop().spawn(with_timeout_task(*fx_, loop(), 30ms, p));
         want = std::errc::timed_out;
         break;
+      case Event::timeout_worker_running:
+        loop().spawn(op_task(*fx_, loop(), Timeout{30ms}, p));
+        want = std::errc::timed_out;
+        break;
       case Event::with_timeout_stopped:
         loop().spawn(with_timeout_task(*fx_, loop(), 30s, p), src.get_token());
         break;
@@ -501,13 +523,17 @@ class Driver {
   }
 
   void worker_queued() {
-    Fifo blocker(env_.path("blocker"));
+    Fifo& blocker = blocker_.emplace(env_.path("blocker"));
     Probe bp, p;
     std::stop_source src;
     loop().spawn(blocker_task(loop(), blocker.path, bp));
-    const Timeout limit =
-        event_ == Event::timeout_worker_queued ? Timeout{kShortLimit} : std::nullopt;
-    loop().spawn(op_task(*fx_, loop(), limit, p), src.get_token());
+    if (event_ == Event::with_timeout_worker_queued) {
+      loop().spawn(with_timeout_task(*fx_, loop(), kShortLimit, p));
+    } else {
+      const Timeout limit =
+          event_ == Event::timeout_worker_queued ? Timeout{kShortLimit} : std::nullopt;
+      loop().spawn(op_task(*fx_, loop(), limit, p), src.get_token());
+    }
     pump();
     if (bp.resumed) {
       skipped = "the FIFO open no longer holds the file worker: no way to queue behind it";
@@ -531,16 +557,16 @@ class Driver {
     if (event_ == Event::stop_worker_queued) src.request_stop();
     if (event_ == Event::close_reuse_worker_queued)
       loop().block_on(close_and_reuse_task(loop(), *fx_));
-    if (event_ != Event::timeout_worker_queued) pump();
+    pump();
     // The target settles while the worker is still held (it never ran).
     if (event_ != Event::close_reuse_worker_queued && wait(p)) {
       expect_once(p);
-      const std::errc want = event_ == Event::timeout_worker_queued ? std::errc::timed_out
-                                                                    : std::errc::operation_canceled;
+      const std::errc want = event_ == Event::stop_worker_queued ? std::errc::operation_canceled
+                                                                 : std::errc::timed_out;
       expect(!p.out.ok && p.out.code == want,
              "ended with \"" + p.out.text + "\", want " + std::make_error_code(want).message());
     }
-    for (int i = 0; i < 200 && !blocker.open_writer(); ++i) std::this_thread::sleep_for(5ms);
+    for (int i = 0; i < 400 && !blocker.open_writer(); ++i) std::this_thread::sleep_for(5ms);
     if (wait(bp)) expect(bp.out.ok, "the blocker's open failed: " + bp.out.text);
     if (event_ == Event::close_reuse_worker_queued) {
       if (wait(p)) {
@@ -663,6 +689,7 @@ class Driver {
   std::optional<Fx> fx_;
   std::optional<Rig> rig_;
   std::unique_ptr<Watchdog<Fx>> watchdog_;
+  std::optional<Fifo> blocker_;  // the worker rows' FIFO, open until the loop is gone
   bool feed_fake_ = false;
 };
 
