@@ -111,24 +111,17 @@ struct RowResult {
 /// "defect N" (an item of issue 20) or "finding ..." (found by this suite,
 /// not listed there). A marked row that fails reports "expected failure";
 /// one that passes FAILS the suite, so that the mark is removed with the
-/// fix. `when`: `sometimes` when the failure depends on timing (a pass is
-/// accepted too: say why in `label`); `sanitizers` when only a sanitizer
-/// sees it (a pass is accepted in a build without them).
+/// fix. `sometimes`: the failure depends on timing or on garbage memory,
+/// so a pass is accepted too (say why in `label`).
 struct Mark {
-  enum When { always, sometimes, sanitizers };
+  enum When { always, sometimes };
   const char* form;
   const char* engine;
   const char* event;
   const char* label;
   When when = always;
-  /// Whether a pass of a row with this mark is accepted in this build.
-  [[nodiscard]] bool pass_accepted() const {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return when == sometimes;
-#else
-    return when != always;
-#endif
-  }
+  /// Whether a pass of a row with this mark is accepted.
+  [[nodiscard]] bool pass_accepted() const { return when == sometimes; }
   [[nodiscard]] bool matches(const std::string& f, const std::string& en,
                              const std::string& ev) const {
     return any(form, f) && any(engine, en) && any(event, ev);
