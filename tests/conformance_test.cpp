@@ -9,17 +9,21 @@
 // they belong, nothing left live, no pool buffer held, no fd leaked, and
 // (in a sanitizer build) no report.
 //
-// Each row runs in a child process (fork): a crash or a sanitizer report
-// fails that row alone, with the report's first lines, and a hang is cut
-// at 10 s. Rows that fail for a known reason carry a Mark (kMarks below):
-// "expected failure"; a marked row that passes fails the suite, so the
-// mark goes with the fix. The run ends with the matrix's size and time.
+// Rows run in child processes (tests/conformance/runner.hpp): a crash, a
+// hang (cut at 10 s) or a sanitizer report fails the row it happened in,
+// with the report's first lines. Rows that fail for a known reason carry a
+// Mark (kMarks below): "expected failure"; a marked row that passes fails
+// the suite, so the mark goes with the fix. The run ends with the
+// matrix's size, what ran and what did not (and why), and the time.
 //
-//   LEV_CONFORMANCE_ROWS='recv*|uring|stop_*'   only the rows these fnmatch
-//                                               patterns (form|engine|event) match
-//   LEV_CONFORMANCE_NO_FORK=1                   run rows in this process (a debugger)
-//   LEV_CONFORMANCE_JOBS=N                      rows at once (default 3)
-//   LEV_CONFORMANCE_VERBOSE=1                   print every row
+// A new op kind in AllOps needs a form (tests/conformance/forms.hpp; the
+// build fails without one) and then has every row.
+//
+//   LEV_CONFORMANCE_ROWS='recv*|uring,fake|stop_*'  only the rows these fnmatch
+//                                   patterns (form|engine|event, commas: or) match
+//   LEV_CONFORMANCE_NO_FORK=1       run the rows in this process (a debugger)
+//   LEV_CONFORMANCE_JOBS=N          processes at once (default 3)
+//   LEV_CONFORMANCE_VERBOSE=1       print every row, with its time
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <poll.h>
