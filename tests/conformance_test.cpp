@@ -294,6 +294,15 @@ void run_matrix(bool (*want)(Event), const char* title) {
           ++t.not_applicable[na];
           continue;
         }
+#if defined(__SANITIZE_THREAD__)
+        // Under ThreadSanitizer a known failure costs seconds (defect 3's
+        // negative memmove spins in TSan's interceptor until the row is
+        // killed); the other builds keep checking the marks.
+        if (mark_of(forms()[f].name, engines()[e].name, event_name(ev))) {
+          ++t.skipped["marked as a known failure: not run under ThreadSanitizer"];
+          continue;
+        }
+#endif
         rows.push_back(id);
       }
   }

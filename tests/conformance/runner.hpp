@@ -1,7 +1,7 @@
 #pragma once
 // Runs the conformance rows in child processes (fork), a few at a time: a
-// crash, a sanitizer report or a hang fails the row it happened in, not the
-// suite. The rows of one form on one engine share a process (one fork and
+// crash, a sanitizer report or a hang (5 s) fails the row it happened in,
+// not the suite. The rows of one form on one engine share a process (one fork and
 // one LeakSanitizer check for all of them); whatever such a group cannot
 // pin on one row (a crash, a hang, a leak, a UBSan report) runs again one
 // row per process, where it can.
@@ -231,7 +231,7 @@ class Runner {
     Outcome& o = out_[c.job.rows[0]];
     o.ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - c.started).count();
     if (killed) {
-      o.result = {RowResult::fail, "hung: killed after 10 s; " + report_head(c.report)};
+      o.result = {RowResult::fail, "hung: killed after 5 s; " + report_head(c.report)};
     } else if (died || !c.got[0]) {
       o.result = {RowResult::fail,
                   "crashed (" +
