@@ -478,14 +478,19 @@ TEST_SUITE("loop threads") {
       lev::test::needs_uring()) {
     auto [a, b] = lev::test::socket_pair();
     std::optional<lev::Loop> loop;
-    loop.emplace(lev::Model::proactor, lev::LoopOptions{.backend = "uring"});
-    if (!loop->features().single_issuer) {
-      MESSAGE("skipped: this kernel has no SINGLE_ISSUER");
-      return;
-    }
     std::optional<lev::Result<std::size_t>> got;
     Worker first;  // stays alive: it alone can finish what it submitted
-    first.run([&] { start_recv(*loop, a.get(), got, true); });
+    bool bound = false;
+    first.run([&] {  // built and first run here: the ring is bound to this thread
+      loop.emplace(lev::Model::proactor, lev::LoopOptions{.backend = "uring"});
+      start_recv(*loop, a.get(), got, true);
+      bound = loop->features().single_issuer;
+    });
+    if (!bound) {
+      MESSAGE("skipped: this kernel has no SINGLE_ISSUER");
+      first.run([&] { loop.reset(); });
+      return;
+    }
     std::string why;
     on_thread([&] {
       try {
@@ -546,5 +551,38 @@ TEST_SUITE("loop threads") {
     REQUIRE(exits);
     REQUIRE_FALSE(*exits);
     CHECK(exits->error().is_cancelled());
+  }
+
+  // Regression (issue 20, found by the conformance matrix): a loop built in
+  // main and first run in a std::thread had its SINGLE_ISSUER ring bound to
+  // that thread; destroyed back in main with a recv still in the kernel,
+  // ~Loop threw std::logic_error ("cannot move to this thread") out of a
+  // destructor: std::terminate. Such a loop gets a ring any thread may use.
+  TEST_CASE(
+      "a Loop built in main, run in a std::thread and destroyed in main with a recv in flight "
+      "ends cleanly on every engine") {
+    std::vector<std::pair<const char*, lev::LoopOptions>> rows;
+    if (lev::test::has_uring()) rows.push_back({"proactor/uring", {.backend = "uring"}});
+    rows.push_back({"proactor/epoll", {.backend = "epoll"}});
+    for (const auto& [name, o] : rows) {
+      SUBCASE(name) {
+        auto [a, b] = lev::test::socket_pair();
+        const std::size_t fds = lev::test::open_fd_count();
+        {
+          lev::Loop loop{lev::Model::proactor, o};
+          std::optional<lev::Result<std::size_t>> got;
+          on_thread([&] { start_recv(loop, a.get(), got, true); });
+          CHECK_FALSE(got);  // still waiting when the thread ends
+          const bool single = loop.features().single_issuer;
+          CHECK_FALSE(single);
+        }  // ~Loop here, on main: cancels the recv and reaps it
+        CHECK(lev::test::open_fd_count() == fds);
+        // The socket is still usable: nothing of the dead recv took its bytes.
+        REQUIRE(::send(b.get(), "q", 1, MSG_NOSIGNAL) == 1);
+        char c = 0;
+        CHECK(::recv(a.get(), &c, 1, MSG_DONTWAIT) == 1);
+        CHECK(c == 'q');
+      }
+    }
   }
 }

@@ -236,6 +236,16 @@ class FakeBackend final : public CompletionBackend {
   /// Whether the loop asked to cancel `op` (it completes at the next poll
   /// unless the test completes it first).
   [[nodiscard]] bool cancel_requested(const detail::OpBase& op) const noexcept;
+  /// `op` has started where a cancel cannot reach it (an io-wq or file
+  /// worker inside a syscall on a regular file): from now on a cancel
+  /// request, or its linked timeout, is recorded but not honoured, and it
+  /// ends only when the test completes it (so a Loop torn down meanwhile
+  /// waits for that). Throws std::logic_error if `op` is not pending.
+  void run_uncancellable(detail::OpBase& op);
+  /// Whether run_uncancellable was called for the pending `op`.
+  [[nodiscard]] bool running(const detail::OpBase& op) const noexcept {
+    return (op.backend_data & kRunning) != 0;
+  }
   /// The deadline of `op`'s linked timeout (linked_timeouts mode), or
   /// TimePoint::max().
   [[nodiscard]] TimePoint linked_deadline(const detail::OpBase& op) const noexcept;
@@ -252,7 +262,7 @@ class FakeBackend final : public CompletionBackend {
   void advance(Duration d) noexcept { clock_->advance(d); }
 
  private:
-  enum : std::uintptr_t { kStaged = 1, kFlushed = 2, kCancel = 4 };
+  enum : std::uintptr_t { kStaged = 1, kFlushed = 2, kCancel = 4, kRunning = 8 };
   void settle(detail::OpBase& op, int res, unsigned cqe_flags = 0);
 
   Options options_;

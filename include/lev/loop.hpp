@@ -141,12 +141,15 @@ struct LoopOptions {
   std::size_t submit_batch_size = 0;
   /// Kernel-side submission polling thread (IORING_SETUP_SQPOLL).
   bool sqpoll = false;
-  /// SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them. The kernel
-  /// ties such a ring to the thread that first runs the loop (not the one
-  /// that builds it); run on another thread later, the loop gets a new
-  /// ring, which needs nothing of the old one's in flight and no recv(fd) /
+  /// SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them, for a loop
+  /// first run on the thread that built it: the kernel ties such a ring to
+  /// that thread; run on another thread later, the loop gets a new ring,
+  /// which needs nothing of the old one's in flight and no recv(fd) /
   /// DatagramSocket::receive pool registered with it (else
-  /// std::logic_error). A loop handed between threads: false.
+  /// std::logic_error). A loop built on one thread and first run on
+  /// another (built in main, run in a std::thread, destroyed in main) gets
+  /// a ring any thread may use instead (COOP_TASKRUN), so that it can be
+  /// destroyed with requests in flight. A loop handed between threads: false.
   bool single_issuer = true;
   /// io_uring: sends of at least this many bytes go zero-copy
   /// (IORING_OP_SEND_ZC, the buffer held until the kernel's notification);

@@ -1,6 +1,7 @@
 // The simulated kernel and the seed runner (see sim.hpp).
 #include "sim.hpp"
 
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <dirent.h>
@@ -16,9 +17,11 @@
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 #include "lev/detail/buffer_pool.hpp"
 #include "lev/detail/ops/datagram.hpp"
+#include "lev/detail/ops/file.hpp"
 #include "lev/detail/ops/vectored.hpp"
 #include "lev/log.hpp"
 #include "lev/when.hpp"
@@ -77,7 +80,15 @@ Swarm Swarm::pick(Rng& r) {
   s.dgram_size = static_cast<std::uint32_t>(r.between(1, 700));
   s.dgram_queue = r.between(1, 16);
   s.p_drop = p(1.0);
+  s.file_workers = r.between(1, 4);
+  s.p_slow = p(0.5);
+  s.p_stuck = p(0.2);
   return s;
+}
+
+Reach& reach() {
+  static Reach r;
+  return r;
 }
 
 std::string Swarm::describe() const {
@@ -88,7 +99,8 @@ std::string Swarm::describe() const {
     << " enobufs " << p_enobufs << " eagain " << p_eagain << " refuse " << p_refuse << " race "
     << p_race << " time " << p_time << " cancel " << p_cancel << " stop " << p_stop
     << " batch " << batch << " teardown@" << teardown_step << " dgram pool " << dgram_count << "x"
-    << dgram_size << " queue " << dgram_queue << " drop " << p_drop;
+    << dgram_size << " queue " << dgram_queue << " drop " << p_drop << " file workers "
+    << file_workers << " slow " << p_slow << " stuck " << p_stuck;
   return o.str();
 }
 
@@ -127,6 +139,7 @@ class Sim final : public Host {
   std::optional<Fd> dial(int listener) override;
   std::optional<std::pair<Fd, Fd>> datagram_pair() override;
   std::optional<std::pair<Fd, Fd>> pipe() override;
+  std::optional<std::string> file_dir() const override { return std::string(kFileDir); }
   std::optional<DatagramTally> datagram_tally(int fd) const override {
     const Endpoint* found = nullptr;
     for (const auto& ep : endpoints_)  // the open one, else the last with that number
@@ -147,6 +160,23 @@ class Sim final : public Host {
   bool complete_dgram(OpBase& op, Endpoint& ep, bool faults);
   bool complete_splice(OpBase& op, Endpoint& in, bool faults);
   bool dgram_send(OpBase& op, Endpoint& ep, bool faults);
+  // files: the worker model, and what runs there
+  struct SimFile {
+    std::string data;
+  };
+  struct Running {
+    TimePoint due;
+    bool stuck;
+  };
+  static constexpr const char* kFileDir = "/lev-sim-files";
+  bool is_file_op(const OpBase& op) const;
+  bool file_step(OpBase& op, bool faults);
+  void run_file_op(OpBase& op, bool faults);
+  void finish_running();
+  // fd numbers: a number closed (a close op, an Fd dropped) is free for
+  // the next socket, pipe or file at once.
+  void release_number(int fd, const OpBase* closing = nullptr);
+  void claim_number(int fd);
   bool dgram_recv(OpBase& op, Endpoint& ep, bool faults);
   void reconcile();
   void drop_backlog(int listener);
@@ -177,7 +207,18 @@ class Sim final : public Host {
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
   std::map<int, Endpoint*> by_fd_;
   std::map<int, std::deque<int>> listeners_;  // listening fd -> server ends not yet accepted
-  std::vector<int> to_close_;  // closed through lev: really closed after the run
+  std::vector<int> to_close_;  // listener backlogs closed after the run
+  std::map<std::string, std::shared_ptr<SimFile>> files_;       // by path
+  std::map<int, std::shared_ptr<SimFile>> file_fds_;       // open files by fd number
+  std::map<const OpBase*, Running> running_;                 // file ops a worker runs
+  std::vector<int> released_;  // numbers closed since the last step (reused: counted)
+  std::vector<int> closed_pending_;  // numbers closed with an op pending, not given out again yet
+  // Fds of opens that finished while the loop was being torn down: a
+  // result nobody receives, which lev leaves open today (finding F1 of the
+  // conformance suite; tests/conformance_test.cpp). Closed here and
+  // counted, unless LEV_SIM_STRICT=1 makes them failures. Remove this
+  // allowance with F1's fix.
+  std::vector<int> teardown_opened_;
   std::vector<Operation> ops_;
   std::vector<std::shared_ptr<std::stop_source>> stops_;
   std::string failure_;
@@ -199,10 +240,50 @@ void Sim::sweep_closed() {
   for (auto& [fd, backlog] : listeners_)
     if (::fcntl(fd, F_GETFD) < 0) closed_listeners.push_back(fd);
   for (int fd : closed_listeners) drop_backlog(fd);
-  std::vector<Endpoint*> gone;
+  std::vector<int> gone;
   for (auto& [fd, ep] : by_fd_)
-    if (::fcntl(fd, F_GETFD) < 0) gone.push_back(ep);
-  for (Endpoint* ep : gone) hang_up(*ep);
+    if (::fcntl(fd, F_GETFD) < 0) gone.push_back(fd);
+  for (auto& [fd, file] : file_fds_)
+    if (::fcntl(fd, F_GETFD) < 0) gone.push_back(fd);
+  for (int fd : gone) release_number(fd);
+}
+
+// `fd` was closed: what is still pending on it ends as the issue asks of
+// every engine (a file op a worker runs finishes first, with its result;
+// one queued for a worker, or waiting for readiness, ends ECANCELED), so
+// nothing submitted on the old descriptor ever touches what gets the
+// number next; then the number is free.
+void Sim::release_number(int fd, const OpBase* closing) {
+  bool pending = false;
+  for (OpBase* op : std::vector<OpBase*>(fake_->pending())) {
+    if (op == closing || op->fd != fd) continue;
+    pending = true;
+    if (auto it = running_.find(op); it != running_.end()) {
+      running_.erase(it);
+      run_file_op(*op, false);
+    } else {
+      fake_->fail(*op, ECANCELED);
+    }
+  }
+  if (pending) {
+    ++reach().closed_pending;
+    closed_pending_.push_back(fd);
+  }
+  if (Endpoint* ep = endpoint(fd)) hang_up(*ep);
+  file_fds_.erase(fd);
+  if (listeners_.count(fd)) drop_backlog(fd);
+  released_.push_back(fd);
+}
+
+// A new descriptor got `fd`: whatever had that number was closed.
+void Sim::claim_number(int fd) {
+  if (endpoint(fd) || file_fds_.count(fd)) release_number(fd);
+  if (std::find(released_.begin(), released_.end(), fd) != released_.end()) ++reach().reused;
+  if (auto it = std::find(closed_pending_.begin(), closed_pending_.end(), fd);
+      it != closed_pending_.end()) {
+    ++reach().reused_after_pending;
+    closed_pending_.erase(it);
+  }
 }
 
 // A listener went: the connections nobody accepted are closed, as the
@@ -222,7 +303,7 @@ void Sim::drop_backlog(int listener) {
 std::optional<Fd> Sim::listen() {
   Fd l{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
   if (!l) throw std::runtime_error("sim: socket");
-  if (Endpoint* old = endpoint(l.get())) hang_up(*old);
+  claim_number(l.get());
   drop_backlog(l.get());
   listeners_[l.get()];
   return l;
@@ -267,8 +348,7 @@ bool Sim::complete_accept(OpBase& op, bool faults) {
 std::optional<std::pair<Fd, Fd>> Sim::pipe() {
   int p[2];
   if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) throw std::runtime_error("sim: pipe");
-  for (int fd : p)
-    if (Endpoint* old = endpoint(fd)) hang_up(*old);
+  for (int fd : p) claim_number(fd);
   auto r = std::make_unique<Endpoint>();
   auto wr = std::make_unique<Endpoint>();
   r->fd = p[0];
@@ -324,8 +404,7 @@ std::optional<std::pair<Fd, Fd>> Sim::datagram_pair() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
     throw std::runtime_error("sim: socketpair");
-  for (int fd : sv)
-    if (Endpoint* old = endpoint(fd)) hang_up(*old);
+  for (int fd : sv) claim_number(fd);
   auto a = std::make_unique<Endpoint>();
   auto b = std::make_unique<Endpoint>();
   a->fd = sv[0];
@@ -383,9 +462,8 @@ bool Sim::complete_dgram(OpBase& op, Endpoint& ep, bool faults) {
       return true;
     }
     case OpKind::close:
-      ep.closed = true;
-      by_fd_.erase(op.fd);
-      to_close_.push_back(op.fd);
+      ::close(op.fd);  // at once: the number is free for the next socket
+      release_number(op.fd, &op);
       fake_->complete(op, 0);
       return true;
     default:
@@ -496,8 +574,7 @@ std::pair<Fd, Fd> Sim::connect_pair() {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     throw std::runtime_error("sim: socketpair");
-  for (int fd : sv)  // a number reused: whatever had it was closed
-    if (Endpoint* old = endpoint(fd)) hang_up(*old);
+  for (int fd : sv) claim_number(fd);  // a number reused: whatever had it was closed
   auto a = std::make_unique<Endpoint>();
   auto b = std::make_unique<Endpoint>();
   a->fd = sv[0];
@@ -625,6 +702,162 @@ bool Sim::complete_recv(OpBase& op, Endpoint& ep, bool faults) {
   return true;
 }
 
+// ---- files --------------------------------------------------------------
+
+bool Sim::is_file_op(const OpBase& op) const {
+  switch (op.kind) {
+    case OpKind::openat:
+    case OpKind::unlinkat:
+      return std::string_view(static_cast<const detail::PathArgs*>(op.args)->path)
+          .starts_with(kFileDir);
+    case OpKind::read:
+    case OpKind::write:
+    case OpKind::readv:
+    case OpKind::writev:
+    case OpKind::fsync:
+    case OpKind::fallocate:
+    case OpKind::ftruncate:
+    case OpKind::statx:
+      return file_fds_.count(op.fd) != 0;
+    default:
+      return false;
+  }
+}
+
+// A file op: queued until one of the workers is free, then running (a
+// cancel no longer reaches it: FakeBackend::run_uncancellable), done when
+// due (slow: some virtual time later; stuck: only once faults stop).
+bool Sim::file_step(OpBase& op, bool faults) {
+  if (auto it = running_.find(&op); it != running_.end()) {
+    if (faults && (it->second.stuck || loop_->now() < it->second.due)) return false;
+    running_.erase(it);
+    if (fake_->cancel_requested(op)) ++reach().running_cancel;
+    run_file_op(op, faults);
+    return true;
+  }
+  if (running_.size() >= swarm_.file_workers) return false;  // every worker busy: it waits
+  Running r{loop_->now(), false};
+  if (faults && rng_.chance(swarm_.p_slow)) {
+    r.due = saturating_add(r.due, std::chrono::milliseconds(rng_.between(1, 300)));
+    ++reach().slow;
+  }
+  if (faults && rng_.chance(swarm_.p_stuck)) {
+    r.stuck = true;
+    ++reach().stuck;
+  }
+  fake_->run_uncancellable(op);
+  running_[&op] = r;
+  return true;
+}
+
+// What a file worker's syscall does to the simulated file system.
+void Sim::run_file_op(OpBase& op, bool faults) {
+  ++reach().file_ops;
+  if (op.kind == OpKind::openat) {
+    const auto& a = *static_cast<const detail::PathArgs*>(op.args);
+    auto it = files_.find(a.path);
+    if (it == files_.end()) {
+      if (!(op.flags & O_CREAT)) {
+        fake_->fail(op, ENOENT);
+        return;
+      }
+      it = files_.emplace(a.path, std::make_shared<SimFile>()).first;
+    }
+    const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);  // the lowest free number
+    if (fd < 0) throw std::runtime_error("sim: open");
+    claim_number(fd);
+    file_fds_[fd] = it->second;
+    fake_->complete(op, fd);
+    return;
+  }
+  if (op.kind == OpKind::unlinkat) {
+    if (files_.erase(static_cast<const detail::PathArgs*>(op.args)->path))
+      fake_->complete(op, 0);
+    else
+      fake_->fail(op, ENOENT);
+    return;
+  }
+  auto f = file_fds_.find(op.fd);
+  if (f == file_fds_.end()) {
+    fake_->fail(op, EBADF);
+    return;
+  }
+  std::string& data = f->second->data;
+  const std::size_t at = op.offset == std::uint64_t(-1) ? 0 : static_cast<std::size_t>(op.offset);
+  switch (op.kind) {
+    case OpKind::read:
+    case OpKind::readv: {
+      const bool vec = op.kind == OpKind::readv;
+      const auto* iov = static_cast<const iovec*>(op.buf);
+      std::size_t cap = vec ? 0 : op.len;
+      for (std::uint32_t i = 0; vec && i < op.len; ++i) cap += iov[i].iov_len;
+      const std::size_t n = chunk(at < data.size() ? std::min(cap, data.size() - at) : 0, faults);
+      if (!vec) {
+        if (n) std::memcpy(op.buf, data.data() + at, n);
+      } else {
+        for (std::size_t i = 0, done = 0; done < n; ++i) {
+          const std::size_t k = std::min(n - done, iov[i].iov_len);
+          std::memcpy(iov[i].iov_base, data.data() + at + done, k);
+          done += k;
+        }
+      }
+      fake_->complete(op, static_cast<int>(n));
+      return;
+    }
+    case OpKind::write:
+    case OpKind::writev: {
+      std::string bytes;
+      if (op.kind == OpKind::write) {
+        bytes.assign(static_cast<const char*>(op.buf), op.len);
+      } else {
+        const auto* iov = static_cast<const iovec*>(op.buf);
+        for (std::uint32_t i = 0; i < op.len; ++i)
+          bytes.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+      }
+      const std::size_t n = chunk(bytes.size(), faults);
+      if (data.size() < at + n) data.resize(at + n, '\0');
+      data.replace(at, n, bytes, 0, n);
+      fake_->complete(op, static_cast<int>(n));
+      return;
+    }
+    case OpKind::fsync:
+      fake_->complete(op, 0);
+      return;
+    case OpKind::fallocate:
+      if (data.size() < op.offset + op.total) data.resize(op.offset + op.total, '\0');
+      fake_->complete(op, 0);
+      return;
+    case OpKind::ftruncate:
+      data.resize(op.offset, '\0');
+      fake_->complete(op, 0);
+      return;
+    case OpKind::statx: {
+      auto& a = *static_cast<detail::StatxArgs*>(op.args);
+      a.out = {};
+      a.out.stx_size = data.size();
+      a.out.stx_mode = S_IFREG | 0600;
+      a.out.stx_nlink = 1;
+      fake_->complete(op, 0);
+      return;
+    }
+    default:
+      fake_->fail(op, EOPNOTSUPP);
+  }
+}
+
+// The workers finish what they run (before a teardown, which waits for
+// them). An open's new fd is then a result the teardown drops: see
+// teardown_opened_.
+void Sim::finish_running() {
+  if (!running_.empty()) ++reach().torn_down_running;
+  while (!running_.empty()) {
+    OpBase* op = const_cast<OpBase*>(running_.begin()->first);
+    running_.erase(running_.begin());
+    run_file_op(*op, false);
+    if (op->kind == OpKind::openat && op->res >= 0) teardown_opened_.push_back(op->res);
+  }
+}
+
 // Completes `op` the way a kernel would now, if it can complete now.
 bool Sim::try_complete(OpBase& op, bool faults) {
   const bool done = try_complete_inner(op, faults);
@@ -645,6 +878,13 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
     return true;
   }
   if (op.kind == OpKind::nop) {
+    fake_->complete(op, 0);
+    return true;
+  }
+  if (is_file_op(op)) return file_step(op, faults);
+  if (op.kind == OpKind::close && file_fds_.count(op.fd)) {
+    ::close(op.fd);
+    release_number(op.fd, &op);
     fake_->complete(op, 0);
     return true;
   }
@@ -678,10 +918,8 @@ bool Sim::try_complete_inner(OpBase& op, bool faults) {
       fake_->complete(op, 0);
       return true;
     case OpKind::close:
-      ep->closed = true;
-      ep->peer->eof = true;
-      by_fd_.erase(op.fd);
-      to_close_.push_back(op.fd);  // really closed after the run: no number reused meanwhile
+      ::close(op.fd);  // at once: the number is free for the next socket, pipe or file
+      release_number(op.fd, &op);
       fake_->complete(op, 0);
       return true;
     default:
@@ -727,7 +965,12 @@ bool Sim::complete_one(bool faults) {
   for (OpBase* op : ops) {
     // A cancel requested: the fake ends it at the next poll, unless a
     // result wins the race (sometimes it does).
-    if (fake_->cancel_requested(*op) && !(faults && rng_.chance(swarm_.p_race))) continue;
+    // A file op a worker runs: the cancel cannot reach it (it completes).
+    if (fake_->cancel_requested(*op) && !fake_->running(*op) &&
+        !(faults && rng_.chance(swarm_.p_race))) {
+      if (is_file_op(*op)) ++reach().queued_cancelled;
+      continue;
+    }
     if (try_complete(*op, faults)) return true;
   }
   return false;
@@ -747,6 +990,7 @@ void Sim::round() {
 // one loop round. False when nothing could be done (the run is idle).
 bool Sim::step(bool faults) {
   ++step_;
+  released_.clear();
   reconcile();
   sweep_closed();
   bool did = false;
@@ -863,9 +1107,16 @@ std::string Sim::run(bool verbose) {
     }
     ops_.clear();
     stops_.clear();
-    loop_.reset();  // teardown: cancels and settles what is left
+    finish_running();  // ~Loop waits for a worker's op: it ends (the simulator is this thread)
+    loop_.reset();     // teardown: cancels and settles what is left
     fake_.reset();
   }
+  for (int fd : teardown_opened_)
+    if (::fcntl(fd, F_GETFD) != -1) {
+      ++reach().f1_leaks;
+      if (std::getenv("LEV_SIM_STRICT")) fail("finding F1: the fd of an open that finished during teardown was left open");
+      ::close(fd);
+    }
   for (int fd : to_close_) ::close(fd);
   for (const auto& ep : endpoints_)
     if (ep->feeder >= 0) ::close(ep->feeder);

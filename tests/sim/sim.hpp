@@ -9,6 +9,8 @@
 // LEV_SIM_SEED=<seed> replays exactly that run.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <map>
@@ -64,6 +66,11 @@ struct Swarm {
          p_spurious_cancel = 0, p_race = 0, p_time = 0, p_cancel = 0, p_stop = 0, p_end_multishot = 0;
   std::size_t peer_buffer = 4096;  // bytes a receiver holds before sends block
   std::size_t batch = 1;           // completions queued before a loop round (up to)
+  // File ops run on a model of file workers: queued until one of
+  // `file_workers` takes them, then running (a cancel no longer reaches
+  // them), done at once, later (slow) or only once faults stop (stuck).
+  std::size_t file_workers = 1;
+  double p_slow = 0, p_stuck = 0;
   std::size_t teardown_step = 0;   // 0: no early teardown
   static Swarm pick(Rng& rng);
   [[nodiscard]] std::string describe() const;
@@ -124,6 +131,9 @@ class Host {
   virtual std::optional<std::pair<Fd, Fd>> pipe() { return std::nullopt; }
   /// A listening stream socket; nullopt when this host has none.
   virtual std::optional<Fd> listen() { return std::nullopt; }
+  /// A directory for the files workload's files (paths under it); nullopt
+  /// when this host has none.
+  [[nodiscard]] virtual std::optional<std::string> file_dir() const { return std::nullopt; }
   /// A connection to `listener`, queued for its accept; the client's end.
   virtual std::optional<Fd> dial(int listener) {
     (void)listener;
@@ -148,6 +158,7 @@ struct World {
     return host->datagram_tally(fd);
   }
   std::optional<Fd> dial(int listener) { return host->dial(listener); }
+  [[nodiscard]] std::optional<std::string> file_dir() const { return host->file_dir(); }
   [[nodiscard]] std::optional<std::uint64_t> accepted(int fd) const { return host->accepted(fd); }
   void cancellable(Operation op) { host->cancellable(std::move(op)); }
   void stoppable(std::shared_ptr<std::stop_source> src) { host->stoppable(std::move(src)); }
@@ -155,6 +166,8 @@ struct World {
   /// Called by workload code right after each co_await: resumption must
   /// come from the loop's drain, never inline from a submission or cancel.
   void resumed(const char* where) {
+    static const bool log = std::getenv("LEV_SIM_LOG") != nullptr;  // LEV_SIM_LOG: each resumption too
+    if (log) std::fprintf(stderr, "    resumed %s\n", where);
     if (!host->in_round()) fail(std::string("resumed outside the loop's drain: ") + where);
   }
 };
@@ -194,5 +207,20 @@ Task<> run_workload(World& w, Workload wl, const char* name, Duration limit, cha
 /// Runs one seed; returns "" or the first broken invariant, with the seed,
 /// the step and the swarm it ran with.
 std::string run_seed(std::uint64_t seed, bool verbose = false);
+
+/// What the seeds run so far reached of the lifecycles the conformance
+/// matrix names (tests/conformance): counted over every seed of the process.
+struct Reach {
+  std::uint64_t file_ops = 0;         // file ops the workers ran
+  std::uint64_t queued_cancelled = 0; // file ops cancelled while queued for a worker
+  std::uint64_t running_cancel = 0;   // cancels (stops, deadlines) that found a file op running
+  std::uint64_t slow = 0, stuck = 0;  // file ops that ran slow, that stuck until faults stopped
+  std::uint64_t closed_pending = 0;   // fds closed with an op still pending on them
+  std::uint64_t reused = 0;           // fd numbers given out again in the step they were closed
+  std::uint64_t reused_after_pending = 0;  // numbers given out again after a close with an op pending
+  std::uint64_t torn_down_running = 0;  // teardowns that waited for a running file op
+  std::uint64_t f1_leaks = 0;  // fds of opens finished during teardown that lev left open (F1)
+};
+Reach& reach();
 
 }  // namespace lev::sim

@@ -44,5 +44,20 @@ TEST_SUITE("sim") {
     std::printf("sim: %llu seeds from %llu in %.2f s (%.0f seeds/s), %llu failed\n",
                 static_cast<unsigned long long>(seeds), static_cast<unsigned long long>(first), secs,
                 static_cast<double>(seeds) / secs, static_cast<unsigned long long>(failed));
+    const lev::sim::Reach& r = lev::sim::reach();
+    std::printf("sim: reached: %llu file ops on the workers (%llu cancelled while queued, %llu "
+                "cancels that found one running, %llu slow, %llu stuck), %llu teardowns waiting "
+                "for a running one; %llu fds closed with an op pending (%llu of those numbers "
+                "given out again), %llu numbers reused in the step they were closed; finding F1 (an open's fd left open by a teardown) "
+                "%llu times\n",
+                static_cast<unsigned long long>(r.file_ops),
+                static_cast<unsigned long long>(r.queued_cancelled),
+                static_cast<unsigned long long>(r.running_cancel),
+                static_cast<unsigned long long>(r.slow), static_cast<unsigned long long>(r.stuck),
+                static_cast<unsigned long long>(r.torn_down_running),
+                static_cast<unsigned long long>(r.closed_pending),
+                static_cast<unsigned long long>(r.reused_after_pending),
+                static_cast<unsigned long long>(r.reused),
+                static_cast<unsigned long long>(r.f1_leaks));
   }
 }

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "lev/channel.hpp"
+#include "lev/file.hpp"
 #include "lev/net/datagram.hpp"
 #include "lev/net/listen.hpp"
 #include "lev/net/stream.hpp"
@@ -893,13 +894,137 @@ Task<> splice(World& w) {
   w.resumed("close");
 }
 
+
+// ---------------------------------------------------------------- files
+// A file written in regions by concurrent write_all_at ops (some with a
+// deadline, some under a stop the driver may request), on the simulator's
+// file workers (queued, running, slow, stuck), then read back: every
+// region holds exactly what its op reported (`transferred` included) and
+// nothing else. Then the file's fd is closed through the loop while one
+// more write on it may still be queued, and a second file is opened at
+// once (it gets the number): that write lands in the first file or
+// nowhere, never in the second.
+Task<> files(World& w) {
+  FrameToken frame;
+  const std::optional<std::string> dir = w.file_dir();
+  if (!dir) co_return;  // a host without simulated files
+  static std::uint64_t serial = 0;  // distinct paths across workloads and seeds
+  const std::string one = *dir + "/one-" + std::to_string(++serial);
+  const std::string two = *dir + "/two-" + std::to_string(serial);
+  auto opened = co_await File::open(*w.loop, one, O_RDWR | O_CREAT, 0600);
+  w.resumed("File::open");
+  if (!opened) co_return;  // cancelled by teardown or a stop: nothing to check
+  File f = std::move(*opened);
+  auto stop = std::make_shared<std::stop_source>();
+  w.stoppable(stop);
+  const std::stop_token parent = co_await current_stop_token();
+  std::stop_callback<Forward> link(parent, Forward{stop});
+  constexpr std::size_t kRegion = 24;
+  const std::size_t regions = w.rng->between(1, 6);
+  std::vector<std::uint64_t> wrote(regions, 0);  // bytes each op says it wrote
+  auto writer = [&](std::size_t i) -> Task<> {
+    FrameToken t;
+    const std::string data = pattern(i * kRegion, kRegion);
+    const std::uint64_t at = i * kRegion;
+    Result<std::size_t> r = std::size_t{0};
+    const auto how = w.rng->below(3);
+    if (how == 0) {
+      r = co_await f.write_all_at(data, at);
+    } else if (how == 1) {
+      r = co_await f.write_all_at(data, at, IoOptions{.timeout = some_time(w)});
+    } else {
+      r = co_await f.write_all_at(data, at).stop_on(stop->get_token());
+    }
+    w.resumed("write_all_at");
+    if (r) {
+      if (*r != data.size()) w.fail("files: write_all_at succeeded short");
+      wrote[i] = *r;
+    } else {
+      wrote[i] = r.error().transferred;
+      if (!r.error().is_cancelled() && !r.error().is_timeout())
+        w.fail("files: write_all_at failed: " + r.error().message());
+    }
+  };
+  std::vector<Task<>> writers;
+  for (std::size_t i = 0; i < regions; ++i) writers.push_back(writer(i));
+  co_await when_all(std::move(writers));
+  w.resumed("files when_all");
+  // What the file must hold: each region's reported prefix, zeros between.
+  std::size_t length = 0;
+  for (std::size_t i = 0; i < regions; ++i)
+    if (wrote[i]) length = std::max<std::size_t>(length, i * kRegion + wrote[i]);
+  std::string want(length, '\0');
+  for (std::size_t i = 0; i < regions; ++i)
+    if (wrote[i]) want.replace(i * kRegion, wrote[i], pattern(i * kRegion, wrote[i]));
+  std::string got;
+  std::array<char, 64> buf{};
+  for (;;) {
+    auto n = co_await f.read_at(buf, got.size());
+    w.resumed("read_at");
+    if (!n) co_return;  // a teardown, or a stop that reached the task: nothing to compare
+    if (*n == 0) break;
+    got.append(buf.data(), *n);
+    if (got.size() > length + kRegion) break;
+  }
+  if (got != want)
+    w.fail("files: the file holds " + std::to_string(got.size()) + " bytes, not the " +
+           std::to_string(want.size()) + " its writes reported");
+  if (!w.rng->chance(0.6)) {
+    (void)co_await f.close();
+    w.resumed("close");
+    co_return;
+  }
+  // Close while a write on the fd may still be queued; reuse the number.
+  const int number = f.fd();
+  std::optional<Result<std::size_t>> orphan;
+  auto late = [&]() -> Task<> {
+    FrameToken t;
+    auto r = co_await w.loop->write(number, std::string_view("ORPHAN"), 1000);
+    w.resumed("orphan write");
+    orphan = r;
+  };
+  JoinHandle<void> h = w.loop->spawn(late());
+  (void)co_await w.loop->nop();  // the orphan write is submitted first
+  w.resumed("nop");
+  (void)co_await f.close();
+  w.resumed("close");
+  auto second = co_await File::open(*w.loop, two, O_RDWR | O_CREAT, 0600);
+  w.resumed("File::open (second)");
+  if (second) {
+    const std::string_view mine = "SECOND";
+    auto r = co_await second->write_all_at(mine, 0);
+    w.resumed("write_all_at (second)");
+    co_await std::move(h);
+    w.resumed("orphan joined");
+    std::string back;
+    for (;;) {
+      auto n = co_await second->read_at(buf, back.size());
+      w.resumed("read_at (second)");
+      if (!n || *n == 0) break;
+      back.append(buf.data(), *n);
+      if (back.size() > 64) break;
+    }
+    const std::string expect = r ? std::string(mine) : std::string(mine.substr(0, r.error().transferred));
+    if (back != expect)
+      w.fail("files: the second file, opened at fd " + std::to_string(number) +
+             "'s number while a write on it was pending, holds \"" + back + "\"" +
+             (second->fd() == number ? " (the number was reused)" : ""));
+    (void)co_await second->close();
+    w.resumed("close (second)");
+  } else {
+    co_await std::move(h);
+    w.resumed("orphan joined");
+  }
+  (void)orphan;
+}
+
 }  // namespace
 
 std::vector<std::pair<const char*, Workload>> workloads() {
   return {{"echo", echo},   {"race", race},       {"stream", stream}, {"group", group},
           {"channel", channel}, {"timers", timers}, {"sources", sources},
           {"acceptor", acceptor}, {"datagram", datagram},
-          {"splice", splice}, {"tls", tls_echo}};
+          {"splice", splice}, {"files", files}, {"tls", tls_echo}};
 }
 
 }  // namespace lev::sim

@@ -13,9 +13,14 @@
 namespace lev::detail {
 
 /// The error of a failed op; a cancel its deadline recorded (a loop timer,
-/// an IdleDeadline) reads errc::timed_out.
+/// an IdleDeadline) reads errc::timed_out. The kernel's internal restart
+/// codes (ERESTARTSYS 512 to ERESTART_RESTARTBLOCK 516), which io_uring
+/// hands out when a cancel interrupts an op blocked in an io-wq worker
+/// (a splice, seen on 6.1), read as the cancellation they are.
 [[gnu::cold, gnu::noinline]] inline Error op_error(const OpBase& op) {
-  const int err = op.res == -ECANCELED && op.cancel == Cancel::deadline ? ETIMEDOUT : -op.res;
+  int err = -op.res;
+  if (err >= 512 && err <= 516) err = ECANCELED;
+  if (err == ECANCELED && op.cancel == Cancel::deadline) err = ETIMEDOUT;
   return Error::from_errno(err, op_name(op.kind), op.fd, op.done);
 }
 

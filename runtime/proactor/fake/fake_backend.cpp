@@ -30,6 +30,10 @@ void FakeBackend::attach(CompletionQueue& queue) {
 
 void FakeBackend::submit(detail::OpBase& op) {
   op.backend_data = kStaged;
+  // A statx completed with complete(op, 0) reads a zeroed struct (all
+  // fields 0), never what the awaiter's memory held (complete_stat fills it).
+  if (op.kind == detail::OpKind::statx && op.args)
+    static_cast<detail::StatxArgs*>(op.args)->out = {};
   pending_.push_back(&op);
   ++submits_;
   if (op.linked_timeout && options_.linked_timeouts) {
@@ -105,9 +109,16 @@ void FakeBackend::refuse_zero_copy(detail::OpBase& op) {
   settle(op, -EOPNOTSUPP);
 }
 
+void FakeBackend::run_uncancellable(detail::OpBase& op) {
+  if (std::find(pending_.begin(), pending_.end(), &op) == pending_.end())
+    throw std::logic_error(std::string("lev::FakeBackend::run_uncancellable: ") +
+                           detail::op_name(op.kind) + " is not in flight");
+  op.backend_data = (op.backend_data & ~std::uintptr_t{kStaged}) | kFlushed | kRunning;
+}
+
 void FakeBackend::cancel(detail::OpBase& op) {
   ++cancels_;
-  if (op.backend_data & kStaged) {
+  if ((op.backend_data & kStaged) && !(op.backend_data & kRunning)) {
     settle(op, -ECANCELED);
     return;
   }
@@ -193,7 +204,7 @@ std::size_t FakeBackend::poll(std::optional<Duration> timeout) {
   bool flushed_any = false;
   for (detail::OpBase* op : pending_) {
     flushed_any = flushed_any || (op->backend_data & kStaged);
-    if (op->backend_data & kCancel) cancelled.push_back(op);
+    if ((op->backend_data & kCancel) && !(op->backend_data & kRunning)) cancelled.push_back(op);
     op->backend_data = (op->backend_data & ~std::uintptr_t{kStaged}) | kFlushed;
   }
   for (detail::OpBase* op : cancelled) {
@@ -204,8 +215,8 @@ std::size_t FakeBackend::poll(std::optional<Duration> timeout) {
   if (!linked_.empty()) {
     const TimePoint now = clock_->now();
     std::vector<detail::OpBase*> due;
-    for (const Linked& l : linked_)
-      if (l.deadline <= now) due.push_back(l.op);
+    for (const Linked& l : linked_)  // a running op: the kernel's cancel cannot reach it
+      if (l.deadline <= now && !(l.op->backend_data & kRunning)) due.push_back(l.op);
     for (detail::OpBase* op : due) {
       settle(*op, -ECANCELED);
       ++n;

@@ -177,6 +177,7 @@ UringBackend::UringBackend(const LoopOptions& o)
     if (r != -EINVAL) break;
   }
   if (r < 0) setup_failed(-r);
+  creator_ = thread_serial();
   enabled_ = !(setup_flags_ & IORING_SETUP_R_DISABLED);
   if (enabled_) issuer_ = thread_serial();  // a kernel before 5.10: no binding
   const KernelProbe& kernel = kernel_probe();
@@ -228,7 +229,19 @@ void UringBackend::here() {
 
 void UringBackend::adopt_thread() {
   const std::uint64_t me = thread_serial();
-  if (!enabled_) {
+  if (!enabled_ && (setup_flags_ & IORING_SETUP_SINGLE_ISSUER) && me != creator_) {
+    // Built on one thread and first run on another (built in main, run in
+    // a std::thread): such a loop is often destroyed back where it was
+    // built, with requests of the runner's still in the kernel, and a
+    // SINGLE_ISSUER ring could not be entered there to cancel and reap
+    // them. So it gets a ring any thread may enter (COOP_TASKRUN instead).
+    setup_flags_ = (setup_flags_ & ~unsigned{IORING_SETUP_SINGLE_ISSUER |
+                                             IORING_SETUP_DEFER_TASKRUN}) |
+                   IORING_SETUP_COOP_TASKRUN;
+    replace_ring();
+    enabled_ = true;
+    issuer_ = me;
+  } else if (!enabled_) {
     const int r = ring_register(ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
     if (r < 0) throw std::system_error(-r, std::system_category(), "lev: io_uring enable");
     enabled_ = true;
@@ -258,15 +271,26 @@ void UringBackend::register_ring_fd() noexcept {
 // provided-buffer ring registered with it (the kernel alone knows which of
 // its buffers it has taken). The ring's fd number is kept (MSG_RING wakes
 // from other loops name it).
+//
+// What the old thread left in flight may still be on its way: a thread
+// that exits has its io-wq torn down, and what was blocked there (a
+// splice) completes through the kernel's fallback work a moment later. So
+// the owed completions are awaited briefly (read from memory: this thread
+// may not enter that ring) before the move is refused.
 void UringBackend::replace_ring() {
-  reap();  // completions already posted: read from memory, no syscall
   io_uring_sq& sq = ring_.sq;
   const unsigned head = *sq.khead;
   const unsigned tail = sq.sqe_tail;
   std::size_t queued_ops = 0;
   for (unsigned i = head; i != tail; ++i)
     if ((sq.sqes[i & sq.ring_mask].user_data & 7) == 0) ++queued_ops;
-  const std::size_t owed = in_flight_ - queued_ops;
+  reap();  // completions already posted: read from memory, no syscall
+  std::size_t owed = in_flight_ - queued_ops;
+  for (int waited_ms = 0; owed > 0 && waited_ms < 1000; ++waited_ms) {
+    ::usleep(1000);
+    reap();
+    owed = in_flight_ - queued_ops;
+  }
   bool buffers = false;
   for (const BufRing& b : buf_rings_) buffers = buffers || b.ring;
   if (owed > 0 || buffers) {

@@ -124,6 +124,7 @@ class UringBackend final : public CompletionBackend {
   bool enabled_ = true;
   std::uint64_t runner_ = 0;  // the thread that last entered the ring
   std::uint64_t issuer_ = 0;  // the thread that enabled it (SINGLE_ISSUER binds it)
+  std::uint64_t creator_ = 0;  // the thread that built it
   bool reg_ok_ = false;       // registered ring fds work here (probed)
   int reg_index_ = -1;        // the ring fd's index in reg_thread_'s table
   std::uint64_t reg_thread_ = 0;
