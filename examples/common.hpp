@@ -403,19 +403,27 @@ inline void ignore_unused_signals() {
   for (int sig : {SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE}) ::signal(sig, SIG_IGN);
 }
 
+/// The connections a server holds. It outlives the loop (run_server's
+/// frame): the connections still open when the main task returns end when
+/// lev::run's loop goes, and each counts itself out then.
+struct Connections {
+  long live = 0;
+  bool full = false;  // said so on stderr; said again only after it drained
+};
+
 /// run_server's main task: serves on `loop` until `stop` (or --max-seconds),
 /// then calls `on_stop` (if any) before it returns.
 template <class Serve>
 lev::Task<int> serve_until_stopped(lev::Loop& loop, std::stop_token stop, const char* name,
                                    const ServerArgs& args, Serve& serve,
                                    std::string_view busy_reply, long max_clients,
-                                   std::function<void()>& on_stop) {
+                                   std::function<void()>& on_stop, Connections& conns) {
   auto listener = lev::net::Listener::tcp("127.0.0.1", args.port, {.backlog = 4096}).value();
   std::printf("listening on %s\n", listener.address().to_string().c_str());
   std::fflush(stdout);
 
-  long live = 0;
-  bool full = false;  // said so on stderr; said again only after it drained
+  long& live = conns.live;
+  bool& full = conns.full;
   auto counted = [](lev::Task<> session, long& n) -> lev::Task<> {
     struct Leave {
       long& n;
@@ -468,10 +476,11 @@ int run_server(const char* name, const ServerArgs& args, Serve serve,
                std::string_view busy_reply = {}, std::function<void()> on_stop = {}) {
   const long max_clients = fit_max_clients(name, args.max_clients);
   ignore_unused_signals();
+  Connections conns;
   const int code = lev::run(
       [&](lev::Loop& loop, std::stop_token stop) {
         return serve_until_stopped(loop, std::move(stop), name, args, serve, busy_reply,
-                                   max_clients, on_stop);
+                                   max_clients, on_stop, conns);
       },
       {.model = args.loop.loop_model(), .loop = args.loop.options()});
   std::fprintf(stderr, "%s: stopped\n", name);
