@@ -11,7 +11,7 @@ bash scripts/setup.sh clang-19 libclang-rt-19-dev
 if [ ! -f build-fuzz/build.ninja ]; then
   CXX=clang++-19 CC=clang-19 meson setup build-fuzz -Dfuzz=enabled -Dbench=disabled \
     -Dexamples=disabled -Db_sanitize=address,undefined -Db_lundef=false \
-    -Dcpp_args=-fsanitize=fuzzer-no-link -Dwerror=false >/dev/null
+    -Dcpp_args='-fsanitize=fuzzer-no-link -g1' -Dwerror=false >/dev/null
 fi
 ninja -C build-fuzz -j2 tests/stream_codec_fuzz tests/tls_records_fuzz
 for t in stream_codec tls_records; do
