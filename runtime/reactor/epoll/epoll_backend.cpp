@@ -70,7 +70,10 @@ EpollBackend::~EpollBackend() {
   ::close(epfd_);  // workers_ joins its threads next (the loop waited for their ops)
 }
 
-EpollBackend::FdState& EpollBackend::state(int fd) {
+// The first use of an fd (or of a table slot): grows the table, puts the
+// fd in O_NONBLOCK mode, marks it for closes on any thread. Out of line:
+// the hot path (state()) is a bounds check and a flag.
+EpollBackend::FdState& EpollBackend::first_use(int fd) {
   auto i = static_cast<std::size_t>(fd);
   if (i >= fds_.size()) fds_.resize(std::max(i + 1, fds_.size() * 2));
   FdState& st = fds_[i];
@@ -85,8 +88,16 @@ EpollBackend::FdState& EpollBackend::state(int fd) {
 
 void EpollBackend::submit(OpBase& op) {
   op.backend_data = kNew;
-  fresh_.push_back(&op);
+  if (fresh_n_ < fresh_.size()) [[likely]]
+    fresh_[fresh_n_] = &op;
+  else
+    grow_fresh(op);
+  ++fresh_n_;
   ++held_;
+}
+
+void EpollBackend::grow_fresh(OpBase& op) {
+  fresh_.push_back(&op);  // fresh_n_ == size(): appends in place
 }
 
 void EpollBackend::finish(OpBase& op, int res) {
@@ -103,13 +114,16 @@ void EpollBackend::finish(OpBase& op, int res) {
 // known not to be ready; false when it must wait for the next edge.
 bool EpollBackend::attempt(OpBase& op, FdState& st) {
   const detail::KindEntry& e = detail::kind_entry(op.kind);
-  const bool writer = is_writer(op);
+  return attempt(op, st, e, is_writer(op));
+}
+
+bool EpollBackend::attempt(OpBase& op, FdState& st, const detail::KindEntry& e, bool writer) {
   if ((e.wait == detail::Wait::read || e.wait == detail::Wait::write) &&
       !(writer ? st.writable : st.readable))
     return false;  // known not ready: wait for the next edge
   for (;;) {
     const long r = e.attempt(op);
-    if (r >= 0) {
+    if (r >= 0) [[likely]] {
       op.res = static_cast<int>(std::min<long>(r, INT_MAX));
       if (e.yields_fd) forget_fd(op.res, false);  // a fresh fd: no stale state
       return true;
@@ -270,10 +284,10 @@ void EpollBackend::closing(int fd, bool here) noexcept {
   if (fd < 0) return;
   // Submitted and not yet tried: tried later, they would act on whatever
   // file takes the number next. (A close op is left alone: it is the close.)
-  for (std::size_t i = 0; here && i < fresh_.size();) {
+  for (std::size_t i = 0; here && i < fresh_n_;) {
     OpBase* op = fresh_[i];
     if (op->kind != OpKind::close && uses_fd(*op, fd)) {
-      fresh_.erase(fresh_.begin() + static_cast<std::ptrdiff_t>(i));
+      erase_fresh(i);
       finish(*op, -ECANCELED);
     } else {
       ++i;
@@ -293,14 +307,10 @@ void EpollBackend::closing(int fd, bool here) noexcept {
   if (here) workers_->closing(fd);
 }
 
-bool EpollBackend::offloaded(const OpBase& op) {
-  const detail::KindEntry& e = detail::kind_entry(op.kind);
-  if (e.wait == detail::Wait::offload) return true;
-  if (!e.may_be_file || op.fd < 0) return false;
-  FdState& st = state(op.fd);
+bool EpollBackend::unpollable(int fd, FdState& st) {
   if (!st.typed) {
     struct stat sb {};
-    st.unpollable = ::fstat(op.fd, &sb) == 0 &&
+    st.unpollable = ::fstat(fd, &sb) == 0 &&
                     (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode) || S_ISBLK(sb.st_mode));
     st.typed = true;
   }
@@ -336,9 +346,13 @@ void EpollBackend::cancel(OpBase& op) {
     case kWorker:
       if (!workers_->cancel(op)) return;  // running: its result comes, and wins
       break;
-    case kNew:
-      fresh_.erase(std::find(fresh_.begin(), fresh_.end(), &op));
+    case kNew: {
+      const auto end = fresh_.begin() + static_cast<std::ptrdiff_t>(fresh_n_);
+      const auto at = std::find(fresh_.begin(), end, &op);
+      if (at == end) return;  // not queued here (cannot happen: held ops are)
+      erase_fresh(static_cast<std::size_t>(at - fresh_.begin()));
       break;
+    }
     case kReaders:
     case kWriters:
     case kSpliceOut:
@@ -359,7 +373,7 @@ void EpollBackend::set_wakeup_fd(int fd) {
 }
 
 void EpollBackend::cancel_all() {
-  for (OpBase* op : std::vector<OpBase*>(fresh_)) cancel(*op);
+  while (fresh_n_ > 0) cancel(*fresh_[0]);
   // Those not started; running ones finish on their own.
   for (OpBase* op : workers_->take_queued()) finish(*op, -ECANCELED);
   for (auto& st : fds_) {
@@ -369,43 +383,58 @@ void EpollBackend::cancel_all() {
 }
 
 void EpollBackend::start(OpBase& op) {
-  if (offloaded(op)) {
+  const detail::KindEntry& e = detail::kind_entry(op.kind);
+  if (e.wait == detail::Wait::offload) {
     offload(op);
     return;
   }
-  if (op.kind == OpKind::nop || op.fd < 0) {
+  if (op.fd < 0 || op.kind == OpKind::nop) {
     finish(op, op.kind == OpKind::nop ? 0 : -EBADF);  // what the kernel says of fd -1
     return;
   }
-  if (op.kind == OpKind::splice) {
-    const int out = splice_out(op);
-    if (out < 0) {
-      finish(op, -EBADF);
-      return;
-    }
-    state(out);  // both in O_NONBLOCK mode, both states made (attempt_splice)
-    state(op.fd);
-    const Side side = attempt_splice(op);
-    if (side == Side::done)
-      finish(op, op.res);
-    else
-      park_splice(op, side);
+  FdState& st = state(op.fd);
+  if (e.may_be_file && unpollable(op.fd, st)) [[unlikely]] {
+    offload(op);
     return;
   }
-  FdState& st = state(op.fd);
-  if (attempt(op, st))
+  if (op.kind == OpKind::splice) [[unlikely]] {
+    start_splice(op);
+    return;
+  }
+  const bool writer = is_writer(op);
+  if (attempt(op, st, e, writer))
     finish(op, op.res);
   else
-    park(op, op.fd, is_writer(op), is_writer(op) ? kWriters : kReaders);
+    park(op, op.fd, writer, writer ? kWriters : kReaders);
+}
+
+void EpollBackend::start_splice(OpBase& op) {
+  const int out = splice_out(op);
+  if (out < 0) {
+    finish(op, -EBADF);
+    return;
+  }
+  state(out);  // both in O_NONBLOCK mode, both states made (attempt_splice)
+  state(op.fd);
+  const Side side = attempt_splice(op);
+  if (side == Side::done)
+    finish(op, op.res);
+  else
+    park_splice(op, side);
 }
 
 std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
   std::size_t n = finished_;  // cancellations pushed since the last round
   finished_ = 0;
-  if (!fresh_.empty()) {
+  if (fresh_n_ > 0) {
+    // The batch leaves fresh_ first: an op submitted or a close made while
+    // it runs concerns ops after it, not these (started in submit order).
     std::vector<OpBase*> batch;
     batch.swap(fresh_);
-    for (OpBase* op : batch) {
+    const std::size_t count = fresh_n_;
+    fresh_n_ = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      OpBase* op = batch[i];
       if (op->backend_data != kNew) continue;  // cancelled meanwhile
       // An op that cannot be started (no file worker, no memory) fails
       // alone, saying why; the rest of the batch goes on.
@@ -419,8 +448,7 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
         finish(*op, -EIO);
       }
     }
-    batch.clear();
-    if (fresh_.empty()) fresh_.swap(batch);  // keep the capacity
+    if (fresh_n_ == 0) fresh_.swap(batch);  // keep the capacity
   }
   n += take_worker_results();
   n += finished_;

@@ -12,6 +12,7 @@
 namespace lev {
 namespace detail {
 class FdMarks;
+struct KindEntry;
 }
 
 class EpollBackend final : public CompletionBackend {
@@ -82,12 +83,22 @@ class EpollBackend final : public CompletionBackend {
   // What a splice waits for after EAGAIN.
   enum class Side { done, input, output };
 
-  FdState& state(int fd);
+  /// The state of an fd the engine may act on (made on its first use).
+  FdState& state(int fd) {
+    const auto i = static_cast<std::size_t>(fd);
+    if (i < fds_.size() && fds_[i].nonblocking) [[likely]]
+      return fds_[i];
+    return first_use(fd);
+  }
+  FdState& first_use(int fd);
   /// Tries a fresh op: done, parked, or handed to the file workers.
   void start(detail::OpBase& op);
+  void start_splice(detail::OpBase& op);
   /// Runs the op's nonblocking syscall; true when it finished (result
-  /// recorded in op.res), false on EAGAIN.
+  /// recorded in op.res), false on EAGAIN. `e`: its kind's row; `writer`:
+  /// it waits for writability.
   bool attempt(detail::OpBase& op, FdState& st);
+  bool attempt(detail::OpBase& op, FdState& st, const detail::KindEntry& e, bool writer);
   /// A splice waits for its input to be readable and its output writable:
   /// done, or the side that said EAGAIN.
   Side attempt_splice(detail::OpBase& op);
@@ -97,15 +108,24 @@ class EpollBackend final : public CompletionBackend {
   void finish(detail::OpBase& op, int res);
   std::size_t retry(int fd, bool writers);
   void forget_fd(int fd, bool deregister = true);
-  /// Whether `op` runs on the file workers rather than by readiness.
-  bool offloaded(const detail::OpBase& op);
+  /// Whether `fd` is a file epoll refuses (regular, directory, block
+  /// device): an op that may act on a file then runs on the file workers.
+  bool unpollable(int fd, FdState& st);
   void offload(detail::OpBase& op);
   std::size_t take_worker_results();
 
   int epfd_ = -1;
   CompletionQueue* queue_ = nullptr;
   std::vector<FdState> fds_;
-  std::vector<detail::OpBase*> fresh_;  // submitted, not yet attempted
+  // Submitted, not yet attempted: the first fresh_n_ slots of fresh_ (its
+  // size is the capacity, so that a submit is a store).
+  std::vector<detail::OpBase*> fresh_;
+  std::size_t fresh_n_ = 0;
+  [[gnu::noinline]] void grow_fresh(detail::OpBase& op);
+  void erase_fresh(std::size_t i) noexcept {
+    for (std::size_t j = i + 1; j < fresh_n_; ++j) fresh_[j - 1] = fresh_[j];
+    --fresh_n_;
+  }
   std::size_t held_ = 0;
   BackendStats stats_{};  // kernel_enters: epoll_wait calls
   std::size_t finished_ = 0;  // completions pushed since the last poll
