@@ -12,9 +12,8 @@ namespace lev::detail {
 
 namespace {
 constexpr std::size_t kArity = 4;
-// Firing order: the deadline, then the key (arming order) on a tie.
 inline bool earlier(const TimerSlab::Entry& a, const TimerSlab::Entry& b) noexcept {
-  return a.deadline != b.deadline ? a.deadline < b.deadline : a.key < b.key;
+  return a.deadline < b.deadline || (a.deadline == b.deadline && a.key < b.key);
 }
 // A free node keeps the next free index in its storage.
 inline std::uint32_t& next_free(TimerNode& n) noexcept {
@@ -208,34 +207,13 @@ void TimerSlab::close_loop() noexcept {
   if (held == 0) delete this;
 }
 
-// Bottom-up: the hole the top leaves goes down to a leaf along the earlier
-// children (three compares a level, none against the entry that fills
-// it), then the last entry, which came from a leaf and mostly belongs near
-// one, fills the hole and rises to its place.
 void TimerSlab::pop_top() noexcept {
   const Entry last = heap_.back();
   heap_.pop_back();
-  const std::size_t n = heap_.size();
-  if (n == 0) return;
-  Entry* h = heap_.data();
-  std::size_t i = 0;
-  for (;;) {
-    const std::size_t first = i * kArity + 1;
-    if (first >= n) break;
-    std::size_t best = first;
-    if (first + kArity <= n) [[likely]] {
-      const std::size_t a = earlier(h[first + 1], h[first]) ? first + 1 : first;
-      const std::size_t b = earlier(h[first + 3], h[first + 2]) ? first + 3 : first + 2;
-      best = earlier(h[b], h[a]) ? b : a;
-    } else {
-      for (std::size_t c = first + 1; c < n; ++c)
-        if (earlier(h[c], h[best])) best = c;
-    }
-    h[i] = h[best];
-    i = best;
+  if (!heap_.empty()) {
+    heap_[0] = last;
+    sift_down(0);
   }
-  h[i] = last;
-  sift_up(i);
 }
 
 // Drops the stale entries and rebuilds the heap: O(n), once the cancelled
