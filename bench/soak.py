@@ -14,7 +14,8 @@ then GET of it and a pipeline of INCRs; chat: the fan-out, --chat-members
 at a time, in pairs (paced, so that every member, all reading everything,
 keeps up) whose listener must get its talker's lines in order
 and whole among everybody else's (every line anyone gets is checked), and
-a few sleepers that never read and must be cut off, --max-queue 256kb
+a few sleepers that never read and must be cut off, and nobody else
+(the server's log names each member it cuts), --max-queue 256kb
 here; http: keep-alive
 requests, some pipelined, some with a body, and slow-body clients that
 declare 1 GiB and send a byte every 300 ms, which the server must cut
@@ -74,10 +75,10 @@ class Server:
             return -1
         return self.rss_kib()
 
-    def said(self, what):
-        """How many lines of its stderr so far contain `what`."""
+    def lines(self):
+        """Its stderr so far, by lines."""
         self.err.seek(0)
-        return sum(what in line for line in self.err.read().decode(errors="replace").splitlines())
+        return self.err.read().decode(errors="replace").splitlines()
 
     def stop(self):
         self.p.terminate()
@@ -98,6 +99,7 @@ class Tally:
         self.errors = []
         self.leftover = []  # resp keys a reset connection may have left
         self.sleepers = 0  # chat members that never read (each must be cut off)
+        self.sleeper_ports = set()  # their local ports: nobody else may be cut for not reading
         self.slow = 0  # http slow-body clients (each must be cut off)
 
     def fail(self, what):
@@ -278,6 +280,13 @@ async def chat_session(port, rng, tally, reset_at, conn_id):
 
 
 CHAT_MAX_QUEUE = 256 << 10  # the soak's chat_server --max-queue
+CHAT_CUT = re.compile(r"client \d+ \(127\.0\.0\.1:(\d+)\) is not reading")
+
+
+def chat_cuts(server):
+    """The ports of the members chat_server has cut "for not reading" so
+    far, in order (its log names each one)."""
+    return [int(m.group(1)) for line in server.lines() if (m := CHAT_CUT.search(line))]
 
 
 async def chat_sleeper(port, rng, tally, conn_id, max_queue=CHAT_MAX_QUEUE):
@@ -285,15 +294,20 @@ async def chat_sleeper(port, rng, tally, conn_id, max_queue=CHAT_MAX_QUEUE):
     lines of 1 KB at about 200 KB/s (everybody else keeps up with that):
     past --max-queue the server must cut the sleeper off. It then reads what
     was sent before the cut: EOF must follow within about the limit plus
-    the kernel's buffers."""
+    the kernel's buffers. The companion is a member too: it reads (and
+    checks) everything the room says, as every member but the sleeper does,
+    or the server cuts it as well, rightly."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
+    companion = cw = None
     try:
         await loop.sock_connect(sock, ("127.0.0.1", port))
+        tally.sleeper_ports.add(sock.getsockname()[1])
         await asyncio.sleep(0.5)  # a member now
-        _, cw = await asyncio.open_connection("127.0.0.1", port)
+        cr, cw = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+        companion = ChatReader(cr, tally, -1)
         data = b"s" * 1000
         for seq in range(500):
             cw.write(soak_line(conn_id, seq, data) + b"\n")
@@ -301,7 +315,9 @@ async def chat_sleeper(port, rng, tally, conn_id, max_queue=CHAT_MAX_QUEUE):
                 await cw.drain()
                 await asyncio.sleep(0.1)
         await cw.drain()
+        companion.stop()
         cw.close()
+        companion = cw = None
         await asyncio.sleep(1)
         got = 0
         while True:
@@ -319,6 +335,10 @@ async def chat_sleeper(port, rng, tally, conn_id, max_queue=CHAT_MAX_QUEUE):
                 tally.fail(f"chat: a member that never read got {got} bytes before a cut")
                 return
     finally:
+        if companion:
+            companion.stop()
+        if cw:
+            cw.close()
         sock.close()
 
 
@@ -482,10 +502,18 @@ def main():
             conc = max(1, a.chat_members // 2) if kind == "chat" else a.concurrency
             time.sleep(0.2)
             rss0, fds0 = server.rss_kib(), server.fds()
+            sleeper_ports, cuts_seen = set(), 0  # chat: of all rounds, as the server's log is
             for r in range(1, a.rounds + 1):
                 tally = asyncio.run(soak(kind, server.port, a.seconds, conc, a.reset_rate,
                                          seed + r))
                 settle(server, fds0)
+                if kind == "chat":  # every member it cut must have been a sleeper
+                    sleeper_ports |= tally.sleeper_ports
+                    cuts = chat_cuts(server)[cuts_seen:]
+                    readers = [p for p in cuts if p not in sleeper_ports]
+                    cuts_seen += len(cuts)
+                    for port in readers:
+                        tally.fail(f"chat: the server cut 127.0.0.1:{port} for not reading; it read")
                 rss1, fds1 = server.rss_kib(), server.fds()
                 rss2 = server.trim()
                 code = server.stop() if r == a.rounds else 0
@@ -493,8 +521,8 @@ def main():
                       f"{tally.sleepers + tally.slow:>4} {tally.checked / 2**20:>11.1f} {tally.wrong:>5} {rss0:>14} {rss1:>7} {rss2:>7} "
                       f"{fds0:>10} {fds1:>5} {code:>4}", flush=True)
                 if kind == "chat":
-                    print(f"    the server cut {server.said('is not reading')} members for not "
-                          f"reading ({tally.sleepers} sleepers)")
+                    print(f"    the server cut {len(cuts)} members for not "
+                          f"reading ({tally.sleepers} sleepers, {len(readers)} members that read)")
                 for e in tally.errors:
                     print(f"    {e}")
                 failed |= tally.wrong > 0 or fds1 > fds0 or code != 0

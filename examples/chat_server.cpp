@@ -27,6 +27,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <string>
 
 #include "common.hpp"
 #include "lev/lev.hpp"
@@ -53,9 +54,11 @@ constexpr std::size_t kSlotCost = sizeof(Shared);
 constexpr std::size_t kMessageCost = 64;
 
 struct Member {
-  Member(lev::Loop& loop, int id, int fd) : id(id), fd(fd), wake(loop) {}
+  Member(lev::Loop& loop, int id, int fd, std::string peer)
+      : id(id), fd(fd), peer(std::move(peer)), wake(loop) {}
   int id;
   int fd;                                // borrowed: the session's Stream owns it
+  std::string peer;                      // its address, as the cut line names it
   std::deque<Shared> queue;              // messages to deliver, oldest first
   std::size_t sent = 0;                  // bytes of queue.front() already delivered
   std::size_t held = 0;                  // what the queue costs (texts and slots)
@@ -87,8 +90,8 @@ void cut(Member& m, const char* why) {
   if (m.cut) return;
   m.cut = true;
   if (why)
-    std::fprintf(stderr, "chat_server: client %d %s (%zu bytes queued); disconnecting it\n", m.id,
-                 why, m.held);
+    std::fprintf(stderr, "chat_server: client %d (%s) %s (%zu bytes queued); disconnecting it\n",
+                 m.id, m.peer.c_str(), why, m.held);
   m.queue.clear();  // a message nobody else holds goes now
   m.held = 0;
   ::shutdown(m.fd, SHUT_RDWR);  // its read ends, its delivery fails
@@ -193,6 +196,14 @@ lev::Task<> write_queue(lev::Loop& loop, Room& room, Member& m) {
   }
 }
 
+/// The peer's address ("127.0.0.1:41234"), or "?" when the socket has none.
+std::string peer_of(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  return lev::SocketAddress{reinterpret_cast<sockaddr*>(&ss), len}.to_string();
+}
+
 lev::Task<> session(lev::Loop& loop, Room& room, lev::Fd fd) {
   const int id = room.next_id++;
   // A modest kernel send buffer, so a client that stops reading shows up
@@ -201,7 +212,7 @@ lev::Task<> session(lev::Loop& loop, Room& room, lev::Fd fd) {
   ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
   lev::net::Stream stream{loop, std::move(fd)};
   lev::IdleDeadline reading{loop, lev::Duration::max()};
-  Member m{loop, id, stream.fd()};
+  Member m{loop, id, stream.fd(), peer_of(stream.fd())};
   m.reading = &reading;
   if (room.stopping) co_return;
   room.members.emplace(id, &m);
