@@ -349,7 +349,14 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
       used -= pos;
     }
     if (!out.empty()) {
-      if (!co_await example::send_all_within(loop, fd, out, limits.send_timeout)) break;
+      // A client that reads takes the reply now: one send, no coroutine
+      // and no timer (send_rest_within only when it fell short).
+      auto sent = co_await loop.send(fd, out, MSG_DONTWAIT);
+      if (!sent || *sent != out.size()) {
+        if (!co_await example::send_rest_within(loop, fd, out, std::move(sent),
+                                                limits.send_timeout))
+          break;
+      }
       out.clear();
     }
   }
@@ -379,7 +386,14 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
     carry.keep(data, pos);
     got->reset();
     if (!out.empty()) {
-      if (!co_await example::send_all_within(loop, fd, out, limits.send_timeout)) break;
+      // A client that reads takes the reply now: one send, no coroutine
+      // and no timer (send_rest_within only when it fell short).
+      auto sent = co_await loop.send(fd, out, MSG_DONTWAIT);
+      if (!sent || *sent != out.size()) {
+        if (!co_await example::send_rest_within(loop, fd, out, std::move(sent),
+                                                limits.send_timeout))
+          break;
+      }
       out.clear();
     }
   }
