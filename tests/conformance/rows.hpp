@@ -177,9 +177,9 @@ class Driver {
     expect(!p.out.ok && p.out.code == want,
            "ended with \"" + p.out.text + "\", want " + w.message());
     if (p.out.ok) return;
-    if constexpr (requires { fx_->cancelled_wrong(loop()); }) {
+    if constexpr (requires { fx_->cancelled_wrong(loop(), event_); }) {
       // What the cancel left (TLS: usable or not, as docs/cancellation.md says).
-      const std::string left = fx_->cancelled_wrong(loop());
+      const std::string left = fx_->cancelled_wrong(loop(), event_);
       expect(left.empty(), left);
     }
     nothing_happened();
@@ -263,6 +263,7 @@ class Driver {
         return completes();
       case Event::moved:
         return moved();
+      case Event::stop_before:
       case Event::stop_queued:
       case Event::timeout_queued:
       case Event::with_timeout_queued:
@@ -338,8 +339,13 @@ class Driver {
     if (Fx::never_cancelled) feed_fake_ = true;  // the fake's "kernel" closes it anyway
     Probe p;
     std::stop_source src;
-    const bool deadline = event_ != Event::stop_queued;
-    if (event_ == Event::timeout_queued) {
+    const bool deadline = event_ != Event::stop_queued && event_ != Event::stop_before;
+    if (event_ == Event::stop_before) {
+      // The scope is stopped before the task runs: every op in it starts
+      // cancelled (docs/cancellation.md), even one that would complete at once.
+      src.request_stop();
+      loop().spawn(op_task(*fx_, loop(), std::nullopt, p), src.get_token());
+    } else if (event_ == Event::timeout_queued) {
       loop().spawn(op_task(*fx_, loop(), Timeout{Duration::zero()}, p));
     } else if (event_ == Event::with_timeout_queued) {
       loop().spawn(with_timeout_task(*fx_, loop(), Duration::zero(), p));
@@ -350,7 +356,7 @@ class Driver {
     }
     if (wait(p))
       expect_ended(p, deadline ? std::errc::timed_out : std::errc::operation_canceled,
-                   !(Fx::pends || spec_.fake()));
+                   event_ != Event::stop_before && !(Fx::pends || spec_.fake()));
     expect_quiet();
   }
 
