@@ -17,13 +17,17 @@
 // `transferred` counting only bytes whose records were all sent.
 // A TLS operation owns no fd a user closes (the Connection does): no
 // close-and-reuse rows.
+#include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -168,6 +172,11 @@ struct TlsForm : FormBase {
     if (!later && later.error().code == tls::errc::unusable) return {};
     return "after the cancel a recv gave \"" + (later ? "ok" : later.error().message()) +
            "\", want tls::errc::unusable";
+  }
+  /// docs/cancellation.md on send and send_all: stopped before anything
+  /// was encrypted, still usable; afterwards unusable.
+  std::string send_cancelled_wrong(Loop& loop, Event ev) {
+    return ev == Event::stop_before ? usable_wrong() : unusable_wrong(loop);
   }
   /// Steps the peer while bytes move (what the connection sent is in the
   /// socket by the time its op settled: no waiting).
@@ -357,8 +366,7 @@ struct TlsSendFormOf : TlsForm<TlsSendFormOf<kAll>> {
     return got == data ? "" : "the peer decrypted " + std::to_string(got.size()) + " bytes";
   }
   std::string cancelled_wrong(Loop& loop, Event ev) {
-    // Stopped before anything was encrypted: still usable; afterwards unusable.
-    std::string w = ev == Event::stop_before ? this->usable_wrong() : this->unusable_wrong(loop);
+    std::string w = this->send_cancelled_wrong(loop, ev);
     if (w.empty() && this->transferred != 0)
       w = "transferred " + std::to_string(this->transferred) +
           ", but none of its records could go (the socket was full)";
@@ -367,6 +375,114 @@ struct TlsSendFormOf : TlsForm<TlsSendFormOf<kAll>> {
 };
 using TlsSendForm = TlsSendFormOf<false>;
 using TlsSendAllForm = TlsSendFormOf<true>;
+
+/// send_all of two 64 KiB chunks whose peer reads the first chunk's records
+/// only (a thread of its own, until released): advance() runs the loop
+/// until the op is held at its second chunk (a deadline of a few ms may
+/// end it before). Cut there: unusable, `transferred` the first chunk; in
+/// every row `transferred` counts exactly the chunks whose records all
+/// reached the peer.
+struct TlsSendAllSecondChunkForm : TlsForm<TlsSendAllSecondChunkForm> {
+  struct Desc {
+    static constexpr const char* name = "tls send_all";
+  };
+  static constexpr const char* name = "tls send_all (its second chunk held)";
+  static constexpr bool effect_known = true;
+  static constexpr std::size_t kChunk = 64 * 1024;  // what lev encrypts at a time
+  // One chunk's records under TLS 1.3: four of 16 KiB, each with a 5-byte
+  // header, its inner content type and a 16-byte tag.
+  static constexpr std::size_t kChunkRecords = 4 * (16384 + 5 + 1 + 16);
+  std::string data = std::string(2 * kChunk, 'C');
+  /// Reads the first chunk's records off the peer's socket, then stops.
+  struct Reader {
+    std::atomic<bool> stop{false}, done{false};
+    std::string got;  // read by others only after finish()
+    std::thread thread;
+    Reader() = default;
+    Reader(const Reader&) = delete;
+    Reader& operator=(const Reader&) = delete;
+    ~Reader() { finish(); }
+    void start(int fd) {
+      thread = std::thread([this, fd] {
+        std::array<char, 16384> buf;
+        while (!stop.load() && got.size() < kChunkRecords) {
+          pollfd p{fd, POLLIN, 0};
+          if (::poll(&p, 1, 5) <= 0) continue;
+          const std::size_t want = std::min(buf.size(), kChunkRecords - got.size());
+          const ssize_t n = ::recv(fd, buf.data(), want, MSG_DONTWAIT);
+          if (n == 0) break;
+          if (n > 0) got.append(buf.data(), static_cast<std::size_t>(n));
+        }
+        done.store(true);
+      });
+    }
+    void finish() {
+      stop.store(true);
+      if (thread.joinable()) thread.join();
+    }
+  } reader;
+
+  explicit TlsSendAllSecondChunkForm(Env& e) : TlsForm(e, true) {}
+  void prepare(Loop& loop, FakeBackend* fake) {
+    establish(loop, fake);
+    if (conn.version() != "TLSv1.3")
+      throw std::runtime_error("the chunk's record size assumes TLS 1.3, got " +
+                               std::string(conn.version()));
+    int room = 16384;  // the second chunk's records do not fit
+    ::setsockopt(lev_fd, SOL_SOCKET, SO_SNDBUF, &room, sizeof(room));
+    reader.start(peer->fd());
+  }
+  static Task<> advance_task(Loop& loop, TlsSendAllSecondChunkForm& f, FakeBackend* fake) {
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (!f.reader.done.load() && !f.conn.unusable() &&
+           std::chrono::steady_clock::now() < limit) {
+      if (fake) f.kernel(*fake);
+      (void)co_await loop.after(std::chrono::milliseconds(1));
+    }
+    for (int i = 0; i < 3; ++i) {  // the second chunk's send goes as far as it can
+      if (fake) f.kernel(*fake);
+      (void)co_await loop.after(std::chrono::milliseconds(1));
+    }
+  }
+  void advance(Loop& loop, FakeBackend* fake) { loop.block_on(advance_task(loop, *this, fake)); }
+  auto make(Loop&, Timeout t) { return conn.send_all(data, {.timeout = t}); }
+  Outcome outcome(Result<std::size_t>& r) {
+    return outcome_keeping(r, r && *r != data.size() ? "sent " + std::to_string(*r) : "");
+  }
+  void unblock() {
+    if (std::exchange(released, true)) return;
+    reader.finish();
+    peer->take(reader.got);
+    peer->step();
+  }
+  bool effect() {
+    peer_settle();
+    return peer->plaintext().size() == data.size();
+  }
+  std::string effect_wrong() {
+    return peer->plaintext() == data
+               ? ""
+               : "the peer decrypted " + std::to_string(peer->plaintext().size()) + " bytes";
+  }
+  std::string cancelled_wrong(Loop& loop, Event ev) {
+    std::string w = send_cancelled_wrong(loop, ev);
+    unblock();
+    peer_settle();
+    const std::size_t got = peer->plaintext().size();
+    const std::size_t whole = got - got % kChunk;
+    if (w.empty() && transferred != whole)
+      w = "transferred " + std::to_string(transferred) + ", but the peer got all the records of " +
+          std::to_string(whole) +
+          " bytes (docs/cancellation.md: the bytes whose records were "
+          "all sent)";
+    const bool held = ev == Event::stop_pending || ev == Event::abort_pending ||
+                      ev == Event::with_timeout_stopped;
+    if (w.empty() && held && transferred != kChunk)
+      w = "cancelled while held at its second chunk, yet transferred " +
+          std::to_string(transferred) + " (want the first chunk, " + std::to_string(kChunk) + ")";
+    return w;
+  }
+};
 
 /// shutdown on an established connection: its close_notify waits on a
 /// full socket until the peer reads.
@@ -395,8 +511,8 @@ struct TlsShutdownForm : TlsForm<TlsShutdownForm> {
 };
 
 /// The TLS family's forms (conformance_test.cpp adds them to the op kinds').
-using TlsForms =
-    std::tuple<TlsHandshakeForm, TlsServerHandshakeForm, TlsRecvForm, TlsRecvHalfRecordForm,
-               TlsRecvTruncatedForm, TlsSendForm, TlsSendAllForm, TlsShutdownForm>;
+using TlsForms = std::tuple<TlsHandshakeForm, TlsServerHandshakeForm, TlsRecvForm,
+                            TlsRecvHalfRecordForm, TlsRecvTruncatedForm, TlsSendForm,
+                            TlsSendAllForm, TlsSendAllSecondChunkForm, TlsShutdownForm>;
 
 }  // namespace lev::conformance

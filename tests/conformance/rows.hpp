@@ -109,6 +109,12 @@ class Driver {
       fx_->prepare(loop(), rig_->fake.get());
     }
   }
+  /// A form whose op is held at a later step (TLS send_all: its second
+  /// chunk) runs the loop until it is there.
+  void advance() {
+    if constexpr (requires { fx_->advance(loop(), rig_->fake.get()); })
+      fx_->advance(loop(), rig_->fake.get());
+  }
   /// A form whose peer talks back (TLS) lets it go on, each round a row waits.
   void step_peer() {
     if constexpr (requires { fx_->step(); }) fx_->step();
@@ -393,6 +399,7 @@ class Driver {
         loop().spawn(op_task(*fx_, loop(), std::nullopt, p), src.get_token());
     }
     pump();
+    advance();
     if (event_ == Event::stop_worker_running) std::this_thread::sleep_for(20ms);  // in the worker
     if (event_ == Event::abort_pending) handle.abort();
     src.request_stop();

@@ -117,6 +117,13 @@ class TlsPeer {
   }
   /// The socket's end, without close_notify.
   void end_without_close_notify() { ::shutdown(fd_.get(), SHUT_WR); }
+  /// Bytes read off the socket by someone else (a reader thread), in order.
+  void take(std::string_view raw) {
+    const std::size_t drop = std::min(skip_, raw.size());
+    skip_ -= drop;
+    raw.remove_prefix(drop);
+    if (!raw.empty()) BIO_write(SSL_get_rbio(ssl_), raw.data(), static_cast<int>(raw.size()));
+  }
 
  private:
   void fail(const char* what) {
@@ -132,10 +139,7 @@ class TlsPeer {
       const ssize_t n = ::recv(fd_.get(), buf, sizeof(buf), MSG_DONTWAIT);
       if (n <= 0) break;
       moved = true;
-      const std::size_t drop = std::min(skip_, static_cast<std::size_t>(n));
-      skip_ -= drop;
-      if (static_cast<std::size_t>(n) > drop)
-        BIO_write(SSL_get_rbio(ssl_), buf + drop, static_cast<int>(n - drop));
+      take(std::string_view(buf, static_cast<std::size_t>(n)));
     }
     return moved;
   }
