@@ -3,18 +3,20 @@
 // handshake (waiting for the peer's flight, or holding its own), recv
 // (waiting for a record, with half a record in, or the peer ending without
 // close_notify), send, send_all and shutdown (their records held by a full
-// socket). lev's side is a tls::Connection on the row's loop over a
-// socketpair; the other side is a TlsPeer (tls_peer.hpp) the row moves
-// only once it released the op. On the fake, the form's "kernel" (kernel())
-// does the socket ops' syscalls when the row feeds it, so the same bytes
-// cross the same socket on every engine.
+// socket; or send_all held at its second chunk). lev's side is a
+// tls::Connection on the row's loop over a socketpair; the other side is a
+// TlsPeer (tls_peer.hpp) the row moves only once it released the op. On
+// the fake, the form's "kernel" (kernel()) does the socket ops' syscalls
+// when the row feeds it, so the same bytes cross the same socket on every
+// engine.
 //
 // What a cancel leaves is checked against docs/cancellation.md's TLS rows
 // (cancelled_wrong): a recv that only waited for bytes leaves the
 // connection usable and loses nothing (again(): the next recv gets the
 // record, half a record included); a handshake, send, send_all or shutdown
 // leaves it unusable (every later operation: tls::errc::unusable), with
-// `transferred` counting only bytes whose records were all sent.
+// `transferred` counting only bytes whose records were all sent; a send
+// stopped before it encrypted anything (stop_before) leaves it usable.
 // A TLS operation owns no fd a user closes (the Connection does): no
 // close-and-reuse rows.
 #include <poll.h>
