@@ -68,9 +68,11 @@ static_assert(every_kind_has_forms(detail::AllOps{}),
               "one (how to make a valid instance of it), so that it gets its conformance rows");
 
 template <class... D>
-auto all_forms(detail::OpList<D...>)
+auto op_forms(detail::OpList<D...>)
     -> decltype(std::tuple_cat(std::declval<typename Forms<D>::type>()...));
-using AllForms = decltype(all_forms(detail::AllOps{}));
+/// The op kinds' forms, then the forms of the operations built over them (TLS).
+using AllForms = decltype(std::tuple_cat(std::declval<decltype(op_forms(detail::AllOps{}))>(),
+                                         std::declval<TlsForms>()));
 
 /// A form's entry: its name, its op's name, and its rows.
 struct FormEntry {

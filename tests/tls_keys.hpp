@@ -1,8 +1,9 @@
 #pragma once
 // TLS contexts for code that cannot run the openssl command (the fuzz
-// target, the simulation): a throw-away P-256 key and self-signed
-// certificate made in memory once per process; the client does not verify
-// (its peer is the server in the same process), kTLS is not asked for.
+// target, the simulation, the conformance matrix): a throw-away P-256 key
+// and self-signed certificate made in memory once per process; the client
+// does not verify (its peer is the server in the same process), kTLS is
+// not asked for.
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -16,6 +17,8 @@ namespace lev::test {
 
 struct MemoryTls {
   lev::tls::Context server, client;
+  // The server's certificate and key, for a peer of its own (conformance).
+  std::string cert_pem, key_pem;
 };
 
 inline const MemoryTls& memory_tls() {
@@ -56,6 +59,8 @@ inline const MemoryTls& memory_tls() {
     cc.session_resumption = false;
     cc.ktls = false;
     out.client = lev::tls::Context::client(std::move(cc)).value();
+    out.cert_pem = cert_pem;
+    out.key_pem = key_pem;
     return out;
   }();
   return k;

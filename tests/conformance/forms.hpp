@@ -3,7 +3,8 @@
 // one or more forms (the op as a user starts it, on something it can run
 // on). `Forms<D>` lists a kind's forms; a kind without an entry does not
 // compile (see conformance_test.cpp's static_assert), so a new op cannot
-// join AllOps without joining the matrix.
+// join AllOps without joining the matrix. The operations built over those
+// (lev::tls::Connection's) have forms of their own (TlsForms).
 //
 // A form says what it can do (the flags of FormBase) and provides:
 //   using Desc;  static constexpr const char* name;
@@ -11,12 +12,15 @@
 //   Outcome outcome(Result<...>&)       the result, its value checked
 //   void fake_complete(FakeBackend&, detail::OpBase&)   completes it on the fake
 // and, as its flags say, unblock() / effect() / effect_wrong() / unstick()
-// / release_fd() + reuse() + reuse_wrong().
+// / release_fd() + reuse() + reuse_wrong(). A form with a peer that talks
+// back (forms_tls.hpp) has prepare() / step() / fake_pump() instead of
+// fake_complete(), and cancelled_wrong() (what a cancel must leave).
 #include <tuple>
 
 #include "conformance/form_base.hpp"
 #include "conformance/forms_file.hpp"
 #include "conformance/forms_stream.hpp"
+#include "conformance/forms_tls.hpp"
 #include "conformance/forms_vectored.hpp"
 
 namespace lev::conformance {

@@ -39,6 +39,7 @@ inline const std::vector<EngineSpec>& engines() {
 enum class Event {
   completes,              // the op completes (its resource made ready)
   moved,                  // the awaiter moved into a task before co_await, the original destroyed
+  stop_before,            // its task's token stopped before it ran: never reaches the backend
   stop_queued,            // stop token: started, the backend has not run it yet
   timeout_queued,         // {.timeout = 0}: passes before the backend ran it
   with_timeout_queued,    // with_timeout(op, 0): passes before the backend ran it
@@ -69,6 +70,7 @@ inline const char* event_name(Event e) {
   static const char* const names[] = {
       "completes",
       "moved",
+      "stop_before",
       "stop_queued",
       "timeout_queued",
       "with_timeout_queued",

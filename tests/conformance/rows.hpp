@@ -17,6 +17,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "conformance/driving.hpp"
@@ -89,12 +90,40 @@ class Driver {
   }
   void feed_fake() {
     if (!feed_fake_ || !rig_->fake) return;
-    if (detail::OpBase* op = rig_->fake->find(Fx::Desc::kind)) fx_->fake_complete(*rig_->fake, *op);
+    complete_on_fake();
+  }
+  /// The fake's "kernel" does what the op waits for: completes its op, or
+  /// (a form with a peer: TLS) runs the syscalls of what is pending.
+  void complete_on_fake() {
+    if constexpr (requires { fx_->fake_pump(*rig_->fake); }) {
+      fx_->fake_pump(*rig_->fake);
+    } else if (detail::OpBase* op = rig_->fake->find(Fx::Desc::kind)) {
+      fx_->fake_complete(*rig_->fake, *op);
+    }
+  }
+  /// A form that needs the loop before its op (TLS: a connection, its
+  /// handshake) sets up once, on the thread that runs the loop.
+  void prepare() {
+    if constexpr (requires { fx_->prepare(loop(), rig_->fake.get()); }) {
+      if (std::exchange(prepared_, true)) return;
+      fx_->prepare(loop(), rig_->fake.get());
+    }
+  }
+  /// A form whose op is held at a later step (TLS send_all: its second
+  /// chunk) runs the loop until it is there.
+  void advance() {
+    if constexpr (requires { fx_->advance(loop(), rig_->fake.get()); })
+      fx_->advance(loop(), rig_->fake.get());
+  }
+  /// A form whose peer talks back (TLS) lets it go on, each round a row waits.
+  void step_peer() {
+    if constexpr (requires { fx_->step(); }) fx_->step();
   }
   static Task<bool> wait_task(Driver& d, const Probe& p, SteadyClock::time_point deadline) {
     while (p.resumed == 0) {
       if (SteadyClock::now() >= deadline) co_return false;
       d.feed_fake();
+      d.step_peer();
       (void)co_await d.loop().after(1ms);
     }
     co_return true;
@@ -153,7 +182,13 @@ class Driver {
     }
     expect(!p.out.ok && p.out.code == want,
            "ended with \"" + p.out.text + "\", want " + w.message());
-    if (!p.out.ok) nothing_happened();
+    if (p.out.ok) return;
+    if constexpr (requires { fx_->cancelled_wrong(loop(), event_); }) {
+      // What the cancel left (TLS: usable or not, as docs/cancellation.md says).
+      const std::string left = fx_->cancelled_wrong(loop(), event_);
+      expect(left.empty(), left);
+    }
+    nothing_happened();
   }
   /// A cancelled op took no effect: what unblock() provides stays for the
   /// next op (sources), nothing of it reached the peer (sinks).
@@ -228,11 +263,13 @@ class Driver {
       return;
     }
     if constexpr (Fx::may_stick) watchdog_ = std::make_unique<Watchdog<Fx>>(*fx_);
+    if (!is_thread_event(event_)) prepare();  // the thread events: on thread B
     switch (event_) {
       case Event::completes:
         return completes();
       case Event::moved:
         return moved();
+      case Event::stop_before:
       case Event::stop_queued:
       case Event::timeout_queued:
       case Event::with_timeout_queued:
@@ -308,8 +345,13 @@ class Driver {
     if (Fx::never_cancelled) feed_fake_ = true;  // the fake's "kernel" closes it anyway
     Probe p;
     std::stop_source src;
-    const bool deadline = event_ != Event::stop_queued;
-    if (event_ == Event::timeout_queued) {
+    const bool deadline = event_ != Event::stop_queued && event_ != Event::stop_before;
+    if (event_ == Event::stop_before) {
+      // The scope is stopped before the task runs: every op in it starts
+      // cancelled (docs/cancellation.md), even one that would complete at once.
+      src.request_stop();
+      loop().spawn(op_task(*fx_, loop(), std::nullopt, p), src.get_token());
+    } else if (event_ == Event::timeout_queued) {
       loop().spawn(op_task(*fx_, loop(), Timeout{Duration::zero()}, p));
     } else if (event_ == Event::with_timeout_queued) {
       loop().spawn(with_timeout_task(*fx_, loop(), Duration::zero(), p));
@@ -320,7 +362,7 @@ class Driver {
     }
     if (wait(p))
       expect_ended(p, deadline ? std::errc::timed_out : std::errc::operation_canceled,
-                   !(Fx::pends || spec_.fake()));
+                   event_ != Event::stop_before && !(Fx::pends || spec_.fake()));
     expect_quiet();
   }
 
@@ -357,6 +399,7 @@ class Driver {
         loop().spawn(op_task(*fx_, loop(), std::nullopt, p), src.get_token());
     }
     pump();
+    advance();
     if (event_ == Event::stop_worker_running) std::this_thread::sleep_for(20ms);  // in the worker
     if (event_ == Event::abort_pending) handle.abort();
     src.request_stop();
@@ -434,6 +477,7 @@ class Driver {
     Probe p;
     std::stop_source src;
     pump(1);  // enters block_on: this thread owns the loop from here on
+    prepare();
     loop().spawn(op_task(*fx_, loop(), std::nullopt, p), src.get_token());
     pump();
     loop().block_on(close_and_reuse_task(loop(), *fx_));
@@ -462,6 +506,7 @@ class Driver {
     std::thread b([&] {
       try {
         pump(1);  // enters block_on: thread B owns the loop from here on
+        prepare();
         loop().spawn(op_task(*fx_, loop(), std::nullopt, p));
         pump();
         release();
@@ -508,8 +553,8 @@ class Driver {
       if (real()) {
         fx_->unblock();
         std::this_thread::sleep_for(2ms);
-      } else if (detail::OpBase* op = rig_->fake->find(Fx::Desc::kind)) {
-        fx_->fake_complete(*rig_->fake, *op);  // queued, never delivered
+      } else {
+        complete_on_fake();  // queued, never delivered
       }
     }
     const int before = p.resumed;
@@ -533,6 +578,7 @@ class Driver {
   std::unique_ptr<Watchdog<Fx>> watchdog_;
   std::optional<Fifo> blocker_;  // the worker rows' FIFO, open until the loop is gone
   bool feed_fake_ = false;
+  bool prepared_ = false;
 };
 
 }  // namespace lev::conformance
