@@ -383,6 +383,44 @@ TEST_SUITE("datagram") {
     });
   }
 
+  TEST_CASE(
+      "receive takes IoOptions as the other operations do; flags it refuses on every engine") {
+    // Regression (issue 22, item 5): receive() took a bare
+    // std::optional<Duration> where every other operation takes
+    // {.timeout, .flags}; receive({.timeout = ...}) did not compile. A
+    // pool receive cannot peek on io_uring (a one-shot recvmsg with a
+    // kernel-picked buffer had no msghdr: Bad address), so flags are
+    // refused alike everywhere, and the datagram stays for the next one.
+    for_each_receive_engine({}, [](lev::Loop& loop) {
+      auto t = [&]() -> lev::Task<> {
+        auto a = DatagramSocket::bind(loop, *lev::SocketAddress::ip("127.0.0.1", 0));
+        auto b = DatagramSocket::bind(loop, *lev::SocketAddress::ip("127.0.0.1", 0));
+        REQUIRE((a && b));
+        auto none = co_await b->receive({.timeout = 20ms});
+        REQUIRE(!none);
+        CHECK(none.error().is_timeout());
+        CHECK((co_await a->send_to(std::string_view("peeked"), b->local_address())).value() == 6);
+        (void)co_await loop.after(5ms);  // it has arrived
+        auto peek = co_await b->receive({.flags = MSG_PEEK, .timeout = 1s});
+        REQUIRE(!peek);
+        CHECK(peek.error().code == std::errc::invalid_argument);
+        CHECK(std::string(peek.error().op) == "recvmsg");
+        auto taken = co_await b->receive({.timeout = 1s});  // still there
+        REQUIRE_MESSAGE(taken, taken.error().message());
+        CHECK(taken->data.view() == "peeked");
+        CHECK(taken->peer.to_string() == a->local_address().to_string());
+        auto after = co_await b->receive(std::optional<lev::Duration>(20ms));  // the old form
+        REQUIRE(!after);
+        CHECK(after.error().is_timeout());
+      };
+      loop.block_on(t());
+      // io_uring: the closed socket's multishot ends on a later round.
+      for (int i = 0; i < 100 && loop.live_op_count() > 0; ++i) loop.run_once();
+      CHECK(loop.datagram_buffer_stats().in_use == 0);
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
   TEST_CASE("a socket closed while its receive waits ends that receive with an error, no buffer kept") {
     for_each_receive_engine({}, [](lev::Loop& loop) {
       const std::size_t before = lev::test::open_fd_count();

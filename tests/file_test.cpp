@@ -702,6 +702,131 @@ TEST_SUITE("file") {
     }
   }
 
+  TEST_CASE(
+      "truncate takes a deadline on every engine: queued it ends timed out, running it completes") {
+    // Regression (issue 22, item 5): File::truncate was the one file op
+    // without {.timeout}. On epoll the one file worker is held in a write
+    // (a slow disk): the truncate waits in the queue, its deadline ends it
+    // timed_out and it never runs. On io_uring (IORING_OP_FTRUNCATE) a
+    // truncate of a local file completes before its deadline.
+    for (const lev::test::Engine& e : lev::test::real_engines()) {
+      SUBCASE(e.name) {
+        lev::LoopOptions o = lev::test::options_for(e);
+        o.file_workers = 1;
+        lev::Loop loop{e.model, o};
+        TempDir dir;
+        const std::string path = dir.at("t");
+        {
+          const std::string content = pattern(100);
+          const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+          REQUIRE(fd >= 0);
+          REQUIRE(::write(fd, content.data(), content.size()) == 100);
+          ::close(fd);
+        }
+        g_release = false;
+        g_held = 0;
+        lev::detail::before_file_work.store(&hold_first_write);
+        struct Unhook {
+          ~Unhook() {
+            g_release = true;
+            lev::detail::before_file_work.store(nullptr);
+          }
+        } unhook;
+        const bool queued = loop.backend_name() == "epoll";
+        auto t = [&]() -> lev::Task<> {
+          auto f = co_await lev::File::open(loop, path, O_RDWR, 0, {.timeout = 10s});
+          REQUIRE_MESSAGE(f, f.error().message());
+          std::optional<lev::Result<std::size_t>> written;
+          auto slow = [&]() -> lev::Task<> {
+            written = co_await f->write_at(std::string_view("slow"), 0);
+          };
+          loop.spawn(slow());
+          (void)co_await loop.nop();
+          for (int i = 0; i < 2000 && queued && g_held.load() == 0; ++i)
+            (void)co_await loop.after(1ms);  // until the worker holds the write
+          const lev::TimePoint t0 = loop.now();
+          auto cut = co_await f->truncate(10, {.timeout = 50ms});
+          const lev::Duration took = loop.now() - t0;
+          if (queued) {
+            REQUIRE_FALSE(cut);
+            CHECK(cut.error().is_timeout());
+            CHECK(std::string(cut.error().op) == "ftruncate");
+            CHECK(took >= 50ms);
+          } else {
+            CHECK_MESSAGE(cut, cut.error().message());
+          }
+          g_release = true;
+          for (int i = 0; i < 5000 && !written; ++i) (void)co_await loop.after(1ms);
+          REQUIRE(written);
+          CHECK(written->value() == 4);
+          CHECK(co_await f->close());
+        };
+        loop.block_on(t());
+        CHECK(loop.live_op_count() == 0);
+        CHECK(slurp(path).size() == (queued ? 100u : 10u));  // a timed-out one never ran
+      }
+    }
+  }
+
+  TEST_CASE(
+      "on the fake backend truncate ends timed out at its deadline, by loop timer or linked "
+      "timeout") {
+    for (const bool linked : {false, true}) {
+      SUBCASE(linked ? "linked timeouts" : "loop timers") {
+        auto fake = std::make_shared<lev::FakeBackend>(
+            lev::FakeBackend::Options{.linked_timeouts = linked, .detect_blocking = false});
+        lev::Loop loop{lev::Model::proactor, {.backend = fake}};
+        lev::File file{loop, lev::Fd{::open("/dev/null", O_RDONLY | O_CLOEXEC)}};
+        std::optional<lev::Result<void>> cut;
+        auto t = [&]() -> lev::Task<> { cut = co_await file.truncate(0, {.timeout = 2s}); };
+        const lev::TimePoint t0 = fake->clock().now();
+        loop.spawn(t());
+        for (int i = 0; i < 100 && !cut; ++i)
+          if (loop.run_once() == 0) fake->advance(1s);  // nothing completes but the deadline
+        REQUIRE(cut);
+        REQUIRE_FALSE(*cut);
+        CHECK(cut->error().is_timeout());
+        CHECK(fake->clock().now() - t0 == 2s);
+        CHECK(loop.live_op_count() == 0);
+      }
+    }
+  }
+
+  TEST_CASE(
+      "without the ring's ftruncate, truncate runs on the offload pool and a deadline passed "
+      "before it starts skips it") {
+    // A ring whose kernel lacks IORING_OP_FTRUNCATE (before 6.9), as the
+    // fake reports it: the offload pool truncates. With every pool thread
+    // busy (4 calls sleeping 200 ms, queued first), a truncate bounded by
+    // 20 ms is taken after its deadline: timed_out, the file untouched.
+    auto fake = std::make_shared<lev::FakeBackend>(
+        lev::FakeBackend::Options{.detect_blocking = false, .ftruncate_op = false});
+    lev::Loop loop{lev::Model::proactor, {.backend = fake}};
+    REQUIRE_FALSE(loop.features().ftruncate_op);
+    TempDir dir;
+    const std::string path = dir.at("t");
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0);
+    const std::string content = pattern(100);
+    REQUIRE(::write(fd, content.data(), content.size()) == 100);
+    lev::File file{loop, lev::Fd{fd}};
+    std::optional<lev::Result<void>> unbounded, late;
+    auto t = [&]() -> lev::Task<> {
+      unbounded = co_await file.truncate(50);
+      for (int i = 0; i < 4; ++i)
+        lev::detail::offload_run([] { std::this_thread::sleep_for(200ms); });
+      late = co_await file.truncate(10, {.timeout = 20ms});
+    };
+    loop.block_on(t());
+    REQUIRE(unbounded);
+    CHECK_MESSAGE(*unbounded, unbounded->error().message());
+    REQUIRE(late);
+    REQUIRE_FALSE(*late);
+    CHECK(late->error().is_timeout());
+    CHECK(std::string(late->error().op) == "ftruncate");
+    CHECK(slurp(path).size() == 50u);
+  }
+
   TEST_CASE("a file opened for a task that is never resumed is closed, not leaked") {
     // Regression: release_undelivered closed an accepted fd nobody took
     // but not an opened one: a Loop destroyed with File::open's result

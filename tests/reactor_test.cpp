@@ -280,6 +280,30 @@ TEST_SUITE("reactor") {
     });
   }
 
+  TEST_CASE("readable and writable take IoOptions as the other operations do") {
+    // Regression (issue 22, item 5): readable/writable took a bare
+    // std::optional<Duration>; readable(fd, {.timeout = ...}) did not compile.
+    for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      auto t = [&]() -> lev::Task<> {
+        auto w = co_await loop.writable(a, {.timeout = 1s});
+        REQUIRE(w);
+        CHECK((*w & POLLOUT));
+        auto timed = co_await loop.readable(a, {.timeout = 5ms});
+        REQUIRE_FALSE(timed);
+        CHECK(timed.error().is_timeout());
+        CHECK(::send(b.get(), "r", 1, 0) == 1);
+        auto r = co_await loop.readable(a, {.timeout = 1s});
+        REQUIRE(r);
+        CHECK((*r & POLLIN));
+        auto unbounded = co_await loop.readable(a, lev::IoOptions{});
+        REQUIRE(unbounded);
+      };
+      loop.block_on(t());
+      CHECK(loop.live_op_count() == 0);
+    });
+  }
+
   TEST_CASE("readable and writable awaitables, with and without a deadline") {
     for_each_engine([](lev::Loop& loop) {
       auto [a, b] = lev::test::socket_pair();

@@ -149,6 +149,10 @@ class FakeBackend final : public CompletionBackend {
     /// and nothing changed since the last poll: a test bug, usually. A
     /// driver that completes ops itself between rounds turns it off.
     bool detect_blocking = true;
+    /// Report IORING_OP_FTRUNCATE (BackendFeatures::ftruncate_op). False:
+    /// File::truncate runs ftruncate(2) on the offload pool, as on a ring
+    /// whose kernel lacks the op (before 6.9).
+    bool ftruncate_op = true;
   };
   FakeBackend();
   /// A fake with `options`.
@@ -172,6 +176,7 @@ class FakeBackend final : public CompletionBackend {
     BackendFeatures f;
     f.multishot_recv = options_.multishot_recv && options_.provide_buffers;
     f.linked_timeouts = options_.linked_timeouts;
+    f.ftruncate_op = options_.ftruncate_op;
     return f;
   }
   [[nodiscard]] std::size_t in_flight() const noexcept override { return pending_.size(); }

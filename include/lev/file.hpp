@@ -129,9 +129,14 @@ class File {
                                                 IoOptions o) {
     return loop_->make_until<detail::FallocateOp>(o.timeout, fd_, mode, offset, len);
   }
-  /// ftruncate(2): IORING_OP_FTRUNCATE where the ring's probe has it, else
-  /// the loop's offload pool (not cancellable there).
-  Task<Result<void>> truncate(std::uint64_t len);
+  /// ftruncate(2) to `len` bytes: IORING_OP_FTRUNCATE where the ring's
+  /// probe has it (features().ftruncate_op; epoll: a file worker), else the
+  /// loop's offload pool. `o.timeout` bounds it as it does the other file
+  /// ops (errc::timed_out when it has not started by then; see above). On
+  /// the offload pool a cancel cannot reach the call, and the deadline is
+  /// looked at when a pool thread takes it: one taken after its deadline
+  /// ends timed_out without truncating (after waiting for that thread).
+  Task<Result<void>> truncate(std::uint64_t len, IoOptions o = {});
   /// statx of the open file: size, mode, mtime, ...
   Loop::Awaiter<detail::StatxOp> stat() {
     return loop_->make<detail::StatxOp>(fd_, "", AT_EMPTY_PATH);

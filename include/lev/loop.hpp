@@ -596,12 +596,23 @@ class Loop {
   }
 
   /// Completes when `fd` is readable (or hung up / in error): the poll(2)
-  /// revents. With a timeout: errc::timed_out when it passes first.
-  detail::PollAwaiter readable(FdRef fd, std::optional<Duration> timeout = std::nullopt) {
+  /// revents. `o.timeout` bounds it (errc::timed_out when it passes
+  /// first); `o.flags` is not used.
+  detail::PollAwaiter readable(FdRef fd, IoOptions o = {}) {
+    return detail::PollAwaiter(*this, fd.fd, POLLIN | POLLRDHUP, o.timeout);
+  }
+  /// Completes when `fd` is writable (or in error): the poll(2) revents;
+  /// `o.timeout` bounds it.
+  detail::PollAwaiter writable(FdRef fd, IoOptions o = {}) {
+    return detail::PollAwaiter(*this, fd.fd, POLLOUT, o.timeout);
+  }
+  /// readable(fd, {.timeout = timeout}) (the form before IoOptions; an
+  /// empty `timeout`: no limit).
+  detail::PollAwaiter readable(FdRef fd, std::optional<Duration> timeout) {
     return detail::PollAwaiter(*this, fd.fd, POLLIN | POLLRDHUP, timeout);
   }
-  /// Completes when `fd` is writable (or in error): the poll(2) revents.
-  detail::PollAwaiter writable(FdRef fd, std::optional<Duration> timeout = std::nullopt) {
+  /// writable(fd, {.timeout = timeout}).
+  detail::PollAwaiter writable(FdRef fd, std::optional<Duration> timeout) {
     return detail::PollAwaiter(*this, fd.fd, POLLOUT, timeout);
   }
 

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <optional>
 #include <system_error>
 
 namespace lev {
@@ -19,10 +21,17 @@ Task<Result<File>> File::open(Loop& loop, std::string path, int flags, unsigned 
   co_return File(loop, Fd{*r});
 }
 
-Task<Result<void>> File::truncate(std::uint64_t len) {
-  if (loop_->features().ftruncate_op) co_return co_await loop_->make<detail::FtruncateOp>(fd_, len);
+Task<Result<void>> File::truncate(std::uint64_t len, IoOptions o) {
+  if (loop_->features().ftruncate_op)
+    co_return co_await loop_->make_until<detail::FtruncateOp>(o.timeout, fd_, len);
+  // The offload pool: a call not taken by a pool thread by its deadline
+  // (measured from here, on the steady clock: the pool does not read the
+  // loop's clock) does not run.
   const int fd = fd_.get();
-  const int err = co_await loop_->offload([fd, len] {
+  std::optional<TimePoint> until;
+  if (o.timeout) until = saturating_add(std::chrono::steady_clock::now(), *o.timeout);
+  const int err = co_await loop_->offload([fd, len, until] {
+    if (until && std::chrono::steady_clock::now() >= *until) return ETIMEDOUT;
     return ::ftruncate(fd, static_cast<off_t>(len)) == 0 ? 0 : errno;
   });
   if (err) co_return Error::from_errno(err, "ftruncate", fd);

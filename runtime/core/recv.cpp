@@ -305,6 +305,13 @@ void RecvBufferAwaiter::suspend(std::coroutine_handle<> h, CancelFrom from) {
 // plain: a readiness wait first (so that an idle fd holds no buffer), then
 // a recv that does not wait, into a buffer taken then.
 void RecvBufferAwaiter::start_one() {
+  if (flags_ != 0 && reg_->flavor() == RecvRegistry::Flavor::datagram) [[unlikely]] {
+    // DatagramSocket::receive({.flags}): a pool receive lays out what the
+    // multishot does and cannot peek or take other flags on io_uring, so
+    // no engine takes them (recv_from / recvmsg do).
+    post_result(-EINVAL, Cancel::none);
+    return;
+  }
   op_.fd = fd_;
   op_.flow = kFlowHook;  // its steps are settled by the loop (kSteps)
   op_.cont = &kSteps;

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <optional>
 #include <span>
 
 #include "lev/address.hpp"
@@ -109,11 +110,19 @@ class DatagramSocket {
   /// as UDP may: size the pool (LoopOptions::datagram_buffer_count) and
   /// receive_buffer() for bursts. Use receive() alone on a socket: once it
   /// has armed the multishot, a recv_from / recvmsg would overtake the
-  /// datagrams the multishot already took. `timeout` bounds the wait
+  /// datagrams the multishot already took. `o.timeout` bounds the wait
   /// (errc::timed_out); a datagram that comes later waits for the next one.
-  lev::detail::DatagramReceiveAwaiter receive(std::optional<Duration> timeout = std::nullopt) {
-    return lev::detail::DatagramReceiveAwaiter(*loop_, loop_->datagram_registry(), fd_.get(), 0,
-                                               timeout);
+  /// `o.flags` must be 0: a pool receive takes no MSG_* flags (the
+  /// receive ends with EINVAL, "recvmsg(fd N): Invalid argument", on every
+  /// engine); recv_from and recvmsg take them.
+  lev::detail::DatagramReceiveAwaiter receive(IoOptions o = {}) {
+    return lev::detail::DatagramReceiveAwaiter(*loop_, loop_->datagram_registry(), fd_.get(),
+                                               o.flags, o.timeout);
+  }
+  /// receive({.timeout = timeout}) (the form before IoOptions; an empty
+  /// `timeout`: no limit).
+  lev::detail::DatagramReceiveAwaiter receive(std::optional<Duration> timeout) {
+    return receive(IoOptions{.timeout = timeout});
   }
   /// On a connected socket: one datagram to the peer (bytes sent).
   Loop::Awaiter<lev::detail::SendOp> send(ConstBuffer buf) { return loop_->send(fd_, buf); }
