@@ -39,10 +39,6 @@ std::string bulk_command(const std::vector<std::string>& words) {
   return c;
 }
 
-std::string temp_path(const char* what) {
-  return "/tmp/lev-hostile-" + std::to_string(::getpid()) + "-" + what;
-}
-
 }  // namespace
 
 TEST_SUITE("examples") {
@@ -323,7 +319,8 @@ TEST_SUITE("examples") {
   // Before: SIGHUP and SIGUSR1 ended every server by their default action,
   // with no "stopped" line.
   TEST_CASE("the servers ignore SIGUSR1 and stop gracefully on SIGHUP") {
-    const std::string err = temp_path("signals.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("signals.err");
     for (const char* name :
          {"echo_server", "line_server", "resp_server", "http_hello", "chat_server"}) {
       CAPTURE(name);
@@ -544,7 +541,8 @@ TEST_SUITE("examples") {
   TEST_CASE(
       "chat_server disconnects a member that never reads once, says so once, names it, "
       "stops at once") {
-    const std::string err = temp_path("chat.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("chat.err");
     auto [server, port] = start_server(
         {example_path("chat_server"), "--port", "0", "--max-queue", "262144"}, err);
     int talker = connect_to(port), listener = connect_to(port), sleeper = connect_to(port, 4096);
@@ -655,7 +653,8 @@ TEST_SUITE("examples") {
   // (the ceiling was max-clients x 1 MiB = 10 GB). Now one shared message
   // per line: the members hold references, and are cut by what they hold.
   TEST_CASE("chat_server shares each line among its members: 200 sleepers cost no copies") {
-    const std::string err = temp_path("chat-share.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("chat-share.err");
     auto [server, port] = start_server({example_path("chat_server"), "--port", "0"}, err);
     std::vector<int> sleepers;
     for (int i = 0; i < 200; ++i) sleepers.push_back(connect_to(port, 4096));
@@ -684,7 +683,8 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("chat_server caps the whole room's memory, cutting the members that hold the most") {
-    const std::string err = temp_path("chat-cap.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("chat-cap.err");
     auto [server, port] = start_server(
         {example_path("chat_server"), "--port", "0", "--max-queue", "100mb", "--max-memory", "2mb"},
         err);
@@ -727,7 +727,8 @@ TEST_SUITE("examples") {
   // Before: with io_uring refused (seccomp, kernel.io_uring_disabled) every
   // server exited 1, and --backend auto was ignored.
   TEST_CASE("under a seccomp filter refusing io_uring, the servers fall back to epoll and serve") {
-    const std::string err = temp_path("auto.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("auto.err");
     for (const char* name : {"echo_server", "line_server", "resp_server", "http_hello",
                              "chat_server"}) {
       CAPTURE(name);
