@@ -105,60 +105,53 @@ struct SplicePipeForm : SourceForm {
   }
 };
 
-/// splice from a pipe holding bytes into a full pipe: it waits for its
-/// OUTPUT to drain (issue 20 defect 6a: the epoll engine waits on the input).
-struct SpliceFullOutForm : SinkForm {
+/// splice of `data`, waiting in a pipe, into a full `sink`: what the two
+/// forms below share.
+struct SpliceIntoFullForm : SinkForm {
   using Desc = detail::SpliceOp;
-  static constexpr const char* name = "splice(into full pipe)";
-  static constexpr bool pends = true, effect_known = true;
-  static constexpr std::string_view kData = "spliced-once-room";
+  std::string_view data;
   Fd in_r, in_w;
-  explicit SpliceFullOutForm(Env& e) : SinkForm(e, Sink::pipe) {
+  SpliceIntoFullForm(Env& e, Sink::Kind kind, std::string_view d) : SinkForm(e, kind), data(d) {
     std::tie(in_r, in_w) = make_pipe();
-    put(in_w.get(), kData);
+    put(in_w.get(), data);
   }
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, in_r, std::int64_t{-1}, sink.op_end.get(), std::int64_t{-1},
-                                 kData.size());
+                                 data.size());
   }
-  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, kData.size(), "moved"); }
-  std::string effect_wrong() { return sink_wrong(kData, "the pipe"); }
+  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, data.size(), "moved"); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
-    f.complete(op, static_cast<int>(kData.size()));
+    f.complete(op, static_cast<int>(data.size()));
   }
+};
+
+/// splice from a pipe holding bytes into a full pipe: it waits for its
+/// OUTPUT to drain (issue 20 defect 6a: the epoll engine waits on the input).
+struct SpliceFullOutForm : SpliceIntoFullForm {
+  static constexpr const char* name = "splice(into full pipe)";
+  static constexpr bool pends = true, effect_known = true;
+  explicit SpliceFullOutForm(Env& e) : SpliceIntoFullForm(e, Sink::pipe, "spliced-once-room") {}
+  std::string effect_wrong() { return sink_wrong(data, "the pipe"); }
 };
 
 /// splice from a pipe into a blocking socket whose buffer is full (issue
 /// 20 defect 6b: the epoll engine blocks the loop thread in splice).
-struct SpliceBlockingSocketForm : SinkForm {
-  using Desc = detail::SpliceOp;
+struct SpliceBlockingSocketForm : SpliceIntoFullForm {
   static constexpr const char* name = "splice(into blocking socket)";
   static constexpr bool pends = true, effect_known = true, may_stick = true;
-  static constexpr std::string_view kData = "spliced-into-socket";
-  Fd in_r, in_w;
-  explicit SpliceBlockingSocketForm(Env& e) : SinkForm(e, Sink::stream) {
-    std::tie(in_r, in_w) = make_pipe();
-    put(in_w.get(), kData);
-  }
-  auto make(Loop& loop, Timeout t) {
-    return loop.make_until<Desc>(t, in_r, std::int64_t{-1}, sink.op_end.get(), std::int64_t{-1},
-                                 kData.size());
-  }
-  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, kData.size(), "moved"); }
+  explicit SpliceBlockingSocketForm(Env& e)
+      : SpliceIntoFullForm(e, Sink::stream, "spliced-into-socket") {}
   bool effect() {
     for (int i = 0; i < 3; ++i) sink.drain();
     return !sink.got.empty();
   }
-  std::string effect_wrong() { return sink_wrong(kData, "the peer"); }
+  std::string effect_wrong() { return sink_wrong(data, "the peer"); }
   bool unstick() {
     // Another thread: read the peer (no shared state with the row's thread).
     char buf[65536];
     bool any = false;
     while (::recv(sink.peer.get(), buf, sizeof(buf), MSG_DONTWAIT) > 0) any = true;
     return any;
-  }
-  void fake_complete(FakeBackend& f, detail::OpBase& op) {
-    f.complete(op, static_cast<int>(kData.size()));
   }
 };
 
