@@ -90,34 +90,6 @@ def start_redis(tmp):
                    "--daemonize", "no", "--logfile", "", "--dir", tmp], port=port)
 
 
-def start_nginx(tmp):
-    port = free_port()
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(conf, "w") as f:
-        f.write(f"""
-worker_processes 1;
-master_process off;
-daemon off;
-error_log {tmp}/nginx-error.log;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 100000000;
-  client_body_temp_path {tmp}/body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ default_type text/plain; return 200 "Hello, World!"; }}
-  }}
-}}
-""")
-    return Server(["nginx", "-c", conf, "-p", tmp], port=port)
-
-
 def make_cert(tmp):
     """One throw-away EC P-256 certificate for localhost / 127.0.0.1: the
     same for lev and nginx."""
@@ -134,18 +106,27 @@ def make_cert(tmp):
 TLS_SUITE = "TLS_AES_128_GCM_SHA256"  # TLS 1.3 only, AES-128-GCM, on both sides
 
 
-def start_nginx_tls(tmp):
-    """nginx, one worker, TLS 1.3 with TLS_SUITE on make_cert's certificate."""
+def start_nginx(tmp, tls=False):
+    """nginx, one worker, answering "Hello, World!"; with `tls`, TLS 1.3
+    with TLS_SUITE on make_cert's certificate."""
     port = free_port()
-    cert, key = make_cert(tmp)
-    conf = os.path.join(tmp, "nginx-tls.conf")
+    name, listen, ssl = "nginx", f"127.0.0.1:{port}", ""
+    if tls:
+        cert, key = make_cert(tmp)
+        name, listen = "nginx-tls", listen + " ssl"
+        ssl = f"""
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites {TLS_SUITE};"""
+    conf = os.path.join(tmp, name + ".conf")
     with open(conf, "w") as f:
         f.write(f"""
 worker_processes 1;
 master_process off;
 daemon off;
-error_log {tmp}/nginx-tls-error.log;
-pid {tmp}/nginx-tls.pid;
+error_log {tmp}/{name}-error.log;
+pid {tmp}/{name}.pid;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
@@ -156,11 +137,7 @@ http {{
   uwsgi_temp_path {tmp}/uwsgi;
   scgi_temp_path {tmp}/scgi;
   server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    ssl_protocols TLSv1.3;
-    ssl_conf_command Ciphersuites {TLS_SUITE};
+    listen {listen};{ssl}
     location / {{ default_type text/plain; return 200 "Hello, World!"; }}
   }}
 }}
@@ -263,7 +240,7 @@ def main():
     https_servers = [
         ("lev proactor", lambda: start_lev_https(b, tmp, "proactor")),
         ("lev reactor", lambda: start_lev_https(b, tmp, "reactor")),
-        ("nginx", lambda: start_nginx_tls(tmp)),
+        ("nginx", lambda: start_nginx(tmp, tls=True)),
     ]
     benches = [
         ("resp -P 1", resp_servers, lambda s: redis_load(s, 1, a.requests)),

@@ -114,6 +114,24 @@ def reset(writer):
     writer.transport.abort()
 
 
+async def round_trip(reader, writer, data, expect, cut, rng, tally, what):
+    """One round of a request-reply session. With `cut`, a random part of
+    `data` goes out and the connection is reset: "reset". Otherwise `data`
+    goes out and `expect` must come back: "ok" (tallied), or "wrong" (the
+    failure named by `what`)."""
+    if cut:
+        writer.write(data[: rng.randint(0, len(data))])
+        reset(writer)
+        return "reset"
+    writer.write(data)
+    got = await reader.readexactly(len(expect))
+    if got != expect:
+        tally.fail(f"{what}: got {got[:60]!r}...")
+        return "wrong"
+    tally.checked += len(got)
+    return "ok"
+
+
 async def echo_session(port, rng, tally, reset_at):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for i in range(rng.randint(1, 8)):
@@ -174,20 +192,17 @@ async def resp_session(port, rng, tally, reset_at, conn_id):
         request = resp_bulk(b"SET", key, value) + resp_bulk(b"GET", key)
         request += b"".join(resp_bulk(b"INCR", counter) for _ in range(incrs))
         request += resp_bulk(b"DEL", key, counter)
-        if reset_at == i:  # part of the pipeline, cut anywhere
-            writer.write(request[: rng.randint(0, len(request))])
-            reset(writer)
-            tally.leftover += [key, counter]  # deleted at the end
-            return True
-        writer.write(request)
         expect = b"+OK\r\n" + b"$%d\r\n%s\r\n" % (len(value), value)
         expect += b"".join(b":%d\r\n" % n for n in range(1, incrs + 1))
         expect += b":%d\r\n" % (2 if incrs else 1)
-        got = await reader.readexactly(len(expect))
-        if got != expect:
-            tally.fail(f"resp: round {i}: got {got[:60]!r}...")
+        # a reset cuts the pipeline anywhere
+        done = await round_trip(reader, writer, request, expect, reset_at == i, rng, tally,
+                                f"resp: round {i}")
+        if done == "reset":
+            tally.leftover += [key, counter]  # deleted at the end
+            return True
+        if done == "wrong":
             break
-        tally.checked += len(got)
     writer.close()
     await writer.wait_closed()
     return False
@@ -365,17 +380,12 @@ async def http_session(port, rng, tally, reset_at):
         if last:  # the last request closes
             requests[-1] = requests[-1].replace(b"Host: soak\r\n", b"Host: soak\r\nConnection: close\r\n", 1)
             expect = expect[: -len(HTTP_OK)] + HTTP_CLOSE
-        data = b"".join(requests)
-        if reset_at == i:
-            writer.write(data[: rng.randint(0, len(data))])
-            reset(writer)
+        done = await round_trip(reader, writer, b"".join(requests), expect, reset_at == i, rng,
+                                tally, f"http: round {i}")
+        if done == "reset":
             return True
-        writer.write(data)
-        got = await reader.readexactly(len(expect))
-        if got != expect:
-            tally.fail(f"http: round {i}: got {got[:60]!r}...")
+        if done == "wrong":
             break
-        tally.checked += len(got)
     writer.close()
     await writer.wait_closed()
     return False

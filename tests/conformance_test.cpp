@@ -35,8 +35,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -82,12 +82,6 @@ struct FormEntry {
   RowResult (*run)(const EngineSpec&, Event);
 };
 
-/// Why a directory tree cannot be removed does not matter to a row.
-void remove_tree(const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-}
-
 std::size_t fds_now() { return test::open_fd_count(); }
 
 /// One row, here: its fds counted before and after.
@@ -95,13 +89,16 @@ template <class Fx>
 RowResult run_form_row(const EngineSpec& e, Event ev) {
   if (e.uring() && !test::has_uring())
     return {RowResult::skip, "io_uring is unavailable: " + test::uring_unavailable()};
-  char tmpl[] = "/tmp/lev-conformance-XXXXXX";
-  if (!::mkdtemp(tmpl)) return {RowResult::fail, "mkdtemp failed"};
-  const std::string dir = tmpl;
   const std::size_t before = fds_now();
   RowResult out;
   {
-    Driver<Fx> d(e, ev, Env{dir, e.fake()});
+    std::optional<test::TempDir> dir;
+    try {
+      dir.emplace("conformance");
+    } catch (const std::exception& x) {
+      return {RowResult::fail, x.what()};
+    }
+    Driver<Fx> d(e, ev, Env{dir->path(), e.fake()});
     d.run();
     if (!d.skipped.empty()) {
       out = {RowResult::skip, d.skipped};
@@ -110,7 +107,6 @@ RowResult run_form_row(const EngineSpec& e, Event ev) {
       for (const std::string& f : d.failures) out.why += (out.why.empty() ? "" : "; ") + f;
     }
   }
-  remove_tree(dir);
   // A descriptor may go a moment later, with another thread's last reference.
   std::size_t after = fds_now();
   for (int i = 0; i < 100 && after != before; ++i) {

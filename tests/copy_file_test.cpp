@@ -22,28 +22,19 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A fresh directory under /tmp, removed with what it holds.
-struct Dir {
-  std::string path;
-  Dir() {
-    char tmpl[] = "/tmp/lev-copy-file-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl));
-    path = tmpl;
+using lev::test::TempDir;
+
+/// The names `dir` holds (without . and ..), sorted.
+std::vector<std::string> names(const TempDir& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.path().c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (std::string n = e->d_name; n != "." && n != "..") out.push_back(n);
+    ::closedir(d);
   }
-  ~Dir() { (void)std::system(("rm -rf '" + path + "'").c_str()); }
-  [[nodiscard]] std::string at(const std::string& name) const { return path + "/" + name; }
-  /// The names it holds (without . and ..), sorted.
-  [[nodiscard]] std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    if (DIR* d = ::opendir(path.c_str())) {
-      while (dirent* e = ::readdir(d))
-        if (std::string n = e->d_name; n != "." && n != "..") out.push_back(n);
-      ::closedir(d);
-    }
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-};
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 std::string pattern(std::size_t n, unsigned seed) {
   std::string s(n, '\0');
@@ -77,8 +68,8 @@ struct Outcome {
 
 /// Runs `args` (argv[0] a path) to its end, within 30 s: its exit code,
 /// stdout and stderr.
-Outcome run_copy(std::vector<std::string> args, const Dir& scratch) {
-  const std::string err = scratch.path + ".stderr";
+Outcome run_copy(std::vector<std::string> args, const TempDir& scratch) {
+  const std::string err = scratch.path() + ".stderr";
   Child c = start(args, {}, err);
   std::string out = read_until(c.out, "\x01never", 30s);
   ::close(c.out);
@@ -101,15 +92,15 @@ TEST_SUITE("examples") {
   // (3 MB) was empty afterwards, through the same path, a symlink or a
   // hard link alike.
   TEST_CASE("copy_file refuses a destination that is its source and leaves the source whole") {
-    Dir dir;
+    TempDir dir("copy-file");
     const std::string data = pattern(3'000'000, 1);
-    const std::string src = dir.at("src");
+    const std::string src = dir.file("src");
     write_file(src, data);
-    REQUIRE(::symlink("src", dir.at("symlink").c_str()) == 0);
-    REQUIRE(::link(src.c_str(), dir.at("hardlink").c_str()) == 0);
+    REQUIRE(::symlink("src", dir.file("symlink").c_str()) == 0);
+    REQUIRE(::link(src.c_str(), dir.file("hardlink").c_str()) == 0);
     for (const char* model : {"proactor", "reactor"}) {
       for (const std::string& dst :
-           {src, dir.at("symlink"), dir.at("hardlink"), dir.path + "/./src"}) {
+           {src, dir.file("symlink"), dir.file("hardlink"), dir.path() + "/./src"}) {
         CAPTURE(model);
         CAPTURE(dst);
         Outcome r = run_copy({example_path("copy_file"), "--model", model, src, dst}, dir);
@@ -120,20 +111,20 @@ TEST_SUITE("examples") {
       }
       // the other way round: the link as SRC, the file as DST
       Outcome r =
-          run_copy({example_path("copy_file"), "--model", model, dir.at("hardlink"), src}, dir);
+          run_copy({example_path("copy_file"), "--model", model, dir.file("hardlink"), src}, dir);
       CHECK(r.code == 1);
       CHECK(read_file(src) == data);
     }
-    CHECK(dir.names() == std::vector<std::string>{"hardlink", "src", "symlink"});
+    CHECK(names(dir) == std::vector<std::string>{"hardlink", "src", "symlink"});
   }
 
   // Before: the copy took the size statx reported and copied that much:
   // /proc/self/status (size 0) became an empty file, exit 0.
   TEST_CASE("copy_file copies /proc/self/status, which reports a size of 0, until its end") {
-    Dir dir;
+    TempDir dir("copy-file");
     for (const char* model : {"proactor", "reactor"}) {
       CAPTURE(model);
-      const std::string dst = dir.at(std::string("status-") + model);
+      const std::string dst = dir.file(std::string("status-") + model);
       Outcome r =
           run_copy({example_path("copy_file"), "--model", model, "/proc/self/status", dst}, dir);
       CHECK(r.code == 0);
@@ -149,8 +140,8 @@ TEST_SUITE("examples") {
 
   // Before: a FIFO reports size 0: nothing was read, an empty copy, exit 0.
   TEST_CASE("copy_file copies a FIFO with a writer until the writer closes it") {
-    Dir dir;
-    const std::string fifo = dir.at("fifo");
+    TempDir dir("copy-file");
+    const std::string fifo = dir.file("fifo");
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
     const std::string data = pattern(1'500'000, 2);
     for (const char* model : {"proactor", "reactor"}) {
@@ -171,7 +162,7 @@ TEST_SUITE("examples") {
         }
         ::_exit(0);
       }
-      const std::string dst = dir.at(std::string("from-fifo-") + model);
+      const std::string dst = dir.file(std::string("from-fifo-") + model);
       Outcome r = run_copy({example_path("copy_file"), "--model", model, fifo, dst}, dir);
       const int writer_code = wait_exit(writer, 5s);
       CHECK(r.code == 0);
@@ -185,18 +176,18 @@ TEST_SUITE("examples") {
   // its old size ("copied 67108864 bytes", exit 0), the copy holding stale
   // chunks read before the cut, and nothing said the source had changed.
   TEST_CASE("copy_file says when its source shrank during the copy and reports what it copied") {
-    Dir dir;
+    TempDir dir("copy-file");
     const std::string data = pattern(64 << 20, 3);
-    const std::string src = dir.at("shrinking"), dst = dir.at("copy");
+    const std::string src = dir.file("shrinking"), dst = dir.file("copy");
     write_file(src, data);
     // One 512-byte read at a time: tens of thousands of reads, so the copy
     // is well under way when the source is cut to 1 MB.
     Child c = start({example_path("copy_file"), "--depth", "1", "--chunk", "512", src, dst}, {},
-                    dir.path + ".stderr");
+                    dir.path() + ".stderr");
     // Its temporary copy appears once it has looked at the source: cut it then.
     const auto began = std::chrono::steady_clock::now();
     auto started = [&] {
-      for (const std::string& n : dir.names())
+      for (const std::string& n : names(dir))
         if (n.rfind(".copy.copy_file-", 0) == 0) return true;
       return false;
     };
@@ -206,8 +197,8 @@ TEST_SUITE("examples") {
     const std::string out = read_until(c.out, "\x01never", 30s);
     ::close(c.out);
     const int code = wait_exit(c.pid, 5s);
-    const std::string err = slurp(dir.path + ".stderr");
-    std::remove((dir.path + ".stderr").c_str());
+    const std::string err = slurp(dir.path() + ".stderr");
+    std::remove((dir.path() + ".stderr").c_str());
     INFO(out);
     INFO(err);
     const std::string copy = read_file(dst);
@@ -222,18 +213,18 @@ TEST_SUITE("examples") {
   // no path; and a copy that failed left its partial destination behind
   // (an existing one truncated and half written).
   TEST_CASE("copy_file names the path in its errors and leaves no partial destination behind") {
-    Dir dir;
+    TempDir dir("copy-file");
     const std::string data = pattern(3'000'000, 4);
-    const std::string src = dir.at("src"), old = dir.at("old"), fresh = dir.at("fresh");
+    const std::string src = dir.file("src"), old = dir.file("old"), fresh = dir.file("fresh");
     write_file(src, data);
     write_file(old, "the old contents\n");
-    REQUIRE(::mkdir(dir.at("sub").c_str(), 0755) == 0);
+    REQUIRE(::mkdir(dir.file("sub").c_str(), 0755) == 0);
     for (const char* model : {"proactor", "reactor"}) {
       CAPTURE(model);
       Outcome r =
-          run_copy({example_path("copy_file"), "--model", model, dir.at("sub"), fresh}, dir);
+          run_copy({example_path("copy_file"), "--model", model, dir.file("sub"), fresh}, dir);
       CHECK(r.code == 1);
-      CHECK(r.err.find(dir.at("sub") + ": Is a directory") != std::string::npos);
+      CHECK(r.err.find(dir.file("sub") + ": Is a directory") != std::string::npos);
       // A file size limit of 512 KiB or 1 MiB (the shell's unit): the
       // write fails part way (EFBIG) as it would on a full disk.
       for (const std::string& dst : {fresh, old}) {
@@ -246,15 +237,15 @@ TEST_SUITE("examples") {
       }
       CHECK(read_file(fresh) == "<missing>");
       CHECK(read_file(old) == "the old contents\n");
-      CHECK(dir.names() == std::vector<std::string>{"old", "src", "sub"});  // no temporary left
+      CHECK(names(dir) == std::vector<std::string>{"old", "src", "sub"});  // no temporary left
     }
   }
 
   // Before: DST was truncated in place, so an existing DST kept its mode
   // only by accident; the copy now replaces it, and keeps it on purpose.
   TEST_CASE("copy_file keeps an existing destination's mode; a new one gets the source's") {
-    Dir dir;
-    const std::string src = dir.at("src"), old = dir.at("old"), fresh = dir.at("fresh");
+    TempDir dir("copy-file");
+    const std::string src = dir.file("src"), old = dir.file("old"), fresh = dir.file("fresh");
     write_file(src, pattern(100'000, 5));
     write_file(old, "x");
     REQUIRE(::chmod(src.c_str(), 0750) == 0);
@@ -271,8 +262,8 @@ TEST_SUITE("examples") {
   // Before: every byte of the reported size was read and written: a
   // 200 MB sparse file with 8 KiB of data became 200 MB allocated.
   TEST_CASE("copy_file keeps the holes of a sparse source") {
-    Dir dir;
-    const std::string src = dir.at("sparse");
+    TempDir dir("copy-file");
+    const std::string src = dir.file("sparse");
     {
       const int fd = ::open(src.c_str(), O_WRONLY | O_CREAT, 0644);
       REQUIRE(fd >= 0);
@@ -284,7 +275,7 @@ TEST_SUITE("examples") {
     const struct stat in = stat_of(src);
     for (const char* model : {"proactor", "reactor"}) {
       CAPTURE(model);
-      const std::string dst = dir.at(std::string("copy-") + model);
+      const std::string dst = dir.file(std::string("copy-") + model);
       Outcome r = run_copy({example_path("copy_file"), "--model", model, src, dst}, dir);
       CHECK(r.code == 0);
       const struct stat out = stat_of(dst);

@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "temp_dir.hpp"
+
 namespace lev::examples_test {
 
 inline std::string example_path(const std::string& name) {

@@ -456,9 +456,8 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("copy_file copies a file byte for byte on both models") {
-    char dir[] = "/tmp/lev-copy-XXXXXX";
-    REQUIRE(::mkdtemp(dir));
-    const std::string src = std::string(dir) + "/src", dst = std::string(dir) + "/dst";
+    const lev::test::TempDir dir("copy");
+    const std::string src = dir.file("src"), dst = dir.file("dst");
     std::string data(3 * 1024 * 1024 + 123, '\0');
     for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + i / 977);
     {
@@ -480,10 +479,7 @@ TEST_SUITE("examples") {
       std::fclose(f);
       CHECK(back == data);
     }
-    CHECK(run({example_path("copy_file"), std::string(dir) + "/missing", dst}).code == 1);
-    ::unlink(src.c_str());
-    ::unlink(dst.c_str());
-    ::rmdir(dir);
+    CHECK(run({example_path("copy_file"), dir.file("missing"), dst}).code == 1);
   }
 
   TEST_CASE("udp_echo server echoes for udp_echo client on both models") {

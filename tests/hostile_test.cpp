@@ -39,8 +39,23 @@ std::string bulk_command(const std::vector<std::string>& words) {
   return c;
 }
 
-std::string temp_path(const char* what) {
-  return "/tmp/lev-hostile-" + std::to_string(::getpid()) + "-" + what;
+// Sends `byte` to `fd` one at a time, one per `every`, until the server
+// closes the connection or `limit` has passed: whether it closed, and when
+// (from the first byte).
+struct Trickled {
+  bool closed;
+  std::chrono::steady_clock::duration took;
+};
+Trickled trickle_until_closed(int fd, char byte, std::chrono::milliseconds every,
+                              std::chrono::seconds limit) {
+  const auto began = std::chrono::steady_clock::now();
+  bool closed = false;
+  while (!closed && std::chrono::steady_clock::now() - began < limit) {
+    if (::send(fd, &byte, 1, MSG_NOSIGNAL) != 1) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(every.count())) > 0) closed = closed_within(fd, 1s);
+  }
+  return {closed, std::chrono::steady_clock::now() - began};
 }
 
 }  // namespace
@@ -221,14 +236,7 @@ TEST_SUITE("examples") {
       send_str(fd, "PING\r\n");
       CHECK(read_until(fd, "\r\n", 5s) == "+PONG\r\n");
       send_str(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n");
-      const auto began = std::chrono::steady_clock::now();
-      bool closed = false;
-      while (!closed && std::chrono::steady_clock::now() - began < 15s) {
-        if (::send(fd, "v", 1, MSG_NOSIGNAL) != 1) break;  // a byte every 300 ms
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 300) > 0) closed = closed_within(fd, 1s);
-      }
-      const auto took = std::chrono::steady_clock::now() - began;
+      const auto [closed, took] = trickle_until_closed(fd, 'v', 300ms, 15s);
       CHECK(closed);
       CHECK(took < 8s);
       ::close(fd);
@@ -305,15 +313,9 @@ TEST_SUITE("examples") {
     // A quiet room now: a member that trickles a byte every 200 ms and
     // never ends a line is cut.
     int trickler = connect_to(port);
-    const auto began = std::chrono::steady_clock::now();
-    bool closed = false;
-    while (!closed && std::chrono::steady_clock::now() - began < 10s) {
-      if (::send(trickler, "x", 1, MSG_NOSIGNAL) != 1) break;
-      pollfd p{trickler, POLLIN, 0};
-      if (::poll(&p, 1, 200) > 0) closed = closed_within(trickler, 1s);
-    }
+    const auto [closed, took] = trickle_until_closed(trickler, 'x', 200ms, 10s);
     CHECK(closed);
-    CHECK(std::chrono::steady_clock::now() - began < 6s);
+    CHECK(took < 6s);
     ::close(trickler);
     ::close(talker);
     ::close(listener);
@@ -323,7 +325,8 @@ TEST_SUITE("examples") {
   // Before: SIGHUP and SIGUSR1 ended every server by their default action,
   // with no "stopped" line.
   TEST_CASE("the servers ignore SIGUSR1 and stop gracefully on SIGHUP") {
-    const std::string err = temp_path("signals.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("signals.err");
     for (const char* name :
          {"echo_server", "line_server", "resp_server", "http_hello", "chat_server"}) {
       CAPTURE(name);
@@ -439,15 +442,8 @@ TEST_SUITE("examples") {
       int fd = connect_to(port);
       send_str(fd, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n");
       CHECK(read_until(fd, "Hello, World!", 5s).rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
-      const auto began = std::chrono::steady_clock::now();
-      bool closed = false;
-      while (!closed && std::chrono::steady_clock::now() - began < 15s) {
-        // a byte every 500 ms: well inside the 2 s between reads
-        if (::send(fd, "x", 1, MSG_NOSIGNAL) != 1) break;
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 500) > 0) closed = closed_within(fd, 1s);
-      }
-      const auto took = std::chrono::steady_clock::now() - began;
+      // a byte every 500 ms: well inside the 2 s between reads
+      const auto [closed, took] = trickle_until_closed(fd, 'x', 500ms, 15s);
       CHECK(closed);
       CHECK(took < 8s);
       ::close(fd);
@@ -544,7 +540,8 @@ TEST_SUITE("examples") {
   TEST_CASE(
       "chat_server disconnects a member that never reads once, says so once, names it, "
       "stops at once") {
-    const std::string err = temp_path("chat.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("chat.err");
     auto [server, port] = start_server(
         {example_path("chat_server"), "--port", "0", "--max-queue", "262144"}, err);
     int talker = connect_to(port), listener = connect_to(port), sleeper = connect_to(port, 4096);
@@ -655,7 +652,8 @@ TEST_SUITE("examples") {
   // (the ceiling was max-clients x 1 MiB = 10 GB). Now one shared message
   // per line: the members hold references, and are cut by what they hold.
   TEST_CASE("chat_server shares each line among its members: 200 sleepers cost no copies") {
-    const std::string err = temp_path("chat-share.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("chat-share.err");
     auto [server, port] = start_server({example_path("chat_server"), "--port", "0"}, err);
     std::vector<int> sleepers;
     for (int i = 0; i < 200; ++i) sleepers.push_back(connect_to(port, 4096));
@@ -684,7 +682,8 @@ TEST_SUITE("examples") {
   }
 
   TEST_CASE("chat_server caps the whole room's memory, cutting the members that hold the most") {
-    const std::string err = temp_path("chat-cap.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("chat-cap.err");
     auto [server, port] = start_server(
         {example_path("chat_server"), "--port", "0", "--max-queue", "100mb", "--max-memory", "2mb"},
         err);
@@ -727,7 +726,8 @@ TEST_SUITE("examples") {
   // Before: with io_uring refused (seccomp, kernel.io_uring_disabled) every
   // server exited 1, and --backend auto was ignored.
   TEST_CASE("under a seccomp filter refusing io_uring, the servers fall back to epoll and serve") {
-    const std::string err = temp_path("auto.err");
+    const lev::test::TempDir scratch("hostile");
+    const std::string err = scratch.file("auto.err");
     for (const char* name : {"echo_server", "line_server", "resp_server", "http_hello",
                              "chat_server"}) {
       CAPTURE(name);

@@ -85,9 +85,9 @@ TEST_SUITE("io") {
 
   TEST_CASE("read and write at an offset in a regular file") {
     for_each_engine([](lev::Loop& loop) {
-      char path[] = "/tmp/lev-io-XXXXXX";
-      lev::Fd f{::mkstemp(path)};
-      ::unlink(path);
+      const lev::test::TempDir dir("io");
+      lev::Fd f{::open(dir.file("f").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)};
+      REQUIRE(f);
       auto t = [&]() -> lev::Task<std::string> {
         (co_await loop.write(f, std::string_view("0123456789"), 0)).value();
         (co_await loop.write(f, std::string_view("ab"), 4)).value();
@@ -585,9 +585,8 @@ TEST_SUITE("io moved awaiters") {
       using namespace lev::detail;
       using lev::Loop;
       auto [l, addr] = lev::test::tcp_listener();
-      char dir_tmpl[] = "/tmp/lev-moved-XXXXXX";
-      REQUIRE(::mkdtemp(dir_tmpl));
-      const std::string dir = dir_tmpl, path = dir + "/f", path2 = dir + "/g", sub = dir + "/d";
+      const lev::test::TempDir dir("moved");
+      const std::string path = dir.file("f"), path2 = dir.file("g"), sub = dir.file("d");
       auto t = [&]() -> lev::Task<> {
         // accept + connect
         lev::Fd c = lev::test::tcp_socket();
@@ -650,7 +649,6 @@ TEST_SUITE("io moved awaiters") {
         CHECK(back == g.data);
       };
       loop.block_on(t());
-      ::rmdir(dir.c_str());
       CHECK(loop.live_op_count() == 0);
     });
   }

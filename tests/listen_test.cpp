@@ -104,11 +104,11 @@ TEST_SUITE("listen") {
 
   TEST_CASE("a unix socket path, a stale socket file replaced, a live one refused") {
     for_each_engine([](lev::Loop& loop) {
-      std::string path = "/tmp/lev-listen-" + std::to_string(::getpid()) + ".sock";
+      const lev::test::TempDir dir("listen");
+      const std::string path = dir.file("s.sock");
       {  // leave a stale socket file behind
         lev::Fd s{::socket(AF_UNIX, SOCK_STREAM, 0)};
         auto a = *lev::SocketAddress::unix_path(path);
-        ::unlink(path.c_str());
         REQUIRE(::bind(s.get(), a.data(), a.size()) == 0);
       }
       auto l = lev::net::Listener::unix_socket(path);
@@ -368,7 +368,8 @@ TEST_SUITE("listen") {
   TEST_CASE("a live unix socket whose backlog is full is refused at once, not waited on") {
     // Regression: the stale-socket probe used a blocking connect, which
     // hung while the live server's backlog was full.
-    std::string path = "/tmp/lev-listen-full-" + std::to_string(::getpid()) + ".sock";
+    const lev::test::TempDir dir("listen-full");
+    const std::string path = dir.file("s.sock");
     auto l = lev::net::Listener::unix_socket(path, {.backlog = 1}).value();
     std::vector<lev::Fd> fillers;
     bool full = false;
@@ -396,7 +397,8 @@ TEST_SUITE("listen") {
     // Decided (issue 16): a Listener assigned over closes its socket and
     // removes its file, as its destructor does. Before, the old path was
     // overwritten and its file left behind.
-    const std::string base = "/tmp/lev-listen-move-" + std::to_string(::getpid());
+    const lev::test::TempDir dir("listen-move");
+    const std::string base = dir.file("l");
     auto a = lev::net::Listener::unix_socket(base + "-a.sock").value();
     auto b = lev::net::Listener::unix_socket(base + "-b.sock").value();
     struct stat st {};

@@ -155,8 +155,8 @@ TEST_SUITE("process") {
     // ignored the kernel reaps by itself and the pid may already name
     // another process, so nothing is sent (the error says why). Before,
     // SIGKILL went by pid number in both cases.
-    const std::string marker = "/tmp/lev-spawn-survived-" + std::to_string(::getpid());
-    ::unlink(marker.c_str());
+    const lev::test::TempDir dir("spawn");
+    const std::string marker = dir.file("survived");
     std::string out = lev::test::run_in_child([&marker] {
       if (!lev::test::deny_syscall(SYS_pidfd_open, EMFILE)) {
         std::fprintf(stderr, "\nRESULT seccomp failed\n");
@@ -177,7 +177,6 @@ TEST_SUITE("process") {
       for (int i = 0; i < 300 && ::stat(marker.c_str(), &st) != 0; ++i) ::usleep(10'000);
       std::fprintf(stderr, "\nRESULT %s\n", ::stat(marker.c_str(), &st) == 0 ? "survived" : "killed");
     });
-    ::unlink(marker.c_str());
     INFO(out);
     CHECK(out.find("RESULT default: spawn: pidfd_open: Too many open files, reaped") !=
           std::string::npos);

@@ -1,6 +1,6 @@
 #pragma once
 // Helpers shared by the test suites: engines to parametrise over, fd
-// counting, loopback sockets.
+// counting, loopback sockets, a scratch directory (TempDir, temp_dir.hpp).
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <doctest/doctest.h>
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "lev/lev.hpp"
+#include "temp_dir.hpp"
 
 namespace lev::test {
 

@@ -3,7 +3,7 @@
 // command (no private key is committed): a CA, certificates it signs for
 // localhost / 127.0.0.1 and for other.test, and a rogue CA nobody trusts
 // with a localhost certificate of its own. Made once per process in a
-// temporary directory, removed at exit.
+// TempDir, removed at exit.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include "temp_dir.hpp"
 
 namespace lev::test {
 
@@ -46,26 +48,12 @@ struct Pki {
   std::string rogue_cert, rogue_key;  // localhost, signed by a CA nobody trusts
 };
 
-namespace detail_tls {
-inline void remove_pki_dir();
-inline std::string& pki_dir() {
-  static std::string d;
-  return d;
-}
-inline void remove_pki_dir() {
-  if (!pki_dir().empty()) std::system(("rm -rf '" + pki_dir() + "'").c_str());
-}
-}  // namespace detail_tls
-
 /// The PKI, made on first use (throws std::runtime_error when openssl fails).
 inline const Pki& pki() {
+  static const TempDir dir("tls");  // outlives `p`: made before it
   static const Pki p = [] {
-    char tmpl[] = "/tmp/lev-tls-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp");
     Pki k;
-    k.dir = tmpl;
-    detail_tls::pki_dir() = k.dir;
-    std::atexit(detail_tls::remove_pki_dir);
+    k.dir = dir.path();
     const std::string script =
         "set -e; cd '" + k.dir +
         "'\n"

@@ -125,6 +125,34 @@ std::pair<lev::Result<void>, lev::Result<void>> handshake_both(Loop& loop, Conne
   return loop.block_on(both());
 }
 
+// Which way a pair's socket buffers are shrunk to 16 KiB (the sender's send
+// buffer, the receiver's receive buffer), so that a receiver that does not
+// read stops the sender within a few records.
+enum class Squeeze { none, server_sends, client_sends };
+
+// A client ("localhost") and a server over loopback TCP, both handshakes
+// done (REQUIREd).
+struct Established {
+  Connection client;
+  Connection server;
+};
+Established established(Loop& loop, const Context& sctx, const Context& cctx,
+                        Squeeze squeeze = Squeeze::none) {
+  auto [cfd, sfd] = tcp_pair();
+  if (squeeze != Squeeze::none) {
+    const int small = 16 * 1024;
+    const bool server_sends = squeeze == Squeeze::server_sends;
+    ::setsockopt((server_sends ? sfd : cfd).get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
+    ::setsockopt((server_sends ? cfd : sfd).get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  }
+  Connection server = Connection::server(loop, std::move(sfd), sctx);
+  Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
+  auto [hc, hs] = handshake_both(loop, client, server);
+  REQUIRE(hc);
+  REQUIRE(hs);
+  return {std::move(client), std::move(server)};
+}
+
 lev::FakeBackend::Options quiet_fake() {
   lev::FakeBackend::Options o;
   o.detect_blocking = false;
@@ -327,12 +355,7 @@ TEST_SUITE("net") {
     const Context sctx = server_ctx();
     const Context cctx = client_ctx();
     for_each_engine([&](Loop& loop) {
-      auto [cfd, sfd] = tcp_pair();
-      Connection server = Connection::server(loop, std::move(sfd), sctx);
-      Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-      auto [hc, hs] = handshake_both(loop, client, server);
-      REQUIRE(hc);
-      REQUIRE(hs);
+      auto [client, server] = established(loop, sctx, cctx);
       auto body = [&]() -> Task<> {
         lev::IdleDeadline idle{loop, 50ms};
         char buf[64];
@@ -515,12 +538,7 @@ TEST_SUITE("net") {
     for_each_engine([&](Loop& loop) {
       for (const bool clean : {true, false}) {
         CAPTURE(clean);
-        auto [cfd, sfd] = tcp_pair();
-        Connection server = Connection::server(loop, std::move(sfd), sctx);
-        Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-        auto [hc, hs] = handshake_both(loop, client, server);
-        REQUIRE(hc);
-        REQUIRE(hs);
+        auto [client, server] = established(loop, sctx, cctx);
         auto body = [&]() -> Task<> {
           (co_await server.send_all(std::string_view("last words"))).value();
           if (clean) (co_await server.shutdown()).value();
@@ -583,12 +601,7 @@ TEST_SUITE("net") {
         }
       }
       SUBCASE("a bad record after the handshake") {
-        auto [cfd, sfd] = tcp_pair();
-        Connection server = Connection::server(loop, std::move(sfd), sctx);
-        Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-        auto [hc, hs] = handshake_both(loop, client, server);
-        REQUIRE(hc);
-        REQUIRE(hs);
+        auto [client, server] = established(loop, sctx, cctx);
         // An application-data record whose contents fail authentication.
         const char bad[] = "\x17\x03\x03\x00\x20xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
         REQUIRE(::send(server.fd(), bad, sizeof(bad) - 1, 0) ==
@@ -639,15 +652,7 @@ TEST_SUITE("net") {
     const Context sctx = server_ctx();
     const Context cctx = client_ctx();
     for_each_engine([&](Loop& loop) {
-      auto [cfd, sfd] = tcp_pair();
-      int small = 16 * 1024;
-      ::setsockopt(sfd.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-      ::setsockopt(cfd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-      Connection server = Connection::server(loop, std::move(sfd), sctx);
-      Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-      auto [hc, hs] = handshake_both(loop, client, server);
-      REQUIRE(hc);
-      REQUIRE(hs);
+      auto [client, server] = established(loop, sctx, cctx, Squeeze::server_sends);
       const std::string big = pattern(8 * 1024 * 1024);
       auto sent = loop.block_on(server.send_all(big, {.timeout = 150ms}).task());
       REQUIRE_FALSE(sent);
@@ -724,15 +729,7 @@ TEST_SUITE("net") {
         loop.block_on(body());
       }
       SUBCASE("a send cut mid-record by its task's scope leaves the connection unusable") {
-        auto [cfd, sfd] = tcp_pair();
-        int small = 16 * 1024;
-        ::setsockopt(sfd.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-        ::setsockopt(cfd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-        Connection server = Connection::server(loop, std::move(sfd), sctx);
-        Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-        auto [hc, hs] = handshake_both(loop, client, server);
-        REQUIRE(hc);
-        REQUIRE(hs);
+        auto [client, server] = established(loop, sctx, cctx, Squeeze::server_sends);
         const std::string big = pattern(4 * 1024 * 1024);
         auto body = [&]() -> Task<> {
           auto r = co_await lev::with_timeout(server.send_all(big).task(), 100ms);
@@ -745,12 +742,7 @@ TEST_SUITE("net") {
         loop.block_on(body());
       }
       SUBCASE("a shutdown whose close_notify cannot go ends at its deadline, unusable") {
-        auto [cfd, sfd] = tcp_pair();
-        Connection server = Connection::server(loop, std::move(sfd), sctx);
-        Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-        auto [hc, hs] = handshake_both(loop, client, server);
-        REQUIRE(hc);
-        REQUIRE(hs);
+        auto [client, server] = established(loop, sctx, cctx);
         // The socket's send buffer filled behind the connection's back: the
         // close_notify waits for room that never comes.
         // (On io_uring the client's multishot recv keeps draining into the
@@ -1034,15 +1026,7 @@ TEST_SUITE("net") {
     const Context sctx = server_ctx();
     const Context cctx = client_ctx();
     for_each_engine([&](Loop& loop) {
-      auto [cfd, sfd] = tcp_pair();
-      int small = 16 * 1024;
-      ::setsockopt(cfd.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof(small));
-      ::setsockopt(sfd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-      Connection server = Connection::server(loop, std::move(sfd), sctx);
-      Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-      auto [hc, hs] = handshake_both(loop, client, server);
-      REQUIRE(hc);
-      REQUIRE(hs);
+      auto [client, server] = established(loop, sctx, cctx, Squeeze::client_sends);
       lev::net::Stream writer{loop,
                               std::move(client),
                               {.codec = lev::net::Codec::length_prefixed(),
@@ -1099,12 +1083,7 @@ TEST_SUITE("net") {
     const Context sctx = server_ctx();
     const Context cctx = client_ctx();
     Loop loop{lev::Model::reactor};
-    auto [cfd, sfd] = tcp_pair();
-    Connection server = Connection::server(loop, std::move(sfd), sctx);
-    Connection client = Connection::client(loop, std::move(cfd), cctx, "localhost");
-    auto [hc, hs] = handshake_both(loop, client, server);
-    REQUIRE(hc);
-    REQUIRE(hs);
+    auto [client, server] = established(loop, sctx, cctx);
     lev::net::Stream reader{loop, std::move(client)};
     std::optional<lev::Error> failed;
     bool closed = false;

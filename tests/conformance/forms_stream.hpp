@@ -33,56 +33,33 @@ struct NopForm : FormBase {
 };
 
 /// Reads a pipe until unblock() writes into it.
-struct ReadPipeForm : FormBase {
+struct ReadPipeForm : SourceForm {
   using Desc = detail::ReadOp;
   static constexpr const char* name = "read(pipe)";
   static constexpr bool again = true, pends = true, has_fd = true, effect_known = true;
-  Source src{Source::pipe, "read-me-please"};
   std::array<char, 64> buf{};
-  using FormBase::FormBase;
+  explicit ReadPipeForm(Env& e) : SourceForm(e, Source::pipe, "read-me-please") {}
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, src.op_end, buf.data(), buf.size(), std::uint64_t(-1));
   }
   Outcome outcome(Result<std::size_t>& r) {
-    std::string wrong;
-    if (r && std::string_view(buf.data(), *r) != src.payload)
-      wrong = "read \"" + std::string(buf.data(), *r) + "\"";
-    return outcome_of(r, wrong);
+    return outcome_of(r, r ? got_wrong("read", std::string_view(buf.data(), *r)) : "");
   }
-  void unblock() { src.inject(); }
-  bool effect() { return src.consumed(); }
-  Fd release_fd() { return std::move(src.op_end); }
-  void reuse(int n) { src.reuse(n); }
-  std::string reuse_wrong() { return src.reuse_wrong(); }
-  void fake_complete(FakeBackend& f, detail::OpBase& op) { f.complete_with_data(op, src.payload); }
 };
 
 /// write_all into a full pipe until unblock() drains it.
-struct WriteAllPipeForm : FormBase {
+struct WriteAllPipeForm : SinkForm {
   using Desc = detail::WriteOp;
   static constexpr const char* name = "write_all(pipe)";
   static constexpr bool pends = true, has_fd = true, effect_known = true;
   static constexpr std::string_view kData = "written-by-write-all";
-  Sink sink{Sink::pipe};
-  using FormBase::FormBase;
+  explicit WriteAllPipeForm(Env& e) : SinkForm(e, Sink::pipe) {}
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, sink.op_end, kData.data(), kData.size(), std::uint64_t(-1),
                                  true);
   }
-  Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && *r != kData.size() ? "wrote " + std::to_string(*r) : "");
-  }
-  void unblock() { sink.drain(); }
-  bool effect() {
-    sink.drain();
-    return !sink.got.empty();
-  }
-  std::string effect_wrong() {
-    return sink.got == kData ? "" : "the pipe got \"" + sink.got + "\"";
-  }
-  Fd release_fd() { return std::move(sink.op_end); }
-  void reuse(int n) { sink.reuse(n); }
-  std::string reuse_wrong() { return sink.reuse_wrong(); }
+  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, kData.size(), "wrote"); }
+  std::string effect_wrong() { return sink_wrong(kData, "the pipe"); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
     f.complete(op, static_cast<int>(op.len));
   }
@@ -114,100 +91,65 @@ struct CloseForm : FormBase {
 };
 
 /// readable(pipe): a poll until unblock() writes into it.
-struct PollForm : FormBase {
+struct PollForm : SourceForm {
   using Desc = detail::PollOp;
   static constexpr const char* name = "readable(pipe)";
   static constexpr bool again = true, pends = true, has_fd = true;
-  Source src{Source::pipe, "poll-me"};
-  using FormBase::FormBase;
+  explicit PollForm(Env& e) : SourceForm(e, Source::pipe, "poll-me") {}
   auto make(Loop& loop, Timeout t) { return loop.readable(src.op_end, t); }
   Outcome outcome(Result<unsigned>& r) {
     return outcome_of(r, r && !(*r & POLLIN) ? "revents " + std::to_string(*r) : "");
   }
-  void unblock() { src.inject(); }
-  Fd release_fd() { return std::move(src.op_end); }
-  void reuse(int n) { src.reuse(n); }
-  std::string reuse_wrong() { return src.reuse_wrong(); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) { f.complete(op, POLLIN); }
 };
 
 // ---- socket.hpp -----------------------------------------------------------
 
 /// recv(fd, buf) on a stream socket until unblock() sends.
-struct RecvForm : FormBase {
+struct RecvForm : SourceForm {
   using Desc = detail::RecvOp;
   static constexpr const char* name = "recv(socket, buf)";
   static constexpr bool again = true, pends = true, has_fd = true, effect_known = true;
-  Source src{Source::stream, "received-bytes"};
   std::array<char, 64> buf{};
-  using FormBase::FormBase;
+  explicit RecvForm(Env& e) : SourceForm(e, Source::stream, "received-bytes") {}
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, src.op_end, buf.data(), buf.size(), 0);
   }
   Outcome outcome(Result<std::size_t>& r) {
-    std::string wrong;
-    if (r && std::string_view(buf.data(), *r) != src.payload)
-      wrong = "received \"" + std::string(buf.data(), *r) + "\"";
-    return outcome_of(r, wrong);
+    return outcome_of(r, r ? got_wrong("received", std::string_view(buf.data(), *r)) : "");
   }
-  void unblock() { src.inject(); }
-  bool effect() { return src.consumed(); }
-  Fd release_fd() { return std::move(src.op_end); }
-  void reuse(int n) { src.reuse(n); }
-  std::string reuse_wrong() { return src.reuse_wrong(); }
-  void fake_complete(FakeBackend& f, detail::OpBase& op) { f.complete_with_data(op, src.payload); }
 };
 
 /// recv(fd) into a buffer of the loop's pool (io_uring: the provided-buffer
 /// ring, multishot or one-shot by the engine variant).
-struct RecvPoolForm : FormBase {
+struct RecvPoolForm : SourceForm {
   using Desc = detail::RecvOp;
   static constexpr const char* name = "recv(socket) pool";
   static constexpr bool again = true, pends = true, has_fd = true, effect_known = true;
-  Source src{Source::stream, "pool-bytes"};
-  using FormBase::FormBase;
+  explicit RecvPoolForm(Env& e) : SourceForm(e, Source::stream, "pool-bytes") {}
   auto make(Loop& loop, Timeout t) { return loop.recv(src.op_end, IoOptions{.timeout = t}); }
   /// Lets go of the multishot recv (armed while the fd is open, by design).
   void quiesce() { src.op_end.reset(); }
   Outcome outcome(Result<Buffer>& r) {
-    std::string wrong;
-    if (r && r->view() != src.payload) wrong = "received \"" + std::string(r->view()) + "\"";
-    return outcome_of(r, wrong);
+    return outcome_of(r, r ? got_wrong("received", r->view()) : "");
   }
-  void unblock() { src.inject(); }
-  bool effect() { return src.consumed(); }
-  Fd release_fd() { return std::move(src.op_end); }
-  void reuse(int n) { src.reuse(n); }
-  std::string reuse_wrong() { return src.reuse_wrong(); }
-  void fake_complete(FakeBackend& f, detail::OpBase& op) { f.complete_with_data(op, src.payload); }
 };
 
 /// send_all into a full stream socket until unblock() drains the peer.
-struct SendAllForm : FormBase {
+struct SendAllForm : SinkForm {
   using Desc = detail::SendOp;
   static constexpr const char* name = "send_all(socket)";
   static constexpr bool pends = true, has_fd = true, effect_known = true;
   std::string data = std::string(1000, 'S');
-  Sink sink{Sink::stream};
-  using FormBase::FormBase;
+  explicit SendAllForm(Env& e) : SinkForm(e, Sink::stream) {}
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, sink.op_end, data.data(), data.size(), 0, true);
   }
-  Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && *r != data.size() ? "sent " + std::to_string(*r) : "");
-  }
-  void unblock() { sink.drain(); }
-  bool effect() {
-    sink.drain();
-    return !sink.got.empty();
-  }
+  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, data.size(), "sent"); }
   std::string effect_wrong() {
     for (int i = 0; i < 100 && sink.got.size() < data.size(); ++i) sink.drain();
     return sink.got == data ? "" : "the peer got " + std::to_string(sink.got.size()) + " bytes";
   }
-  Fd release_fd() { return std::move(sink.op_end); }
-  void reuse(int n) { sink.reuse(n); }
-  std::string reuse_wrong() { return sink.reuse_wrong(); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
     f.complete(op, static_cast<int>(op.len));
   }

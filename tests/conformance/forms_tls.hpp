@@ -191,60 +191,45 @@ struct TlsForm : FormBase {
 // ---- the handshake -----------------------------------------------------------
 
 /// The client's handshake: its ClientHello goes, then it waits for the
-/// server's flight, which the peer sends once released.
-struct TlsHandshakeForm : TlsForm<TlsHandshakeForm> {
+/// server's flight, which the peer sends once released. With kServer, the
+/// server's: the ClientHello is in, its own flight waits on a full socket
+/// until the peer reads (the fake: its first receive waits).
+template <bool kServer>
+struct TlsHandshakeFormOf : TlsForm<TlsHandshakeFormOf<kServer>> {
+  using Base = TlsForm<TlsHandshakeFormOf<kServer>>;
   struct Desc {
     static constexpr const char* name = "tls handshake";
   };
-  static constexpr const char* name = "tls handshake (client)";
+  static constexpr const char* name =
+      kServer ? "tls handshake (server, its flight held)" : "tls handshake (client)";
   static constexpr bool effect_known = true;
-  explicit TlsHandshakeForm(Env& e) : TlsForm(e, true) {}
-  void prepare(Loop& loop, FakeBackend*) { connect(loop, true); }
-  auto make(Loop&, Timeout t) { return conn.handshake({.timeout = t}); }
-  Outcome outcome(Result<void>& r) {
-    return outcome_keeping(r, r && !conn.established() ? "ok, but not established" : "");
-  }
-  void unblock() {
-    released = true;
-    peer->step();
-  }
-  /// The peer finished too (it has the client's Finished).
-  bool effect() {
-    peer_settle();
-    return peer->established();
-  }
-  std::string cancelled_wrong(Loop& loop, Event) { return unusable_wrong(loop); }
-};
-
-/// The server's handshake: the ClientHello is in, its own flight waits on
-/// a full socket until the peer reads (the fake: its first receive waits).
-struct TlsServerHandshakeForm : TlsForm<TlsServerHandshakeForm> {
-  struct Desc {
-    static constexpr const char* name = "tls handshake";
-  };
-  static constexpr const char* name = "tls handshake (server, its flight held)";
-  static constexpr bool effect_known = true;
-  explicit TlsServerHandshakeForm(Env& e) : TlsForm(e, false) {}
+  explicit TlsHandshakeFormOf(Env& e) : Base(e, !kServer) {}
   void prepare(Loop& loop, FakeBackend*) {
-    connect(loop, false);
-    peer->step();  // the ClientHello
-    fill();
+    this->connect(loop, !kServer);
+    if constexpr (kServer) {
+      this->peer->step();  // the ClientHello
+      this->fill();
+    }
   }
-  auto make(Loop&, Timeout t) { return conn.handshake({.timeout = t}); }
+  auto make(Loop&, Timeout t) { return this->conn.handshake({.timeout = t}); }
   Outcome outcome(Result<void>& r) {
-    return outcome_keeping(r, r && !conn.established() ? "ok, but not established" : "");
+    return this->outcome_keeping(r,
+                                 r && !this->conn.established() ? "ok, but not established" : "");
   }
   void unblock() {
-    released = true;
-    peer->step();
+    this->released = true;
+    this->peer->step();
   }
-  /// The peer has the server's whole flight (and answered it).
+  /// The peer finished too: it has the client's Finished (kServer: the
+  /// server's whole flight, and answered it).
   bool effect() {
-    peer_settle();
-    return peer->established();
+    this->peer_settle();
+    return this->peer->established();
   }
-  std::string cancelled_wrong(Loop& loop, Event) { return unusable_wrong(loop); }
+  std::string cancelled_wrong(Loop& loop, Event) { return this->unusable_wrong(loop); }
 };
+using TlsHandshakeForm = TlsHandshakeFormOf<false>;
+using TlsServerHandshakeForm = TlsHandshakeFormOf<true>;
 
 // ---- recv -----------------------------------------------------------------------
 

@@ -25,15 +25,14 @@ namespace lev::conformance {
 // ---- vectored.hpp ---------------------------------------------------------
 
 /// readv into two buffers from a pipe until unblock() writes into it.
-struct ReadvPipeForm : FormBase {
+struct ReadvPipeForm : SourceForm {
   using Desc = detail::ReadvOp;
   static constexpr const char* name = "readv(pipe)";
   static constexpr bool again = true, pends = true, has_fd = true, effect_known = true;
-  Source src{Source::pipe, "scattered-into-two"};
   std::array<char, 9> one{};
   std::array<char, 32> two{};
   std::array<iovec, 2> iov{iovec{one.data(), one.size()}, iovec{two.data(), two.size()}};
-  using FormBase::FormBase;
+  explicit ReadvPipeForm(Env& e) : SourceForm(e, Source::pipe, "scattered-into-two") {}
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, src.op_end, std::span<const iovec>(iov), std::uint64_t(-1));
   }
@@ -43,13 +42,8 @@ struct ReadvPipeForm : FormBase {
     return s;
   }
   Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && joined(*r) != src.payload ? "read \"" + joined(*r) + "\"" : "");
+    return outcome_of(r, r ? got_wrong("read", joined(*r)) : "");
   }
-  void unblock() { src.inject(); }
-  bool effect() { return src.consumed(); }
-  Fd release_fd() { return std::move(src.op_end); }
-  void reuse(int n) { src.reuse(n); }
-  std::string reuse_wrong() { return src.reuse_wrong(); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
     // The fake copies into a read/recv buffer only: a test fills iovecs itself.
     const std::string& p = src.payload;
@@ -61,14 +55,13 @@ struct ReadvPipeForm : FormBase {
 
 /// writev_all of three pieces into a full pipe until unblock() drains it
 /// (the awaiter copies the iovecs: defect 1 of issue 20 is about that copy).
-struct WritevAllPipeForm : FormBase {
+struct WritevAllPipeForm : SinkForm {
   using Desc = detail::WritevOp;
   static constexpr const char* name = "writev_all(pipe)";
   static constexpr bool pends = true, has_fd = true, effect_known = true;
   static constexpr std::string_view kA = "gathered-", kB = "from-", kC = "three";
-  Sink sink{Sink::pipe};
   bool first_fake = true;
-  using FormBase::FormBase;
+  explicit WritevAllPipeForm(Env& e) : SinkForm(e, Sink::pipe) {}
   auto make(Loop& loop, Timeout t) {
     // The iovecs are a local array: writev_all copies them (its contract).
     const std::array<iovec, 3> iov{iovec{const_cast<char*>(kA.data()), kA.size()},
@@ -78,20 +71,8 @@ struct WritevAllPipeForm : FormBase {
                                  true, &loop);
   }
   static std::string all() { return std::string(kA) + std::string(kB) + std::string(kC); }
-  Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && *r != all().size() ? "wrote " + std::to_string(*r) : "");
-  }
-  void unblock() { sink.drain(); }
-  bool effect() {
-    sink.drain();
-    return !sink.got.empty();
-  }
-  std::string effect_wrong() {
-    return sink.got == all() ? "" : "the pipe got \"" + sink.got + "\"";
-  }
-  Fd release_fd() { return std::move(sink.op_end); }
-  void reuse(int n) { sink.reuse(n); }
-  std::string reuse_wrong() { return sink.reuse_wrong(); }
+  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, all().size(), "wrote"); }
+  std::string effect_wrong() { return sink_wrong(all(), "the pipe"); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
     // A partial write first, so that the continuation walks the iovec copy.
     const int rest = static_cast<int>(op.total - op.done);
@@ -100,29 +81,23 @@ struct WritevAllPipeForm : FormBase {
 };
 
 /// splice from an empty pipe into another until unblock() fills the first.
-struct SplicePipeForm : FormBase {
+struct SplicePipeForm : SourceForm {
   using Desc = detail::SpliceOp;
   static constexpr const char* name = "splice(pipe->pipe)";
   static constexpr bool again = true, pends = true, has_fd = true, effect_known = true;
-  Source src{Source::pipe, "spliced-bytes"};
   Fd out_r, out_w;
-  explicit SplicePipeForm(Env& e) : FormBase(e) { std::tie(out_r, out_w) = make_pipe(); }
+  explicit SplicePipeForm(Env& e) : SourceForm(e, Source::pipe, "spliced-bytes") {
+    std::tie(out_r, out_w) = make_pipe();
+  }
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, src.op_end, std::int64_t{-1}, out_w.get(), std::int64_t{-1},
                                  std::size_t{64});
   }
-  Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && *r != src.payload.size() ? "moved " + std::to_string(*r) : "");
-  }
-  void unblock() { src.inject(); }
-  bool effect() { return src.consumed(); }
+  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, src.payload.size(), "moved"); }
   std::string effect_wrong() {
     const std::string got = take_available(out_r.get());
     return got == src.payload ? "" : "the output pipe got \"" + got + "\"";
   }
-  Fd release_fd() { return std::move(src.op_end); }
-  void reuse(int n) { src.reuse(n); }
-  std::string reuse_wrong() { return src.reuse_wrong(); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
     f.complete(op, static_cast<int>(src.payload.size()));
     take_available(src.op_end.get());
@@ -130,67 +105,47 @@ struct SplicePipeForm : FormBase {
   }
 };
 
-/// splice from a pipe holding bytes into a full pipe: it waits for its
-/// OUTPUT to drain (issue 20 defect 6a: the epoll engine waits on the input).
-struct SpliceFullOutForm : FormBase {
+/// splice of `data`, waiting in a pipe, into a full `sink`: what the two
+/// forms below share.
+struct SpliceIntoFullForm : SinkForm {
   using Desc = detail::SpliceOp;
-  static constexpr const char* name = "splice(into full pipe)";
-  static constexpr bool pends = true, effect_known = true;
-  static constexpr std::string_view kData = "spliced-once-room";
+  std::string_view data;
   Fd in_r, in_w;
-  Sink sink{Sink::pipe};
-  explicit SpliceFullOutForm(Env& e) : FormBase(e) {
+  SpliceIntoFullForm(Env& e, Sink::Kind kind, std::string_view d) : SinkForm(e, kind), data(d) {
     std::tie(in_r, in_w) = make_pipe();
-    put(in_w.get(), kData);
+    put(in_w.get(), data);
   }
   auto make(Loop& loop, Timeout t) {
     return loop.make_until<Desc>(t, in_r, std::int64_t{-1}, sink.op_end.get(), std::int64_t{-1},
-                                 kData.size());
+                                 data.size());
   }
-  Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && *r != kData.size() ? "moved " + std::to_string(*r) : "");
-  }
-  void unblock() { sink.drain(); }
-  bool effect() {
-    sink.drain();
-    return !sink.got.empty();
-  }
-  std::string effect_wrong() {
-    return sink.got == kData ? "" : "the pipe got \"" + sink.got + "\"";
-  }
+  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, data.size(), "moved"); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
-    f.complete(op, static_cast<int>(kData.size()));
+    f.complete(op, static_cast<int>(data.size()));
   }
+};
+
+/// splice from a pipe holding bytes into a full pipe: it waits for its
+/// OUTPUT to drain (issue 20 defect 6a: the epoll engine waits on the input).
+struct SpliceFullOutForm : SpliceIntoFullForm {
+  static constexpr const char* name = "splice(into full pipe)";
+  static constexpr bool pends = true, effect_known = true;
+  explicit SpliceFullOutForm(Env& e) : SpliceIntoFullForm(e, Sink::pipe, "spliced-once-room") {}
+  std::string effect_wrong() { return sink_wrong(data, "the pipe"); }
 };
 
 /// splice from a pipe into a blocking socket whose buffer is full (issue
 /// 20 defect 6b: the epoll engine blocks the loop thread in splice).
-struct SpliceBlockingSocketForm : FormBase {
-  using Desc = detail::SpliceOp;
+struct SpliceBlockingSocketForm : SpliceIntoFullForm {
   static constexpr const char* name = "splice(into blocking socket)";
   static constexpr bool pends = true, effect_known = true, may_stick = true;
-  static constexpr std::string_view kData = "spliced-into-socket";
-  Fd in_r, in_w;
-  Sink sink{Sink::stream};
-  explicit SpliceBlockingSocketForm(Env& e) : FormBase(e) {
-    std::tie(in_r, in_w) = make_pipe();
-    put(in_w.get(), kData);
-  }
-  auto make(Loop& loop, Timeout t) {
-    return loop.make_until<Desc>(t, in_r, std::int64_t{-1}, sink.op_end.get(), std::int64_t{-1},
-                                 kData.size());
-  }
-  Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && *r != kData.size() ? "moved " + std::to_string(*r) : "");
-  }
-  void unblock() { sink.drain(); }
+  explicit SpliceBlockingSocketForm(Env& e)
+      : SpliceIntoFullForm(e, Sink::stream, "spliced-into-socket") {}
   bool effect() {
     for (int i = 0; i < 3; ++i) sink.drain();
     return !sink.got.empty();
   }
-  std::string effect_wrong() {
-    return sink.got == kData ? "" : "the peer got \"" + sink.got + "\"";
-  }
+  std::string effect_wrong() { return sink_wrong(data, "the peer"); }
   bool unstick() {
     // Another thread: read the peer (no shared state with the row's thread).
     char buf[65536];
@@ -198,41 +153,25 @@ struct SpliceBlockingSocketForm : FormBase {
     while (::recv(sink.peer.get(), buf, sizeof(buf), MSG_DONTWAIT) > 0) any = true;
     return any;
   }
-  void fake_complete(FakeBackend& f, detail::OpBase& op) {
-    f.complete(op, static_cast<int>(kData.size()));
-  }
 };
 
 // ---- datagram.hpp ---------------------------------------------------------
 
 /// sendmsg of one datagram into a full unix datagram socket until unblock()
 /// drains the peer.
-struct SendmsgForm : FormBase {
+struct SendmsgForm : SinkForm {
   using Desc = detail::SendmsgOp;
   static constexpr const char* name = "sendmsg(unix dgram)";
   static constexpr bool pends = true, has_fd = true, effect_known = true;
   static constexpr std::string_view kData = "one-datagram";
-  Sink sink{Sink::dgram};
-  using FormBase::FormBase;
+  explicit SendmsgForm(Env& e) : SinkForm(e, Sink::dgram) {}
   auto make(Loop& loop, Timeout t) {
     const iovec v{const_cast<char*>(kData.data()), kData.size()};
     return loop.make_until<Desc>(t, sink.op_end, std::span<const iovec>(&v, 1),
                                  static_cast<const SocketAddress*>(nullptr), 0);
   }
-  Outcome outcome(Result<std::size_t>& r) {
-    return outcome_of(r, r && *r != kData.size() ? "sent " + std::to_string(*r) : "");
-  }
-  void unblock() { sink.drain(); }
-  bool effect() {
-    sink.drain();
-    return !sink.got.empty();
-  }
-  std::string effect_wrong() {
-    return sink.got == kData ? "" : "the peer got \"" + sink.got + "\"";
-  }
-  Fd release_fd() { return std::move(sink.op_end); }
-  void reuse(int n) { sink.reuse(n); }
-  std::string reuse_wrong() { return sink.reuse_wrong(); }
+  Outcome outcome(Result<std::size_t>& r) { return count_outcome(r, kData.size(), "sent"); }
+  std::string effect_wrong() { return sink_wrong(kData, "the peer"); }
   void fake_complete(FakeBackend& f, detail::OpBase& op) {
     f.complete(op, static_cast<int>(kData.size()));
   }
@@ -240,39 +179,28 @@ struct SendmsgForm : FormBase {
 
 /// recvmsg (DatagramSocket::recv_from's op) on a unix datagram socket
 /// until unblock() sends one.
-struct RecvmsgForm : FormBase {
+struct RecvmsgForm : SourceForm {
   using Desc = detail::RecvmsgOp;
   static constexpr const char* name = "recvmsg(unix dgram)";
   static constexpr bool again = true, pends = true, has_fd = true, effect_known = true;
-  Source src{Source::dgram, "a-datagram"};
   std::array<char, 64> buf{};
-  using FormBase::FormBase;
+  explicit RecvmsgForm(Env& e) : SourceForm(e, Source::dgram, "a-datagram") {}
   auto make(Loop& loop, Timeout t) {
     const iovec v{buf.data(), buf.size()};
     return loop.make_until<Desc>(t, src.op_end, std::span<const iovec>(&v, 1), 0);
   }
   Outcome outcome(Result<Datagram>& r) {
-    std::string wrong;
-    if (r && std::string_view(buf.data(), r->size) != src.payload)
-      wrong = "received \"" + std::string(buf.data(), r->size) + "\"";
-    return outcome_of(r, wrong);
+    return outcome_of(r, r ? got_wrong("received", std::string_view(buf.data(), r->size)) : "");
   }
-  void unblock() { src.inject(); }
-  bool effect() { return src.consumed(); }
-  Fd release_fd() { return std::move(src.op_end); }
-  void reuse(int n) { src.reuse(n); }
-  std::string reuse_wrong() { return src.reuse_wrong(); }
-  void fake_complete(FakeBackend& f, detail::OpBase& op) { f.complete_with_data(op, src.payload); }
 };
 
 /// DatagramSocket::receive: a datagram into the loop's datagram pool.
-struct ReceiveForm : FormBase {
+struct ReceiveForm : SourceForm {
   using Desc = detail::RecvmsgOp;
   static constexpr const char* name = "receive() pool";
   static constexpr bool again = true, pends = true, effect_known = true;
-  Source src{Source::dgram, "pooled-datagram"};
   std::optional<net::DatagramSocket> sock;
-  using FormBase::FormBase;
+  explicit ReceiveForm(Env& e) : SourceForm(e, Source::dgram, "pooled-datagram") {}
   auto make(Loop& loop, Timeout t) {
     if (!sock) {
       ::fcntl(src.op_end.get(), F_SETFL, ::fcntl(src.op_end.get(), F_GETFL) | O_NONBLOCK);
@@ -284,14 +212,8 @@ struct ReceiveForm : FormBase {
   /// Lets go of the multishot recvmsg (armed while the socket is open).
   void quiesce() { sock.reset(); }
   Outcome outcome(Result<ReceivedDatagram>& r) {
-    std::string wrong;
-    if (r && r->data.view() != src.payload)
-      wrong = "received \"" + std::string(r->data.view()) + "\"";
-    return outcome_of(r, wrong);
+    return outcome_of(r, r ? got_wrong("received", r->data.view()) : "");
   }
-  void unblock() { src.inject(); }
-  bool effect() { return src.consumed(); }
-  void fake_complete(FakeBackend& f, detail::OpBase& op) { f.complete_with_data(op, src.payload); }
 };
 
 }  // namespace lev::conformance
