@@ -19,8 +19,9 @@
 #include "support.hpp"
 
 using namespace std::chrono_literals;
-using lev::test::for_each_engine;
 using lev::net::DatagramSocket;
+using lev::test::for_each_engine;
+using lev::test::TempDir;
 
 namespace {
 
@@ -177,20 +178,16 @@ TEST_SUITE("datagram") {
   TEST_CASE("unix datagram sockets carry datagrams between bound paths") {
     for_each_engine([](lev::Loop& loop) {
       auto t = [&]() -> lev::Task<> {
-        const std::string base = "/tmp/lev-dgram-" + std::to_string(::getpid());
-        ::unlink((base + "-a").c_str());
-        ::unlink((base + "-b").c_str());
-        auto a = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(base + "-a"));
-        auto b = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(base + "-b"));
+        const TempDir dir("dgram");  // short: sun_path holds 108 bytes
+        auto a = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(dir.file("a")));
+        auto b = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(dir.file("b")));
         REQUIRE((a && b));
         CHECK((co_await a->send_to(std::string_view("hello"), b->local_address())).value() == 5);
         std::array<char, 16> buf{};
         auto d = co_await b->recv_from(buf);
         REQUIRE(d);
         CHECK(std::string_view(buf.data(), d->size) == "hello");
-        CHECK(d->peer.to_string() == "unix:" + base + "-a");
-        ::unlink((base + "-a").c_str());
-        ::unlink((base + "-b").c_str());
+        CHECK(d->peer.to_string() == "unix:" + dir.file("a"));
       };
       loop.block_on(t());
     });
@@ -215,11 +212,9 @@ TEST_SUITE("datagram") {
     // and a sender connected to it waits for room; the deadline ends the wait.
     for_each_engine([](lev::Loop& loop) {
       auto t = [&]() -> lev::Task<> {
-        const std::string base = "/tmp/lev-dgram-full-" + std::to_string(::getpid());
-        ::unlink((base + "-a").c_str());
-        ::unlink((base + "-b").c_str());
-        auto a = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(base + "-a"));
-        auto b = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(base + "-b"));
+        const TempDir dir("dgram");  // short: sun_path holds 108 bytes
+        auto a = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(dir.file("a")));
+        auto b = DatagramSocket::bind(loop, *lev::SocketAddress::unix_path(dir.file("b")));
         REQUIRE((a && b));
         REQUIRE(a->connect(b->local_address()));
         int queued = 0;
@@ -237,8 +232,6 @@ TEST_SUITE("datagram") {
         auto again = co_await a->send_to(std::string_view("late"), b->local_address(),
                                          lev::IoOptions{.timeout = 5s});
         CHECK(again.value() == 4);
-        ::unlink((base + "-a").c_str());
-        ::unlink((base + "-b").c_str());
       };
       loop.block_on(t());
       CHECK(loop.live_op_count() == 0);
@@ -291,13 +284,11 @@ TEST_SUITE("datagram") {
       auto any6 = *lev::SocketAddress::ip("::1", 0);
       if (probe && ::bind(probe.get(), any6.data(), any6.size()) == 0)
         loop.block_on(receive_ping_pong(loop, any6, any6));
-      const std::string base = "/tmp/lev-dgram-recv-" + std::to_string(::getpid());
-      ::unlink((base + "-a").c_str());
-      ::unlink((base + "-b").c_str());
-      loop.block_on(receive_ping_pong(loop, *lev::SocketAddress::unix_path(base + "-a"),
-                                      *lev::SocketAddress::unix_path(base + "-b")));
-      ::unlink((base + "-a").c_str());
-      ::unlink((base + "-b").c_str());
+      {
+        const TempDir dir("dgram");  // short: sun_path holds 108 bytes
+        loop.block_on(receive_ping_pong(loop, *lev::SocketAddress::unix_path(dir.file("a")),
+                                        *lev::SocketAddress::unix_path(dir.file("b"))));
+      }
       const lev::RecvBufferStats st = loop.datagram_buffer_stats();
       CHECK(st.in_use == 0);
       CHECK(st.buffer_size >= 65536);

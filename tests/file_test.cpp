@@ -11,7 +11,6 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <stop_token>
@@ -23,24 +22,9 @@
 
 using namespace std::chrono_literals;
 using lev::test::for_each_engine;
+using lev::test::TempDir;
 
 namespace {
-
-// A fresh directory under $TMPDIR (or /tmp), removed with what it holds.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/lev-file-XXXXXX";
-    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp");
-    path = tmpl;
-  }
-  ~TempDir() {
-    const std::string cmd = "rm -rf '" + path + "'";
-    (void)std::system(cmd.c_str());
-  }
-  [[nodiscard]] std::string at(const char* name) const { return path + "/" + name; }
-};
 
 // The whole content of a file, read with plain syscalls.
 std::string slurp(const std::string& path) {
@@ -85,8 +69,8 @@ std::string pattern(std::size_t n) {
 TEST_SUITE("file") {
   TEST_CASE("a file written, synced and read back holds exactly the bytes written") {
     for_each_engine([](lev::Loop& loop) {
-      TempDir dir;
-      const std::string path = dir.at("data");
+      TempDir dir("file");
+      const std::string path = dir.file("data");
       const std::string data = pattern(300 * 1024 + 17);
       auto t = [&]() -> lev::Task<> {
         auto f = co_await lev::File::open(loop, path, O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -122,9 +106,9 @@ TEST_SUITE("file") {
 
   TEST_CASE("readv_at and writev_at scatter and gather across several buffers") {
     for_each_engine([](lev::Loop& loop) {
-      TempDir dir;
+      TempDir dir("file");
       auto t = [&]() -> lev::Task<> {
-        auto f = co_await lev::File::open(loop, dir.at("v"), O_RDWR | O_CREAT, 0600);
+        auto f = co_await lev::File::open(loop, dir.file("v"), O_RDWR | O_CREAT, 0600);
         REQUIRE(f);
         std::string a = "first-", b = "second-", c = "third";
         std::array<iovec, 3> out{iovec{a.data(), a.size()}, iovec{b.data(), b.size()},
@@ -150,9 +134,9 @@ TEST_SUITE("file") {
 
   TEST_CASE("fallocate grows, truncate shrinks, and stat sees both") {
     for_each_engine([](lev::Loop& loop) {
-      TempDir dir;
+      TempDir dir("file");
       auto t = [&]() -> lev::Task<> {
-        auto f = co_await lev::File::open(loop, dir.at("sized"), O_RDWR | O_CREAT, 0600);
+        auto f = co_await lev::File::open(loop, dir.file("sized"), O_RDWR | O_CREAT, 0600);
         REQUIRE(f);
         CHECK(co_await f->fallocate(0, 1 << 20));
         CHECK((co_await f->stat()).value().size == (1u << 20));
@@ -167,15 +151,15 @@ TEST_SUITE("file") {
   // the same file?" (copy_file onto itself) could not be answered from it.
   TEST_CASE("stat names a file by device and inode, as fstat does, through a link too") {
     for_each_engine([](lev::Loop& loop) {
-      TempDir dir;
+      TempDir dir("file");
       auto t = [&]() -> lev::Task<> {
-        auto f = co_await lev::File::open(loop, dir.at("one"), O_RDWR | O_CREAT, 0600);
+        auto f = co_await lev::File::open(loop, dir.file("one"), O_RDWR | O_CREAT, 0600);
         REQUIRE(f);
-        REQUIRE(::link(dir.at("one").c_str(), dir.at("two").c_str()) == 0);
+        REQUIRE(::link(dir.file("one").c_str(), dir.file("two").c_str()) == 0);
         struct stat want {};
         REQUIRE(::fstat(f->fd(), &want) == 0);
         auto by_fd = (co_await f->stat()).value();
-        auto by_link = (co_await lev::stat(loop, dir.at("two"))).value();
+        auto by_link = (co_await lev::stat(loop, dir.file("two"))).value();
         CHECK(by_fd.device == want.st_dev);
         CHECK(by_fd.inode == want.st_ino);
         CHECK(by_link.device == want.st_dev);
@@ -188,9 +172,9 @@ TEST_SUITE("file") {
 
   TEST_CASE("directories are made, files renamed and removed") {
     for_each_engine([](lev::Loop& loop) {
-      TempDir dir;
+      TempDir dir("file");
       auto t = [&]() -> lev::Task<> {
-        const std::string sub = dir.at("sub");
+        const std::string sub = dir.file("sub");
         CHECK(co_await lev::mkdir(loop, sub, 0700));
         CHECK(S_ISDIR((co_await lev::stat(loop, sub)).value().mode));
         {
@@ -211,27 +195,27 @@ TEST_SUITE("file") {
 
   TEST_CASE("errors are values naming the op, and the path or the fd it concerned") {
     for_each_engine([](lev::Loop& loop) {
-      TempDir dir;
+      TempDir dir("file");
       auto t = [&]() -> lev::Task<> {
-        const std::string missing = dir.at("missing");
+        const std::string missing = dir.file("missing");
         auto f = co_await lev::File::open(loop, missing);
         REQUIRE(!f);
         CHECK(f.error().code == std::errc::no_such_file_or_directory);
         CHECK(f.error().message() == "openat(" + missing + "): No such file or directory");
         REQUIRE(f.error().path);
         CHECK(std::string(f.error().path) == missing);
-        auto d = co_await lev::File::open(loop, dir.path, O_WRONLY);
+        auto d = co_await lev::File::open(loop, dir.path(), O_WRONLY);
         REQUIRE(!d);
         CHECK(d.error().code == std::errc::is_a_directory);
-        CHECK(d.error().message().rfind("openat(" + dir.path + ")", 0) == 0);
-        auto again = co_await lev::mkdir(loop, dir.path);
+        CHECK(d.error().message().rfind("openat(" + dir.path() + ")", 0) == 0);
+        auto again = co_await lev::mkdir(loop, dir.path());
         CHECK(again.error().code == std::errc::file_exists);
-        CHECK(again.error().message().rfind("mkdirat(" + dir.path + ")", 0) == 0);
+        CHECK(again.error().message().rfind("mkdirat(" + dir.path() + ")", 0) == 0);
         auto gone = co_await lev::unlink(loop, missing);
         CHECK(gone.error().message().rfind("unlinkat(" + missing + ")", 0) == 0);
-        auto moved = co_await lev::rename(loop, missing, dir.at("elsewhere"));
+        auto moved = co_await lev::rename(loop, missing, dir.file("elsewhere"));
         CHECK(moved.error().message().rfind(
-                  "renameat(" + missing + " -> " + dir.at("elsewhere") + ")", 0) == 0);
+                  "renameat(" + missing + " -> " + dir.file("elsewhere") + ")", 0) == 0);
         auto st = co_await lev::stat(loop, missing);
         CHECK(st.error().message().rfind("statx(" + missing + ")", 0) == 0);
         // The same path twice is kept once: both errors point at one text.
@@ -362,7 +346,7 @@ TEST_SUITE("file") {
         lev::LoopOptions o = lev::test::options_for(e);
         o.file_workers = 1;
         lev::Loop loop{e.model, o};
-        TempDir dir;
+        TempDir dir("file");
         g_release = false;
         g_held = 0;
         lev::detail::before_file_work.store(&hold_first_write);
@@ -379,7 +363,7 @@ TEST_SUITE("file") {
         int two = -1, number = -1;
         auto t = [&]() -> lev::Task<> {
           auto one =
-              co_await lev::File::open(loop, dir.at("one"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+              co_await lev::File::open(loop, dir.file("one"), O_RDWR | O_CREAT | O_TRUNC, 0600);
           REQUIRE(one);
           number = one->fd();
           auto first = [&]() -> lev::Task<> {
@@ -398,7 +382,7 @@ TEST_SUITE("file") {
             g_release = true;
           });
           CHECK(co_await one->close());
-          two = ::open(dir.at("two").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+          two = ::open(dir.file("two").c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
           for (int i = 0; i < 3000 && !(running && queued); ++i) (void)co_await loop.after(1ms);
         };
         loop.block_on(t());
@@ -407,8 +391,8 @@ TEST_SUITE("file") {
         ::close(two);
         REQUIRE(running);
         REQUIRE(queued);
-        CHECK(slurp(dir.at("two")).empty());  // nothing meant for file one
-        const std::string one = slurp(dir.at("one"));
+        CHECK(slurp(dir.file("two")).empty());  // nothing meant for file one
+        const std::string one = slurp(dir.file("one"));
         // A write either happened in file one or ended cancelled, nothing else.
         CHECK(running->value() == 7);
         CHECK(one.substr(0, 7) == "running");
@@ -524,8 +508,8 @@ TEST_SUITE("file") {
     // io_uring opened it at once. A writer comes after 2 s here, so that
     // the old behaviour fails the timing checks rather than hangs.
     for_each_engine([](lev::Loop& loop) {
-      TempDir dir;
-      const std::string fifo = dir.at("fifo");
+      TempDir dir("file");
+      const std::string fifo = dir.file("fifo");
       REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
       std::atomic<bool> done{false};
       std::thread late_partner([&] {
@@ -598,7 +582,7 @@ TEST_SUITE("file") {
         lev::LoopOptions o = lev::test::options_for(e);
         o.file_workers = 1;
         lev::Loop loop{e.model, o};
-        TempDir dir;
+        TempDir dir("file");
         g_release = false;
         g_held = 0;
         lev::detail::before_file_work.store(&hold_first_write);
@@ -610,8 +594,8 @@ TEST_SUITE("file") {
         } unhook;
         const bool queued = loop.backend_name() == "epoll";
         auto t = [&]() -> lev::Task<> {
-          auto f =
-              co_await lev::File::open(loop, dir.at("a"), O_RDWR | O_CREAT, 0600, {.timeout = 10s});
+          auto f = co_await lev::File::open(loop, dir.file("a"), O_RDWR | O_CREAT, 0600,
+                                            {.timeout = 10s});
           REQUIRE_MESSAGE(f, f.error().message());
           std::optional<lev::Result<std::size_t>> written;
           auto slow = [&]() -> lev::Task<> {
@@ -623,14 +607,15 @@ TEST_SUITE("file") {
             (void)co_await loop.after(1ms);  // until the worker holds the write
           const lev::IoOptions limit{.timeout = 50ms};
           const lev::TimePoint t0 = loop.now();
-          auto opened = co_await lev::File::open(loop, dir.at("b"), O_RDWR | O_CREAT, 0600, limit);
+          auto opened =
+              co_await lev::File::open(loop, dir.file("b"), O_RDWR | O_CREAT, 0600, limit);
           auto synced = co_await f->fsync(limit);
           auto datasynced = co_await f->fdatasync(limit);
           auto fst = co_await f->stat(limit);
-          auto pst = co_await lev::stat(loop, dir.at("a"), limit);
-          auto made = co_await lev::mkdir(loop, dir.at("d"), 0755, limit);
-          auto moved = co_await lev::rename(loop, dir.at("a"), dir.at("c"), limit);
-          auto gone = co_await lev::unlink(loop, dir.at("a"), false, limit);
+          auto pst = co_await lev::stat(loop, dir.file("a"), limit);
+          auto made = co_await lev::mkdir(loop, dir.file("d"), 0755, limit);
+          auto moved = co_await lev::rename(loop, dir.file("a"), dir.file("c"), limit);
+          auto gone = co_await lev::unlink(loop, dir.file("a"), false, limit);
           const lev::Duration took = loop.now() - t0;
           if (queued) {
             CHECK(opened.error().is_timeout());
@@ -643,8 +628,8 @@ TEST_SUITE("file") {
             CHECK(gone.error().is_timeout());
             CHECK(std::string(opened.error().op) == "openat");
             CHECK(took >= 8 * 50ms);
-            CHECK(::access(dir.at("b").c_str(), F_OK) != 0);  // never ran
-            CHECK(::access(dir.at("d").c_str(), F_OK) != 0);
+            CHECK(::access(dir.file("b").c_str(), F_OK) != 0);  // never ran
+            CHECK(::access(dir.file("d").c_str(), F_OK) != 0);
           } else {
             CHECK_MESSAGE(opened, opened.error().message());
             CHECK(synced);
@@ -714,8 +699,8 @@ TEST_SUITE("file") {
         lev::LoopOptions o = lev::test::options_for(e);
         o.file_workers = 1;
         lev::Loop loop{e.model, o};
-        TempDir dir;
-        const std::string path = dir.at("t");
+        TempDir dir("file");
+        const std::string path = dir.file("t");
         {
           const std::string content = pattern(100);
           const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -803,8 +788,8 @@ TEST_SUITE("file") {
         lev::FakeBackend::Options{.detect_blocking = false, .ftruncate_op = false});
     lev::Loop loop{lev::Model::proactor, {.backend = fake}};
     REQUIRE_FALSE(loop.features().ftruncate_op);
-    TempDir dir;
-    const std::string path = dir.at("t");
+    TempDir dir("file");
+    const std::string path = dir.file("t");
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     REQUIRE(fd >= 0);
     const std::string content = pattern(100);
