@@ -475,16 +475,43 @@ Step run_commands(Store& store, const Limits& limits, std::string_view data, std
   return Step::need_input;
 }
 
-// Sends all but the last `keep` bytes of `out` (within the send timeout)
-// and drops what was sent. False when the connection is to close.
-lev::Task<bool> send_down_to(lev::Loop& loop, lev::FdRef fd, std::string& out, std::size_t keep,
-                             const Limits& limits) {
-  if (out.size() <= keep) co_return true;
-  const std::size_t n = out.size() - keep;
-  if (!co_await example::send_all_within(loop, fd, std::string_view(out).substr(0, n), limits.send))
-    co_return false;
+// Sending replies: all but the last `keep` bytes of `out` go, within the
+// send timeout, and what went is dropped from `out`. Each caller makes the
+// first send itself (MSG_DONTWAIT, in the connection's own coroutine): a
+// client that reads takes its replies with that one send, and no coroutine
+// frame or timer is made for them. Only a send that fell short
+// (!sent_whole) goes on in send_rest_down, a coroutine with the timeout.
+
+// The bytes to send: all of `out` but the last `keep` (out.size() > keep).
+std::string_view due(const std::string& out, std::size_t keep) {
+  return std::string_view(out).substr(0, out.size() - keep);
+}
+
+// Drops the first `n` bytes of `out`, which went; an emptied big buffer is freed.
+void drop_sent(std::string& out, std::size_t n, const Limits& limits) {
   out.erase(0, n);
   if (out.empty() && out.capacity() > 4 * limits.output_high) std::string().swap(out);
+}
+
+// True when `first`, the result of sending due(out, keep), took it all
+// (dropped from `out`); false when send_rest_down is to go on.
+bool sent_whole(std::string& out, std::size_t keep, const lev::Result<std::size_t>& first,
+                const Limits& limits) {
+  const std::size_t n = out.size() - keep;
+  if (!first || *first != n) return false;
+  drop_sent(out, n, limits);
+  return true;
+}
+
+// Sends the rest of due(out, keep) after `first` fell short, then drops it
+// from `out`. False when the connection is to close.
+lev::Task<bool> send_rest_down(lev::Loop& loop, lev::FdRef fd, std::string& out, std::size_t keep,
+                               lev::Result<std::size_t> first, const Limits& limits) {
+  const std::size_t n = out.size() - keep;
+  auto rest =
+      co_await example::send_rest_within(loop, fd, due(out, keep), std::move(first), limits.send);
+  if (!rest) co_return false;
+  drop_sent(out, n, limits);
   co_return true;
 }
 
@@ -518,7 +545,14 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store, const Limits& limit
     while ((step = run_commands(store, limits, std::string_view(in.data(), used), pos, parser,
                                 out)) == Step::flush) {
       // Backpressure: no more parsing until the replies are down to the low mark.
-      if (!co_await send_down_to(loop, fd, out, limits.output_low, limits)) break;
+      if (out.size() > limits.output_low) {
+        auto sent = co_await loop.send(fd, due(out, limits.output_low), MSG_DONTWAIT);
+        if (!sent_whole(out, limits.output_low, sent, limits)) {
+          const bool ok =
+              co_await send_rest_down(loop, fd, out, limits.output_low, std::move(sent), limits);
+          if (!ok) break;
+        }
+      }
     }
     if (step == Step::flush) break;  // the send failed
     open = step == Step::need_input;
@@ -533,7 +567,13 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store, const Limits& limit
       in.resize(kInitial);
       in.shrink_to_fit();
     }
-    if (!co_await send_down_to(loop, fd, out, 0, limits)) break;
+    if (!out.empty()) {
+      auto sent = co_await loop.send(fd, due(out, 0), MSG_DONTWAIT);
+      if (!sent_whole(out, 0, sent, limits)) {
+        const bool ok = co_await send_rest_down(loop, fd, out, 0, std::move(sent), limits);
+        if (!ok) break;
+      }
+    }
   }
   (void)co_await loop.close(fd);
 }
@@ -563,7 +603,14 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store, const Limits
       // does not read holds none of the pool's buffers while we wait.
       carry.keep(data, pos);
       got->reset();
-      if (!co_await send_down_to(loop, fd, out, limits.output_low, limits)) break;
+      if (out.size() > limits.output_low) {
+        auto sent = co_await loop.send(fd, due(out, limits.output_low), MSG_DONTWAIT);
+        if (!sent_whole(out, limits.output_low, sent, limits)) {
+          const bool ok =
+              co_await send_rest_down(loop, fd, out, limits.output_low, std::move(sent), limits);
+          if (!ok) break;
+        }
+      }
       data = carry.bytes({});
       pos = 0;
     }
@@ -573,7 +620,13 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store, const Limits
     got->reset();
     if (open && over_query_limit(carry.size(), limits, out)) open = false;
     timing.update(carry.size(), store.stats.commands != commands_before);
-    if (!co_await send_down_to(loop, fd, out, 0, limits)) break;
+    if (!out.empty()) {
+      auto sent = co_await loop.send(fd, due(out, 0), MSG_DONTWAIT);
+      if (!sent_whole(out, 0, sent, limits)) {
+        const bool ok = co_await send_rest_down(loop, fd, out, 0, std::move(sent), limits);
+        if (!ok) break;
+      }
+    }
   }
   (void)co_await loop.close(fd);
 }
