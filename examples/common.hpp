@@ -343,8 +343,8 @@ inline lev::Task<lev::Result<void>> send_rest_within(lev::Loop& loop, lev::FdRef
 /// takes what the socket has room for now, with no timer (MSG_DONTWAIT);
 /// only a send that must wait arms one. A server's hot path can make that
 /// first send itself and call send_rest_within only when it fell short
-/// (echo_server, http_hello and resp_server do): a reply to a client that reads is then one send,
-/// without a coroutine of its own.
+/// (echo_server, http_hello and resp_server do): a reply to a client
+/// that reads is then one send, without a coroutine of its own.
 inline lev::Task<lev::Result<void>> send_all_within(lev::Loop& loop, lev::FdRef fd,
                                                     std::string_view bytes, Millis timeout) {
   if (bytes.empty()) co_return lev::Result<void>{};
