@@ -515,6 +515,47 @@ TEST_SUITE("file") {
     });
   }
 
+  TEST_CASE("splice with a timeout from an input that never gets data ends timed_out on time") {
+    // Regression (finding F2): on io_uring the splice's {.timeout} was a
+    // linked timeout, which the kernel never fires while io-wq runs the
+    // splice blocking: the splice waited until its input got data (here it
+    // would never; the watchdog ended it as cancelled after 2 s).
+    for_each_engine([](lev::Loop& loop) {
+      auto [pr, pw] = lev::test::pipe_pair();  // inputs: a pipe and a socket, both silent
+      auto [a, b] = lev::test::socket_pair();
+      auto [r, w] = lev::test::pipe_pair();  // the output
+      auto bounded = [&](int in) -> lev::Task<lev::Result<std::size_t>> {
+        std::stop_source watchdog;
+        auto bite = loop.after(2s, [&](lev::Operation&, lev::Result<lev::Expired> x) {
+          if (x) watchdog.request_stop();
+        });
+        auto n = co_await loop.splice(in, w, 64, {.timeout = 50ms}).stop_on(watchdog.get_token());
+        bite.cancel();
+        co_return n;
+      };
+      for (const int in : {pr.get(), a.get()}) {
+        const lev::TimePoint start = loop.now();
+        auto n = loop.block_on(bounded(in));
+        const lev::Duration took = loop.now() - start;
+        loop.run_once();  // delivers the cancelled watchdog
+        REQUIRE_FALSE(n);
+        CHECK_MESSAGE(n.error().code == std::errc::timed_out, n.error().message());
+        CHECK(took < 1s);
+        CHECK(loop.live_op_count() == 0);
+      }
+      // Nothing was moved: the output is empty, and the inputs still work.
+      REQUIRE(::write(pw.get(), "late", 4) == 4);
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.splice(pr, w, 64, {.timeout = 2s});
+      };
+      auto n = loop.block_on(t());
+      REQUIRE_MESSAGE(n, n.error().message());
+      CHECK(*n == 4);
+      char buf[8];
+      CHECK(::read(r.get(), buf, sizeof buf) == 4);
+    });
+  }
+
   TEST_CASE(
       "opening a FIFO with no writer returns at once on every engine, so deadlines and teardown "
       "never wait for one") {

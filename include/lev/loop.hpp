@@ -191,7 +191,8 @@ struct IoOptions {
   /// recv/send flags (MSG_*); ignored by read/write/accept/connect.
   int flags = 0;
   /// The operation ends with errc::timed_out when it has not completed by
-  /// then (io_uring: a linked timeout; epoll, fake: a loop timer).
+  /// then (io_uring: a linked timeout, a loop timer for splice; epoll,
+  /// fake: a loop timer).
   std::optional<Duration> timeout{};
 };
 
@@ -518,6 +519,12 @@ class Loop {
   Awaiter<detail::SpliceOp> splice(FdRef in, FdRef out, std::size_t len,
                                    std::int64_t in_offset = -1, std::int64_t out_offset = -1) {
     return make<detail::SpliceOp>(in, in_offset, out.fd, out_offset, len);
+  }
+  /// splice(), bounded by `o.timeout` (errc::timed_out when it passes
+  /// first; on io_uring a loop timer that cancels it, see SpliceOp).
+  Deadline<detail::SpliceOp> splice(FdRef in, FdRef out, std::size_t len, IoOptions o,
+                                    std::int64_t in_offset = -1, std::int64_t out_offset = -1) {
+    return make_until<detail::SpliceOp>(o.timeout, in, in_offset, out.fd, out_offset, len);
   }
   /// read(), bounded by `o.timeout` (errc::timed_out when it passes first).
   Deadline<detail::ReadOp> read(FdRef fd, MutableBuffer buf, IoOptions o,
