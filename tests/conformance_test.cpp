@@ -139,12 +139,7 @@ const std::vector<FormEntry>& forms() {
 /// fails as "passes now") and what this suite found that nobody had listed.
 const std::vector<Mark> kMarks = {
     // ---- found by this suite (see the findings in the branch's report) ----
-    // F3: io_uring splice resolves its input fd when io-wq runs it: closed through
-    // loop.close while the splice waits and the number reused at once, the old splice can
-    // move the NEW fd's bytes (when io-wq had not run it yet: intermittent). A close's
-    // cancel-by-fd matches the splice's output fd only.
-    {"splice(pipe->pipe)", "uring*", "close_reuse_pending,threads_close_reuse", "finding F3",
-     Mark::sometimes},
+    // (none marked now: F2 and F3, splice on io_uring, were fixed)
 };
 
 /// The mark of a row, or null.

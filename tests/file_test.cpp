@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -553,6 +554,52 @@ TEST_SUITE("file") {
       CHECK(*n == 4);
       char buf[8];
       CHECK(::read(r.get(), buf, sizeof buf) == 4);
+    });
+  }
+
+  TEST_CASE(
+      "closing a splice's input and reusing its number at once never feeds the splice the new "
+      "file's bytes") {
+    // Regression (finding F3): io_uring resolves a splice's input fd only
+    // when io-wq runs it, and a close's cancel-by-fd matches its output fd
+    // only. A splice not yet run when its input was closed (lev::Fd) and
+    // the number given to a new pipe moved that pipe's bytes ("NEW") into
+    // the old splice's output.
+    for_each_engine([](lev::Loop& loop) {
+      auto [in_r, in_w] = lev::test::pipe_pair();  // the splice's input: never written
+      auto [out_r, out_w] = lev::test::pipe_pair();
+      lev::Result<std::size_t> got = std::size_t{0};
+      bool ended = false;
+      std::stop_source watchdog;  // a splice left waiting on the old pipe ends at 2 s
+      auto t = [&]() -> lev::Task<> {
+        got = co_await loop.splice(in_r, out_w, 64).stop_on(watchdog.get_token());
+        ended = true;
+      };
+      loop.spawn(t());
+      loop.drain_callbacks();  // the task is at its co_await: the splice is started
+      const int number = in_r.get();
+      in_r.reset();  // closed through lev, while the splice is in flight
+      auto [new_r, new_w] = lev::test::pipe_pair();
+      REQUIRE(::dup2(new_r.get(), number) == number);  // the number reused at once
+      lev::Fd reused{number};
+      REQUIRE(::write(new_w.get(), "NEW", 3) == 3);
+      auto bite = loop.after(2s, [&](lev::Operation&, lev::Result<lev::Expired> x) {
+        if (x) watchdog.request_stop();
+      });
+      for (int i = 0; i < 1000 && !ended; ++i) loop.run_once();
+      bite.cancel();
+      loop.drain_callbacks();  // delivers the cancelled watchdog
+      REQUIRE(ended);
+      CHECK_MESSAGE(!got, "the old splice moved " << (got ? *got : 0) << " bytes");
+      if (!got)
+        CHECK((got.error().code == std::errc::operation_canceled ||
+               got.error().code == std::errc::bad_file_descriptor));
+      int avail = -1;
+      REQUIRE(::ioctl(reused.get(), FIONREAD, &avail) == 0);
+      CHECK(avail == 3);  // the new pipe still holds its bytes
+      REQUIRE(::ioctl(out_r.get(), FIONREAD, &avail) == 0);
+      CHECK(avail == 0);  // and the old splice's output got none
+      CHECK(loop.live_op_count() == 0);
     });
   }
 

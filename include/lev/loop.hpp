@@ -774,6 +774,12 @@ class Loop {
       D::setup(cb_op.op, std::forward<A>(a)...);
     else
       D::setup(cb_op.op, cb_op.template make_args<typename D::Args>(), std::forward<A>(a)...);
+    if constexpr (D::kind == detail::OpKind::splice) {  // the backend's path, see start<K>
+      Operation handle(cb_op);
+      cb_op.op.cancel = detail::Cancel::none;
+      start<D::kind>(cb_op.op);
+      return handle;
+    }
     return commit(cb_op);
   }
 
@@ -784,7 +790,9 @@ class Loop {
   void start(detail::OpBase& op) {
     check_thread();
     if constexpr (K < detail::OpKind::timer) {
-      if (!uring_.submit<K>(op)) [[unlikely]]
+      // A splice takes the backend's path: io_uring keeps a list of the
+      // splices in flight, which a close of their input cancels (F3).
+      if (K == detail::OpKind::splice || !uring_.submit<K>(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;
