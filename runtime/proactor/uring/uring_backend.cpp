@@ -565,16 +565,18 @@ bool UringBackend::splices_from(int fd) const noexcept {
 void UringBackend::closing_input(int fd) noexcept {
   if (splices_.empty()) [[likely]]
     return;
-  bool any = false;
   try {
+    // A cancel may flush, and a flush reap (which edits splices_): the
+    // splices on `fd` are picked first.
+    std::vector<detail::OpBase*> ops;
     for (detail::OpBase* op : splices_)
-      if (op->fd == fd && op->state == detail::OpState::submitted) {
-        cancel(*op);
-        any = true;
-      }
+      if (op->fd == fd) ops.push_back(op);
+    if (ops.empty()) return;
+    for (detail::OpBase* op : ops)
+      if (op->state == detail::OpState::submitted) cancel(*op);
     // From inside a walk of the CQ ring (a multishot's step) the cancels
     // wait in deferred_cancels_: nothing can be submitted or waited for.
-    if (!any || reaping_) return;
+    if (reaping_) return;
     flush();  // the cancels reach the kernel before the fd is closed
     // Then their completions: a splice io-wq has not started ends at once,
     // one blocked in a worker as soon as the worker sees the cancel.
