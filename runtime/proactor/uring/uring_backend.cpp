@@ -614,9 +614,9 @@ std::size_t UringBackend::reap() noexcept {
     reaping_ = true;
     for (; head != tail; ++head) {
       const io_uring_cqe& cqe = cq.cqes[head & mask];
-      detail::OpBase* op;
-      if ((cqe.user_data & 7) != 0) [[unlikely]] {
-        const std::uint64_t tag = cqe.user_data & 7;
+      std::uint64_t data = cqe.user_data;
+      if ((data & 7) != 0) [[unlikely]] {
+        const std::uint64_t tag = data & 7;
         if (tag != kSpliceTag) {
           // Not an op. The wakeup poll re-arms once it has ended; a wake this
           // ring sent that failed falls back to the target's eventfd.
@@ -634,12 +634,10 @@ std::size_t UringBackend::reap() noexcept {
           }
           continue;
         }
-        // A splice (an op): no longer in flight.
-        op = reinterpret_cast<detail::OpBase*>(cqe.user_data & ~std::uint64_t{7});
-        untrack_splice(*op);
-      } else {
-        op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
+        data &= ~std::uint64_t{7};  // a splice (an op): no longer in flight
+        untrack_splice(*reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data)));
       }
+      auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
       const std::uint32_t flags = cqe.flags;
       if ((flags & IORING_CQE_F_MORE) && op->more) [[unlikely]] {
         op->more(*op, cqe.res, flags);  // a multishot result; the op stays in flight
@@ -793,11 +791,10 @@ std::size_t UringBackend::reap_direct(DirectSink& sink) noexcept {
       const unsigned head = *cq.khead;
       if (head == io_uring_smp_load_acquire(cq.ktail)) break;  // a nested reap took the rest
       const io_uring_cqe& slot = cq.cqes[head & cq.ring_mask];
-      const std::uint64_t data = slot.user_data;
+      std::uint64_t data = slot.user_data;
       int res = slot.res;
       std::uint32_t flags = slot.flags;
       io_uring_smp_store_release(cq.khead, head + 1);  // the slot is the kernel's again
-      detail::OpBase* op;
       if ((data & 7) != 0) [[unlikely]] {
         const std::uint64_t tag = data & 7;
         if (tag != kSpliceTag) {
@@ -815,11 +812,10 @@ std::size_t UringBackend::reap_direct(DirectSink& sink) noexcept {
           }
           continue;
         }
-        op = reinterpret_cast<detail::OpBase*>(data & ~std::uint64_t{7});  // see reap()
-        untrack_splice(*op);
-      } else {
-        op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
+        data &= ~std::uint64_t{7};  // a splice: see reap()
+        untrack_splice(*reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data)));
       }
+      auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
       if (op->zc == 1) [[unlikely]] {  // see reap()
         if (flags & IORING_CQE_F_MORE) {
           op->res = res;
