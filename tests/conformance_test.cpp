@@ -137,21 +137,7 @@ const std::vector<FormEntry>& forms() {
 /// fails as "passes now") and what this suite found that nobody had listed.
 const std::vector<Mark> kMarks = {
     // ---- found by this suite (see the findings in the branch's report) ----
-    // F2: io_uring splice that waits in io-wq (empty input, full output): its linked
-    // timeout never fires ({.timeout} never ends it). A cancel ended it with -512
-    // (ERESTARTSYS) when the worker already blocked: op_error reads that as the
-    // cancellation now; the stop rows stay marked "sometimes" while F2 stands.
-    {"splice(*)", "uring*", "timeout_queued,timeout_pending", "finding F2"},
-    {"splice(*)", "uring*",
-     "stop_queued,stop_pending,abort_pending,with_timeout_queued,with_timeout_pending,"
-     "with_timeout_stopped",
-     "finding F2 (a worker already blocked in the splice)", Mark::sometimes},
-    // F3: io_uring splice resolves its input fd when io-wq runs it: closed through
-    // loop.close while the splice waits and the number reused at once, the old splice can
-    // move the NEW fd's bytes (when io-wq had not run it yet: intermittent). A close's
-    // cancel-by-fd matches the splice's output fd only.
-    {"splice(pipe->pipe)", "uring*", "close_reuse_pending,threads_close_reuse", "finding F3",
-     Mark::sometimes},
+    // (none marked now: F2 and F3, splice on io_uring, were fixed)
 };
 
 /// The mark of a row, or null.

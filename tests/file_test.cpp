@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -496,6 +497,93 @@ TEST_SUITE("file") {
       CHECK(timer_at < 250ms);
       CHECK(received.size() == filled + msg.size());
       CHECK(received.substr(filled) == msg);
+    });
+  }
+
+  TEST_CASE("splice with a timeout from an input that never gets data ends timed_out on time") {
+    // Regression (finding F2): on io_uring the splice's {.timeout} was a
+    // linked timeout, which the kernel never fires while io-wq runs the
+    // splice blocking: the splice waited until its input got data (here it
+    // would never; the watchdog ended it as cancelled after 2 s).
+    for_each_engine([](lev::Loop& loop) {
+      auto [pr, pw] = lev::test::pipe_pair();  // inputs: a pipe and a socket, both silent
+      auto [a, b] = lev::test::socket_pair();
+      auto [r, w] = lev::test::pipe_pair();  // the output
+      auto bounded = [&](int in) -> lev::Task<lev::Result<std::size_t>> {
+        std::stop_source watchdog;
+        auto bite = loop.after(2s, [&](lev::Operation&, lev::Result<lev::Expired> x) {
+          if (x) watchdog.request_stop();
+        });
+        auto n = co_await loop.splice(in, w, 64, {.timeout = 50ms}).stop_on(watchdog.get_token());
+        bite.cancel();
+        co_return n;
+      };
+      for (const int in : {pr.get(), a.get()}) {
+        const lev::TimePoint start = loop.now();
+        auto n = loop.block_on(bounded(in));
+        const lev::Duration took = loop.now() - start;
+        loop.run_once();  // delivers the cancelled watchdog
+        REQUIRE_FALSE(n);
+        CHECK_MESSAGE(n.error().code == std::errc::timed_out, n.error().message());
+        CHECK(took < 1s);
+        CHECK(loop.live_op_count() == 0);
+      }
+      // Nothing was moved: the output is empty, and the inputs still work.
+      REQUIRE(::write(pw.get(), "late", 4) == 4);
+      auto t = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        co_return co_await loop.splice(pr, w, 64, {.timeout = 2s});
+      };
+      auto n = loop.block_on(t());
+      REQUIRE_MESSAGE(n, n.error().message());
+      CHECK(*n == 4);
+      char buf[8];
+      CHECK(::read(r.get(), buf, sizeof buf) == 4);
+    });
+  }
+
+  TEST_CASE(
+      "closing a splice's input and reusing its number at once never feeds the splice the new "
+      "file's bytes") {
+    // Regression (finding F3): io_uring resolves a splice's input fd only
+    // when io-wq runs it, and a close's cancel-by-fd matches its output fd
+    // only. A splice not yet run when its input was closed (lev::Fd) and
+    // the number given to a new pipe moved that pipe's bytes ("NEW") into
+    // the old splice's output.
+    for_each_engine([](lev::Loop& loop) {
+      auto [in_r, in_w] = lev::test::pipe_pair();  // the splice's input: never written
+      auto [out_r, out_w] = lev::test::pipe_pair();
+      lev::Result<std::size_t> got = std::size_t{0};
+      bool ended = false;
+      std::stop_source watchdog;  // a splice left waiting on the old pipe ends at 2 s
+      auto t = [&]() -> lev::Task<> {
+        got = co_await loop.splice(in_r, out_w, 64).stop_on(watchdog.get_token());
+        ended = true;
+      };
+      loop.spawn(t());
+      loop.drain_callbacks();  // the task is at its co_await: the splice is started
+      const int number = in_r.get();
+      in_r.reset();  // closed through lev, while the splice is in flight
+      auto [new_r, new_w] = lev::test::pipe_pair();
+      REQUIRE(::dup2(new_r.get(), number) == number);  // the number reused at once
+      lev::Fd reused{number};
+      REQUIRE(::write(new_w.get(), "NEW", 3) == 3);
+      auto bite = loop.after(2s, [&](lev::Operation&, lev::Result<lev::Expired> x) {
+        if (x) watchdog.request_stop();
+      });
+      for (int i = 0; i < 1000 && !ended; ++i) loop.run_once();
+      bite.cancel();
+      loop.drain_callbacks();  // delivers the cancelled watchdog
+      REQUIRE(ended);
+      CHECK_MESSAGE(!got, "the old splice moved " << (got ? *got : 0) << " bytes");
+      if (!got)
+        CHECK((got.error().code == std::errc::operation_canceled ||
+               got.error().code == std::errc::bad_file_descriptor));
+      int avail = -1;
+      REQUIRE(::ioctl(reused.get(), FIONREAD, &avail) == 0);
+      CHECK(avail == 3);  // the new pipe still holds its bytes
+      REQUIRE(::ioctl(out_r.get(), FIONREAD, &avail) == 0);
+      CHECK(avail == 0);  // and the old splice's output got none
+      CHECK(loop.live_op_count() == 0);
     });
   }
 

@@ -191,7 +191,8 @@ struct IoOptions {
   /// recv/send flags (MSG_*); ignored by read/write/accept/connect.
   int flags = 0;
   /// The operation ends with errc::timed_out when it has not completed by
-  /// then (io_uring: a linked timeout; epoll, fake: a loop timer).
+  /// then (io_uring: a linked timeout, a loop timer for splice; epoll,
+  /// fake: a loop timer).
   std::optional<Duration> timeout{};
 };
 
@@ -519,6 +520,12 @@ class Loop {
                                    std::int64_t in_offset = -1, std::int64_t out_offset = -1) {
     return make<detail::SpliceOp>(in, in_offset, out.fd, out_offset, len);
   }
+  /// splice(), bounded by `o.timeout` (errc::timed_out when it passes
+  /// first; on io_uring a loop timer that cancels it, see SpliceOp).
+  Deadline<detail::SpliceOp> splice(FdRef in, FdRef out, std::size_t len, IoOptions o,
+                                    std::int64_t in_offset = -1, std::int64_t out_offset = -1) {
+    return make_until<detail::SpliceOp>(o.timeout, in, in_offset, out.fd, out_offset, len);
+  }
   /// read(), bounded by `o.timeout` (errc::timed_out when it passes first).
   Deadline<detail::ReadOp> read(FdRef fd, MutableBuffer buf, IoOptions o,
                                 std::uint64_t offset = std::uint64_t(-1)) {
@@ -778,6 +785,12 @@ class Loop {
       D::setup(cb_op.op, std::forward<A>(a)...);
     else
       D::setup(cb_op.op, cb_op.template make_args<typename D::Args>(), std::forward<A>(a)...);
+    if constexpr (D::kind == detail::OpKind::splice) {  // the backend's path, see start<K>
+      Operation handle(cb_op);
+      cb_op.op.cancel = detail::Cancel::none;
+      start<D::kind>(cb_op.op);
+      return handle;
+    }
     return commit(cb_op);
   }
 
@@ -788,7 +801,9 @@ class Loop {
   void start(detail::OpBase& op) {
     check_thread();
     if constexpr (K < detail::OpKind::timer) {
-      if (!uring_.submit<K>(op)) [[unlikely]]
+      // A splice takes the backend's path: io_uring keeps a list of the
+      // splices in flight, which a close of their input cancels (F3).
+      if (K == detail::OpKind::splice || !uring_.submit<K>(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "lev/loop.hpp"
+#include "proactor/uring/uring_backend.hpp"
 #include "reactor/epoll/epoll_backend.hpp"
 
 namespace lev::detail {
@@ -105,6 +106,9 @@ CloseLink& CloseLink::loop_link(Loop& loop) noexcept { return *loop.close_link_;
 
 void CloseLink::forget(int fd, bool here) noexcept {
   marks.take(fd);
+  // Splices whose input is the fd end before it is closed (io_uring;
+  // applied later, a close may already have a new file at the number).
+  if (here && loop.uring_backend_) loop.uring_backend_->closing_input(fd);
   if (epoll) epoll->closing(fd, here);
   if (loop.recv_) loop.recv_->closing(fd);
   if (loop.dgram_) loop.dgram_->closing(fd);

@@ -38,6 +38,7 @@ void cancel_op(Loop& loop, OpBase& op, Cancel why = Cancel::requested) noexcept;
 template <class T, OpKind K>
 class [[nodiscard]] OpAwaiter {
  public:
+  static constexpr OpKind op_kind = K;
   explicit OpAwaiter(Loop& loop, int fd) noexcept : loop_(&loop) {
     op_.kind = K;
     op_.fd = fd;
@@ -164,9 +165,10 @@ void start_op(Loop& loop, OpBase& op);
 
 /// An operation bounded by a time limit (`{.timeout = 5s}`, readable /
 /// writable with a timeout). On io_uring the limit is a linked timeout
-/// (IORING_OP_LINK_TIMEOUT, one more SQE, no loop timer); elsewhere, and
-/// for send_all / write_all whose limit covers every resubmission, a loop
-/// timer cancels the op. Either way the result is errc::timed_out when the
+/// (IORING_OP_LINK_TIMEOUT, one more SQE, no loop timer); elsewhere, for
+/// send_all / write_all whose limit covers every resubmission, and for ops
+/// whose description says `links_timeout = false` (splice), a loop timer
+/// cancels the op. Either way the result is errc::timed_out when the
 /// limit passed first (with `transferred` for the bytes already moved), and
 /// the op is settled before the coroutine resumes.
 template <class Base>
@@ -208,7 +210,8 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
  protected:
   void suspend(std::coroutine_handle<> h, CancelFrom from) {
     if (!timeout_) return Base::suspend(h, from);
-    if (!(this->op_.flow & kFlowAll) && loop_links_timeouts(*this->loop_)) {
+    if (Describe<Base::op_kind>::type::links_timeout && !(this->op_.flow & kFlowAll) &&
+        loop_links_timeouts(*this->loop_)) {
       const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                           std::max(*timeout_, Duration::zero()))
                           .count();

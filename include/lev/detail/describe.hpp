@@ -64,6 +64,10 @@ struct OpTraits {
   /// For Wait::read / Wait::write: the fd may be a regular file, which the
   /// epoll engine hands to its file workers (read, write, readv, writev).
   static constexpr bool may_be_file = false;
+  /// On io_uring, `{.timeout}` is a linked timeout (one more SQE, no loop
+  /// timer). False: a loop timer cancels the op instead (splice: the
+  /// kernel never fires a timeout linked to a request io-wq runs blocking).
+  static constexpr bool links_timeout = true;
   /// The awaiter holding the op moved (before it was awaited); `args` is
   /// the Args record's new place, which op.args already points at.
   /// Re-points whatever else of `op` pointed into the old record.

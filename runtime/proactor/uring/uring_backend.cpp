@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -30,13 +31,21 @@ namespace {
 // the wakeup poll, 2 for a MSG_RING wake arriving from another ring,
 // inbox | 3 for a MSG_RING this ring sent (the target loop's inbox, whose
 // eventfd is written should the message fail; the message holds a
-// reference to it), 4 for requests whose completion carries nothing.
+// reference to it), 4 for requests whose completion carries nothing, op |
+// 5 for a splice (tracked: see UringBackend::closing_input).
 constexpr std::uint64_t kWakeTag = 1;
 constexpr std::uint64_t kMsgInTag = 2;
 constexpr std::uint64_t kMsgOutTag = 3;
 // A request whose own completion carries nothing for us (cancels, linked
 // timeouts): never 0, so that reap tells ops from tags with one test.
 constexpr std::uint64_t kIgnoreTag = 4;
+constexpr std::uint64_t kSpliceTag = 5;
+
+// The user_data `op` is submitted with (and cancelled by).
+std::uint64_t user_data_of(const detail::OpBase& op) noexcept {
+  const auto ud = reinterpret_cast<std::uintptr_t>(&op);
+  return op.kind == detail::OpKind::splice ? ud | kSpliceTag : ud;
+}
 
 [[noreturn]] void setup_failed(int err) {
   std::string why;
@@ -502,10 +511,17 @@ void UringBackend::flush() {
 }
 
 void UringBackend::submit(detail::OpBase& op) {
+  const bool splice = op.kind == detail::OpKind::splice;
+  if (splice) [[unlikely]]
+    splices_.reserve(splices_.size() + 1);  // may throw: nothing is filled yet
   if (op.linked_timeout && io_uring_sq_space_left(&ring_) < 2) flush();  // the pair goes together
   io_uring_sqe* sqe = get_sqe();
   detail::prep_sqe(sqe, op, zc_threshold_);
   io_uring_sqe_set_data(sqe, &op);
+  if (splice) [[unlikely]] {
+    io_uring_sqe_set_data64(sqe, user_data_of(op));
+    splices_.push_back(&op);  // reserved above
+  }
   if (op.linked_timeout) {
     sqe->flags |= IOSQE_IO_LINK;
     io_uring_sqe* t = get_sqe();
@@ -527,8 +543,52 @@ void UringBackend::cancel(detail::OpBase& op) {
     }
     sqe = get_sqe_slow();
   }
-  io_uring_prep_cancel(sqe, &op, 0);
+  io_uring_prep_cancel64(sqe, user_data_of(op), 0);
   io_uring_sqe_set_data64(sqe, kIgnoreTag);
+}
+
+void UringBackend::untrack_splice(detail::OpBase& op) noexcept {
+  for (std::size_t i = 0; i < splices_.size(); ++i)
+    if (splices_[i] == &op) {
+      splices_[i] = splices_.back();
+      splices_.pop_back();
+      return;
+    }
+}
+
+bool UringBackend::splices_from(int fd) const noexcept {
+  for (const detail::OpBase* op : splices_)
+    if (op->fd == fd) return true;
+  return false;
+}
+
+void UringBackend::closing_input(int fd) noexcept {
+  if (splices_.empty()) [[likely]]
+    return;
+  try {
+    // A cancel may flush, and a flush reap (which edits splices_): the
+    // splices on `fd` are picked first.
+    std::vector<detail::OpBase*> ops;
+    for (detail::OpBase* op : splices_)
+      if (op->fd == fd) ops.push_back(op);
+    if (ops.empty()) return;
+    for (detail::OpBase* op : ops)
+      if (op->state == detail::OpState::submitted) cancel(*op);
+    // From inside a walk of the CQ ring (a multishot's step) the cancels
+    // wait in deferred_cancels_: nothing can be submitted or waited for.
+    if (reaping_) return;
+    flush();  // the cancels reach the kernel before the fd is closed
+    // Then their completions: a splice io-wq has not started ends at once,
+    // one blocked in a worker as soon as the worker sees the cancel.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (splices_from(fd)) {
+      const auto left = until - std::chrono::steady_clock::now();
+      if (left <= Duration::zero()) break;
+      poll(std::chrono::duration_cast<Duration>(left));
+    }
+  } catch (const std::exception&) {
+    // The ring failed: the close goes ahead; what was submitted stands.
+  }
 }
 
 // Walks the CQ ring once (this thread is its only consumer), records each
@@ -554,25 +614,30 @@ std::size_t UringBackend::reap() noexcept {
     reaping_ = true;
     for (; head != tail; ++head) {
       const io_uring_cqe& cqe = cq.cqes[head & mask];
-      if ((cqe.user_data & 7) != 0) [[unlikely]] {
-        // Not an op. The wakeup poll re-arms once it has ended; a wake this
-        // ring sent that failed falls back to the target's eventfd.
-        const std::uint64_t tag = cqe.user_data & 7;
-        if (cqe.user_data == kWakeTag && !(cqe.flags & IORING_CQE_F_MORE)) {
-          if (cqe.res == -EINVAL) wake_multishot_ = false;  // no multishot poll here
-          rearm = true;
-        } else if (tag == kMsgOutTag) {
-          auto* target = reinterpret_cast<detail::Inbox*>(cqe.user_data & ~std::uint64_t{7});
-          if (cqe.res < 0) {
-            msg_ring_ = false;
-            target->wake_by_eventfd();
+      std::uint64_t data = cqe.user_data;
+      if ((data & 7) != 0) [[unlikely]] {
+        const std::uint64_t tag = data & 7;
+        if (tag != kSpliceTag) {
+          // Not an op. The wakeup poll re-arms once it has ended; a wake this
+          // ring sent that failed falls back to the target's eventfd.
+          if (cqe.user_data == kWakeTag && !(cqe.flags & IORING_CQE_F_MORE)) {
+            if (cqe.res == -EINVAL) wake_multishot_ = false;  // no multishot poll here
+            rearm = true;
+          } else if (tag == kMsgOutTag) {
+            auto* target = reinterpret_cast<detail::Inbox*>(cqe.user_data & ~std::uint64_t{7});
+            if (cqe.res < 0) {
+              msg_ring_ = false;
+              target->wake_by_eventfd();
+            }
+            target->release();
+            ++tags_done;
           }
-          target->release();
-          ++tags_done;
+          continue;
         }
-        continue;
+        data &= ~std::uint64_t{7};  // a splice (an op): no longer in flight
+        untrack_splice(*reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data)));
       }
-      auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(cqe.user_data));
+      auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
       const std::uint32_t flags = cqe.flags;
       if ((flags & IORING_CQE_F_MORE) && op->more) [[unlikely]] {
         op->more(*op, cqe.res, flags);  // a multishot result; the op stays in flight
@@ -726,25 +791,29 @@ std::size_t UringBackend::reap_direct(DirectSink& sink) noexcept {
       const unsigned head = *cq.khead;
       if (head == io_uring_smp_load_acquire(cq.ktail)) break;  // a nested reap took the rest
       const io_uring_cqe& slot = cq.cqes[head & cq.ring_mask];
-      const std::uint64_t data = slot.user_data;
+      std::uint64_t data = slot.user_data;
       int res = slot.res;
       std::uint32_t flags = slot.flags;
       io_uring_smp_store_release(cq.khead, head + 1);  // the slot is the kernel's again
       if ((data & 7) != 0) [[unlikely]] {
         const std::uint64_t tag = data & 7;
-        if (data == kWakeTag && !(flags & IORING_CQE_F_MORE)) {
-          if (res == -EINVAL) wake_multishot_ = false;
-          if (!closing_) arm_wakeup();  // at once: nothing here is half done
-        } else if (tag == kMsgOutTag) {
-          auto* target = reinterpret_cast<detail::Inbox*>(data & ~std::uint64_t{7});
-          if (res < 0) {
-            msg_ring_ = false;
-            target->wake_by_eventfd();
+        if (tag != kSpliceTag) {
+          if (data == kWakeTag && !(flags & IORING_CQE_F_MORE)) {
+            if (res == -EINVAL) wake_multishot_ = false;
+            if (!closing_) arm_wakeup();  // at once: nothing here is half done
+          } else if (tag == kMsgOutTag) {
+            auto* target = reinterpret_cast<detail::Inbox*>(data & ~std::uint64_t{7});
+            if (res < 0) {
+              msg_ring_ = false;
+              target->wake_by_eventfd();
+            }
+            target->release();
+            --in_flight_;
           }
-          target->release();
-          --in_flight_;
+          continue;
         }
-        continue;
+        data &= ~std::uint64_t{7};  // a splice: see reap()
+        untrack_splice(*reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data)));
       }
       auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
       if (op->zc == 1) [[unlikely]] {  // see reap()

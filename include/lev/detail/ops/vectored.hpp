@@ -144,6 +144,11 @@ struct SpliceOp : OpTraits {
                          op.len, static_cast<unsigned>(op.flags));
   }
   static constexpr Wait wait = Wait::read;
+  /// io_uring runs a splice in an io-wq worker, blocking (always: the
+  /// kernel forces it async), and a timeout linked to it never fires there
+  /// (seen on 6.18); a cancel by user_data does end it. So its time limit
+  /// is a loop timer that cancels it (finding F2).
+  static constexpr bool links_timeout = false;
   static long attempt(OpBase& op) noexcept {
     auto& a = *static_cast<SpliceArgs*>(op.args);
     loff_t in = static_cast<loff_t>(op.offset);
