@@ -7,11 +7,27 @@
 
 #include <array>
 #include <chrono>
+#include <span>
+#include <utility>
 
 #include "support.hpp"
 
 using namespace std::chrono_literals;
 using lev::test::FakeLoop;
+
+// A guard refers to the awaitable it guards (no copy of the operation's
+// record per await), so it must be awaited in the expression that made
+// both: a guard kept in a variable cannot be awaited as an lvalue, which
+// is how `auto g = idle(loop.recv(..)); co_await g;` (the awaitable gone at
+// the `;`) fails to compile.
+template <class G>
+concept AwaitableAsLvalue = requires(G& g) { g.operator co_await(); };
+template <class G>
+concept AwaitableAsRvalue = requires(G&& g) { std::move(g).operator co_await(); };
+using GuardedRecv = decltype(std::declval<lev::IdleDeadline&>()(
+    std::declval<lev::Loop&>().recv(lev::FdRef{0}, std::span<std::byte>{})));
+static_assert(AwaitableAsRvalue<GuardedRecv>);
+static_assert(!AwaitableAsLvalue<GuardedRecv>);
 
 TEST_SUITE("deadline") {
   TEST_CASE("an operation waiting longer than the idle limit ends timed_out, at the limit") {

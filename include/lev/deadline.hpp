@@ -83,7 +83,7 @@ class IdleDeadline {
   }
   /// For the guard: the operation ended.
   void ended() noexcept {
-    pending_ = {};
+    pending_.cancel = nullptr;  // nothing waits (on_timer reads only this)
     last_ = detail::loop_round_time(*loop_);
   }
 
@@ -104,49 +104,66 @@ class IdleDeadline {
 
 namespace detail {
 
-/// What IdleDeadline::operator() returns: the awaitable, guarded.
+/// What `co_await deadline(awaitable)` awaits: the awaitable, guarded. It
+/// refers to the awaitable rather than holding it (an operation's awaiter
+/// carries its whole record: moving it would cost a copy per operation),
+/// which is safe because both are temporaries of the one co_await
+/// expression. Awaiting it needs an rvalue, so a guard kept in a variable
+/// past the awaitable's end (`auto g = idle(loop.recv(..)); co_await g;`)
+/// does not compile.
 template <class A>
 class [[nodiscard]] Guarded {
  public:
-  Guarded(IdleDeadline& d, A&& a) noexcept : d_(&d), a_(std::move(a)) {}
-  Guarded(Guarded&& o) noexcept : d_(o.d_), a_(std::move(o.a_)) {}
+  class Awaiter {
+   public:
+    Awaiter(IdleDeadline& d, A& a) noexcept : d_(&d), a_(&a) {}
+    Awaiter(const Awaiter&) = delete;
+    Awaiter& operator=(const Awaiter&) = delete;
+    ~Awaiter() {
+      if (waiting_) [[unlikely]]
+        d_->ended();  // destroyed while waiting (its frame went first)
+    }
+
+    bool await_ready() noexcept(noexcept(std::declval<A&>().await_ready())) {
+      return a_->await_ready();
+    }
+    template <class P>
+    auto await_suspend(std::coroutine_handle<P> h) {
+      using R = decltype(a_->await_suspend(h));
+      if constexpr (std::is_void_v<R>) {
+        a_->await_suspend(h);
+        watch();
+      } else {
+        static_assert(std::is_same_v<R, bool>, "IdleDeadline guards awaiters that suspend");
+        if (!a_->await_suspend(h)) return false;
+        watch();
+        return true;
+      }
+    }
+    decltype(auto) await_resume() {
+      waiting_ = false;
+      d_->ended();  // also when it never waited (data was there): that is activity too
+      return a_->await_resume();
+    }
+
+   private:
+    void watch() noexcept {
+      waiting_ = true;
+      d_->started({[](void* a) noexcept { static_cast<A*>(a)->cancel_for(Cancel::deadline); }, a_});
+    }
+    IdleDeadline* d_;
+    A* a_;
+    bool waiting_ = false;
+  };
+
+  Guarded(IdleDeadline& d, A& a) noexcept : d_(&d), a_(&a) {}
   Guarded(const Guarded&) = delete;
   Guarded& operator=(const Guarded&) = delete;
-  ~Guarded() {
-    if (waiting_) [[unlikely]]
-      d_->ended();  // destroyed while waiting (its frame went first)
-  }
-
-  bool await_ready() noexcept(noexcept(std::declval<A&>().await_ready())) {
-    return a_.await_ready();
-  }
-  template <class P>
-  auto await_suspend(std::coroutine_handle<P> h) {
-    using R = decltype(a_.await_suspend(h));
-    if constexpr (std::is_void_v<R>) {
-      a_.await_suspend(h);
-      watch();
-    } else {
-      static_assert(std::is_same_v<R, bool>, "IdleDeadline guards awaiters that suspend");
-      if (!a_.await_suspend(h)) return false;
-      watch();
-      return true;
-    }
-  }
-  decltype(auto) await_resume() {
-    waiting_ = false;
-    d_->ended();  // also when it never waited (data was there): that is activity too
-    return a_.await_resume();
-  }
+  Awaiter operator co_await() && noexcept { return Awaiter(*d_, *a_); }
 
  private:
-  void watch() noexcept {
-    waiting_ = true;
-    d_->started({[](void* a) noexcept { static_cast<A*>(a)->cancel_for(Cancel::deadline); }, &a_});
-  }
   IdleDeadline* d_;
-  A a_;
-  bool waiting_ = false;
+  A* a_;
 };
 
 }  // namespace detail
@@ -154,7 +171,7 @@ class [[nodiscard]] Guarded {
 template <class A>
 auto IdleDeadline::operator()(A&& awaitable) {
   static_assert(!std::is_lvalue_reference_v<A>, "pass the awaitable itself: idle(loop.recv(...))");
-  return detail::Guarded<std::remove_cvref_t<A>>(*this, std::move(awaitable));
+  return detail::Guarded<std::remove_cvref_t<A>>(*this, awaitable);
 }
 
 }  // namespace lev
