@@ -761,8 +761,7 @@ class Loop {
   template <class D, class... A>
   Awaiter<D> make(FdRef fd, A&&... a) {
     if constexpr (std::is_same_v<typename D::Args, detail::NoArgs>)
-      return Awaiter<D>(*this, fd.fd,
-                        [&](detail::OpBase& op) { D::setup(op, std::forward<A>(a)...); });
+      return Awaiter<D>(*this, fd.fd, detail::setup_tag, std::forward<A>(a)...);
     else
       return Awaiter<D>(*this, fd.fd, std::forward<A>(a)...);
   }
@@ -771,8 +770,7 @@ class Loop {
   template <class D, class... A>
   Deadline<D> make_until(std::optional<Duration> timeout, FdRef fd, A&&... a) {
     if constexpr (std::is_same_v<typename D::Args, detail::NoArgs>)
-      return Deadline<D>(timeout, *this, fd.fd,
-                         [&](detail::OpBase& op) { D::setup(op, std::forward<A>(a)...); });
+      return Deadline<D>(timeout, *this, fd.fd, detail::setup_tag, std::forward<A>(a)...);
     else
       return Deadline<D>(timeout, *this, fd.fd, std::forward<A>(a)...);
   }
@@ -785,12 +783,6 @@ class Loop {
       D::setup(cb_op.op, std::forward<A>(a)...);
     else
       D::setup(cb_op.op, cb_op.template make_args<typename D::Args>(), std::forward<A>(a)...);
-    if constexpr (D::kind == detail::OpKind::splice) {  // the backend's path, see start<K>
-      Operation handle(cb_op);
-      cb_op.op.cancel = detail::Cancel::none;
-      start<D::kind>(cb_op.op);
-      return handle;
-    }
     return commit(cb_op);
   }
 
@@ -798,12 +790,10 @@ class Loop {
   /// whose kind is known where it is started: on io_uring the SQE is filled
   /// without dispatching on the kind.
   template <detail::OpKind K>
-  void start(detail::OpBase& op) {
+  [[gnu::always_inline]] void start(detail::OpBase& op) {
     check_thread();
     if constexpr (K < detail::OpKind::timer) {
-      // A splice takes the backend's path: io_uring keeps a list of the
-      // splices in flight, which a close of their input cancels (F3).
-      if (K == detail::OpKind::splice || !uring_.submit<K>(op)) [[unlikely]]
+      if (!uring_.submit<K>(op)) [[unlikely]]
         backend_->submit(op);  // first: if it throws, nothing is registered
       op.state = detail::OpState::submitted;
       ++live_count_;
@@ -931,7 +921,6 @@ class Loop {
   void drop_queued() noexcept;
   void wait_inbox();
   std::size_t fire_timers(TimePoint now);
-  static void deliver_direct(void* self, detail::OpBase& op) noexcept;
   void trace(TraceEvent event, const detail::OpBase& op) const;
 
   Model model_;
@@ -984,7 +973,8 @@ inline TimePoint loop_round_time(const Loop& loop) noexcept { return loop.round_
 
 template <class T, OpKind K>
 template <bool Linked>
-void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h, CancelFrom from) {
+[[gnu::always_inline]] inline void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h,
+                                                            CancelFrom from) {
   op_.ctx = h.address();
   op_.deliver = nullptr;  // the loop resumes ctx directly
   if (from.scope) {

@@ -708,20 +708,6 @@ std::size_t Loop::fire_timers(TimePoint now) {
   }
 }
 
-// poll_direct's delivery: what drain_callbacks does for a plain coroutine
-// completion (no continuation, no callback), straight from the CQE walk.
-void Loop::deliver_direct(void* self, detail::OpBase& op) noexcept {
-  Loop& loop = *static_cast<Loop*>(self);
-  op.state = detail::OpState::delivered;
-  --loop.live_count_;
-  ++loop.counters_.completed[static_cast<std::size_t>(op.kind)];
-  if (loop.trace_) [[unlikely]] {
-    loop.trace(TraceEvent::op_completed, op);
-    loop.trace(TraceEvent::task_resumed, op);
-  }
-  std::coroutine_handle<>::from_address(op.ctx).resume();
-}
-
 std::size_t Loop::run_once() {
   std::optional<Duration> timeout;
   take_inbox();
@@ -740,7 +726,8 @@ std::size_t Loop::run_once() {
     timeout = Duration::zero();
   } else if (t) {
     timeout = std::max(Duration::zero(), saturating_sub(next, now));
-  } else if (backend_->in_flight() == 0 && holds_ == 0 && external_ == 0) {
+  } else if ((uring_backend_ ? uring_backend_->in_flight() : backend_->in_flight()) == 0 &&
+             holds_ == 0 && external_ == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
   }
   std::size_t n;
@@ -749,14 +736,26 @@ std::size_t Loop::run_once() {
     // One pass: plain completions resume their coroutines from the CQE
     // walk itself (nothing was queued before them, so the order of
     // delivery is the one drain_callbacks would have given).
-    UringBackend::DirectSink sink{&Loop::deliver_direct, this};
+    // What drain_callbacks does for a plain coroutine completion (no
+    // continuation, no callback), straight from the CQE walk.
+    auto deliver = [this](detail::OpBase& op) noexcept {
+      op.state = detail::OpState::delivered;
+      --live_count_;
+      ++counters_.completed[static_cast<std::size_t>(op.kind)];
+      if (trace_) [[unlikely]] {
+        trace(TraceEvent::op_completed, op);
+        trace(TraceEvent::task_resumed, op);
+      }
+      std::coroutine_handle<>::from_address(op.ctx).resume();
+    };
     struct Walk {
       bool& on;
       explicit Walk(bool& b) noexcept : on(b) { on = true; }
       ~Walk() { on = false; }
     } walk{walking_};
-    n = uring_backend_->poll_direct(timeout, sink);
-    direct = sink.delivered;
+    const auto walked = uring_backend_->poll_direct(timeout, deliver);
+    n = walked.taken;
+    direct = walked.taken - walked.queued;
   } else {
     n = backend_->poll(timeout);
   }
@@ -773,7 +772,7 @@ std::size_t Loop::run_once() {
     std::uint64_t& rounds;
     ~EndRound() { ++rounds; }  // the round's clock reading is stale from here
   } end_round{rounds_};
-  const std::size_t drained = drain_callbacks();
+  const std::size_t drained = ready_.empty() ? 0 : drain_callbacks();
   if (direct) [[likely]] {
     if (!drained) ++counters_.drains;
     counters_.drained += direct;

@@ -33,6 +33,10 @@ namespace lev::detail {
 void abandon_op(Loop& loop, OpBase& op) noexcept;
 void cancel_op(Loop& loop, OpBase& op, Cancel why = Cancel::requested) noexcept;
 
+/// OpAwaiter's constructor that calls the description's setup.
+struct SetupTag {};
+inline constexpr SetupTag setup_tag{};
+
 /// The awaiter of one operation of kind `K` (known at compile time, so on
 /// io_uring the SQE is filled without a dispatch on the kind).
 template <class T, OpKind K>
@@ -50,12 +54,18 @@ class [[nodiscard]] OpAwaiter {
   OpAwaiter(Loop& loop, int fd, Init&& init) noexcept : OpAwaiter(loop, fd) {
     init(op_);
   }
+  /// Fills the op-specific fields with its description's setup (what
+  /// Loop::make does for an op without arguments of its own).
+  template <class... A>
+  OpAwaiter(Loop& loop, int fd, SetupTag, A&&... a) noexcept : OpAwaiter(loop, fd) {
+    Describe<K>::type::setup(op_, std::forward<A>(a)...);
+  }
   /// Moving is for building the awaitable (stop_on) before it is awaited:
   /// once started, the record's address belongs to the kernel.
   OpAwaiter(OpAwaiter&& o) noexcept : loop_(o.loop_), op_(o.op_) {}
   OpAwaiter(const OpAwaiter&) = delete;
   OpAwaiter& operator=(const OpAwaiter&) = delete;
-  ~OpAwaiter() {
+  [[gnu::always_inline]] ~OpAwaiter() {
     // submitted or completed: still live (idle = 0 and delivered = 3 are not)
     if (static_cast<unsigned>(op_.state) - 1u < 2u) [[unlikely]]
       abandon();
@@ -72,10 +82,10 @@ class [[nodiscard]] OpAwaiter {
 
   bool await_ready() const noexcept { return false; }
   template <class P>
-  void await_suspend(std::coroutine_handle<P> h) {
+  [[gnu::always_inline]] void await_suspend(std::coroutine_handle<P> h) {
     suspend(h, task_cancel(h));
   }
-  Result<T> await_resume() {
+  [[gnu::always_inline]] Result<T> await_resume() {
     leave_scope();
     stop_.disarm();
     return ResultOf<T>::make(op_);

@@ -40,23 +40,29 @@ struct UringFastPath {
   std::size_t* in_flight = nullptr;
   std::size_t zc_threshold = static_cast<std::size_t>(-1);
 
-  /// Fills an SQE for `op`, of kind `K`; false when the SQ is full (take
-  /// the backend's path). Not for ops with a linked timeout.
+  /// Fills an SQE for `op`, of kind `K`; false when the SQ is full, and
+  /// for a splice (take the backend's path: io_uring keeps a list of the
+  /// splices in flight, which a close of their input cancels, finding F3).
+  /// Not for ops with a linked timeout.
   template <OpKind K>
   bool submit(OpBase& op) const noexcept {
-    io_uring_sqe* sqe;
-    if (!take_sqe(sqe)) [[unlikely]]
+    if constexpr (K == OpKind::splice) {
       return false;
-    prep_kind<K>(sqe, op, zc_threshold);
-    io_uring_sqe_set_data(sqe, &op);
-    ++*in_flight;
-    return true;
+    } else {
+      io_uring_sqe* sqe;
+      if (!take_sqe(sqe)) [[unlikely]]
+        return false;
+      prep_kind<K>(sqe, op, zc_threshold);
+      io_uring_sqe_set_data(sqe, &op);
+      ++*in_flight;
+      return true;
+    }
   }
   /// The same for a kind known at run time; false also when the op needs a
   /// linked timeout (the backend pairs the two SQEs).
   bool submit(OpBase& op) const noexcept {
     io_uring_sqe* sqe;
-    if (op.linked_timeout || !take_sqe(sqe)) [[unlikely]]
+    if (op.linked_timeout || op.kind == OpKind::splice || !take_sqe(sqe)) [[unlikely]]
       return false;
     prep_sqe(sqe, op, zc_threshold);
     io_uring_sqe_set_data(sqe, &op);

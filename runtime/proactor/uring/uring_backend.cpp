@@ -766,101 +766,65 @@ std::size_t UringBackend::poll(std::optional<Duration> timeout) {
   return reap();
 }
 
-std::size_t UringBackend::poll_direct(std::optional<Duration> timeout, DirectSink& sink) {
-  wait(timeout);
-  return reap_direct(sink);
+detail::OpBase* UringBackend::unusual_cqe(std::uint64_t data, int& res,
+                                          std::uint32_t& flags) noexcept {
+  if ((data & 7) != 0) {
+    const std::uint64_t tag = data & 7;
+    if (tag != kSpliceTag) {
+      if (data == kWakeTag && !(flags & IORING_CQE_F_MORE)) {
+        if (res == -EINVAL) wake_multishot_ = false;
+        if (!closing_) arm_wakeup();  // at once: nothing here is half done
+      } else if (tag == kMsgOutTag) {
+        auto* target = reinterpret_cast<detail::Inbox*>(data & ~std::uint64_t{7});
+        if (res < 0) {
+          msg_ring_ = false;
+          target->wake_by_eventfd();
+        }
+        target->release();
+        --in_flight_;
+      }
+      return nullptr;
+    }
+    data &= ~std::uint64_t{7};  // a splice: see reap()
+    untrack_splice(*reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data)));
+  }
+  auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
+  if (op->zc == 1) {  // see reap()
+    if (flags & IORING_CQE_F_MORE) {
+      op->res = res;
+      return nullptr;
+    }
+    if (flags & IORING_CQE_F_NOTIF) res = op->res;
+    flags = 0;
+    if (res == -EOPNOTSUPP) {
+      op->zc = 2;
+      op->flow |= detail::kFlowRetry;
+    }
+  } else if ((flags & IORING_CQE_F_MORE) && op->more) {
+    op->more(*op, res, flags);  // a multishot result; the op stays in flight
+    return nullptr;
+  }
+  return op;
 }
 
-// The loop's own walk of the CQ ring (poll_direct). Unlike reap(), each CQE
-// is consumed (khead moved past it) and its op taken out of flight before
-// anything is done with it, because a plain completion resumes its
-// coroutine right here: whatever that coroutine does (submit, cancel,
-// flush, abandon an op and poll for it, which reaps) meets a consistent
-// ring. Anything else (a multishot step, a zero-copy send's two CQEs, an
-// op with a continuation for Loop::settle, a callback) is queued as reap()
-// queues it. (Recording a chunk of CQEs first and resuming afterwards was
-// measured too: more instructions per completion, not fewer.)
-std::size_t UringBackend::reap_direct(DirectSink& sink) noexcept {
-  std::size_t total = 0;
-  io_uring_cq& cq = ring_.cq;
-  for (;;) {
-    // At most what is there now: a coroutine that keeps submitting cannot
-    // keep one walk going.
-    unsigned budget = io_uring_smp_load_acquire(cq.ktail) - *cq.khead;
-    while (budget-- > 0) {
-      const unsigned head = *cq.khead;
-      if (head == io_uring_smp_load_acquire(cq.ktail)) break;  // a nested reap took the rest
-      const io_uring_cqe& slot = cq.cqes[head & cq.ring_mask];
-      std::uint64_t data = slot.user_data;
-      int res = slot.res;
-      std::uint32_t flags = slot.flags;
-      io_uring_smp_store_release(cq.khead, head + 1);  // the slot is the kernel's again
-      if ((data & 7) != 0) [[unlikely]] {
-        const std::uint64_t tag = data & 7;
-        if (tag != kSpliceTag) {
-          if (data == kWakeTag && !(flags & IORING_CQE_F_MORE)) {
-            if (res == -EINVAL) wake_multishot_ = false;
-            if (!closing_) arm_wakeup();  // at once: nothing here is half done
-          } else if (tag == kMsgOutTag) {
-            auto* target = reinterpret_cast<detail::Inbox*>(data & ~std::uint64_t{7});
-            if (res < 0) {
-              msg_ring_ = false;
-              target->wake_by_eventfd();
-            }
-            target->release();
-            --in_flight_;
-          }
-          continue;
+bool UringBackend::after_walk() noexcept {
+  if (!deferred_cancels_.empty()) [[unlikely]] {
+    std::vector<detail::OpBase*> ops;
+    ops.swap(deferred_cancels_);
+    for (detail::OpBase* op : ops)
+      if (op->state == detail::OpState::submitted) {
+        try {
+          cancel(*op);
+        } catch (const std::exception&) {
+          // The op completes on its own; Loop::settle honours the request.
         }
-        data &= ~std::uint64_t{7};  // a splice: see reap()
-        untrack_splice(*reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data)));
       }
-      auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
-      if (op->zc == 1) [[unlikely]] {  // see reap()
-        if (flags & IORING_CQE_F_MORE) {
-          op->res = res;
-          continue;
-        }
-        if (flags & IORING_CQE_F_NOTIF) res = op->res;
-        flags = 0;
-        if (res == -EOPNOTSUPP) {
-          op->zc = 2;
-          op->flow |= detail::kFlowRetry;
-        }
-      } else if ((flags & IORING_CQE_F_MORE) && op->more) [[unlikely]] {
-        op->more(*op, res, flags);  // a multishot result; the op stays in flight
-        continue;
-      }
-      --in_flight_;
-      if (!cancel_any_) untrack(*op);
-      ++total;
-      if (op->flow == 0 && !op->deliver) [[likely]] {
-        op->res = res;
-        op->cqe_flags = flags;
-        ++sink.delivered;
-        sink.deliver(sink.loop, *op);
-      } else {
-        queue_->push(*op, res, flags);
-      }
-    }
-    if (!deferred_cancels_.empty()) [[unlikely]] {
-      std::vector<detail::OpBase*> ops;
-      ops.swap(deferred_cancels_);
-      for (detail::OpBase* op : ops)
-        if (op->state == detail::OpState::submitted) {
-          try {
-            cancel(*op);
-          } catch (const std::exception&) {
-            // The op completes on its own; Loop::settle honours the request.
-          }
-        }
-    }
-    if (!(IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW)) break;
-    ++stats_.cq_overflows;
-    ++stats_.kernel_enters;
-    io_uring_get_events(&ring_);
   }
-  return total;
+  if (!(IO_URING_READ_ONCE(*ring_.sq.kflags) & IORING_SQ_CQ_OVERFLOW)) return false;
+  ++stats_.cq_overflows;
+  ++stats_.kernel_enters;
+  io_uring_get_events(&ring_);
+  return true;
 }
 
 }  // namespace lev
