@@ -365,6 +365,10 @@ class Carry {
     return kept_;
   }
   void keep(std::string_view data, std::size_t pos) {
+    if (pos == data.size()) {  // all taken (the common case): nothing to copy
+      kept_.clear();
+      return;
+    }
     if (!kept_.empty() && data.data() == kept_.data())
       kept_.erase(0, pos);
     else

@@ -34,6 +34,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -92,16 +93,23 @@ bool iequals(std::string_view a, std::string_view lower) {
   return true;
 }
 
-bool is_token_char(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
+// What each byte may be, one table lookup per byte: a token character
+// (RFC 9110: method and header names), a control byte (never in a target
+// or a header value, but for HTAB in a value).
+enum : unsigned char { kToken = 1, kControl = 2 };
+constexpr auto kByteClass = [] {
+  std::array<unsigned char, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    const bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (alnum || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
+                     std::string_view::npos)
+      t[static_cast<std::size_t>(c)] |= kToken;
+    if (c < 0x20 || c == 0x7f) t[static_cast<std::size_t>(c)] |= kControl;
+  }
+  return t;
+}();
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
+unsigned char byte_class(char c) { return kByteClass[static_cast<unsigned char>(c)]; }
 
 struct Request {
   std::size_t head_size = 0;  // through the blank line
@@ -109,16 +117,6 @@ struct Request {
   bool keep_alive = true;
   bool http10 = false;  // an HTTP/1.0 request (keep-alive only when it asks)
 };
-
-/// A control byte (NUL, a bare CR, ...) in a target or a header value:
-/// HTAB is the only one a header value may hold (RFC 9110 field-value).
-bool has_control(std::string_view s, bool tab_ok) {
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if ((c < 0x20 && !(tab_ok && c == '\t')) || c == 0x7f) return true;
-  }
-  return false;
-}
 
 enum class Parse { complete, incomplete, malformed, too_large };
 
@@ -161,60 +159,77 @@ class HeadScan {
   std::size_t size_ = 0;
 };
 
-// Parses a complete head (`in`: through its blank line).
+// Parses a complete head (`in`: through its blank line) in one pass, a
+// table lookup per byte. HeadScan has checked that every LF in it ends a
+// line after a CR, so each scan below stops at a line's CR at the latest
+// (CR is neither a token character, nor a space, nor allowed in a value).
 Parse parse(std::string_view in, Request& req) {
   req = Request{};
   req.head_size = in.size();
-  std::string_view head = in.substr(0, in.size() - 4);
-  std::size_t eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
-  // request line: METHOD SP TARGET SP HTTP/1.x
-  std::size_t sp1 = line.find(' ');
-  if (sp1 == 0 || sp1 == std::string_view::npos) return Parse::malformed;
-  for (char c : line.substr(0, sp1))
-    if (!is_token_char(c)) return Parse::malformed;
-  std::size_t sp2 = line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || sp2 == sp1 + 1) return Parse::malformed;
-  if (has_control(line.substr(sp1 + 1, sp2 - sp1 - 1), false)) return Parse::malformed;
-  std::string_view version = line.substr(sp2 + 1);
-  if (version == "HTTP/1.1")
+  const char* p = in.data();
+  const char* const end = p + in.size() - 2;  // the blank line's CRLF
+  // request line: METHOD SP TARGET SP HTTP/1.x CRLF
+  const char* const method = p;
+  while (byte_class(*p) & kToken) ++p;
+  if (p == method || *p != ' ') return Parse::malformed;
+  const char* const target = ++p;
+  while (*p != ' ' && !(byte_class(*p) & kControl)) ++p;
+  if (p == target || *p != ' ') return Parse::malformed;
+  ++p;
+  if (end - p < 10 || std::memcmp(p, "HTTP/1.", 7) != 0 || p[8] != '\r' || p[9] != '\n')
+    return Parse::malformed;
+  if (p[7] == '1')
     req.keep_alive = true;
-  else if (version == "HTTP/1.0")
+  else if (p[7] == '0')
     req.keep_alive = false, req.http10 = true;
   else
     return Parse::malformed;
+  p += 10;
   bool saw_length = false;
   int hosts = 0;
-  std::size_t pos = eol == std::string_view::npos ? head.size() : eol + 2;
-  while (pos < head.size()) {
-    std::size_t next = head.find("\r\n", pos);
-    if (next == std::string_view::npos) next = head.size();
-    std::string_view h = head.substr(pos, next - pos);
-    pos = next + 2;
-    std::size_t colon = h.find(':');
-    if (colon == 0 || colon == std::string_view::npos) return Parse::malformed;
-    std::string_view name = h.substr(0, colon);
-    for (char c : name)
-      if (!is_token_char(c)) return Parse::malformed;
-    std::string_view value = trim(h.substr(colon + 1));
-    if (has_control(value, true)) return Parse::malformed;  // NUL, a bare CR...
-    if (iequals(name, "host")) {
-      ++hosts;
-    } else if (iequals(name, "content-length")) {
-      std::size_t n = 0;
-      auto r = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (r.ec != std::errc{} || r.ptr != value.data() + value.size() || saw_length)
-        return Parse::malformed;
-      if (n > (1u << 30)) return Parse::malformed;
-      req.body_size = n;
-      saw_length = true;
-    } else if (iequals(name, "transfer-encoding")) {
-      return Parse::malformed;  // chunked bodies are not taken here: refuse rather than misframe
-    } else if (iequals(name, "connection")) {
-      if (iequals(value, "close"))
-        req.keep_alive = false;
-      else if (iequals(value, "keep-alive"))
-        req.keep_alive = true;
+  while (p < end) {  // header lines: NAME ":" OWS VALUE OWS CRLF
+    const char* const name_at = p;
+    while (byte_class(*p) & kToken) ++p;
+    if (p == name_at || *p != ':') return Parse::malformed;
+    const std::string_view name(name_at, static_cast<std::size_t>(p - name_at));
+    ++p;
+    while (*p == ' ' || *p == '\t') ++p;
+    const char* const value_at = p;
+    while (!(byte_class(*p) & kControl) || *p == '\t') ++p;
+    if (p[0] != '\r' || p[1] != '\n') return Parse::malformed;  // NUL, a bare CR...
+    const char* value_end = p;
+    while (value_end > value_at && (value_end[-1] == ' ' || value_end[-1] == '\t')) --value_end;
+    const std::string_view value(value_at, static_cast<std::size_t>(value_end - value_at));
+    p += 2;
+    switch (name.size()) {  // the names looked at, by length first
+      case 4:
+        if (iequals(name, "host")) ++hosts;
+        break;
+      case 14:
+        if (iequals(name, "content-length")) {
+          std::size_t n = 0;
+          auto r = std::from_chars(value.data(), value.data() + value.size(), n);
+          if (r.ec != std::errc{} || r.ptr != value.data() + value.size() || saw_length)
+            return Parse::malformed;
+          if (n > (1u << 30)) return Parse::malformed;
+          req.body_size = n;
+          saw_length = true;
+        }
+        break;
+      case 17:
+        // chunked bodies are not taken here: refuse rather than misframe
+        if (iequals(name, "transfer-encoding")) return Parse::malformed;
+        break;
+      case 10:
+        if (iequals(name, "connection")) {
+          if (iequals(value, "close"))
+            req.keep_alive = false;
+          else if (iequals(value, "keep-alive"))
+            req.keep_alive = true;
+        }
+        break;
+      default:
+        break;
     }
   }
   // HTTP/1.1: exactly one Host (RFC 9112 3.2); never two.
@@ -238,7 +253,7 @@ struct Conn {
 // request starts. False when the connection is to close (a malformed or
 // oversized request, or no keep-alive).
 bool answer(std::string_view data, std::size_t& pos, Conn& c, const Limits& limits,
-            lev::TimePoint now, std::string& out) {
+            const lev::Loop& loop, std::string& out) {
   for (;;) {
     if (c.skip) {
       const std::size_t take = std::min(c.skip, data.size() - pos);
@@ -255,7 +270,7 @@ bool answer(std::string_view data, std::size_t& pos, Conn& c, const Limits& limi
     if (r == Parse::incomplete) {
       // One deadline for the whole head, from its first byte (a new
       // connection's first head: from the accept).
-      if (fresh && c.served) c.head_deadline = now + limits.header_timeout;
+      if (fresh && c.served) c.head_deadline = loop.now() + limits.header_timeout;
       return true;
     }
     if (r != Parse::complete) {
@@ -266,7 +281,7 @@ bool answer(std::string_view data, std::size_t& pos, Conn& c, const Limits& limi
     c.served = true;
     pos += req.head_size;
     c.skip = c.body = req.body_size;
-    c.body_start = now;
+    if (c.skip) c.body_start = loop.now();  // the clock only when a body follows
     out += !req.keep_alive ? kHelloClose : req.http10 ? kHelloKeepAlive : kHello;
     if (!req.keep_alive) return false;
   }
@@ -342,7 +357,7 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
     }
     used += *n;
     std::size_t pos = 0;
-    open = answer(std::string_view(in.data(), used), pos, c, limits, loop.now(), out);
+    open = answer(std::string_view(in.data(), used), pos, c, limits, loop, out);
     timing.update(c);
     if (pos > 0) {
       std::memmove(in.data(), in.data() + pos, used - pos);
@@ -381,7 +396,7 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, const Limits& limits) {
     }
     const std::string_view data = carry.bytes(got->view());
     std::size_t pos = 0;
-    open = answer(data, pos, c, limits, loop.now(), out);
+    open = answer(data, pos, c, limits, loop, out);
     timing.update(c);
     carry.keep(data, pos);
     got->reset();
