@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -368,6 +369,75 @@ TEST_SUITE("timers") {
     CHECK(static_cast<int>(seen.size()) + cancelled == 10000);
     CHECK(cancelled == static_cast<int>((kept.size() + 1) / 2));
     CHECK(std::is_sorted(seen.begin(), seen.end()));
+    CHECK(f.loop.live_op_count() == 0);
+  }
+
+  // The wheel (issue 19's timer target): deadlines from the past to hours
+  // and never, many ties, cancels enough to compact, timers armed from
+  // callbacks, and a cursor that jumped to a far timer before nearer ones
+  // were armed (they go to the heap until it is pulled back).
+  TEST_CASE(
+      "callback timers on every scale fire in deadline order, ties in arming order, through the "
+      "wheel's moves") {
+    lev::test::FakeLoop f;
+    struct Fired {
+      lev::TimePoint deadline;
+      int index;
+    };
+    std::vector<Fired> seen;
+    std::vector<lev::Operation> cancel_later, never;
+    int next_index = 0, cancelled = 0, armed = 0;
+    bool running = false;
+    unsigned x = 99;
+    auto rand = [&x] { return x = x * 1103515245u + 12345u, x >> 8; };
+    std::function<void(lev::Duration)> arm = [&](lev::Duration d) {
+      const int index = next_index++;
+      ++armed;
+      auto op = f.loop.after(d, [&, index](lev::Operation& o, lev::Result<lev::Expired> r) {
+        if (!r) {
+          CHECK(o.is_cancelled());
+          ++cancelled;
+          return;
+        }
+        seen.push_back({r->deadline, index});
+        if (rand() % 4 == 0) arm(std::chrono::microseconds(rand() % 3 == 0 ? 0 : rand() % 5000));
+      });
+      if (!running && rand() % 3 != 0) cancel_later.push_back(op);
+    };
+    f.loop.after(1h, [&](lev::Operation&, lev::Result<lev::Expired> r) {
+      seen.push_back({r->deadline, -1});
+    });
+    // A round that asks for the next deadline without waiting (a cancel is
+    // queued): the wheel's cursor goes to the hour.
+    f.loop.after(1s, [](auto&, auto) {}).cancel();
+    f.loop.run_once();
+    REQUIRE(seen.empty());
+    const lev::Duration scales[] = {1ns, 1us, 37us, 1ms, 30ms, 500ms};  // up to 34 min
+    for (int i = 0; i < 6000; ++i) {
+      const int pick = static_cast<int>(rand() % 8);
+      if (pick == 6) {
+        arm(-std::chrono::microseconds(rand() % 1000));  // in the past
+      } else if (pick == 7) {
+        arm(std::chrono::milliseconds(rand() % 4));  // ties
+      } else {
+        arm(scales[pick] * (rand() % 4096));
+      }
+    }
+    for (int i = 0; i < 300; ++i)
+      never.push_back(f.loop.after(lev::Duration::max(), [](auto&, auto) {}));
+    for (auto& op : cancel_later) op.cancel();  // two thirds: the wheel compacts
+    f.loop.after(2h, [&](lev::Operation&, lev::Result<lev::Expired>) {
+      for (auto& op : never) op.cancel();
+    });
+    running = true;
+    f.loop.run();
+    CHECK(static_cast<int>(seen.size()) + cancelled == armed + 1);
+    CHECK(cancelled == static_cast<int>(cancel_later.size()));
+    CHECK(seen.back().index == -1);  // the hour came last
+    seen.pop_back();
+    CHECK(std::is_sorted(seen.begin(), seen.end(), [](const Fired& a, const Fired& b) {
+      return a.deadline < b.deadline || (a.deadline == b.deadline && a.index < b.index);
+    }));
     CHECK(f.loop.live_op_count() == 0);
   }
 }

@@ -1,7 +1,10 @@
 // Callback timers (lev/detail/timer_slab.hpp): 40-byte nodes in 64 KiB
-// blocks, a 4-ary heap of {deadline, arming order | index} entries.
+// blocks, {deadline, arming order | index} entries in a hierarchical timing
+// wheel, a sorted run and a 4-ary heap for what is at or before its cursor.
 #include "lev/detail/timer_slab.hpp"
 
+#include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
@@ -12,9 +15,11 @@ namespace lev::detail {
 
 namespace {
 constexpr std::size_t kArity = 4;
-inline bool earlier(const TimerSlab::Entry& a, const TimerSlab::Entry& b) noexcept {
-  return a.deadline < b.deadline || (a.deadline == b.deadline && a.key < b.key);
-}
+// How far ahead of the one firing the run's nodes are prefetched.
+constexpr std::size_t kAhead = 16;
+// The heap of entries at or before the cursor is a sign the cursor jumped
+// far ahead of the clock once it holds this many, and a quarter of all.
+constexpr std::size_t kEarlyRebuild = 256;
 // A free node keeps the next free index in its storage.
 inline std::uint32_t& next_free(TimerNode& n) noexcept {
   return *std::launder(reinterpret_cast<std::uint32_t*>(n.storage));
@@ -25,8 +30,12 @@ static_assert(sizeof(TimerSlab::Block) <= TimerSlab::kBlockBytes);
 static_assert(offsetof(TimerSlab::Block, nodes) == TimerSlab::kHeader);
 
 TimerSlab::~TimerSlab() {
-  for (Block* b : blocks_) std::free(b);
+  for (void* g : groups_) std::free(g);
   for (OpBase* m : marker_blocks_) delete[] m;
+  while (Chunk* c = free_chunks_) {
+    free_chunks_ = c->next;
+    delete c;
+  }
 }
 
 std::uint32_t TimerSlab::index_of(const TimerNode& n) noexcept {
@@ -43,17 +52,28 @@ TimerSlab& TimerSlab::of(const TimerNode& n) noexcept {
 
 TimerNode& TimerSlab::acquire() {
   if (free_ == UINT32_MAX) {
-    void* mem = std::aligned_alloc(kBlockBytes, kBlockBytes);
-    if (!mem) throw std::bad_alloc();
-    auto* b = static_cast<Block*>(mem);
+    if (spare_blocks_ == 0) {
+      // Blocks come in groups (1, 2, 4 ... 32 of them): one aligned_alloc
+      // per block would be mmapped with its alignment's padding, twice
+      // the block.
+      const std::size_t count = std::clamp<std::size_t>(blocks_.size(), 1, 32);
+      void* mem = std::aligned_alloc(kBlockBytes, count * kBlockBytes);
+      if (!mem) throw std::bad_alloc();
+      try {
+        groups_.push_back(mem);
+      } catch (...) {
+        std::free(mem);
+        throw;
+      }
+      spare_ = static_cast<unsigned char*>(mem);
+      spare_blocks_ = count;
+    }
+    auto* b = reinterpret_cast<Block*>(spare_);
     b->slab = this;
     b->first = static_cast<std::uint32_t>(blocks_.size()) * kPerBlock;
-    try {
-      blocks_.push_back(b);
-    } catch (...) {
-      std::free(mem);
-      throw;
-    }
+    blocks_.push_back(b);
+    spare_ += kBlockBytes;
+    --spare_blocks_;
     for (std::uint32_t i = kPerBlock; i-- > 0;) {  // lowest index first off the list
       b->nodes[i].state = TimerNode::kFree;
       next_free(b->nodes[i]) = free_;
@@ -78,9 +98,154 @@ void TimerSlab::free_node(TimerNode& n) noexcept {
 
 void TimerSlab::arm(TimerNode& n, TimePoint deadline, std::uint64_t seq) {
   n.seq = static_cast<std::uint32_t>(seq);  // wraps after 2^32 arms: it orders ties only
-  heap_.push_back(
-      {deadline.time_since_epoch().count(), (std::uint64_t{n.seq} << 32) | index_of(n)});
-  sift_up(heap_.size() - 1);
+  place({deadline.time_since_epoch().count(), (std::uint64_t{n.seq} << 32) | index_of(n)});
+  if (early_.size() >= kEarlyRebuild && early_.size() * 4 > entries()) [[unlikely]]
+    rebuild();
+}
+
+// At or before the cursor: the heap; else the bucket of the highest 6-bit
+// digit where the unit differs from the cursor's (that digit is past the
+// cursor's, the ones above it equal).
+void TimerSlab::place(const Entry& e) {
+  const std::uint64_t u = unit_of(e.deadline);
+  if (u <= cursor_) {
+    early_.push_back(e);
+    sift_up(early_.size() - 1);
+    return;
+  }
+  const unsigned level = static_cast<unsigned>(std::bit_width(u ^ cursor_) - 1) / kDigitBits;
+  append(level, static_cast<unsigned>(u >> (level * kDigitBits)) & 63u, e);
+}
+
+void TimerSlab::append(unsigned level, unsigned digit, const Entry& e) {
+  Chunk*& head = wheel_[level][digit];
+  if (!head || head->count == kChunkEntries) {
+    Chunk* c = new_chunk();
+    c->next = head;
+    c->count = 0;
+    head = c;
+    occupied_[level] |= std::uint64_t{1} << digit;
+  }
+  head->entries[head->count++] = e;
+  ++wheel_count_;
+}
+
+// A bucket's list, newest chunk first, turned around.
+TimerSlab::Chunk* TimerSlab::oldest_first(Chunk* list) noexcept {
+  Chunk* out = nullptr;
+  while (list) {
+    Chunk* next = list->next;
+    list->next = out;
+    out = list;
+    list = next;
+  }
+  return out;
+}
+
+TimerSlab::Chunk* TimerSlab::new_chunk() {
+  if (Chunk* c = free_chunks_) {
+    free_chunks_ = c->next;
+    return c;
+  }
+  return new Chunk;
+}
+
+void TimerSlab::free_list(Chunk* c) noexcept {
+  while (c) {
+    Chunk* next = c->next;
+    free_chunk(c);
+    c = next;
+  }
+}
+
+// The run and the heap are used up: the first bucket of the lowest
+// occupied level becomes the run (level 0) or is spread over the levels
+// below it (the cursor moved to its first unit), until a run or an entry
+// at the cursor is found.
+void TimerSlab::refill() noexcept {
+  try {
+    for (;;) {
+      unsigned level = 0;
+      while (occupied_[level] == 0) ++level;  // wheel_count_ > 0: one is
+      const auto digit = static_cast<unsigned>(std::countr_zero(occupied_[level]));
+      Chunk* list = wheel_[level][digit];
+      wheel_[level][digit] = nullptr;
+      occupied_[level] &= ~(std::uint64_t{1} << digit);
+      const unsigned shift = level * kDigitBits;
+      cursor_ = (cursor_ >> (shift + kDigitBits) << (shift + kDigitBits)) |
+                (std::uint64_t{digit} << shift);
+      list = oldest_first(list);
+      if (level == 0) {
+        take_run(list);
+        return;
+      }
+      while (list) {  // in arming order: a bucket's entries stay in it
+        wheel_count_ -= list->count;
+        for (std::uint32_t i = 0; i < list->count; ++i) place(list->entries[i]);
+        Chunk* next = list->next;
+        free_chunk(list);
+        list = next;
+      }
+      if (!early_.empty()) return;
+    }
+  } catch (...) {
+    std::terminate();  // a chunk or the run's vector: a loop out of memory cannot keep order
+  }
+}
+
+// A level-0 bucket (one unit) becomes the run: sorted, its first nodes
+// fetched while the round goes on.
+void TimerSlab::take_run(Chunk* list) {
+  run_.clear();
+  run_pos_ = 0;
+  while (list) {
+    wheel_count_ -= list->count;
+    run_.insert(run_.end(), list->entries, list->entries + list->count);
+    Chunk* next = list->next;
+    free_chunk(list);
+    list = next;
+  }
+  // In arming order: a unit of one deadline (a common case: delays in
+  // whole microseconds from one round's clock) is sorted already.
+  if (!std::is_sorted(run_.begin(), run_.end(), earlier))
+    std::sort(run_.begin(), run_.end(), earlier);
+  const std::size_t ahead = std::min(run_.size(), kAhead);
+  for (std::size_t i = 0; i < ahead; ++i)
+    __builtin_prefetch(&node(static_cast<std::uint32_t>(run_[i].key)), 1);
+}
+
+// The cursor goes back to just before the earliest entry at or before it,
+// and every entry is placed again.
+void TimerSlab::rebuild() {
+  std::uint64_t m = unit_of(early_.front().deadline);
+  if (run_pos_ < run_.size()) m = std::min(m, unit_of(run_[run_pos_].deadline));
+  std::vector<Entry> near;
+  near.swap(early_);
+  std::vector<Entry> run;
+  run.swap(run_);
+  const std::size_t from = std::exchange(run_pos_, 0);
+  Chunk* lists[kLevels][64];
+  std::memcpy(lists, wheel_, sizeof lists);
+  std::memset(wheel_, 0, sizeof wheel_);
+  std::memset(occupied_, 0, sizeof occupied_);
+  wheel_count_ = 0;
+  cursor_ = m == 0 ? 0 : m - 1;
+  try {
+    for (std::size_t i = from; i < run.size(); ++i) place(run[i]);
+    for (const Entry& e : near) place(e);
+    for (auto& level : lists)
+      for (Chunk*& list : level)
+        while (list) {
+          for (std::uint32_t i = 0; i < list->count; ++i) place(list->entries[i]);
+          Chunk* next = list->next;
+          free_chunk(list);
+          list = next;
+        }
+  } catch (...) {
+    std::terminate();  // half placed: order cannot be kept
+  }
+  run.clear();
+  run_.swap(run);  // keeps the run's capacity
 }
 
 bool TimerSlab::cancel(TimerNode& n) noexcept {
@@ -92,10 +257,10 @@ bool TimerSlab::cancel(TimerNode& n) noexcept {
     return true;
   }
   if (n.state != TimerNode::kArmed) return false;  // cancelled already, or delivered
-  ++stale_;  // its entry stays until popped or compacted; the node is
+  ++stale_;  // its entry stays until dropped or compacted; the node is
   n.cancelled = TimerNode::kStaleEntry | TimerNode::kResultCancelled;  // not reused before
   n.state = TimerNode::kCancelled;
-  if (stale_ > 1024 && stale_ * 2 > heap_.size()) compact();
+  if (stale_ > 1024 && stale_ * 2 > entries()) compact();
   try {
     queue_marker(n, 0, -ECANCELED);
   } catch (...) {
@@ -105,11 +270,30 @@ bool TimerSlab::cancel(TimerNode& n) noexcept {
 }
 
 void TimerSlab::fire_top() {
-  const Entry e = heap_.front();
-  pop_top();
+  Entry e;
+  if (top_in_run_) {
+    e = run_[run_pos_++];
+    if (run_pos_ + kAhead < run_.size())
+      __builtin_prefetch(&node(static_cast<std::uint32_t>(run_[run_pos_ + kAhead].key)), 1);
+  } else {
+    e = early_.front();
+    pop_early();
+  }
   TimerNode& n = node(static_cast<std::uint32_t>(e.key));
   n.state = TimerNode::kDue;
   queue_marker(n, e.deadline, 0);
+}
+
+// The entry top() looked at is stale: it goes.
+void TimerSlab::drop_top() noexcept {
+  Entry e;
+  if (top_in_run_) {
+    e = run_[run_pos_++];
+  } else {
+    e = early_.front();
+    pop_early();
+  }
+  drop_stale(e);
 }
 
 void TimerSlab::queue_marker(TimerNode& n, std::int64_t deadline, int res) {
@@ -175,7 +359,7 @@ void TimerSlab::release(TimerNode& n) noexcept {
   if (!s.loop_alive && --s.held == 0) delete &s;
 }
 
-// A cancelled timer's entry left the heap: its node may be reused now.
+// A cancelled timer's entry is gone: its node may be reused now.
 void TimerSlab::drop_stale(const Entry& e) noexcept {
   --stale_;
   TimerNode& n = node(static_cast<std::uint32_t>(e.key));
@@ -185,14 +369,20 @@ void TimerSlab::drop_stale(const Entry& e) noexcept {
 
 void TimerSlab::close_loop() noexcept {
   loop_alive = false;
-  heap_.clear();
+  early_.clear();
+  run_.clear();
+  run_pos_ = 0;
+  for (auto& level : wheel_)
+    for (Chunk*& list : level) free_list(std::exchange(list, nullptr));
+  std::memset(occupied_, 0, sizeof occupied_);
+  wheel_count_ = 0;
   stale_ = 0;
   // Nodes still held by handles keep the slab; it goes with the last. The
   // queue is empty for good: markers are no longer in use.
   held = 0;
   for (Block* b : blocks_)
     for (TimerNode& t : b->nodes) {
-      t.cancelled &= static_cast<std::uint8_t>(~TimerNode::kStaleEntry);  // the heap is gone
+      t.cancelled &= static_cast<std::uint8_t>(~TimerNode::kStaleEntry);  // the wheel is gone
       if (t.state == TimerNode::kArmed || t.state == TimerNode::kDue ||
           t.state == TimerNode::kCancelled) {
         t.state = TimerNode::kDone;  // never delivered: the callback never runs
@@ -207,57 +397,104 @@ void TimerSlab::close_loop() noexcept {
   if (held == 0) delete this;
 }
 
-void TimerSlab::pop_top() noexcept {
-  const Entry last = heap_.back();
-  heap_.pop_back();
-  if (!heap_.empty()) {
-    heap_[0] = last;
+void TimerSlab::pop_early() noexcept {
+  const Entry last = early_.back();
+  early_.pop_back();
+  if (!early_.empty()) {
+    early_[0] = last;
     sift_down(0);
   }
 }
 
-// Drops the stale entries and rebuilds the heap: O(n), once the cancelled
-// ones are half of it, so a cancel costs O(1) amortized.
+// Drops the stale entries everywhere (the heap rebuilt, the run and each
+// bucket filtered in place): O(n), once the cancelled ones are half of
+// all, so a cancel costs O(1) amortized.
 void TimerSlab::compact() noexcept {
   std::size_t out = 0;
-  for (std::size_t i = 0; i < heap_.size(); ++i) {
-    const Entry e = heap_[i];
+  for (std::size_t i = run_pos_; i < run_.size(); ++i) {
+    const Entry e = run_[i];
     if (live(e))
-      heap_[out++] = e;
+      run_[out++] = e;
     else
       drop_stale(e);
   }
-  heap_.resize(out);
-  if (heap_.size() > 1)
-    for (std::size_t i = (heap_.size() - 2) / kArity + 1; i-- > 0;) sift_down(i);
+  run_.resize(out);
+  run_pos_ = 0;
+  out = 0;
+  for (std::size_t i = 0; i < early_.size(); ++i) {
+    const Entry e = early_[i];
+    if (live(e))
+      early_[out++] = e;
+    else
+      drop_stale(e);
+  }
+  early_.resize(out);
+  if (early_.size() > 1)
+    for (std::size_t i = (early_.size() - 2) / kArity + 1; i-- > 0;) sift_down(i);
+  for (unsigned level = 0; level < kLevels; ++level)
+    for (unsigned digit = 0; digit < 64; ++digit) {
+      Chunk* const list = wheel_[level][digit];
+      if (!list) continue;
+      Chunk* w = list;  // written behind the reading
+      std::uint32_t wi = 0;
+      for (Chunk* r = list; r;) {
+        const std::uint32_t count = r->count;
+        Chunk* const next = r->next;
+        for (std::uint32_t i = 0; i < count; ++i) {
+          if (i + 8 < count)
+            __builtin_prefetch(&node(static_cast<std::uint32_t>(r->entries[i + 8].key)));
+          const Entry e = r->entries[i];
+          if (!live(e)) {
+            drop_stale(e);
+            --wheel_count_;
+            continue;
+          }
+          if (wi == kChunkEntries) {
+            w->count = wi;
+            w = w->next;
+            wi = 0;
+          }
+          w->entries[wi++] = e;
+        }
+        r = next;
+      }
+      if (wi == 0) {  // nothing live: w is still the first
+        free_list(list);
+        wheel_[level][digit] = nullptr;
+        occupied_[level] &= ~(std::uint64_t{1} << digit);
+      } else {
+        w->count = wi;
+        free_list(std::exchange(w->next, nullptr));
+      }
+    }
 }
 
 void TimerSlab::sift_up(std::size_t i) noexcept {
-  const Entry e = heap_[i];
+  const Entry e = early_[i];
   while (i > 0) {
     const std::size_t parent = (i - 1) / kArity;
-    if (!earlier(e, heap_[parent])) break;
-    heap_[i] = heap_[parent];
+    if (!earlier(e, early_[parent])) break;
+    early_[i] = early_[parent];
     i = parent;
   }
-  heap_[i] = e;
+  early_[i] = e;
 }
 
 void TimerSlab::sift_down(std::size_t i) noexcept {
-  const Entry e = heap_[i];
-  const std::size_t n = heap_.size();
+  const Entry e = early_[i];
+  const std::size_t n = early_.size();
   for (;;) {
     const std::size_t first = i * kArity + 1;
     if (first >= n) break;
     std::size_t best = first;
     const std::size_t end = first + kArity < n ? first + kArity : n;
     for (std::size_t c = first + 1; c < end; ++c)
-      if (earlier(heap_[c], heap_[best])) best = c;
-    if (!earlier(heap_[best], e)) break;
-    heap_[i] = heap_[best];
+      if (earlier(early_[c], early_[best])) best = c;
+    if (!earlier(early_[best], e)) break;
+    early_[i] = early_[best];
     i = best;
   }
-  heap_[i] = e;
+  early_[i] = e;
 }
 
 }  // namespace lev::detail

@@ -1,17 +1,31 @@
 #pragma once
 /// \file
 /// The callback timers of `loop.after(d, cb)` / `loop.at(t, cb)`: 40-byte
-/// nodes from a per-loop slab and a 4-ary heap of 16-byte {deadline, key}
-/// entries (about 57 bytes per armed timer, against 488 for a pooled
-/// callback operation). Not for users; lev/loop.hpp uses it.
+/// nodes from a per-loop slab and 16-byte {deadline, key} entries in a
+/// hierarchical timing wheel (about 57 bytes per armed timer, against 488
+/// for a pooled callback operation). Not for users; lev/loop.hpp uses it.
 ///
-/// The heap holds pairs only: moving an entry touches no node, so a pop
-/// costs the heap's cache lines, not a node's per level. A cancel leaves
-/// its entry behind, stale (the node's arming order no longer matches, or
-/// it is no longer armed): the pop skips it, and the heap is compacted
-/// when stale entries are half of it.
+/// The wheel: deadlines in units of 512 ns, ten levels of 64 buckets (6
+/// bits of the unit each), an entry in the level of the highest 6-bit
+/// digit where its unit differs from the cursor's. Buckets are lists of
+/// 1 KiB chunks in arming order (a unit of one deadline needs no sort). When the sorted run (the
+/// cursor's unit) is used up, the first non-empty bucket of the lowest level is taken: at level 0
+/// it is sorted into the run, above it is spread over the lower levels
+/// (each entry moves at most once per level). Entries at or before the
+/// cursor (a past deadline, or one nearer than the run already taken) go
+/// to a small 4-ary heap; the top is the earlier of the run's front and
+/// the heap's, so the order stays exact: deadline, then arming order. A
+/// cursor far ahead of the clock (it jumped to a far timer) is pulled back
+/// when that heap holds a quarter of the entries: everything is placed
+/// again, O(n) after n/4 arms.
 ///
-/// A node is armed (on the heap), then due (its expiry taken by a round)
+/// The wheel holds pairs only: moving an entry touches no node, and the
+/// run's nodes are prefetched before they fire. A cancel leaves its entry
+/// behind, stale (the node's arming order no longer matches, or it is no
+/// longer armed): the top skips it, and everything is compacted when stale
+/// entries are half of it.
+///
+/// A node is armed (in the wheel), then due (its expiry taken by a round)
 /// or cancelled (Operation::cancel), then done (its callback called once,
 /// never inside `at`). A due or cancelled node is delivered through the
 /// loop's completion queue like every other result, by a marker op (an
@@ -49,10 +63,10 @@ struct TimerNode {
   static constexpr std::size_t kInline = 24;
   enum class Call : std::uint8_t { run, drop };
 
-  std::uint32_t seq;   // arming order (low 32 bits): its heap entry's, while armed
+  std::uint32_t seq;   // arming order (low 32 bits): its entry's, while armed
   std::uint16_t refs;  // the loop's (until the callback ran) + one per handle
   std::uint8_t state;
-  std::uint8_t cancelled;  // kResultCancelled: its result; kStaleEntry: its entry still on the heap
+  std::uint8_t cancelled;  // kResultCancelled: its result; kStaleEntry: its entry still kept
   // Runs the callable with the result (run) or destroys it (drop).
   void (*fn)(TimerNode& self, Call what, Operation* handle, const Result<Expired>* r);
   alignas(8) unsigned char storage[kInline];  // the callable, or a pointer to it boxed
@@ -66,7 +80,7 @@ struct TimerNode {
 };
 static_assert(sizeof(TimerNode) == 40, "a callback timer is 40 bytes");
 
-/// The slab, the heap, and what a round has taken off it.
+/// The slab, the wheel, and what a round has taken off it.
 struct TimerSlab {
   struct Entry {
     std::int64_t deadline;  // ns on the loop's clock
@@ -79,19 +93,30 @@ struct TimerSlab {
 
   /// A fresh node (refs 1: the loop's), its callable not yet made.
   TimerNode& acquire();
-  /// Puts `n` on the heap at `deadline`, in arming order `seq`.
+  /// Puts `n` in the wheel at `deadline`, in arming order `seq`.
   void arm(TimerNode& n, TimePoint deadline, std::uint64_t seq);
-  /// Operation::cancel: an armed node is queued cancelled (its heap entry
-  /// left stale); a due one not yet delivered becomes cancelled (its
-  /// expiry had no effect outside the loop); else nothing. True when it
-  /// changed.
+  /// Operation::cancel: an armed node is queued cancelled (its entry left
+  /// stale); a due one not yet delivered becomes cancelled (its expiry had
+  /// no effect outside the loop); else nothing. True when it changed.
   bool cancel(TimerNode& n) noexcept;
-  /// The earliest armed entry, if any (stale ones are dropped on the way).
+  /// The earliest armed entry, if any (stale ones are dropped on the way;
+  /// the wheel may move buckets down: out of memory there terminates).
   [[nodiscard]] const Entry* top() noexcept {
-    prune_top();
-    return heap_.empty() ? nullptr : &heap_.front();
+    for (;;) {
+      const bool in_run = run_pos_ < run_.size();
+      if (!in_run && early_.empty()) {
+        if (wheel_count_ == 0) return nullptr;
+        refill();
+        continue;
+      }
+      top_in_run_ = in_run && (early_.empty() || !earlier(early_.front(), run_[run_pos_]));
+      const Entry& e = top_in_run_ ? run_[run_pos_] : early_.front();
+      if (live(e)) [[likely]]
+        return &e;
+      drop_top();
+    }
   }
-  /// Takes the top entry off the heap (it was live) and queues its node's
+  /// Takes the entry top() returned (it was live) and queues its node's
   /// expiry on the loop's queue.
   void fire_top();
   /// The earliest deadline of an armed timer (TimePoint::max() when none).
@@ -106,7 +131,7 @@ struct TimerSlab {
   /// The queue markers are delivered through.
   CompletionQueue* queue = nullptr;
 
-  [[nodiscard]] std::size_t armed() const noexcept { return heap_.size() - stale_; }
+  [[nodiscard]] std::size_t armed() const noexcept { return entries() - stale_; }
 
   TimerNode& node(std::uint32_t i) noexcept { return blocks_[i / kPerBlock]->nodes[i % kPerBlock]; }
   static std::uint32_t index_of(const TimerNode& n) noexcept;
@@ -126,40 +151,84 @@ struct TimerSlab {
     TimerNode nodes[kPerBlock];
   };
 
+  // The wheel's shape: a unit is 2^kUnitShift ns; levels of 6 bits cover
+  // the 55 bits of a unit.
+  static constexpr unsigned kUnitShift = 9;
+  static constexpr unsigned kDigitBits = 6;
+  static constexpr unsigned kLevels = (64 - kUnitShift + kDigitBits - 1) / kDigitBits;
+  static constexpr std::size_t kChunkEntries = 63;
+  struct Chunk {  // 1 KiB: one piece of a bucket's unsorted list
+    Chunk* next;
+    std::uint32_t count;
+    std::uint32_t pad_;
+    Entry entries[kChunkEntries];
+  };
+
   bool loop_alive = true;
   std::size_t held = 0;  // nodes alive after close_loop (handles hold them)
 
  private:
   ~TimerSlab();
+  static bool earlier(const Entry& a, const Entry& b) noexcept {
+    return a.deadline < b.deadline || (a.deadline == b.deadline && a.key < b.key);
+  }
+  // The unit of a deadline, in an unsigned order (the sign bit flipped).
+  static std::uint64_t unit_of(std::int64_t deadline) noexcept {
+    return (static_cast<std::uint64_t>(deadline) ^ (std::uint64_t{1} << 63)) >> kUnitShift;
+  }
   void free_node(TimerNode& n) noexcept;
-  void sift_up(std::size_t i) noexcept;
-  void sift_down(std::size_t i) noexcept;
   bool live(const Entry& e) noexcept {
     const TimerNode& n = node(static_cast<std::uint32_t>(e.key));
     return n.state == TimerNode::kArmed && n.seq == static_cast<std::uint32_t>(e.key >> 32);
   }
-  void prune_top() noexcept {
-    while (!heap_.empty() && !live(heap_.front())) {
-      const Entry e = heap_.front();
-      pop_top();
-      drop_stale(e);
-    }
+  std::size_t entries() const noexcept {
+    return wheel_count_ + (run_.size() - run_pos_) + early_.size();
   }
+  void place(const Entry& e);
+  void append(unsigned level, unsigned digit, const Entry& e);
+  void refill() noexcept;
+  void take_run(Chunk* list);
+  void rebuild();
+  void drop_top() noexcept;
   void drop_stale(const Entry& e) noexcept;
-  void pop_top() noexcept;
   void compact() noexcept;
+  void pop_early() noexcept;
+  void sift_up(std::size_t i) noexcept;
+  void sift_down(std::size_t i) noexcept;
+  Chunk* new_chunk();
+  void free_chunk(Chunk* c) noexcept {
+    c->next = free_chunks_;
+    free_chunks_ = c;
+  }
+  void free_list(Chunk* c) noexcept;
+  static Chunk* oldest_first(Chunk* list) noexcept;
 
   std::vector<Block*> blocks_;
+  std::vector<void*> groups_;       // the allocations blocks_ were cut from
+  unsigned char* spare_ = nullptr;  // blocks allocated, not yet in blocks_
+  std::size_t spare_blocks_ = 0;
   std::uint32_t free_ = UINT32_MAX;  // free list through the nodes' storage
   void queue_marker(TimerNode& n, std::int64_t deadline, int res);
   static void deliver_marker(OpBase& m);
 
-  std::vector<Entry> heap_;
-  std::size_t stale_ = 0;  // entries of cancelled timers still on the heap
+  // Entries at or before cursor_ are in run_ (sorted, from run_pos_) or
+  // early_ (a heap); the wheel's are after it, each bucket's digit past
+  // the cursor's at its level.
+  std::uint64_t cursor_ = 0;
+  std::vector<Entry> run_;
+  std::size_t run_pos_ = 0;
+  bool top_in_run_ = false;  // which one top() returned
+  std::vector<Entry> early_;
+  Chunk* wheel_[kLevels][64] = {};
+  std::uint64_t occupied_[kLevels] = {};
+  std::size_t wheel_count_ = 0;
+  Chunk* free_chunks_ = nullptr;
+  std::size_t stale_ = 0;  // entries of cancelled timers still kept
   // Markers: OpBase records lent to due / cancelled nodes while queued.
   std::vector<OpBase*> marker_blocks_;
   OpBase* free_markers_ = nullptr;  // linked through `next`
 };
+static_assert(sizeof(TimerSlab::Chunk) == 1024);
 
 template <class F>
 void TimerNode::emplace(F&& f) {
