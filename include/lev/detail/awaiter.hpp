@@ -69,7 +69,7 @@ class [[nodiscard]] OpAwaiter {
     // submitted or completed: still live (idle = 0 and delivered = 3 are not)
     if (static_cast<unsigned>(op_.state) - 1u < 2u) [[unlikely]]
       abandon();
-    stop_.disarm();
+    // stop_ disarms itself (TokenLink's destructor; await_resume did already)
   }
 
   /// Cancels the operation when `token` is stopped: it then completes with

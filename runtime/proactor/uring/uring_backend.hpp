@@ -198,6 +198,14 @@ UringBackend::Walked UringBackend::reap_direct(Deliver& deliver) noexcept {
       const std::uint32_t flags = slot.flags;
       auto* op = reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data));
       if (((data & 7) | (flags & IORING_CQE_F_MORE)) != 0 || op->zc == 1) [[unlikely]] {
+        if ((data & 7) == 0 && op->more && op->zc != 1) {
+          // A multishot step (a pooled recv's data): its owner records it,
+          // the op stays in flight.
+          const int r = slot.res;
+          io_uring_smp_store_release(khead, head + 1);
+          op->more(*op, r, flags);
+          continue;
+        }
         int r = slot.res;
         std::uint32_t f = flags;
         io_uring_smp_store_release(khead, head + 1);  // the slot is the kernel's again
