@@ -49,6 +49,8 @@ class CompletionQueue {
   }
   /// Nothing is queued.
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  /// The oldest op queued, the next pop() (nullptr when empty).
+  [[nodiscard]] detail::OpBase* front() const noexcept { return head_; }
   /// The newest op queued (nullptr when empty).
   [[nodiscard]] detail::OpBase* back() const noexcept { return tail_; }
 

@@ -921,6 +921,7 @@ class Loop {
   void drop_queued() noexcept;
   void wait_inbox();
   std::size_t fire_timers(TimePoint now);
+  void prefetch_ahead() const noexcept;
   void trace(TraceEvent event, const detail::OpBase& op) const;
 
   Model model_;
