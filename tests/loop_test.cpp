@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -353,6 +356,55 @@ lev::Task<> wait_recv(lev::Loop& loop, int fd, std::optional<lev::Result<std::si
 
 lev::Task<> nothing() { co_return; }
 
+// Counts the frames of its tasks that are gone (destroyed or finished).
+struct FrameGuard {
+  int* gone;
+  ~FrameGuard() { ++*gone; }
+};
+
+// A spawned task's wait that nobody satisfies: a recv into the frame, a
+// pool recv (the kernel's provided buffers), a timer of an hour.
+lev::Task<> hold_recv(lev::Loop& loop, int fd, int& gone,
+                      std::optional<lev::Result<std::size_t>>& out) {
+  FrameGuard g{&gone};
+  char buf[8];
+  out = co_await loop.recv(fd, buf);
+}
+lev::Task<> hold_pool_recv(lev::Loop& loop, int fd, int& gone, std::optional<bool>& ok) {
+  FrameGuard g{&gone};
+  auto got = co_await loop.recv(fd);
+  ok = got.has_value();
+}
+lev::Task<> hold_timer(lev::Loop& loop, int& gone) {
+  FrameGuard g{&gone};
+  (void)co_await loop.after(std::chrono::hours(1));
+}
+
+// What a thread leaves in flight on an io_uring loop it built and ran,
+// single_issuer (the defaults), before it exits.
+struct LeftInFlight {
+  std::unique_ptr<lev::Loop> loop;
+  bool bound = false;  // the ring is SINGLE_ISSUER, bound to the thread that exited
+  int gone = 0;
+  std::optional<lev::Result<std::size_t>> recv;
+  std::optional<bool> pool_recv;
+};
+
+// Builds the loop on a thread of its own, which starts a recv, a pool
+// recv (when `pool`) and a timer in spawned tasks, submits them and exits.
+void leave_in_flight(LeftInFlight& s, int fd, int pool_fd) {
+  on_thread([&] {
+    s.loop =
+        std::make_unique<lev::Loop>(lev::Model::proactor, lev::LoopOptions{.backend = "uring"});
+    s.bound = s.loop->features().single_issuer;
+    s.loop->spawn(hold_recv(*s.loop, fd, s.gone, s.recv));
+    if (pool_fd >= 0) s.loop->spawn(hold_pool_recv(*s.loop, pool_fd, s.gone, s.pool_recv));
+    s.loop->spawn(hold_timer(*s.loop, s.gone));
+    s.loop->block_on(nothing());  // started (SQEs filled)
+    s.loop->block_on([](lev::Loop& l) -> lev::Task<> { (void)co_await l.nop(); }(*s.loop));
+  });
+}
+
 // Starts wait_recv on the calling thread, which then owns the loop;
 // `submitted`: one more round, so that the kernel has the request.
 void start_recv(lev::Loop& loop, int fd, std::optional<lev::Result<std::size_t>>& out,
@@ -584,5 +636,110 @@ TEST_SUITE("loop threads") {
         CHECK(c == 'q');
       }
     }
+  }
+
+  // Regression: a loop built and run on thread A (SINGLE_ISSUER and
+  // DEFER_TASKRUN, the defaults), left with ops in flight when A exited
+  // and destroyed on thread B, terminated the process: ~Loop waited for
+  // the completions A owed, the ring refused B (io_uring_enter: EEXIST),
+  // and the move to a new ring threw out of the noexcept teardown.
+  TEST_CASE(
+      "an io_uring loop whose thread exited with ops in flight is destroyed on another thread: "
+      "every op ends, no frame or descriptor is left" *
+      lev::test::needs_uring()) {
+    auto [a, b] = lev::test::socket_pair();
+    auto [c, d] = lev::test::socket_pair();
+    const std::size_t fds = lev::test::open_fd_count();
+    LeftInFlight s;
+    leave_in_flight(s, a.get(), c.get());  // thread A has exited here
+    if (!s.bound) MESSAGE("this kernel has no SINGLE_ISSUER: the ring is not bound");
+    CHECK(s.gone == 0);
+    s.loop.reset();      // on this thread, B
+    CHECK(s.gone == 3);  // every frame destroyed (or finished)
+    CHECK(lev::test::open_fd_count() == fds);
+    // Nothing of the dead requests is left on the sockets: the bytes sent
+    // now reach a plain recv.
+    for (int fd : {a.get(), c.get()}) {
+      const int peer = fd == a.get() ? b.get() : d.get();
+      REQUIRE(::send(peer, "q", 1, MSG_NOSIGNAL) == 1);
+      char ch = 0;
+      CHECK(::recv(fd, &ch, 1, MSG_DONTWAIT) == 1);
+      CHECK(ch == 'q');
+    }
+  }
+
+  // The same loop run, not only destroyed, on B once A has exited: what A
+  // left in the kernel ends cancelled (as on a ring without single_issuer
+  // whose thread exited), and the loop goes on on B.
+  TEST_CASE(
+      "an io_uring loop whose thread exited with a recv in flight runs on another thread: the "
+      "recv ends cancelled and the loop goes on" *
+      lev::test::needs_uring()) {
+    auto [a, b] = lev::test::socket_pair();
+    const std::size_t fds = lev::test::open_fd_count();
+    {
+      LeftInFlight s;
+      on_thread([&] {
+        s.loop =
+            std::make_unique<lev::Loop>(lev::Model::proactor, lev::LoopOptions{.backend = "uring"});
+        s.bound = s.loop->features().single_issuer;
+        start_recv(*s.loop, a.get(), s.recv, true);
+      });
+      if (!s.bound) MESSAGE("this kernel has no SINGLE_ISSUER: the ring is not bound");
+      int turn = 0;
+      std::atomic<bool> hung{false};
+      on_thread([&] {  // B: a thread of its own, so that A's exit is all that changed
+        {
+          // Bounds the run: a hang fails the checks below, it does not wait for ever.
+          std::jthread stopper([&](std::stop_token st) {
+            for (int i = 0; i < 500 && !st.stop_requested(); ++i)
+              std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            if (st.stop_requested()) return;
+            hung = true;
+            s.loop->stop();
+          });
+          s.loop->run();  // returns once the cancelled recv is delivered
+        }
+        turn = one_turn(*s.loop, true);
+        s.loop.reset();
+      });
+      REQUIRE(s.recv);
+      REQUIRE_FALSE(*s.recv);
+      CHECK(s.recv->error().is_cancelled());
+      CHECK_FALSE(hung);
+      CHECK(turn == 10);
+    }
+    CHECK(lev::test::open_fd_count() == fds);
+  }
+
+  // With its receive buffers registered with the old ring, the loop cannot
+  // move them (the kernel alone knows which it has taken): run() on B says
+  // so, and the loop is still destroyed cleanly there.
+  TEST_CASE(
+      "an io_uring loop whose thread exited with a pool recv in flight refuses to run on another "
+      "thread, saying why, and is destroyed there cleanly" *
+      lev::test::needs_uring()) {
+    auto [a, b] = lev::test::socket_pair();
+    auto [c, d] = lev::test::socket_pair();
+    const std::size_t fds = lev::test::open_fd_count();
+    LeftInFlight s;
+    leave_in_flight(s, a.get(), c.get());
+    if (!s.bound) {
+      MESSAGE("skipped: this kernel has no SINGLE_ISSUER");
+      s.loop.reset();
+      return;
+    }
+    std::string why;
+    on_thread([&] {
+      try {
+        s.loop->block_on(nothing());
+      } catch (const std::logic_error& e) {
+        why = e.what();
+      }
+      s.loop.reset();
+    });
+    CHECK(why.find("receive buffers") != std::string::npos);
+    CHECK(s.gone == 3);
+    CHECK(lev::test::open_fd_count() == fds);
   }
 }

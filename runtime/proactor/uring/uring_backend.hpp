@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "lev/backend.hpp"
@@ -15,6 +16,7 @@ struct LoopOptions;
 namespace detail {
 struct Inbox;
 }
+struct IssuerHooks;  // the SINGLE_ISSUER rings bound to one thread (uring_backend.cpp)
 
 class UringBackend final : public CompletionBackend {
  public:
@@ -75,6 +77,12 @@ class UringBackend final : public CompletionBackend {
   /// about a second), so that none of them reaches a new file given the
   /// number (finding F3). Nothing to do, and one test, without splices.
   void closing_input(int fd) noexcept;
+  /// Called on the thread this ring is SINGLE_ISSUER bound to, as that
+  /// thread exits (a thread-local hook), with the hooks' lock held: every
+  /// request it submitted is cancelled and its completion posted to the CQ
+  /// ring's memory, where any thread can reap it (the kernel would
+  /// complete them only for this thread, which is going away).
+  void issuer_exiting() noexcept;
 
  private:
   io_uring_sqe* get_sqe() {
@@ -93,6 +101,19 @@ class UringBackend final : public CompletionBackend {
   void adopt_thread();
   void replace_ring();
   void register_ring_fd() noexcept;
+  /// The calling thread is now the ring's issuer: its exit hook knows us.
+  void bind_issuer();
+  void unbind_issuer() noexcept;
+  /// True when the ring is bound to another thread than the caller's.
+  [[nodiscard]] bool bound_elsewhere() const noexcept;
+  /// Reads the CQ ring (no syscall) until what was submitted to the
+  /// kernel has completed, at most `limit_ms`; returns what is still owed.
+  std::size_t reap_owed(int limit_ms) noexcept;
+  /// Ops filled in the SQ but never submitted.
+  [[nodiscard]] std::size_t unsubmitted_ops() const noexcept;
+  /// Teardown on a thread that may not enter the ring: the ops still in
+  /// the SQ end cancelled, without reaching the kernel.
+  void cancel_unsubmitted() noexcept;
   void track(detail::OpBase& op) noexcept;
   void untrack(detail::OpBase& op) noexcept;
   void untrack_splice(detail::OpBase& op) noexcept;
@@ -142,6 +163,11 @@ class UringBackend final : public CompletionBackend {
   int reg_index_ = -1;        // the ring fd's index in reg_thread_'s table
   std::uint64_t reg_thread_ = 0;
   bool use_reg_ = false;  // enter() passes the registered index (runner_ == reg_thread_)
+  std::shared_ptr<IssuerHooks> hooks_;  // the issuer's exit hook (SINGLE_ISSUER only)
+  // Teardown (cancel_all) on a thread the ring is not bound to, after the
+  // issuer's requests were reaped: nothing enters the ring any more;
+  // what is started ends cancelled at once.
+  bool foreign_teardown_ = false;
   // The provided-buffer rings, one per buffer group (0: stream recvs, 1:
   // datagrams), each fed from one of the loop's BufferPools.
   struct BufRing {
