@@ -18,7 +18,9 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "support.hpp"
@@ -391,11 +393,12 @@ struct LeftInFlight {
 };
 
 // Builds the loop on a thread of its own, which starts a recv, a pool
-// recv (when `pool`) and a timer in spawned tasks, submits them and exits.
-void leave_in_flight(LeftInFlight& s, int fd, int pool_fd) {
+// recv (when pool_fd >= 0) and a timer in spawned tasks, submits them and
+// exits. The defaults: io_uring with single_issuer.
+void leave_in_flight(LeftInFlight& s, int fd, int pool_fd, lev::Model model = lev::Model::proactor,
+                     const lev::LoopOptions& o = {.backend = "uring"}) {
   on_thread([&] {
-    s.loop =
-        std::make_unique<lev::Loop>(lev::Model::proactor, lev::LoopOptions{.backend = "uring"});
+    s.loop = std::make_unique<lev::Loop>(model, o);
     s.bound = s.loop->features().single_issuer;
     s.loop->spawn(hold_recv(*s.loop, fd, s.gone, s.recv));
     if (pool_fd >= 0) s.loop->spawn(hold_pool_recv(*s.loop, pool_fd, s.gone, s.pool_recv));
@@ -644,27 +647,40 @@ TEST_SUITE("loop threads") {
   // the completions A owed, the ring refused B (io_uring_enter: EEXIST),
   // and the move to a new ring threw out of the noexcept teardown.
   TEST_CASE(
-      "an io_uring loop whose thread exited with ops in flight is destroyed on another thread: "
-      "every op ends, no frame or descriptor is left" *
-      lev::test::needs_uring()) {
-    auto [a, b] = lev::test::socket_pair();
-    auto [c, d] = lev::test::socket_pair();
-    const std::size_t fds = lev::test::open_fd_count();
-    LeftInFlight s;
-    leave_in_flight(s, a.get(), c.get());  // thread A has exited here
-    if (!s.bound) MESSAGE("this kernel has no SINGLE_ISSUER: the ring is not bound");
-    CHECK(s.gone == 0);
-    s.loop.reset();      // on this thread, B
-    CHECK(s.gone == 3);  // every frame destroyed (or finished)
-    CHECK(lev::test::open_fd_count() == fds);
-    // Nothing of the dead requests is left on the sockets: the bytes sent
-    // now reach a plain recv.
-    for (int fd : {a.get(), c.get()}) {
-      const int peer = fd == a.get() ? b.get() : d.get();
-      REQUIRE(::send(peer, "q", 1, MSG_NOSIGNAL) == 1);
-      char ch = 0;
-      CHECK(::recv(fd, &ch, 1, MSG_DONTWAIT) == 1);
-      CHECK(ch == 'q');
+      "a loop whose thread exited with ops in flight is destroyed on another thread: every op "
+      "ends, no frame or descriptor is left, on every engine") {
+    std::vector<std::tuple<const char*, lev::Model, lev::LoopOptions>> rows;
+    if (lev::test::has_uring()) {
+      rows.emplace_back("proactor/uring", lev::Model::proactor,
+                        lev::LoopOptions{.backend = "uring"});
+      rows.emplace_back("proactor/uring without single_issuer", lev::Model::proactor,
+                        lev::LoopOptions{.backend = "uring", .single_issuer = false});
+    }
+    rows.emplace_back("proactor/epoll", lev::Model::proactor, lev::LoopOptions{.backend = "epoll"});
+    rows.emplace_back("reactor/epoll", lev::Model::reactor, lev::LoopOptions{.backend = "epoll"});
+    for (const auto& [name, model, o] : rows) {
+      SUBCASE(name) {
+        auto [a, b] = lev::test::socket_pair();
+        auto [c, d] = lev::test::socket_pair();
+        const std::size_t fds = lev::test::open_fd_count();
+        LeftInFlight s;
+        leave_in_flight(s, a.get(), c.get(), model, o);  // thread A has exited here
+        if (std::string_view(name) == "proactor/uring" && !s.bound)
+          MESSAGE("this kernel has no SINGLE_ISSUER: the ring is not bound");
+        CHECK(s.gone == 0);
+        s.loop.reset();      // on this thread, B
+        CHECK(s.gone == 3);  // every frame destroyed (or finished)
+        CHECK(lev::test::open_fd_count() == fds);
+        // Nothing of the dead requests is left on the sockets: the bytes
+        // sent now reach a plain recv.
+        for (int fd : {a.get(), c.get()}) {
+          const int peer = fd == a.get() ? b.get() : d.get();
+          REQUIRE(::send(peer, "q", 1, MSG_NOSIGNAL) == 1);
+          char ch = 0;
+          CHECK(::recv(fd, &ch, 1, MSG_DONTWAIT) == 1);
+          CHECK(ch == 'q');
+        }
+      }
     }
   }
 
