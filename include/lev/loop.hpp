@@ -148,7 +148,7 @@ struct LoopOptions {
   /// DatagramSocket::receive pool registered with it (else
   /// std::logic_error). What that thread leaves in flight when it exits
   /// is cancelled then; the loop may be destroyed on any thread, or run
-  /// there (docs/cancellation.md). A loop built on one thread and first
+  /// there, its receive pools with it on Linux 6.8+ (docs/cancellation.md). A loop built on one thread and first
   /// run on another (built in main, run in a std::thread, destroyed in
   /// main) gets a ring any thread may use instead (COOP_TASKRUN). A loop
   /// handed between live threads with requests in flight: false.

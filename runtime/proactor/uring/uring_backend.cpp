@@ -99,6 +99,15 @@ std::uint64_t thread_serial() noexcept {
   return mine;
 }
 
+// IORING_REGISTER_PBUF_STATUS (6.8): a provided-buffer ring's head, the
+// next entry the kernel takes. Newer than the liburing headers here.
+constexpr unsigned kRegisterPbufStatus = 26;
+struct BufStatus {
+  std::uint32_t buf_group;
+  std::uint32_t head;
+  std::uint32_t resv[8];
+};
+
 int ring_register(int ring_fd, unsigned opcode, void* arg, unsigned n) noexcept {
   const long r = ::syscall(__NR_io_uring_register, ring_fd, opcode, arg, n);
   return r < 0 ? -errno : static_cast<int>(r);
@@ -334,8 +343,17 @@ void UringBackend::replace_ring() {
   // that exited had its exit hook cancel what it submitted (see
   // issuer_exiting): those are all there.
   const std::size_t owed = reap_owed(1000);
+  // The receive buffers move when the last thread's exit hook said which
+  // the kernel took (read under its lock: that thread may be exiting).
+  std::int64_t heads[kBufGroups];
+  {
+    std::unique_lock<std::mutex> lock;
+    if (hooks_) lock = std::unique_lock(hooks_->mu);
+    for (std::size_t g = 0; g < kBufGroups; ++g) heads[g] = exit_buf_head_[g];
+  }
   bool buffers = false;
-  for (const BufRing& b : buf_rings_) buffers = buffers || b.ring;
+  for (std::size_t g = 0; g < kBufGroups; ++g)
+    buffers = buffers || (buf_rings_[g].ring && heads[g] < 0);
   if (owed > 0 || buffers) {
     const std::string why =
         owed > 0 ? std::to_string(owed) +
@@ -376,9 +394,24 @@ void UringBackend::replace_ring() {
   ring_ = fresh;
   io_uring_queue_exit(&old);  // unmaps the old ring, closes the spare number
   issuer_ = thread_serial();
-  bind_issuer();
   reg_index_ = -1;  // the old registration named the old ring
   reg_thread_ = 0;
+  // The buffers the old ring held untaken go to a new buffer ring of the
+  // new one (what its requests took came back in their completions).
+  for (std::size_t g = 0; g < kBufGroups; ++g) {
+    BufRing& r = buf_rings_[g];
+    if (!r.ring) continue;
+    detail::BufferPool& pool = *r.pool;
+    pool.reclaim_ring(static_cast<std::uint16_t>(heads[g]));
+    exit_buf_head_[g] = -1;
+    ::munmap(r.ring, r.bytes);
+    r = BufRing{};
+    if (!register_buf_ring(pool))
+      throw std::system_error(ENOMEM, std::system_category(),
+                              "lev: the receive buffers could not be registered with the loop's "
+                              "new io_uring ring");
+  }
+  bind_issuer();
   if (wake_fd_ >= 0 && !closing_) arm_wakeup();
 }
 
@@ -417,6 +450,15 @@ void UringBackend::issuer_exiting() noexcept {
   reg.timeout.tv_sec = 1;  // a request that does not end by then stays owed
   (void)ring_register(ring_.ring_fd, IORING_REGISTER_SYNC_CANCEL, &reg, 1);
   (void)::syscall(__NR_io_uring_enter, ring_.ring_fd, 0, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+  // Which buffers the kernel took, for the ring the loop moves to next
+  // (replace_ring): the head of each buffer ring (6.8+; unknown before).
+  for (std::size_t g = 0; g < kBufGroups; ++g) {
+    if (!buf_rings_[g].ring) continue;
+    BufStatus st{};
+    st.buf_group = static_cast<std::uint32_t>(g);
+    if (ring_register(ring_.ring_fd, kRegisterPbufStatus, &st, 1) == 0)
+      exit_buf_head_[g] = st.head & 0xffff;
+  }
 }
 
 bool UringBackend::bound_elsewhere() const noexcept {
@@ -516,6 +558,11 @@ bool UringBackend::provide_buffers(detail::BufferPool& pool) {
   const std::uint16_t group = pool.group();
   if (!buf_ring_ok_ || group >= kBufGroups || buf_rings_[group].ring) return false;
   here();  // registering with a SINGLE_ISSUER ring is its issuer's to do
+  return register_buf_ring(pool);
+}
+
+bool UringBackend::register_buf_ring(detail::BufferPool& pool) {
+  const std::uint16_t group = pool.group();
   unsigned entries = 1;
   while (entries < pool.count()) entries <<= 1;
   const std::size_t bytes = entries * sizeof(io_uring_buf);

@@ -177,7 +177,15 @@ class UringBackend final : public CompletionBackend {
   };
   static constexpr std::size_t kBufGroups = 2;
   BufRing buf_rings_[kBufGroups];
+  // Each buffer ring's head (the next entry the kernel takes) as the
+  // issuer's exit hook read it, so that replace_ring can move the buffers
+  // nobody took to the new ring; -1: unknown (the thread lives, or the
+  // kernel is before 6.8), and the loop cannot move.
+  std::int64_t exit_buf_head_[kBufGroups] = {-1, -1};
   void withdraw_group(std::size_t group) noexcept;
+  /// Makes a buffer ring for `pool` and registers it (provide_buffers
+  /// without the thread check: replace_ring calls it for the new ring).
+  bool register_buf_ring(detail::BufferPool& pool);
   bool multishot_recv_ = false;  // IORING_RECV_MULTISHOT (6.0+)
   bool buf_ring_ok_ = false;     // a provided-buffer ring can be (or is) registered
 };
