@@ -636,12 +636,15 @@ void UringBackend::cancel_all() {
     // CQEs are in memory: reaped here, without entering. What was never
     // submitted ends cancelled. From then on nothing enters the ring.
     // With the issuer still alive and requests of its still pending, the
-    // loop moves as before (replace_ring refuses, saying why).
+    // loop moves as before (replace_ring refuses, saying why). Set first:
+    // a multishot's step reaped here may ask for a cancel, which must not
+    // reach for the ring either.
+    foreign_teardown_ = true;
     if (reap_owed(1000) == 0) {
-      foreign_teardown_ = true;
       cancel_unsubmitted();
       return;
     }
+    foreign_teardown_ = false;
   }
   if (cancel_any_) {
     if (in_flight_ == 0) return;
