@@ -2,9 +2,12 @@
 
 #include <doctest/doctest.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -14,8 +17,11 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "support.hpp"
@@ -353,6 +359,56 @@ lev::Task<> wait_recv(lev::Loop& loop, int fd, std::optional<lev::Result<std::si
 
 lev::Task<> nothing() { co_return; }
 
+// Counts the frames of its tasks that are gone (destroyed or finished).
+struct FrameGuard {
+  int* gone;
+  ~FrameGuard() { ++*gone; }
+};
+
+// A spawned task's wait that nobody satisfies: a recv into the frame, a
+// pool recv (the kernel's provided buffers), a timer of an hour.
+lev::Task<> hold_recv(lev::Loop& loop, int fd, int& gone,
+                      std::optional<lev::Result<std::size_t>>& out) {
+  FrameGuard g{&gone};
+  char buf[8];
+  out = co_await loop.recv(fd, buf);
+}
+lev::Task<> hold_pool_recv(lev::Loop& loop, int fd, int& gone, std::optional<bool>& ok) {
+  FrameGuard g{&gone};
+  auto got = co_await loop.recv(fd);
+  ok = got.has_value();
+}
+lev::Task<> hold_timer(lev::Loop& loop, int& gone) {
+  FrameGuard g{&gone};
+  (void)co_await loop.after(std::chrono::hours(1));
+}
+
+// What a thread leaves in flight on an io_uring loop it built and ran,
+// single_issuer (the defaults), before it exits.
+struct LeftInFlight {
+  std::unique_ptr<lev::Loop> loop;
+  bool bound = false;  // the ring is SINGLE_ISSUER, bound to the thread that exited
+  int gone = 0;
+  std::optional<lev::Result<std::size_t>> recv;
+  std::optional<bool> pool_recv;
+};
+
+// Builds the loop on a thread of its own, which starts a recv, a pool
+// recv (when pool_fd >= 0) and a timer in spawned tasks, submits them and
+// exits. The defaults: io_uring with single_issuer.
+void leave_in_flight(LeftInFlight& s, int fd, int pool_fd, lev::Model model = lev::Model::proactor,
+                     const lev::LoopOptions& o = {.backend = "uring"}) {
+  on_thread([&] {
+    s.loop = std::make_unique<lev::Loop>(model, o);
+    s.bound = s.loop->features().single_issuer;
+    s.loop->spawn(hold_recv(*s.loop, fd, s.gone, s.recv));
+    if (pool_fd >= 0) s.loop->spawn(hold_pool_recv(*s.loop, pool_fd, s.gone, s.pool_recv));
+    s.loop->spawn(hold_timer(*s.loop, s.gone));
+    s.loop->block_on(nothing());  // started (SQEs filled)
+    s.loop->block_on([](lev::Loop& l) -> lev::Task<> { (void)co_await l.nop(); }(*s.loop));
+  });
+}
+
 // Starts wait_recv on the calling thread, which then owns the loop;
 // `submitted`: one more round, so that the kernel has the request.
 void start_recv(lev::Loop& loop, int fd, std::optional<lev::Result<std::size_t>>& out,
@@ -584,5 +640,167 @@ TEST_SUITE("loop threads") {
         CHECK(c == 'q');
       }
     }
+  }
+
+  // Regression: a loop built and run on thread A (SINGLE_ISSUER and
+  // DEFER_TASKRUN, the defaults), left with ops in flight when A exited
+  // and destroyed on thread B, terminated the process: ~Loop waited for
+  // the completions A owed, the ring refused B (io_uring_enter: EEXIST),
+  // and the move to a new ring threw out of the noexcept teardown.
+  TEST_CASE(
+      "a loop whose thread exited with ops in flight is destroyed on another thread: every op "
+      "ends, no frame or descriptor is left, on every engine") {
+    std::vector<std::tuple<const char*, lev::Model, lev::LoopOptions>> rows;
+    if (lev::test::has_uring()) {
+      rows.emplace_back("proactor/uring", lev::Model::proactor,
+                        lev::LoopOptions{.backend = "uring"});
+      rows.emplace_back("proactor/uring without single_issuer", lev::Model::proactor,
+                        lev::LoopOptions{.backend = "uring", .single_issuer = false});
+    }
+    rows.emplace_back("proactor/epoll", lev::Model::proactor, lev::LoopOptions{.backend = "epoll"});
+    rows.emplace_back("reactor/epoll", lev::Model::reactor, lev::LoopOptions{.backend = "epoll"});
+    for (const auto& [name, model, o] : rows) {
+      SUBCASE(name) {
+        auto [a, b] = lev::test::socket_pair();
+        auto [c, d] = lev::test::socket_pair();
+        const std::size_t fds = lev::test::open_fd_count();
+        LeftInFlight s;
+        leave_in_flight(s, a.get(), c.get(), model, o);  // thread A has exited here
+        if (std::string_view(name) == "proactor/uring" && !s.bound)
+          MESSAGE("this kernel has no SINGLE_ISSUER: the ring is not bound");
+        CHECK(s.gone == 0);
+        s.loop.reset();      // on this thread, B
+        CHECK(s.gone == 3);  // every frame destroyed (or finished)
+        CHECK(lev::test::open_fd_count() == fds);
+        // Nothing of the dead requests is left on the sockets: the bytes
+        // sent now reach a plain recv.
+        for (int fd : {a.get(), c.get()}) {
+          const int peer = fd == a.get() ? b.get() : d.get();
+          REQUIRE(::send(peer, "q", 1, MSG_NOSIGNAL) == 1);
+          char ch = 0;
+          CHECK(::recv(fd, &ch, 1, MSG_DONTWAIT) == 1);
+          CHECK(ch == 'q');
+        }
+      }
+    }
+  }
+
+  // The same loop run, not only destroyed, on B once A has exited: what A
+  // left in the kernel ends cancelled (as on a ring without single_issuer
+  // whose thread exited), and the loop goes on on B.
+  TEST_CASE(
+      "an io_uring loop whose thread exited with a recv in flight runs on another thread: the "
+      "recv ends cancelled and the loop goes on" *
+      lev::test::needs_uring()) {
+    auto [a, b] = lev::test::socket_pair();
+    const std::size_t fds = lev::test::open_fd_count();
+    {
+      LeftInFlight s;
+      on_thread([&] {
+        s.loop =
+            std::make_unique<lev::Loop>(lev::Model::proactor, lev::LoopOptions{.backend = "uring"});
+        s.bound = s.loop->features().single_issuer;
+        start_recv(*s.loop, a.get(), s.recv, true);
+      });
+      if (!s.bound) MESSAGE("this kernel has no SINGLE_ISSUER: the ring is not bound");
+      int turn = 0;
+      std::atomic<bool> hung{false};
+      on_thread([&] {  // B: a thread of its own, so that A's exit is all that changed
+        {
+          // Bounds the run: a hang fails the checks below, it does not wait for ever.
+          std::jthread stopper([&](std::stop_token st) {
+            for (int i = 0; i < 500 && !st.stop_requested(); ++i)
+              std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            if (st.stop_requested()) return;
+            hung = true;
+            s.loop->stop();
+          });
+          s.loop->run();  // returns once the cancelled recv is delivered
+        }
+        turn = one_turn(*s.loop, true);
+        s.loop.reset();
+      });
+      REQUIRE(s.recv);
+      REQUIRE_FALSE(*s.recv);
+      CHECK(s.recv->error().is_cancelled());
+      CHECK_FALSE(hung);
+      CHECK(turn == 10);
+    }
+    CHECK(lev::test::open_fd_count() == fds);
+  }
+
+  // The receive pool moves too: the exit hook read which buffers the
+  // kernel had taken (IORING_REGISTER_PBUF_STATUS, 6.8+), the others go to
+  // a buffer ring of the new ring, and the pool recv goes on there. On an
+  // older kernel the loop refuses to move, saying why; it is still
+  // destroyed cleanly.
+  TEST_CASE(
+      "an io_uring loop whose thread exited with a pool recv in flight runs on another thread, its "
+      "receive pool with it" *
+      lev::test::needs_uring()) {
+    auto [a, b] = lev::test::socket_pair();
+    auto [c, d] = lev::test::socket_pair();
+    const std::size_t fds = lev::test::open_fd_count();
+    LeftInFlight s;
+    leave_in_flight(s, a.get(), c.get());
+    if (!s.bound) {
+      MESSAGE("skipped: this kernel has no SINGLE_ISSUER");
+      s.loop.reset();
+      return;
+    }
+    utsname u{};
+    int major = 0, minor = 0;
+    const bool status = ::uname(&u) == 0 && std::sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+                        (major > 6 || (major == 6 && minor >= 8));
+    std::string why;
+    bool pool_recv_done = false;
+    std::string body(100000, '\0'), got;
+    for (std::size_t i = 0; i < body.size(); ++i)
+      body[i] = static_cast<char>('a' + (i * 7 + i / 26) % 26);
+    auto move_and_read = [](lev::Loop& l, int fd, int peer, LeftInFlight& st, const std::string& in,
+                            std::string& out) -> lev::Task<bool> {
+      if (::send(peer, "p", 1, MSG_NOSIGNAL) != 1) co_return false;
+      for (int i = 0; i < 400 && !st.pool_recv; ++i)
+        (void)co_await l.after(std::chrono::milliseconds(5));
+      if (!st.pool_recv) co_return false;
+      // Then many buffers held at once: a buffer the new ring were given
+      // twice would show as bytes overwritten.
+      if (::send(peer, in.data(), in.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(in.size()))
+        co_return false;
+      std::vector<lev::Buffer> held;
+      std::size_t n = 0;
+      while (n < in.size()) {
+        auto b = co_await l.recv(fd);
+        if (!b || b->empty()) co_return false;
+        n += b->size();
+        held.push_back(std::move(*b));
+      }
+      for (const lev::Buffer& b : held) out.append(b.view());
+      co_return true;
+    };
+    on_thread([&] {
+      try {
+        pool_recv_done = s.loop->block_on(move_and_read(*s.loop, c.get(), d.get(), s, body, got));
+        CHECK(s.loop->recv_buffer_stats().in_use == 0);
+      } catch (const std::logic_error& e) {
+        why = e.what();
+      }
+      s.loop.reset();
+    });
+    if (status) {
+      CHECK(why.empty());
+      CHECK(pool_recv_done);
+      REQUIRE(s.pool_recv);
+      CHECK(*s.pool_recv);  // its data, received on the new ring into a moved buffer
+      CHECK(got == body);
+      REQUIRE(s.recv);
+      REQUIRE_FALSE(*s.recv);
+      CHECK(s.recv->error().is_cancelled());
+    } else {
+      MESSAGE("this kernel cannot say which buffers it took (before 6.8): the loop stays");
+      CHECK(why.find("receive buffers") != std::string::npos);
+    }
+    CHECK(s.gone == 3);
+    CHECK(lev::test::open_fd_count() == fds);
   }
 }

@@ -231,6 +231,96 @@ TEST_CASE("results nobody reads pause the multishot; all arrive in order") {
       o);
 }
 
+// Regression (finding F5): with a small pool, the multishot recv of a
+// connection whose task had stopped reading kept taking buffers (the pause
+// came at 16 unread, or when the pool was all but empty: too late with 2
+// or 3 buffers, and the kernel takes several in one go anyway), so it held
+// the whole pool and a reader of another connection on the loop waited
+// for a buffer for ever.
+TEST_CASE("a connection whose task stops reading cannot starve another connection's reader") {
+  for (const std::uint32_t count : {2u, 3u}) {
+    const std::string name = "a pool of " + std::to_string(count);
+    SUBCASE(name.c_str()) {
+      lev::LoopOptions small;
+      small.recv_buffer_count = count;
+      small.recv_buffer_size = 16;
+      for_each_recv_engine(
+          [](lev::Loop& loop) {
+            auto [xa, xb] = lev::test::socket_pair();
+            auto [ya, yb] = lev::test::socket_pair();
+            // X's task reads once (arming its recv), then stops reading.
+            bool resume_x = false;
+            std::string x_first;
+            auto stalled = [](lev::Loop& l, int fd, std::string& first,
+                              bool& resume) -> lev::Task<> {
+              {
+                auto got = co_await l.recv(fd);
+                if (got) first = std::string(got->view());
+              }  // its buffer goes back
+              for (int i = 0; i < 1000 && !resume; ++i) (void)co_await l.after(5ms);
+            };
+            loop.spawn(stalled(loop, xa.get(), x_first, resume_x));
+            write_str(xb.get(), "x");
+            spin_until(loop, [&] { return !x_first.empty(); });
+            REQUIRE(x_first == "x");
+            const std::string x_body = pattern(1000);  // 63 buffers' worth, never read
+            write_str(xb.get(), x_body);
+            spin(loop, 20ms);  // X's recv takes what it may
+            // Y's reader must get its data (within about two seconds).
+            const std::string y_body = pattern(100);
+            std::string y_got;
+            auto reader = [](lev::Loop& l, int fd, std::size_t want,
+                             std::string& out) -> lev::Task<> {
+              out = co_await recv_bytes(l, fd, want);
+            };
+            loop.spawn(reader(loop, ya.get(), y_body.size(), y_got));
+            write_str(yb.get(), y_body);
+            spin_until(loop, [&] { return y_got.size() >= y_body.size(); });
+            CHECK(y_got == y_body);
+            // Nothing of X's was lost meanwhile: read now, it is all there, in order.
+            resume_x = true;
+            const std::string x_got = loop.block_on(recv_bytes(loop, xa.get(), x_body.size()));
+            CHECK(x_got == x_body);
+            CHECK(loop.recv_buffer_stats().in_use == 0);
+            const auto st = loop.recv_buffer_stats();
+            if (st.multishot)
+              CHECK(st.copied >= 1);  // X held the pool: its results were copied out
+          },
+          small);
+    }
+  }
+}
+
+// Regression (F5): the pause came at 16 unread results, or once a quarter
+// of the pool or less was free: one fd nobody read held 6 of 8 buffers.
+TEST_CASE("an fd nobody reads holds at most a quarter of a small pool while its data trickles in") {
+  lev::LoopOptions o;
+  o.recv_buffer_count = 8;
+  o.recv_buffer_size = 16;
+  for_each_recv_engine(
+      [](lev::Loop& loop) {
+        auto [a, b] = lev::test::socket_pair();
+        bool first = false;
+        auto stalled = [](lev::Loop& l, int fd, bool& got) -> lev::Task<> {
+          got = (co_await l.recv(fd)).has_value();  // arms, then reads no more
+        };
+        loop.spawn(stalled(loop, a.get(), first));
+        write_str(b.get(), "x");
+        spin_until(loop, [&] { return first; });
+        REQUIRE(first);
+        for (int i = 0; i < 12; ++i) {  // one buffer's worth per round
+          write_str(b.get(), "y");
+          spin(loop, 2ms);
+        }
+        const auto st = loop.recv_buffer_stats();
+        CHECK(st.in_use <= 2);  // 8 / 4
+        // Read now, nothing is lost.
+        CHECK(loop.block_on(recv_bytes(loop, a.get(), 12)) == std::string(12, 'y'));
+        CHECK(loop.recv_buffer_stats().in_use == 0);
+      },
+      o);
+}
+
 TEST_CASE("recv(fd) with a timeout ends timed_out; later data is not lost") {
   for_each_recv_engine([](lev::Loop& loop) {
     auto [a, b] = lev::test::socket_pair();

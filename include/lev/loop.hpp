@@ -146,10 +146,12 @@ struct LoopOptions {
   /// that thread; run on another thread later, the loop gets a new ring,
   /// which needs nothing of the old one's in flight and no recv(fd) /
   /// DatagramSocket::receive pool registered with it (else
-  /// std::logic_error). A loop built on one thread and first run on
-  /// another (built in main, run in a std::thread, destroyed in main) gets
-  /// a ring any thread may use instead (COOP_TASKRUN), so that it can be
-  /// destroyed with requests in flight. A loop handed between threads: false.
+  /// std::logic_error). What that thread leaves in flight when it exits
+  /// is cancelled then; the loop may be destroyed on any thread, or run
+  /// there, its receive pools with it on Linux 6.8+ (docs/cancellation.md). A loop built on one thread and first
+  /// run on another (built in main, run in a std::thread, destroyed in
+  /// main) gets a ring any thread may use instead (COOP_TASKRUN). A loop
+  /// handed between live threads with requests in flight: false.
   bool single_issuer = true;
   /// io_uring: sends of at least this many bytes go zero-copy
   /// (IORING_OP_SEND_ZC, the buffer held until the kernel's notification);
@@ -209,9 +211,10 @@ struct IoOptions {
 /// from. Hand it over with nothing in flight: timers, tasks and posts move
 /// with the loop, but an io_uring request belongs to the thread that
 /// submitted it (its completion runs there; once that thread has exited
-/// the request ends with operation_canceled when it next has something to
-/// report; with LoopOptions::single_issuer the loop refuses to move while
-/// one is in flight: std::logic_error).
+/// the request ends with operation_canceled, when it next has something
+/// to report, or with LoopOptions::single_issuer as the thread exits;
+/// with single_issuer the loop refuses to move while one is in flight on
+/// a thread that lives: std::logic_error).
 class Loop {
  public:
   /// Throws std::invalid_argument for a bad option (queue_size 0, unknown

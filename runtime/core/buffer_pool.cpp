@@ -47,6 +47,13 @@ void BufferPool::attach_ring(io_uring_buf_ring* ring, unsigned entries) noexcept
 
 void BufferPool::detach_ring() noexcept { ring_ = nullptr; }
 
+void BufferPool::reclaim_ring(std::uint16_t head) noexcept {
+  if (!ring_) return;
+  for (__u16 i = head; i != tail_ && nfree_ < count_; ++i)
+    free_[nfree_++] = ring_->bufs[i & mask_].bid;
+  ring_ = nullptr;
+}
+
 void BufferPool::orphan() noexcept {
   ring_ = nullptr;
   orphaned_ = true;

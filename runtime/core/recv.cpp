@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <new>
+#include <stdexcept>
 #include <system_error>
 
 #include "core/fd_hooks.hpp"
@@ -149,7 +152,7 @@ void RecvRegistry::deliver(RecvState& st, int res, std::uint32_t flags) noexcept
   // waited for one for ever).
   const std::size_t unread = st.items.size() - st.head;
   const bool low = pool_->count() - pool_->in_use() <= pool_->count() / 4;
-  if ((unread >= kMaxQueued || (low && unread >= 1)) && st.live() &&
+  if ((unread >= unread_cap() || (low && unread >= 1)) && st.live() &&
       st.op.cancel == Cancel::none) {
     ++paused_;
     loop_.cancel(st.op);  // nobody reads: stop taking buffers for this fd
@@ -166,15 +169,74 @@ bool RecvRegistry::starved_end(const OpBase& op) noexcept {
 }
 
 // The pool ran dry: no data was lost, try again once a buffer is back.
+// Only for a reader that waits: without one the fd stays unarmed until
+// its next recv (a multishot nobody reads would take the buffer back).
 void RecvRegistry::rearm(OpBase& op) noexcept {
   auto& st = *static_cast<RecvState*>(op.ctx);
   RecvRegistry& reg = *st.reg;
   --reg.armed_;
   ++reg.pool_->exhausted;
-  if (reg.pool_->in_use() < reg.pool_->count())
-    reg.arm(st);  // buffers came back meanwhile
+  if (!st.waiter) return;
+  if (reg.pool_->in_use() < reg.pool_->count() || reg.copy_out_unread(st) > 0)
+    reg.arm(st);  // buffers came back meanwhile, or were freed now
   else
-    reg.pool_->wait(st.starved);
+    reg.pool_->wait(st.starved);  // the program holds them all (Buffers alive)
+}
+
+// With a small pool a quarter is few: 2 or 3 buffers give 1 (found as F5:
+// at 16, one fd nobody read held a pool of 3 and the reader of another fd
+// waited for ever). The kernel may still take more in one go (a multishot
+// receives while the socket has data): copy_out_unread frees those.
+std::size_t RecvRegistry::unread_cap() const noexcept {
+  return std::clamp<std::size_t>(pool_->count() / 4, 1, kMaxQueued);
+}
+
+// Found as F5: the results of fds nobody reads may hold every buffer of
+// the pool (a multishot takes several before its pause lands), and the
+// reader left without one would wait for ever. Their bytes move to a pool
+// made for them; the reader goes on. The rare path: a copy per buffer.
+std::size_t RecvRegistry::copy_out_unread(const RecvState& starved) noexcept {
+  std::size_t n = 0;
+  for (const RecvState* st : by_fd_)
+    if (st && st != &starved)
+      for (std::size_t i = st->head; i < st->items.size(); ++i)
+        if (!st->items[i].copy && has_buffer(st->items[i].res, st->items[i].flags)) ++n;
+  if (n == 0) return 0;
+  BufferPool* to;
+  try {
+    to = new BufferPool(static_cast<std::uint32_t>(n), pool_->size(), pool_->group(),
+                        flavor_ == Flavor::stream ? "recv_buffer" : "datagram_buffer");
+  } catch (const std::exception&) {
+    return 0;  // out of memory: the reader waits for a buffer the program gives back
+  }
+  // First every copy, then the give-backs (each may retry a waiter, which
+  // may arm a recv and so reach these states' results).
+  std::vector<std::uint16_t> freed;
+  try {
+    freed.reserve(n);
+  } catch (const std::bad_alloc&) {
+    delete to;
+    return 0;
+  }
+  for (RecvState* st : by_fd_) {
+    if (!st || st == &starved) continue;
+    for (std::size_t i = st->head; i < st->items.size(); ++i) {
+      RecvState::Item& it = st->items[i];
+      if (it.copy || !has_buffer(it.res, it.flags)) continue;
+      const std::uint16_t from = buffer_id(it.flags);
+      const auto id = static_cast<std::uint16_t>(to->take());
+      std::memcpy(to->data(id), pool_->data(from), static_cast<std::size_t>(it.res));
+      to->claim();
+      it.copy = to;
+      it.flags = (it.flags & ((1u << IORING_CQE_BUFFER_SHIFT) - 1)) |
+                 (static_cast<std::uint32_t>(id) << IORING_CQE_BUFFER_SHIFT);
+      freed.push_back(from);
+    }
+  }
+  to->orphan();  // deleted once the last copy is given back
+  copied_ += freed.size();
+  for (const std::uint16_t id : freed) pool_->give_back(id);
+  return freed.size();
 }
 
 // The multishot ended (its last completion, delivered from the queue).
@@ -214,7 +276,7 @@ void RecvRegistry::release(RecvState& st) noexcept {
   pool_->cancel_wait(st.starved);
   while (st.has_items()) {
     const RecvState::Item it = st.pop();
-    if (has_buffer(it.res, it.flags)) pool_->give_back(buffer_id(it.flags));
+    if (has_buffer(it.res, it.flags)) (it.copy ? it.copy : pool_)->give_back(buffer_id(it.flags));
   }
   st.items.clear();
   st.head = 0;
@@ -256,6 +318,7 @@ RecvBufferStats RecvRegistry::stats() const noexcept {
   s.exhausted = pool_->exhausted;
   s.arms = arms_;
   s.paused = paused_;
+  s.copied = copied_;
   s.kernel_ring = pool_->kernel_ring();
   s.multishot = mode_ == Mode::multishot;
   return s;

@@ -79,6 +79,11 @@ class BufferPool {
   void attach_ring(io_uring_buf_ring* ring, unsigned entries) noexcept;
   /// The backend is going away: no more kernel ring.
   void detach_ring() noexcept;
+  /// The kernel's ring is going away (the loop moves to a new io_uring
+  /// ring) having taken its entries up to `head`: the ones from there to
+  /// the tail, buffers nobody took, go back to the free list for the next
+  /// attach_ring. No kernel ring after.
+  void reclaim_ring(std::uint16_t head) noexcept;
   /// The loop is going away: the pool deletes itself once the last buffer
   /// held by the program comes back (at once when none is out).
   void orphan() noexcept;

@@ -45,6 +45,9 @@ struct RecvBufferStats {
   std::uint64_t exhausted = 0;  ///< recvs that found no free buffer (ENOBUFS), then waited
   std::uint64_t arms = 0;       ///< multishot recvs armed
   std::uint64_t paused = 0;     ///< multishots stopped because results piled up unread
+  /// Unread results copied out of the pool so that a reader of another
+  /// connection, left without a buffer, could go on.
+  std::uint64_t copied = 0;
   bool kernel_ring = false;     ///< buffers come from the kernel's provided-buffer ring
   bool multishot = false;       ///< one multishot recv per connection
 };
@@ -60,6 +63,9 @@ struct RecvState {
   struct Item {
     int res;
     std::uint32_t flags;
+    /// The pool its buffer is in when it is not the registry's: copied
+    /// out to let a starved reader go on (RecvRegistry::copy_out_unread).
+    BufferPool* copy = nullptr;
   };
   RecvRegistry* reg = nullptr;
   int fd = -1;
@@ -95,8 +101,10 @@ class RecvRegistry {
   enum class Flavor : std::uint8_t { stream, datagram };
   /// Results kept for an fd before its multishot is paused (cancelled,
   /// re-armed by the next recv): a reader that stops reading lets TCP
-  /// push back instead of draining the pool. When a quarter of the pool or
-  /// less is free, one unread result is enough to pause.
+  /// push back instead of draining the pool. At most a quarter of the
+  /// pool (at least one), so that with a small pool one fd that is not
+  /// read holds at most a quarter of it (see unread_cap()); when a quarter
+  /// of the pool or less is free, one unread result is enough to pause.
   static constexpr std::size_t kMaxQueued = 16;
 
   RecvRegistry(Loop& loop, CompletionBackend& backend, std::uint32_t count, std::uint32_t size,
@@ -138,6 +146,11 @@ class RecvRegistry {
   static void on_end(OpBase& op);
   static void on_buffer(BufferWaiter& w) noexcept;
   void release(RecvState& st) noexcept;
+  /// A reader waits for a buffer and the pool is empty: the buffers that
+  /// other fds' unread results hold are copied out (to a pool of their
+  /// own, freed with the last of them) and given back. Returns how many.
+  std::size_t copy_out_unread(const RecvState& starved) noexcept;
+  [[nodiscard]] std::size_t unread_cap() const noexcept;
 
   Loop& loop_;
   CompletionBackend& backend_;
@@ -151,6 +164,7 @@ class RecvRegistry {
   std::size_t armed_ = 0;          // multishots started, their end not yet delivered
   std::uint64_t arms_ = 0;
   std::uint64_t paused_ = 0;
+  std::uint64_t copied_ = 0;
 };
 
 /// The awaiter of `loop.recv(fd)` / `loop.recv(fd, {.timeout})`: a
@@ -209,11 +223,14 @@ class [[nodiscard]] RecvBufferAwaiter {
       disarm_timer();
     int res;
     std::uint32_t flags;
+    BufferPool* pool = &reg_->pool();
     if (ready_path_) {
       ready_path_ = false;
       const RecvState::Item it = std::exchange(st_, nullptr)->pop();
       res = it.res;
       flags = it.flags;
+      if (it.copy) [[unlikely]]
+        pool = it.copy;
     } else {
       res = op_.res;
       flags = op_.cqe_flags;
@@ -223,8 +240,7 @@ class [[nodiscard]] RecvBufferAwaiter {
       op_.select = kSelectNone;  // the buffer is the result's now
     }
     if (res > 0 && (flags & IORING_CQE_F_BUFFER) && taken_ < 0) [[likely]]
-      return Buffer::adopt(reg_->pool(),
-                           static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT),
+      return Buffer::adopt(*pool, static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT),
                            static_cast<std::size_t>(res));
     return make(res, flags);
   }

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -98,6 +99,15 @@ std::uint64_t thread_serial() noexcept {
   return mine;
 }
 
+// IORING_REGISTER_PBUF_STATUS (6.8): a provided-buffer ring's head, the
+// next entry the kernel takes. Newer than the liburing headers here.
+constexpr unsigned kRegisterPbufStatus = 26;
+struct BufStatus {
+  std::uint32_t buf_group;
+  std::uint32_t head;
+  std::uint32_t resv[8];
+};
+
 int ring_register(int ring_fd, unsigned opcode, void* arg, unsigned n) noexcept {
   const long r = ::syscall(__NR_io_uring_register, ring_fd, opcode, arg, n);
   return r < 0 ? -errno : static_cast<int>(r);
@@ -150,6 +160,44 @@ const KernelProbe& kernel_probe() {
     return p;
   }();
   return probe;
+}
+
+}  // namespace
+
+// The SINGLE_ISSUER rings bound to one thread. The thread's exit hook
+// (below) has each cancel what it submitted; a ring that moves or goes
+// away first takes itself off the list (under the lock, so that the hook
+// never runs on a ring being replaced or destroyed).
+struct IssuerHooks {
+  std::mutex mu;
+  std::vector<UringBackend*> bound;
+};
+
+namespace {
+
+// The calling thread's hooks, run when it exits (thread-local storage is
+// destroyed while the thread can still enter its rings).
+struct IssuerExit {
+  std::shared_ptr<IssuerHooks> hooks = std::make_shared<IssuerHooks>();
+  IssuerExit() = default;
+  IssuerExit(const IssuerExit&) = delete;
+  IssuerExit& operator=(const IssuerExit&) = delete;
+  ~IssuerExit() {
+    std::lock_guard lock(hooks->mu);
+    for (UringBackend* b : hooks->bound) b->issuer_exiting();
+    hooks->bound.clear();
+  }
+};
+
+std::shared_ptr<IssuerHooks> this_thread_hooks() {
+  thread_local IssuerExit exit;
+  return exit.hooks;
+}
+
+// An SQE that carries an op (counted in flight), as opposed to a tag.
+bool carries_op(std::uint64_t user_data) noexcept {
+  const std::uint64_t tag = user_data & 7;
+  return tag == 0 || tag == kSpliceTag;
 }
 
 }  // namespace
@@ -255,6 +303,7 @@ void UringBackend::adopt_thread() {
     if (r < 0) throw std::system_error(-r, std::system_category(), "lev: io_uring enable");
     enabled_ = true;
     issuer_ = me;
+    bind_issuer();
   } else if ((setup_flags_ & IORING_SETUP_SINGLE_ISSUER) && issuer_ != me) {
     replace_ring();
   }
@@ -290,23 +339,27 @@ void UringBackend::replace_ring() {
   io_uring_sq& sq = ring_.sq;
   const unsigned head = *sq.khead;
   const unsigned tail = sq.sqe_tail;
-  std::size_t queued_ops = 0;
-  for (unsigned i = head; i != tail; ++i)
-    if ((sq.sqes[i & sq.ring_mask].user_data & 7) == 0) ++queued_ops;
-  reap();  // completions already posted: read from memory, no syscall
-  std::size_t owed = in_flight_ - queued_ops;
-  for (int waited_ms = 0; owed > 0 && waited_ms < 1000; ++waited_ms) {
-    ::usleep(1000);
-    reap();
-    owed = in_flight_ - queued_ops;
+  // Completions already posted are read from memory, no syscall. A thread
+  // that exited had its exit hook cancel what it submitted (see
+  // issuer_exiting): those are all there.
+  const std::size_t owed = reap_owed(1000);
+  // The receive buffers move when the last thread's exit hook said which
+  // the kernel took (read under its lock: that thread may be exiting).
+  std::int64_t heads[kBufGroups];
+  {
+    std::unique_lock<std::mutex> lock;
+    if (hooks_) lock = std::unique_lock(hooks_->mu);
+    for (std::size_t g = 0; g < kBufGroups; ++g) heads[g] = exit_buf_head_[g];
   }
   bool buffers = false;
-  for (const BufRing& b : buf_rings_) buffers = buffers || b.ring;
+  for (std::size_t g = 0; g < kBufGroups; ++g)
+    buffers = buffers || (buf_rings_[g].ring && heads[g] < 0);
   if (owed > 0 || buffers) {
     const std::string why =
         owed > 0 ? std::to_string(owed) +
                        " operation(s) it submitted there are still in flight (the kernel "
-                       "completes them only for that thread); let them finish first"
+                       "completes them only for that thread); let them finish first, or let "
+                       "that thread exit (they are cancelled then)"
                  : "its receive buffers are registered with that ring (recv(fd) or "
                    "DatagramSocket::receive was used)";
     throw std::logic_error(
@@ -314,6 +367,7 @@ void UringBackend::replace_ring() {
         "thread that last ran it, and cannot move to this thread: " +
         why + ". Build it with single_issuer = false to run it on several threads in turn");
   }
+  unbind_issuer();  // the old thread's exit hook must not reach the ring from here on
   io_uring fresh{};
   io_uring_params p{};
   p.flags = setup_flags_ & ~unsigned{IORING_SETUP_R_DISABLED};  // enabled by (and bound to) us
@@ -342,7 +396,112 @@ void UringBackend::replace_ring() {
   issuer_ = thread_serial();
   reg_index_ = -1;  // the old registration named the old ring
   reg_thread_ = 0;
+  // The buffers the old ring held untaken go to a new buffer ring of the
+  // new one (what its requests took came back in their completions).
+  for (std::size_t g = 0; g < kBufGroups; ++g) {
+    BufRing& r = buf_rings_[g];
+    if (!r.ring) continue;
+    detail::BufferPool& pool = *r.pool;
+    pool.reclaim_ring(static_cast<std::uint16_t>(heads[g]));
+    exit_buf_head_[g] = -1;
+    ::munmap(r.ring, r.bytes);
+    r = BufRing{};
+    if (!register_buf_ring(pool))
+      throw std::system_error(ENOMEM, std::system_category(),
+                              "lev: the receive buffers could not be registered with the loop's "
+                              "new io_uring ring");
+  }
+  bind_issuer();
   if (wake_fd_ >= 0 && !closing_) arm_wakeup();
+}
+
+void UringBackend::bind_issuer() {
+  if (!(setup_flags_ & IORING_SETUP_SINGLE_ISSUER)) return;
+  std::shared_ptr<IssuerHooks> hooks = this_thread_hooks();
+  std::lock_guard lock(hooks->mu);
+  hooks->bound.push_back(this);
+  hooks_ = std::move(hooks);
+}
+
+void UringBackend::unbind_issuer() noexcept {
+  if (!hooks_) return;
+  {
+    std::lock_guard lock(hooks_->mu);  // waits for an exit hook running on us
+    auto& v = hooks_->bound;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (v[i] == this) {
+        v[i] = v.back();
+        v.pop_back();
+        break;
+      }
+  }
+  hooks_.reset();
+}
+
+// On the issuer thread, as it exits. A synchronous cancel (6.0+; a
+// SINGLE_ISSUER ring is 6.0+) takes no SQE: the SQ is left to whichever
+// thread runs the loop next. The cancelled requests finish through this
+// thread's deferred task work (DEFER_TASKRUN), which an enter with
+// nothing to submit runs, posting their CQEs; nothing is consumed.
+void UringBackend::issuer_exiting() noexcept {
+  io_uring_sync_cancel_reg reg{};
+  reg.fd = -1;
+  reg.flags = IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL;
+  reg.timeout.tv_sec = 1;  // a request that does not end by then stays owed
+  (void)ring_register(ring_.ring_fd, IORING_REGISTER_SYNC_CANCEL, &reg, 1);
+  (void)::syscall(__NR_io_uring_enter, ring_.ring_fd, 0, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+  // Which buffers the kernel took, for the ring the loop moves to next
+  // (replace_ring): the head of each buffer ring (6.8+; unknown before).
+  for (std::size_t g = 0; g < kBufGroups; ++g) {
+    if (!buf_rings_[g].ring) continue;
+    BufStatus st{};
+    st.buf_group = static_cast<std::uint32_t>(g);
+    if (ring_register(ring_.ring_fd, kRegisterPbufStatus, &st, 1) == 0)
+      exit_buf_head_[g] = st.head & 0xffff;
+  }
+}
+
+bool UringBackend::bound_elsewhere() const noexcept {
+  return enabled_ && (setup_flags_ & IORING_SETUP_SINGLE_ISSUER) && issuer_ != thread_serial();
+}
+
+std::size_t UringBackend::unsubmitted_ops() const noexcept {
+  const io_uring_sq& sq = ring_.sq;
+  std::size_t n = 0;
+  for (unsigned i = *sq.khead; i != sq.sqe_tail; ++i)
+    if (carries_op(sq.sqes[i & sq.ring_mask].user_data)) ++n;
+  return n;
+}
+
+std::size_t UringBackend::reap_owed(int limit_ms) noexcept {
+  reap();
+  auto owed = [this] {
+    const std::size_t queued = unsubmitted_ops();
+    return in_flight_ > queued ? in_flight_ - queued : 0;
+  };
+  std::size_t left = owed();
+  for (int waited_ms = 0; left > 0 && waited_ms < limit_ms; ++waited_ms) {
+    ::usleep(1000);
+    reap();
+    left = owed();
+  }
+  return left;
+}
+
+void UringBackend::cancel_unsubmitted() noexcept {
+  io_uring_sq& sq = ring_.sq;
+  const unsigned head = *sq.khead;
+  for (unsigned i = head; i != sq.sqe_tail; ++i) {
+    std::uint64_t data = sq.sqes[i & sq.ring_mask].user_data;
+    if (!carries_op(data)) continue;
+    auto* op =
+        reinterpret_cast<detail::OpBase*>(static_cast<std::uintptr_t>(data & ~std::uint64_t{7}));
+    if ((data & 7) == kSpliceTag) untrack_splice(*op);
+    if (!cancel_any_) untrack(*op);
+    --in_flight_;
+    queue_->push(*op, -ECANCELED);
+  }
+  sq.sqe_head = sq.sqe_tail = head;  // nothing of it will be submitted
 }
 
 void UringBackend::cancel_fd(int fd) noexcept {
@@ -399,6 +558,11 @@ bool UringBackend::provide_buffers(detail::BufferPool& pool) {
   const std::uint16_t group = pool.group();
   if (!buf_ring_ok_ || group >= kBufGroups || buf_rings_[group].ring) return false;
   here();  // registering with a SINGLE_ISSUER ring is its issuer's to do
+  return register_buf_ring(pool);
+}
+
+bool UringBackend::register_buf_ring(detail::BufferPool& pool) {
+  const std::uint16_t group = pool.group();
   unsigned entries = 1;
   while (entries < pool.count()) entries <<= 1;
   const std::size_t bytes = entries * sizeof(io_uring_buf);
@@ -465,6 +629,23 @@ bool UringBackend::send_wake(int target_ring, detail::Inbox& target) noexcept {
 
 void UringBackend::cancel_all() {
   closing_ = true;
+  if (bound_elsewhere()) {
+    // Teardown on a thread the ring refuses (SINGLE_ISSUER: the kernel
+    // lets only its issuer submit or run the completions it owes). If the
+    // issuer has exited, its exit hook cancelled what it submitted and the
+    // CQEs are in memory: reaped here, without entering. What was never
+    // submitted ends cancelled. From then on nothing enters the ring.
+    // With the issuer still alive and requests of its still pending, the
+    // loop moves as before (replace_ring refuses, saying why). Set first:
+    // a multishot's step reaped here may ask for a cancel, which must not
+    // reach for the ring either.
+    foreign_teardown_ = true;
+    if (reap_owed(1000) == 0) {
+      cancel_unsubmitted();
+      return;
+    }
+    foreign_teardown_ = false;
+  }
   if (cancel_any_) {
     if (in_flight_ == 0) return;
     io_uring_sqe* sqe = get_sqe();
@@ -476,6 +657,7 @@ void UringBackend::cancel_all() {
 }
 
 UringBackend::~UringBackend() {
+  unbind_issuer();
   for (std::size_t g = 0; g < kBufGroups; ++g) withdraw_group(g);
   // The registration is in its thread's table: only that thread can drop
   // it (elsewhere the index may name another ring of that thread's).
@@ -511,6 +693,10 @@ void UringBackend::flush() {
 }
 
 void UringBackend::submit(detail::OpBase& op) {
+  if (foreign_teardown_) [[unlikely]] {  // see cancel_all: the ring is not entered again
+    queue_->push(op, -ECANCELED);
+    return;
+  }
   const bool splice = op.kind == detail::OpKind::splice;
   if (splice) [[unlikely]]
     splices_.reserve(splices_.size() + 1);  // may throw: nothing is filled yet
@@ -535,6 +721,8 @@ void UringBackend::submit(detail::OpBase& op) {
 }
 
 void UringBackend::cancel(detail::OpBase& op) {
+  if (foreign_teardown_) [[unlikely]]
+    return;  // nothing of ours is in the kernel
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   if (!sqe) {
     if (reaping_) {  // flushing now may reap inside the walk of the CQ ring
@@ -740,7 +928,12 @@ BackendStats UringBackend::stats() const noexcept {
 
 // Submits what is filled and waits for a completion (see enter()).
 int UringBackend::wait(std::optional<Duration> timeout) {
-  here();
+  if (runner_ != thread_serial()) [[unlikely]] {
+    adopt_thread();
+    // A move to a new ring reaps what the last thread left (replace_ring):
+    // that is delivered before anything is waited for.
+    if (!queue_->empty()) timeout = Duration::zero();
+  }
   ++stats_.kernel_enters;
   int r;
   if (own_enter_) [[likely]] {
@@ -762,6 +955,10 @@ int UringBackend::wait(std::optional<Duration> timeout) {
 }
 
 std::size_t UringBackend::poll(std::optional<Duration> timeout) {
+  if (foreign_teardown_) [[unlikely]] {  // see cancel_all
+    cancel_unsubmitted();                // filled by the loop's inline path meanwhile
+    return reap();
+  }
   wait(timeout);
   return reap();
 }

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "lev/backend.hpp"
@@ -15,6 +16,7 @@ struct LoopOptions;
 namespace detail {
 struct Inbox;
 }
+struct IssuerHooks;  // the SINGLE_ISSUER rings bound to one thread (uring_backend.cpp)
 
 class UringBackend final : public CompletionBackend {
  public:
@@ -78,6 +80,12 @@ class UringBackend final : public CompletionBackend {
   /// about a second), so that none of them reaches a new file given the
   /// number (finding F3). Nothing to do, and one test, without splices.
   void closing_input(int fd) noexcept;
+  /// Called on the thread this ring is SINGLE_ISSUER bound to, as that
+  /// thread exits (a thread-local hook), with the hooks' lock held: every
+  /// request it submitted is cancelled and its completion posted to the CQ
+  /// ring's memory, where any thread can reap it (the kernel would
+  /// complete them only for this thread, which is going away).
+  void issuer_exiting() noexcept;
 
  private:
   io_uring_sqe* get_sqe() {
@@ -104,6 +112,19 @@ class UringBackend final : public CompletionBackend {
   void adopt_thread();
   void replace_ring();
   void register_ring_fd() noexcept;
+  /// The calling thread is now the ring's issuer: its exit hook knows us.
+  void bind_issuer();
+  void unbind_issuer() noexcept;
+  /// True when the ring is bound to another thread than the caller's.
+  [[nodiscard]] bool bound_elsewhere() const noexcept;
+  /// Reads the CQ ring (no syscall) until what was submitted to the
+  /// kernel has completed, at most `limit_ms`; returns what is still owed.
+  std::size_t reap_owed(int limit_ms) noexcept;
+  /// Ops filled in the SQ but never submitted.
+  [[nodiscard]] std::size_t unsubmitted_ops() const noexcept;
+  /// Teardown on a thread that may not enter the ring: the ops still in
+  /// the SQ end cancelled, without reaching the kernel.
+  void cancel_unsubmitted() noexcept;
   void track(detail::OpBase& op) noexcept;
   void untrack(detail::OpBase& op) noexcept;
   void untrack_splice(detail::OpBase& op) noexcept;
@@ -153,6 +174,11 @@ class UringBackend final : public CompletionBackend {
   int reg_index_ = -1;        // the ring fd's index in reg_thread_'s table
   std::uint64_t reg_thread_ = 0;
   bool use_reg_ = false;  // enter() passes the registered index (runner_ == reg_thread_)
+  std::shared_ptr<IssuerHooks> hooks_;  // the issuer's exit hook (SINGLE_ISSUER only)
+  // Teardown (cancel_all) on a thread the ring is not bound to, after the
+  // issuer's requests were reaped: nothing enters the ring any more;
+  // what is started ends cancelled at once.
+  bool foreign_teardown_ = false;
   // The provided-buffer rings, one per buffer group (0: stream recvs, 1:
   // datagrams), each fed from one of the loop's BufferPools.
   struct BufRing {
@@ -162,7 +188,15 @@ class UringBackend final : public CompletionBackend {
   };
   static constexpr std::size_t kBufGroups = 2;
   BufRing buf_rings_[kBufGroups];
+  // Each buffer ring's head (the next entry the kernel takes) as the
+  // issuer's exit hook read it, so that replace_ring can move the buffers
+  // nobody took to the new ring; -1: unknown (the thread lives, or the
+  // kernel is before 6.8), and the loop cannot move.
+  std::int64_t exit_buf_head_[kBufGroups] = {-1, -1};
   void withdraw_group(std::size_t group) noexcept;
+  /// Makes a buffer ring for `pool` and registers it (provide_buffers
+  /// without the thread check: replace_ring calls it for the new ring).
+  bool register_buf_ring(detail::BufferPool& pool);
   bool multishot_recv_ = false;  // IORING_RECV_MULTISHOT (6.0+)
   bool buf_ring_ok_ = false;     // a provided-buffer ring can be (or is) registered
 };
