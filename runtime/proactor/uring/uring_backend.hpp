@@ -48,6 +48,10 @@ class UringBackend final : public CompletionBackend {
   };
   template <class Deliver>
   Walked poll_direct(std::optional<Duration> timeout, Deliver&& deliver) {
+    if (foreign_teardown_) [[unlikely]] {  // poll()'s path (see cancel_all): all queued
+      const std::size_t n = poll(timeout);
+      return {n, n};
+    }
     wait(timeout);
     return reap_direct(deliver);
   }
