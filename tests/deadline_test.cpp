@@ -19,7 +19,8 @@ using lev::test::FakeLoop;
 // record per await), so it must be awaited in the expression that made
 // both: a guard kept in a variable cannot be awaited as an lvalue, which
 // is how `auto g = idle(loop.recv(..)); co_await g;` (the awaitable gone at
-// the `;`) fails to compile.
+// the `;`) fails to compile (`co_await std::move(g)` would compile, and is
+// undefined: lev/deadline.hpp says so).
 template <class G>
 concept AwaitableAsLvalue = requires(G& g) { g.operator co_await(); };
 template <class G>

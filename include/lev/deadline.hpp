@@ -108,9 +108,11 @@ namespace detail {
 /// refers to the awaitable rather than holding it (an operation's awaiter
 /// carries its whole record: moving it would cost a copy per operation),
 /// which is safe because both are temporaries of the one co_await
-/// expression. Awaiting it needs an rvalue, so a guard kept in a variable
-/// past the awaitable's end (`auto g = idle(loop.recv(..)); co_await g;`)
-/// does not compile.
+/// expression: await it in the expression that made it. Awaiting it needs
+/// an rvalue, so a guard kept in a variable past the awaitable's end
+/// (`auto g = idle(loop.recv(..)); co_await g;`) does not compile; moving
+/// such a stored guard into a co_await (`co_await std::move(g)`), or
+/// returning one from a function, awaits a destroyed awaitable: undefined.
 template <class A>
 class [[nodiscard]] Guarded {
  public:

@@ -53,6 +53,12 @@ class UringBackend final : public CompletionBackend {
       return {n, n};
     }
     wait(timeout);
+    if (!queue_->empty()) [[unlikely]] {
+      // wait() moved the loop to a new ring (another thread runs it) and
+      // queued what the old one left: newer completions queue behind those.
+      const std::size_t n = reap();
+      return {n, n};
+    }
     return reap_direct(deliver);
   }
   [[nodiscard]] std::size_t in_flight() const noexcept override { return in_flight_; }
