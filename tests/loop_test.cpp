@@ -233,6 +233,24 @@ TEST_SUITE("loop") {
     CHECK(rounds <= 2);
   }
 
+  // Before: on io_uring the loop's own CQE walk resumed a plain coroutine
+  // completion at once even when a completion ahead of it in the same walk
+  // had been queued (a callback's), so the later one ran first.
+  TEST_CASE("completions reaped together are delivered in their order, callbacks and coroutines") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      std::string order;
+      auto body = [&]() -> lev::Task<> {
+        for (int i = 0; i < 3; ++i) {
+          loop.nop([&](lev::Operation&, lev::Result<void>) { order += 'c'; });
+          (void)co_await loop.nop();  // submitted after the callback's nop
+          order += 't';
+        }
+      };
+      loop.block_on(body());
+      CHECK(order == "ctctct");
+    });
+  }
+
   TEST_CASE("an operation started on a thread that does not own the loop fails in a debug build, saying so") {
 #ifdef NDEBUG
     MESSAGE("skipped: a release build checks no thread");

@@ -266,7 +266,9 @@ UringBackend::Walked UringBackend::reap_direct(Deliver& deliver) noexcept {
       if (!cancel_any_) [[unlikely]]
         untrack(*op);
       ++total;
-      if (op->flow == 0 && !op->deliver) [[likely]] {
+      // Straight to its coroutine only when nothing was queued before it
+      // (in this walk or by a step's owner): delivery stays in CQE order.
+      if (op->flow == 0 && !op->deliver && queue_->empty()) [[likely]] {
         deliver(*op);
       } else {
         ++queued;
