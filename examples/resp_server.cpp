@@ -515,6 +515,18 @@ lev::Task<bool> send_rest_down(lev::Loop& loop, lev::FdRef fd, std::string& out,
   co_return true;
 }
 
+// Backpressure (the replies reached the high mark; rare): sends them down
+// to the low mark within the send timeout. False when the connection is to
+// close. (A reply of the common case is sent inline by the caller, with no
+// coroutine frame.)
+lev::Task<bool> send_down_to_low(lev::Loop& loop, lev::FdRef fd, std::string& out,
+                                 const Limits& limits) {
+  if (out.size() <= limits.output_low) co_return true;
+  auto sent = co_await loop.send(fd, due(out, limits.output_low), MSG_DONTWAIT);
+  if (sent_whole(out, limits.output_low, sent, limits)) co_return true;
+  co_return co_await send_rest_down(loop, fd, out, limits.output_low, std::move(sent), limits);
+}
+
 // An unfinished command over the limit: an error, and the connection closes.
 bool over_query_limit(std::size_t buffered, const Limits& limits, std::string& out) {
   if (buffered <= limits.query_buffer) return false;
@@ -545,14 +557,7 @@ lev::Task<> serve(lev::Loop& loop, lev::Fd fd, Store& store, const Limits& limit
     while ((step = run_commands(store, limits, std::string_view(in.data(), used), pos, parser,
                                 out)) == Step::flush) {
       // Backpressure: no more parsing until the replies are down to the low mark.
-      if (out.size() > limits.output_low) {
-        auto sent = co_await loop.send(fd, due(out, limits.output_low), MSG_DONTWAIT);
-        if (!sent_whole(out, limits.output_low, sent, limits)) {
-          const bool ok =
-              co_await send_rest_down(loop, fd, out, limits.output_low, std::move(sent), limits);
-          if (!ok) break;
-        }
-      }
+      if (!co_await send_down_to_low(loop, fd, out, limits)) break;
     }
     if (step == Step::flush) break;  // the send failed
     open = step == Step::need_input;
@@ -603,14 +608,7 @@ lev::Task<> serve_pooled(lev::Loop& loop, lev::Fd fd, Store& store, const Limits
       // does not read holds none of the pool's buffers while we wait.
       carry.keep(data, pos);
       got->reset();
-      if (out.size() > limits.output_low) {
-        auto sent = co_await loop.send(fd, due(out, limits.output_low), MSG_DONTWAIT);
-        if (!sent_whole(out, limits.output_low, sent, limits)) {
-          const bool ok =
-              co_await send_rest_down(loop, fd, out, limits.output_low, std::move(sent), limits);
-          if (!ok) break;
-        }
-      }
+      if (!co_await send_down_to_low(loop, fd, out, limits)) break;
       data = carry.bytes({});
       pos = 0;
     }
