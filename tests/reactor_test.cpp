@@ -829,4 +829,159 @@ TEST_SUITE("reactor") {
       CHECK(std::chrono::steady_clock::now() - t1 >= 25ms);  // ran until the stop
     });
   }
+
+  TEST_CASE("on epoll a send the socket takes at once goes on without suspending, a budget a round") {
+    // The reactor tries a plain send when it is made (Loop::start_now):
+    // when the socket takes the bytes, the coroutine goes on without a
+    // round trip through the queue. A task whose sends always go through
+    // still yields: at most Loop::kInlineBudget such results a round.
+    for (const Engine& engine : epoll_engines()) {
+      INFO("engine: " << engine.name);
+      lev::Loop loop{engine.model, lev::test::options_for(engine)};
+      auto [a, b] = lev::test::socket_pair();
+      constexpr std::size_t kSends = 3000;
+      std::size_t at_once = 0;
+      int ticks = 0, ticks_while_sending = -1;
+      bool sending = true;
+      std::string got, want;
+      auto ticker = [&]() -> lev::Task<> {
+        while (sending) {
+          (void)co_await loop.nop();
+          ++ticks;
+        }
+      };
+      auto reader = [&]() -> lev::Task<> {
+        char buf[512];
+        while (got.size() < kSends) {
+          auto n = co_await loop.recv(b, lev::MutableBuffer{buf, sizeof(buf)});
+          REQUIRE(n);
+          REQUIRE(*n > 0);
+          got.append(buf, *n);
+        }
+      };
+      auto sender = [&]() -> lev::Task<> {
+        for (std::size_t i = 0; i < kSends; ++i) {
+          const char c = static_cast<char>('a' + i % 26);
+          want += c;
+          const auto drains = loop.stats().drains;
+          auto r = co_await loop.send(a, std::string_view(&c, 1));
+          REQUIRE(r);
+          REQUIRE(*r == 1);
+          if (loop.stats().drains == drains) ++at_once;  // no round passed
+        }
+        ticks_while_sending = ticks;
+        sending = false;
+      };
+      const auto before = loop.stats();
+      auto t1 = loop.spawn(ticker());
+      auto t2 = loop.spawn(reader());
+      auto t3 = loop.spawn(sender());
+      CHECK(run_until(loop, [&] { return got.size() >= kSends && !sending && loop.live_op_count() == 0; }));
+      CHECK(got == want);  // every byte, in order
+      CHECK(at_once > kSends / 2);
+      CHECK(kSends - at_once >= kSends / (lev::Loop::kInlineBudget + 1));  // the budget held
+      CHECK(ticks_while_sending >= 10);  // the ticker ran while the sender sent
+      const auto after = loop.stats();
+      CHECK(after.submitted - before.submitted == after.completed - before.completed);
+      CHECK(after.live_ops == 0);
+    }
+  }
+
+  TEST_CASE("on epoll a send made at once keeps its order behind a parked send and a queued close") {
+    for (const Engine& engine : epoll_engines()) {
+      INFO("engine: " << engine.name);
+      lev::Loop loop{engine.model, lev::test::options_for(engine)};
+      auto [a, b] = lev::test::socket_pair();
+      // Fill a's send buffer, so that the next send parks.
+      std::string big(1 << 16, 'x');
+      std::size_t filled = 0;
+      for (;;) {
+        const ssize_t w = ::send(a.get(), big.data(), big.size(), MSG_DONTWAIT);
+        if (w <= 0) break;
+        filled += static_cast<std::size_t>(w);
+      }
+      REQUIRE(filled > 0);
+      std::string order;
+      auto first = [&]() -> lev::Task<> {
+        auto r = co_await loop.send(a, std::string_view("1"));
+        CHECK(r);
+        order += '1';
+      };
+      auto second = [&]() -> lev::Task<> {
+        auto r = co_await loop.send(a, std::string_view("2"));
+        CHECK(r);
+        order += '2';
+      };
+      auto h1 = loop.spawn(first());
+      loop.run_once();  // the first send is tried: it parks
+      auto h2 = loop.spawn(second());
+      loop.run_once();
+      CHECK(order.empty());  // the second waits behind the first, not beside it
+      // Drain b: both go, the first first.
+      std::string sink;
+      auto drain = [&]() -> lev::Task<> {
+        std::vector<char> buf(1 << 16);
+        while (sink.size() < filled + 2) {
+          auto n = co_await loop.recv(b, lev::MutableBuffer{buf.data(), buf.size()});
+          REQUIRE(n);
+          REQUIRE(*n > 0);
+          sink.append(buf.data(), *n);
+        }
+      };
+      auto h3 = loop.spawn(drain());
+      CHECK(run_until(loop, [&] { return order.size() == 2 && sink.size() >= filled + 2; }));
+      CHECK(order == "12");
+      CHECK(sink.substr(filled) == "12");
+      // A close queued in the same round goes before a send made after it.
+      auto [c, d] = lev::test::socket_pair();
+      const int cfd = c.get();
+      lev::Result<std::size_t> late{0};
+      auto closer = [&]() -> lev::Task<> {
+        (void)co_await loop.nop();  // both start in the same round, the close first
+        auto close = loop.close(c);
+        auto send = loop.send(cfd, std::string_view("z"));
+        auto [closed, sent] = co_await lev::when_all(std::move(close), std::move(send));
+        CHECK(closed);
+        late = sent;
+      };
+      auto h4 = loop.spawn(closer());
+      CHECK(run_until(loop, [&] { return loop.live_op_count() == 0 && h4.done(); }));
+      CHECK_FALSE(late);  // the send came after the close: the fd was gone
+      char one;
+      CHECK(::recv(d.get(), &one, 1, MSG_DONTWAIT) == 0);  // nothing was sent, then EOF
+    }
+  }
+
+  TEST_CASE("on epoll a send with its own stop token that finishes at once leaves nothing armed") {
+    for (const Engine& engine : epoll_engines()) {
+      INFO("engine: " << engine.name);
+      lev::Loop loop{engine.model, lev::test::options_for(engine)};
+      auto [a, b] = lev::test::socket_pair();
+      std::vector<lev::TraceEvent> events;
+      std::stop_source stop;
+      bool sent = false;
+      auto sender = [&]() -> lev::Task<> {
+        (void)co_await loop.nop();  // a's first use is behind us: the next send goes at once
+        auto first = co_await loop.send(a, std::string_view("x"));
+        REQUIRE(first);
+        loop.set_trace_hook([&](const lev::TraceRecord& r) {
+          if (r.fd == a.get()) events.push_back(r.event);
+        });
+        auto r = co_await loop.send(a, std::string_view("y")).stop_on(stop.get_token());
+        loop.set_trace_hook({});
+        CHECK(r);
+        sent = true;
+      };
+      auto h = loop.spawn(sender());
+      CHECK(run_until(loop, [&] { return sent; }));
+      stop.request_stop();  // nothing may be registered on it any more
+      loop.run_once();
+      char buf[4];
+      CHECK(::recv(b.get(), buf, sizeof(buf), MSG_DONTWAIT) == 2);
+      // Traced as started and finished, never resumed: it did not suspend.
+      CHECK(events == std::vector<lev::TraceEvent>{lev::TraceEvent::op_submitted,
+                                                   lev::TraceEvent::op_completed});
+      CHECK(loop.live_op_count() == 0);
+    }
+  }
 }

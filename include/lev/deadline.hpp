@@ -130,7 +130,7 @@ class [[nodiscard]] Guarded {
       return a_->await_ready();
     }
     template <class P>
-    auto await_suspend(std::coroutine_handle<P> h) {
+    [[gnu::always_inline]] auto await_suspend(std::coroutine_handle<P> h) {
       using R = decltype(a_->await_suspend(h));
       if constexpr (std::is_void_v<R>) {
         a_->await_suspend(h);

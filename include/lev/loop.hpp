@@ -69,7 +69,10 @@ struct CloseLink;
 [[noreturn]] void wrong_thread() noexcept;
 }  // namespace detail
 class UringBackend;
+class EpollBackend;
 namespace detail {
+/// EpollBackend::try_send (Now as an int: 0 declined, 1 done, 2 held).
+int reactor_try_send(EpollBackend& engine, OpBase& op) noexcept;
 
 /// An event source built on loop ops (watcher, signal hub, waker, pid
 /// watch). The loop lists it while alive and detaches it at teardown, so a
@@ -486,7 +489,12 @@ class Loop {
   [[nodiscard]] RecvBufferStats datagram_buffer_stats() const noexcept {
     return dgram_ ? dgram_->stats() : RecvBufferStats{};
   }
-  /// Bytes sent (may be short). Never raises SIGPIPE.
+  /// Bytes sent (may be short). Never raises SIGPIPE. On the epoll engine
+  /// the send is tried when it is awaited, and when the socket takes the
+  /// bytes the coroutine goes on without suspending (no other task or
+  /// callback runs in between; at most kInlineBudget times a round, so a
+  /// task that keeps sending still yields); otherwise it waits in the
+  /// queue as every operation does.
   Awaiter<detail::SendOp> send(FdRef fd, ConstBuffer buf, int flags = 0) {
     return make<detail::SendOp>(fd, buf.data, buf.size, flags, false);
   }
@@ -807,6 +815,42 @@ class Loop {
       start_local(op);
     }
   }
+  /// start<K> for a send that may finish at once: on the epoll engine its
+  /// syscall is tried now (EpollBackend::try_send says when), and when it
+  /// finishes the awaiting coroutine goes on without suspending (false: the
+  /// op is done and delivered, never registered; nothing else ran, no
+  /// callback, no other coroutine). At most kInlineBudget such results a
+  /// round, so that a task whose socket always takes its bytes still
+  /// yields to the rest of the loop. True: started as start<K> would.
+  template <detail::OpKind K>
+  [[gnu::always_inline]] bool start_now(detail::OpBase& op) {
+    check_thread();
+    if (!uring_.submit<K>(op)) [[unlikely]] {
+      if (!reactor_ || inline_left_ == 0) {
+        backend_->submit(op);
+      } else {
+        const int now = detail::reactor_try_send(*reactor_, op);
+        if (now == 1) {
+          --inline_left_;
+          op.state = detail::OpState::delivered;
+          ++counters_.submitted[static_cast<std::size_t>(K)];
+          ++counters_.completed[static_cast<std::size_t>(K)];
+          if (trace_) [[unlikely]]
+            trace_now(op);
+          return false;
+        }
+        if (now == 0) backend_->submit(op);
+      }
+    }
+    op.state = detail::OpState::submitted;
+    ++live_count_;
+    ++counters_.submitted[static_cast<std::size_t>(K)];
+    if (trace_) [[unlikely]]
+      trace(TraceEvent::op_submitted, op);
+    return true;
+  }
+  /// Results a round may hand to a coroutine without suspending it.
+  static constexpr std::uint32_t kInlineBudget = 128;
   /// Registers `op` as live and hands it to the backend (or timer heap).
   void start(detail::OpBase& op) {
     check_thread();
@@ -926,6 +970,7 @@ class Loop {
   std::size_t fire_timers(TimePoint now);
   void prefetch_ahead() const noexcept;
   void trace(TraceEvent event, const detail::OpBase& op) const;
+  [[gnu::cold]] void trace_now(const detail::OpBase& op) const;  // submitted, completed
 
   Model model_;
   std::shared_ptr<CompletionBackend> backend_;
@@ -951,6 +996,8 @@ class Loop {
   std::uint32_t dgram_count_ = 0;
   std::uint32_t dgram_size_ = 0;
   UringBackend* uring_backend_ = nullptr;  // set when the backend is io_uring
+  EpollBackend* reactor_ = nullptr;        // set when the backend is epoll (start_now)
+  std::uint32_t inline_left_ = kInlineBudget;  // start_now's budget, refilled each round
   bool links_timeouts_ = false;            // the backend takes {.timeout} as a linked timeout
   friend bool detail::loop_links_timeouts(Loop&) noexcept;
   friend TimePoint detail::loop_round_time(const Loop&) noexcept;
@@ -977,7 +1024,7 @@ inline TimePoint loop_round_time(const Loop& loop) noexcept { return loop.round_
 
 template <class T, OpKind K>
 template <bool Linked>
-[[gnu::always_inline]] inline void OpAwaiter<T, K>::suspend(std::coroutine_handle<> h,
+[[gnu::always_inline]] inline bool OpAwaiter<T, K>::suspend(std::coroutine_handle<> h,
                                                             CancelFrom from) {
   op_.ctx = h.address();
   op_.deliver = nullptr;  // the loop resumes ctx directly
@@ -985,47 +1032,52 @@ template <bool Linked>
     if (from.scope->stopped) [[unlikely]] {
       loop_->check_thread();  // the one start that does not go through start()
       loop_->start_cancelled(op_);
-      return;
+      return true;
     }
     if (!from.token) [[likely]] {
-      start<Linked>();
+      if (!start<Linked>()) return false;  // done at once: nothing to cancel
       // The task waits on this op now: its scope's cancel cancels it.
       scope_ = from.scope;
       from.scope->wait_fn = &OpAwaiter::on_cancel;
       from.scope->wait_arg = this;
-      return;
+      return true;
     }
   } else if (!from.token) {
-    start<Linked>();
-    return;
+    return start<Linked>();
   }
-  suspend_with_token<Linked>(from);
+  return suspend_with_token<Linked>(from);
 }
 
 template <class T, OpKind K>
 template <bool Linked>
-void OpAwaiter<T, K>::suspend_with_token(CancelFrom from) {
+bool OpAwaiter<T, K>::suspend_with_token(CancelFrom from) {
   if (from.token->stop_requested()) {
     loop_->check_thread();
     loop_->start_cancelled(op_);
-    return;
+    return true;
   }
-  start<Linked>();
+  if (!start<Linked>()) return false;  // done at once: no stop callback
   if (from.scope) {
     scope_ = from.scope;
     from.scope->wait_fn = &OpAwaiter::on_cancel;
     from.scope->wait_arg = this;
   }
   stop_.arm(*loop_, *from.token, &OpAwaiter::on_cancel, this);
+  return true;
 }
 
 template <class T, OpKind K>
 template <bool Linked>
-void OpAwaiter<T, K>::start() {
-  if constexpr (Linked)
+bool OpAwaiter<T, K>::start() {
+  if constexpr (Linked) {
     loop_->start(op_);  // the backend submits the op and its linked timeout together
-  else
+    return true;
+  } else if constexpr (K == OpKind::send) {
+    return loop_->template start_now<K>(op_);
+  } else {
     loop_->template start<K>(op_);
+    return true;
+  }
 }
 }  // namespace detail
 /// \endcond

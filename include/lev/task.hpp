@@ -96,7 +96,7 @@ Scope* task_scope(std::coroutine_handle<P> h) noexcept {
 
 /// Everything that may cancel what the awaiting task waits on.
 template <class P>
-CancelFrom task_cancel(std::coroutine_handle<P> h) noexcept {
+[[gnu::always_inline]] inline CancelFrom task_cancel(std::coroutine_handle<P> h) noexcept {
   return {task_scope(h), task_token(h)};
 }
 

@@ -266,6 +266,7 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   if (auto* epoll = dynamic_cast<EpollBackend*>(backend_.get())) {
     link->epoll = epoll;
     epoll->set_marks(link->marks);
+    reactor_ = epoll;
   }
   close_link_ = link.release();
   close_link_->enlist();  // from here on, closes on any thread reach this loop
@@ -651,6 +652,11 @@ std::size_t Loop::drain_callbacks() {
   return n;
 }
 
+void Loop::trace_now(const detail::OpBase& op) const {
+  trace(TraceEvent::op_submitted, op);
+  trace(TraceEvent::op_completed, op);
+}
+
 void Loop::trace(TraceEvent event, const detail::OpBase& op) const {
   TraceRecord r;
   r.event = event;
@@ -723,6 +729,7 @@ std::size_t Loop::fire_timers(TimePoint now) {
 
 std::size_t Loop::run_once() {
   std::optional<Duration> timeout;
+  inline_left_ = kInlineBudget;
   take_inbox();
   // Closes made on other threads: before the backend tries an op on a
   // reused number, and again before anything is delivered.

@@ -81,9 +81,11 @@ class [[nodiscard]] OpAwaiter {
   }
 
   bool await_ready() const noexcept { return false; }
+  /// False: the op finished at once (a reactor recv or send whose socket
+  /// was ready, Loop::start_now) and the coroutine goes on.
   template <class P>
-  [[gnu::always_inline]] void await_suspend(std::coroutine_handle<P> h) {
-    suspend(h, task_cancel(h));
+  [[gnu::always_inline]] bool await_suspend(std::coroutine_handle<P> h) {
+    return suspend(h, task_cancel(h));
   }
   [[gnu::always_inline]] Result<T> await_resume() {
     leave_scope();
@@ -99,14 +101,15 @@ class [[nodiscard]] OpAwaiter {
 
  protected:
   /// Starts the op; `from` (its scope, its token) cancels it. `Linked`: the
-  /// op carries a linked timeout (DeadlineAwaiter). Defined in
-  /// lev/loop.hpp, where Loop::start is visible for inlining.
+  /// op carries a linked timeout (DeadlineAwaiter). False: it finished at
+  /// once (Loop::start_now), do not suspend. Defined in lev/loop.hpp, where
+  /// Loop::start is visible for inlining.
   template <bool Linked = false>
-  void suspend(std::coroutine_handle<> h, CancelFrom from);
+  bool suspend(std::coroutine_handle<> h, CancelFrom from);
   template <bool Linked>
-  [[gnu::noinline]] void suspend_with_token(CancelFrom from);
+  [[gnu::noinline]] bool suspend_with_token(CancelFrom from);
   template <bool Linked>
-  void start();
+  bool start();
   /// The op is no longer what its task's scope waits on (it resumed).
   void leave_scope() noexcept {
     if (scope_) {
@@ -200,8 +203,8 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
   }
 
   template <class P>
-  void await_suspend(std::coroutine_handle<P> h) {
-    suspend(h, task_cancel(h));
+  bool await_suspend(std::coroutine_handle<P> h) {
+    return suspend(h, task_cancel(h));
   }
   T await_resume() {
     this->leave_scope();
@@ -218,7 +221,7 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
   }
 
  protected:
-  void suspend(std::coroutine_handle<> h, CancelFrom from) {
+  bool suspend(std::coroutine_handle<> h, CancelFrom from) {
     if (!timeout_) return Base::suspend(h, from);
     if (Describe<Base::op_kind>::type::links_timeout && !(this->op_.flow & kFlowAll) &&
         loop_links_timeouts(*this->loop_)) {
@@ -230,8 +233,8 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
       this->op_.lt_nsec = ns % 1000000000;
       return Base::template suspend<true>(h, from);
     }
-    Base::suspend(h, from);
-    if (this->op_.state != OpState::submitted) return;  // its token was already stopped
+    if (!Base::suspend(h, from)) return false;  // finished at once: no timer
+    if (this->op_.state != OpState::submitted) return true;  // its token was already stopped
     ::new (static_cast<void*>(&timer_)) OpBase;
     timer_made_ = true;
     timer_.kind = OpKind::timer;
@@ -239,6 +242,7 @@ class [[nodiscard]] DeadlineAwaiter : public Base {
     timer_.ctx = this;
     timer_.deliver = &on_deadline;
     start_op(*this->loop_, timer_);
+    return true;
   }
 
  private:

@@ -135,8 +135,8 @@ class [[nodiscard]] StopOn : public A {
     return std::move(*this);
   }
   template <class P>
-  void await_suspend(std::coroutine_handle<P> h) {
-    A::suspend(h, CancelFrom{task_scope(h), token_.stop_possible() ? &token_ : task_token(h)});
+  auto await_suspend(std::coroutine_handle<P> h) {  // A's: void, or bool (false: done at once)
+    return A::suspend(h, CancelFrom{task_scope(h), token_.stop_possible() ? &token_ : task_token(h)});
   }
 
  private:

@@ -88,12 +88,31 @@ EpollBackend::FdState& EpollBackend::first_use(int fd) {
 
 void EpollBackend::submit(OpBase& op) {
   op.backend_data = kNew;
+  fresh_other_ += op.kind != OpKind::recv && op.fd >= 0;
   if (fresh_n_ < fresh_.size()) [[likely]]
     fresh_[fresh_n_] = &op;
   else
     grow_fresh(op);
   ++fresh_n_;
   ++held_;
+}
+
+EpollBackend::Now EpollBackend::try_send(OpBase& op) noexcept {
+  const auto i = static_cast<std::size_t>(op.fd);  // -1: past the table
+  if (fresh_other_ != 0 || i >= fds_.size()) return Now::declined;
+  FdState& st = fds_[i];
+  // A first use (O_NONBLOCK not yet set), a continuation (send_all): the
+  // ordinary path. After the sends parked first: in their order.
+  if (!st.nonblocking || op.flow || st.writers) [[unlikely]]
+    return Now::declined;
+  if (attempt(op, st, detail::kind_entry(OpKind::send), true)) return Now::done;
+  ++held_;
+  park(op, op.fd, true, kWriters);
+  return Now::held;
+}
+
+int detail::reactor_try_send(EpollBackend& engine, OpBase& op) noexcept {
+  return static_cast<int>(engine.try_send(op));
 }
 
 void EpollBackend::grow_fresh(OpBase& op) {
@@ -433,6 +452,7 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
     batch.swap(fresh_);
     const std::size_t count = fresh_n_;
     fresh_n_ = 0;
+    fresh_other_ = 0;
     for (std::size_t i = 0; i < count; ++i) {
       OpBase* op = batch[i];
       if (op->backend_data != kNew) continue;  // cancelled meanwhile

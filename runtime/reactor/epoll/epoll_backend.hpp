@@ -52,6 +52,16 @@ class EpollBackend final : public CompletionBackend {
   void closing_workers(int fd) noexcept { workers_->closing(fd); }
   /// Where the engine marks the fds it keeps state for (the loop's).
   void set_marks(detail::FdMarks& marks) noexcept { marks_ = &marks; }
+  /// The reactor's fast path for a plain send (Loop::start_now): its
+  /// syscall is tried at once, unless an op on an fd that is not a recv
+  /// waits untried in this round's batch (a close, a write: their order holds)
+  /// or sends are parked on the fd (it goes after them). Receives are not
+  /// tried at once: they wait for the next poll, by which time the peer
+  /// may have answered. done: it finished, op.res holds the result, the
+  /// engine never held it. held: it is parked (or failed into the queue),
+  /// held as after submit(). declined: nothing happened; submit() it.
+  enum class Now { declined, done, held };
+  Now try_send(detail::OpBase& op) noexcept;
   /// Recv ops with `select` take a pool buffer when the socket is readable.
   bool provide_buffers(detail::BufferPool& pool) override {
     (void)pool;
@@ -121,6 +131,10 @@ class EpollBackend final : public CompletionBackend {
   // size is the capacity, so that a submit is a store).
   std::vector<detail::OpBase*> fresh_;
   std::size_t fresh_n_ = 0;
+  // Of those, how many act on an fd and are not recvs (counted up by
+  // submit, zeroed when poll takes the batch): try_send goes first only
+  // past recvs (the other side of an fd) and ops on no fd (nop).
+  std::size_t fresh_other_ = 0;
   [[gnu::noinline]] void grow_fresh(detail::OpBase& op);
   void erase_fresh(std::size_t i) noexcept {
     for (std::size_t j = i + 1; j < fresh_n_; ++j) fresh_[j - 1] = fresh_[j];
