@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstdint>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -83,20 +84,38 @@ struct Limits {
   Millis send_timeout{std::chrono::seconds(60)};  // nginx: send_timeout
 };
 
-bool iequals(std::string_view a, std::string_view lower) {
-  if (a.size() != lower.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char c = a[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-    if (c != lower[i]) return false;
+// Whether `a` is `lower` but for case. `lower` holds lowercase letters and
+// '-' only, and `a` is a header name (token characters) or value (no
+// control byte): then OR 0x20 folds exactly (the one other byte that
+// becomes '-' is CR, a control byte). Eight, then four bytes at a time.
+template <std::size_t N>
+bool iequals(std::string_view a, const char (&lower)[N]) {
+  constexpr std::size_t n = N - 1;
+  if (a.size() != n) return false;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t x, y;
+    std::memcpy(&x, a.data() + i, 8);
+    std::memcpy(&y, lower + i, 8);
+    if ((x | 0x2020202020202020u) != y) return false;
   }
+  if constexpr (n % 8 >= 4) {
+    std::uint32_t x, y;
+    std::memcpy(&x, a.data() + i, 4);
+    std::memcpy(&y, lower + i, 4);
+    if ((x | 0x20202020u) != y) return false;
+    i += 4;
+  }
+  for (; i < n; ++i)
+    if ((a[i] | 0x20) != lower[i]) return false;
   return true;
 }
 
 // What each byte may be, one table lookup per byte: a token character
 // (RFC 9110: method and header names), a control byte (never in a target
-// or a header value, but for HTAB in a value).
-enum : unsigned char { kToken = 1, kControl = 2 };
+// or a header value, but for HTAB in a value), a byte of a target (no
+// control, no space), a byte of a header value (no control but HTAB).
+enum : unsigned char { kToken = 1, kControl = 2, kTarget = 4, kValue = 8 };
 constexpr auto kByteClass = [] {
   std::array<unsigned char, 256> t{};
   for (int c = 0; c < 256; ++c) {
@@ -104,7 +123,10 @@ constexpr auto kByteClass = [] {
     if (alnum || std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
                      std::string_view::npos)
       t[static_cast<std::size_t>(c)] |= kToken;
-    if (c < 0x20 || c == 0x7f) t[static_cast<std::size_t>(c)] |= kControl;
+    const bool control = c < 0x20 || c == 0x7f;
+    if (control) t[static_cast<std::size_t>(c)] |= kControl;
+    if (!control && c != ' ') t[static_cast<std::size_t>(c)] |= kTarget;
+    if (!control || c == '\t') t[static_cast<std::size_t>(c)] |= kValue;
   }
   return t;
 }();
@@ -159,21 +181,25 @@ class HeadScan {
   std::size_t size_ = 0;
 };
 
-// Parses a complete head (`in`: through its blank line) in one pass, a
-// table lookup per byte. HeadScan has checked that every LF in it ends a
-// line after a CR, so each scan below stops at a line's CR at the latest
-// (CR is neither a token character, nor a space, nor allowed in a value).
+// Parses the head at the start of `in` in one pass, a table lookup per
+// byte, up to the first blank line (req.head_size: through it). `in` ends
+// with CRLF CRLF (a head from HeadScan, or whole requests), so each scan
+// below stops at a line's CR at the latest (CR is neither a token
+// character, nor a space, nor allowed in a value) and a bare LF is
+// malformed wherever it is.
 Parse parse(std::string_view in, Request& req) {
   req = Request{};
-  req.head_size = in.size();
   const char* p = in.data();
   const char* const end = p + in.size() - 2;  // the blank line's CRLF
   // request line: METHOD SP TARGET SP HTTP/1.x CRLF
   const char* const method = p;
-  while (byte_class(*p) & kToken) ++p;
+  if (std::memcmp(p, "GET ", 4) == 0)  // `in` has 4 bytes at least (CRLF CRLF)
+    p += 3;
+  else
+    while (byte_class(*p) & kToken) ++p;
   if (p == method || *p != ' ') return Parse::malformed;
   const char* const target = ++p;
-  while (*p != ' ' && !(byte_class(*p) & kControl)) ++p;
+  while (byte_class(*p) & kTarget) ++p;
   if (p == target || *p != ' ') return Parse::malformed;
   ++p;
   if (end - p < 10 || std::memcmp(p, "HTTP/1.", 7) != 0 || p[8] != '\r' || p[9] != '\n')
@@ -187,7 +213,7 @@ Parse parse(std::string_view in, Request& req) {
   p += 10;
   bool saw_length = false;
   int hosts = 0;
-  while (p < end) {  // header lines: NAME ":" OWS VALUE OWS CRLF
+  while (p[0] != '\r' || p[1] != '\n') {  // header lines up to the blank one: NAME ":" OWS VALUE OWS CRLF
     const char* const name_at = p;
     while (byte_class(*p) & kToken) ++p;
     if (p == name_at || *p != ':') return Parse::malformed;
@@ -195,7 +221,7 @@ Parse parse(std::string_view in, Request& req) {
     ++p;
     while (*p == ' ' || *p == '\t') ++p;
     const char* const value_at = p;
-    while (!(byte_class(*p) & kControl) || *p == '\t') ++p;
+    while (byte_class(*p) & kValue) ++p;
     if (p[0] != '\r' || p[1] != '\n') return Parse::malformed;  // NUL, a bare CR...
     const char* value_end = p;
     while (value_end > value_at && (value_end[-1] == ' ' || value_end[-1] == '\t')) --value_end;
@@ -232,6 +258,7 @@ Parse parse(std::string_view in, Request& req) {
         break;
     }
   }
+  req.head_size = static_cast<std::size_t>(p + 2 - in.data());
   // HTTP/1.1: exactly one Host (RFC 9112 3.2); never two.
   if (hosts > 1 || (!req.http10 && hosts == 0)) return Parse::malformed;
   return Parse::complete;
@@ -247,6 +274,14 @@ struct Conn {
   lev::TimePoint head_deadline;  // set when a head's first byte arrives
   lev::TimePoint body_start;     // when the body being discarded began
 };
+
+// The most bytes of whole requests answer() parses without HeadScan: a
+// line is at least 3 bytes ("x" CRLF), so within this no line is longer
+// than max_line, there are at most max_headers of them, the head is
+// within max_head.
+std::size_t whole_limit(const Limits& limits) {
+  return std::min({limits.max_line, limits.max_head, 3 * (limits.max_headers + 1)});
+}
 
 // Answers every complete request at the front of `data` (skipping request
 // bodies) and appends the answers to `out`; `pos` ends where an incomplete
@@ -264,9 +299,17 @@ bool answer(std::string_view data, std::size_t& pos, Conn& c, const Limits& limi
     if (pos == data.size()) return true;
     const std::string_view rest = data.substr(pos);
     const bool fresh = c.head.started() == 0;
-    Parse r = c.head.scan(rest, limits);
     Request req;
-    if (r == Parse::complete) r = parse(rest.substr(0, c.head.size()), req);
+    Parse r;
+    if (fresh && rest.size() <= whole_limit(limits) && rest.ends_with("\r\n\r\n")) {
+      // Whole requests, too short to break a limit: no line can be too
+      // long nor too many, so HeadScan could only say what parse says
+      // (a bare LF is malformed to both); parse finds the head's end.
+      r = parse(rest, req);
+    } else {
+      r = c.head.scan(rest, limits);
+      if (r == Parse::complete) r = parse(rest.substr(0, c.head.size()), req);
+    }
     if (r == Parse::incomplete) {
       // One deadline for the whole head, from its first byte (a new
       // connection's first head: from the accept).

@@ -491,7 +491,26 @@ TEST_SUITE("examples") {
             "GET / HTTP/1.1\r\nHo st: a\r\n\r\n"s,             // a name not a token
             "GET / HTTP/1.1\r\n: a\r\nHost: a\r\n\r\n"s}) {  // an empty name
         CAPTURE(req);
-        CHECK(ask(req).rfind(bad, 0) == 0);
+        CHECK(ask(req).rfind(bad, 0) == 0);  // whole: parsed in one pass
+        // Split: its first byte alone, then the rest (HeadScan finds the
+        // head's end as it arrives, then it is parsed): the same answer.
+        int fd = connect_to(port);
+        send_str(fd, req.substr(0, 1));
+        std::this_thread::sleep_for(20ms);
+        send_str(fd, req.substr(1));
+        CHECK(read_until(fd, "\r\n\r\n", 5s).rfind(bad, 0) == 0);
+        ::close(fd);
+      }
+      {  // two whole requests in one send: both answered, in order
+        int fd = connect_to(port);
+        send_str(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: b\r\n"
+                     "Connection: close\r\n\r\n");
+        const std::string both = read_all(fd);
+        ::close(fd);
+        CHECK(both.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+        const auto second = both.find("HTTP/1.1 200 OK\r\n", 1);
+        REQUIRE(second != std::string::npos);
+        CHECK(both.find("\r\nConnection: close\r\n", second) != std::string::npos);
       }
       // a tab inside a value is allowed; HTTP/1.0 needs no Host
       CHECK(ask("GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n").rfind("HTTP/1.1 200 OK\r\n", 0) ==
