@@ -105,7 +105,19 @@ EpollBackend::Now EpollBackend::try_send(OpBase& op) noexcept {
   // ordinary path. After the sends parked first: in their order.
   if (!st.nonblocking || op.flow || st.writers) [[unlikely]]
     return Now::declined;
-  if (attempt(op, st, detail::kind_entry(OpKind::send), true)) return Now::done;
+  while (st.writable) {  // SendOp's attempt, without the table's dispatch
+    const long r = detail::SendOp::attempt(op);
+    if (r >= 0) [[likely]] {
+      op.res = static_cast<int>(std::min<long>(r, INT_MAX));
+      return Now::done;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      op.res = -errno;
+      return Now::done;
+    }
+    st.writable = false;
+  }
   ++held_;
   park(op, op.fd, true, kWriters);
   return Now::held;
@@ -403,6 +415,19 @@ void EpollBackend::cancel_all() {
 
 void EpollBackend::start(OpBase& op) {
   const detail::KindEntry& e = detail::kind_entry(op.kind);
+  // The common case first: a socket op waiting for one side (recv, send,
+  // accept, connect, sendmsg...), on an fd the engine has seen.
+  const auto i = static_cast<std::size_t>(op.fd);  // -1: past the table
+  if ((e.wait == detail::Wait::read || e.wait == detail::Wait::write) && !e.may_be_file &&
+      op.kind != OpKind::splice && i < fds_.size() && fds_[i].nonblocking) [[likely]] {
+    FdState& st = fds_[i];
+    const bool writer = e.wait == detail::Wait::write;
+    if (attempt(op, st, e, writer))
+      finish(op, op.res);
+    else
+      park(op, op.fd, writer, writer ? kWriters : kReaders);
+    return;
+  }
   if (e.wait == detail::Wait::offload) {
     offload(op);
     return;
