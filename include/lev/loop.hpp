@@ -1068,7 +1068,7 @@ bool OpAwaiter<T, K>::suspend_with_token(CancelFrom from) {
 
 template <class T, OpKind K>
 template <bool Linked>
-bool OpAwaiter<T, K>::start() {
+[[gnu::always_inline]] inline bool OpAwaiter<T, K>::start() {
   if constexpr (Linked) {
     loop_->start(op_);  // the backend submits the op and its linked timeout together
     return true;

@@ -109,7 +109,7 @@ class [[nodiscard]] OpAwaiter {
   template <bool Linked>
   [[gnu::noinline]] bool suspend_with_token(CancelFrom from);
   template <bool Linked>
-  bool start();
+  [[gnu::always_inline]] bool start();
   /// The op is no longer what its task's scope waits on (it resumed).
   void leave_scope() noexcept {
     if (scope_) {
