@@ -751,7 +751,7 @@ class Loop {
     detail::TimerNode& n = slab.acquire();
     try {
       n.emplace(std::forward<F>(cb));
-      slab.arm(n, deadline, timer_seq_++);
+      slab.arm(n, deadline, timer_seq_++, round_now_);
     } catch (...) {
       detail::TimerSlab::release(n);
       throw;

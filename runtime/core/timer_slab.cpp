@@ -96,8 +96,13 @@ void TimerSlab::free_node(TimerNode& n) noexcept {
   free_ = index_of(n);
 }
 
-void TimerSlab::arm(TimerNode& n, TimePoint deadline, std::uint64_t seq) {
+void TimerSlab::arm(TimerNode& n, TimePoint deadline, std::uint64_t seq, TimePoint now) {
   n.seq = static_cast<std::uint32_t>(seq);  // wraps after 2^32 arms: it orders ties only
+  // Nothing kept: any cursor is right, and one at the clock puts a timer
+  // `delay` ahead on the level of its delay (from cursor 0 every timer
+  // began on the top level and was spread down through every level).
+  if (entries() == 0) [[unlikely]]
+    cursor_ = unit_of(now.time_since_epoch().count());
   place({deadline.time_since_epoch().count(), (std::uint64_t{n.seq} << 32) | index_of(n)});
   if (early_.size() >= kEarlyRebuild && early_.size() * 4 > entries()) [[unlikely]]
     rebuild();

@@ -93,8 +93,9 @@ struct TimerSlab {
 
   /// A fresh node (refs 1: the loop's), its callable not yet made.
   TimerNode& acquire();
-  /// Puts `n` in the wheel at `deadline`, in arming order `seq`.
-  void arm(TimerNode& n, TimePoint deadline, std::uint64_t seq);
+  /// Puts `n` in the wheel at `deadline`, in arming order `seq`; `now`:
+  /// the loop's clock as its round read it (where an empty wheel starts).
+  void arm(TimerNode& n, TimePoint deadline, std::uint64_t seq, TimePoint now);
   /// Operation::cancel: an armed node is queued cancelled (its entry left
   /// stale); a due one not yet delivered becomes cancelled (its expiry had
   /// no effect outside the loop); else nothing. True when it changed.
