@@ -193,7 +193,7 @@ Parse parse(std::string_view in, Request& req) {
   const char* const end = p + in.size() - 2;  // the blank line's CRLF
   // request line: METHOD SP TARGET SP HTTP/1.x CRLF
   const char* const method = p;
-  if (std::memcmp(p, "GET ", 4) == 0)  // `in` has 4 bytes at least (CRLF CRLF)
+  if (in.size() >= 4 && std::memcmp(p, "GET ", 4) == 0)  // a head from HeadScan may be 2 bytes
     p += 3;
   else
     while (byte_class(*p) & kToken) ++p;

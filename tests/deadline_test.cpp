@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <span>
+#include <string_view>
 #include <utility>
 
 #include "support.hpp"
@@ -226,6 +227,32 @@ TEST_SUITE("deadline") {
       REQUIRE_FALSE(s);
       CHECK(s.error().is_cancelled());
       CHECK_FALSE(idle.expired());
+    });
+  }
+
+  TEST_CASE("a send guarded by an expired idle limit is cancelled, not sent, on every engine") {
+    // On epoll a send the socket takes at once does not suspend
+    // (Loop::start_now); an expired limit must still cancel it first.
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      auto [a, b] = lev::test::socket_pair();
+      lev::IdleDeadline idle{loop, 10ms};
+      std::array<char, 8> buf{};
+      auto body = [&]() -> lev::Task<lev::Result<std::size_t>> {
+        auto first = co_await loop.send(a, std::string_view("w"));  // a's first use
+        REQUIRE(first);
+        auto quiet = co_await idle(loop.recv(a, buf));
+        REQUIRE_FALSE(quiet);
+        CHECK(quiet.error().is_timeout());
+        CHECK(idle.expired());
+        co_return co_await idle(loop.send(a, std::string_view("x")));
+      };
+      auto r = loop.block_on(body());
+      REQUIRE_FALSE(r);
+      CHECK(r.error().is_timeout());
+      char got[4];
+      CHECK(::recv(b.get(), got, sizeof(got), MSG_DONTWAIT) == 1);  // the "w" only
+      CHECK(got[0] == 'w');
+      CHECK(loop.live_op_count() == 0);
     });
   }
 }

@@ -137,6 +137,16 @@ class [[nodiscard]] Guarded {
         watch();
       } else {
         static_assert(std::is_same_v<R, bool>, "IdleDeadline guards awaiters that suspend");
+        // Expired: the operation starts cancelled, on every engine (tried,
+        // a send on epoll would go out at once; on io_uring it would race
+        // the cancel).
+        if constexpr (requires { a_->suspend_cancelled(h, Cancel::deadline); }) {
+          if (d_->expired()) [[unlikely]] {
+            a_->suspend_cancelled(h, Cancel::deadline);
+            watch();
+            return true;
+          }
+        }
         if (!a_->await_suspend(h)) return false;
         watch();
         return true;

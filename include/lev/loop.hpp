@@ -10,7 +10,9 @@
 /// callback form returning an Operation. Whatever completes an operation,
 /// the coroutine is resumed (or the callback called) only while run_once()
 /// or drain_callbacks() drains the loop's completion queue: never inline in
-/// the call that starts it. A Loop and its operations belong to one thread.
+/// the call that starts it. (On epoll, a send the socket takes at once does
+/// not suspend the coroutine at all: see send().) A Loop and its
+/// operations belong to one thread.
 
 #include <poll.h>
 #include <pthread.h>
@@ -839,7 +841,17 @@ class Loop {
             trace_now(op);
           return false;
         }
-        if (now == 0) backend_->submit(op);
+        if (now == 0) {
+          backend_->submit(op);
+        } else if (op.state == detail::OpState::completed) [[unlikely]] {
+          // Held, but queued completed already (epoll refused the fd): it
+          // is registered as live, its state left as the engine set it.
+          ++live_count_;
+          ++counters_.submitted[static_cast<std::size_t>(K)];
+          if (trace_) [[unlikely]]
+            trace(TraceEvent::op_submitted, op);
+          return true;
+        }
       }
     }
     op.state = detail::OpState::submitted;
@@ -876,8 +888,10 @@ class Loop {
     ++counters_.submitted[static_cast<std::size_t>(op.kind)];
   }
   /// Registers `op` as live and queues it completed with ECANCELED (its
-  /// token was stopped before it started).
-  void start_cancelled(detail::OpBase& op) noexcept;
+  /// token was stopped before it started; `why` deadline: an expired
+  /// IdleDeadline, read as timed_out).
+  void start_cancelled(detail::OpBase& op,
+                       detail::Cancel why = detail::Cancel::requested) noexcept;
   /// Registers `op` as live and queues it completed with `res` (a negative
   /// errno: a continuation that could not be submitted ends with why).
   void start_failed(detail::OpBase& op, int res) noexcept;
@@ -1020,6 +1034,10 @@ class Loop {
 /// \cond detail
 namespace detail {
 inline void start_op(Loop& loop, OpBase& op) { loop.start(op); }
+inline void start_cancelled_op(Loop& loop, OpBase& op, Cancel why) noexcept {
+  loop.check_thread();
+  loop.start_cancelled(op, why);
+}
 inline TimePoint loop_round_time(const Loop& loop) noexcept { return loop.round_now_; }
 
 template <class T, OpKind K>

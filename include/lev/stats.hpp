@@ -71,7 +71,7 @@ struct LoopStats {
 /// What a trace record reports.
 enum class TraceEvent : std::uint8_t {
   op_submitted,  ///< an operation was started
-  op_completed,  ///< its result is being delivered (from the completion queue)
+  op_completed,  ///< its result is being delivered (from the completion queue; a send that epoll took at once: right after op_submitted)
   task_resumed,  ///< a coroutine is being resumed by that result
 };
 

@@ -442,9 +442,9 @@ void Loop::stop() noexcept {
   box->release();
 }
 
-void Loop::start_cancelled(detail::OpBase& op) noexcept {
+void Loop::start_cancelled(detail::OpBase& op, detail::Cancel why) noexcept {
   op.state = detail::OpState::submitted;
-  op.cancel = detail::Cancel::requested;
+  op.cancel = why;
   ++live_count_;
   ++counters_.submitted[static_cast<std::size_t>(op.kind)];
   ready_.push(op, -ECANCELED);

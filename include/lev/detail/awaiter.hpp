@@ -32,6 +32,7 @@ namespace lev::detail {
 
 void abandon_op(Loop& loop, OpBase& op) noexcept;
 void cancel_op(Loop& loop, OpBase& op, Cancel why = Cancel::requested) noexcept;
+void start_cancelled_op(Loop& loop, OpBase& op, Cancel why) noexcept;
 
 /// OpAwaiter's constructor that calls the description's setup.
 struct SetupTag {};
@@ -98,6 +99,13 @@ class [[nodiscard]] OpAwaiter {
   /// Cancels the operation while it is awaited (IdleDeadline: `why` =
   /// Cancel::deadline, and the result reads errc::timed_out).
   void cancel_for(Cancel why) noexcept { cancel_op(*loop_, op_, why); }
+  /// Instead of await_suspend: the op starts cancelled for `why` (an
+  /// expired IdleDeadline) and never reaches the backend.
+  void suspend_cancelled(std::coroutine_handle<> h, Cancel why) noexcept {
+    op_.ctx = h.address();
+    op_.deliver = nullptr;
+    start_cancelled_op(*loop_, op_, why);
+  }
 
  protected:
   /// Starts the op; `from` (its scope, its token) cancels it. `Linked`: the
@@ -105,11 +113,11 @@ class [[nodiscard]] OpAwaiter {
   /// once (Loop::start_now), do not suspend. Defined in lev/loop.hpp, where
   /// Loop::start is visible for inlining.
   template <bool Linked = false>
-  bool suspend(std::coroutine_handle<> h, CancelFrom from);
+  [[nodiscard]] bool suspend(std::coroutine_handle<> h, CancelFrom from);
   template <bool Linked>
-  [[gnu::noinline]] bool suspend_with_token(CancelFrom from);
+  [[nodiscard, gnu::noinline]] bool suspend_with_token(CancelFrom from);
   template <bool Linked>
-  [[gnu::always_inline]] bool start();
+  [[nodiscard, gnu::always_inline]] bool start();
   /// The op is no longer what its task's scope waits on (it resumed).
   void leave_scope() noexcept {
     if (scope_) {

@@ -494,6 +494,8 @@ std::size_t EpollBackend::poll(std::optional<Duration> timeout) {
       }
     }
     if (fresh_n_ == 0) fresh_.swap(batch);  // keep the capacity
+  } else {
+    fresh_other_ = 0;  // ops counted and then cancelled or closed before a try
   }
   n += take_worker_results();
   n += finished_;
