@@ -59,6 +59,23 @@ int error_of(const std::system_error& e) noexcept {
   return errno_value && c.value() > 0 ? c.value() : EIO;
 }
 
+// Runs an op's nonblocking syscall until it is not interrupted: true when
+// it finished (op.res: the result, or -errno), false when it said EAGAIN.
+template <class Call>
+bool run_syscall(OpBase& op, Call call) noexcept {
+  for (;;) {
+    const long r = call(op);
+    if (r >= 0) [[likely]] {
+      op.res = static_cast<int>(std::min<long>(r, INT_MAX));
+      return true;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    op.res = -errno;
+    return true;
+  }
+}
+
 }  // namespace
 
 EpollBackend::EpollBackend(unsigned file_workers)
@@ -105,17 +122,8 @@ EpollBackend::Now EpollBackend::try_send(OpBase& op) noexcept {
   // ordinary path. After the sends parked first: in their order.
   if (!st.nonblocking || op.flow || st.writers) [[unlikely]]
     return Now::declined;
-  while (st.writable) {  // SendOp's attempt, without the table's dispatch
-    const long r = detail::SendOp::attempt(op);
-    if (r >= 0) [[likely]] {
-      op.res = static_cast<int>(std::min<long>(r, INT_MAX));
-      return Now::done;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      op.res = -errno;
-      return Now::done;
-    }
+  if (st.writable) {  // SendOp's attempt, without the table's dispatch
+    if (run_syscall(op, &detail::SendOp::attempt)) return Now::done;
     st.writable = false;
   }
   ++held_;
@@ -152,21 +160,12 @@ bool EpollBackend::attempt(OpBase& op, FdState& st, const detail::KindEntry& e, 
   if ((e.wait == detail::Wait::read || e.wait == detail::Wait::write) &&
       !(writer ? st.writable : st.readable))
     return false;  // known not ready: wait for the next edge
-  for (;;) {
-    const long r = e.attempt(op);
-    if (r >= 0) [[likely]] {
-      op.res = static_cast<int>(std::min<long>(r, INT_MAX));
-      if (e.yields_fd) forget_fd(op.res, false);  // a fresh fd: no stale state
-      return true;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      (writer ? st.writable : st.readable) = false;
-      return false;
-    }
-    op.res = -errno;
-    return true;
+  if (!run_syscall(op, e.attempt)) {
+    (writer ? st.writable : st.readable) = false;
+    return false;
   }
+  if (e.yields_fd && op.res >= 0) forget_fd(op.res, false);  // a fresh fd: no stale state
+  return true;
 }
 
 // A splice moves bytes from op.fd to its fd_out: it needs the input
@@ -180,16 +179,7 @@ EpollBackend::Side EpollBackend::attempt_splice(OpBase& op) {
   if (!fds_[static_cast<std::size_t>(out)].writable) return Side::output;
   const detail::KindEntry& e = detail::kind_entry(op.kind);
   for (int tries = 0;; ++tries) {
-    const long r = e.attempt(op);
-    if (r >= 0) {
-      op.res = static_cast<int>(std::min<long>(r, INT_MAX));
-      return Side::done;
-    }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      op.res = -errno;
-      return Side::done;
-    }
+    if (run_syscall(op, e.attempt)) return Side::done;
     pollfd p[2] = {{in, POLLIN | POLLRDHUP, 0}, {out, POLLOUT, 0}};
     if (::poll(p, 2, 0) < 0) p[0].revents = p[1].revents = 0;
     const bool out_ready = p[1].revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL);
