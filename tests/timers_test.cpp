@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -156,6 +157,66 @@ TEST_SUITE("timers") {
     CHECK(ordered);
     CHECK(fake->poll_count() == rounds);
     CHECK(rounds <= 2 * 1000 + 2);  // at most one wait per distinct deadline
+  }
+
+  TEST_CASE("a round fires at most kFireBudget expiries; the rest fire next round, in order") {
+    lev::test::for_each_engine([](lev::Loop& loop) {
+      constexpr int kTimers = 2 * static_cast<int>(lev::Loop::kFireBudget) + 100;
+      std::vector<int> order;
+      const lev::TimePoint past = loop.now() - 1s;
+      for (int i = 0; i < kTimers; ++i)  // one deadline per ten: ties in arming order
+        loop.at(past + std::chrono::microseconds(i / 10),
+                [&order, i](lev::Operation&, lev::Result<lev::Expired> r) {
+                  if (r) order.push_back(i);
+                });
+      loop.run_once();
+      CHECK(order.size() == lev::Loop::kFireBudget);
+      loop.run_once();
+      CHECK(order.size() == 2 * lev::Loop::kFireBudget);
+      loop.run_once();
+      REQUIRE(order.size() == static_cast<std::size_t>(kTimers));
+      CHECK(std::is_sorted(order.begin(), order.end()));
+    });
+  }
+
+  TEST_CASE("timer_slack: 0 to 1 s; more or less is refused by name") {
+    for (const lev::Duration bad : {lev::Duration(-1), lev::Duration(std::chrono::seconds(1) + 1ns)}) {
+      try {
+        lev::Loop loop{lev::Model::proactor, lev::test::proactor_options({.timer_slack = bad})};
+        FAIL("accepted timer_slack " << bad.count());
+      } catch (const std::invalid_argument& e) {
+        CHECK(std::string(e.what()).find("timer_slack") != std::string::npos);
+      }
+    }
+    lev::Loop zero{lev::Model::proactor, lev::test::proactor_options({.timer_slack = 0ns})};
+    lev::Loop most{lev::Model::proactor, lev::test::proactor_options({.timer_slack = 1s})};
+  }
+
+  // io_uring waits for the next timer up to the slack late, so timers due
+  // within it of each other fire in one round; none fires early.
+  TEST_CASE("io_uring: timers within the slack fire in one round, none before its deadline") {
+    if (!lev::test::has_uring()) return;
+    for (const lev::Duration slack : {lev::Duration::zero(), lev::Duration(40ms)}) {
+      CAPTURE(slack.count());
+      lev::Loop loop{lev::Model::proactor, {.backend = "uring", .timer_slack = slack}};
+      const lev::TimePoint start = loop.clock().now();
+      std::vector<std::size_t> round_of;  // the run_once call each timer fired in
+      std::size_t round = 0;
+      bool early = false;
+      for (const auto d : {2ms, 12ms}) {
+        loop.after(d, [&, d](lev::Operation&, lev::Result<lev::Expired> r) {
+          early = early || !r || loop.clock().now() < start + d;
+          round_of.push_back(round);
+        });
+      }
+      while (round_of.size() < 2 && round < 1000) {
+        loop.run_once();
+        ++round;
+      }
+      REQUIRE(round_of.size() == 2);
+      CHECK_FALSE(early);
+      if (slack > 10ms) CHECK(round_of[0] == round_of[1]);  // one wake for both
+    }
   }
 
   // Broke: now() + Duration::max() wrapped into the past; that timer sat at

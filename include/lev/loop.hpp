@@ -191,6 +191,15 @@ struct LoopOptions {
   bool ignore_sigpipe = true;
   /// Time source; null = the backend's preferred clock or CLOCK_MONOTONIC.
   std::shared_ptr<Clock> clock{};
+  /// io_uring: how late a wait for the next timer may wake, so that timers
+  /// due close together fire in one round (one kernel entry) rather than
+  /// one round each. Unset: what nanosleep allows on the thread that runs
+  /// the loop, its timer slack (prctl PR_SET_TIMERSLACK; 50 us by default,
+  /// 0 for a real-time thread), read again when the loop moves to another
+  /// thread. Duration::zero(): wake at the deadline. A timer never fires
+  /// before its deadline either way. (The epoll engine waits in whole
+  /// milliseconds, rounded up, plus the kernel's own slack.) At most 1 s.
+  std::optional<Duration> timer_slack{};
 };
 
 /// Per-operation options: `co_await loop.recv(fd, buf, {.timeout = 5s})`.
@@ -247,6 +256,12 @@ class Loop {
   /// deliver what is queued. Returns backend events + timers fired +
   /// resumptions/callbacks delivered; 0 when there was nothing to do.
   std::size_t run_once();
+  /// Timer expiries a round fires at most (in deadline order); the rest
+  /// are due already and fire in the next round, which does not wait. A
+  /// round that fires 10^5 timers at once would queue them all before the
+  /// first callback ran, and the I/O that completed meanwhile would wait
+  /// for all of them.
+  static constexpr std::size_t kFireBudget = 1024;
   /// Makes run() return after the current round. Any thread.
   void stop() noexcept;
   /// Inside run() or block_on().
@@ -982,6 +997,8 @@ class Loop {
   void drop_queued() noexcept;
   void wait_inbox();
   std::size_t fire_timers(TimePoint now);
+  /// The wait's slack (LoopOptions::timer_slack) on this thread.
+  void note_thread() noexcept;
   void prefetch_ahead() const noexcept;
   void trace(TraceEvent event, const detail::OpBase& op) const;
   [[gnu::cold]] void trace_now(const detail::OpBase& op) const;  // submitted, completed
@@ -1018,6 +1035,8 @@ class Loop {
   // The clock as the last round read it (a round reads it when a timer is
   // armed): IdleDeadline's activity stamps, a load instead of a clock call.
   TimePoint round_now_{};
+  Duration timer_slack_{};                 // added to a positive wait (io_uring)
+  std::optional<Duration> fixed_slack_{};  // LoopOptions::timer_slack
   std::uint64_t rounds_ = 0;                  // run_once calls ended
   std::uint64_t stamp_round_ = UINT64_MAX;    // round_now_ is this round's (== rounds_)
   detail::TimerSlab* tslab_ = nullptr;        // callback timers (after/at), made on first use

@@ -100,6 +100,8 @@ void CloseLink::adopt(Loop& loop) noexcept {
   // owner's while it changes hands.
   std::unique_lock lock(loops().mu);
   loop.owner_.store(me, std::memory_order_relaxed);
+  lock.unlock();
+  loop.note_thread();  // its timer slack is this thread's now
 }
 
 CloseLink& CloseLink::loop_link(Loop& loop) noexcept { return *loop.close_link_; }

@@ -5,8 +5,10 @@
 #include "lev/loop.hpp"
 
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -233,6 +235,13 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   check("recv_buffer_size", options.recv_buffer_size, 1, std::size_t{1} << 30,
         "between 1 and 2^30");
   check("datagram_buffer_count", options.datagram_buffer_count, 1, 32768, "between 1 and 32768");
+  if (options.timer_slack &&
+      (*options.timer_slack < Duration::zero() || *options.timer_slack > std::chrono::seconds(1)))
+    throw std::invalid_argument(
+        "lev::Loop: timer_slack must be between 0 and 1 s (got " +
+        std::to_string(options.timer_slack->count()) + " ns)");
+  fixed_slack_ = options.timer_slack;
+  note_thread();
   check("datagram_buffer_size", options.datagram_buffer_size, 1, std::size_t{1} << 30,
         "between 1 and 2^30");
   auto link = std::make_unique<detail::CloseLink>(*this);  // first: nothing to undo if it throws
@@ -696,18 +705,18 @@ LoopStats Loop::stats() const {
   return st;
 }
 
-// Queues every expiry due at `now`, awaited timers (and deadlines) and
-// callback timers (after / at) merged in one order: deadline, then arming
-// order (both take their order from timer_seq_).
+// Queues what is due at `now` (at most kFireBudget), awaited timers (and
+// deadlines) and callback timers (after / at) merged in one order:
+// deadline, then arming order (both take their order from timer_seq_).
 std::size_t Loop::fire_timers(TimePoint now) {
   std::size_t n = 0;
   const std::int64_t t = now.time_since_epoch().count();
-  for (;;) {
+  while (n < kFireBudget) {
     detail::OpBase* op = timers_.top();
     const detail::TimerSlab::Entry* e = tslab_ ? tslab_->top() : nullptr;
     if (op && op->deadline > now) op = nullptr;
     if (e && e->deadline > t) e = nullptr;
-    if (!op && !e) return n;
+    if (!op && !e) break;
     bool node_first = e != nullptr;
     if (op && e) {
       const std::int64_t od = op->deadline.time_since_epoch().count();
@@ -717,14 +726,27 @@ std::size_t Loop::fire_timers(TimePoint now) {
           (e->deadline == od && static_cast<std::int32_t>(static_cast<std::uint32_t>(
                                     (e->key >> 32) - static_cast<std::uint32_t>(op->seq))) < 0);
     }
-    if (node_first) {
-      tslab_->fire_top();
-    } else {
+    ++n;
+    if (!node_first) {
       timers_.pop();
       ready_.push(*op, 0);
+    } else {
+      tslab_->fire_top();
     }
-    ++n;
   }
+  return n;
+}
+
+void Loop::note_thread() noexcept {
+  if (fixed_slack_) {
+    timer_slack_ = *fixed_slack_;
+    return;
+  }
+  const int policy = ::sched_getscheduler(0);
+  const int slack = ::prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+  timer_slack_ = policy == SCHED_FIFO || policy == SCHED_RR || slack < 0
+                     ? Duration::zero()
+                     : std::min<Duration>(Duration(slack), std::chrono::seconds(1));
 }
 
 std::size_t Loop::run_once() {
@@ -746,6 +768,9 @@ std::size_t Loop::run_once() {
     timeout = Duration::zero();
   } else if (t) {
     timeout = std::max(Duration::zero(), saturating_sub(next, now));
+    if (uring_backend_ && *timeout > Duration::zero())
+      *timeout = *timeout > Duration::max() - timer_slack_ ? Duration::max()
+                                                            : *timeout + timer_slack_;
   } else if ((uring_backend_ ? uring_backend_->in_flight() : backend_->in_flight()) == 0 &&
              holds_ == 0 && external_ == 0) {
     timeout = Duration::zero();  // nothing can arrive: never block forever
@@ -782,16 +807,16 @@ std::size_t Loop::run_once() {
   n += take_inbox();
   if (close_link_->pending.load(std::memory_order_relaxed)) [[unlikely]]
     close_link_->apply();
+  struct EndRound {
+    std::uint64_t& rounds;
+    ~EndRound() { ++rounds; }  // the round's clock reading is stale from here
+  } end_round{rounds_};         // also when a timer's callback throws
   // Only a wait that may have lasted needs a fresh reading of the clock.
   if (t) {
     round_now_ = timeout && *timeout == Duration::zero() ? now : clock_->now();
     stamp_round_ = rounds_;
     n += fire_timers(round_now_);
   }
-  struct EndRound {
-    std::uint64_t& rounds;
-    ~EndRound() { ++rounds; }  // the round's clock reading is stale from here
-  } end_round{rounds_};
   const std::size_t drained = ready_.empty() ? 0 : drain_callbacks();
   if (direct) [[likely]] {
     if (!drained) ++counters_.drains;
