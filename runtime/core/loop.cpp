@@ -705,11 +705,15 @@ LoopStats Loop::stats() const {
   return st;
 }
 
-// Queues what is due at `now` (at most kFireBudget), awaited timers (and
+// Fires what is due at `now` (at most kFireBudget), awaited timers (and
 // deadlines) and callback timers (after / at) merged in one order:
 // deadline, then arming order (both take their order from timer_seq_).
+// Awaited ones are queued; a callback timer with nothing queued before it
+// is called at once (what the drain would have called first), else queued
+// behind the rest by a marker. Returns expiries + callbacks called.
 std::size_t Loop::fire_timers(TimePoint now) {
   std::size_t n = 0;
+  std::size_t called = 0;
   const std::int64_t t = now.time_since_epoch().count();
   while (n < kFireBudget) {
     detail::OpBase* op = timers_.top();
@@ -730,11 +734,17 @@ std::size_t Loop::fire_timers(TimePoint now) {
     if (!node_first) {
       timers_.pop();
       ready_.push(*op, 0);
+    } else if (ready_.empty() && !trace_) [[likely]] {
+      --live_count_;
+      ++counters_.completed[static_cast<std::size_t>(detail::OpKind::timer)];
+      ++counters_.drained;
+      ++called;
+      tslab_->run_top();  // what it throws leaves the rest due, for the next round
     } else {
       tslab_->fire_top();
     }
   }
-  return n;
+  return n + called;
 }
 
 void Loop::note_thread() noexcept {

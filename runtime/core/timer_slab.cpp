@@ -274,7 +274,7 @@ bool TimerSlab::cancel(TimerNode& n) noexcept {
   return true;
 }
 
-void TimerSlab::fire_top() {
+TimerSlab::Entry TimerSlab::take_top() noexcept {
   Entry e;
   if (top_in_run_) {
     e = run_[run_pos_++];
@@ -284,9 +284,21 @@ void TimerSlab::fire_top() {
     e = early_.front();
     pop_early();
   }
+  return e;
+}
+
+void TimerSlab::fire_top() {
+  const Entry e = take_top();
   TimerNode& n = node(static_cast<std::uint32_t>(e.key));
   n.state = TimerNode::kDue;
   queue_marker(n, e.deadline, 0);
+}
+
+void TimerSlab::run_top() {
+  const Entry e = take_top();
+  TimerNode& n = node(static_cast<std::uint32_t>(e.key));
+  n.state = TimerNode::kDue;
+  run(n, TimePoint(Duration(e.deadline)));
 }
 
 // The entry top() looked at is stale: it goes.
@@ -339,6 +351,11 @@ void TimerSlab::deliver_marker(OpBase& m) {
   const TimePoint deadline{Duration(static_cast<std::int64_t>(m.done))};
   m.next = s.free_markers_;
   s.free_markers_ = &m;
+  run(n, deadline);
+}
+
+// The node's one call (due: expired at `deadline`; cancelled: ECANCELED).
+void TimerSlab::run(TimerNode& n, TimePoint deadline) {
   const bool cancelled = n.state == TimerNode::kCancelled;
   n.state = TimerNode::kDone;
   struct Drop {

@@ -120,6 +120,10 @@ struct TimerSlab {
   /// Takes the entry top() returned (it was live) and queues its node's
   /// expiry on the loop's queue.
   void fire_top();
+  /// fire_top() for a round with nothing queued before it: the node's
+  /// callback is called now (from the round, never from inside `at`),
+  /// without a marker. What it throws propagates.
+  void run_top();
   /// The earliest deadline of an armed timer (TimePoint::max() when none).
   [[nodiscard]] TimePoint next_deadline() noexcept {
     const Entry* e = top();
@@ -211,6 +215,8 @@ struct TimerSlab {
   std::uint32_t free_ = UINT32_MAX;  // free list through the nodes' storage
   void queue_marker(TimerNode& n, std::int64_t deadline, int res);
   static void deliver_marker(OpBase& m);
+  static void run(TimerNode& n, TimePoint deadline);
+  Entry take_top() noexcept;
 
   // Entries at or before cursor_ are in run_ (sorted, from run_pos_) or
   // early_ (a heap); the wheel's are after it, each bucket's digit past
