@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "lev/fake.hpp"
@@ -331,6 +332,34 @@ TEST_SUITE("timers") {
     }
     CHECK(fired == 2);
     CHECK(round_of_second == 1);
+  }
+
+  TEST_CASE(
+      "a timer armed in the past from a callback waits for the next round; those due already "
+      "fire in this one, in order") {
+    lev::test::FakeLoop f;
+    std::vector<std::pair<int, std::size_t>> seen;  // {timer, round}
+    std::size_t round = 0;
+    const lev::TimePoint base = f.loop.now();
+    f.loop.at(base + 5ms, [&](lev::Operation&, lev::Result<lev::Expired>) {
+      seen.emplace_back(1, round);
+      f.loop.at(base - 1h, [&](lev::Operation&, lev::Result<lev::Expired> r) {
+        CHECK(r);
+        seen.emplace_back(3, round);
+      });
+    });
+    f.loop.at(base + 8ms, [&](lev::Operation&, lev::Result<lev::Expired>) {
+      seen.emplace_back(2, round);
+    });
+    f.fake->advance(10ms);
+    while (f.loop.live_op_count() > 0 && round < 10) {
+      f.loop.run_once();
+      ++round;
+    }
+    REQUIRE(seen.size() == 3);
+    CHECK(seen[0] == std::pair<int, std::size_t>{1, seen[0].second});
+    CHECK(seen[1] == std::pair<int, std::size_t>{2, seen[0].second});  // same round as 1
+    CHECK(seen[2] == std::pair<int, std::size_t>{3, seen[0].second + 1});
   }
 
   TEST_CASE(

@@ -710,11 +710,22 @@ LoopStats Loop::stats() const {
 // deadline, then arming order (both take their order from timer_seq_).
 // Awaited ones are queued; a callback timer with nothing queued before it
 // is called at once (what the drain would have called first), else queued
-// behind the rest by a marker. Returns expiries + callbacks called.
+// behind the rest by a marker. A timer armed by such a call is left for
+// the next round, as it would be if the call had come from the drain.
+// Returns expiries + callbacks called.
 std::size_t Loop::fire_timers(TimePoint now) {
   std::size_t n = 0;
   std::size_t called = 0;
   const std::int64_t t = now.time_since_epoch().count();
+  const std::uint64_t first_new = timer_seq_;  // armed from here on: next round
+  std::vector<detail::TimerSlab::Entry> later;  // set aside: armed by a call made here
+  struct PutBack {
+    detail::TimerSlab* slab;
+    std::vector<detail::TimerSlab::Entry>& entries;
+    ~PutBack() {
+      for (const auto& e : entries) slab->put_back(e);
+    }
+  } put_back{tslab_, later};  // out of memory there terminates, as in the wheel
   while (n < kFireBudget) {
     detail::OpBase* op = timers_.top();
     const detail::TimerSlab::Entry* e = tslab_ ? tslab_->top() : nullptr;
@@ -729,6 +740,19 @@ std::size_t Loop::fire_timers(TimePoint now) {
           e->deadline < od ||
           (e->deadline == od && static_cast<std::int32_t>(static_cast<std::uint32_t>(
                                     (e->key >> 32) - static_cast<std::uint32_t>(op->seq))) < 0);
+    }
+    if (called) [[unlikely]] {
+      // A call made here may have armed timers already due: a callback
+      // timer is set aside (its node stays the slab's), an awaited one
+      // ends the round's firing (its record is its task's).
+      const auto seq = node_first ? static_cast<std::uint32_t>(e->key >> 32)
+                                  : static_cast<std::uint32_t>(op->seq);
+      if (static_cast<std::int32_t>(seq - static_cast<std::uint32_t>(first_new)) >= 0) {
+        if (!node_first) break;
+        later.reserve(later.size() + 1);  // first: the entry is never lost
+        later.push_back(tslab_->take_top());
+        continue;
+      }
     }
     ++n;
     if (!node_first) {

@@ -7,6 +7,7 @@
 #include <bit>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <system_error>
 
 #include "lev/operation.hpp"
@@ -20,10 +21,6 @@ constexpr std::size_t kAhead = 16;
 // The heap of entries at or before the cursor is a sign the cursor jumped
 // far ahead of the clock once it holds this many, and a quarter of all.
 constexpr std::size_t kEarlyRebuild = 256;
-// A free node keeps the next free index in its storage.
-inline std::uint32_t& next_free(TimerNode& n) noexcept {
-  return *std::launder(reinterpret_cast<std::uint32_t*>(n.storage));
-}
 }  // namespace
 
 static_assert(sizeof(TimerSlab::Block) <= TimerSlab::kBlockBytes);
@@ -50,50 +47,35 @@ TimerSlab& TimerSlab::of(const TimerNode& n) noexcept {
   return *b->slab;
 }
 
-TimerNode& TimerSlab::acquire() {
-  if (free_ == UINT32_MAX) {
-    if (spare_blocks_ == 0) {
-      // Blocks come in groups (1, 2, 4 ... 32 of them): one aligned_alloc
-      // per block would be mmapped with its alignment's padding, twice
-      // the block.
-      const std::size_t count = std::clamp<std::size_t>(blocks_.size(), 1, 32);
-      void* mem = std::aligned_alloc(kBlockBytes, count * kBlockBytes);
-      if (!mem) throw std::bad_alloc();
-      try {
-        groups_.push_back(mem);
-      } catch (...) {
-        std::free(mem);
-        throw;
-      }
-      spare_ = static_cast<unsigned char*>(mem);
-      spare_blocks_ = count;
+TimerNode& TimerSlab::fresh_block() {
+  if (spare_blocks_ == 0) {
+    // Blocks come in groups (1, 2, 4 ... 32 of them): one aligned_alloc
+    // per block would be mmapped with its alignment's padding, twice
+    // the block.
+    const std::size_t count = std::clamp<std::size_t>(blocks_.size(), 1, 32);
+    void* mem = std::aligned_alloc(kBlockBytes, count * kBlockBytes);
+    if (!mem) throw std::bad_alloc();
+    try {
+      groups_.push_back(mem);
+    } catch (...) {
+      std::free(mem);
+      throw;
     }
-    auto* b = reinterpret_cast<Block*>(spare_);
-    b->slab = this;
-    b->first = static_cast<std::uint32_t>(blocks_.size()) * kPerBlock;
-    blocks_.push_back(b);
-    spare_ += kBlockBytes;
-    --spare_blocks_;
-    for (std::uint32_t i = kPerBlock; i-- > 0;) {  // lowest index first off the list
-      b->nodes[i].state = TimerNode::kFree;
-      next_free(b->nodes[i]) = free_;
-      free_ = b->first + i;
-    }
+    spare_ = static_cast<unsigned char*>(mem);
+    spare_blocks_ = count;
   }
-  TimerNode& n = node(free_);
-  free_ = next_free(n);
-  n.refs = 1;
-  n.state = TimerNode::kArmed;
-  n.cancelled = 0;
-  n.fn = nullptr;
-  return n;
-}
-
-void TimerSlab::free_node(TimerNode& n) noexcept {
-  n.drop_callable();
-  n.state = TimerNode::kFree;
-  next_free(n) = free_;
-  free_ = index_of(n);
+  blocks_.reserve(blocks_.size() + 1);  // before anything changes: may throw
+  auto* b = reinterpret_cast<Block*>(spare_);
+  b->slab = this;
+  b->first = static_cast<std::uint32_t>(blocks_.size()) * kPerBlock;
+  blocks_.push_back(b);
+  spare_ += kBlockBytes;
+  --spare_blocks_;
+  // Its nodes are handed out in order from here (fresh_ counts them).
+  bump_ = b->nodes + 1;
+  bump_end_ = b->nodes + kPerBlock;
+  ++fresh_;
+  return b->nodes[0];
 }
 
 void TimerSlab::arm(TimerNode& n, TimePoint deadline, std::uint64_t seq, TimePoint now) {
@@ -263,7 +245,7 @@ bool TimerSlab::cancel(TimerNode& n) noexcept {
   }
   if (n.state != TimerNode::kArmed) return false;  // cancelled already, or delivered
   ++stale_;  // its entry stays until dropped or compacted; the node is
-  n.cancelled = TimerNode::kStaleEntry | TimerNode::kResultCancelled;  // not reused before
+  n.cancelled |= TimerNode::kStaleEntry | TimerNode::kResultCancelled;  // not reused before
   n.state = TimerNode::kCancelled;
   if (stale_ > 1024 && stale_ * 2 > entries()) compact();
   try {
@@ -405,8 +387,14 @@ void TimerSlab::close_loop() noexcept {
   // Nodes still held by handles keep the slab; it goes with the last. The
   // queue is empty for good: markers are no longer in use.
   held = 0;
-  for (Block* b : blocks_)
-    for (TimerNode& t : b->nodes) {
+  // Only nodes ever handed out (the first fresh_); none at all when every
+  // one is free again (a loop that fired all its timers).
+  std::uint32_t left = in_use_ == 0 ? 0 : fresh_;
+  for (Block* b : blocks_) {
+    if (left == 0) break;
+    const std::uint32_t here = std::min(left, kPerBlock);
+    left -= here;
+    for (TimerNode& t : std::span(b->nodes, here)) {
       t.cancelled &= static_cast<std::uint8_t>(~TimerNode::kStaleEntry);  // the wheel is gone
       if (t.state == TimerNode::kArmed || t.state == TimerNode::kDue ||
           t.state == TimerNode::kCancelled) {
@@ -419,6 +407,7 @@ void TimerSlab::close_loop() noexcept {
         free_node(t);
       if (t.state != TimerNode::kFree) ++held;
     }
+  }
   if (held == 0) delete this;
 }
 

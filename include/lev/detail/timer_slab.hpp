@@ -59,14 +59,16 @@ struct TimerSlab;
 
 struct TimerNode {
   enum : std::uint8_t { kFree, kArmed, kDue, kCancelled, kDone, kZombie };
-  enum : std::uint8_t { kResultCancelled = 1, kStaleEntry = 2 };
+  enum : std::uint8_t { kResultCancelled = 1, kStaleEntry = 2, kNoDrop = 4 };
   static constexpr std::size_t kInline = 24;
   enum class Call : std::uint8_t { run, drop };
 
   std::uint32_t seq;   // arming order (low 32 bits): its entry's, while armed
   std::uint16_t refs;  // the loop's (until the callback ran) + one per handle
   std::uint8_t state;
-  std::uint8_t cancelled;  // kResultCancelled: its result; kStaleEntry: its entry still kept
+  // kResultCancelled: its result; kStaleEntry: its entry still kept;
+  // kNoDrop: the callable is inline and trivially destructible.
+  std::uint8_t cancelled;
   // Runs the callable with the result (run) or destroys it (drop).
   void (*fn)(TimerNode& self, Call what, Operation* handle, const Result<Expired>* r);
   alignas(8) unsigned char storage[kInline];  // the callable, or a pointer to it boxed
@@ -74,7 +76,7 @@ struct TimerNode {
   template <class F>
   void emplace(F&& f);
   void drop_callable() noexcept {
-    if (fn) fn(*this, Call::drop, nullptr, nullptr);
+    if (fn && !(cancelled & kNoDrop)) fn(*this, Call::drop, nullptr, nullptr);
     fn = nullptr;
   }
 };
@@ -92,7 +94,23 @@ struct TimerSlab {
   TimerSlab& operator=(const TimerSlab&) = delete;
 
   /// A fresh node (refs 1: the loop's), its callable not yet made.
-  TimerNode& acquire();
+  TimerNode& acquire() {
+    TimerNode* n = free_;
+    if (n) [[likely]] {
+      free_ = next_free(*n);
+    } else if (bump_ != bump_end_) {
+      n = bump_++;
+      ++fresh_;
+    } else {
+      n = &fresh_block();
+    }
+    ++in_use_;
+    n->refs = 1;
+    n->state = TimerNode::kArmed;
+    n->cancelled = 0;
+    n->fn = nullptr;
+    return *n;
+  }
   /// Puts `n` in the wheel at `deadline`, in arming order `seq`; `now`:
   /// the loop's clock as its round read it (where an empty wheel starts).
   void arm(TimerNode& n, TimePoint deadline, std::uint64_t seq, TimePoint now);
@@ -120,10 +138,14 @@ struct TimerSlab {
   /// Takes the entry top() returned (it was live) and queues its node's
   /// expiry on the loop's queue.
   void fire_top();
+  /// Takes the entry top() returned (live), firing nothing.
+  Entry take_top() noexcept;
   /// fire_top() for a round with nothing queued before it: the node's
   /// callback is called now (from the round, never from inside `at`),
   /// without a marker. What it throws propagates.
   void run_top();
+  /// An entry take_top() took back in the wheel, as it was.
+  void put_back(const Entry& e) { place(e); }
   /// The earliest deadline of an armed timer (TimePoint::max() when none).
   [[nodiscard]] TimePoint next_deadline() noexcept {
     const Entry* e = top();
@@ -181,7 +203,18 @@ struct TimerSlab {
   static std::uint64_t unit_of(std::int64_t deadline) noexcept {
     return (static_cast<std::uint64_t>(deadline) ^ (std::uint64_t{1} << 63)) >> kUnitShift;
   }
-  void free_node(TimerNode& n) noexcept;
+  void free_node(TimerNode& n) noexcept {
+    n.drop_callable();
+    n.state = TimerNode::kFree;
+    next_free(n) = free_;
+    free_ = &n;
+    --in_use_;
+  }
+  // A free node keeps the next free one in its storage.
+  static TimerNode*& next_free(TimerNode& n) noexcept {
+    return *std::launder(reinterpret_cast<TimerNode**>(n.storage));
+  }
+  TimerNode& fresh_block();
   bool live(const Entry& e) noexcept {
     const TimerNode& n = node(static_cast<std::uint32_t>(e.key));
     return n.state == TimerNode::kArmed && n.seq == static_cast<std::uint32_t>(e.key >> 32);
@@ -212,11 +245,14 @@ struct TimerSlab {
   std::vector<void*> groups_;       // the allocations blocks_ were cut from
   unsigned char* spare_ = nullptr;  // blocks allocated, not yet in blocks_
   std::size_t spare_blocks_ = 0;
-  std::uint32_t free_ = UINT32_MAX;  // free list through the nodes' storage
+  TimerNode* free_ = nullptr;  // free list through the nodes' storage
+  TimerNode* bump_ = nullptr;  // the newest block's nodes never handed out
+  TimerNode* bump_end_ = nullptr;
+  std::uint32_t fresh_ = 0;  // nodes ever handed out: the first fresh_ indices
+  std::size_t in_use_ = 0;   // nodes not free (armed, due, done but held, zombie)
   void queue_marker(TimerNode& n, std::int64_t deadline, int res);
   static void deliver_marker(OpBase& m);
   static void run(TimerNode& n, TimePoint deadline);
-  Entry take_top() noexcept;
 
   // Entries at or before cursor_ are in run_ (sorted, from run_pos_) or
   // early_ (a heap); the wheel's are after it, each bucket's digit past
@@ -242,6 +278,7 @@ void TimerNode::emplace(F&& f) {
   using Fn = std::decay_t<F>;
   if constexpr (sizeof(Fn) <= kInline && alignof(Fn) <= 8) {
     ::new (static_cast<void*>(storage)) Fn(std::forward<F>(f));
+    if constexpr (std::is_trivially_destructible_v<Fn>) cancelled |= kNoDrop;
     fn = [](TimerNode& self, Call what, Operation* handle, const Result<Expired>* r) {
       Fn& callable = *std::launder(reinterpret_cast<Fn*>(self.storage));
       if (what == Call::run)
