@@ -48,6 +48,8 @@ TimerSlab& TimerSlab::of(const TimerNode& n) noexcept {
 }
 
 TimerNode& TimerSlab::fresh_block() {
+  // 2^21 blocks of 1,638 nodes: what 32-bit indices reach.
+  if (blocks_.size() >= (std::size_t{1} << (32 - kSlotBits))) throw std::bad_alloc();
   if (spare_blocks_ == 0) {
     // Blocks come in groups (1, 2, 4 ... 32 of them): one aligned_alloc
     // per block would be mmapped with its alignment's padding, twice
@@ -67,7 +69,7 @@ TimerNode& TimerSlab::fresh_block() {
   blocks_.reserve(blocks_.size() + 1);  // before anything changes: may throw
   auto* b = reinterpret_cast<Block*>(spare_);
   b->slab = this;
-  b->first = static_cast<std::uint32_t>(blocks_.size()) * kPerBlock;
+  b->first = static_cast<std::uint32_t>(blocks_.size()) << kSlotBits;
   blocks_.push_back(b);
   spare_ += kBlockBytes;
   --spare_blocks_;
@@ -270,15 +272,15 @@ TimerSlab::Entry TimerSlab::take_top() noexcept {
 }
 
 void TimerSlab::fire_top() {
+  TimerNode& n = *top_node_;
   const Entry e = take_top();
-  TimerNode& n = node(static_cast<std::uint32_t>(e.key));
   n.state = TimerNode::kDue;
   queue_marker(n, e.deadline, 0);
 }
 
 void TimerSlab::run_top() {
+  TimerNode& n = *top_node_;
   const Entry e = take_top();
-  TimerNode& n = node(static_cast<std::uint32_t>(e.key));
   n.state = TimerNode::kDue;
   run(n, TimePoint(Duration(e.deadline)));
 }

@@ -130,8 +130,12 @@ struct TimerSlab {
       }
       top_in_run_ = in_run && (early_.empty() || !earlier(early_.front(), run_[run_pos_]));
       const Entry& e = top_in_run_ ? run_[run_pos_] : early_.front();
-      if (live(e)) [[likely]]
+      TimerNode& n = node(static_cast<std::uint32_t>(e.key));
+      if (n.state == TimerNode::kArmed && n.seq == static_cast<std::uint32_t>(e.key >> 32))
+          [[likely]] {
+        top_node_ = &n;
         return &e;
+      }
       drop_top();
     }
   }
@@ -160,7 +164,10 @@ struct TimerSlab {
 
   [[nodiscard]] std::size_t armed() const noexcept { return entries() - stale_; }
 
-  TimerNode& node(std::uint32_t i) noexcept { return blocks_[i / kPerBlock]->nodes[i % kPerBlock]; }
+  // A node's index: its block's number << kSlotBits | its slot there.
+  TimerNode& node(std::uint32_t i) noexcept {
+    return blocks_[i >> kSlotBits]->nodes[i & ((1u << kSlotBits) - 1)];
+  }
   static std::uint32_t index_of(const TimerNode& n) noexcept;
   static TimerSlab& of(const TimerNode& n) noexcept;
   /// A handle's reference went (and maybe the node's last).
@@ -171,9 +178,11 @@ struct TimerSlab {
   static constexpr std::size_t kHeader = 16;
   static constexpr std::uint32_t kPerBlock =
       static_cast<std::uint32_t>((kBlockBytes - kHeader) / sizeof(TimerNode));
+  static constexpr unsigned kSlotBits = 11;
+  static_assert(kPerBlock <= (1u << kSlotBits));
   struct Block {
     TimerSlab* slab;
-    std::uint32_t first;  // index of nodes[0]
+    std::uint32_t first;  // index of nodes[0]: the block's number << kSlotBits
     std::uint32_t pad_;
     TimerNode nodes[kPerBlock];
   };
@@ -260,7 +269,8 @@ struct TimerSlab {
   std::uint64_t cursor_ = 0;
   std::vector<Entry> run_;
   std::size_t run_pos_ = 0;
-  bool top_in_run_ = false;  // which one top() returned
+  bool top_in_run_ = false;      // which one top() returned
+  TimerNode* top_node_ = nullptr;  // and its node
   std::vector<Entry> early_;
   Chunk* wheel_[kLevels][64] = {};
   std::uint64_t occupied_[kLevels] = {};
