@@ -362,6 +362,36 @@ TEST_SUITE("timers") {
     CHECK(seen[2] == std::pair<int, std::size_t>{3, seen[0].second + 1});
   }
 
+  // What a timer's callback queues (a cancel's ECANCELED, a post) comes
+  // after the round's other due timers, and a trace hook changes nothing.
+  TEST_CASE("what a callback timer queues waits for the round's other due timers") {
+    for (const bool hook : {false, true}) {
+      CAPTURE(hook);
+      lev::test::FakeLoop f;
+      if (hook) f.loop.set_trace_hook([](const lev::TraceRecord&) {});
+      std::vector<std::string> seen;
+      std::size_t round = 0;
+      const lev::TimePoint base = f.loop.now();
+      lev::Operation far = f.loop.at(base + 1h, [&](lev::Operation&, lev::Result<lev::Expired> r) {
+        seen.push_back(r ? "far" : "far-cancelled");
+      });
+      f.loop.at(base + 5ms, [&](lev::Operation&, lev::Result<lev::Expired>) {
+        seen.push_back("1@" + std::to_string(round));
+        far.cancel();
+        f.loop.post([&] { seen.push_back("post@" + std::to_string(round)); });
+      });
+      f.loop.at(base + 8ms, [&](lev::Operation&, lev::Result<lev::Expired>) {
+        seen.push_back("2@" + std::to_string(round));
+      });
+      f.fake->advance(10ms);
+      while (f.loop.live_op_count() > 0 && round < 10) {
+        f.loop.run_once();
+        ++round;
+      }
+      CHECK(seen == std::vector<std::string>{"1@0", "2@0", "far-cancelled", "post@1"});
+    }
+  }
+
   TEST_CASE(
       "a callback timer's captures go right after its call, a large callable is boxed, both run "
       "once") {

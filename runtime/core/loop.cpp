@@ -705,27 +705,15 @@ LoopStats Loop::stats() const {
   return st;
 }
 
-// Fires what is due at `now` (at most kFireBudget), awaited timers (and
+// Queues what is due at `now` (at most kFireBudget), awaited timers (and
 // deadlines) and callback timers (after / at) merged in one order:
 // deadline, then arming order (both take their order from timer_seq_).
-// Awaited ones are queued; a callback timer with nothing queued before it
-// is called at once (what the drain would have called first), else queued
-// behind the rest by a marker. A timer armed by such a call is left for
-// the next round, as it would be if the call had come from the drain.
-// Returns expiries + callbacks called.
+// Nothing is called here: every expiry is delivered by the drain, so what
+// a callback queues comes after the round's timers, whatever was queued
+// before them.
 std::size_t Loop::fire_timers(TimePoint now) {
   std::size_t n = 0;
-  std::size_t called = 0;
   const std::int64_t t = now.time_since_epoch().count();
-  const std::uint64_t first_new = timer_seq_;  // armed from here on: next round
-  std::vector<detail::TimerSlab::Entry> later;  // set aside: armed by a call made here
-  struct PutBack {
-    detail::TimerSlab* slab;
-    std::vector<detail::TimerSlab::Entry>& entries;
-    ~PutBack() {
-      for (const auto& e : entries) slab->put_back(e);
-    }
-  } put_back{tslab_, later};  // out of memory there terminates, as in the wheel
   while (n < kFireBudget) {
     detail::OpBase* op = timers_.top();
     const detail::TimerSlab::Entry* e = tslab_ ? tslab_->top() : nullptr;
@@ -741,34 +729,15 @@ std::size_t Loop::fire_timers(TimePoint now) {
           (e->deadline == od && static_cast<std::int32_t>(static_cast<std::uint32_t>(
                                     (e->key >> 32) - static_cast<std::uint32_t>(op->seq))) < 0);
     }
-    if (called) [[unlikely]] {
-      // A call made here may have armed timers already due: a callback
-      // timer is set aside (its node stays the slab's), an awaited one
-      // ends the round's firing (its record is its task's).
-      const auto seq = node_first ? static_cast<std::uint32_t>(e->key >> 32)
-                                  : static_cast<std::uint32_t>(op->seq);
-      if (static_cast<std::int32_t>(seq - static_cast<std::uint32_t>(first_new)) >= 0) {
-        if (!node_first) break;
-        later.reserve(later.size() + 1);  // first: the entry is never lost
-        later.push_back(tslab_->take_top());
-        continue;
-      }
-    }
     ++n;
-    if (!node_first) {
+    if (node_first) {
+      tslab_->fire_top();
+    } else {
       timers_.pop();
       ready_.push(*op, 0);
-    } else if (ready_.empty() && !trace_) [[likely]] {
-      --live_count_;
-      ++counters_.completed[static_cast<std::size_t>(detail::OpKind::timer)];
-      ++counters_.drained;
-      ++called;
-      tslab_->run_top();  // what it throws leaves the rest due, for the next round
-    } else {
-      tslab_->fire_top();
     }
   }
-  return n + called;
+  return n;
 }
 
 void Loop::note_thread() noexcept {
@@ -776,11 +745,16 @@ void Loop::note_thread() noexcept {
     timer_slack_ = *fixed_slack_;
     return;
   }
-  const int policy = ::sched_getscheduler(0);
+  // The kernel gives real-time threads no slack; prctl's int wraps a
+  // slack over 2^31 ns (more than the 1 s cap) to a negative value.
+  const int policy = ::sched_getscheduler(0) & ~SCHED_RESET_ON_FORK;
   const int slack = ::prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
-  timer_slack_ = policy == SCHED_FIFO || policy == SCHED_RR || slack < 0
-                     ? Duration::zero()
-                     : std::min<Duration>(Duration(slack), std::chrono::seconds(1));
+  if (policy == SCHED_FIFO || policy == SCHED_RR || policy == SCHED_DEADLINE || slack == -1)
+    timer_slack_ = Duration::zero();
+  else if (slack < 0)
+    timer_slack_ = std::chrono::seconds(1);
+  else
+    timer_slack_ = std::min<Duration>(Duration(slack), std::chrono::seconds(1));
 }
 
 std::size_t Loop::run_once() {
@@ -844,7 +818,7 @@ std::size_t Loop::run_once() {
   struct EndRound {
     std::uint64_t& rounds;
     ~EndRound() { ++rounds; }  // the round's clock reading is stale from here
-  } end_round{rounds_};         // also when a timer's callback throws
+  } end_round{rounds_};
   // Only a wait that may have lasted needs a fresh reading of the clock.
   if (t) {
     round_now_ = timeout && *timeout == Duration::zero() ? now : clock_->now();

@@ -272,18 +272,14 @@ TimerSlab::Entry TimerSlab::take_top() noexcept {
 }
 
 void TimerSlab::fire_top() {
+  if (!free_markers_) [[unlikely]]
+    more_markers();  // first: out of memory leaves the timer armed, not lost
   TimerNode& n = *top_node_;
   const Entry e = take_top();
   n.state = TimerNode::kDue;
   queue_marker(n, e.deadline, 0);
 }
 
-void TimerSlab::run_top() {
-  TimerNode& n = *top_node_;
-  const Entry e = take_top();
-  n.state = TimerNode::kDue;
-  run(n, TimePoint(Duration(e.deadline)));
-}
 
 // The entry top() looked at is stale: it goes.
 void TimerSlab::drop_top() noexcept {
@@ -297,21 +293,23 @@ void TimerSlab::drop_top() noexcept {
   drop_stale(e);
 }
 
-void TimerSlab::queue_marker(TimerNode& n, std::int64_t deadline, int res) {
-  if (!free_markers_) {
-    constexpr std::size_t kMarkers = 64;
-    auto* block = new OpBase[kMarkers];
-    try {
-      marker_blocks_.push_back(block);
-    } catch (...) {
-      delete[] block;
-      throw;
-    }
-    for (std::size_t i = 0; i < kMarkers; ++i) {
-      block[i].next = free_markers_;
-      free_markers_ = &block[i];
-    }
+void TimerSlab::more_markers() {
+  constexpr std::size_t kMarkers = 64;
+  auto* block = new OpBase[kMarkers];
+  try {
+    marker_blocks_.push_back(block);
+  } catch (...) {
+    delete[] block;
+    throw;
   }
+  for (std::size_t i = 0; i < kMarkers; ++i) {
+    block[i].next = free_markers_;
+    free_markers_ = &block[i];
+  }
+}
+
+void TimerSlab::queue_marker(TimerNode& n, std::int64_t deadline, int res) {
+  if (!free_markers_) more_markers();
   OpBase& m = *free_markers_;
   free_markers_ = m.next;
   m.kind = OpKind::timer;

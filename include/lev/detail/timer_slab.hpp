@@ -142,14 +142,8 @@ struct TimerSlab {
   /// Takes the entry top() returned (it was live) and queues its node's
   /// expiry on the loop's queue.
   void fire_top();
-  /// Takes the entry top() returned (live), firing nothing.
-  Entry take_top() noexcept;
-  /// fire_top() for a round with nothing queued before it: the node's
-  /// callback is called now (from the round, never from inside `at`),
-  /// without a marker. What it throws propagates.
-  void run_top();
-  /// An entry take_top() took back in the wheel, as it was.
-  void put_back(const Entry& e) { place(e); }
+
+
   /// The earliest deadline of an armed timer (TimePoint::max() when none).
   [[nodiscard]] TimePoint next_deadline() noexcept {
     const Entry* e = top();
@@ -260,8 +254,10 @@ struct TimerSlab {
   std::uint32_t fresh_ = 0;  // nodes ever handed out: the first fresh_ indices
   std::size_t in_use_ = 0;   // nodes not free (armed, due, done but held, zombie)
   void queue_marker(TimerNode& n, std::int64_t deadline, int res);
+  void more_markers();
   static void deliver_marker(OpBase& m);
   static void run(TimerNode& n, TimePoint deadline);
+  Entry take_top() noexcept;
 
   // Entries at or before cursor_ are in run_ (sorted, from run_pos_) or
   // early_ (a heap); the wheel's are after it, each bucket's digit past
