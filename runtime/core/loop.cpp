@@ -235,6 +235,8 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
   check("recv_buffer_size", options.recv_buffer_size, 1, std::size_t{1} << 30,
         "between 1 and 2^30");
   check("datagram_buffer_count", options.datagram_buffer_count, 1, 32768, "between 1 and 32768");
+  check("datagram_buffer_size", options.datagram_buffer_size, 1, std::size_t{1} << 30,
+        "between 1 and 2^30");
   if (options.timer_slack &&
       (*options.timer_slack < Duration::zero() || *options.timer_slack > std::chrono::seconds(1)))
     throw std::invalid_argument(
@@ -242,8 +244,6 @@ Loop::Loop(Model model, LoopOptions options) : model_(model) {
         std::to_string(options.timer_slack->count()) + " ns)");
   fixed_slack_ = options.timer_slack;
   note_thread();
-  check("datagram_buffer_size", options.datagram_buffer_size, 1, std::size_t{1} << 30,
-        "between 1 and 2^30");
   auto link = std::make_unique<detail::CloseLink>(*this);  // first: nothing to undo if it throws
   recv_count_ = static_cast<std::uint32_t>(options.recv_buffer_count);  // checked above
   recv_size_ = static_cast<std::uint32_t>(options.recv_buffer_size);

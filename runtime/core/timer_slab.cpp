@@ -73,10 +73,9 @@ TimerNode& TimerSlab::fresh_block() {
   blocks_.push_back(b);
   spare_ += kBlockBytes;
   --spare_blocks_;
-  // Its nodes are handed out in order from here (fresh_ counts them).
+  // Its nodes are handed out in order from here.
   bump_ = b->nodes + 1;
   bump_end_ = b->nodes + kPerBlock;
-  ++fresh_;
   return b->nodes[0];
 }
 
@@ -387,13 +386,11 @@ void TimerSlab::close_loop() noexcept {
   // Nodes still held by handles keep the slab; it goes with the last. The
   // queue is empty for good: markers are no longer in use.
   held = 0;
-  // Only nodes ever handed out (the first fresh_); none at all when every
-  // one is free again (a loop that fired all its timers).
-  std::uint32_t left = in_use_ == 0 ? 0 : fresh_;
-  for (Block* b : blocks_) {
-    if (left == 0) break;
-    const std::uint32_t here = std::min(left, kPerBlock);
-    left -= here;
+  // Only nodes ever handed out (all of each block but the newest, whose
+  // end is bump_); none at all when every one is free again (a loop that
+  // fired all its timers).
+  for (Block* b : in_use_ == 0 ? std::span<Block*>() : std::span(blocks_)) {
+    const auto here = static_cast<std::size_t>(b == blocks_.back() ? bump_ - b->nodes : kPerBlock);
     for (TimerNode& t : std::span(b->nodes, here)) {
       t.cancelled &= static_cast<std::uint8_t>(~TimerNode::kStaleEntry);  // the wheel is gone
       if (t.state == TimerNode::kArmed || t.state == TimerNode::kDue ||

@@ -100,7 +100,6 @@ struct TimerSlab {
       free_ = next_free(*n);
     } else if (bump_ != bump_end_) {
       n = bump_++;
-      ++fresh_;
     } else {
       n = &fresh_block();
     }
@@ -130,20 +129,16 @@ struct TimerSlab {
       }
       top_in_run_ = in_run && (early_.empty() || !earlier(early_.front(), run_[run_pos_]));
       const Entry& e = top_in_run_ ? run_[run_pos_] : early_.front();
-      TimerNode& n = node(static_cast<std::uint32_t>(e.key));
-      if (n.state == TimerNode::kArmed && n.seq == static_cast<std::uint32_t>(e.key >> 32))
-          [[likely]] {
-        top_node_ = &n;
+      if (TimerNode* n = live(e)) [[likely]] {
+        top_node_ = n;
         return &e;
       }
       drop_top();
     }
   }
-  /// Takes the entry top() returned (it was live) and queues its node's
-  /// expiry on the loop's queue.
+  /// Takes the entry top() returned (it was live; called right after it,
+  /// nothing in between) and queues its node's expiry on the loop's queue.
   void fire_top();
-
-
   /// The earliest deadline of an armed timer (TimePoint::max() when none).
   [[nodiscard]] TimePoint next_deadline() noexcept {
     const Entry* e = top();
@@ -218,9 +213,12 @@ struct TimerSlab {
     return *std::launder(reinterpret_cast<TimerNode**>(n.storage));
   }
   TimerNode& fresh_block();
-  bool live(const Entry& e) noexcept {
-    const TimerNode& n = node(static_cast<std::uint32_t>(e.key));
-    return n.state == TimerNode::kArmed && n.seq == static_cast<std::uint32_t>(e.key >> 32);
+  // The node of an entry still armed for it; null for a stale entry.
+  TimerNode* live(const Entry& e) noexcept {
+    TimerNode& n = node(static_cast<std::uint32_t>(e.key));
+    return n.state == TimerNode::kArmed && n.seq == static_cast<std::uint32_t>(e.key >> 32)
+               ? &n
+               : nullptr;
   }
   std::size_t entries() const noexcept {
     return wheel_count_ + (run_.size() - run_pos_) + early_.size();
@@ -249,9 +247,8 @@ struct TimerSlab {
   unsigned char* spare_ = nullptr;  // blocks allocated, not yet in blocks_
   std::size_t spare_blocks_ = 0;
   TimerNode* free_ = nullptr;  // free list through the nodes' storage
-  TimerNode* bump_ = nullptr;  // the newest block's nodes never handed out
+  TimerNode* bump_ = nullptr;  // the newest block's first node never handed out
   TimerNode* bump_end_ = nullptr;
-  std::uint32_t fresh_ = 0;  // nodes ever handed out: the first fresh_ indices
   std::size_t in_use_ = 0;   // nodes not free (armed, due, done but held, zombie)
   void queue_marker(TimerNode& n, std::int64_t deadline, int res);
   void more_markers();
