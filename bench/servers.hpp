@@ -24,3 +24,7 @@ void serve_raw_uring(
     int lfd, const std::atomic<bool>& stop,
     std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
     bool http = false, int stop_fd = -1);
+/// The raw liburing loop resuming a C++20 coroutine per connection (no
+/// runtime): the floor a coroutine echo server can reach (bench/cost.py).
+void serve_raw_coro(int lfd, const std::atomic<bool>& stop,
+                    std::chrono::steady_clock::time_point deadline, int stop_fd);
