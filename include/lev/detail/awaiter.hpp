@@ -89,8 +89,11 @@ class [[nodiscard]] OpAwaiter {
     return suspend(h, task_cancel(h));
   }
   [[gnu::always_inline]] Result<T> await_resume() {
-    leave_scope();
+    if (scope_) scope_->wait_fn = nullptr;  // the slot is free (scope_ is not read again)
     stop_.disarm();
+    // Delivered, and nothing reads the state again: idle tells the
+    // compiler that the destructor has no live op to abandon.
+    op_.state = OpState::idle;
     return ResultOf<T>::make(op_);
   }
 
