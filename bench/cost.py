@@ -9,7 +9,8 @@ its baseline alternate within each round; the median of the rounds is
 reported. bench/cost_budget.txt holds the budget of each workload and the
 last measured value; --check fails (exit 1) when a workload is over its
 budget, --write records what was measured. A row of kind `info` (the
-coroutine floor, echo_floor) is measured and shown, never checked.
+coroutine floors: echo_floor, nop1_floor, nop32_floor) is measured and
+shown, never checked.
 
   python3 bench/cost.py [--build DIR] [--rounds R] [--only W,...] [--check] [--write]
 """
@@ -43,9 +44,13 @@ SERVERS = {
 OPS = {
     'nop1': ('nop1', 'raw_nop1'),
     'nop32': ('nop32', 'raw_nop32'),
+    # Not lev: the raw loop resuming bare coroutines (bench/raw_coro_nop.hpp).
+    'nop1_floor': ('coro_nop1', 'raw_nop1'),
+    'nop32_floor': ('coro_nop32', 'raw_nop32'),
     'timer': ('timer', None),
 }
-ORDER = ['echo', 'echo_floor', 'echo_timeout', 'echo_reactor', 'http', 'nop1', 'nop32', 'timer']
+ORDER = ['echo', 'echo_floor', 'echo_timeout', 'echo_reactor', 'http', 'nop1', 'nop1_floor',
+         'nop32', 'nop32_floor', 'timer']
 CONNS = 50
 SERVER_COUNTS = (100, 400)   # round trips per connection: 5,000 and 20,000 messages
 OP_COUNTS = (20000, 80000)

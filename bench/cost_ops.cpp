@@ -4,6 +4,8 @@
 //   cost_ops WORKLOAD COUNT
 //   nop1, nop32         `co_await loop.nop()` from 1 / 32 spawned tasks
 //   raw_nop1, raw_nop32 the hand-written liburing nop loop, batches of 1 / 32
+//   coro_nop1, coro_nop32  that loop resuming 1 / 32 bare C++20 coroutines
+//                       (the coroutine floor, raw_coro_nop.hpp)
 //   timer               `loop.at(deadline, cb)` armed and fired (deadlines
 //                       spread over a past millisecond: all due at once,
 //                       so no wait's length enters the count)
@@ -14,6 +16,7 @@
 #include <string_view>
 
 #include "lev/lev.hpp"
+#include "raw_coro_nop.hpp"
 #include "raw_nop.hpp"
 
 namespace {
@@ -53,7 +56,7 @@ void timers(int count) {
 
 int main(int argc, char** argv) {
   if (argc != 3) {
-    std::fprintf(stderr, "usage: cost_ops nop1|nop32|raw_nop1|raw_nop32|timer|sleep COUNT\n");
+    std::fprintf(stderr, "usage: cost_ops nop1|nop32|raw_nop1|raw_nop32|coro_nop1|coro_nop32|timer|sleep COUNT\n");
     return 2;
   }
   const std::string_view w = argv[1];
@@ -70,6 +73,10 @@ int main(int argc, char** argv) {
     raw_nop_loop(1, count);
   } else if (w == "raw_nop32") {
     raw_nop_loop(32, count);
+  } else if (w == "coro_nop1") {
+    coro_nop_loop(1, count);
+  } else if (w == "coro_nop32") {
+    coro_nop_loop(32, count);
   } else if (w == "timer") {
     timers(count);
   } else if (w == "sleep") {
