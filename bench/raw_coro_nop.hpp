@@ -63,17 +63,26 @@ inline void coro_nop_loop(int batch, int ops) {
   io_uring_register_ring_fd(&ring);
   int running = batch;
   for (int i = 0; i < batch; ++i) raw_coro::nops(ring, ops / batch, running);
+  // As raw_nop_loop: wait for the round's `want` completions (one per
+  // task still running), peek until that many were seen, no further.
   while (running > 0) {
-    io_uring_submit_and_wait(&ring, 1);
+    const int want = running;
+    io_uring_submit_and_wait(&ring, static_cast<unsigned>(want));
     io_uring_cqe* cqes[64];
-    unsigned n;
-    while ((n = io_uring_peek_batch_cqe(&ring, cqes, 64)) > 0) {
+    int seen = 0;
+    while (seen < want) {
+      const unsigned n = io_uring_peek_batch_cqe(&ring, cqes, 64);
+      if (n == 0) {
+        io_uring_submit_and_wait(&ring, 1);
+        continue;
+      }
       for (unsigned i = 0; i < n; ++i) {
         auto* w = static_cast<raw_coro::Waiter*>(io_uring_cqe_get_data(cqes[i]));
         w->res = cqes[i]->res;
         w->h.resume();
       }
       io_uring_cq_advance(&ring, n);
+      seen += static_cast<int>(n);
     }
   }
   io_uring_queue_exit(&ring);

@@ -89,7 +89,7 @@ class [[nodiscard]] OpAwaiter {
     return suspend(h, task_cancel(h));
   }
   [[gnu::always_inline]] Result<T> await_resume() {
-    if (scope_) scope_->wait_fn = nullptr;  // the slot is free (scope_ is not read again)
+    leave_scope();
     stop_.disarm();
     // Delivered, and nothing reads the state again: idle tells the
     // compiler that the destructor has no live op to abandon.
