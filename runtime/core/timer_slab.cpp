@@ -16,8 +16,6 @@ namespace lev::detail {
 
 namespace {
 constexpr std::size_t kArity = 4;
-// How far ahead of the one firing the run's nodes are prefetched.
-constexpr std::size_t kAhead = 16;
 // The heap of entries at or before the cursor is a sign the cursor jumped
 // far ahead of the clock once it holds this many, and a quarter of all.
 constexpr std::size_t kEarlyRebuild = 256;
@@ -257,29 +255,6 @@ bool TimerSlab::cancel(TimerNode& n) noexcept {
   return true;
 }
 
-TimerSlab::Entry TimerSlab::take_top() noexcept {
-  Entry e;
-  if (top_in_run_) {
-    e = run_[run_pos_++];
-    if (run_pos_ + kAhead < run_.size())
-      __builtin_prefetch(&node(static_cast<std::uint32_t>(run_[run_pos_ + kAhead].key)), 1);
-  } else {
-    e = early_.front();
-    pop_early();
-  }
-  return e;
-}
-
-void TimerSlab::fire_top() {
-  if (!free_markers_) [[unlikely]]
-    more_markers();  // first: out of memory leaves the timer armed, not lost
-  TimerNode& n = *top_node_;
-  const Entry e = take_top();
-  n.state = TimerNode::kDue;
-  queue_marker(n, e.deadline, 0);
-}
-
-
 // The entry top() looked at is stale: it goes.
 void TimerSlab::drop_top() noexcept {
   Entry e;
@@ -305,23 +280,6 @@ void TimerSlab::more_markers() {
     block[i].next = free_markers_;
     free_markers_ = &block[i];
   }
-}
-
-void TimerSlab::queue_marker(TimerNode& n, std::int64_t deadline, int res) {
-  if (!free_markers_) more_markers();
-  OpBase& m = *free_markers_;
-  free_markers_ = m.next;
-  m.kind = OpKind::timer;
-  m.state = OpState::submitted;
-  m.cancel = Cancel::none;
-  m.flow = 0;
-  m.ctx = &n;
-  m.deliver = &TimerSlab::deliver_marker;
-  // The deadline in the record's first cache line (`done`, which a timer
-  // never uses), beside everything the queue and the drain touch: a round
-  // that fires many timers writes and reads one line per marker, not two.
-  m.done = static_cast<std::size_t>(deadline);
-  queue->push(m, res);
 }
 
 // From the loop's drain: the node's one call. The marker goes back first

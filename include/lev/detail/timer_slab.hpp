@@ -138,7 +138,15 @@ struct TimerSlab {
   }
   /// Takes the entry top() returned (it was live; called right after it,
   /// nothing in between) and queues its node's expiry on the loop's queue.
-  void fire_top();
+  /// Inline: Loop::fire_timers calls it once per expiry.
+  void fire_top() {
+    if (!free_markers_) [[unlikely]]
+      more_markers();  // first: out of memory leaves the timer armed, not lost
+    TimerNode& n = *top_node_;
+    const Entry e = take_top();
+    n.state = TimerNode::kDue;
+    queue_marker(n, e.deadline, 0);
+  }
   /// The earliest deadline of an armed timer (TimePoint::max() when none).
   [[nodiscard]] TimePoint next_deadline() noexcept {
     const Entry* e = top();
@@ -250,11 +258,39 @@ struct TimerSlab {
   TimerNode* bump_ = nullptr;  // the newest block's first node never handed out
   TimerNode* bump_end_ = nullptr;
   std::size_t in_use_ = 0;   // nodes not free (armed, due, done but held, zombie)
-  void queue_marker(TimerNode& n, std::int64_t deadline, int res);
+  // How far ahead of the one firing the run's nodes are prefetched.
+  static constexpr std::size_t kAhead = 16;
+  void queue_marker(TimerNode& n, std::int64_t deadline, int res) {
+    if (!free_markers_) more_markers();
+    OpBase& m = *free_markers_;
+    free_markers_ = m.next;
+    m.kind = OpKind::timer;
+    m.state = OpState::submitted;
+    m.cancel = Cancel::none;
+    m.flow = 0;
+    m.ctx = &n;
+    m.deliver = &TimerSlab::deliver_marker;
+    // The deadline in the record's first cache line (`done`, which a timer
+    // never uses), beside everything the queue and the drain touch: a round
+    // that fires many timers writes and reads one line per marker, not two.
+    m.done = static_cast<std::size_t>(deadline);
+    queue->push(m, res);
+  }
   void more_markers();
   static void deliver_marker(OpBase& m);
   static void run(TimerNode& n, TimePoint deadline);
-  Entry take_top() noexcept;
+  Entry take_top() noexcept {
+    Entry e;
+    if (top_in_run_) {
+      e = run_[run_pos_++];
+      if (run_pos_ + kAhead < run_.size())
+        __builtin_prefetch(&node(static_cast<std::uint32_t>(run_[run_pos_ + kAhead].key)), 1);
+    } else {
+      e = early_.front();
+      pop_early();
+    }
+    return e;
+  }
 
   // Entries at or before cursor_ are in run_ (sorted, from run_pos_) or
   // early_ (a heap); the wheel's are after it, each bucket's digit past
