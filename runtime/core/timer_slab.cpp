@@ -247,11 +247,14 @@ bool TimerSlab::cancel(TimerNode& n) noexcept {
   n.cancelled |= TimerNode::kStaleEntry | TimerNode::kResultCancelled;  // not reused before
   n.state = TimerNode::kCancelled;
   if (stale_ > 1024 && stale_ * 2 > entries()) compact();
-  try {
-    queue_marker(n, 0, -ECANCELED);
-  } catch (...) {
-    std::terminate();  // 64 small records; a loop out of memory cannot keep its promise
+  if (!free_markers_) {
+    try {
+      more_markers();
+    } catch (...) {
+      std::terminate();  // 64 small records; a loop out of memory cannot keep its promise
+    }
   }
+  queue_marker(n, 0, -ECANCELED);
   return true;
 }
 

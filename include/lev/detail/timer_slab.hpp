@@ -260,8 +260,8 @@ struct TimerSlab {
   std::size_t in_use_ = 0;   // nodes not free (armed, due, done but held, zombie)
   // How far ahead of the one firing the run's nodes are prefetched.
   static constexpr std::size_t kAhead = 16;
-  void queue_marker(TimerNode& n, std::int64_t deadline, int res) {
-    if (!free_markers_) more_markers();
+  // Queues `n`'s result by a free marker (the caller made sure of one).
+  void queue_marker(TimerNode& n, std::int64_t deadline, int res) noexcept {
     OpBase& m = *free_markers_;
     free_markers_ = m.next;
     m.kind = OpKind::timer;
