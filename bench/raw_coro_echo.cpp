@@ -15,9 +15,9 @@
 
 #include <coroutine>
 #include <cstdint>
-#include <exception>
 #include <unordered_set>
 
+#include "raw_ring.hpp"
 #include "servers.hpp"
 
 namespace {
@@ -26,23 +26,9 @@ struct Ring {
   io_uring ring{};
   bool stopped = false;
   std::unordered_set<int> fds;  // the connections open (closed at the end)
-
-  io_uring_sqe* sqe() {
-    io_uring_sqe* s = io_uring_get_sqe(&ring);
-    while (!s) {
-      io_uring_submit(&ring);
-      s = io_uring_get_sqe(&ring);
-    }
-    return s;
-  }
 };
 
-// What a CQE's user_data points at: the coroutine to resume and where its
-// result goes. 1 (never an address of this) is the stop fd's poll.
-struct Waiter {
-  std::coroutine_handle<> h;
-  int res;
-};
+// user_data 1 (never an op's address) is the stop fd's poll.
 constexpr std::uint64_t kStopTag = 1;
 
 enum class Io { accept, recv, send };
@@ -53,12 +39,12 @@ struct IoAwait {
   int fd;
   void* buf;
   unsigned len;
-  Waiter w{};
+  raw::Waiter w{};
 
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h) noexcept {
     w.h = h;
-    io_uring_sqe* s = r.sqe();
+    io_uring_sqe* s = raw::sqe(r.ring);
     if constexpr (K == Io::accept)
       io_uring_prep_accept(s, fd, nullptr, nullptr, SOCK_CLOEXEC);
     else if constexpr (K == Io::recv)
@@ -70,18 +56,7 @@ struct IoAwait {
   int await_resume() const noexcept { return w.res; }
 };
 
-// Fire and forget: runs until its first co_await, frees itself at its end.
-struct Detached {
-  struct promise_type {
-    Detached get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
-
-Detached echo(Ring& r, int fd) {
+raw::Detached echo(Ring& r, int fd) {
   char buf[4096];
   for (;;) {
     const int n = co_await IoAwait<Io::recv>{r, fd, buf, sizeof buf};
@@ -100,7 +75,7 @@ Detached echo(Ring& r, int fd) {
 
 // Runs for the server's life (one accept in flight, re-armed per
 // connection, as raw_uring_echo's); its frame goes with the process.
-Detached acceptor(Ring& r, int lfd) {
+raw::Detached acceptor(Ring& r, int lfd) {
   for (;;) {
     const int fd = co_await IoAwait<Io::accept>{r, lfd, nullptr, 0};
     if (fd >= 0) {
@@ -117,16 +92,10 @@ Detached acceptor(Ring& r, int lfd) {
 void serve_raw_coro(int lfd, const std::atomic<bool>& stop,
                     std::chrono::steady_clock::time_point deadline, int stop_fd) {
   Ring r;
-  io_uring_params p{};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (io_uring_queue_init_params(256, &r.ring, &p) < 0) {
-    p = {};
-    io_uring_queue_init_params(256, &r.ring, &p);
-  }
-  io_uring_register_ring_fd(&r.ring);
+  raw::init_ring(r.ring);
   acceptor(r, lfd);
   if (stop_fd >= 0) {  // a signalfd: the ring wakes for it (a signal alone may not, under valgrind)
-    io_uring_sqe* q = r.sqe();
+    io_uring_sqe* q = raw::sqe(r.ring);
     io_uring_prep_poll_add(q, stop_fd, POLLIN);
     io_uring_sqe_set_data64(q, kStopTag);
   }
@@ -144,7 +113,7 @@ void serve_raw_coro(int lfd, const std::atomic<bool>& stop,
           r.stopped = true;
           continue;
         }
-        auto* w = reinterpret_cast<Waiter*>(static_cast<std::uintptr_t>(data));
+        auto* w = reinterpret_cast<raw::Waiter*>(static_cast<std::uintptr_t>(data));
         w->res = cqes[i]->res;
         w->h.resume();
       }

@@ -7,45 +7,25 @@
 #include <liburing.h>
 
 #include <coroutine>
-#include <cstdint>
-#include <exception>
+
+#include "raw_ring.hpp"
 
 namespace raw_coro {
 
-struct Waiter {
-  std::coroutine_handle<> h;
-  int res;
-};
-
 struct NopAwait {
   io_uring& ring;
-  Waiter w{};
+  raw::Waiter w{};
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h) noexcept {
     w.h = h;
-    io_uring_sqe* s = io_uring_get_sqe(&ring);
-    while (!s) {
-      io_uring_submit(&ring);
-      s = io_uring_get_sqe(&ring);
-    }
+    io_uring_sqe* s = raw::sqe(ring);
     io_uring_prep_nop(s);
     io_uring_sqe_set_data(s, &w);
   }
   int await_resume() const noexcept { return w.res; }
 };
 
-// Fire and forget: runs until its first co_await, frees itself at its end.
-struct Detached {
-  struct promise_type {
-    Detached get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
-
-inline Detached nops(io_uring& ring, int count, int& running) {
+inline raw::Detached nops(io_uring& ring, int count, int& running) {
   for (int i = 0; i < count; ++i) (void)co_await NopAwait{ring};
   --running;
 }
@@ -54,13 +34,7 @@ inline Detached nops(io_uring& ring, int count, int& running) {
 
 inline void coro_nop_loop(int batch, int ops) {
   io_uring ring;
-  io_uring_params p{};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (io_uring_queue_init_params(256, &ring, &p) < 0) {
-    p.flags = 0;
-    io_uring_queue_init_params(256, &ring, &p);
-  }
-  io_uring_register_ring_fd(&ring);
+  raw::init_ring(ring);
   int running = batch;
   for (int i = 0; i < batch; ++i) raw_coro::nops(ring, ops / batch, running);
   // As raw_nop_loop: wait for the round's `want` completions (one per
@@ -77,7 +51,7 @@ inline void coro_nop_loop(int batch, int ops) {
         continue;
       }
       for (unsigned i = 0; i < n; ++i) {
-        auto* w = static_cast<raw_coro::Waiter*>(io_uring_cqe_get_data(cqes[i]));
+        auto* w = static_cast<raw::Waiter*>(io_uring_cqe_get_data(cqes[i]));
         w->res = cqes[i]->res;
         w->h.resume();
       }

@@ -3,15 +3,11 @@
 // in batches of `batch`, one submit_and_wait per batch, CQEs peeked in bulk.
 #include <liburing.h>
 
+#include "raw_ring.hpp"
+
 inline void raw_nop_loop(int batch, int ops) {
   io_uring ring;
-  io_uring_params p{};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (io_uring_queue_init_params(256, &ring, &p) < 0) {
-    p.flags = 0;
-    io_uring_queue_init_params(256, &ring, &p);
-  }
-  io_uring_register_ring_fd(&ring);
+  raw::init_ring(ring);
   int done = 0;
   while (done < ops) {
     for (int i = 0; i < batch; ++i) io_uring_prep_nop(io_uring_get_sqe(&ring));

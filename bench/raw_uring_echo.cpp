@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "raw_ring.hpp"
 #include "servers.hpp"
 
 namespace {
@@ -62,14 +63,7 @@ struct Server {
 
   static std::uint64_t tag(std::uint32_t slot, Kind k) { return (std::uint64_t{slot} << 2) | k; }
 
-  io_uring_sqe* sqe() {
-    io_uring_sqe* s = io_uring_get_sqe(&ring);
-    while (!s) {
-      io_uring_submit(&ring);
-      s = io_uring_get_sqe(&ring);
-    }
-    return s;
-  }
+  io_uring_sqe* sqe() { return raw::sqe(ring); }
   void arm_accept() {
     io_uring_sqe* s = sqe();
     io_uring_prep_accept(s, lfd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -159,13 +153,7 @@ void serve_raw_uring(int lfd, const std::atomic<bool>& stop,
   Server s;
   s.lfd = lfd;
   s.http = http;
-  io_uring_params p{};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (io_uring_queue_init_params(256, &s.ring, &p) < 0) {
-    p = {};
-    io_uring_queue_init_params(256, &s.ring, &p);
-  }
-  io_uring_register_ring_fd(&s.ring);
+  raw::init_ring(s.ring);
   s.conns.push_back(new Conn);  // slot 0 reserved for the accept tag
   s.arm_accept();
   if (stop_fd >= 0) {  // a signalfd: the ring wakes for it (a signal alone may not, under valgrind)
